@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The README's quick start, run as a new user would: start `linepay-sidecar demo`, then
+# request → confirm → details → refund through it with curl; every step must answer
+# returnCode 0000, and an unlisted path must be refused by the sidecar.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --quiet
+bin=target/debug/linepay-sidecar
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+base="http://127.0.0.1:$port"
+log=$(mktemp)
+"$bin" demo --listen "127.0.0.1:$port" >"$log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; rm -f "$log"' EXIT
+for _ in $(seq 1 100); do
+  grep -q "listening on" "$log" && break
+  kill -0 $pid 2>/dev/null || { cat "$log"; echo "demo exited early"; exit 1; }
+  sleep 0.1
+done
+grep -q "listening on" "$log" || { cat "$log"; echo "demo did not start within 10 s"; exit 1; }
+
+return_code() { python3 -c 'import json,sys; print(json.load(sys.stdin)["returnCode"])'; }
+expect_0000() {
+  local step=$1 answer=$2 code
+  code=$(printf '%s' "$answer" | return_code)
+  [ "$code" = "0000" ] || { echo "$step answered $code: $answer"; exit 1; }
+  echo "$step: 0000"
+}
+
+order="smoke-$(date +%s)-$$"
+answer=$(curl -sS --max-time 10 "$base/v3/payments/request" -H 'Content-Type: application/json' \
+  -d '{"amount":100,"currency":"TWD","orderId":"'"$order"'","packages":[{"id":"p1","amount":100,"products":[{"name":"咖啡","quantity":1,"price":100}]}],"redirectUrls":{"confirmUrl":"https://shop.example/confirm","cancelUrl":"https://shop.example/cancel"}}')
+expect_0000 request "$answer"
+tx=$(printf '%s' "$answer" | python3 -c 'import json,sys; print(json.load(sys.stdin)["info"]["transactionId"])')
+[ ${#tx} -eq 19 ] || { echo "transactionId $tx is not 19 digits"; exit 1; }
+expect_0000 confirm "$(curl -sS --max-time 10 "$base/v3/payments/$tx/confirm" -d '{"amount":100,"currency":"TWD"}')"
+expect_0000 details "$(curl -sS --max-time 10 "$base/v3/payments?transactionId=$tx")"
+expect_0000 refund "$(curl -sS --max-time 10 "$base/v3/payments/$tx/refund" -d '{"refundAmount":40}')"
+status=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' "$base/v3/admin")
+[ "$status" = "403" ] || { echo "unlisted path answered $status, not 403"; exit 1; }
+echo "unlisted path: 403"
+echo "demo smoke OK: request, confirm, details, refund and a refusal"

@@ -1,0 +1,232 @@
+//! LINE Pay's answer vocabulary: the return codes the emulator produces and the JSON
+//! envelope around them.
+//!
+//! LINE Pay answers HTTP 200 for business errors too (the outcome is the body's
+//! `returnCode`), so every endpoint produces an [`Outcome`] and only this module decides
+//! the HTTP status: 200 for any outcome, 404 for a path outside the API, 413/400 for a
+//! body the server could not read.
+
+use crate::emulator::route::Version;
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use serde_json::{json, Map, Value};
+
+/// The return codes the emulator can answer with. Names follow LINE Pay's meanings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReturnCode {
+    /// 0000; also "waiting for the user" on the status check.
+    Success,
+    /// 0110: status check, the user authorised the payment, confirm not called yet.
+    UserAuthorized,
+    /// 0121: status check, the payment was cancelled (voided) or expired.
+    Cancelled,
+    /// 0123: status check, the payment was confirmed.
+    Paid,
+    HeaderError,
+    TransactionNotFound,
+    AmountMismatch,
+    RefundAmountExceeded,
+    AlreadyRefunded,
+    DuplicateOrder,
+    TooManyTransactions,
+    UnsupportedCurrency,
+    StatusNotAllowed,
+    RegKeyNotFound,
+    RegKeyExpired,
+    ParameterError,
+    JsonFormatError,
+}
+
+impl ReturnCode {
+    pub fn code(self) -> &'static str {
+        match self {
+            ReturnCode::Success => "0000",
+            ReturnCode::UserAuthorized => "0110",
+            ReturnCode::Cancelled => "0121",
+            ReturnCode::Paid => "0123",
+            ReturnCode::HeaderError => "1106",
+            ReturnCode::TransactionNotFound => "1150",
+            ReturnCode::AmountMismatch => "1153",
+            ReturnCode::RefundAmountExceeded => "1164",
+            ReturnCode::AlreadyRefunded => "1165",
+            ReturnCode::DuplicateOrder => "1172",
+            ReturnCode::TooManyTransactions => "1177",
+            ReturnCode::UnsupportedCurrency => "1178",
+            ReturnCode::StatusNotAllowed => "1179",
+            ReturnCode::RegKeyNotFound => "1190",
+            ReturnCode::RegKeyExpired => "1193",
+            ReturnCode::ParameterError => "2101",
+            ReturnCode::JsonFormatError => "2102",
+        }
+    }
+
+    /// The fixed part of `returnMessage`; a [`Refusal`] adds what exactly was wrong.
+    fn message(self, version: Version) -> &'static str {
+        match self {
+            // The v2 samples answer "success" in lower case; v3 answers "Success.".
+            ReturnCode::Success => match version {
+                Version::V2 => "success",
+                Version::V3 => "Success.",
+            },
+            ReturnCode::UserAuthorized => "Authorization completed; waiting for confirm.",
+            ReturnCode::Cancelled => "The payment was cancelled or has expired.",
+            ReturnCode::Paid => "Payment completed.",
+            ReturnCode::HeaderError => "Header information error.",
+            ReturnCode::TransactionNotFound => "Transaction record not found.",
+            ReturnCode::AmountMismatch => "The payment amount differs from the requested amount.",
+            ReturnCode::RefundAmountExceeded => "Exceeded refundable amount.",
+            ReturnCode::AlreadyRefunded => "The transaction has already been refunded.",
+            ReturnCode::DuplicateOrder => "Existing same orderId.",
+            ReturnCode::TooManyTransactions => "Exceeded maximum number of transactions (100).",
+            ReturnCode::UnsupportedCurrency => "Currency not supported.",
+            ReturnCode::StatusNotAllowed => "The transaction status does not allow this operation.",
+            ReturnCode::RegKeyNotFound => "regKey does not exist.",
+            ReturnCode::RegKeyExpired => "regKey has expired.",
+            ReturnCode::ParameterError => "Parameter error.",
+            ReturnCode::JsonFormatError => "JSON format error.",
+        }
+    }
+}
+
+/// A business refusal: the code plus one sentence that tells the caller what to fix.
+/// The detail never carries secrets or expected signatures; it names fields and headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ReturnCode,
+    pub detail: String,
+}
+
+impl Refusal {
+    pub fn new(code: ReturnCode, detail: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn parameter(detail: impl Into<String>) -> Self {
+        Refusal::new(ReturnCode::ParameterError, detail)
+    }
+
+    pub fn json(detail: impl Into<String>) -> Self {
+        Refusal::new(ReturnCode::JsonFormatError, detail)
+    }
+}
+
+/// What an endpoint answers when it does not refuse: a code (0000 except on the status
+/// check) and the optional `info` member.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub code: ReturnCode,
+    pub info: Option<Value>,
+}
+
+impl Answer {
+    pub fn success(info: Value) -> Self {
+        Answer {
+            code: ReturnCode::Success,
+            info: Some(info),
+        }
+    }
+
+    /// 0000 without `info`, as void and regKey expire answer.
+    pub fn done() -> Self {
+        Answer::status(ReturnCode::Success)
+    }
+
+    pub fn status(code: ReturnCode) -> Self {
+        Answer { code, info: None }
+    }
+}
+
+pub type Outcome = Result<Answer, Refusal>;
+
+/// The HTTP response for a LINE Pay answer: always 200, the outcome is in the body.
+pub fn business(version: Version, outcome: &Outcome) -> Response<Bytes> {
+    let mut body = Map::new();
+    match outcome {
+        Ok(answer) => {
+            body.insert("returnCode".into(), answer.code.code().into());
+            body.insert("returnMessage".into(), answer.code.message(version).into());
+            if let Some(info) = &answer.info {
+                body.insert("info".into(), info.clone());
+            }
+        }
+        Err(refusal) => {
+            let message = format!("{} {}", refusal.code.message(version), refusal.detail);
+            body.insert("returnCode".into(), refusal.code.code().into());
+            body.insert("returnMessage".into(), message.trim_end().into());
+        }
+    }
+    json_response(StatusCode::OK, &Value::Object(body))
+}
+
+/// 404 for a method and path that are not part of the LINE Pay API.
+pub fn not_found(method: &http::Method, path: &str) -> Response<Bytes> {
+    let body = json!({
+        "error": "not_found",
+        "message": format!("the LINE Pay emulator has no API at {method} {path}"),
+    });
+    json_response(StatusCode::NOT_FOUND, &body)
+}
+
+/// An error status for a body the server could not read (too large, or the connection
+/// failed mid-body); these never reach the business logic.
+pub fn unreadable_body(status: StatusCode, message: &str) -> Response<Bytes> {
+    let body = json!({ "error": "unreadable_body", "message": message });
+    json_response(status, &body)
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Bytes> {
+    // Serialising a `Value` with string keys cannot fail; the fallback keeps this
+    // function total without an unwrap.
+    let bytes = serde_json::to_vec(body)
+        .unwrap_or_else(|_| br#"{"returnCode":"9000","returnMessage":"Internal error."}"#.to_vec());
+    let mut response = Response::new(Bytes::from(bytes));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body_of(response: &Response<Bytes>) -> Value {
+        serde_json::from_slice(response.body()).expect("reply bodies are JSON")
+    }
+
+    #[test]
+    fn refusals_are_http_200_with_code_and_detail() {
+        let refusal = Refusal::parameter("amount is missing.");
+        let response = business(Version::V3, &Err(refusal));
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers().get(header::CONTENT_TYPE),
+            Some(&HeaderValue::from_static("application/json"))
+        );
+        let body = body_of(&response);
+        assert_eq!(body["returnCode"], "2101");
+        assert_eq!(body["returnMessage"], "Parameter error. amount is missing.");
+        assert!(body.get("info").is_none());
+    }
+
+    #[test]
+    fn success_message_follows_the_api_version() {
+        let v3 = body_of(&business(Version::V3, &Ok(Answer::done())));
+        let v2 = body_of(&business(Version::V2, &Ok(Answer::done())));
+        assert_eq!(v3["returnMessage"], "Success.");
+        assert_eq!(v2["returnMessage"], "success");
+        assert_eq!(v3["returnCode"], "0000");
+    }
+
+    #[test]
+    fn unknown_paths_are_404_json() {
+        let response = not_found(&http::Method::GET, "/v3/nothing");
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(body_of(&response)["error"], "not_found");
+    }
+}

@@ -1,0 +1,23 @@
+//! linepay-sidecar: a localhost reverse proxy that signs LINE Pay API calls.
+//!
+//! # Layout
+//! The modules in the order a call travels through them:
+//! - [`config`]: YAML + environment + flags, validated into one typed `Config`.
+//! - [`secret`]: the channel secret, redacted in every printout.
+//! - [`route`]: the allowlist of method + path templates, strict path matching.
+//! - [`proxy`]: the request path: route → read body → sign → forward → respond.
+//! - [`sign`]: LINE Pay v3 HMAC signing, pure and streamed.
+//! - [`upstream`]: the egress client: rustls, pooled keep-alive connections, timeouts.
+//! - [`error`]: the sidecar's own refusals, each with a status and a stable code.
+//! - [`server`]: the listener: accepts connections and hands each call to `proxy`.
+//! - [`emulator`]: an in-memory LINE Pay used by `demo` and by the tests.
+
+pub mod config;
+pub mod emulator;
+pub mod error;
+pub mod proxy;
+pub mod route;
+pub mod secret;
+pub mod server;
+pub mod sign;
+pub mod upstream;

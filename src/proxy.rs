@@ -1,0 +1,386 @@
+//! The request path, in the order a call travels:
+//!
+//! 1. **request filter**: the target must be a plain path; the method and path must be
+//!    on the allowlist (403 / 405 otherwise). Nothing has been read yet.
+//! 2. **read body**: whole, capped (413) and time-boxed; POST bodies must be UTF-8 JSON.
+//! 3. **upstream request**: the app's headers minus hop-by-hop, `Host`, credentials and
+//!    every `X-LINE-*`; then the sidecar's own `X-LINE-*` headers and the signature over
+//!    the exact bytes that will be sent.
+//! 4. **forward**: to the configured upstream only, with the route's timeouts.
+//! 5. **response filter**: LINE Pay's answer goes back as it is, minus hop-by-hop
+//!    headers.
+//!
+//! Each phase is one function; a refusal at any phase is a [`ProxyError`], answered as
+//! the sidecar's JSON error, and stops the call before anything reaches LINE Pay.
+
+use crate::config::Config;
+use crate::error::ProxyError;
+use crate::route::{Match, Route};
+use crate::sign::{self, Signer};
+use crate::upstream::Upstream;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
+use std::time::Instant;
+
+pub const CHANNEL_ID: HeaderName = HeaderName::from_static("x-line-channelid");
+pub const CHANNEL_SECRET: HeaderName = HeaderName::from_static("x-line-channelsecret");
+pub const NONCE: HeaderName = HeaderName::from_static("x-line-authorization-nonce");
+pub const AUTHORIZATION: HeaderName = HeaderName::from_static("x-line-authorization");
+pub const DEVICE_PROFILE_ID: HeaderName = HeaderName::from_static("x-line-merchantdeviceprofileid");
+pub const DEVICE_TYPE: HeaderName = HeaderName::from_static("x-line-merchantdevicetype");
+
+/// Headers that describe one hop, never the call (RFC 9110 §7.6.1), plus the
+/// non-standard ones that proxies still see.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Headers from the app that must not reach LINE Pay: the sidecar sets them itself, or
+/// they would reveal the app's network, or carry credentials the app should not hold.
+const NOT_FORWARDED: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "authorization",
+    "cookie",
+    "expect",
+    "forwarded",
+    "x-real-ip",
+];
+
+/// Everything one call needs, built once per configuration and shared by all calls.
+pub struct Proxy {
+    config: Config,
+    signer: Signer,
+    upstream: Upstream,
+    user_agent: HeaderValue,
+}
+
+/// What happened to one call, for the log line.
+struct Outcome<'a> {
+    route: Option<&'a Route>,
+    error: Option<&'static str>,
+}
+
+impl Proxy {
+    pub fn new(config: Config, upstream: Upstream) -> Proxy {
+        Proxy {
+            signer: Signer::new(&config.credentials.channel_secret),
+            config,
+            upstream,
+            user_agent: HeaderValue::from_static(concat!(
+                "linepay-sidecar/",
+                env!("CARGO_PKG_VERSION")
+            )),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Handles one call from the app; never fails: every problem becomes an answer.
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<Bytes>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
+        let method = request.method().clone();
+        // The path alone: ids are not secret, and the query may carry an orderId only.
+        let path = request.uri().path().to_owned();
+        let mut outcome = Outcome {
+            route: None,
+            error: None,
+        };
+        let response = match self.forward(request, &mut outcome).await {
+            Ok(response) => response,
+            Err(error) => {
+                outcome.error = Some(error.code());
+                error.to_response()
+            }
+        };
+        let route = outcome.route.map(|r| r.template.as_str()).unwrap_or("-");
+        let elapsed_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+        match outcome.error {
+            None => tracing::info!(
+                %method, path, route, status = response.status().as_u16(), elapsed_ms, "call forwarded"
+            ),
+            Some(code) => tracing::warn!(
+                %method, path, route, status = response.status().as_u16(), code, elapsed_ms, "call refused"
+            ),
+        }
+        response
+    }
+
+    async fn forward<'a, B>(
+        &'a self,
+        request: Request<B>,
+        outcome: &mut Outcome<'a>,
+    ) -> Result<Response<Bytes>, ProxyError>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = request.into_parts();
+        let route = self.request_filter(&parts)?;
+        outcome.route = Some(route);
+        let body = self.read_body(&parts, body).await?;
+        check_payload(route, &parts, &body)?;
+        let upstream_request = self.upstream_request(route, &parts, body)?;
+        let response = self.upstream.send(upstream_request, route.timeouts).await?;
+        Ok(response_filter(response))
+    }
+
+    /// Phase 1: is this call allowed at all?
+    fn request_filter(&self, parts: &http::request::Parts) -> Result<&Route, ProxyError> {
+        if parts.method == Method::CONNECT {
+            return Err(ProxyError::MethodNotAllowed {
+                path: parts.uri.to_string(),
+                allowed: "GET, POST".to_owned(),
+            });
+        }
+        // Absolute-form (`POST http://elsewhere/...`) and authority-form targets could
+        // name another host; only origin-form paths are accepted, and the upstream is
+        // always the configured one whatever `Host` says.
+        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+            return Err(ProxyError::InvalidTarget);
+        }
+        let path = parts.uri.path();
+        match self.config.allowlist.find(&parts.method, path) {
+            Match::Allowed(route) => Ok(route),
+            Match::WrongMethod { allowed } => Err(ProxyError::MethodNotAllowed {
+                path: path.to_owned(),
+                allowed: allowed
+                    .iter()
+                    .map(Method::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+            Match::Unknown => Err(ProxyError::PathNotAllowed {
+                method: parts.method.to_string(),
+                path: path.to_owned(),
+            }),
+            Match::Refused(problem) => Err(ProxyError::AmbiguousPath(problem.describe())),
+        }
+    }
+
+    /// Phase 2: the whole body, capped and time-boxed, before anything is sent.
+    async fn read_body<B>(&self, parts: &http::request::Parts, body: B) -> Result<Bytes, ProxyError>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let limit = self.config.request.max_body_bytes;
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limit as u64) {
+            return Err(ProxyError::BodyTooLarge { limit });
+        }
+        let timeout = self.config.request.body_timeout;
+        let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
+            .await
+            .map_err(|_| ProxyError::BodyTimeout(timeout))?;
+        match collected {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+                Err(ProxyError::BodyTooLarge { limit })
+            }
+            Err(_) => Err(ProxyError::BodyRead),
+        }
+    }
+
+    /// Phase 3: the request LINE Pay will receive, signed over its exact bytes.
+    fn upstream_request(
+        &self,
+        route: &Route,
+        parts: &http::request::Parts,
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>, ProxyError> {
+        let path = parts.uri.path();
+        let query = parts.uri.query();
+        let path_and_query = parts.uri.path_and_query().map_or(path, |pq| pq.as_str());
+        let uri = self.upstream.uri_for(path_and_query)?;
+
+        let mut headers = forwardable_headers(&parts.headers);
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if !headers.contains_key(header::USER_AGENT) {
+            headers.insert(header::USER_AGENT, self.user_agent.clone());
+        }
+        let credentials = &self.config.credentials;
+        headers.insert(CHANNEL_ID, credentials.channel_id.clone());
+        if let Some(value) = &credentials.merchant_device_profile_id {
+            headers.insert(DEVICE_PROFILE_ID, value.clone());
+        }
+        if let Some(value) = &credentials.merchant_device_type {
+            headers.insert(DEVICE_TYPE, value.clone());
+        }
+        if route.legacy_v2 {
+            let mut secret = HeaderValue::from_bytes(credentials.channel_secret.expose())
+                .map_err(|_| ProxyError::Internal)?;
+            secret.set_sensitive(true);
+            headers.insert(CHANNEL_SECRET, secret);
+        } else {
+            let nonce = sign::new_nonce();
+            let payload = sign::payload(&parts.method, query, &body);
+            let mut signature = [0u8; sign::SIGNATURE_LEN];
+            let length = self
+                .signer
+                .signature_into(path, payload, &nonce, &mut signature);
+            let mut authorization =
+                HeaderValue::from_bytes(&signature[..length]).map_err(|_| ProxyError::Internal)?;
+            authorization.set_sensitive(true);
+            headers.insert(
+                NONCE,
+                HeaderValue::from_str(&nonce).map_err(|_| ProxyError::Internal)?,
+            );
+            headers.insert(AUTHORIZATION, authorization);
+        }
+
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        Ok(request)
+    }
+}
+
+/// Phase 2, continued: what LINE Pay would reject or misread is refused here instead.
+fn check_payload(
+    route: &Route,
+    parts: &http::request::Parts,
+    body: &Bytes,
+) -> Result<(), ProxyError> {
+    if route.method == Method::GET {
+        if !body.is_empty() {
+            return Err(ProxyError::UnexpectedBody(route.method.to_string()));
+        }
+        return Ok(());
+    }
+    if parts.uri.query().is_some() {
+        return Err(ProxyError::UnexpectedQuery);
+    }
+    if body.is_empty() {
+        // LINE Pay signs an empty POST body as the empty string (void, expire).
+        return Ok(());
+    }
+    let text = std::str::from_utf8(body).map_err(|error| {
+        ProxyError::InvalidJson(format!(
+            "not UTF-8 (invalid byte at offset {})",
+            error.valid_up_to()
+        ))
+    })?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map(|_| ())
+        .map_err(|error| ProxyError::InvalidJson(error.to_string()))
+}
+
+/// The app's headers that may travel on to LINE Pay.
+fn forwardable_headers(incoming: &HeaderMap) -> HeaderMap {
+    let named_by_connection = connection_named(incoming);
+    let mut headers = HeaderMap::with_capacity(incoming.len() + 4);
+    for (name, value) in incoming {
+        let text = name.as_str();
+        let dropped = HOP_BY_HOP.contains(&text)
+            || NOT_FORWARDED.contains(&text)
+            || text.starts_with("x-line-")
+            || text.starts_with("x-forwarded-")
+            || named_by_connection.contains(name);
+        if !dropped {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    headers
+}
+
+/// Phase 5: LINE Pay's answer, as it is, minus what described the upstream hop.
+fn response_filter(response: Response<Bytes>) -> Response<Bytes> {
+    let (mut parts, body) = response.into_parts();
+    let named_by_connection = connection_named(&parts.headers);
+    for name in HOP_BY_HOP.iter().copied() {
+        parts.headers.remove(name);
+    }
+    for name in named_by_connection {
+        parts.headers.remove(name);
+    }
+    // The body was read whole; hyper writes the length of what is actually sent.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, body)
+}
+
+/// Headers that the `Connection` header declares hop-by-hop; read before anything is
+/// removed, since removing `Connection` first would lose the list.
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forged_and_hop_by_hop_headers_are_dropped() {
+        let mut incoming = HeaderMap::new();
+        for (name, value) in [
+            ("x-line-authorization", "forged"),
+            ("X-LINE-ChannelId", "999"),
+            ("x-line-channelsecret", "leak"),
+            ("authorization", "Bearer x"),
+            ("host", "evil.example"),
+            ("connection", "x-custom-hop, keep-alive"),
+            ("x-custom-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-request-id", "abc"),
+            ("accept-language", "zh-TW"),
+        ] {
+            incoming.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static(value),
+            );
+        }
+        let kept = forwardable_headers(&incoming);
+        let names: Vec<&str> = kept.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-request-id", "accept-language"]);
+    }
+
+    #[test]
+    fn response_loses_hop_headers_only() {
+        let response = Response::builder()
+            .header("content-type", "application/json")
+            .header("connection", "x-hop")
+            .header("x-hop", "1")
+            .header("x-line-whatever", "kept: it is LINE Pay's")
+            .body(Bytes::from_static(b"{}"))
+            .unwrap();
+        let filtered = response_filter(response);
+        assert_eq!(filtered.headers()["content-type"], "application/json");
+        assert!(filtered.headers().get("x-hop").is_none());
+        assert!(filtered.headers().get("connection").is_none());
+        assert!(filtered.headers().get("x-line-whatever").is_some());
+    }
+}

@@ -1,0 +1,212 @@
+//! The command line: `sign`, `check`, and what the running sidecar prints.
+
+use crate::util::{start_emulator, Call, Cli, Sidecar, TempFile, CHANNEL_ID, CHANNEL_SECRET};
+
+/// The reference vector from linepay-api.md.
+const VECTOR_SECRET: &str = "a917ab6a2367b536f8e5a6e2977e06f4";
+const VECTOR_BODY: &str = r#"{"amount":100,"currency":"TWD"}"#;
+const VECTOR_NONCE: &str = "6f1ba1c9-8f3f-4b9a-9b3e-0d2c1a6b5e77";
+const VECTOR_SIGNATURE: &str = "07cnOfuso3B3HFlVXKMM4vlF0/yprYM8TmAKhG7ZROM=";
+
+#[test]
+fn sign_prints_the_reference_signature_and_never_the_secret() {
+    let body = TempFile::with_contents("body.json", VECTOR_BODY.as_bytes());
+
+    let output = Cli::new()
+        .arg("sign")
+        .arg("--path")
+        .arg("/v3/payments/request")
+        .arg("--body-file")
+        .arg(body.path_str())
+        .arg("--nonce")
+        .arg(VECTOR_NONCE)
+        .arg("--channel-id")
+        .arg("1234567890")
+        .env("LINEPAY_CHANNEL_SECRET", VECTOR_SECRET)
+        .run();
+
+    assert!(output.status.success(), "{output:?}");
+    let lines: Vec<&str> = output.stdout.lines().collect();
+    assert!(
+        lines.contains(&format!("X-LINE-Authorization: {VECTOR_SIGNATURE}").as_str()),
+        "{output:?}"
+    );
+    assert!(
+        lines.contains(&format!("X-LINE-Authorization-Nonce: {VECTOR_NONCE}").as_str()),
+        "{output:?}"
+    );
+    assert!(
+        lines.contains(&"X-LINE-ChannelId: 1234567890"),
+        "{output:?}"
+    );
+    assert!(!output.stdout.contains(VECTOR_SECRET), "secret on stdout");
+    assert!(!output.stderr.contains(VECTOR_SECRET), "secret on stderr");
+}
+
+#[test]
+fn sign_signs_the_body_file_byte_for_byte() {
+    // A trailing newline is part of the body: the signature must change with it.
+    let body = TempFile::with_contents("body-nl.json", format!("{VECTOR_BODY}\n").as_bytes());
+
+    let output = Cli::new()
+        .arg("sign")
+        .arg("--path")
+        .arg("/v3/payments/request")
+        .arg("--body-file")
+        .arg(body.path_str())
+        .arg("--nonce")
+        .arg(VECTOR_NONCE)
+        .arg("--channel-id")
+        .arg("1234567890")
+        .env("LINEPAY_CHANNEL_SECRET", VECTOR_SECRET)
+        .run();
+
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        output.stdout.contains("X-LINE-Authorization: "),
+        "{output:?}"
+    );
+    assert!(!output.stdout.contains(VECTOR_SIGNATURE), "{output:?}");
+}
+
+#[test]
+fn check_names_the_line_and_key_of_a_bad_yaml() {
+    let config = TempFile::with_contents(
+        "bad.yaml",
+        b"listen: 127.0.0.1:0\nupstream:\n  url: http://127.0.0.1:9\n  conect_timeout: 5s\n",
+    );
+
+    let output = Cli::new()
+        .arg("check")
+        .arg("--config")
+        .arg(config.path_str())
+        .env("LINEPAY_CHANNEL_ID", CHANNEL_ID)
+        .env("LINEPAY_CHANNEL_SECRET", CHANNEL_SECRET)
+        .run();
+
+    assert!(!output.status.success(), "{output:?}");
+    assert!(output.stderr.contains("conect_timeout"), "{output:?}");
+    assert!(
+        output.stderr.contains("line 4") || output.stderr.contains(":4:"),
+        "the error must name line 4: {output:?}"
+    );
+}
+
+#[test]
+fn check_refuses_a_secret_written_in_the_yaml_without_echoing_it() {
+    let config = TempFile::with_contents(
+        "secret.yaml",
+        format!(
+            "upstream:\n  url: http://127.0.0.1:9\ncredentials:\n  channel_id: \"{CHANNEL_ID}\"\n  channel_secret: \"{CHANNEL_SECRET}\"\n"
+        )
+        .as_bytes(),
+    );
+
+    let output = Cli::new()
+        .arg("check")
+        .arg("--config")
+        .arg(config.path_str())
+        .env("LINEPAY_CHANNEL_SECRET", "the-env-secret-is-fine")
+        .run();
+
+    assert!(!output.status.success(), "{output:?}");
+    assert!(output.stderr.contains("channel_secret"), "{output:?}");
+    assert!(
+        output.stderr.contains(":5"),
+        "the error must name line 5: {output:?}"
+    );
+    assert!(
+        !output.stderr.contains(CHANNEL_SECRET),
+        "secret echoed: {output:?}"
+    );
+    assert!(
+        !output.stdout.contains(CHANNEL_SECRET),
+        "secret echoed: {output:?}"
+    );
+}
+
+#[test]
+fn check_accepts_a_good_config() {
+    let config = TempFile::with_contents(
+        "good.yaml",
+        format!("listen: 127.0.0.1:0\nupstream:\n  url: http://127.0.0.1:9\ncredentials:\n  channel_id: \"{CHANNEL_ID}\"\n")
+            .as_bytes(),
+    );
+
+    let output = Cli::new()
+        .arg("check")
+        .arg("--config")
+        .arg(config.path_str())
+        .env("LINEPAY_CHANNEL_SECRET", CHANNEL_SECRET)
+        .run();
+
+    assert!(output.status.success(), "{output:?}");
+    assert!(output.stdout.contains("configuration OK"), "{output:?}");
+    assert!(!output.stdout.contains(CHANNEL_SECRET), "{output:?}");
+    assert!(!output.stderr.contains(CHANNEL_SECRET), "{output:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn running_sidecar_never_prints_the_secret() {
+    let emulator = start_emulator(CHANNEL_ID, CHANNEL_SECRET, None).await;
+    let mut sidecar = Sidecar::new()
+        .upstream(emulator.url())
+        .arg("--v2-legacy")
+        .start()
+        .await;
+
+    let v3 = Call::post(
+        "/v3/payments/request",
+        r#"{"amount":100,"currency":"TWD","orderId":"leak-1","packages":[{"id":"p1","amount":100,"products":[{"name":"Tea","quantity":1,"price":100}]}],"redirectUrls":{"confirmUrl":"https://shop.example/c","cancelUrl":"https://shop.example/x"}}"#,
+    )
+    .send(sidecar.addr)
+    .await;
+    assert_eq!(v3.return_code().as_deref(), Some("0000"), "{}", v3.text());
+    let v2 = Call::post(
+        "/v2/payments/request",
+        r#"{"productName":"Tea","amount":100,"currency":"TWD","confirmUrl":"https://shop.example/c","orderId":"leak-2"}"#,
+    )
+    .send(sidecar.addr)
+    .await;
+    assert_eq!(v2.return_code().as_deref(), Some("0000"), "{}", v2.text());
+    let refused = Call::post("/v3/admin", "{}").send(sidecar.addr).await;
+    assert_eq!(refused.status, 403);
+    let forged = Call::post("/v3/payments/request", "{}")
+        .header("x-line-channelsecret", CHANNEL_SECRET)
+        .send(sidecar.addr)
+        .await;
+    assert_eq!(
+        forged.return_code().as_deref(),
+        Some("2101"),
+        "{}",
+        forged.text()
+    );
+
+    let output = sidecar.stop();
+    // The sidecar did log the calls (so there was output to leak into) ...
+    assert!(output.stderr.contains("call forwarded"), "{output}");
+    // ... and the secret is in none of it.
+    assert!(!output.stdout.contains(CHANNEL_SECRET), "{output}");
+    assert!(!output.stderr.contains(CHANNEL_SECRET), "{output}");
+    for reply in [&v3, &v2, &refused, &forged] {
+        assert!(!reply.text().contains(CHANNEL_SECRET), "{}", reply.text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn running_sidecar_prints_exactly_one_announce_line() {
+    let emulator = start_emulator(CHANNEL_ID, CHANNEL_SECRET, None).await;
+    let mut sidecar = Sidecar::new().upstream(emulator.url()).start().await;
+    let addr = sidecar.addr;
+
+    let output = sidecar.stop();
+
+    let lines: Vec<&str> = output.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{output}");
+    let expected = format!(
+        "linepay-sidecar listening on http://{addr} (upstream {}",
+        emulator.url()
+    );
+    assert!(lines[0].starts_with(&expected), "{output}");
+    assert!(lines[0].ends_with(')'), "{output}");
+}

@@ -1,0 +1,11 @@
+//! One integration binary (fast to link): every test starts real processes or servers on
+//! loopback sockets and talks real HTTP to them.
+
+mod util;
+
+mod cli;
+mod proxy;
+mod refusals;
+mod sign_vectors;
+mod tls;
+mod upstream_failures;

@@ -1,0 +1,144 @@
+//! When LINE Pay cannot be reached or answers badly: each failure is told apart by its
+//! code, quickly, and says whether the call may have reached LINE Pay.
+
+use crate::util::{closed_port_url, Call, RawUpstream, Reply, Sidecar, Upstream};
+use std::time::{Duration, Instant};
+
+/// A generous bound for "fast": loaded CI machines are slow, a hung call takes 20 s.
+const QUICKLY: Duration = Duration::from_secs(3);
+
+fn retry_safe(reply: &Reply) -> Option<bool> {
+    reply.json().pointer("/error/retry_safe")?.as_bool()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_down_is_502_unreachable_quickly() {
+    let sidecar = Sidecar::new()
+        .upstream(closed_port_url().await)
+        .start()
+        .await;
+
+    let started = Instant::now();
+    let reply = Call::post("/v3/payments/request", r#"{"amount":1}"#)
+        .send(sidecar.addr)
+        .await;
+    let elapsed = started.elapsed();
+
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(reply.sidecar_error(), Some("upstream_unreachable"));
+    assert_eq!(reply.error_code().as_deref(), Some("upstream_unreachable"));
+    assert_eq!(
+        retry_safe(&reply),
+        Some(true),
+        "nothing was sent, so it may be sent again"
+    );
+    assert!(elapsed < QUICKLY, "took {elapsed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_upstream_is_504_timeout_after_the_read_timeout() {
+    let upstream = Upstream::recording()
+        .delay(Duration::from_secs(5))
+        .start()
+        .await;
+    let sidecar = Sidecar::new()
+        .upstream(upstream.url())
+        .arg("--read-timeout")
+        .arg("1s")
+        .start()
+        .await;
+
+    let started = Instant::now();
+    let reply = Call::post("/v3/payments/request", r#"{"amount":1}"#)
+        .send(sidecar.addr)
+        .await;
+    let elapsed = started.elapsed();
+
+    assert_eq!(reply.status, 504, "{}", reply.text());
+    assert_eq!(reply.sidecar_error(), Some("upstream_timeout"));
+    assert_eq!(reply.error_code().as_deref(), Some("upstream_timeout"));
+    assert!(
+        elapsed >= Duration::from_secs(1),
+        "answered before the timeout: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "did not time out: {elapsed:?}"
+    );
+    // The call did reach LINE Pay, so the app must not be told to simply resend it.
+    assert_eq!(upstream.count(), 1);
+    assert_eq!(retry_safe(&reply), Some(false));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unresolvable_host_is_502_dns() {
+    let sidecar = Sidecar::new()
+        .upstream("https://nonexistent.invalid")
+        .arg("--read-timeout")
+        .arg("10s")
+        .start()
+        .await;
+
+    let reply = Call::post("/v3/payments/request", r#"{"amount":1}"#)
+        .send(sidecar.addr)
+        .await;
+
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(reply.sidecar_error(), Some("upstream_dns"));
+    assert_eq!(reply.error_code().as_deref(), Some("upstream_dns"));
+    assert_eq!(retry_safe(&reply), Some(true));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_answering_garbage_is_502_protocol() {
+    let upstream = RawUpstream::answering(b"this is not HTTP at all\r\n\r\n").await;
+    let sidecar = Sidecar::new().upstream(upstream.url()).start().await;
+
+    let reply = Call::post("/v3/payments/request", r#"{"amount":1}"#)
+        .send(sidecar.addr)
+        .await;
+
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(reply.sidecar_error(), Some("upstream_protocol"));
+    assert_eq!(reply.error_code().as_deref(), Some("upstream_protocol"));
+    // The request was written before the garbage came back: it may have been processed.
+    assert_eq!(retry_safe(&reply), Some(false));
+    assert!(upstream.connections() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_closing_mid_response_is_502_protocol() {
+    let upstream = RawUpstream::answering(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"returnCode\":\"00",
+    )
+    .await;
+    let sidecar = Sidecar::new().upstream(upstream.url()).start().await;
+
+    let reply = Call::post("/v3/payments/request", r#"{"amount":1}"#)
+        .send(sidecar.addr)
+        .await;
+
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(reply.sidecar_error(), Some("upstream_protocol"));
+    // Half an answer is never passed on as if it were LINE Pay's.
+    assert!(!reply.text().contains("returnCode"), "{}", reply.text());
+    assert_eq!(retry_safe(&reply), Some(false));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_failure_answer_never_echoes_upstream_text() {
+    let upstream = RawUpstream::answering(b"HTTP/1.1 200 OK\r\nX-Internal: db-host-17\r\nContent-Length: 99\r\n\r\nleaked-upstream-detail").await;
+    let sidecar = Sidecar::new().upstream(upstream.url()).start().await;
+
+    let reply = Call::post("/v3/payments/request", r#"{"amount":1}"#)
+        .send(sidecar.addr)
+        .await;
+
+    assert_eq!(reply.sidecar_error(), Some("upstream_protocol"));
+    assert!(
+        !reply.text().contains("leaked-upstream-detail"),
+        "{}",
+        reply.text()
+    );
+    assert!(reply.header("x-internal").is_none());
+}

@@ -1,0 +1,114 @@
+//! A subcommand of the real binary, run to completion within a time limit.
+
+use super::WAIT_LIMIT;
+use std::ffi::OsString;
+use std::io::Read;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Builder: `Cli::new().arg("sign").arg("--path").arg(p).env(k, v).run()`.
+pub struct Cli {
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+}
+
+#[derive(Debug)]
+pub struct CliOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Default for Cli {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Cli {
+    pub fn new() -> Cli {
+        Cli {
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Cli {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Cli {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Runs the binary with only the `LINEPAY_*` variables given here; kills it and
+    /// panics if it runs longer than the harness's wait limit.
+    pub fn run(self) -> CliOutput {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_linepay-sidecar"));
+        command
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("LINEPAY_") || key == "RUST_LOG" {
+                command.env_remove(key);
+            }
+        }
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start linepay-sidecar: {error}"));
+        let mut guard = ChildGuard(child);
+        let stdout = guard.0.stdout.take().map(read_all);
+        let stderr = guard.0.stderr.take().map(read_all);
+
+        let started = Instant::now();
+        let status = loop {
+            match guard.0.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if started.elapsed() < WAIT_LIMIT => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Ok(None) => panic!(
+                    "linepay-sidecar {:?} still running after {WAIT_LIMIT:?}",
+                    self.args
+                ),
+                Err(error) => panic!("cannot wait for linepay-sidecar: {error}"),
+            }
+        };
+        let join = |reader: Option<std::thread::JoinHandle<Vec<u8>>>| {
+            reader
+                .and_then(|reader| reader.join().ok())
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .unwrap_or_default()
+        };
+        CliOutput {
+            status,
+            stdout: join(stdout),
+            stderr: join(stderr),
+        }
+    }
+}
+
+fn read_all(mut stream: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stream.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
+/// Kills the child if the test panics while it runs.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

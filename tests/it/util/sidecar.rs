@@ -1,0 +1,230 @@
+//! The real sidecar binary as a child process, on 127.0.0.1 port 0.
+//!
+//! The port is learned from the one announce line on stdout (read with a timeout, never
+//! guessed). Both output streams are captured whole for the life of the process, so a
+//! test can look for leaks in everything the sidecar printed. The child is killed when
+//! the guard drops, so a failing test never leaves a process behind.
+
+use super::{CHANNEL_ID, CHANNEL_SECRET, WAIT_LIMIT};
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use tokio::sync::mpsc;
+
+const ANNOUNCE_PREFIX: &str = "linepay-sidecar listening on http://";
+
+/// Whether a variable from the machine running the tests could change what the sidecar
+/// does; such variables are removed, and each test sets what it needs explicitly.
+fn is_cleared(key: &std::ffi::OsStr) -> bool {
+    key.to_string_lossy().starts_with("LINEPAY_") || key == "RUST_LOG"
+}
+
+/// Builder: `Sidecar::new().upstream(url).arg("--read-timeout").arg("1s").start().await`.
+///
+/// Defaults: `--listen 127.0.0.1:0`, `--channel-id` [`CHANNEL_ID`], and
+/// `LINEPAY_CHANNEL_SECRET` = [`CHANNEL_SECRET`]; `--upstream` only when given.
+pub struct Sidecar {
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+}
+
+impl Default for Sidecar {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sidecar {
+    pub fn new() -> Sidecar {
+        Sidecar {
+            args: vec![
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--channel-id".into(),
+                CHANNEL_ID.into(),
+            ],
+            env: vec![("LINEPAY_CHANNEL_SECRET".into(), CHANNEL_SECRET.into())],
+        }
+    }
+
+    pub fn upstream(self, url: impl Into<OsString>) -> Sidecar {
+        self.arg("--upstream").arg(url)
+    }
+
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Sidecar {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Sidecar {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Starts the binary and waits (bounded) for its announce line.
+    pub async fn start(self) -> RunningSidecar {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_linepay-sidecar"));
+        command
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, _) in std::env::vars_os().filter(|(key, _)| is_cleared(key)) {
+            command.env_remove(key);
+        }
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start linepay-sidecar: {error}"));
+
+        let stdout_text = Arc::new(Mutex::new(Vec::new()));
+        let stderr_text = Arc::new(Mutex::new(Vec::new()));
+        let (announce_tx, mut announce_rx) = mpsc::unbounded_channel::<String>();
+        let mut readers = Vec::new();
+        if let Some(stdout) = child.stdout.take() {
+            let captured = stdout_text.clone();
+            readers.push(std::thread::spawn(move || {
+                let mut reader = BufReader::new(stdout);
+                let mut line = Vec::new();
+                // Ends at EOF, which the kill on drop guarantees.
+                while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                    lock(&captured).extend_from_slice(&line);
+                    let _ = announce_tx.send(String::from_utf8_lossy(&line).into_owned());
+                    line.clear();
+                }
+            }));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            readers.push(capture(stderr, stderr_text.clone()));
+        }
+        let mut running = RunningSidecar {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            child,
+            stdout: stdout_text,
+            stderr: stderr_text,
+            readers,
+        };
+
+        let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
+        loop {
+            let line = match tokio::time::timeout_at(deadline, announce_rx.recv()).await {
+                Ok(Some(line)) => line,
+                Ok(None) => {
+                    let output = running.stop();
+                    panic!("linepay-sidecar exited without announcing its port:\n{output}");
+                }
+                Err(_) => {
+                    let output = running.stop();
+                    panic!("linepay-sidecar did not announce its port within {WAIT_LIMIT:?}:\n{output}");
+                }
+            };
+            if let Some(addr) = parse_announce(&line) {
+                running.addr = addr;
+                return running;
+            }
+        }
+    }
+}
+
+/// `linepay-sidecar listening on http://127.0.0.1:PORT (upstream ...)` → the address.
+fn parse_announce(line: &str) -> Option<SocketAddr> {
+    let rest = line.strip_prefix(ANNOUNCE_PREFIX)?;
+    let (addr, upstream) = rest.split_once(' ')?;
+    upstream
+        .trim_end()
+        .starts_with("(upstream ")
+        .then_some(())?;
+    addr.parse().ok()
+}
+
+fn capture(mut stream: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = stream.read(&mut chunk) {
+            lock(&into).extend_from_slice(&chunk[..n]);
+        }
+    })
+}
+
+fn lock(buffer: &Mutex<Vec<u8>>) -> std::sync::MutexGuard<'_, Vec<u8>> {
+    buffer
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A started sidecar; killed on drop.
+pub struct RunningSidecar {
+    pub addr: SocketAddr,
+    child: Child,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+/// Everything a stopped sidecar wrote.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Display for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "--- stdout ---\n{}--- stderr ---\n{}",
+            self.stdout, self.stderr
+        )
+    }
+}
+
+impl RunningSidecar {
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Kills the process and returns all it printed on stdout and stderr.
+    pub fn stop(&mut self) -> Output {
+        self.kill();
+        for reader in self.readers.drain(..) {
+            // The pipes close with the process, so the readers end.
+            let _ = reader.join();
+        }
+        Output {
+            stdout: String::from_utf8_lossy(&lock(&self.stdout)).into_owned(),
+            stderr: String::from_utf8_lossy(&lock(&self.stderr)).into_owned(),
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RunningSidecar {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[test]
+fn announce_line_is_parsed_strictly() {
+    assert_eq!(
+        parse_announce(
+            "linepay-sidecar listening on http://127.0.0.1:4321 (upstream http://127.0.0.1:9/)\n"
+        ),
+        Some(SocketAddr::from(([127, 0, 0, 1], 4321)))
+    );
+    assert_eq!(parse_announce("linepay-sidecar started"), None);
+    assert_eq!(
+        parse_announce("linepay emulator listening on http://127.0.0.1:4321"),
+        None
+    );
+}
