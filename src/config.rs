@@ -10,6 +10,8 @@
 //! `LINEPAY_CHANNEL_SECRET` or from a file (a mounted Kubernetes Secret, a systemd
 //! credential) named by the YAML, a flag or `LINEPAY_CHANNEL_SECRET_FILE`.
 
+use crate::egress::{self, EgressConfig, RawEgress};
+use crate::limit::{self, LimitsConfig, RawLimits};
 use crate::route::{Allowlist, Route, RouteTimeouts, V2_ROUTES, V3_ROUTES};
 use crate::secret::Secret;
 use http::HeaderValue;
@@ -43,6 +45,8 @@ pub struct Config {
     pub credentials: Credentials,
     pub request: RequestLimits,
     pub allowlist: Allowlist,
+    pub limits: LimitsConfig,
+    pub egress: EgressConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +128,10 @@ pub struct RawConfig {
     pub request: RawRequest,
     #[serde(default)]
     pub routes: RawRoutes,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub egress: RawEgress,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -339,38 +347,54 @@ pub fn validate(
         problems.push("upstream.max_response_bytes must be above 0".to_owned());
     }
 
-    match (listen, upstream_url, credentials, allowlist) {
-        (Some(listen), Some(url), Some(credentials), Some(allowlist)) if problems.is_empty() => {
-            Ok(Config {
-                listen,
-                upstream: UpstreamConfig {
-                    url,
-                    ca_file: overrides
-                        .upstream_ca_file
-                        .clone()
-                        .or(raw.upstream.ca_file.clone()),
-                    max_response_bytes,
-                    pool_idle_timeout: raw
-                        .upstream
-                        .pool_idle_timeout
-                        .map_or(DEFAULT_POOL_IDLE_TIMEOUT, |d| d.0),
-                    pool_max_idle_per_host: raw
-                        .upstream
-                        .pool_max_idle_per_host
-                        .unwrap_or(DEFAULT_POOL_MAX_IDLE),
-                },
-                credentials,
-                request: RequestLimits {
-                    max_body_bytes,
-                    body_timeout: raw
-                        .request
-                        .body_timeout
-                        .map_or(DEFAULT_BODY_TIMEOUT, |d| d.0),
-                    max_connections,
-                },
-                allowlist,
-            })
-        }
+    let limits = allowlist.as_ref().and_then(|allowlist| {
+        limit::validate(&raw.limits, allowlist, &at)
+            .map_err(|mut found| problems.append(&mut found))
+            .ok()
+    });
+    let egress = egress::validate(&raw.egress, &at)
+        .map_err(|mut found| problems.append(&mut found))
+        .ok();
+
+    match (listen, upstream_url, credentials, allowlist, limits, egress) {
+        (
+            Some(listen),
+            Some(url),
+            Some(credentials),
+            Some(allowlist),
+            Some(limits),
+            Some(egress),
+        ) if problems.is_empty() => Ok(Config {
+            listen,
+            upstream: UpstreamConfig {
+                url,
+                ca_file: overrides
+                    .upstream_ca_file
+                    .clone()
+                    .or(raw.upstream.ca_file.clone()),
+                max_response_bytes,
+                pool_idle_timeout: raw
+                    .upstream
+                    .pool_idle_timeout
+                    .map_or(DEFAULT_POOL_IDLE_TIMEOUT, |d| d.0),
+                pool_max_idle_per_host: raw
+                    .upstream
+                    .pool_max_idle_per_host
+                    .unwrap_or(DEFAULT_POOL_MAX_IDLE),
+            },
+            credentials,
+            request: RequestLimits {
+                max_body_bytes,
+                body_timeout: raw
+                    .request
+                    .body_timeout
+                    .map_or(DEFAULT_BODY_TIMEOUT, |d| d.0),
+                max_connections,
+            },
+            allowlist,
+            limits,
+            egress,
+        }),
         _ => Err(ConfigError { problems }),
     }
 }

@@ -35,6 +35,12 @@ pub enum ProxyError {
     UnexpectedBody(String),
     #[error("a POST call is signed over its body only, so a query string would reach LINE Pay unsigned; move the parameters into the JSON body")]
     UnexpectedQuery,
+    #[error("the {limit} rate limit is exhausted; the call was not sent: retry after {retry_after_secs} s")]
+    RateLimited {
+        /// Which limit: `global`, `route POST /v3/...` or `client`.
+        limit: String,
+        retry_after_secs: u64,
+    },
     #[error("the sidecar is at its connection limit")]
     Overloaded,
     #[error("the LINE Pay host name could not be resolved; the call did not reach LINE Pay and may be sent again")]
@@ -69,6 +75,7 @@ impl ProxyError {
             ProxyError::InvalidJson(_) => "invalid_json",
             ProxyError::UnexpectedBody(_) => "unexpected_body",
             ProxyError::UnexpectedQuery => "unexpected_query",
+            ProxyError::RateLimited { .. } => "rate_limited",
             ProxyError::Overloaded => "overloaded",
             ProxyError::UpstreamDns => "upstream_dns",
             ProxyError::UpstreamConnectTimeout(_) => "upstream_connect_timeout",
@@ -93,6 +100,7 @@ impl ProxyError {
             | ProxyError::UnexpectedQuery => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamDns
             | ProxyError::UpstreamUnreachable
@@ -134,10 +142,21 @@ impl ProxyError {
             HeaderValue::from_static("application/json"),
         );
         headers.insert(SIDECAR_ERROR_HEADER, HeaderValue::from_static(self.code()));
-        if let ProxyError::MethodNotAllowed { allowed, .. } = self {
-            if let Ok(value) = HeaderValue::from_str(allowed) {
-                headers.insert(http::header::ALLOW, value);
+        match self {
+            ProxyError::MethodNotAllowed { allowed, .. } => {
+                if let Ok(value) = HeaderValue::from_str(allowed) {
+                    headers.insert(http::header::ALLOW, value);
+                }
             }
+            ProxyError::RateLimited {
+                retry_after_secs, ..
+            } => {
+                headers.insert(
+                    http::header::RETRY_AFTER,
+                    HeaderValue::from(*retry_after_secs),
+                );
+            }
+            _ => {}
         }
         response
     }

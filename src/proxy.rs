@@ -2,12 +2,14 @@
 //!
 //! 1. **request filter**: the target must be a plain path; the method and path must be
 //!    on the allowlist (403 / 405 otherwise). Nothing has been read yet.
-//! 2. **read body**: whole, capped (413) and time-boxed; POST bodies must be UTF-8 JSON.
-//! 3. **upstream request**: the app's headers minus hop-by-hop, `Host`, credentials and
+//! 2. **limit**: the global, per-route and per-client token buckets (429), still
+//!    before the body is read, so a refusal costs almost nothing.
+//! 3. **read body**: whole, capped (413) and time-boxed; POST bodies must be UTF-8 JSON.
+//! 4. **upstream request**: the app's headers minus hop-by-hop, `Host`, credentials and
 //!    every `X-LINE-*`; then the sidecar's own `X-LINE-*` headers and the signature over
 //!    the exact bytes that will be sent.
-//! 4. **forward**: to the configured upstream only, with the route's timeouts.
-//! 5. **response filter**: LINE Pay's answer goes back as it is, minus hop-by-hop
+//! 5. **forward**: to the configured upstream only, with the route's timeouts.
+//! 6. **response filter**: LINE Pay's answer goes back as it is, minus hop-by-hop
 //!    headers.
 //!
 //! Each phase is one function; a refusal at any phase is a [`ProxyError`], answered as
@@ -15,6 +17,7 @@
 
 use crate::config::Config;
 use crate::error::ProxyError;
+use crate::limit::Limits;
 use crate::route::{Match, Route};
 use crate::sign::{self, Signer};
 use crate::upstream::Upstream;
@@ -63,6 +66,7 @@ pub struct Proxy {
     config: Config,
     signer: Signer,
     upstream: Upstream,
+    limits: Limits,
     user_agent: HeaderValue,
 }
 
@@ -76,6 +80,7 @@ impl Proxy {
     pub fn new(config: Config, upstream: Upstream) -> Proxy {
         Proxy {
             signer: Signer::new(&config.credentials.channel_secret),
+            limits: Limits::new(&config.limits),
             config,
             upstream,
             user_agent: HeaderValue::from_static(concat!(
@@ -135,6 +140,7 @@ impl Proxy {
         let (parts, body) = request.into_parts();
         let route = self.request_filter(&parts)?;
         outcome.route = Some(route);
+        self.limits.admit(route, &parts.headers).await?;
         let body = self.read_body(&parts, body).await?;
         check_payload(route, &parts, &body)?;
         let upstream_request = self.upstream_request(route, &parts, body)?;
