@@ -9,3 +9,5 @@ mod refusals;
 mod sign_vectors;
 mod tls;
 mod upstream_failures;
+mod egress;
+mod limits;
