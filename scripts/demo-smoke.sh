@@ -9,7 +9,7 @@ bin=target/debug/linepay-sidecar
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
 base="http://127.0.0.1:$port"
 log=$(mktemp)
-"$bin" demo --listen "127.0.0.1:$port" >"$log" 2>&1 &
+"$bin" demo --listen "127.0.0.1:$port" --admin-listen 127.0.0.1:0 >"$log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -f "$log"' EXIT
 for _ in $(seq 1 100); do

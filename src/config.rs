@@ -32,6 +32,10 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 pub const DEFAULT_POOL_MAX_IDLE: usize = 32;
+pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:9464";
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 pub const ENV_CHANNEL_ID: &str = "LINEPAY_CHANNEL_ID";
 pub const ENV_CHANNEL_SECRET: &str = "LINEPAY_CHANNEL_SECRET";
@@ -47,6 +51,30 @@ pub struct Config {
     pub allowlist: Allowlist,
     pub limits: LimitsConfig,
     pub egress: EgressConfig,
+    pub admin: AdminConfig,
+    pub shutdown: ShutdownConfig,
+    pub reload: ReloadConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub listen: SocketAddr,
+    /// How often `/readyz`'s upstream check opens a connection to LINE Pay.
+    pub probe_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownConfig {
+    /// How long calls in flight may take to finish after SIGTERM.
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadConfig {
+    /// How often the config and secret files are checked for changes; zero turns the
+    /// check off (SIGHUP still reloads).
+    pub watch_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +94,9 @@ pub struct Credentials {
     pub channel_secret: Secret,
     /// Where the secret came from, for the start-up log (never the value).
     pub secret_source: String,
+    /// The file the secret was read from, watched for rotation; `None` when it came
+    /// from the environment.
+    pub secret_file: Option<PathBuf>,
     pub merchant_device_profile_id: Option<HeaderValue>,
     pub merchant_device_type: Option<HeaderValue>,
 }
@@ -89,6 +120,13 @@ pub struct Overrides {
     pub read_timeout: Option<Duration>,
     pub max_body_bytes: Option<usize>,
     pub v2_legacy: bool,
+    pub admin_listen: Option<SocketAddr>,
+    pub drain_timeout: Option<Duration>,
+    pub egress_bind_address: Option<IpAddr>,
+    pub egress_proxy: Option<String>,
+    pub egress_proxy_auth_file: Option<PathBuf>,
+    /// Replaces `egress.pin` when not empty.
+    pub egress_pin: Vec<IpAddr>,
 }
 
 /// Everything wrong with a configuration, one problem per line.
@@ -132,6 +170,31 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub egress: RawEgress,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub shutdown: RawShutdown,
+    #[serde(default)]
+    pub reload: RawReload,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<Spanned<String>>,
+    pub probe_interval: Option<ConfigDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShutdown {
+    pub drain_timeout: Option<ConfigDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReload {
+    pub watch_interval: Option<ConfigDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -295,6 +358,29 @@ pub fn validate(
         (None, None) => DEFAULT_LISTEN.parse().ok(),
     };
 
+    let admin_listen = match (&overrides.admin_listen, &raw.admin.listen) {
+        (Some(addr), _) => Some(*addr),
+        (None, Some(text)) => match text.value.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                problems.push(format!(
+                    "{}: admin.listen: `{}` is not an address such as 0.0.0.0:9464",
+                    at(text.referenced.line() as usize),
+                    text.value
+                ));
+                None
+            }
+        },
+        (None, None) => DEFAULT_ADMIN_LISTEN.parse().ok(),
+    };
+    if let (Some(proxy), Some(admin)) = (listen, admin_listen) {
+        if proxy.port() == admin.port() && proxy.port() != 0 {
+            problems.push(format!(
+                "admin.listen {admin} and listen {proxy} share a port: the admin endpoints need their own"
+            ));
+        }
+    }
+
     let upstream_url = match (&overrides.upstream, &raw.upstream.url) {
         (Some(url), _) => check_upstream_url(url).map_err(|e| format!("--upstream: {e}")),
         (None, Some(url)) => check_upstream_url(&url.value)
@@ -352,11 +438,27 @@ pub fn validate(
             .map_err(|mut found| problems.append(&mut found))
             .ok()
     });
-    let egress = egress::validate(&raw.egress, &at)
+    let egress = egress::validate(&raw.egress, overrides, env, read_file, &at)
         .map_err(|mut found| problems.append(&mut found))
         .ok();
 
-    match (listen, upstream_url, credentials, allowlist, limits, egress) {
+    let probe_interval = raw
+        .admin
+        .probe_interval
+        .map_or(DEFAULT_PROBE_INTERVAL, |d| d.0);
+    if probe_interval.is_zero() {
+        problems.push("admin.probe_interval must be above 0".to_owned());
+    }
+
+    match (
+        listen,
+        upstream_url,
+        credentials,
+        allowlist,
+        limits,
+        egress,
+        admin_listen,
+    ) {
         (
             Some(listen),
             Some(url),
@@ -364,6 +466,7 @@ pub fn validate(
             Some(allowlist),
             Some(limits),
             Some(egress),
+            Some(admin_listen),
         ) if problems.is_empty() => Ok(Config {
             listen,
             upstream: UpstreamConfig {
@@ -394,6 +497,22 @@ pub fn validate(
             allowlist,
             limits,
             egress,
+            admin: AdminConfig {
+                listen: admin_listen,
+                probe_interval,
+            },
+            shutdown: ShutdownConfig {
+                drain_timeout: overrides
+                    .drain_timeout
+                    .or(raw.shutdown.drain_timeout.map(|d| d.0))
+                    .unwrap_or(DEFAULT_DRAIN_TIMEOUT),
+            },
+            reload: ReloadConfig {
+                watch_interval: raw
+                    .reload
+                    .watch_interval
+                    .map_or(DEFAULT_WATCH_INTERVAL, |d| d.0),
+            },
         }),
         _ => Err(ConfigError { problems }),
     }
@@ -505,6 +624,15 @@ fn credentials(
         ))
     };
     let secret = secret.map_err(|problem| problems.push(problem)).ok();
+    let secret_file = if let Some(path) = &overrides.channel_secret_file {
+        Some(path.clone())
+    } else if env(ENV_CHANNEL_SECRET).is_some() {
+        None
+    } else if let Some(path) = env(ENV_CHANNEL_SECRET_FILE) {
+        Some(PathBuf::from(path))
+    } else {
+        raw.channel_secret_file.clone()
+    };
 
     let optional_header =
         |value: &Option<Spanned<String>>, key: &str, problems: &mut Vec<String>| {
@@ -536,6 +664,7 @@ fn credentials(
                 channel_id,
                 channel_secret,
                 secret_source,
+                secret_file,
                 merchant_device_profile_id,
                 merchant_device_type,
             })

@@ -51,6 +51,8 @@ pub enum ProxyError {
     UpstreamUnreachable,
     #[error("the TLS handshake with LINE Pay failed (certificate or protocol); the call did not reach LINE Pay")]
     UpstreamTls,
+    #[error("the egress proxy (egress.proxy.url) could not be reached or did not open a tunnel to LINE Pay; the call did not reach LINE Pay and may be sent again")]
+    UpstreamProxy,
     #[error("LINE Pay did not answer within {0:?}; the call may have been processed: read the payment details (GET /v3/payments) before sending it again")]
     UpstreamTimeout(Duration),
     #[error("the connection to LINE Pay failed during the call; it may have been processed: read the payment details (GET /v3/payments) before sending it again")]
@@ -80,6 +82,7 @@ impl ProxyError {
             ProxyError::UpstreamDns => "upstream_dns",
             ProxyError::UpstreamConnectTimeout(_) => "upstream_connect_timeout",
             ProxyError::UpstreamUnreachable => "upstream_unreachable",
+            ProxyError::UpstreamProxy => "upstream_proxy",
             ProxyError::UpstreamTls => "upstream_tls",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
             ProxyError::UpstreamProtocol => "upstream_protocol",
@@ -104,6 +107,7 @@ impl ProxyError {
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamDns
             | ProxyError::UpstreamUnreachable
+            | ProxyError::UpstreamProxy
             | ProxyError::UpstreamTls
             | ProxyError::UpstreamProtocol
             | ProxyError::UpstreamResponseTooLarge { .. } => StatusCode::BAD_GATEWAY,

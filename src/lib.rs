@@ -11,15 +11,25 @@
 //! - [`upstream`]: the egress client: rustls, pooled keep-alive connections, timeouts.
 //! - [`egress`]: source address, forward proxy and DNS pinning for LINE Pay's IP whitelist.
 //! - [`error`]: the sidecar's own refusals, each with a status and a stable code.
+//! - [`inspect`]: reads returnCode, orderId and transactionId for logs and metrics.
+//! - [`metrics`]: every Prometheus metric, registered in one place.
 //! - [`server`]: the listener: accepts connections and hands each call to `proxy`.
+//! - [`reload`]: the configuration behind an `ArcSwap`, reloaded on SIGHUP and file change.
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz` on their own port.
+//! - [`app`]: wiring: listeners, reloader, readiness probe, drain on shutdown.
 //! - [`emulator`]: an in-memory LINE Pay used by `demo` and by the tests.
 
+pub mod admin;
+pub mod app;
 pub mod config;
 pub mod egress;
 pub mod emulator;
 pub mod error;
+pub mod inspect;
 pub mod limit;
+pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod route;
 pub mod secret;
 pub mod server;

@@ -2,17 +2,15 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use linepay_sidecar::app;
 use linepay_sidecar::config::{self, Config, Overrides};
-use linepay_sidecar::emulator::{Emulator, EmulatorConfig};
-use linepay_sidecar::proxy::Proxy;
+use linepay_sidecar::emulator::{Emulator, EmulatorConfig, SourceNet};
+use linepay_sidecar::reload::ConfigSource;
 use linepay_sidecar::secret::Secret;
+use linepay_sidecar::sign::SIGNATURE_LEN;
 use linepay_sidecar::sign::{self, Signer};
-use linepay_sidecar::upstream::Upstream;
-use linepay_sidecar::{server, sign::SIGNATURE_LEN};
-use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -79,6 +77,26 @@ struct RunArgs {
     /// Also allow the v2 legacy API (routes.v2_legacy).
     #[arg(long)]
     v2_legacy: bool,
+    /// Address of /metrics, /healthz and /readyz (admin.listen).
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
+    /// How long calls in flight may finish after SIGTERM (shutdown.drain_timeout).
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    drain_timeout: Option<Duration>,
+    /// Source IP of every upstream connection, the one in LINE Pay's IP whitelist
+    /// (egress.bind_address); start-up fails if this host does not hold it.
+    #[arg(long, value_name = "IP")]
+    egress_bind_address: Option<IpAddr>,
+    /// HTTP CONNECT proxy for upstream traffic, http://host:port (egress.proxy.url).
+    #[arg(long, value_name = "URL")]
+    egress_proxy: Option<String>,
+    /// File holding the proxy's `user:password` (egress.proxy.auth_file); also
+    /// LINEPAY_EGRESS_PROXY_AUTH_FILE.
+    #[arg(long, value_name = "FILE")]
+    egress_proxy_auth_file: Option<PathBuf>,
+    /// Resolve the upstream host only to this IP; repeat for several (egress.pin).
+    #[arg(long = "egress-pin", value_name = "IP")]
+    egress_pin: Vec<IpAddr>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -111,6 +129,9 @@ struct DemoArgs {
     /// Address of the demo sidecar.
     #[arg(long, default_value = config::DEFAULT_LISTEN)]
     listen: SocketAddr,
+    /// Address of the demo's /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    admin_listen: SocketAddr,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
@@ -123,6 +144,10 @@ struct EmulatorArgs {
     /// Channel id it accepts; also LINEPAY_CHANNEL_ID (default: the demo channel).
     #[arg(long, env = "LINEPAY_CHANNEL_ID", default_value = DEMO_CHANNEL_ID)]
     channel_id: String,
+    /// Answer only calls from this source range (IP/mask, repeatable), like LINE Pay's
+    /// server IP whitelist; others get returnCode 1106. Default: every source.
+    #[arg(long = "allow-source", value_name = "IP/MASK")]
+    allow_source: Vec<SourceNet>,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
@@ -174,8 +199,8 @@ fn process_env(key: &str) -> Option<String> {
     std::env::var(key).ok().filter(|value| !value.is_empty())
 }
 
-fn load_config(args: &RunArgs) -> Result<Config> {
-    let overrides = Overrides {
+fn overrides(args: &RunArgs) -> Overrides {
+    Overrides {
         listen: args.listen,
         upstream: args.upstream.clone(),
         upstream_ca_file: args.upstream_ca_file.clone(),
@@ -185,14 +210,32 @@ fn load_config(args: &RunArgs) -> Result<Config> {
         read_timeout: args.read_timeout,
         max_body_bytes: args.max_body_bytes,
         v2_legacy: args.v2_legacy,
-    };
-    config::load(args.config.as_deref(), &overrides, &process_env)
+        admin_listen: args.admin_listen,
+        drain_timeout: args.drain_timeout,
+        egress_bind_address: args.egress_bind_address,
+        egress_proxy: args.egress_proxy.clone(),
+        egress_proxy_auth_file: args.egress_proxy_auth_file.clone(),
+        egress_pin: args.egress_pin.clone(),
+    }
+}
+
+fn config_source(args: &RunArgs) -> ConfigSource {
+    ConfigSource {
+        path: args.config.clone(),
+        overrides: overrides(args),
+        env: Box::new(process_env),
+    }
+}
+
+fn load_config(args: &RunArgs) -> Result<Config> {
+    config_source(args)
+        .load()
         .map_err(|error| anyhow::anyhow!("invalid configuration:\n{error}"))
 }
 
 fn check(args: &RunArgs) -> Result<()> {
     let config = load_config(args)?;
-    let upstream = build_upstream(&config)?;
+    let upstream = app::build_upstream(&config).map_err(anyhow::Error::msg)?;
     println!(
         "configuration OK: listen {}, upstream {}, {} allowed routes, channel secret from {}",
         config.listen,
@@ -203,53 +246,10 @@ fn check(args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
-fn build_upstream(config: &Config) -> Result<Upstream> {
-    let connect_timeouts = config
-        .allowlist
-        .routes()
-        .iter()
-        .map(|route| route.timeouts.connect);
-    Upstream::new(&config.upstream, connect_timeouts).context("cannot set up the upstream client")
-}
-
 async fn run(args: RunArgs) -> Result<()> {
     init_logs(args.log_format);
-    let config = load_config(&args)?;
-    serve_proxy(config, shutdown_signal()).await
-}
-
-async fn serve_proxy(
-    config: Config,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<()> {
-    let upstream = build_upstream(&config)?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let local = listener.local_addr().context("listener has no address")?;
-    tracing::info!(
-        listen = %local,
-        upstream = %upstream.base(),
-        routes = config.allowlist.routes().len(),
-        secret_source = %config.credentials.secret_source,
-        "linepay-sidecar started"
-    );
-    // Tests and scripts wait for this exact line to learn the bound port.
-    announce(&format!(
-        "linepay-sidecar listening on http://{local} (upstream {})",
-        upstream.base()
-    ));
-    let proxy = Arc::new(Proxy::new(config, upstream));
-    server::serve(listener, proxy, shutdown)
-        .await
-        .context("proxy listener failed")
-}
-
-fn announce(line: &str) {
-    let mut stdout = std::io::stdout().lock();
-    // A closed stdout must not stop the sidecar.
-    let _ = writeln!(stdout, "{line}");
-    let _ = stdout.flush();
+    app::run(config_source(&args), shutdown_signal()).await?;
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -326,14 +326,15 @@ async fn start_emulator(
     listen: SocketAddr,
     channel_id: &str,
     secret: Secret,
+    allow_sources: Vec<SourceNet>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr().context("listener has no address")?;
     let emulator = Emulator::new(EmulatorConfig {
-        channel_id: channel_id.to_owned(),
-        channel_secret: secret,
+        allow_sources,
+        ..EmulatorConfig::new(channel_id, secret)
     });
     Ok((local, tokio::spawn(emulator.serve(listener, None))))
 }
@@ -344,8 +345,21 @@ async fn emulator(args: EmulatorArgs) -> Result<()> {
         tracing::info!("LINEPAY_CHANNEL_SECRET is unset: the emulator uses the demo secret");
         DEMO_CHANNEL_SECRET.to_owned()
     });
-    let (local, task) = start_emulator(args.listen, &args.channel_id, Secret::new(secret)).await?;
-    announce(&format!("linepay emulator listening on http://{local}"));
+    if !args.allow_source.is_empty() {
+        let ranges: Vec<String> = args.allow_source.iter().map(ToString::to_string).collect();
+        tracing::info!(
+            allow_sources = %ranges.join(", "),
+            "emulator: IP whitelist on: calls from other sources get returnCode 1106"
+        );
+    }
+    let (local, task) = start_emulator(
+        args.listen,
+        &args.channel_id,
+        Secret::new(secret),
+        args.allow_source,
+    )
+    .await?;
+    app::announce(&format!("linepay emulator listening on http://{local}"));
     tokio::select! {
         result = task => result.context("emulator task failed")?.context("emulator failed")?,
         () = shutdown_signal() => {}
@@ -356,31 +370,33 @@ async fn emulator(args: EmulatorArgs) -> Result<()> {
 async fn demo(args: DemoArgs) -> Result<()> {
     init_logs(args.log_format);
     let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let (emulator_addr, emulator_task) =
-        start_emulator(loopback, DEMO_CHANNEL_ID, Secret::new(DEMO_CHANNEL_SECRET)).await?;
-    let demo_env = |key: &str| match key {
-        config::ENV_CHANNEL_ID => Some(DEMO_CHANNEL_ID.to_owned()),
-        config::ENV_CHANNEL_SECRET => Some(DEMO_CHANNEL_SECRET.to_owned()),
-        _ => None,
-    };
-    let overrides = Overrides {
-        listen: Some(args.listen),
-        upstream: Some(format!("http://{emulator_addr}")),
-        ..Overrides::default()
-    };
-    let config = config::validate(
-        config::RawConfig::default(),
-        "demo",
-        &overrides,
-        &demo_env,
-        &|path| std::fs::read(path),
+    let (emulator_addr, emulator_task) = start_emulator(
+        loopback,
+        DEMO_CHANNEL_ID,
+        Secret::new(DEMO_CHANNEL_SECRET),
+        Vec::new(),
     )
-    .map_err(|error| anyhow::anyhow!("demo configuration: {error}"))?;
+    .await?;
+    let source = ConfigSource {
+        path: None,
+        overrides: Overrides {
+            listen: Some(args.listen),
+            upstream: Some(format!("http://{emulator_addr}")),
+            admin_listen: Some(args.admin_listen),
+            ..Overrides::default()
+        },
+        env: Box::new(|key: &str| match key {
+            config::ENV_CHANNEL_ID => Some(DEMO_CHANNEL_ID.to_owned()),
+            config::ENV_CHANNEL_SECRET => Some(DEMO_CHANNEL_SECRET.to_owned()),
+            _ => None,
+        }),
+    };
     let base = format!("http://{}", args.listen);
     eprintln!("{}", demo_walkthrough(&base));
-    let result = serve_proxy(config, shutdown_signal()).await;
+    let result = app::run(source, shutdown_signal()).await;
     emulator_task.abort();
-    result
+    result?;
+    Ok(())
 }
 
 fn demo_walkthrough(base: &str) -> String {

@@ -17,7 +17,9 @@
 
 use crate::config::Config;
 use crate::error::ProxyError;
+use crate::inspect;
 use crate::limit::Limits;
+use crate::metrics::{self, Metrics, UNMATCHED_ROUTE};
 use crate::route::{Match, Route};
 use crate::sign::{self, Signer};
 use crate::upstream::Upstream;
@@ -25,7 +27,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub const CHANNEL_ID: HeaderName = HeaderName::from_static("x-line-channelid");
 pub const CHANNEL_SECRET: HeaderName = HeaderName::from_static("x-line-channelsecret");
@@ -67,22 +70,32 @@ pub struct Proxy {
     signer: Signer,
     upstream: Upstream,
     limits: Limits,
+    metrics: Arc<Metrics>,
     user_agent: HeaderValue,
 }
 
-/// What happened to one call, for the log line.
-struct Outcome<'a> {
+/// What one call did, gathered along the path for its log line and metrics.
+#[derive(Default)]
+struct CallRecord<'a> {
     route: Option<&'a Route>,
-    error: Option<&'static str>,
+    error: Option<ProxyError>,
+    order_id: Option<String>,
+    transaction_id: Option<String>,
+    upstream_elapsed: Option<std::time::Duration>,
 }
 
+/// The request id header: taken from the app when it sends a sane one, else generated,
+/// and always returned to the app.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 impl Proxy {
-    pub fn new(config: Config, upstream: Upstream) -> Proxy {
+    pub fn new(config: Config, upstream: Upstream, metrics: Arc<Metrics>) -> Proxy {
         Proxy {
             signer: Signer::new(&config.credentials.channel_secret),
             limits: Limits::new(&config.limits),
             config,
             upstream,
+            metrics,
             user_agent: HeaderValue::from_static(concat!(
                 "linepay-sidecar/",
                 env!("CARGO_PKG_VERSION")
@@ -94,6 +107,14 @@ impl Proxy {
         &self.config
     }
 
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// Handles one call from the app; never fails: every problem becomes an answer.
     pub async fn handle<B>(&self, request: Request<B>) -> Response<Bytes>
     where
@@ -101,37 +122,94 @@ impl Proxy {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let started = Instant::now();
+        let _in_flight = InFlight::enter(&self.metrics.in_flight);
         let method = request.method().clone();
-        // The path alone: ids are not secret, and the query may carry an orderId only.
+        // The path alone: ids in it are not secret; the query is not logged.
         let path = request.uri().path().to_owned();
-        let mut outcome = Outcome {
-            route: None,
-            error: None,
-        };
-        let response = match self.forward(request, &mut outcome).await {
+        let request_id = request_id(request.headers());
+        let mut call = CallRecord::default();
+        let mut response = match self.forward(request, &request_id, &mut call).await {
             Ok(response) => response,
             Err(error) => {
-                outcome.error = Some(error.code());
-                error.to_response()
+                let response = error.to_response();
+                call.error = Some(error);
+                response
             }
         };
-        let route = outcome.route.map(|r| r.template.as_str()).unwrap_or("-");
-        let elapsed_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
-        match outcome.error {
+        response
+            .headers_mut()
+            .insert(REQUEST_ID, request_id.clone());
+
+        let route = call.route.map_or(UNMATCHED_ROUTE, |r| r.template.as_str());
+        let status = response.status().as_u16();
+        let return_code = match call.error {
+            None => inspect::string_field(response.body(), "returnCode"),
+            Some(_) => None,
+        };
+        if call.transaction_id.is_none() && call.error.is_none() {
+            call.transaction_id =
+                inspect::id_field(response.body(), "transactionId").map(str::to_owned);
+        }
+        self.record_metrics(&call, route, &method, status, return_code);
+
+        let elapsed_ms = milliseconds(started.elapsed());
+        let upstream_ms = call.upstream_elapsed.map(milliseconds);
+        let request_id = request_id.to_str().unwrap_or("-");
+        let order_id = call.order_id.as_deref();
+        let transaction_id = call.transaction_id.as_deref();
+        match &call.error {
             None => tracing::info!(
-                %method, path, route, status = response.status().as_u16(), elapsed_ms, "call forwarded"
+                request_id, %method, path, route, status, return_code, order_id,
+                transaction_id, upstream_ms, elapsed_ms, "call forwarded"
             ),
-            Some(code) => tracing::warn!(
-                %method, path, route, status = response.status().as_u16(), code, elapsed_ms, "call refused"
+            Some(error) => tracing::warn!(
+                request_id, %method, path, route, status, code = error.code(), order_id,
+                transaction_id, upstream_ms, elapsed_ms, "call refused"
             ),
         }
         response
     }
 
+    fn record_metrics(
+        &self,
+        call: &CallRecord<'_>,
+        route: &str,
+        method: &Method,
+        status: u16,
+        return_code: Option<&str>,
+    ) {
+        let metrics = &self.metrics;
+        metrics
+            .requests
+            .with_label_values(&[
+                route,
+                method_label(method),
+                &status.to_string(),
+                metrics::return_code_label(return_code),
+            ])
+            .inc();
+        if let Some(elapsed) = call.upstream_elapsed {
+            metrics
+                .upstream_duration
+                .with_label_values(&[route])
+                .observe(elapsed.as_secs_f64());
+        }
+        if let Some(error) = &call.error {
+            metrics.refusals.with_label_values(&[error.code()]).inc();
+            if let Some(kind) = metrics::upstream_error_kind(error.code()) {
+                metrics.upstream_errors.with_label_values(&[kind]).inc();
+            }
+            if let ProxyError::RateLimited { limit, .. } = error {
+                metrics.rate_limited.with_label_values(&[limit]).inc();
+            }
+        }
+    }
+
     async fn forward<'a, B>(
         &'a self,
         request: Request<B>,
-        outcome: &mut Outcome<'a>,
+        request_id: &HeaderValue,
+        call: &mut CallRecord<'a>,
     ) -> Result<Response<Bytes>, ProxyError>
     where
         B: hyper::body::Body<Data = Bytes>,
@@ -139,13 +217,33 @@ impl Proxy {
     {
         let (parts, body) = request.into_parts();
         let route = self.request_filter(&parts)?;
-        outcome.route = Some(route);
+        call.route = Some(route);
+        call.transaction_id = route
+            .param(parts.uri.path(), "transactionId")
+            .map(str::to_owned);
         self.limits.admit(route, &parts.headers).await?;
         let body = self.read_body(&parts, body).await?;
         check_payload(route, &parts, &body)?;
-        let upstream_request = self.upstream_request(route, &parts, body)?;
-        let response = self.upstream.send(upstream_request, route.timeouts).await?;
-        Ok(response_filter(response))
+        call.order_id = match parts.uri.query() {
+            Some(query) => inspect::query_field(query, "orderId"),
+            None => inspect::string_field(&body, "orderId"),
+        }
+        .map(str::to_owned);
+        if call.transaction_id.is_none() {
+            call.transaction_id = parts
+                .uri
+                .query()
+                .and_then(|query| inspect::query_field(query, "transactionId"))
+                .map(str::to_owned);
+        }
+        let mut upstream_request = self.upstream_request(route, &parts, body)?;
+        upstream_request
+            .headers_mut()
+            .insert(REQUEST_ID, request_id.clone());
+        let sent = Instant::now();
+        let response = self.upstream.send(upstream_request, route.timeouts).await;
+        call.upstream_elapsed = Some(sent.elapsed());
+        Ok(response_filter(response?))
     }
 
     /// Phase 1: is this call allowed at all?
@@ -246,9 +344,13 @@ impl Proxy {
             let nonce = sign::new_nonce();
             let payload = sign::payload(&parts.method, query, &body);
             let mut signature = [0u8; sign::SIGNATURE_LEN];
+            let signing = Instant::now();
             let length = self
                 .signer
                 .signature_into(path, payload, &nonce, &mut signature);
+            self.metrics
+                .signing_duration
+                .observe(signing.elapsed().as_secs_f64());
             let mut authorization =
                 HeaderValue::from_bytes(&signature[..length]).map_err(|_| ProxyError::Internal)?;
             authorization.set_sensitive(true);
@@ -295,6 +397,57 @@ fn check_payload(
     serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map(|_| ())
         .map_err(|error| ProxyError::InvalidJson(error.to_string()))
+}
+
+/// Keeps the in-flight gauge right even when the app disconnects mid-call and the
+/// call's future is dropped.
+struct InFlight<'a>(&'a prometheus::IntGauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(REQUEST_ID)
+        .filter(|value| {
+            let bytes = value.as_bytes();
+            !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(u8::is_ascii_graphic)
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::new_v4().simple().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("-"))
+        })
+}
+
+/// A bounded label for the method: the standard ones, else `other`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+fn milliseconds(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1e6).round() / 1e3
 }
 
 /// The app's headers that may travel on to LINE Pay.

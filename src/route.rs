@@ -102,6 +102,16 @@ impl Route {
         format!("{} {}", self.method, self.template)
     }
 
+    /// The value of `{name}` in a path this route matched, e.g. the transactionId.
+    pub fn param<'p>(&self, path: &'p str, name: &str) -> Option<&'p str> {
+        let wanted = format!("{{{name}}}");
+        self.template
+            .split('/')
+            .zip(path.split('/'))
+            .find(|(template, _)| *template == wanted)
+            .map(|(_, value)| value)
+    }
+
     fn matches_path(&self, path_segments: &[&str]) -> bool {
         self.segments.len() == path_segments.len()
             && self
@@ -425,6 +435,20 @@ mod tests {
         ] {
             assert!(Route::new(http::Method::GET, bad, t).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn parameters_are_read_back_from_the_path() {
+        let list = table();
+        let path = "/v3/payments/2021121600698709710/refund";
+        let Match::Allowed(route) = list.find(&http::Method::POST, path) else {
+            panic!("refund is allowed");
+        };
+        assert_eq!(
+            route.param(path, "transactionId"),
+            Some("2021121600698709710")
+        );
+        assert_eq!(route.param(path, "regKey"), None);
     }
 
     #[test]

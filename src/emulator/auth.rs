@@ -189,10 +189,7 @@ mod tests {
     ];
 
     fn config() -> EmulatorConfig {
-        EmulatorConfig {
-            channel_id: CHANNEL.into(),
-            channel_secret: Secret::new(SECRET),
-        }
+        EmulatorConfig::new(CHANNEL, Secret::new(SECRET))
     }
 
     fn headers(channel: &str, nonce: &str, signature: &str) -> HeaderMap {

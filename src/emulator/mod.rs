@@ -8,7 +8,8 @@
 //! A call travels: [`route`](route::route) (404 if not in the API) →
 //! [`auth`] (1106) → [`input`] (2101/2102/1178) → [`ledger`] (state rules) →
 //! [`reply`] (the JSON body). [`Emulator::serve`] (in `server.rs`) puts HTTP/1.1 and
-//! optional TLS in front of [`Emulator::handle`].
+//! optional TLS in front of [`Emulator::handle`], and refuses, before anything else, a
+//! call from a source outside the optional IP whitelist ([`source`]).
 
 mod auth;
 mod clock;
@@ -17,6 +18,7 @@ mod ledger;
 mod reply;
 mod route;
 mod server;
+mod source;
 
 use crate::secret::Secret;
 use bytes::Bytes;
@@ -24,14 +26,31 @@ use http::{HeaderMap, Method, Response};
 use ledger::Ledger;
 use reply::Outcome;
 use route::{Endpoint, Route, Version};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+pub use source::SourceNet;
 
 /// The merchant channel the emulator accepts calls for.
 #[derive(Clone, Debug)]
 pub struct EmulatorConfig {
     pub channel_id: String,
     pub channel_secret: Secret,
+    /// The server IP whitelist of LINE Pay's merchant center: when not empty, a call
+    /// from any other source address is refused as LINE Pay refuses it.
+    pub allow_sources: Vec<SourceNet>,
+}
+
+impl EmulatorConfig {
+    /// A channel, accepting calls from every source.
+    pub fn new(channel_id: impl Into<String>, channel_secret: Secret) -> Self {
+        EmulatorConfig {
+            channel_id: channel_id.into(),
+            channel_secret,
+            allow_sources: Vec::new(),
+        }
+    }
 }
 
 /// A LINE Pay emulator. Clones share the same state.
@@ -111,6 +130,12 @@ impl Emulator {
             ),
         }
         reply::business(route.version, &outcome)
+    }
+
+    /// Whether a connection from `address` may call (always, without a whitelist).
+    pub fn source_allowed(&self, address: IpAddr) -> bool {
+        let allowed = &self.shared.config.allow_sources;
+        allowed.is_empty() || allowed.iter().any(|net| net.contains(address))
     }
 
     /// How many requests reached the emulator (any path, any outcome).

@@ -161,6 +161,21 @@ pub fn business(version: Version, outcome: &Outcome) -> Response<Bytes> {
     json_response(StatusCode::OK, &Value::Object(body))
 }
 
+/// A call from a source address outside the merchant's server IP whitelist.
+///
+/// What LINE Pay answers here is not in its public documentation. This is what a
+/// merchant's integration log recorded from LINE Pay (github.com/ringo636/Tib, issue
+/// 551): HTTP 200, `returnCode` 1106 with `Header information error. Ip address
+/// [18.222.188.71] is not allowed to access this API`. The wording is copied from that
+/// one observation; an app should key on 1106 plus the address, not on the sentence.
+pub fn source_not_allowed(address: std::net::IpAddr) -> Response<Bytes> {
+    let refusal = Refusal::new(
+        ReturnCode::HeaderError,
+        format!("Ip address [{address}] is not allowed to access this API"),
+    );
+    business(Version::V3, &Err(refusal))
+}
+
 /// 404 for a method and path that are not part of the LINE Pay API.
 pub fn not_found(method: &http::Method, path: &str) -> Response<Bytes> {
     let body = json!({
@@ -221,6 +236,18 @@ mod tests {
         assert_eq!(v3["returnMessage"], "Success.");
         assert_eq!(v2["returnMessage"], "success");
         assert_eq!(v3["returnCode"], "0000");
+    }
+
+    #[test]
+    fn a_source_off_the_whitelist_is_1106_naming_the_address() {
+        let response = source_not_allowed("127.0.0.1".parse().expect("an address"));
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = body_of(&response);
+        assert_eq!(body["returnCode"], "1106");
+        assert_eq!(
+            body["returnMessage"],
+            "Header information error. Ip address [127.0.0.1] is not allowed to access this API"
+        );
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! The emulator's socket edge: accepts TCP (optionally TLS), speaks HTTP/1.1 with
-//! hyper, reads each body whole and hands it to [`Emulator::handle`].
+//! hyper, reads each body whole and hands it to [`Emulator::handle`] — unless the
+//! connection comes from a source outside the IP whitelist, which gets LINE Pay's
+//! refusal whatever it asks (the body is still read, so the answer is not lost to a
+//! reset).
 //!
 //! Connections run in a `JoinSet` owned by the serve future, so aborting the task
 //! that runs `serve` closes every connection too: a test that drops its upstream
@@ -14,6 +17,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -53,11 +57,13 @@ impl Emulator {
             };
             let emulator = self.clone();
             let acceptor = acceptor.clone();
+            // Decided once per connection, before anything is read from it.
+            let refused_source = (!emulator.source_allowed(peer.ip())).then_some(peer.ip());
             connections.spawn(async move {
                 let served = match acceptor {
-                    None => emulator.serve_connection(stream).await,
+                    None => emulator.serve_connection(stream, refused_source).await,
                     Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(stream) => emulator.serve_connection(stream).await,
+                        Ok(stream) => emulator.serve_connection(stream, refused_source).await,
                         Err(error) => {
                             tracing::debug!(%error, %peer, "emulator: TLS handshake failed");
                             return;
@@ -71,20 +77,28 @@ impl Emulator {
         }
     }
 
-    async fn serve_connection<S>(self, stream: S) -> Result<(), hyper::Error>
+    async fn serve_connection<S>(
+        self,
+        stream: S,
+        refused_source: Option<IpAddr>,
+    ) -> Result<(), hyper::Error>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let service = service_fn(move |request| {
             let emulator = self.clone();
-            async move { Ok::<_, Infallible>(emulator.respond(request).await) }
+            async move { Ok::<_, Infallible>(emulator.respond(request, refused_source).await) }
         });
         http1::Builder::new()
             .serve_connection(TokioIo::new(stream), service)
             .await
     }
 
-    async fn respond(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn respond(
+        &self,
+        request: Request<Incoming>,
+        refused_source: Option<IpAddr>,
+    ) -> Response<Full<Bytes>> {
         let (parts, body) = request.into_parts();
         // The exact bytes hyper delivered (it enforces Content-Length / chunking).
         let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
@@ -102,6 +116,17 @@ impl Emulator {
                 return response.map(Full::new);
             }
         };
+        if let Some(address) = refused_source {
+            self.count_call();
+            tracing::info!(
+                method = %parts.method,
+                path = parts.uri.path(),
+                source = %address,
+                return_code = "1106",
+                "emulator: source address not on the IP whitelist, refused"
+            );
+            return reply::source_not_allowed(address).map(Full::new);
+        }
         self.handle(
             &parts.method,
             parts.uri.path(),
@@ -128,10 +153,7 @@ mod tests {
     const CHANNEL: &str = "1234567890";
 
     fn emulator() -> Emulator {
-        Emulator::new(EmulatorConfig {
-            channel_id: CHANNEL.into(),
-            channel_secret: Secret::new(SECRET),
-        })
+        Emulator::new(EmulatorConfig::new(CHANNEL, Secret::new(SECRET)))
     }
 
     /// A signed HTTP/1.1 request with `Connection: close`, as raw bytes.
@@ -265,6 +287,43 @@ mod tests {
         let (head, answer) = exchange(tls, &request).await;
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         assert_eq!(answer["returnCode"], "1150");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_whitelist_refuses_other_sources_before_checking_anything() {
+        let mut config = EmulatorConfig::new(CHANNEL, Secret::new(SECRET));
+        config.allow_sources = vec!["127.0.0.2/32".parse().expect("a range")];
+        let emulator = Emulator::new(config);
+        let (address, server) = start(emulator.clone(), None).await;
+        let request = signed_request(
+            "GET",
+            "/v3/payments/requests/2021121600698709710/check",
+            "",
+            "",
+        );
+
+        // From 127.0.0.1: refused, whatever the (valid) signature says.
+        let stream = TcpStream::connect(address).await.expect("connect");
+        let (head, body) = exchange(stream, &request).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(body["returnCode"], "1106");
+        assert!(
+            body["returnMessage"]
+                .as_str()
+                .is_some_and(|m| m.contains("[127.0.0.1] is not allowed")),
+            "{body}"
+        );
+
+        // From 127.0.0.2: served (1150: no such transaction, so the call was checked).
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.2:0".parse().expect("an address"))
+            .expect("bind 127.0.0.2");
+        let stream = socket.connect(address).await.expect("connect");
+        let (_, body) = exchange(stream, &request).await;
+        assert_eq!(body["returnCode"], "1150");
+        assert_eq!(emulator.calls(), 2);
         server.abort();
     }
 

@@ -19,10 +19,7 @@ struct Merchant {
 impl Merchant {
     fn new() -> Self {
         Merchant {
-            emulator: Emulator::new(EmulatorConfig {
-                channel_id: CHANNEL.into(),
-                channel_secret: Secret::new(SECRET),
-            }),
+            emulator: Emulator::new(EmulatorConfig::new(CHANNEL, Secret::new(SECRET))),
         }
     }
 

@@ -194,19 +194,24 @@ async fn running_sidecar_never_prints_the_secret() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn running_sidecar_prints_exactly_one_announce_line() {
+async fn running_sidecar_announces_its_proxy_then_admin_address() {
     let emulator = start_emulator(CHANNEL_ID, CHANNEL_SECRET, None).await;
     let mut sidecar = Sidecar::new().upstream(emulator.url()).start().await;
-    let addr = sidecar.addr;
+    let (addr, admin_addr) = (sidecar.addr, sidecar.admin_addr);
 
     let output = sidecar.stop();
 
     let lines: Vec<&str> = output.stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "{output}");
+    assert_eq!(lines.len(), 2, "{output}");
     let expected = format!(
         "linepay-sidecar listening on http://{addr} (upstream {}",
         emulator.url()
     );
     assert!(lines[0].starts_with(&expected), "{output}");
+    assert_eq!(
+        lines[1],
+        format!("linepay-sidecar admin on http://{admin_addr} (/metrics /healthz /readyz)"),
+        "{output}"
+    );
     assert!(lines[0].ends_with(')'), "{output}");
 }

@@ -1,1 +1,812 @@
+//! Egress pinning for LINE Pay's IP whitelist: the source address upstream sees, a real
+//! CONNECT proxy with TLS end to end through it, the DNS pin with the certificate still
+//! checked against the host name, the emulator's own whitelist, and `expect_ip`.
+//!
+//! Only loopback addresses carry traffic (127.0.0.0/8 is all local on Linux);
+//! 203.0.113.7 (TEST-NET-3) is used only where start-up must refuse it before any
+//! connection is attempted.
 
+use crate::util::{
+    closed_port_url, start_emulator, Call, Cli, Reply, Sidecar, TempFile, TestPki, Upstream,
+    CHANNEL_ID, CHANNEL_SECRET, WAIT_LIMIT,
+};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use linepay_sidecar::emulator::{Emulator, EmulatorConfig};
+use linepay_sidecar::secret::Secret;
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+const BOUND: &str = "127.0.0.2";
+const PINNED: &str = "127.0.0.3";
+/// A made-up host name that resolves nowhere (`.invalid` is reserved).
+const MADE_UP_HOST: &str = "api-pay.test.invalid";
+
+fn payment_request(order_id: &str) -> String {
+    format!(
+        r#"{{"amount":100,"currency":"TWD","orderId":"{order_id}","packages":[{{"id":"p1","amount":100,"products":[{{"name":"Tea","quantity":1,"price":100}}]}}],"redirectUrls":{{"confirmUrl":"https://shop.example/c","cancelUrl":"https://shop.example/x"}}}}"#
+    )
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse()
+        .unwrap_or_else(|error| panic!("{text}: {error}"))
+}
+
+fn assert_line_pay_success(reply: &Reply) {
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.sidecar_error(), None, "{}", reply.text());
+    assert_eq!(
+        reply.return_code().as_deref(),
+        Some("0000"),
+        "{}",
+        reply.text()
+    );
+}
+
+fn retry_safe(reply: &Reply) -> Option<bool> {
+    reply.json().pointer("/error/retry_safe")?.as_bool()
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", BASE64.encode(format!("{user}:{password}")))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. egress.bind_address
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bind_address_is_the_source_address_upstream_sees() {
+    let upstream = Upstream::recording().start().await;
+    let bound = Sidecar::new()
+        .upstream(upstream.url())
+        .arg("--egress-bind-address")
+        .arg(BOUND)
+        .start()
+        .await;
+
+    let reply = Call::post("/v3/payments/request", r#"{"amount":1}"#)
+        .send(bound.addr)
+        .await;
+
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(upstream.only_request().peer.ip(), ip(BOUND));
+
+    // Without it, the same call comes from the default source (so the check above can fail).
+    let default_upstream = Upstream::recording().start().await;
+    let unbound = Sidecar::new()
+        .upstream(default_upstream.url())
+        .start()
+        .await;
+    Call::post("/v3/payments/request", r#"{"amount":1}"#)
+        .send(unbound.addr)
+        .await;
+    assert_eq!(default_upstream.only_request().peer.ip(), ip("127.0.0.1"));
+}
+
+#[test]
+fn bind_address_not_on_this_host_stops_start_up_with_a_clear_error() {
+    for subcommand in [None, Some("check")] {
+        let mut cli = Cli::new();
+        if let Some(subcommand) = subcommand {
+            cli = cli.arg(subcommand);
+        }
+        let output = cli
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--admin-listen")
+            .arg("127.0.0.1:0")
+            .arg("--channel-id")
+            .arg(CHANNEL_ID)
+            .arg("--upstream")
+            .arg("https://api-pay.line.me")
+            .arg("--egress-bind-address")
+            .arg("203.0.113.7")
+            .env("LINEPAY_CHANNEL_SECRET", CHANNEL_SECRET)
+            .run();
+
+        assert!(!output.status.success(), "{subcommand:?}: {output:?}");
+        assert!(
+            output.stderr.contains(
+                "egress.bind_address 203.0.113.7 is not assigned to any interface on this host"
+            ),
+            "{subcommand:?}: {output:?}"
+        );
+        assert!(output.stderr.contains("whitelist"), "{output:?}");
+        assert!(!output.stdout.contains("listening on"), "{output:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. egress.proxy: a real HTTP CONNECT proxy, written here.
+
+/// One tunnel as the proxy saw it.
+#[derive(Debug, Clone)]
+struct Tunnelled {
+    /// The CONNECT target, `host:port`.
+    target: String,
+    authorization: Option<String>,
+    /// The first bytes the sidecar sent through the tunnel.
+    client_bytes: Vec<u8>,
+}
+
+/// A minimal HTTP CONNECT forward proxy on 127.0.0.1: optional Basic auth (407
+/// otherwise), then bytes copied both ways. Stops (with every tunnel) when dropped.
+struct ConnectProxy {
+    addr: SocketAddr,
+    tunnels: Arc<Mutex<Vec<Tunnelled>>>,
+    task: JoinHandle<()>,
+}
+
+impl ConnectProxy {
+    async fn start(required_authorization: Option<String>) -> ConnectProxy {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|error| panic!("cannot bind the proxy: {error}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|error| panic!("proxy has no address: {error}"));
+        let tunnels = Arc::new(Mutex::new(Vec::new()));
+        let seen = tunnels.clone();
+        let required = Arc::new(required_authorization);
+        let task = tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                connections.spawn(proxy_connection(client, required.clone(), seen.clone()));
+            }
+        });
+        ConnectProxy {
+            addr,
+            tunnels,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn tunnels(&self) -> Vec<Tunnelled> {
+        lock(&self.tunnels).clone()
+    }
+}
+
+impl Drop for ConnectProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn proxy_connection(
+    mut client: TcpStream,
+    required: Arc<Option<String>>,
+    tunnels: Arc<Mutex<Vec<Tunnelled>>>,
+) {
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        match client.read(&mut chunk).await {
+            Ok(n @ 1..) if head.len() < 16 * 1024 => head.extend_from_slice(&chunk[..n]),
+            _ => return,
+        }
+    };
+    let text = String::from_utf8_lossy(&head[..end]).into_owned();
+    let mut lines = text.split("\r\n");
+    let mut request_line = lines.next().unwrap_or_default().split(' ');
+    let (method, target) = (
+        request_line.next().unwrap_or_default(),
+        request_line.next().unwrap_or_default().to_owned(),
+    );
+    if method != "CONNECT" {
+        let _ = client
+            .write_all(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+            .await;
+        return;
+    }
+    let authorization = lines.find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("proxy-authorization")
+            .then(|| value.trim().to_owned())
+    });
+    let index = {
+        let mut tunnels = lock(&tunnels);
+        tunnels.push(Tunnelled {
+            target: target.clone(),
+            authorization: authorization.clone(),
+            client_bytes: Vec::new(),
+        });
+        tunnels.len() - 1
+    };
+    if let Some(required) = required.as_ref() {
+        if authorization.as_deref() != Some(required) {
+            let _ = client
+                .write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"egress\"\r\nContent-Length: 0\r\n\r\n")
+                .await;
+            return;
+        }
+    }
+    let Ok(upstream) = TcpStream::connect(target.as_str()).await else {
+        let _ = client
+            .write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+            .await;
+        return;
+    };
+    if client
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut upstream_read, mut upstream_write) = upstream.into_split();
+    let early = head[end..].to_vec();
+    let sidecar_to_upstream = async {
+        let mut forward = early;
+        loop {
+            if !forward.is_empty() {
+                {
+                    let mut tunnels = lock(&tunnels);
+                    let seen = &mut tunnels[index].client_bytes;
+                    let room = (64 * 1024usize).saturating_sub(seen.len());
+                    seen.extend_from_slice(&forward[..forward.len().min(room)]);
+                }
+                if upstream_write.write_all(&forward).await.is_err() {
+                    break;
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            match client_read.read(&mut chunk).await {
+                Ok(n @ 1..) => forward = chunk[..n].to_vec(),
+                _ => break,
+            }
+        }
+        let _ = upstream_write.shutdown().await;
+    };
+    let upstream_to_sidecar = async {
+        let _ = tokio::io::copy(&mut upstream_read, &mut client_write).await;
+        let _ = client_write.shutdown().await;
+    };
+    tokio::join!(sidecar_to_upstream, upstream_to_sidecar);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_go_through_a_connect_proxy_with_tls_end_to_end_and_arrive_signed() {
+    let pki = TestPki::for_names(&["localhost"]);
+    let emulator =
+        start_emulator(CHANNEL_ID, CHANNEL_SECRET, Some(pki.server_config.clone())).await;
+    let proxy = ConnectProxy::start(Some(basic("egress-user", "pr0xy-pa55word"))).await;
+    let auth_file = TempFile::with_contents("proxy-auth", b"egress-user:pr0xy-pa55word\n");
+    let mut sidecar = Sidecar::new()
+        .upstream(emulator.url())
+        .arg("--upstream-ca-file")
+        .arg(pki.ca_file.path_str())
+        .arg("--egress-proxy")
+        .arg(proxy.url())
+        .env("LINEPAY_EGRESS_PROXY_AUTH_FILE", auth_file.path_str())
+        .start()
+        .await;
+
+    let reply = Call::post("/v3/payments/request", payment_request("proxy-1"))
+        .send(sidecar.addr)
+        .await;
+
+    // 0000 from the emulator: the signature it checked arrived intact.
+    assert_line_pay_success(&reply);
+    assert_eq!(emulator.calls(), 1);
+    let tunnels = proxy.tunnels();
+    assert!(!tunnels.is_empty(), "nothing went through the proxy");
+    let with_data: Vec<&Tunnelled> = tunnels
+        .iter()
+        .filter(|tunnel| !tunnel.client_bytes.is_empty())
+        .collect();
+    assert!(!with_data.is_empty(), "{tunnels:?}");
+    for tunnel in &tunnels {
+        assert_eq!(tunnel.target, format!("localhost:{}", emulator.addr.port()));
+        assert_eq!(
+            tunnel.authorization.as_deref(),
+            Some(basic("egress-user", "pr0xy-pa55word").as_str())
+        );
+    }
+    for tunnel in with_data {
+        // A TLS handshake record, and nothing of the call in clear.
+        assert_eq!(tunnel.client_bytes.first(), Some(&0x16), "{tunnel:?}");
+        let clear = String::from_utf8_lossy(&tunnel.client_bytes).to_ascii_lowercase();
+        assert!(!clear.contains("x-line-authorization"), "{clear}");
+        assert!(!clear.contains("/v3/payments"), "{clear}");
+    }
+    let output = sidecar.stop();
+    assert!(!output.stderr.contains("pr0xy-pa55word"), "{output}");
+    assert!(!output.stdout.contains("pr0xy-pa55word"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proxy_refusing_the_credentials_is_502_upstream_proxy_and_nothing_is_sent() {
+    let emulator = start_emulator(CHANNEL_ID, CHANNEL_SECRET, None).await;
+    let proxy = ConnectProxy::start(Some(basic("egress-user", "right-password"))).await;
+    let auth_file = TempFile::with_contents("proxy-auth-wrong", b"egress-user:wr0ng-pa55word");
+    let mut sidecar = Sidecar::new()
+        .upstream(emulator.url())
+        .arg("--egress-proxy")
+        .arg(proxy.url())
+        .arg("--egress-proxy-auth-file")
+        .arg(auth_file.path_str())
+        .start()
+        .await;
+
+    let reply = Call::post("/v3/payments/request", payment_request("proxy-2"))
+        .send(sidecar.addr)
+        .await;
+
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(reply.sidecar_error(), Some("upstream_proxy"));
+    assert_eq!(retry_safe(&reply), Some(true));
+    assert_eq!(emulator.calls(), 0);
+    assert!(!proxy.tunnels().is_empty());
+    let output = sidecar.stop();
+    assert!(
+        output.stderr.contains("proxy authorization required"),
+        "{output}"
+    );
+    assert!(!output.stderr.contains("wr0ng-pa55word"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proxy_that_is_down_is_502_upstream_proxy_quickly() {
+    let emulator = start_emulator(CHANNEL_ID, CHANNEL_SECRET, None).await;
+    let sidecar = Sidecar::new()
+        .upstream(emulator.url())
+        .arg("--egress-proxy")
+        .arg(closed_port_url().await)
+        .start()
+        .await;
+
+    let started = Instant::now();
+    let reply = Call::post("/v3/payments/request", payment_request("proxy-3"))
+        .send(sidecar.addr)
+        .await;
+
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(reply.sidecar_error(), Some("upstream_proxy"));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(emulator.calls(), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. egress.pin
+
+/// An in-process emulator on a chosen loopback address, optionally over TLS and with
+/// an IP whitelist; stops when dropped.
+struct LocalEmulator {
+    addr: SocketAddr,
+    emulator: Emulator,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl LocalEmulator {
+    async fn start(
+        bind: &str,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        allow_sources: &[&str],
+    ) -> LocalEmulator {
+        let listener = TcpListener::bind((ip(bind), 0))
+            .await
+            .unwrap_or_else(|error| panic!("cannot bind the emulator on {bind}: {error}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|error| panic!("emulator has no address: {error}"));
+        let emulator = Emulator::new(EmulatorConfig {
+            allow_sources: allow_sources
+                .iter()
+                .map(|range| {
+                    range
+                        .parse()
+                        .unwrap_or_else(|error| panic!("{range}: {error}"))
+                })
+                .collect(),
+            ..EmulatorConfig::new(CHANNEL_ID, Secret::new(CHANNEL_SECRET))
+        });
+        let task = tokio::spawn(emulator.clone().serve(listener, tls));
+        LocalEmulator {
+            addr,
+            emulator,
+            task,
+        }
+    }
+}
+
+impl Drop for LocalEmulator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pin_sends_the_call_to_the_pinned_ip_while_tls_checks_the_host_name() {
+    let pki = TestPki::for_names(&[MADE_UP_HOST]);
+    let upstream = LocalEmulator::start(PINNED, Some(pki.server_config.clone()), &[]).await;
+    let url = format!("https://{MADE_UP_HOST}:{}", upstream.addr.port());
+    let pinned = Sidecar::new()
+        .upstream(&url)
+        .arg("--upstream-ca-file")
+        .arg(pki.ca_file.path_str())
+        .arg("--egress-pin")
+        .arg(PINNED)
+        .start()
+        .await;
+
+    let reply = Call::post("/v3/payments/request", payment_request("pin-1"))
+        .send(pinned.addr)
+        .await;
+
+    assert_line_pay_success(&reply);
+    assert_eq!(upstream.emulator.calls(), 1);
+
+    // Without the pin the made-up name resolves nowhere: the pin did the routing.
+    let unpinned = Sidecar::new()
+        .upstream(&url)
+        .arg("--upstream-ca-file")
+        .arg(pki.ca_file.path_str())
+        .start()
+        .await;
+    let reply = Call::post("/v3/payments/request", payment_request("pin-2"))
+        .send(unpinned.addr)
+        .await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(reply.sidecar_error(), Some("upstream_dns"));
+
+    // Pinned to the same IP under another name, the certificate no longer matches.
+    let other_name = Sidecar::new()
+        .upstream(format!(
+            "https://other.test.invalid:{}",
+            upstream.addr.port()
+        ))
+        .arg("--upstream-ca-file")
+        .arg(pki.ca_file.path_str())
+        .arg("--egress-pin")
+        .arg(PINNED)
+        .start()
+        .await;
+    let reply = Call::post("/v3/payments/request", payment_request("pin-3"))
+        .send(other_name.addr)
+        .await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(reply.sidecar_error(), Some("upstream_tls"));
+    assert_eq!(
+        upstream.emulator.calls(),
+        1,
+        "nothing sent without a verified name"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn through_a_proxy_the_pinned_ip_is_the_connect_target() {
+    let pki = TestPki::for_names(&[MADE_UP_HOST]);
+    let upstream = LocalEmulator::start(PINNED, Some(pki.server_config.clone()), &[]).await;
+    let proxy = ConnectProxy::start(None).await;
+    let sidecar = Sidecar::new()
+        .upstream(format!("https://{MADE_UP_HOST}:{}", upstream.addr.port()))
+        .arg("--upstream-ca-file")
+        .arg(pki.ca_file.path_str())
+        .arg("--egress-proxy")
+        .arg(proxy.url())
+        .arg("--egress-pin")
+        .arg(PINNED)
+        .start()
+        .await;
+
+    let reply = Call::post("/v3/payments/request", payment_request("pin-proxy-1"))
+        .send(sidecar.addr)
+        .await;
+
+    assert_line_pay_success(&reply);
+    let tunnels = proxy.tunnels();
+    assert!(!tunnels.is_empty());
+    for tunnel in &tunnels {
+        assert_eq!(tunnel.target, upstream.addr.to_string(), "{tunnels:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. The emulator's IP whitelist: rehearse LINE Pay's refusal locally.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn emulator_whitelist_refuses_other_sources_as_line_pay_does() {
+    let upstream = LocalEmulator::start("127.0.0.1", None, &["127.0.0.2/32"]).await;
+    let url = format!("http://{}", upstream.addr);
+
+    let unregistered = Sidecar::new().upstream(&url).start().await;
+    let reply = Call::post("/v3/payments/request", payment_request("wl-1"))
+        .send(unregistered.addr)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.sidecar_error(),
+        None,
+        "LINE Pay's answer, passed through"
+    );
+    assert_eq!(
+        reply.return_code().as_deref(),
+        Some("1106"),
+        "{}",
+        reply.text()
+    );
+    assert!(
+        reply
+            .text()
+            .contains("Ip address [127.0.0.1] is not allowed to access this API"),
+        "{}",
+        reply.text()
+    );
+
+    let registered = Sidecar::new()
+        .upstream(&url)
+        .arg("--egress-bind-address")
+        .arg(BOUND)
+        .start()
+        .await;
+    let reply = Call::post("/v3/payments/request", payment_request("wl-2"))
+        .send(registered.addr)
+        .await;
+    assert_line_pay_success(&reply);
+}
+
+/// `linepay-sidecar emulator ...` as a child process; killed on drop.
+struct EmulatorProcess {
+    addr: SocketAddr,
+    child: Child,
+}
+
+impl EmulatorProcess {
+    fn start(args: &[&str]) -> EmulatorProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_linepay-sidecar"));
+        command
+            .arg("emulator")
+            .args(args)
+            .env("LINEPAY_CHANNEL_ID", CHANNEL_ID)
+            .env("LINEPAY_CHANNEL_SECRET", CHANNEL_SECRET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start the emulator: {error}"));
+        let Some(stdout) = child.stdout.take() else {
+            let _ = child.kill();
+            panic!("the emulator's stdout is not captured");
+        };
+        let (lines, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut process = EmulatorProcess {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            child,
+        };
+        let deadline = Instant::now() + WAIT_LIMIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = received
+                .recv_timeout(left)
+                .unwrap_or_else(|error| panic!("the emulator did not announce its port: {error}"));
+            if let Some(addr) = line
+                .strip_prefix("linepay emulator listening on http://")
+                .and_then(|addr| addr.trim().parse().ok())
+            {
+                process.addr = addr;
+                return process;
+            }
+        }
+    }
+}
+
+impl Drop for EmulatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn emulator_command_takes_allow_source() {
+    let emulator =
+        EmulatorProcess::start(&["--listen", "127.0.0.1:0", "--allow-source", "127.0.0.2/32"]);
+    let url = format!("http://{}", emulator.addr);
+
+    let unregistered = Sidecar::new().upstream(&url).start().await;
+    let refused = Call::post("/v3/payments/request", payment_request("cli-1"))
+        .send(unregistered.addr)
+        .await;
+    assert_eq!(
+        refused.return_code().as_deref(),
+        Some("1106"),
+        "{}",
+        refused.text()
+    );
+
+    let registered = Sidecar::new()
+        .upstream(&url)
+        .arg("--egress-bind-address")
+        .arg(BOUND)
+        .start()
+        .await;
+    let accepted = Call::post("/v3/payments/request", payment_request("cli-2"))
+        .send(registered.addr)
+        .await;
+    assert_line_pay_success(&accepted);
+}
+
+#[test]
+fn emulator_refuses_an_ambiguous_allow_source() {
+    let output = Cli::new()
+        .arg("emulator")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--allow-source")
+        .arg("127.0.0.2/24")
+        .run();
+    assert!(!output.status.success(), "{output:?}");
+    assert!(output.stderr.contains("host bits"), "{output:?}");
+    assert!(output.stderr.contains("127.0.0.0/24"), "{output:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. egress.expect_ip
+
+/// Answers every request with the address of the connection it came on, as text, and
+/// keeps each request head.
+struct EchoServer {
+    addr: SocketAddr,
+    heads: Arc<Mutex<Vec<(IpAddr, String)>>>,
+    task: JoinHandle<()>,
+}
+
+impl EchoServer {
+    async fn start() -> EchoServer {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|error| panic!("cannot bind the echo server: {error}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|error| panic!("echo server has no address: {error}"));
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let seen = heads.clone();
+        let task = tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            while let Ok((mut stream, peer)) = listener.accept().await {
+                let seen = seen.clone();
+                connections.spawn(async move {
+                    let mut head = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16384 {
+                        match stream.read(&mut chunk).await {
+                            Ok(n @ 1..) => head.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                    }
+                    lock(&seen).push((peer.ip(), String::from_utf8_lossy(&head).into_owned()));
+                    let body = format!("{}\n", peer.ip());
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        EchoServer { addr, heads, task }
+    }
+
+    fn heads(&self) -> Vec<(IpAddr, String)> {
+        lock(&self.heads).clone()
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn expect_ip_config(address: &str, echo: &EchoServer) -> TempFile {
+    let yaml = format!(
+        "egress:\n  bind_address: {BOUND}\n  expect_ip:\n    address: {address}\n    echo_url: http://{}/ip\n    timeout: 3s\n",
+        echo.addr
+    );
+    TempFile::with_contents("expect-ip.yaml", yaml.as_bytes())
+}
+
+/// `GET /readyz` until its body contains `needle` (bounded); the last answer.
+async fn readyz_until(admin: SocketAddr, needle: &str) -> Reply {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let reply = Call::get("/readyz").send(admin).await;
+        if reply.text().contains(needle) || Instant::now() > deadline {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expect_ip_match_is_logged_at_start_up() {
+    let echo = EchoServer::start().await;
+    let upstream = Upstream::recording().start().await;
+    let config = expect_ip_config(BOUND, &echo);
+    let mut sidecar = Sidecar::new()
+        .upstream(upstream.url())
+        .arg("--config")
+        .arg(config.path_str())
+        .start()
+        .await;
+
+    let output = sidecar.stop();
+
+    assert!(
+        output.stderr.contains("public egress address matches"),
+        "{output}"
+    );
+    assert!(!output.stderr.contains("MISMATCH"), "{output}");
+    // Asked through the same egress path (the bound source), and unsigned.
+    let heads = echo.heads();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert_eq!(heads[0].0, ip(BOUND));
+    assert!(heads[0].1.starts_with("GET /ip HTTP/1.1"), "{heads:?}");
+    assert!(
+        !heads[0].1.to_ascii_lowercase().contains("x-line-"),
+        "{heads:?}"
+    );
+    assert_eq!(upstream.count(), 0, "the check never goes to LINE Pay");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expect_ip_mismatch_is_logged_loudly_and_fails_readyz_but_not_the_start() {
+    let echo = EchoServer::start().await;
+    let upstream = Upstream::recording().start().await;
+    let config = expect_ip_config("127.0.0.9", &echo);
+    let mut sidecar = Sidecar::new()
+        .upstream(upstream.url())
+        .arg("--config")
+        .arg(config.path_str())
+        .start()
+        .await;
+
+    // Started anyway: it still serves calls.
+    let reply = Call::post("/v3/payments/request", r#"{"amount":1}"#)
+        .send(sidecar.addr)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let readyz = readyz_until(sidecar.admin_addr, "egress_ip").await;
+    assert_eq!(readyz.status, 503, "{}", readyz.text());
+    assert!(readyz.text().contains("egress_ip"), "{}", readyz.text());
+    assert!(readyz.text().contains("127.0.0.2"), "{}", readyz.text());
+
+    let output = sidecar.stop();
+    let mismatch = output
+        .stderr
+        .lines()
+        .find(|line| line.contains("EGRESS IP MISMATCH"))
+        .unwrap_or_else(|| panic!("no mismatch line:\n{output}"));
+    assert!(mismatch.contains("ERROR"), "{mismatch}");
+    assert!(mismatch.contains("127.0.0.2"), "{mismatch}");
+    assert!(mismatch.contains("127.0.0.9"), "{mismatch}");
+    assert!(mismatch.contains("never fatal"), "{mismatch}");
+}

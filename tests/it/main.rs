@@ -4,10 +4,13 @@
 mod util;
 
 mod cli;
+mod deploy;
+mod egress;
+mod examples;
+mod limits;
+mod operability;
 mod proxy;
 mod refusals;
 mod sign_vectors;
 mod tls;
 mod upstream_failures;
-mod egress;
-mod limits;

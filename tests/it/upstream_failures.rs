@@ -142,3 +142,48 @@ async fn upstream_failure_answer_never_echoes_upstream_text() {
     );
     assert!(reply.header("x-internal").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_handshake_that_stalls_is_a_connect_timeout_not_a_read_timeout() {
+    // Accepts TCP, then never answers the ClientHello.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let sidecar = Sidecar::new()
+        .upstream(format!("https://localhost:{port}"))
+        .arg("--connect-timeout")
+        .arg("500ms")
+        .arg("--read-timeout")
+        .arg("10s")
+        .start()
+        .await;
+
+    let started = Instant::now();
+    let reply = Call::post("/v3/payments/request", r#"{"amount":1}"#)
+        .send(sidecar.addr)
+        .await;
+    let elapsed = started.elapsed();
+    holder.abort();
+
+    assert_eq!(reply.status, 504, "{}", reply.text());
+    assert_eq!(
+        reply.error_code().as_deref(),
+        Some("upstream_connect_timeout")
+    );
+    assert_eq!(
+        reply.json()["error"]["retry_safe"],
+        true,
+        "nothing was sent"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+}

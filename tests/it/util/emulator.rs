@@ -28,10 +28,7 @@ pub async fn start_emulator(
     let addr = listener
         .local_addr()
         .unwrap_or_else(|error| panic!("emulator has no address: {error}"));
-    let emulator = Emulator::new(EmulatorConfig {
-        channel_id: channel_id.to_owned(),
-        channel_secret: Secret::new(channel_secret),
-    });
+    let emulator = Emulator::new(EmulatorConfig::new(channel_id, Secret::new(channel_secret)));
     let is_tls = tls.is_some();
     let task = tokio::spawn(emulator.clone().serve(listener, tls));
     RunningEmulator {

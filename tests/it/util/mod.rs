@@ -29,7 +29,7 @@ pub use client::{send_raw, Call, Reply};
 pub use emulator::start_emulator;
 pub use sidecar::{RunningSidecar, Sidecar};
 pub use tls::TestPki;
-pub use upstream::{closed_port_url, RawUpstream, Upstream};
+pub use upstream::{closed_port_url, RawUpstream, Recorded, Upstream};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;

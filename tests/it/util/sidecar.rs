@@ -43,6 +43,9 @@ impl Sidecar {
             args: vec![
                 "--listen".into(),
                 "127.0.0.1:0".into(),
+                // Never the default 0.0.0.0:9464: tests run side by side.
+                "--admin-listen".into(),
+                "127.0.0.1:0".into(),
                 "--channel-id".into(),
                 CHANNEL_ID.into(),
             ],
@@ -56,6 +59,12 @@ impl Sidecar {
 
     pub fn arg(mut self, arg: impl Into<OsString>) -> Sidecar {
         self.args.push(arg.into());
+        self
+    }
+
+    /// Drops a default environment variable, e.g. the secret, to test another source.
+    pub fn without_env(mut self, key: &str) -> Sidecar {
+        self.env.retain(|(name, _)| name != key);
         self
     }
 
@@ -104,6 +113,7 @@ impl Sidecar {
         }
         let mut running = RunningSidecar {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             child,
             stdout: stdout_text,
             stderr: stderr_text,
@@ -125,10 +135,24 @@ impl Sidecar {
             };
             if let Some(addr) = parse_announce(&line) {
                 running.addr = addr;
+            }
+            if let Some(addr) = parse_admin_announce(&line) {
+                running.admin_addr = addr;
+                // The admin line is printed right after the proxy's.
                 return running;
             }
         }
     }
+}
+
+/// `linepay-sidecar admin on http://127.0.0.1:PORT (/metrics ...)` → the address.
+fn parse_admin_announce(line: &str) -> Option<SocketAddr> {
+    line.trim_end()
+        .strip_prefix("linepay-sidecar admin on http://")?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// `linepay-sidecar listening on http://127.0.0.1:PORT (upstream ...)` → the address.
@@ -160,6 +184,8 @@ fn lock(buffer: &Mutex<Vec<u8>>) -> std::sync::MutexGuard<'_, Vec<u8>> {
 /// A started sidecar; killed on drop.
 pub struct RunningSidecar {
     pub addr: SocketAddr,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub admin_addr: SocketAddr,
     child: Child,
     stdout: Arc<Mutex<Vec<u8>>>,
     stderr: Arc<Mutex<Vec<u8>>>,
@@ -187,6 +213,38 @@ impl RunningSidecar {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT` of the admin listener.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin_addr)
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`) with the system's `kill`.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits (bounded) for the process to exit by itself; `None` if it is still running.
+    pub fn wait_exit(&mut self, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// What the process has written on stderr so far (it keeps running).
+    pub fn stderr_so_far(&self) -> String {
+        String::from_utf8_lossy(&lock(&self.stderr)).into_owned()
     }
 
     /// Kills the process and returns all it printed on stdout and stderr.

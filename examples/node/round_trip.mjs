@@ -1,0 +1,99 @@
+// request -> confirm -> details -> refund through linepay-sidecar.
+//
+// No channel secret and no signing code: the sidecar at LINEPAY_SIDECAR_URL (default
+// http://127.0.0.1:8080) adds LINE Pay's headers and signature. Node 18+ (global
+// fetch), no packages. Prints one line per step, "<step>: <returnCode> <returnMessage>",
+// and exits 1 as soon as a step does not answer 0000.
+
+import { randomUUID } from "node:crypto";
+
+const SIDECAR = (process.env.LINEPAY_SIDECAR_URL || "http://127.0.0.1:8080").replace(/\/+$/, "");
+
+// Above the sidecar's longest read timeout (capture: 60 s), so that a slow LINE Pay is
+// reported by the sidecar, which says whether the call may have been processed.
+const TIMEOUT_MS = 65_000;
+
+// transactionId and refundTransactionId have 19 digits: JSON.parse would round them to
+// the nearest double (2^53 is about 9.0e15). Before parsing, put every integer that a
+// double cannot hold exactly in quotes, so it arrives as a string. The scan skips the
+// insides of JSON strings, so text that merely looks like a number is left alone.
+const NUMBER = /-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+
+function parseExact(text) {
+  let out = "";
+  let i = 0;
+  while (i < text.length) {
+    const c = text[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (j < text.length && text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
+      out += text.slice(i, j + 1);
+      i = j + 1;
+      continue;
+    }
+    NUMBER.lastIndex = i;
+    const number = (c === "-" || (c >= "0" && c <= "9")) && NUMBER.exec(text)?.[0];
+    if (number) {
+      const isBigInteger = /^-?\d+$/.test(number) && !Number.isSafeInteger(Number(number));
+      out += isBigInteger ? `"${number}"` : number;
+      i += number.length;
+    } else {
+      out += c;
+      i += 1;
+    }
+  }
+  return JSON.parse(out);
+}
+
+async function linepay(method, path, body) {
+  const response = await fetch(SIDECAR + path, {
+    method,
+    headers: body === undefined ? {} : { "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(TIMEOUT_MS),
+  });
+  const text = await response.text();
+  if (response.status !== 200) {
+    // LINE Pay answers 200 even for business errors, so anything else is the sidecar's
+    // own refusal: {"error": {"code": ..., "message": ..., "retry_safe": ...}}.
+    console.error(`${method} ${path}: HTTP ${response.status} ${text}`);
+    process.exit(1);
+  }
+  return parseExact(text);
+}
+
+function step(name, answer) {
+  console.log(`${name}: ${answer.returnCode} ${answer.returnMessage}`);
+  if (answer.returnCode !== "0000") process.exit(1);
+  return answer.info;
+}
+
+const amount = 100;
+const currency = "TWD";
+const order = {
+  amount,
+  currency,
+  orderId: `example-node-${randomUUID().slice(0, 12)}`,
+  packages: [
+    { id: "package-1", amount, products: [{ name: "Coffee", quantity: 1, price: amount }] },
+  ],
+  redirectUrls: {
+    confirmUrl: "https://shop.example/linepay/confirm",
+    cancelUrl: "https://shop.example/linepay/cancel",
+  },
+};
+const info = step("request", await linepay("POST", "/v3/payments/request", order));
+const transactionId = info.transactionId; // a string, every digit kept
+console.log(`  transactionId ${transactionId}, pay at ${info.paymentUrl.web}`);
+
+// In a shop, this runs when LINE Pay redirects the buyer to confirmUrl.
+step("confirm", await linepay("POST", `/v3/payments/${transactionId}/confirm`, { amount, currency }));
+
+const details = step("details", await linepay("GET", `/v3/payments?transactionId=${transactionId}`));
+if (String(details[0].transactionId) !== String(transactionId)) {
+  console.error(`details: transactionId ${details[0].transactionId} != ${transactionId}`);
+  process.exit(1);
+}
+
+const refund = step("refund", await linepay("POST", `/v3/payments/${transactionId}/refund`, { refundAmount: 40 }));
+console.log(`  refundTransactionId ${refund.refundTransactionId}`);

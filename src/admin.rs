@@ -1,0 +1,189 @@
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, on a port of its own so that
+//! it can never collide with a proxied path, and with no route to LINE Pay at all: this
+//! module holds no proxy, no signer and no upstream client.
+
+use crate::metrics::Metrics;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// What `/readyz` answers from. Every check is cached state updated elsewhere (the
+/// upstream probe task, the reloader, shutdown), so a probe costs nothing.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    draining: AtomicBool,
+    /// `None` until the first upstream probe finished.
+    upstream: Mutex<Option<Result<(), String>>>,
+    /// Extra checks by name (egress binding, expected egress IP): `Err(reason)` fails.
+    checks: Mutex<Vec<(String, Result<(), String>)>>,
+}
+
+impl Readiness {
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn set_upstream(&self, result: Result<(), String>) {
+        *self.upstream.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
+    }
+
+    /// Sets (or replaces) a named check, e.g. `egress_ip`.
+    pub fn set_check(&self, name: &str, result: Result<(), String>) {
+        let mut checks = self.checks.lock().unwrap_or_else(PoisonError::into_inner);
+        match checks.iter_mut().find(|(n, _)| n == name) {
+            Some(entry) => entry.1 = result,
+            None => checks.push((name.to_owned(), result)),
+        }
+    }
+
+    /// `Ok` when ready, else every reason it is not.
+    pub fn verdict(&self) -> Result<(), Vec<String>> {
+        let mut reasons = Vec::new();
+        if self.is_draining() {
+            reasons.push("draining: shutting down".to_owned());
+        }
+        match &*self.upstream.lock().unwrap_or_else(PoisonError::into_inner) {
+            None => reasons.push("upstream: not probed yet".to_owned()),
+            Some(Err(reason)) => reasons.push(format!("upstream: {reason}")),
+            Some(Ok(())) => {}
+        }
+        for (name, result) in self
+            .checks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            if let Err(reason) = result {
+                reasons.push(format!("{name}: {reason}"));
+            }
+        }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons)
+        }
+    }
+}
+
+/// Serves the admin endpoints until the task is aborted.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, readiness: Arc<Readiness>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        let readiness = readiness.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let response = answer(&request, &metrics, &readiness);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(5))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn answer<B>(
+    request: &Request<B>,
+    metrics: &Metrics,
+    readiness: &Readiness,
+) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+    }
+    match request.uri().path() {
+        "/metrics" => {
+            let mut response = text(StatusCode::OK, &metrics.render());
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => match readiness.verdict() {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(reasons) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("not ready\n{}\n", reasons.join("\n")),
+            ),
+        },
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "the admin port serves /metrics, /healthz and /readyz only; LINE Pay calls go to the proxy port\n",
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_owned())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(path: &str) -> Request<()> {
+        let mut request = Request::new(());
+        *request.uri_mut() = path.parse().unwrap_or_default();
+        request
+    }
+
+    #[test]
+    fn readiness_needs_a_good_probe_and_no_drain() {
+        let readiness = Readiness::default();
+        assert!(readiness.verdict().is_err(), "not probed yet");
+        readiness.set_upstream(Ok(()));
+        assert_eq!(readiness.verdict(), Ok(()));
+        readiness.set_check("egress_ip", Err("saw 1.2.3.4".into()));
+        assert_eq!(
+            readiness.verdict(),
+            Err(vec!["egress_ip: saw 1.2.3.4".to_owned()])
+        );
+        readiness.set_check("egress_ip", Ok(()));
+        readiness.start_draining();
+        assert!(readiness.verdict().is_err());
+    }
+
+    #[test]
+    fn unknown_admin_paths_never_proxy() {
+        let metrics = Metrics::new();
+        let readiness = Readiness::default();
+        let response = answer(&get("/v3/payments/request"), &metrics, &readiness);
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            answer(&get("/healthz"), &metrics, &readiness).status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            answer(&get("/readyz"), &metrics, &readiness).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}

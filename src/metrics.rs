@@ -1,0 +1,227 @@
+//! Prometheus metrics: every metric is defined here and registered in one registry.
+//!
+//! Labels are bounded on purpose: routes are allowlist templates (or `unmatched`), LINE
+//! Pay's `returnCode` is one of the codes the reference lists (or `other` / `none`), and
+//! error codes are the sidecar's fixed set. Nothing an app or LINE Pay sends can grow a
+//! label set without limit.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Route label for calls that matched no allowlist template.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+/// `return_code` label when the answer had no `returnCode` (a sidecar refusal, a non-JSON
+/// answer).
+pub const NO_RETURN_CODE: &str = "none";
+/// `return_code` label for a code outside the reference's table.
+pub const OTHER_RETURN_CODE: &str = "other";
+
+/// The return codes of the reference table: each gets its own label value.
+const KNOWN_RETURN_CODES: &[&str] = &[
+    "0000", "0110", "0121", "0122", "0123", "1101", "1102", "1104", "1105", "1106", "1110", "1124",
+    "1133", "1141", "1142", "1145", "1150", "1152", "1153", "1154", "1155", "1159", "1163", "1164",
+    "1165", "1169", "1170", "1172", "1177", "1178", "1179", "1180", "1183", "1184", "1190", "1193",
+    "1194", "1198", "1199", "1280", "1281", "1282", "1283", "1284", "1285", "1286", "1287", "1288",
+    "1289", "2101", "2102", "2103", "9000",
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub upstream_duration: HistogramVec,
+    pub signing_duration: Histogram,
+    pub in_flight: IntGauge,
+    pub rate_limited: IntCounterVec,
+    pub refusals: IntCounterVec,
+    pub upstream_errors: IntCounterVec,
+    pub config_reloads: IntCounterVec,
+    pub build_info: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let metrics = Metrics {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "linepay_sidecar_requests_total",
+                    "Calls answered, by route template, method, HTTP status and LINE Pay returnCode.",
+                ),
+                &["route", "method", "status", "return_code"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            upstream_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "linepay_sidecar_upstream_duration_seconds",
+                    "Time from sending a call to LINE Pay to having its whole answer, by route.",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0,
+                    60.0,
+                ]),
+                &["route"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            signing_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "linepay_sidecar_signing_duration_seconds",
+                    "Time to compute one request signature.",
+                )
+                .buckets(vec![1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 1e-3]),
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            in_flight: IntGauge::new(
+                "linepay_sidecar_in_flight_requests",
+                "Calls being handled right now.",
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            rate_limited: IntCounterVec::new(
+                Opts::new(
+                    "linepay_sidecar_rate_limited_total",
+                    "Calls refused by a rate limit, by limit.",
+                ),
+                &["limit"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            refusals: IntCounterVec::new(
+                Opts::new(
+                    "linepay_sidecar_refusals_total",
+                    "Calls answered with the sidecar's own error, by error code.",
+                ),
+                &["code"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            upstream_errors: IntCounterVec::new(
+                Opts::new(
+                    "linepay_sidecar_upstream_errors_total",
+                    "Failed calls to LINE Pay, by kind (dns, connect, connect_timeout, tls, timeout, protocol, response_too_large).",
+                ),
+                &["kind"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            config_reloads: IntCounterVec::new(
+                Opts::new(
+                    "linepay_sidecar_config_reloads_total",
+                    "Configuration reloads, by result (success, failure).",
+                ),
+                &["result"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            build_info: IntGaugeVec::new(
+                Opts::new(
+                    "linepay_sidecar_build_info",
+                    "Always 1; the version label says which build is running.",
+                ),
+                &["version"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            registry,
+        };
+        metrics
+            .build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        // Pre-create the reload series so a dashboard sees 0 rather than nothing.
+        for result in ["success", "failure"] {
+            metrics.config_reloads.with_label_values(&[result]);
+        }
+        metrics.register_all();
+        metrics
+    }
+
+    fn register_all(&self) {
+        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+            Box::new(self.requests.clone()),
+            Box::new(self.upstream_duration.clone()),
+            Box::new(self.signing_duration.clone()),
+            Box::new(self.in_flight.clone()),
+            Box::new(self.rate_limited.clone()),
+            Box::new(self.refusals.clone()),
+            Box::new(self.upstream_errors.clone()),
+            Box::new(self.config_reloads.clone()),
+            Box::new(self.build_info.clone()),
+        ];
+        for collector in collectors {
+            // Names are distinct constants, so registration cannot collide.
+            if let Err(error) = self.registry.register(collector) {
+                tracing::error!(%error, "metric registration failed");
+            }
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(%error, "metric encoding failed");
+        }
+        String::from_utf8_lossy(&buffer).into_owned()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// The bounded label for a LINE Pay `returnCode`.
+pub fn return_code_label(code: Option<&str>) -> &'static str {
+    match code {
+        None => NO_RETURN_CODE,
+        Some(code) => KNOWN_RETURN_CODES
+            .iter()
+            .find(|known| **known == code)
+            .copied()
+            .unwrap_or(OTHER_RETURN_CODE),
+    }
+}
+
+/// The `kind` label of an upstream failure, from the sidecar's error code.
+pub fn upstream_error_kind(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "upstream_dns" => "dns",
+        "upstream_unreachable" => "connect",
+        "upstream_connect_timeout" => "connect_timeout",
+        "upstream_tls" => "tls",
+        "upstream_timeout" => "timeout",
+        "upstream_protocol" => "protocol",
+        "upstream_response_too_large" => "response_too_large",
+        "upstream_proxy" => "proxy",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_code_labels_are_bounded() {
+        assert_eq!(return_code_label(Some("0000")), "0000");
+        assert_eq!(return_code_label(Some("1106")), "1106");
+        assert_eq!(return_code_label(Some("7777")), OTHER_RETURN_CODE);
+        assert_eq!(return_code_label(Some("x\ny")), OTHER_RETURN_CODE);
+        assert_eq!(return_code_label(None), NO_RETURN_CODE);
+    }
+
+    #[test]
+    fn render_names_follow_prometheus_conventions() {
+        let metrics = Metrics::new();
+        metrics
+            .requests
+            .with_label_values(&["/v3/payments/request", "POST", "200", "0000"])
+            .inc();
+        let text = metrics.render();
+        assert!(text.contains(
+            r#"linepay_sidecar_requests_total{method="POST",return_code="0000",route="/v3/payments/request",status="200"} 1"#
+        ), "{text}");
+        assert!(text.contains(&format!(
+            r#"linepay_sidecar_build_info{{version="{}"}} 1"#,
+            env!("CARGO_PKG_VERSION")
+        )));
+        assert!(text.contains(r#"linepay_sidecar_config_reloads_total{result="failure"} 0"#));
+    }
+}
