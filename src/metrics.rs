@@ -34,6 +34,7 @@ pub struct Metrics {
     pub signing_duration: Histogram,
     pub in_flight: IntGauge,
     pub rate_limited: IntCounterVec,
+    pub rate_limited_shadow: IntCounterVec,
     pub refusals: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub config_reloads: IntCounterVec,
@@ -85,6 +86,14 @@ impl Metrics {
                 &["limit"],
             )
             .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            rate_limited_shadow: IntCounterVec::new(
+                Opts::new(
+                    "linepay_sidecar_rate_limited_shadow_total",
+                    "Calls a rate limit would have refused, admitted because limits.shadow is on, by limit.",
+                ),
+                &["limit"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
             refusals: IntCounterVec::new(
                 Opts::new(
                     "linepay_sidecar_refusals_total",
@@ -132,12 +141,13 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
             Box::new(self.requests.clone()),
             Box::new(self.upstream_duration.clone()),
             Box::new(self.signing_duration.clone()),
             Box::new(self.in_flight.clone()),
             Box::new(self.rate_limited.clone()),
+            Box::new(self.rate_limited_shadow.clone()),
             Box::new(self.refusals.clone()),
             Box::new(self.upstream_errors.clone()),
             Box::new(self.config_reloads.clone()),

@@ -92,7 +92,8 @@ impl Proxy {
     pub fn new(config: Config, upstream: Upstream, metrics: Arc<Metrics>) -> Proxy {
         Proxy {
             signer: Signer::new(&config.credentials.channel_secret),
-            limits: Limits::new(&config.limits),
+            limits: Limits::new(&config.limits)
+                .with_shadow_metric(metrics.rate_limited_shadow.clone()),
             config,
             upstream,
             metrics,
@@ -320,6 +321,10 @@ impl Proxy {
         let uri = self.upstream.uri_for(path_and_query)?;
 
         let mut headers = forwardable_headers(&parts.headers);
+        // The per-client limit's header is the app's label for the sidecar, not LINE Pay's.
+        if let Some(client) = &self.config.limits.per_client {
+            headers.remove(&client.header);
+        }
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
