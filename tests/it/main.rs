@@ -7,6 +7,7 @@ mod cli;
 mod deploy;
 mod egress;
 mod examples;
+mod flows;
 mod limits;
 mod operability;
 mod proxy;
