@@ -8,6 +8,7 @@
 use crate::admin::{self, Readiness};
 use crate::config::Config;
 use crate::egress::{ExpectIpCheck, EXPECT_IP_RECHECK_INTERVAL};
+use crate::limit::Limits;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::{ConfigSource, Reloader};
@@ -44,10 +45,47 @@ pub struct Bound {
     pub admin: SocketAddr,
 }
 
-/// Builds the proxy for one configuration: what a start and every reload do.
-pub fn build_proxy(config: Config, metrics: Arc<Metrics>) -> Result<Proxy, String> {
-    let upstream = build_upstream(&config)?;
-    Ok(Proxy::new(config, upstream, metrics))
+/// Builds the proxy for one configuration: what a start and every reload do. On a
+/// reload (`previous`), the upstream client is kept when nothing it is built from
+/// changed, so a secret rotation does not drop the warm TLS connections to LINE Pay,
+/// and the limiters are kept when the limits did not change, so a reload cannot refill
+/// every bucket.
+pub fn build_proxy(
+    config: Config,
+    metrics: Arc<Metrics>,
+    previous: Option<&Proxy>,
+) -> Result<Proxy, String> {
+    let upstream = match previous.filter(|p| same_upstream(p.config(), &config)) {
+        Some(previous) => previous.upstream().clone(),
+        None => Arc::new(build_upstream(&config)?),
+    };
+    let limits = match previous.filter(|p| p.config().limits == config.limits) {
+        Some(previous) => previous.limits().clone(),
+        None => Arc::new(
+            Limits::new(&config.limits).with_shadow_metric(metrics.rate_limited_shadow.clone()),
+        ),
+    };
+    Ok(Proxy::new(config, upstream, limits, metrics))
+}
+
+/// Whether the upstream client built for `old` serves `new` unchanged. A CA file is
+/// read when the client is built, so a configured one always means a rebuild.
+fn same_upstream(old: &Config, new: &Config) -> bool {
+    let connect_timeouts = |config: &Config| {
+        let mut timeouts: Vec<Duration> = config
+            .allowlist
+            .routes()
+            .iter()
+            .map(|route| route.timeouts.connect)
+            .collect();
+        timeouts.sort();
+        timeouts.dedup();
+        timeouts
+    };
+    old.upstream == new.upstream
+        && new.upstream.ca_file.is_none()
+        && old.egress == new.egress
+        && connect_timeouts(old) == connect_timeouts(new)
 }
 
 pub fn build_upstream(config: &Config) -> Result<Upstream, String> {
@@ -73,7 +111,7 @@ pub async fn run(
     let admin_listen = config.admin.listen;
     let drain_timeout = config.shutdown.drain_timeout;
     let secret_source = config.credentials.secret_source.clone();
-    let proxy = build_proxy(config, metrics.clone()).map_err(StartError::Upstream)?;
+    let proxy = build_proxy(config, metrics.clone(), None).map_err(StartError::Upstream)?;
     // egress.expect_ip: ask the echo service once before serving (bounded by its
     // timeout); a mismatch is logged loudly and fails /readyz, never the start.
     let expect_ip = ExpectIpCheck::at_start_up(&proxy.config().egress, &proxy.config().upstream)
@@ -107,7 +145,7 @@ pub async fn run(
         source,
         proxy.clone(),
         metrics.clone(),
-        Box::new(move |config| build_proxy(config, metrics.clone())),
+        Box::new(move |config, previous| build_proxy(config, metrics.clone(), Some(previous))),
     ));
     let reload_task = tokio::spawn(reloader.watch());
 

@@ -77,7 +77,7 @@ pub struct ReloadConfig {
     pub watch_interval: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
     /// Scheme and authority only, e.g. `https://api-pay.line.me`.
     pub url: http::Uri,
@@ -293,8 +293,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         }
         _ => return Err(format!("`{text}` has an unknown unit: use ms, s, m or h")),
     };
+    // Nothing here needs longer, and far larger values overflow clock arithmetic.
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "`{text}` is longer than the 24h this setting can take"
+        ));
+    }
     Ok(duration)
 }
+
+/// The longest duration any setting accepts.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// The most concurrent app connections `request.max_connections` accepts.
+pub const MAX_CONNECTIONS: usize = 65_535;
 
 /// The one place the YAML crate is named.
 pub fn from_yaml_str(text: &str) -> Result<RawConfig, String> {
@@ -422,8 +433,10 @@ pub fn validate(
         .request
         .max_connections
         .unwrap_or(DEFAULT_MAX_CONNECTIONS);
-    if max_connections == 0 {
-        problems.push("request.max_connections must be above 0".to_owned());
+    if max_connections == 0 || max_connections > MAX_CONNECTIONS {
+        problems.push(format!(
+            "request.max_connections must be between 1 and {MAX_CONNECTIONS}"
+        ));
     }
     let max_response_bytes = raw
         .upstream
@@ -521,6 +534,13 @@ pub fn validate(
 /// An upstream is `https://host[:port]`, or `http://` to a loopback address only (the
 /// emulator and tests): a payment call never crosses a network in clear.
 pub fn check_upstream_url(text: &str) -> Result<http::Uri, String> {
+    if text.contains('@') {
+        // Never echo it: the part before `@` would be a password.
+        return Err(
+            "the URL carries credentials (user:password@); LINE Pay needs none, remove them"
+                .to_owned(),
+        );
+    }
     let uri: http::Uri = text
         .parse()
         .map_err(|_| format!("`{text}` is not a URL such as https://api-pay.line.me"))?;
@@ -767,9 +787,18 @@ fn allowlist(
     for route in &routes {
         if route.timeouts.connect.is_zero() || route.timeouts.read.is_zero() {
             problems.push(format!("route {}: timeouts must be above 0", route.id()));
+        } else if route.timeouts.connect >= route.timeouts.read {
+            // Otherwise a connection that never opens would be reported as a read
+            // timeout, which tells the app the call may have been processed.
+            problems.push(format!(
+                "route {}: connect_timeout ({:?}) must be shorter than read_timeout ({:?}); lower upstream.connect_timeout (--connect-timeout) with it",
+                route.id(),
+                route.timeouts.connect,
+                route.timeouts.read
+            ));
         }
     }
-    let mut ids: Vec<String> = routes.iter().map(Route::id).collect();
+    let mut ids: Vec<&str> = routes.iter().map(Route::id).collect();
     ids.sort();
     ids.dedup();
     if ids.len() != routes.len() {
@@ -928,6 +957,7 @@ mod tests {
         let overrides = Overrides {
             listen: Some("127.0.0.1:2".parse().unwrap()),
             upstream: Some("https://b.example".into()),
+            connect_timeout: Some(Duration::from_secs(1)),
             read_timeout: Some(Duration::from_secs(3)),
             ..Overrides::default()
         };
@@ -995,6 +1025,33 @@ routes:
                 b"mounted-secret"
             );
         }
+    }
+
+    #[test]
+    fn limits_that_would_overflow_are_refused() {
+        assert!(parse_duration("25h").unwrap_err().contains("24h"));
+        assert!(parse_duration("99999999999999999h").is_err());
+        let error = check(
+            "request:\n  max_connections: 4611686018427387904\n",
+            &env_with(ENV),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("max_connections"), "{error}");
+        let error = check(
+            "upstream:\n  connect_timeout: 30s\n  read_timeout: 20s\n",
+            &env_with(ENV),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("shorter than read_timeout"), "{error}");
+    }
+
+    #[test]
+    fn upstream_credentials_are_refused_without_echoing_them() {
+        let error = check_upstream_url("https://user:hunter2@api-pay.line.me").unwrap_err();
+        assert!(error.contains("credentials"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
     }
 
     #[test]

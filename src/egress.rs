@@ -78,7 +78,7 @@ pub struct RawExpectIp {
 // Validated settings.
 
 /// Validated egress settings; the default sends calls the host's default way.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EgressConfig {
     /// Every upstream (or proxy) connection is bound to this source address, and only
     /// addresses of its family are dialled.
@@ -89,7 +89,7 @@ pub struct EgressConfig {
     pub expect_ip: Option<ExpectIpConfig>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyConfig {
     /// `http://host:port` of the CONNECT proxy (never with credentials in it).
     pub url: http::Uri,
@@ -97,7 +97,7 @@ pub struct ProxyConfig {
 }
 
 /// Proxy credentials: `user:password`, redacted in every printout.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyAuth {
     credentials: Secret,
     /// Where they came from, for the start-up log (never the value).
@@ -468,6 +468,13 @@ fn expect_ip(
 /// `https://...`, or `http://` to a loopback host (a local echo in tests): an answer
 /// in clear could be forged on the way.
 fn check_echo_url(text: &str) -> Result<http::Uri, String> {
+    if text.contains('@') {
+        // Never echo it: the part before `@` would be a password.
+        return Err(
+            "the URL carries credentials (user:password@); use an echo service that needs none"
+                .to_owned(),
+        );
+    }
     let uri: http::Uri = text
         .parse()
         .map_err(|_| format!("`{text}` is not a URL such as https://checkip.amazonaws.com"))?;

@@ -19,6 +19,8 @@ pub enum ProxyError {
     PathNotAllowed { method: String, path: String },
     #[error("{path} is on the allowlist only for {allowed}")]
     MethodNotAllowed { path: String, allowed: String },
+    #[error("CONNECT is not supported: the sidecar forwards LINE Pay API calls to its configured upstream only")]
+    ConnectRefused,
     #[error("{0}; send the plain LINE Pay path, e.g. /v3/payments/request")]
     AmbiguousPath(&'static str),
     #[error("the request target must be a path such as /v3/payments/request, not an absolute URL or authority")]
@@ -68,7 +70,9 @@ impl ProxyError {
     pub fn code(&self) -> &'static str {
         match self {
             ProxyError::PathNotAllowed { .. } => "path_not_allowed",
-            ProxyError::MethodNotAllowed { .. } => "method_not_allowed",
+            ProxyError::MethodNotAllowed { .. } | ProxyError::ConnectRefused => {
+                "method_not_allowed"
+            }
             ProxyError::AmbiguousPath(_) => "ambiguous_path",
             ProxyError::InvalidTarget => "invalid_target",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
@@ -94,7 +98,9 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::PathNotAllowed { .. } => StatusCode::FORBIDDEN,
-            ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::MethodNotAllowed { .. } | ProxyError::ConnectRefused => {
+                StatusCode::METHOD_NOT_ALLOWED
+            }
             ProxyError::AmbiguousPath(_)
             | ProxyError::InvalidTarget
             | ProxyError::BodyRead
@@ -115,6 +121,36 @@ impl ProxyError {
                 StatusCode::GATEWAY_TIMEOUT
             }
             ProxyError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The `kind` label of `linepay_sidecar_upstream_errors_total` for a failed call to
+    /// LINE Pay; `None` for the sidecar's refusals. Exhaustive, so a new variant must
+    /// choose.
+    pub fn upstream_kind(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::UpstreamDns => Some("dns"),
+            ProxyError::UpstreamUnreachable => Some("connect"),
+            ProxyError::UpstreamConnectTimeout(_) => Some("connect_timeout"),
+            ProxyError::UpstreamTls => Some("tls"),
+            ProxyError::UpstreamProxy => Some("proxy"),
+            ProxyError::UpstreamTimeout(_) => Some("timeout"),
+            ProxyError::UpstreamProtocol => Some("protocol"),
+            ProxyError::UpstreamResponseTooLarge { .. } => Some("response_too_large"),
+            ProxyError::PathNotAllowed { .. }
+            | ProxyError::MethodNotAllowed { .. }
+            | ProxyError::ConnectRefused
+            | ProxyError::AmbiguousPath(_)
+            | ProxyError::InvalidTarget
+            | ProxyError::BodyTooLarge { .. }
+            | ProxyError::BodyTimeout(_)
+            | ProxyError::BodyRead
+            | ProxyError::InvalidJson(_)
+            | ProxyError::UnexpectedBody(_)
+            | ProxyError::UnexpectedQuery
+            | ProxyError::RateLimited { .. }
+            | ProxyError::Overloaded
+            | ProxyError::Internal => None,
         }
     }
 
@@ -151,6 +187,9 @@ impl ProxyError {
                 if let Ok(value) = HeaderValue::from_str(allowed) {
                     headers.insert(http::header::ALLOW, value);
                 }
+            }
+            ProxyError::ConnectRefused => {
+                headers.insert(http::header::ALLOW, HeaderValue::from_static("GET, POST"));
             }
             ProxyError::RateLimited {
                 retry_after_secs, ..

@@ -383,13 +383,13 @@ fn suggest_route(id: &str, allowlist: &Allowlist) -> String {
     let suggestion = routes
         .iter()
         .find(|route| route.id().eq_ignore_ascii_case(id))
-        .map(Route::id)
+        .map(|route| route.id().to_owned())
         .or_else(|| {
             // A concrete call (`POST /v3/payments/123/refund`) names its template.
             let (method, path) = id.split_once(' ')?;
             let method = Method::from_bytes(method.trim().to_ascii_uppercase().as_bytes()).ok()?;
             match allowlist.find(&method, path.trim()) {
-                Match::Allowed(route) => Some(route.id()),
+                Match::Allowed(route) => Some(route.id().to_owned()),
                 _ => None,
             }
         });
@@ -524,13 +524,13 @@ impl<C: LimitClock> Limits<C> {
         }
     }
 
-    /// Calls admitted in shadow mode that the limits would have refused.
     /// Counts shadow-mode refusals in this metric too, labelled by limit.
     pub fn with_shadow_metric(mut self, metric: prometheus::IntCounterVec) -> Self {
         self.shadow_metric = Some(metric);
         self
     }
 
+    /// Calls admitted in shadow mode that the limits would have refused.
     pub fn shadow_refusals(&self) -> u64 {
         self.shadow_refusals.load(Ordering::Relaxed)
     }
@@ -597,20 +597,22 @@ impl<C: LimitClock> Limits<C> {
             let max_wait = self.queue.as_ref().map_or(Duration::ZERO, |q| q.max_wait);
             if self.shadow {
                 // Nothing waits in shadow mode; count what would have been refused
-                // (the queue's length bound is not simulated). Either way the later
-                // buckets are not checked, as they would not be when enforcing.
-                if wait > max_wait {
-                    self.shadow_refusals.fetch_add(1, Ordering::Relaxed);
-                    let limit = name();
-                    if let Some(metric) = &self.shadow_metric {
-                        metric.with_label_values(&[limit.as_str()]).inc();
-                    }
-                    tracing::warn!(
-                        limit = %limit,
-                        retry_after_secs = retry_after_secs(wait),
-                        "would be rate limited; admitted because limits.shadow is on"
-                    );
+                // (the queue's length bound is not simulated). A refusal stops the
+                // checks, as it would when enforcing; a wait the queue would absorb
+                // goes on to the next bucket, as the queued call would.
+                if wait <= max_wait {
+                    return Ok(Verdict::Admitted);
                 }
+                self.shadow_refusals.fetch_add(1, Ordering::Relaxed);
+                let limit = name();
+                if let Some(metric) = &self.shadow_metric {
+                    metric.with_label_values(&[limit.as_str()]).inc();
+                }
+                tracing::warn!(
+                    limit = %limit,
+                    retry_after_secs = retry_after_secs(wait),
+                    "would be rate limited; admitted because limits.shadow is on"
+                );
                 return Ok(Verdict::ShadowRefused);
             }
             let Some(queue) = &self.queue else {

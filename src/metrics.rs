@@ -105,7 +105,7 @@ impl Metrics {
             upstream_errors: IntCounterVec::new(
                 Opts::new(
                     "linepay_sidecar_upstream_errors_total",
-                    "Failed calls to LINE Pay, by kind (dns, connect, connect_timeout, tls, timeout, protocol, response_too_large).",
+                    "Failed calls to LINE Pay, by kind (dns, connect, connect_timeout, tls, proxy, timeout, protocol, response_too_large).",
                 ),
                 &["kind"],
             )
@@ -187,21 +187,6 @@ pub fn return_code_label(code: Option<&str>) -> &'static str {
             .copied()
             .unwrap_or(OTHER_RETURN_CODE),
     }
-}
-
-/// The `kind` label of an upstream failure, from the sidecar's error code.
-pub fn upstream_error_kind(code: &str) -> Option<&'static str> {
-    Some(match code {
-        "upstream_dns" => "dns",
-        "upstream_unreachable" => "connect",
-        "upstream_connect_timeout" => "connect_timeout",
-        "upstream_tls" => "tls",
-        "upstream_timeout" => "timeout",
-        "upstream_protocol" => "protocol",
-        "upstream_response_too_large" => "response_too_large",
-        "upstream_proxy" => "proxy",
-        _ => return None,
-    })
 }
 
 #[cfg(test)]

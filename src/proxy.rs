@@ -62,14 +62,19 @@ const NOT_FORWARDED: &[&str] = &[
     "expect",
     "forwarded",
     "x-real-ip",
+    // LINE Pay's answer must come back uncompressed: the sidecar reads its returnCode.
+    "accept-encoding",
 ];
+
+/// The longest request path written to a log line.
+const MAX_LOGGED_PATH: usize = 200;
 
 /// Everything one call needs, built once per configuration and shared by all calls.
 pub struct Proxy {
     config: Config,
     signer: Signer,
-    upstream: Upstream,
-    limits: Limits,
+    upstream: Arc<Upstream>,
+    limits: Arc<Limits>,
     metrics: Arc<Metrics>,
     user_agent: HeaderValue,
 }
@@ -89,11 +94,17 @@ struct CallRecord<'a> {
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 impl Proxy {
-    pub fn new(config: Config, upstream: Upstream, metrics: Arc<Metrics>) -> Proxy {
+    /// The upstream client and the limiters are shared handles, so that a reload that
+    /// leaves their settings alone keeps the warm connections and the bucket levels.
+    pub fn new(
+        config: Config,
+        upstream: Arc<Upstream>,
+        limits: Arc<Limits>,
+        metrics: Arc<Metrics>,
+    ) -> Proxy {
         Proxy {
             signer: Signer::new(&config.credentials.channel_secret),
-            limits: Limits::new(&config.limits)
-                .with_shadow_metric(metrics.rate_limited_shadow.clone()),
+            limits,
             config,
             upstream,
             metrics,
@@ -108,11 +119,11 @@ impl Proxy {
         &self.config
     }
 
-    pub fn upstream(&self) -> &Upstream {
+    pub fn upstream(&self) -> &Arc<Upstream> {
         &self.upstream
     }
 
-    pub fn limits(&self) -> &Limits {
+    pub fn limits(&self) -> &Arc<Limits> {
         &self.limits
     }
 
@@ -125,8 +136,9 @@ impl Proxy {
         let started = Instant::now();
         let _in_flight = InFlight::enter(&self.metrics.in_flight);
         let method = request.method().clone();
-        // The path alone: ids in it are not secret; the query is not logged.
-        let path = request.uri().path().to_owned();
+        // Logged only when no route matched (the route template says the rest, and a
+        // matched path may hold a regKey, which can charge a card); never the query.
+        let path: String = request.uri().path().chars().take(MAX_LOGGED_PATH).collect();
         let request_id = request_id(request.headers());
         let mut call = CallRecord::default();
         let mut response = match self.forward(request, &request_id, &mut call).await {
@@ -151,12 +163,13 @@ impl Proxy {
             call.transaction_id =
                 inspect::id_field(response.body(), "transactionId").map(str::to_owned);
         }
-        self.record_metrics(&call, route, &method, status, return_code);
+        self.record_metrics(&call, route, &method, response.status(), return_code);
 
         let elapsed_ms = milliseconds(started.elapsed());
         let upstream_ms = call.upstream_elapsed.map(milliseconds);
         let request_id = request_id.to_str().unwrap_or("-");
         let order_id = call.order_id.as_deref();
+        let path = call.route.is_none().then_some(path.as_str());
         let transaction_id = call.transaction_id.as_deref();
         match &call.error {
             None => tracing::info!(
@@ -176,7 +189,7 @@ impl Proxy {
         call: &CallRecord<'_>,
         route: &str,
         method: &Method,
-        status: u16,
+        status: http::StatusCode,
         return_code: Option<&str>,
     ) {
         let metrics = &self.metrics;
@@ -185,7 +198,7 @@ impl Proxy {
             .with_label_values(&[
                 route,
                 method_label(method),
-                &status.to_string(),
+                status.as_str(),
                 metrics::return_code_label(return_code),
             ])
             .inc();
@@ -197,7 +210,7 @@ impl Proxy {
         }
         if let Some(error) = &call.error {
             metrics.refusals.with_label_values(&[error.code()]).inc();
-            if let Some(kind) = metrics::upstream_error_kind(error.code()) {
+            if let Some(kind) = error.upstream_kind() {
                 metrics.upstream_errors.with_label_values(&[kind]).inc();
             }
             if let ProxyError::RateLimited { limit, .. } = error {
@@ -250,10 +263,7 @@ impl Proxy {
     /// Phase 1: is this call allowed at all?
     fn request_filter(&self, parts: &http::request::Parts) -> Result<&Route, ProxyError> {
         if parts.method == Method::CONNECT {
-            return Err(ProxyError::MethodNotAllowed {
-                path: parts.uri.to_string(),
-                allowed: "GET, POST".to_owned(),
-            });
+            return Err(ProxyError::ConnectRefused);
         }
         // Absolute-form (`POST http://elsewhere/...`) and authority-form targets could
         // name another host; only origin-form paths are accepted, and the upstream is
@@ -280,7 +290,7 @@ impl Proxy {
         }
     }
 
-    /// Phase 2: the whole body, capped and time-boxed, before anything is sent.
+    /// Phase 3: the whole body, capped and time-boxed, before anything is sent.
     async fn read_body<B>(&self, parts: &http::request::Parts, body: B) -> Result<Bytes, ProxyError>
     where
         B: hyper::body::Body<Data = Bytes>,
@@ -308,7 +318,7 @@ impl Proxy {
         }
     }
 
-    /// Phase 3: the request LINE Pay will receive, signed over its exact bytes.
+    /// Phase 4: the request LINE Pay will receive, signed over its exact bytes.
     fn upstream_request(
         &self,
         route: &Route,
@@ -374,7 +384,7 @@ impl Proxy {
     }
 }
 
-/// Phase 2, continued: what LINE Pay would reject or misread is refused here instead.
+/// Phase 3, continued: what LINE Pay would reject or misread is refused here instead.
 fn check_payload(
     route: &Route,
     parts: &http::request::Parts,
@@ -463,8 +473,8 @@ fn forwardable_headers(incoming: &HeaderMap) -> HeaderMap {
         let text = name.as_str();
         let dropped = HOP_BY_HOP.contains(&text)
             || NOT_FORWARDED.contains(&text)
-            || text.starts_with("x-line-")
-            || text.starts_with("x-forwarded-")
+            || starts_with_folded(text, "x-line-")
+            || starts_with_folded(text, "x-forwarded-")
             || named_by_connection.contains(name);
         if !dropped {
             headers.append(name.clone(), value.clone());
@@ -473,7 +483,18 @@ fn forwardable_headers(incoming: &HeaderMap) -> HeaderMap {
     headers
 }
 
-/// Phase 5: LINE Pay's answer, as it is, minus what described the upstream hop.
+/// Some servers read `_` as `-` in header names, so `X_LINE_Authorization` counts as an
+/// `X-LINE-*` header. (Names are already lower case.)
+fn starts_with_folded(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name
+            .bytes()
+            .zip(prefix.bytes())
+            .all(|(n, p)| n == p || (n == b'_' && p == b'-'))
+}
+
+/// Phase 6: LINE Pay's answer, as it is, minus what described the upstream hop and
+/// minus any header that would pass it off as the sidecar's own refusal.
 fn response_filter(response: Response<Bytes>) -> Response<Bytes> {
     let (mut parts, body) = response.into_parts();
     let named_by_connection = connection_named(&parts.headers);
@@ -485,6 +506,7 @@ fn response_filter(response: Response<Bytes>) -> Response<Bytes> {
     }
     // The body was read whole; hyper writes the length of what is actually sent.
     parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(crate::error::SIDECAR_ERROR_HEADER);
     Response::from_parts(parts, body)
 }
 
@@ -519,6 +541,8 @@ mod tests {
             ("keep-alive", "timeout=5"),
             ("transfer-encoding", "chunked"),
             ("x-forwarded-for", "10.0.0.1"),
+            ("x_line_authorization", "forged with underscores"),
+            ("accept-encoding", "gzip"),
             ("x-request-id", "abc"),
             ("accept-language", "zh-TW"),
         ] {
@@ -539,6 +563,7 @@ mod tests {
             .header("connection", "x-hop")
             .header("x-hop", "1")
             .header("x-line-whatever", "kept: it is LINE Pay's")
+            .header("x-linepay-sidecar-error", "forged by the upstream")
             .body(Bytes::from_static(b"{}"))
             .unwrap();
         let filtered = response_filter(response);
@@ -546,5 +571,6 @@ mod tests {
         assert!(filtered.headers().get("x-hop").is_none());
         assert!(filtered.headers().get("connection").is_none());
         assert!(filtered.headers().get("x-line-whatever").is_some());
+        assert!(filtered.headers().get("x-linepay-sidecar-error").is_none());
     }
 }

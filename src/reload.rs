@@ -33,8 +33,38 @@ impl ConfigSource {
     }
 }
 
+/// Keys read once at start-up: a reload that changes them says so, since the running
+/// process keeps the old values until it restarts.
+fn warn_about_restart_only_keys(current: &Config, next: &Config) {
+    let changed: Vec<&str> = [
+        ("listen", current.listen != next.listen),
+        ("admin.listen", current.admin.listen != next.admin.listen),
+        (
+            "request.max_connections",
+            current.request.max_connections != next.request.max_connections,
+        ),
+        (
+            "shutdown.drain_timeout",
+            current.shutdown.drain_timeout != next.shutdown.drain_timeout,
+        ),
+        (
+            "egress.expect_ip",
+            current.egress.expect_ip != next.egress.expect_ip,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(key, differs)| differs.then_some(key))
+    .collect();
+    if !changed.is_empty() {
+        tracing::warn!(
+            keys = %changed.join(", "),
+            "these keys change only on restart; the running values stay, the other keys were reloaded"
+        );
+    }
+}
+
 /// Builds the proxy for a configuration (the upstream client among other things).
-pub type BuildProxy = dyn Fn(Config) -> Result<Proxy, String> + Send + Sync;
+pub type BuildProxy = dyn Fn(Config, &Proxy) -> Result<Proxy, String> + Send + Sync;
 
 pub struct Reloader {
     source: ConfigSource,
@@ -72,8 +102,9 @@ impl Reloader {
             .load()
             .map_err(|error| error.to_string())
             .and_then(|config| {
-                self.warn_about_restart_only_keys(&config);
-                (self.build)(config)
+                let current = self.proxy.load_full();
+                warn_about_restart_only_keys(current.config(), &config);
+                (self.build)(config, &current)
             });
         match outcome {
             Ok(proxy) => {
@@ -149,18 +180,6 @@ impl Reloader {
         }
     }
 
-    fn warn_about_restart_only_keys(&self, next: &Config) {
-        let current = self.proxy.load();
-        let current = current.config();
-        if next.listen != current.listen || next.admin.listen != current.admin.listen {
-            tracing::warn!(
-                listen = %current.listen,
-                admin_listen = %current.admin.listen,
-                "listen and admin.listen change only on restart; the other keys were reloaded"
-            );
-        }
-    }
-
     /// A digest of every watched file's content (the secret's bytes never leave this
     /// function, only their hash).
     fn fingerprint_now(&self) -> Vec<u8> {
@@ -180,7 +199,7 @@ impl Reloader {
         let mut digest = Sha256::new();
         for path in paths.iter().flatten() {
             digest.update(path.as_os_str().as_encoded_bytes());
-            match std::fs::read(path) {
+            match std::fs::read(path).map(zeroize::Zeroizing::new) {
                 Ok(contents) => {
                     digest.update(b"\x01");
                     digest.update(Sha256::digest(&contents));

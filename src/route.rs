@@ -15,6 +15,8 @@ use std::time::Duration;
 pub struct Route {
     pub method: http::Method,
     pub template: String,
+    /// `METHOD template`, computed once: it is compared on every rate-limited call.
+    id: String,
     segments: Vec<Segment>,
     /// v2 legacy calls carry the secret in a header instead of an HMAC.
     pub legacy_v2: bool,
@@ -30,7 +32,7 @@ pub struct RouteTimeouts {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Segment {
     Literal(String),
-    Param,
+    Param(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,6 +91,7 @@ impl Route {
     ) -> Result<Route, TemplateError> {
         let segments = parse_template(template)?;
         Ok(Route {
+            id: format!("{method} {template}"),
             legacy_v2: template.starts_with("/v2/"),
             method,
             template: template.to_owned(),
@@ -97,18 +100,19 @@ impl Route {
         })
     }
 
-    /// The id used in config keys, logs and metrics: `POST /v3/payments/request`.
-    pub fn id(&self) -> String {
-        format!("{} {}", self.method, self.template)
+    /// The id used in config keys (`routes.timeouts`, `limits.routes`) and the
+    /// rate-limit name: `POST /v3/payments/request`.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// The value of `{name}` in a path this route matched, e.g. the transactionId.
     pub fn param<'p>(&self, path: &'p str, name: &str) -> Option<&'p str> {
-        let wanted = format!("{{{name}}}");
-        self.template
-            .split('/')
-            .zip(path.split('/'))
-            .find(|(template, _)| *template == wanted)
+        // The path's first segment is the empty one before the leading `/`.
+        self.segments
+            .iter()
+            .zip(path.split('/').skip(1))
+            .find(|(segment, _)| matches!(segment, Segment::Param(param) if param == name))
             .map(|(_, value)| value)
     }
 
@@ -120,14 +124,14 @@ impl Route {
                 .zip(path_segments)
                 .all(|(template, actual)| match template {
                     Segment::Literal(literal) => literal == actual,
-                    Segment::Param => is_plain_segment(actual),
+                    Segment::Param(_) => is_plain_segment(actual),
                 })
     }
 }
 
 impl fmt::Display for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.method, self.template)
+        f.write_str(&self.id)
     }
 }
 
@@ -144,7 +148,7 @@ fn parse_template(template: &str) -> Result<Vec<Segment>, TemplateError> {
                 if name.is_empty() || !is_plain_segment(name) {
                     return Err(TemplateError::BadParam(template.to_owned()));
                 }
-                Ok(Segment::Param)
+                Ok(Segment::Param(name.to_owned()))
             } else if segment.is_empty() || segment == "." || segment == ".." {
                 Err(TemplateError::BadSegment(template.to_owned()))
             } else if segment.contains(['{', '}']) {

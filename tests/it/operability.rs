@@ -494,3 +494,51 @@ async fn each_call_logs_one_json_line_with_its_ids_and_no_secret() {
     assert_eq!(refused["message"], "call refused");
     assert_eq!(refused["code"], "invalid_json");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secret_rotation_keeps_the_warm_upstream_connection() {
+    let mut volume = SecretVolume::new("first-secret-1a2b");
+    let upstream = Upstream::recording()
+        .respond_with(200, r#"{"returnCode":"0000"}"#)
+        .start()
+        .await;
+    let config = TempFile::with_contents(
+        "keep-pool.yaml",
+        format!(
+            "reload:\n  watch_interval: 100ms\ncredentials:\n  channel_secret_file: {}\n",
+            volume.secret_path().display()
+        )
+        .as_bytes(),
+    );
+    let sidecar = Sidecar::new()
+        .without_env("LINEPAY_CHANNEL_SECRET")
+        .upstream(upstream.url())
+        .arg("--config")
+        .arg(config.path_str())
+        .start()
+        .await;
+    let before = Call::post("/v3/payments/request", order("pool-1"))
+        .send(sidecar.addr)
+        .await;
+    assert_eq!(before.status, 200);
+
+    volume.publish("second-secret-3c4d");
+    wait_for_metric(
+        &sidecar,
+        r#"linepay_sidecar_config_reloads_total{result="success"}"#,
+        1.0,
+    )
+    .await;
+    let after = Call::post("/v3/payments/request", order("pool-2"))
+        .send(sidecar.addr)
+        .await;
+    assert_eq!(after.status, 200);
+
+    let requests = upstream.requests();
+    assert_eq!(requests.len(), 2);
+    assert!(signature_verifies("second-secret-3c4d", &requests[1]));
+    assert_eq!(
+        requests[0].peer, requests[1].peer,
+        "the reload opened a new upstream connection instead of reusing the warm one"
+    );
+}

@@ -164,6 +164,15 @@ async fn connect_is_refused_with_405() {
     .await;
 
     assert_refused(&reply, 405, "method_not_allowed");
+    let message = reply.json()["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(message.contains("CONNECT is not supported"), "{message}");
+    assert!(
+        !message.contains("evil"),
+        "the target is not echoed: {message}"
+    );
     assert_eq!(upstream.count(), 0);
 }
 

@@ -43,6 +43,8 @@ async fn slow_upstream_is_504_timeout_after_the_read_timeout() {
         .await;
     let sidecar = Sidecar::new()
         .upstream(upstream.url())
+        .arg("--connect-timeout")
+        .arg("500ms")
         .arg("--read-timeout")
         .arg("1s")
         .start()

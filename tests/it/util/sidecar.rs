@@ -22,7 +22,7 @@ fn is_cleared(key: &std::ffi::OsStr) -> bool {
     key.to_string_lossy().starts_with("LINEPAY_") || key == "RUST_LOG"
 }
 
-/// Builder: `Sidecar::new().upstream(url).arg("--read-timeout").arg("1s").start().await`.
+/// Builder: `Sidecar::new().upstream(url).arg("--read-timeout").arg("10s").start().await`.
 ///
 /// Defaults: `--listen 127.0.0.1:0`, `--channel-id` [`CHANNEL_ID`], and
 /// `LINEPAY_CHANNEL_SECRET` = [`CHANNEL_SECRET`]; `--upstream` only when given.
