@@ -21,7 +21,9 @@ pub struct Readiness {
     draining: AtomicBool,
     /// `None` until the first upstream probe finished.
     upstream: Mutex<Option<Result<(), String>>>,
-    /// Extra checks by name (egress binding, expected egress IP): `Err(reason)` fails.
+    /// Extra checks by name (today `egress_ip`, the expected egress address):
+    /// `Err(reason)` fails. (A bind address that is not on the host stops start-up
+    /// instead, so it never needs a readiness check.)
     checks: Mutex<Vec<(String, Result<(), String>)>>,
 }
 

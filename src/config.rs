@@ -699,7 +699,12 @@ fn read_secret(
     read_file: &dyn Fn(&Path) -> std::io::Result<Vec<u8>>,
 ) -> Result<(Secret, String), String> {
     let contents = read_file(path)
-        .map_err(|error| format!("{source}: cannot read {}: {error}", path.display()))?;
+        .map_err(|error| {
+            format!(
+                "{source}: cannot read {}: {error} ({ENV_CHANNEL_SECRET} or --channel-secret-file, when set, win over this)",
+                path.display()
+            )
+        })?;
     let secret = Secret::from_file_contents(contents);
     if secret.is_empty() {
         return Err(format!("{source}: {} is empty", path.display()));

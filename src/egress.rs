@@ -657,18 +657,6 @@ impl ExpectIpCheck {
         self.run_locked().await
     }
 
-    /// The last report if it is younger than `max_age`, else a fresh check: what a
-    /// `/readyz` handler calls, so probes never hammer the echo service.
-    pub async fn refresh(&self, max_age: Duration) -> ExpectIpReport {
-        let _running = self.inner.running.lock().await;
-        if let Some(report) = self.inner.status.last_report() {
-            if report.checked_at.elapsed() < max_age {
-                return report;
-            }
-        }
-        self.run_locked().await
-    }
-
     /// Reports the current readiness ([`EgressStatus::readiness`]) to `report`, then
     /// asks again every `every`, for ever: spawn it beside the admin listener and abort
     /// it on shutdown.
