@@ -353,37 +353,19 @@ pub fn validate(
     let mut problems = Vec::new();
     let at = |spanned_line: usize| format!("{origin}:{spanned_line}");
 
-    let listen = match (&overrides.listen, &raw.listen) {
-        (Some(addr), _) => Some(*addr),
-        (None, Some(text)) => match text.value.parse::<SocketAddr>() {
-            Ok(addr) => Some(addr),
-            Err(_) => {
-                problems.push(format!(
-                    "{}: listen: `{}` is not an address such as 127.0.0.1:8080",
-                    at(text.referenced.line() as usize),
-                    text.value
-                ));
-                None
-            }
-        },
-        (None, None) => DEFAULT_LISTEN.parse().ok(),
-    };
-
-    let admin_listen = match (&overrides.admin_listen, &raw.admin.listen) {
-        (Some(addr), _) => Some(*addr),
-        (None, Some(text)) => match text.value.parse::<SocketAddr>() {
-            Ok(addr) => Some(addr),
-            Err(_) => {
-                problems.push(format!(
-                    "{}: admin.listen: `{}` is not an address such as 0.0.0.0:9464",
-                    at(text.referenced.line() as usize),
-                    text.value
-                ));
-                None
-            }
-        },
-        (None, None) => DEFAULT_ADMIN_LISTEN.parse().ok(),
-    };
+    let mut address =
+        |flag: Option<SocketAddr>, key: &str, value: &Option<Spanned<String>>, default: &str| {
+            address_setting(flag, key, value, default, &at)
+                .map_err(|problem| problems.push(problem))
+                .ok()
+        };
+    let listen = address(overrides.listen, "listen", &raw.listen, DEFAULT_LISTEN);
+    let admin_listen = address(
+        overrides.admin_listen,
+        "admin.listen",
+        &raw.admin.listen,
+        DEFAULT_ADMIN_LISTEN,
+    );
     if let (Some(proxy), Some(admin)) = (listen, admin_listen) {
         if proxy.port() == admin.port() && proxy.port() != 0 {
             problems.push(format!(
@@ -531,6 +513,31 @@ pub fn validate(
     }
 }
 
+/// A listen address: the flag, else the key (its line named on error), else the default.
+fn address_setting(
+    flag: Option<SocketAddr>,
+    key: &str,
+    value: &Option<Spanned<String>>,
+    default: &str,
+    at: &dyn Fn(usize) -> String,
+) -> Result<SocketAddr, String> {
+    if let Some(address) = flag {
+        return Ok(address);
+    }
+    let Some(text) = value else {
+        return default
+            .parse()
+            .map_err(|_| format!("{key}: the default {default} does not parse"));
+    };
+    text.value.parse().map_err(|_| {
+        format!(
+            "{}: {key}: `{}` is not an address such as {default}",
+            at(text.referenced.line() as usize),
+            text.value
+        )
+    })
+}
+
 /// An upstream is `https://host[:port]`, or `http://` to a loopback address only (the
 /// emulator and tests): a payment call never crosses a network in clear.
 pub fn check_upstream_url(text: &str) -> Result<http::Uri, String> {
@@ -623,36 +630,29 @@ fn credentials(
     };
 
     // Flags beat the environment, which beats the file, as for every other key.
-    let secret_file = overrides
-        .channel_secret_file
-        .clone()
-        .map(|p| (p, "--channel-secret-file"));
-    let secret = if let Some((path, source)) = secret_file {
-        read_secret(&path, source, read_file)
-    } else if let Some(value) = env(ENV_CHANNEL_SECRET) {
-        Ok((
-            Secret::from_file_contents(value.into_bytes()),
-            ENV_CHANNEL_SECRET.to_owned(),
-        ))
-    } else if let Some(path) = env(ENV_CHANNEL_SECRET_FILE) {
-        read_secret(Path::new(&path), ENV_CHANNEL_SECRET_FILE, read_file)
-    } else if let Some(path) = &raw.channel_secret_file {
-        read_secret(path, "credentials.channel_secret_file", read_file)
-    } else {
-        Err(format!(
-            "no channel secret: set {ENV_CHANNEL_SECRET}, {ENV_CHANNEL_SECRET_FILE}, --channel-secret-file or credentials.channel_secret_file"
-        ))
-    };
-    let secret = secret.map_err(|problem| problems.push(problem)).ok();
-    let secret_file = if let Some(path) = &overrides.channel_secret_file {
-        Some(path.clone())
+    let secret_file: Option<(PathBuf, &str)> = if let Some(path) = &overrides.channel_secret_file {
+        Some((path.clone(), "--channel-secret-file"))
     } else if env(ENV_CHANNEL_SECRET).is_some() {
         None
     } else if let Some(path) = env(ENV_CHANNEL_SECRET_FILE) {
-        Some(PathBuf::from(path))
+        Some((PathBuf::from(path), ENV_CHANNEL_SECRET_FILE))
     } else {
-        raw.channel_secret_file.clone()
+        raw.channel_secret_file
+            .clone()
+            .map(|path| (path, "credentials.channel_secret_file"))
     };
+    let secret = match (&secret_file, env(ENV_CHANNEL_SECRET)) {
+        (Some((path, source)), _) => read_secret(path, source, read_file),
+        (None, Some(value)) => Ok((
+            Secret::from_file_contents(value.into_bytes()),
+            ENV_CHANNEL_SECRET.to_owned(),
+        )),
+        (None, None) => Err(format!(
+            "no channel secret: set {ENV_CHANNEL_SECRET}, {ENV_CHANNEL_SECRET_FILE}, --channel-secret-file or credentials.channel_secret_file"
+        )),
+    };
+    let secret = secret.map_err(|problem| problems.push(problem)).ok();
+    let secret_file = secret_file.map(|(path, _)| path);
 
     let optional_header =
         |value: &Option<Spanned<String>>, key: &str, problems: &mut Vec<String>| {
@@ -1057,6 +1057,26 @@ routes:
         let error = check_upstream_url("https://user:hunter2@api-pay.line.me").unwrap_err();
         assert!(error.contains("credentials"), "{error}");
         assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn bad_addresses_are_named_with_their_lines() {
+        let error = check(
+            "listen: nope\nadmin:\n  listen: also-nope\n",
+            &env_with(ENV),
+        )
+        .unwrap_err();
+        assert_eq!(error.problems.len(), 2, "{error}");
+        assert!(
+            error.problems[0].starts_with("sidecar.yaml:1: listen: `nope`"),
+            "{error}"
+        );
+        assert!(
+            error.problems[1].starts_with("sidecar.yaml:3: admin.listen: `also-nope`"),
+            "{error}"
+        );
+        let error = check("listen: 127.0.0.1:9464\n", &env_with(ENV)).unwrap_err();
+        assert!(error.to_string().contains("share a port"), "{error}");
     }
 
     #[test]
