@@ -7,7 +7,7 @@
 
 use crate::admin::{self, Readiness};
 use crate::config::Config;
-use crate::egress::{ExpectIpCheck, EXPECT_IP_RECHECK_INTERVAL};
+use crate::expect_ip::{ExpectIpCheck, EXPECT_IP_RECHECK_INTERVAL};
 use crate::limit::Limits;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;

@@ -1,14 +1,15 @@
-//! Egress pinning: the source address, forward proxy and upstream IPs that LINE Pay calls
+//! Egress policy: the source address, forward proxy and upstream IPs that LINE Pay calls
 //! leave through, so that they come from the one address in LINE Pay's IP whitelist and
 //! go only where the operator said.
 //!
-//! Policy lives here, mechanism in [`crate::upstream`]:
+//! Policy lives here; the mechanism is in [`crate::upstream`] (its connection stack)
+//! and the running check in [`crate::expect_ip`]:
 //! - [`validate`] turns the `egress:` section, its flags and the proxy credentials into
 //!   an [`EgressConfig`], collecting every problem with its line;
 //! - [`preflight`] refuses a `bind_address` the host does not own (the upstream client
 //!   runs it whenever it is built, so start-up, `check` and every reload see it);
-//! - [`ExpectIpCheck`] asks an echo service which public address the calls really leave
-//!   from and keeps the answer in an [`EgressStatus`] that `/readyz` can read.
+//! - [`ExpectIpConfig`] says which public address calls must leave from and which echo
+//!   service to ask; [`crate::expect_ip::ExpectIpCheck`] does the asking.
 //!
 //! The three patterns combine: a bound source address is used for every connection the
 //! sidecar opens (to LINE Pay, or to the proxy); a proxy carries the TLS connection to
@@ -16,9 +17,8 @@
 //! upstream host only (and, through a proxy, becomes the CONNECT target), while SNI and
 //! the certificate check keep the host name of `upstream.url`.
 
-use crate::config::{ConfigDuration, Overrides, UpstreamConfig};
+use crate::config::{ConfigDuration, Overrides};
 use crate::secret::Secret;
-use crate::upstream::{EchoClient, UpstreamBuildError};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use http::HeaderValue;
@@ -26,19 +26,12 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use zeroize::Zeroizing;
 
 /// Where the proxy credentials (`user:password`) may come from besides the YAML key.
 pub const ENV_EGRESS_PROXY_AUTH_FILE: &str = "LINEPAY_EGRESS_PROXY_AUTH_FILE";
 pub const DEFAULT_EXPECT_IP_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often [`ExpectIpCheck::watch`] asks again: often enough to notice a NAT gateway
-/// change within minutes, rarely enough for any public echo service.
-pub const EXPECT_IP_RECHECK_INTERVAL: Duration = Duration::from_secs(300);
-/// The largest echo answer read: an address is a few dozen bytes.
-const MAX_ECHO_BYTES: usize = 1024;
 
 // ---------------------------------------------------------------------------------------
 // Raw shape of the `egress:` section.
@@ -512,250 +505,6 @@ pub fn preflight(config: &EgressConfig) -> Result<(), String> {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// egress.expect_ip: which public address do calls really come from?
-
-/// The outcome of the last `expect_ip` check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum ExpectIpState {
-    /// No check has finished yet (or `expect_ip` is not configured).
-    NotChecked = 0,
-    /// The echo service saw the expected address.
-    Match = 1,
-    /// The echo service saw another address: LINE Pay will refuse production calls.
-    Mismatch = 2,
-    /// The echo service could not be asked (down, timeout, unreadable answer).
-    Failed = 3,
-}
-
-impl ExpectIpState {
-    fn from_u8(value: u8) -> ExpectIpState {
-        match value {
-            1 => ExpectIpState::Match,
-            2 => ExpectIpState::Mismatch,
-            3 => ExpectIpState::Failed,
-            _ => ExpectIpState::NotChecked,
-        }
-    }
-}
-
-/// One finished check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExpectIpReport {
-    pub state: ExpectIpState,
-    pub expected: IpAddr,
-    /// What the echo service answered, when it answered an address.
-    pub observed: Option<IpAddr>,
-    /// One sentence for logs and `/readyz`.
-    pub detail: String,
-    pub checked_at: Instant,
-}
-
-/// The last `expect_ip` result, shared with the admin listener. Reading it never blocks
-/// on the network.
-#[derive(Debug, Default)]
-pub struct EgressStatus {
-    state: AtomicU8,
-    last: Mutex<Option<ExpectIpReport>>,
-}
-
-impl EgressStatus {
-    pub fn state(&self) -> ExpectIpState {
-        ExpectIpState::from_u8(self.state.load(Ordering::Acquire))
-    }
-
-    pub fn last_report(&self) -> Option<ExpectIpReport> {
-        self.last
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// For `/readyz` (`Readiness::set_check("egress_ip", ..)`): only a mismatch fails.
-    /// A failed echo service is a third party's outage and must not take payments
-    /// down; it is logged as a warning instead.
-    pub fn readiness(&self) -> Result<(), String> {
-        match self.last_report() {
-            Some(report) if report.state == ExpectIpState::Mismatch => Err(report.detail),
-            _ => Ok(()),
-        }
-    }
-
-    fn record(&self, report: ExpectIpReport) {
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        self.state.store(report.state as u8, Ordering::Release);
-        *last = Some(report);
-    }
-}
-
-/// Asks the configured echo service for the public egress address, through the same
-/// egress path as LINE Pay calls (bind address, proxy and its credentials) but without
-/// the DNS pin (the echo host is not LINE Pay), signing or allowlist. Cheap to clone.
-#[derive(Clone)]
-pub struct ExpectIpCheck {
-    inner: Arc<CheckInner>,
-}
-
-struct CheckInner {
-    config: ExpectIpConfig,
-    client: EchoClient,
-    status: Arc<EgressStatus>,
-    /// One check at a time: concurrent `/readyz` probes share its answer.
-    running: tokio::sync::Mutex<()>,
-}
-
-impl std::fmt::Debug for ExpectIpCheck {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExpectIpCheck")
-            .field("config", &self.inner.config)
-            .field("state", &self.inner.status.state())
-            .finish_non_exhaustive()
-    }
-}
-
-impl ExpectIpCheck {
-    /// `None` when `egress.expect_ip` is not configured.
-    pub fn new(
-        egress: &EgressConfig,
-        upstream: &UpstreamConfig,
-    ) -> Result<Option<ExpectIpCheck>, UpstreamBuildError> {
-        let Some(config) = egress.expect_ip.clone() else {
-            return Ok(None);
-        };
-        let client = EchoClient::new(egress, upstream.ca_file.as_deref(), config.timeout)?;
-        Ok(Some(ExpectIpCheck {
-            inner: Arc::new(CheckInner {
-                config,
-                client,
-                status: Arc::new(EgressStatus::default()),
-                running: tokio::sync::Mutex::new(()),
-            }),
-        }))
-    }
-
-    /// Builds the check and runs it once (bounded by `expect_ip.timeout`): what start-up
-    /// does. A mismatch or a failure is logged, never fatal. `None` when not configured.
-    pub async fn at_start_up(
-        egress: &EgressConfig,
-        upstream: &UpstreamConfig,
-    ) -> Result<Option<ExpectIpCheck>, UpstreamBuildError> {
-        let check = ExpectIpCheck::new(egress, upstream)?;
-        if let Some(check) = &check {
-            check.run().await;
-        }
-        Ok(check)
-    }
-
-    pub fn status(&self) -> Arc<EgressStatus> {
-        self.inner.status.clone()
-    }
-
-    /// Asks the echo service now, logs the outcome and records it.
-    pub async fn run(&self) -> ExpectIpReport {
-        let _running = self.inner.running.lock().await;
-        self.run_locked().await
-    }
-
-    /// Reports the current readiness ([`EgressStatus::readiness`]) to `report`, then
-    /// asks again every `every`, for ever: spawn it beside the admin listener and abort
-    /// it on shutdown.
-    pub async fn watch(self, every: Duration, report: impl Fn(Result<(), String>) + Send) {
-        loop {
-            report(self.inner.status.readiness());
-            tokio::time::sleep(every).await;
-            self.run().await;
-        }
-    }
-
-    async fn run_locked(&self) -> ExpectIpReport {
-        let config = &self.inner.config;
-        let answer = self
-            .inner
-            .client
-            .get_text(&config.echo_url, MAX_ECHO_BYTES)
-            .await;
-        let report = judge(config, answer);
-        log_report(config, &report);
-        self.inner.status.record(report.clone());
-        report
-    }
-}
-
-/// Compares the echo service's answer with the expected address.
-fn judge(config: &ExpectIpConfig, answer: Result<String, String>) -> ExpectIpReport {
-    let expected = config.address;
-    let checked_at = Instant::now();
-    let text = match answer {
-        Ok(text) => text,
-        Err(reason) => {
-            return ExpectIpReport {
-                state: ExpectIpState::Failed,
-                expected,
-                observed: None,
-                detail: format!(
-                    "the echo service {} could not be asked: {reason}",
-                    config.echo_url
-                ),
-                checked_at,
-            }
-        }
-    };
-    let Ok(observed) = text.trim().parse::<IpAddr>() else {
-        return ExpectIpReport {
-            state: ExpectIpState::Failed,
-            expected,
-            observed: None,
-            detail: format!(
-                "the echo service {} did not answer a plain IP address (it must answer e.g. `203.0.113.7`)",
-                config.echo_url
-            ),
-            checked_at,
-        };
-    };
-    if observed.to_canonical() == expected.to_canonical() {
-        ExpectIpReport {
-            state: ExpectIpState::Match,
-            expected,
-            observed: Some(observed),
-            detail: format!("calls leave from {observed}, the expected address"),
-            checked_at,
-        }
-    } else {
-        ExpectIpReport {
-            state: ExpectIpState::Mismatch,
-            expected,
-            observed: Some(observed),
-            detail: format!(
-                "calls leave from {observed}, not from {expected} (egress.expect_ip.address): LINE Pay will refuse production calls unless {observed} is in its whitelist"
-            ),
-            checked_at,
-        }
-    }
-}
-
-fn log_report(config: &ExpectIpConfig, report: &ExpectIpReport) {
-    let echo_url = &config.echo_url;
-    let expected = report.expected;
-    match report.state {
-        ExpectIpState::Match => tracing::info!(
-            %expected, %echo_url,
-            "egress.expect_ip: public egress address matches: {}", report.detail
-        ),
-        ExpectIpState::Mismatch => tracing::error!(
-            %expected,
-            observed = %report.observed.map_or_else(String::new, |ip| ip.to_string()),
-            %echo_url,
-            "EGRESS IP MISMATCH (egress.expect_ip): {}. Fix the egress path (egress.bind_address, egress.proxy, the NAT gateway) or LINE Pay's whitelist. The sidecar keeps running: a mismatch is reported, never fatal",
-            report.detail
-        ),
-        ExpectIpState::Failed | ExpectIpState::NotChecked => tracing::warn!(
-            %expected, %echo_url,
-            "egress.expect_ip: public egress address unknown: {}", report.detail
-        ),
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -1012,43 +761,5 @@ egress:
         };
         assert_eq!(preflight(&local), Ok(()));
         assert_eq!(preflight(&EgressConfig::default()), Ok(()));
-    }
-
-    fn expect(address: &str) -> ExpectIpConfig {
-        ExpectIpConfig {
-            address: address.parse().unwrap(),
-            echo_url: "https://echo.example/".parse().unwrap(),
-            timeout: Duration::from_secs(1),
-        }
-    }
-
-    #[test]
-    fn echo_answers_are_judged() {
-        let matched = judge(&expect("203.0.113.7"), Ok("203.0.113.7\n".into()));
-        assert_eq!(matched.state, ExpectIpState::Match);
-        let mapped = judge(&expect("203.0.113.7"), Ok("::ffff:203.0.113.7".into()));
-        assert_eq!(mapped.state, ExpectIpState::Match);
-        let other = judge(&expect("203.0.113.7"), Ok("198.51.100.4".into()));
-        assert_eq!(other.state, ExpectIpState::Mismatch);
-        assert!(other.detail.contains("198.51.100.4"), "{}", other.detail);
-        let html = judge(&expect("203.0.113.7"), Ok("<html>".into()));
-        assert_eq!(html.state, ExpectIpState::Failed);
-        let down = judge(&expect("203.0.113.7"), Err("upstream_unreachable".into()));
-        assert_eq!(down.state, ExpectIpState::Failed);
-    }
-
-    #[test]
-    fn only_a_mismatch_makes_the_status_unready() {
-        let status = EgressStatus::default();
-        assert_eq!(status.state(), ExpectIpState::NotChecked);
-        assert_eq!(status.readiness(), Ok(()));
-        status.record(judge(&expect("203.0.113.7"), Err("down".into())));
-        assert_eq!(status.state(), ExpectIpState::Failed);
-        assert_eq!(status.readiness(), Ok(()));
-        status.record(judge(&expect("203.0.113.7"), Ok("198.51.100.4".into())));
-        assert_eq!(status.state(), ExpectIpState::Mismatch);
-        assert!(status.readiness().unwrap_err().contains("198.51.100.4"));
-        status.record(judge(&expect("203.0.113.7"), Ok("203.0.113.7".into())));
-        assert_eq!(status.readiness(), Ok(()));
     }
 }

@@ -8,8 +8,11 @@
 //! - [`proxy`]: the request path: route → limit → read body → sign → forward → respond.
 //! - [`limit`]: rate limits, checked before the body is read.
 //! - [`sign`]: LINE Pay v3 HMAC signing, pure and streamed.
-//! - [`upstream`]: the egress client: rustls, pooled keep-alive connections, timeouts.
-//! - [`egress`]: source address, forward proxy and DNS pinning for LINE Pay's IP whitelist.
+//! - [`upstream`]: the egress client: rustls, pooled keep-alive connections, timeouts,
+//!   and under it the connection stack (resolver, bound TCP, CONNECT tunnel, TLS).
+//! - [`egress`]: the egress policy: source address, forward proxy and DNS pinning for
+//!   LINE Pay's IP whitelist, validated.
+//! - [`expect_ip`]: the running check that calls really leave from the whitelisted address.
 //! - [`error`]: the sidecar's own refusals, each with a status and a stable code.
 //! - [`inspect`]: reads returnCode, orderId and transactionId for logs and metrics.
 //! - [`metrics`]: every Prometheus metric, registered in one place.
@@ -25,6 +28,7 @@ pub mod config;
 pub mod egress;
 pub mod emulator;
 pub mod error;
+pub mod expect_ip;
 pub mod inspect;
 pub mod limit;
 pub mod metrics;
