@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// What `/readyz` answers from. Every check is cached state updated elsewhere (the
-/// upstream probe task, the reloader, shutdown), so a probe costs nothing.
+/// upstream probe task, the egress-address check, shutdown), so a probe costs nothing.
 #[derive(Debug, Default)]
 pub struct Readiness {
     draining: AtomicBool,

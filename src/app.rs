@@ -1,7 +1,9 @@
-//! The running sidecar: binds the proxy and admin listeners, starts the reloader and the
-//! upstream readiness probe, and drains on shutdown.
+//! The running sidecar: binds the proxy and admin listeners, starts the reloader, the
+//! upstream readiness probe and (when configured) the egress-address check, and drains on
+//! shutdown.
 //!
-//! Lifecycle: load → build → bind both listeners → announce → serve until the shutdown
+//! Lifecycle: load → build → check the egress address → bind both listeners → announce →
+//! serve until the shutdown
 //! future fires → `/readyz` turns not-ready at once → stop accepting → let calls in flight
 //! finish up to `shutdown.drain_timeout` → return.
 
