@@ -7,8 +7,9 @@
 //! connection is attempted.
 
 use crate::util::{
-    closed_port_url, start_emulator, Call, Cli, Reply, Sidecar, TempFile, TestPki, Upstream,
-    CHANNEL_ID, CHANNEL_SECRET, WAIT_LIMIT,
+    binary_command, closed_port_url, eventually_within, start_emulator, Call, Cli, ConnectProxy,
+    EchoServer, Reply, Sidecar, TempFile, TestPki, Tunnelled, Upstream, CHANNEL_ID, CHANNEL_SECRET,
+    WAIT_LIMIT,
 };
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -16,12 +17,11 @@ use linepay_sidecar::emulator::{Emulator, EmulatorConfig};
 use linepay_sidecar::secret::Secret;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 const BOUND: &str = "127.0.0.2";
 const PINNED: &str = "127.0.0.3";
@@ -50,16 +50,8 @@ fn assert_line_pay_success(reply: &Reply) {
     );
 }
 
-fn retry_safe(reply: &Reply) -> Option<bool> {
-    reply.json().pointer("/error/retry_safe")?.as_bool()
-}
-
 fn basic(user: &str, password: &str) -> String {
     format!("Basic {}", BASE64.encode(format!("{user}:{password}")))
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -128,160 +120,7 @@ fn bind_address_not_on_this_host_stops_start_up_with_a_clear_error() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 2. egress.proxy: a real HTTP CONNECT proxy, written here.
-
-/// One tunnel as the proxy saw it.
-#[derive(Debug, Clone)]
-struct Tunnelled {
-    /// The CONNECT target, `host:port`.
-    target: String,
-    authorization: Option<String>,
-    /// The first bytes the sidecar sent through the tunnel.
-    client_bytes: Vec<u8>,
-}
-
-/// A minimal HTTP CONNECT forward proxy on 127.0.0.1: optional Basic auth (407
-/// otherwise), then bytes copied both ways. Stops (with every tunnel) when dropped.
-struct ConnectProxy {
-    addr: SocketAddr,
-    tunnels: Arc<Mutex<Vec<Tunnelled>>>,
-    task: JoinHandle<()>,
-}
-
-impl ConnectProxy {
-    async fn start(required_authorization: Option<String>) -> ConnectProxy {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|error| panic!("cannot bind the proxy: {error}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|error| panic!("proxy has no address: {error}"));
-        let tunnels = Arc::new(Mutex::new(Vec::new()));
-        let seen = tunnels.clone();
-        let required = Arc::new(required_authorization);
-        let task = tokio::spawn(async move {
-            let mut connections = JoinSet::new();
-            while let Ok((client, _)) = listener.accept().await {
-                connections.spawn(proxy_connection(client, required.clone(), seen.clone()));
-            }
-        });
-        ConnectProxy {
-            addr,
-            tunnels,
-            task,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn tunnels(&self) -> Vec<Tunnelled> {
-        lock(&self.tunnels).clone()
-    }
-}
-
-impl Drop for ConnectProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn proxy_connection(
-    mut client: TcpStream,
-    required: Arc<Option<String>>,
-    tunnels: Arc<Mutex<Vec<Tunnelled>>>,
-) {
-    let mut head = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let end = loop {
-        if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        match client.read(&mut chunk).await {
-            Ok(n @ 1..) if head.len() < 16 * 1024 => head.extend_from_slice(&chunk[..n]),
-            _ => return,
-        }
-    };
-    let text = String::from_utf8_lossy(&head[..end]).into_owned();
-    let mut lines = text.split("\r\n");
-    let mut request_line = lines.next().unwrap_or_default().split(' ');
-    let (method, target) = (
-        request_line.next().unwrap_or_default(),
-        request_line.next().unwrap_or_default().to_owned(),
-    );
-    if method != "CONNECT" {
-        let _ = client
-            .write_all(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
-            .await;
-        return;
-    }
-    let authorization = lines.find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.eq_ignore_ascii_case("proxy-authorization")
-            .then(|| value.trim().to_owned())
-    });
-    let index = {
-        let mut tunnels = lock(&tunnels);
-        tunnels.push(Tunnelled {
-            target: target.clone(),
-            authorization: authorization.clone(),
-            client_bytes: Vec::new(),
-        });
-        tunnels.len() - 1
-    };
-    if let Some(required) = required.as_ref() {
-        if authorization.as_deref() != Some(required) {
-            let _ = client
-                .write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"egress\"\r\nContent-Length: 0\r\n\r\n")
-                .await;
-            return;
-        }
-    }
-    let Ok(upstream) = TcpStream::connect(target.as_str()).await else {
-        let _ = client
-            .write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
-            .await;
-        return;
-    };
-    if client
-        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut upstream_read, mut upstream_write) = upstream.into_split();
-    let early = head[end..].to_vec();
-    let sidecar_to_upstream = async {
-        let mut forward = early;
-        loop {
-            if !forward.is_empty() {
-                {
-                    let mut tunnels = lock(&tunnels);
-                    let seen = &mut tunnels[index].client_bytes;
-                    let room = (64 * 1024usize).saturating_sub(seen.len());
-                    seen.extend_from_slice(&forward[..forward.len().min(room)]);
-                }
-                if upstream_write.write_all(&forward).await.is_err() {
-                    break;
-                }
-            }
-            let mut chunk = [0u8; 4096];
-            match client_read.read(&mut chunk).await {
-                Ok(n @ 1..) => forward = chunk[..n].to_vec(),
-                _ => break,
-            }
-        }
-        let _ = upstream_write.shutdown().await;
-    };
-    let upstream_to_sidecar = async {
-        let _ = tokio::io::copy(&mut upstream_read, &mut client_write).await;
-        let _ = client_write.shutdown().await;
-    };
-    tokio::join!(sidecar_to_upstream, upstream_to_sidecar);
-}
+// 2. egress.proxy: a real HTTP CONNECT proxy (util::ConnectProxy).
 
 #[tokio::test(flavor = "multi_thread")]
 async fn calls_go_through_a_connect_proxy_with_tls_end_to_end_and_arrive_signed() {
@@ -292,8 +131,7 @@ async fn calls_go_through_a_connect_proxy_with_tls_end_to_end_and_arrive_signed(
     let auth_file = TempFile::with_contents("proxy-auth", b"egress-user:pr0xy-pa55word\n");
     let mut sidecar = Sidecar::new()
         .upstream(emulator.url())
-        .arg("--upstream-ca-file")
-        .arg(pki.ca_file.path_str())
+        .trusting(&pki)
         .arg("--egress-proxy")
         .arg(proxy.url())
         .env("LINEPAY_EGRESS_PROXY_AUTH_FILE", auth_file.path_str())
@@ -351,9 +189,8 @@ async fn a_proxy_refusing_the_credentials_is_502_upstream_proxy_and_nothing_is_s
         .send(sidecar.addr)
         .await;
 
-    assert_eq!(reply.status, 502, "{}", reply.text());
-    assert_eq!(reply.sidecar_error(), Some("upstream_proxy"));
-    assert_eq!(retry_safe(&reply), Some(true));
+    reply.assert_sidecar_error(502, "upstream_proxy");
+    assert_eq!(reply.retry_safe(), Some(true));
     assert_eq!(emulator.calls(), 0);
     assert!(!proxy.tunnels().is_empty());
     let output = sidecar.stop();
@@ -379,8 +216,7 @@ async fn a_proxy_that_is_down_is_502_upstream_proxy_quickly() {
         .send(sidecar.addr)
         .await;
 
-    assert_eq!(reply.status, 502, "{}", reply.text());
-    assert_eq!(reply.sidecar_error(), Some("upstream_proxy"));
+    reply.assert_sidecar_error(502, "upstream_proxy");
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(emulator.calls(), 0);
 }
@@ -441,8 +277,7 @@ async fn pin_sends_the_call_to_the_pinned_ip_while_tls_checks_the_host_name() {
     let url = format!("https://{MADE_UP_HOST}:{}", upstream.addr.port());
     let pinned = Sidecar::new()
         .upstream(&url)
-        .arg("--upstream-ca-file")
-        .arg(pki.ca_file.path_str())
+        .trusting(&pki)
         .arg("--egress-pin")
         .arg(PINNED)
         .start()
@@ -456,17 +291,11 @@ async fn pin_sends_the_call_to_the_pinned_ip_while_tls_checks_the_host_name() {
     assert_eq!(upstream.emulator.calls(), 1);
 
     // Without the pin the made-up name resolves nowhere: the pin did the routing.
-    let unpinned = Sidecar::new()
-        .upstream(&url)
-        .arg("--upstream-ca-file")
-        .arg(pki.ca_file.path_str())
-        .start()
-        .await;
+    let unpinned = Sidecar::new().upstream(&url).trusting(&pki).start().await;
     let reply = Call::post("/v3/payments/request", payment_request("pin-2"))
         .send(unpinned.addr)
         .await;
-    assert_eq!(reply.status, 502, "{}", reply.text());
-    assert_eq!(reply.sidecar_error(), Some("upstream_dns"));
+    reply.assert_sidecar_error(502, "upstream_dns");
 
     // Pinned to the same IP under another name, the certificate no longer matches.
     let other_name = Sidecar::new()
@@ -474,8 +303,7 @@ async fn pin_sends_the_call_to_the_pinned_ip_while_tls_checks_the_host_name() {
             "https://other.test.invalid:{}",
             upstream.addr.port()
         ))
-        .arg("--upstream-ca-file")
-        .arg(pki.ca_file.path_str())
+        .trusting(&pki)
         .arg("--egress-pin")
         .arg(PINNED)
         .start()
@@ -483,8 +311,7 @@ async fn pin_sends_the_call_to_the_pinned_ip_while_tls_checks_the_host_name() {
     let reply = Call::post("/v3/payments/request", payment_request("pin-3"))
         .send(other_name.addr)
         .await;
-    assert_eq!(reply.status, 502, "{}", reply.text());
-    assert_eq!(reply.sidecar_error(), Some("upstream_tls"));
+    reply.assert_sidecar_error(502, "upstream_tls");
     assert_eq!(
         upstream.emulator.calls(),
         1,
@@ -499,8 +326,7 @@ async fn through_a_proxy_the_pinned_ip_is_the_connect_target() {
     let proxy = ConnectProxy::start(None).await;
     let sidecar = Sidecar::new()
         .upstream(format!("https://{MADE_UP_HOST}:{}", upstream.addr.port()))
-        .arg("--upstream-ca-file")
-        .arg(pki.ca_file.path_str())
+        .trusting(&pki)
         .arg("--egress-proxy")
         .arg(proxy.url())
         .arg("--egress-pin")
@@ -572,13 +398,12 @@ struct EmulatorProcess {
 
 impl EmulatorProcess {
     fn start(args: &[&str]) -> EmulatorProcess {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_linepay-sidecar"));
+        let mut command = binary_command();
         command
             .arg("emulator")
             .args(args)
             .env("LINEPAY_CHANNEL_ID", CHANNEL_ID)
             .env("LINEPAY_CHANNEL_SECRET", CHANNEL_SECRET)
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         let mut child = command
@@ -670,91 +495,21 @@ fn emulator_refuses_an_ambiguous_allow_source() {
 // ---------------------------------------------------------------------------------------
 // 5. egress.expect_ip
 
-/// Answers every request with the address of the connection it came on, as text, and
-/// keeps each request head.
-struct EchoServer {
-    addr: SocketAddr,
-    heads: Arc<Mutex<Vec<(IpAddr, String)>>>,
-    task: JoinHandle<()>,
-}
-
-impl EchoServer {
-    async fn start() -> EchoServer {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|error| panic!("cannot bind the echo server: {error}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|error| panic!("echo server has no address: {error}"));
-        let heads = Arc::new(Mutex::new(Vec::new()));
-        let seen = heads.clone();
-        let task = tokio::spawn(async move {
-            let mut connections = JoinSet::new();
-            while let Ok((mut stream, peer)) = listener.accept().await {
-                let seen = seen.clone();
-                connections.spawn(async move {
-                    let mut head = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16384 {
-                        match stream.read(&mut chunk).await {
-                            Ok(n @ 1..) => head.extend_from_slice(&chunk[..n]),
-                            _ => return,
-                        }
-                    }
-                    lock(&seen).push((peer.ip(), String::from_utf8_lossy(&head).into_owned()));
-                    let body = format!("{}\n", peer.ip());
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = stream.write_all(answer.as_bytes()).await;
-                    let _ = stream.shutdown().await;
-                });
-            }
-        });
-        EchoServer { addr, heads, task }
-    }
-
-    fn heads(&self) -> Vec<(IpAddr, String)> {
-        lock(&self.heads).clone()
-    }
-}
-
-impl Drop for EchoServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn expect_ip_config(address: &str, echo: &EchoServer) -> TempFile {
-    let yaml = format!(
+/// Egress bound to [`BOUND`], expecting the echo server to see `address`.
+fn expect_ip_yaml(address: &str, echo: &EchoServer) -> String {
+    format!(
         "egress:\n  bind_address: {BOUND}\n  expect_ip:\n    address: {address}\n    echo_url: http://{}/ip\n    timeout: 3s\n",
         echo.addr
-    );
-    TempFile::with_contents("expect-ip.yaml", yaml.as_bytes())
-}
-
-/// `GET /readyz` until its body contains `needle` (bounded); the last answer.
-async fn readyz_until(admin: SocketAddr, needle: &str) -> Reply {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let reply = Call::get("/readyz").send(admin).await;
-        if reply.text().contains(needle) || Instant::now() > deadline {
-            return reply;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn expect_ip_match_is_logged_at_start_up() {
     let echo = EchoServer::start().await;
     let upstream = Upstream::recording().start().await;
-    let config = expect_ip_config(BOUND, &echo);
     let mut sidecar = Sidecar::new()
         .upstream(upstream.url())
-        .arg("--config")
-        .arg(config.path_str())
+        .config_yaml("expect-ip.yaml", expect_ip_yaml(BOUND, &echo))
         .start()
         .await;
 
@@ -781,11 +536,9 @@ async fn expect_ip_match_is_logged_at_start_up() {
 async fn expect_ip_mismatch_is_logged_loudly_and_fails_readyz_but_not_the_start() {
     let echo = EchoServer::start().await;
     let upstream = Upstream::recording().start().await;
-    let config = expect_ip_config("127.0.0.9", &echo);
     let mut sidecar = Sidecar::new()
         .upstream(upstream.url())
-        .arg("--config")
-        .arg(config.path_str())
+        .config_yaml("expect-ip.yaml", expect_ip_yaml("127.0.0.9", &echo))
         .start()
         .await;
 
@@ -794,7 +547,19 @@ async fn expect_ip_mismatch_is_logged_loudly_and_fails_readyz_but_not_the_start(
         .send(sidecar.addr)
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    let readyz = readyz_until(sidecar.admin_addr, "egress_ip").await;
+    let readyz = eventually_within(
+        Duration::from_secs(5),
+        "/readyz names the egress_ip check",
+        || async {
+            let reply = Call::get("/readyz").send(sidecar.admin_addr).await;
+            if reply.text().contains("egress_ip") {
+                Ok(reply)
+            } else {
+                Err(format!("{} {}", reply.status, reply.text()))
+            }
+        },
+    )
+    .await;
     assert_eq!(readyz.status, 503, "{}", readyz.text());
     assert!(readyz.text().contains("egress_ip"), "{}", readyz.text());
     assert!(readyz.text().contains("127.0.0.2"), "{}", readyz.text());

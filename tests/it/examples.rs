@@ -9,11 +9,11 @@
 //! A missing interpreter fails the test under CI (`CI` set: .ci/run installs them) and
 //! is skipped, loudly, elsewhere, so `cargo test` works on a machine without PHP.
 
-use crate::util::{start_emulator, Sidecar, CHANNEL_ID, CHANNEL_SECRET};
+use crate::util::{child_exit, start_emulator, Sidecar, CHANNEL_ID, CHANNEL_SECRET};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The longest one example may run before it is killed and the test fails.
 const EXAMPLE_LIMIT: Duration = Duration::from_secs(30);
@@ -132,21 +132,11 @@ fn run(example: &Example, sidecar_url: &str) -> Run {
             .map(|s| Box::new(s) as Box<dyn Read + Send>),
     );
 
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if started.elapsed() < EXAMPLE_LIMIT => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Err(error) => panic!("cannot wait for {}: {error}", example.program),
-        }
-    };
+    let status = child_exit(&mut child, EXAMPLE_LIMIT);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     let run = Run {
         success: status.is_some_and(|status| status.success()),
         stdout: stdout.join().unwrap_or_default(),

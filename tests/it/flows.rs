@@ -132,14 +132,12 @@ async fn device_headers_come_from_config_and_the_app_cannot_override_them() {
         .respond_with(200, r#"{"returnCode":"0000"}"#)
         .start()
         .await;
-    let config = crate::util::TempFile::with_contents(
-        "device.yaml",
-        b"credentials:\n  merchant_device_profile_id: POS-0001\n  merchant_device_type: POS\n",
-    );
     let sidecar = Sidecar::new()
         .upstream(upstream.url())
-        .arg("--config")
-        .arg(config.path_str())
+        .config_yaml(
+            "device.yaml",
+            "credentials:\n  merchant_device_profile_id: POS-0001\n  merchant_device_type: POS\n",
+        )
         .start()
         .await;
     let reply = Call::post("/v3/payments/request", request_body("flow-device", "{}"))

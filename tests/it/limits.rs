@@ -14,17 +14,16 @@ const REFUND: &str = "/v3/payments/2021121600698709710/refund";
 const CONFIRM: &str = "/v3/payments/2021121600698709710/confirm";
 const DETAILS: &str = "/v3/payments?transactionId=2021121600698709710";
 
-/// A sidecar in front of `upstream` with this `limits:` section; the file lives as long
-/// as the sidecar.
-async fn sidecar_with_limits(upstream: &Upstream, limits: &str) -> (RunningSidecar, TempFile) {
-    let config = TempFile::with_contents("limits.yaml", limits.as_bytes());
-    let sidecar = Sidecar::new()
+/// The app's calls being handled right now, queued ones included.
+const IN_FLIGHT: &str = "linepay_sidecar_in_flight_requests";
+
+/// A sidecar in front of `upstream` with this `limits:` section.
+async fn sidecar_with_limits(upstream: &Upstream, limits: &str) -> RunningSidecar {
+    Sidecar::new()
         .upstream(upstream.url())
-        .arg("--config")
-        .arg(config.path_str())
+        .config_yaml("limits.yaml", limits)
         .start()
-        .await;
-    (sidecar, config)
+        .await
 }
 
 async fn post(sidecar: &RunningSidecar, path: &str) -> Reply {
@@ -49,30 +48,9 @@ fn assert_admitted(reply: &Reply) {
 /// Checks a rate-limit refusal naming `limit`; returns its `Retry-After` in seconds.
 #[track_caller]
 fn assert_rate_limited(reply: &Reply, limit: &str) -> u64 {
-    assert_eq!(reply.status, 429, "{}", reply.text());
-    assert_eq!(
-        reply.sidecar_error(),
-        Some("rate_limited"),
-        "{}",
-        reply.text()
-    );
-    assert_eq!(
-        reply.error_code().as_deref(),
-        Some("rate_limited"),
-        "{}",
-        reply.text()
-    );
-    assert_eq!(
-        reply.json().pointer("/error/retry_safe"),
-        Some(&serde_json::Value::Bool(true)),
-        "{}",
-        reply.text()
-    );
-    let message = reply
-        .json()
-        .pointer("/error/message")
-        .and_then(|m| m.as_str().map(str::to_owned))
-        .unwrap_or_default();
+    reply.assert_sidecar_error(429, "rate_limited");
+    assert_eq!(reply.retry_safe(), Some(true), "{}", reply.text());
+    let message = reply.error_message().unwrap_or_default();
     assert!(
         message.contains(&format!("the {limit} rate limit")),
         "message should name `{limit}`: {message}"
@@ -88,7 +66,7 @@ fn assert_rate_limited(reply: &Reply, limit: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn burst_beyond_the_global_limit_gets_429_and_never_reaches_upstream() {
     let upstream = Upstream::recording().start().await;
-    let (sidecar, _config) =
+    let sidecar =
         sidecar_with_limits(&upstream, "limits:\n  global: {rate: 1/m, burst: 3}\n").await;
 
     // The global bucket is shared by every route.
@@ -116,7 +94,7 @@ async fn burst_beyond_the_global_limit_gets_429_and_never_reaches_upstream() {
 #[tokio::test(flavor = "multi_thread")]
 async fn per_route_limits_are_independent() {
     let upstream = Upstream::recording().start().await;
-    let (sidecar, _config) = sidecar_with_limits(
+    let sidecar = sidecar_with_limits(
         &upstream,
         r#"
 limits:
@@ -156,7 +134,7 @@ limits:
 #[tokio::test(flavor = "multi_thread")]
 async fn per_client_limits_are_keyed_by_the_header() {
     let upstream = Upstream::recording().start().await;
-    let (sidecar, _config) = sidecar_with_limits(
+    let sidecar = sidecar_with_limits(
         &upstream,
         "limits:\n  per_client:\n    header: X-Merchant-Client\n    rate: 1/m\n    burst: 2\n",
     )
@@ -195,7 +173,7 @@ async fn per_client_limits_are_keyed_by_the_header() {
 #[tokio::test(flavor = "multi_thread")]
 async fn queued_call_waits_for_its_token_then_succeeds() {
     let upstream = Upstream::recording().start().await;
-    let (sidecar, _config) = sidecar_with_limits(
+    let sidecar = sidecar_with_limits(
         &upstream,
         "limits:\n  global: {rate: 2/s, burst: 1}\n  queue: {max_wait: 2s}\n",
     )
@@ -225,7 +203,7 @@ async fn queued_call_waits_for_its_token_then_succeeds() {
 #[tokio::test(flavor = "multi_thread")]
 async fn queue_refuses_at_once_when_the_wait_exceeds_max_wait() {
     let upstream = Upstream::recording().start().await;
-    let (sidecar, _config) = sidecar_with_limits(
+    let sidecar = sidecar_with_limits(
         &upstream,
         "limits:\n  global: {rate: 1/m, burst: 1}\n  queue: {max_wait: 2s}\n",
     )
@@ -247,7 +225,7 @@ async fn queue_refuses_at_once_when_the_wait_exceeds_max_wait() {
 async fn queue_is_bounded_in_length() {
     let upstream = Upstream::recording().start().await;
     // One token every 3 s, and room for one waiting call.
-    let (sidecar, _config) = sidecar_with_limits(
+    let sidecar = sidecar_with_limits(
         &upstream,
         "limits:\n  global: {rate: 20/m, burst: 1}\n  queue: {max_wait: 5s, max_queued: 1}\n",
     )
@@ -271,7 +249,7 @@ async fn queue_is_bounded_in_length() {
 async fn app_that_disconnects_while_queued_frees_its_slot_and_is_never_sent() {
     let upstream = Upstream::recording().start().await;
     // One token every 2 s, and room for one waiting call.
-    let (sidecar, _config) = sidecar_with_limits(
+    let sidecar = sidecar_with_limits(
         &upstream,
         "limits:\n  global: {rate: 30/m, burst: 1}\n  queue: {max_wait: 5s, max_queued: 1}\n",
     )
@@ -293,9 +271,11 @@ async fn app_that_disconnects_while_queued_frees_its_slot_and_is_never_sent() {
         .write_all(request.as_bytes())
         .await
         .unwrap_or_else(|error| panic!("cannot send: {error}"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // In flight with no token for 2 s: the call is waiting in the queue.
+    sidecar.wait_for_metric(IN_FLIGHT, 1.0).await;
     drop(abandoned);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Nothing in flight: the call has ended (dropped, or sent: the count below tells).
+    sidecar.wait_for_metric(IN_FLIGHT, 0.0).await;
 
     // The slot is free again (a full queue would refuse at once), and the token the
     // abandoned call waited for goes to this one.
@@ -306,7 +286,7 @@ async fn app_that_disconnects_while_queued_frees_its_slot_and_is_never_sent() {
 #[tokio::test(flavor = "multi_thread")]
 async fn shadow_mode_admits_everything_and_logs_what_it_would_refuse() {
     let upstream = Upstream::recording().start().await;
-    let (mut sidecar, _config) = sidecar_with_limits(
+    let mut sidecar = sidecar_with_limits(
         &upstream,
         "limits:\n  shadow: true\n  global: {rate: 1/m, burst: 1}\n",
     )
@@ -316,7 +296,7 @@ async fn shadow_mode_admits_everything_and_logs_what_it_would_refuse() {
         assert_admitted(&post(&sidecar, REQUEST).await);
     }
     assert_eq!(upstream.count(), 4);
-    let metrics = Call::get("/metrics").send(sidecar.admin_addr).await.text();
+    let metrics = sidecar.scrape().await;
     assert!(
         metrics.contains(r#"linepay_sidecar_rate_limited_shadow_total{limit="global"} 3"#),
         "{metrics}"

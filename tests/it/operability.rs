@@ -2,11 +2,12 @@
 //! and the per-call log line.
 
 use crate::util::{
-    naive_signature, raw_json_number, start_emulator, Call, RunningSidecar, Sidecar, TempFile,
-    Upstream, CHANNEL_ID, CHANNEL_SECRET, WAIT_LIMIT,
+    eventually, eventually_within, metric, naive_signature, raw_json_number, start_emulator, Call,
+    RunningSidecar, Sidecar, Upstream, CHANNEL_ID, CHANNEL_SECRET, WAIT_LIMIT,
 };
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ORDER: &str = r#"{"amount":100,"currency":"TWD","orderId":"ORDER","packages":[{"id":"p1","amount":100,"products":[{"name":"Tea","quantity":1,"price":100}]}],"redirectUrls":{"confirmUrl":"https://shop.example/confirm","cancelUrl":"https://shop.example/cancel"}}"#;
@@ -15,55 +16,17 @@ fn order(order_id: &str) -> String {
     ORDER.replace("ORDER", order_id)
 }
 
-async fn scrape(sidecar: &RunningSidecar) -> String {
-    let reply = Call::get("/metrics").send(sidecar.admin_addr).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    reply.text()
-}
-
-/// The value of one exact series (`name{labels}`) in a scrape.
-fn metric(scrape: &str, series: &str) -> Option<f64> {
-    scrape.lines().find_map(|line| {
-        line.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
-/// Polls the scrape until `series` has `value` (bounded), for effects of background work.
-async fn wait_for_metric(sidecar: &RunningSidecar, series: &str, value: f64) {
-    let deadline = Instant::now() + WAIT_LIMIT;
-    loop {
-        let text = scrape(sidecar).await;
-        if metric(&text, series) == Some(value) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series} never reached {value}:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Polls `/readyz` until it answers `status` (bounded); returns the body.
 async fn wait_for_readyz(sidecar: &RunningSidecar, status: u16) -> String {
-    let deadline = Instant::now() + WAIT_LIMIT;
-    loop {
+    eventually(&format!("/readyz answers {status}"), || async {
         let reply = Call::get("/readyz").send(sidecar.admin_addr).await;
         if reply.status == status {
-            return reply.text();
+            Ok(reply.text())
+        } else {
+            Err(format!("{} {}", reply.status, reply.text()))
         }
-        assert!(
-            Instant::now() < deadline,
-            "/readyz never answered {status}; last: {} {}",
-            reply.status,
-            reply.text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -100,7 +63,7 @@ async fn metrics_count_each_call_by_route_status_and_return_code() {
         .await;
     assert_eq!(bad_json.status, 400);
 
-    let text = scrape(&sidecar).await;
+    let text = sidecar.scrape().await;
     let expect = |series: &str, value: f64| {
         assert_eq!(metric(&text, series), Some(value), "{series}\n{text}");
     };
@@ -162,7 +125,7 @@ async fn upstream_failures_are_counted_by_kind() {
         .send(sidecar.addr)
         .await;
     assert_eq!(reply.error_code().as_deref(), Some("upstream_unreachable"));
-    let text = scrape(&sidecar).await;
+    let text = sidecar.scrape().await;
     assert_eq!(
         metric(
             &text,
@@ -198,11 +161,9 @@ async fn admin_port_serves_health_and_never_forwards() {
 #[tokio::test(flavor = "multi_thread")]
 async fn readiness_flips_when_the_upstream_goes_down() {
     let emulator = start_emulator(CHANNEL_ID, CHANNEL_SECRET, None).await;
-    let config = TempFile::with_contents("probe.yaml", b"admin:\n  probe_interval: 100ms\n");
     let sidecar = Sidecar::new()
         .upstream(emulator.url())
-        .arg("--config")
-        .arg(config.path_str())
+        .config_yaml("probe.yaml", "admin:\n  probe_interval: 100ms\n")
         .start()
         .await;
     assert_eq!(wait_for_readyz(&sidecar, 200).await, "ready\n");
@@ -220,37 +181,36 @@ async fn readiness_flips_when_the_upstream_goes_down() {
 async fn sighup_reloads_the_allowlist_and_a_bad_file_keeps_the_old_one() {
     let emulator = start_emulator(CHANNEL_ID, CHANNEL_SECRET, None).await;
     let only_request = "reload:\n  watch_interval: 0s\nroutes:\n  allow:\n    - {method: POST, path: /v3/payments/request}\n";
-    let config = TempFile::with_contents("reload.yaml", only_request.as_bytes());
     let mut sidecar = Sidecar::new()
         .upstream(emulator.url())
-        .arg("--config")
-        .arg(config.path_str())
+        .config_yaml("reload.yaml", only_request)
         .start()
         .await;
+    let config = sidecar.config_file().path.clone();
     let details = || Call::get("/v3/payments?transactionId=1234567890123456789");
     assert_eq!(details().send(sidecar.addr).await.status, 403);
 
     let with_details = format!("{only_request}    - {{method: GET, path: /v3/payments}}\n");
-    std::fs::write(&config.path, with_details).expect("rewrite config");
+    std::fs::write(&config, with_details).expect("rewrite config");
     sidecar.signal("HUP");
-    wait_for_metric(
-        &sidecar,
-        r#"linepay_sidecar_config_reloads_total{result="success"}"#,
-        1.0,
-    )
-    .await;
+    sidecar
+        .wait_for_metric(
+            r#"linepay_sidecar_config_reloads_total{result="success"}"#,
+            1.0,
+        )
+        .await;
     let reply = details().send(sidecar.addr).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.return_code().as_deref(), Some("1150"));
 
-    std::fs::write(&config.path, "routes:\n  allow: [\n").expect("break config");
+    std::fs::write(&config, "routes:\n  allow: [\n").expect("break config");
     sidecar.signal("HUP");
-    wait_for_metric(
-        &sidecar,
-        r#"linepay_sidecar_config_reloads_total{result="failure"}"#,
-        1.0,
-    )
-    .await;
+    sidecar
+        .wait_for_metric(
+            r#"linepay_sidecar_config_reloads_total{result="failure"}"#,
+            1.0,
+        )
+        .await;
     assert_eq!(
         details().send(sidecar.addr).await.status,
         200,
@@ -261,7 +221,10 @@ async fn sighup_reloads_the_allowlist_and_a_bad_file_keeps_the_old_one() {
         output.stderr.contains("configuration reload failed"),
         "{output}"
     );
-    assert!(output.stderr.contains(config.path_str()), "{output}");
+    assert!(
+        output.stderr.contains(&*config.to_string_lossy()),
+        "{output}"
+    );
 }
 
 /// A Kubernetes-style secret volume: `channel-secret` → `..data/channel-secret`, with
@@ -273,10 +236,12 @@ struct SecretVolume {
 
 impl SecretVolume {
     fn new(secret: &str) -> SecretVolume {
+        // One directory per volume: tests that run side by side must not share one.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "linepay-sidecar-it-{}-secret-volume-{}",
             std::process::id(),
-            Instant::now().elapsed().as_nanos()
+            NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create secret volume");
@@ -312,6 +277,14 @@ impl Drop for SecretVolume {
     }
 }
 
+/// The channel secret read from `volume`, which is watched for changes every 100 ms.
+fn secret_file_yaml(volume: &SecretVolume) -> String {
+    format!(
+        "reload:\n  watch_interval: 100ms\ncredentials:\n  channel_secret_file: {}\n",
+        volume.secret_path().display()
+    )
+}
+
 fn signature_verifies(secret: &str, recorded: &crate::util::Recorded) -> bool {
     let nonce = recorded.single("x-line-authorization-nonce");
     naive_signature(secret, recorded.path(), &recorded.body, &nonce)
@@ -327,19 +300,10 @@ async fn rotated_secret_signs_the_next_call_while_an_in_flight_call_keeps_the_ol
         .respond_with(200, r#"{"returnCode":"0000"}"#)
         .start()
         .await;
-    let config = TempFile::with_contents(
-        "rotate.yaml",
-        format!(
-            "reload:\n  watch_interval: 100ms\ncredentials:\n  channel_secret_file: {}\n",
-            volume.secret_path().display()
-        )
-        .as_bytes(),
-    );
     let sidecar = Sidecar::new()
         .without_env("LINEPAY_CHANNEL_SECRET")
         .upstream(upstream.url())
-        .arg("--config")
-        .arg(config.path_str())
+        .config_yaml("rotate.yaml", secret_file_yaml(&volume))
         .start()
         .await;
 
@@ -354,15 +318,17 @@ async fn rotated_secret_signs_the_next_call_while_an_in_flight_call_keeps_the_ol
         slow_body.len()
     );
     slow.write_all(head.as_bytes()).await.expect("send head");
-    wait_for_metric(&sidecar, "linepay_sidecar_in_flight_requests", 1.0).await;
+    sidecar
+        .wait_for_metric("linepay_sidecar_in_flight_requests", 1.0)
+        .await;
 
     volume.publish(NEW);
-    wait_for_metric(
-        &sidecar,
-        r#"linepay_sidecar_config_reloads_total{result="success"}"#,
-        1.0,
-    )
-    .await;
+    sidecar
+        .wait_for_metric(
+            r#"linepay_sidecar_config_reloads_total{result="success"}"#,
+            1.0,
+        )
+        .await;
     let next = Call::post("/v3/payments/request", order("after-rotation"))
         .send(sidecar.addr)
         .await;
@@ -415,16 +381,24 @@ async fn sigterm_drains_the_call_in_flight_and_refuses_new_connections() {
             .send(addr)
             .await
     });
-    wait_for_metric(&sidecar, "linepay_sidecar_in_flight_requests", 1.0).await;
+    sidecar
+        .wait_for_metric("linepay_sidecar_in_flight_requests", 1.0)
+        .await;
 
     sidecar.signal("TERM");
     let readyz = wait_for_readyz(&sidecar, 503).await;
     assert!(readyz.contains("draining"), "{readyz}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while tokio::net::TcpStream::connect(addr).await.is_ok() {
-        assert!(Instant::now() < deadline, "new connections still accepted");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_within(
+        Duration::from_secs(5),
+        "new connections are refused",
+        || async {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(_) => Err("a new connection was accepted"),
+                Err(_) => Ok(()),
+            }
+        },
+    )
+    .await;
 
     let reply = tokio::time::timeout(WAIT_LIMIT, in_flight)
         .await
@@ -502,19 +476,10 @@ async fn secret_rotation_keeps_the_warm_upstream_connection() {
         .respond_with(200, r#"{"returnCode":"0000"}"#)
         .start()
         .await;
-    let config = TempFile::with_contents(
-        "keep-pool.yaml",
-        format!(
-            "reload:\n  watch_interval: 100ms\ncredentials:\n  channel_secret_file: {}\n",
-            volume.secret_path().display()
-        )
-        .as_bytes(),
-    );
     let sidecar = Sidecar::new()
         .without_env("LINEPAY_CHANNEL_SECRET")
         .upstream(upstream.url())
-        .arg("--config")
-        .arg(config.path_str())
+        .config_yaml("keep-pool.yaml", secret_file_yaml(&volume))
         .start()
         .await;
     let before = Call::post("/v3/payments/request", order("pool-1"))
@@ -523,12 +488,12 @@ async fn secret_rotation_keeps_the_warm_upstream_connection() {
     assert_eq!(before.status, 200);
 
     volume.publish("second-secret-3c4d");
-    wait_for_metric(
-        &sidecar,
-        r#"linepay_sidecar_config_reloads_total{result="success"}"#,
-        1.0,
-    )
-    .await;
+    sidecar
+        .wait_for_metric(
+            r#"linepay_sidecar_config_reloads_total{result="success"}"#,
+            1.0,
+        )
+        .await;
     let after = Call::post("/v3/payments/request", order("pool-2"))
         .send(sidecar.addr)
         .await;

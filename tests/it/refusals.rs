@@ -1,7 +1,7 @@
 //! Every refusal the sidecar makes on its own: the status, the stable code (in the body
 //! and in `x-linepay-sidecar-error`), and nothing at all reaching the upstream.
 
-use crate::util::{send_raw, Call, Reply, RunningSidecar, Sidecar, TempFile, Upstream};
+use crate::util::{send_raw, Call, Reply, RunningSidecar, Sidecar, Upstream};
 use http::Method;
 use std::time::{Duration, Instant};
 
@@ -9,31 +9,10 @@ use std::time::{Duration, Instant};
 /// it may send again (nothing left the sidecar).
 #[track_caller]
 fn assert_refused(reply: &Reply, status: u16, code: &str) {
-    assert_eq!(reply.status, status, "status for {code}: {}", reply.text());
-    assert_eq!(
-        reply.sidecar_error(),
-        Some(code),
-        "marker header: {}",
-        reply.text()
-    );
-    assert_eq!(
-        reply.error_code().as_deref(),
-        Some(code),
-        "body: {}",
-        reply.text()
-    );
-    assert_eq!(
-        reply.json().pointer("/error/retry_safe"),
-        Some(&serde_json::Value::Bool(true)),
-        "{}",
-        reply.text()
-    );
-    let message = reply.json().pointer("/error/message").cloned();
+    reply.assert_sidecar_error(status, code);
+    assert_eq!(reply.retry_safe(), Some(true), "{}", reply.text());
     assert!(
-        message
-            .as_ref()
-            .and_then(|m| m.as_str())
-            .is_some_and(|m| !m.is_empty()),
+        reply.error_message().is_some_and(|m| !m.is_empty()),
         "no message: {}",
         reply.text()
     );
@@ -340,11 +319,9 @@ async fn sidecar_keeps_serving_after_refusals() {
 #[tokio::test(flavor = "multi_thread")]
 async fn body_that_stalls_is_refused_with_408_after_the_body_timeout() {
     let upstream = Upstream::recording().start().await;
-    let config = TempFile::with_contents("body-timeout.yaml", b"request:\n  body_timeout: 1s\n");
     let sidecar = Sidecar::new()
         .upstream(upstream.url())
-        .arg("--config")
-        .arg(config.path_str())
+        .config_yaml("body-timeout.yaml", "request:\n  body_timeout: 1s\n")
         .start()
         .await;
 

@@ -1,16 +1,16 @@
 //! The v3 signer checked three independent ways: against the known-answer vectors in
 //! `tests/data/test-vectors.json` (computed with Python's `hmac` and cross-checked with
 //! crypto-js), against Python's `hmac` run live on generated inputs (non-ASCII and binary
-//! bytes included), and against a naive one-shot HMAC written here, on arbitrary inputs.
+//! bytes included), and against the harness's naive one-shot HMAC
+//! ([`naive_signature`], which shares no code with `Signer`), on arbitrary inputs.
 
+use crate::util::naive_signature;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use hmac::{Hmac, Mac};
 use linepay_sidecar::secret::Secret;
 use linepay_sidecar::sign::{self, Signer, SIGNATURE_LEN};
 use proptest::prelude::*;
 use serde::Deserialize;
-use sha2::Sha256;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -43,20 +43,6 @@ fn load_vectors() -> Vec<Case> {
     let vectors: Vectors =
         serde_json::from_str(&text).expect("tests/data/test-vectors.json parses");
     vectors.cases
-}
-
-/// The recipe as a typical SDK writes it: one concatenated message, a fresh key.
-/// Deliberately shares no code with `Signer`.
-fn naive_signature(secret: &[u8], path: &str, payload: &[u8], nonce: &str) -> String {
-    let mut message = Vec::with_capacity(secret.len() + path.len() + payload.len() + nonce.len());
-    message.extend_from_slice(secret);
-    message.extend_from_slice(path.as_bytes());
-    message.extend_from_slice(payload);
-    message.extend_from_slice(nonce.as_bytes());
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret).expect("HMAC-SHA256 takes keys of any length");
-    mac.update(&message);
-    BASE64.encode(mac.finalize().into_bytes())
 }
 
 /// Both of the signer's outputs for one call; panics if they disagree with each other.

@@ -16,8 +16,7 @@ async fn https_upstream_with_private_ca_file_is_accepted() {
         start_emulator(CHANNEL_ID, CHANNEL_SECRET, Some(pki.server_config.clone())).await;
     let sidecar = Sidecar::new()
         .upstream(emulator.url())
-        .arg("--upstream-ca-file")
-        .arg(pki.ca_file.path_str())
+        .trusting(&pki)
         .start()
         .await;
 
@@ -46,9 +45,7 @@ async fn https_upstream_without_its_ca_is_502_tls() {
         .send(sidecar.addr)
         .await;
 
-    assert_eq!(reply.status, 502, "{}", reply.text());
-    assert_eq!(reply.sidecar_error(), Some("upstream_tls"));
-    assert_eq!(reply.error_code().as_deref(), Some("upstream_tls"));
+    reply.assert_sidecar_error(502, "upstream_tls");
     assert_eq!(
         emulator.calls(),
         0,
@@ -64,8 +61,7 @@ async fn https_upstream_with_a_certificate_for_another_name_is_502_tls() {
         start_emulator(CHANNEL_ID, CHANNEL_SECRET, Some(pki.server_config.clone())).await;
     let sidecar = Sidecar::new()
         .upstream(emulator.url())
-        .arg("--upstream-ca-file")
-        .arg(pki.ca_file.path_str())
+        .trusting(&pki)
         .start()
         .await;
 
@@ -73,7 +69,6 @@ async fn https_upstream_with_a_certificate_for_another_name_is_502_tls() {
         .send(sidecar.addr)
         .await;
 
-    assert_eq!(reply.status, 502, "{}", reply.text());
-    assert_eq!(reply.sidecar_error(), Some("upstream_tls"));
+    reply.assert_sidecar_error(502, "upstream_tls");
     assert_eq!(emulator.calls(), 0);
 }

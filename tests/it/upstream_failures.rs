@@ -1,15 +1,11 @@
 //! When LINE Pay cannot be reached or answers badly: each failure is told apart by its
 //! code, quickly, and says whether the call may have reached LINE Pay.
 
-use crate::util::{closed_port_url, Call, RawUpstream, Reply, Sidecar, Upstream};
+use crate::util::{closed_port_url, Call, RawUpstream, Sidecar, Upstream};
 use std::time::{Duration, Instant};
 
 /// A generous bound for "fast": loaded CI machines are slow, a hung call takes 20 s.
 const QUICKLY: Duration = Duration::from_secs(3);
-
-fn retry_safe(reply: &Reply) -> Option<bool> {
-    reply.json().pointer("/error/retry_safe")?.as_bool()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_down_is_502_unreachable_quickly() {
@@ -24,11 +20,9 @@ async fn upstream_down_is_502_unreachable_quickly() {
         .await;
     let elapsed = started.elapsed();
 
-    assert_eq!(reply.status, 502, "{}", reply.text());
-    assert_eq!(reply.sidecar_error(), Some("upstream_unreachable"));
-    assert_eq!(reply.error_code().as_deref(), Some("upstream_unreachable"));
+    reply.assert_sidecar_error(502, "upstream_unreachable");
     assert_eq!(
-        retry_safe(&reply),
+        reply.retry_safe(),
         Some(true),
         "nothing was sent, so it may be sent again"
     );
@@ -56,9 +50,7 @@ async fn slow_upstream_is_504_timeout_after_the_read_timeout() {
         .await;
     let elapsed = started.elapsed();
 
-    assert_eq!(reply.status, 504, "{}", reply.text());
-    assert_eq!(reply.sidecar_error(), Some("upstream_timeout"));
-    assert_eq!(reply.error_code().as_deref(), Some("upstream_timeout"));
+    reply.assert_sidecar_error(504, "upstream_timeout");
     assert!(
         elapsed >= Duration::from_secs(1),
         "answered before the timeout: {elapsed:?}"
@@ -69,7 +61,7 @@ async fn slow_upstream_is_504_timeout_after_the_read_timeout() {
     );
     // The call did reach LINE Pay, so the app must not be told to simply resend it.
     assert_eq!(upstream.count(), 1);
-    assert_eq!(retry_safe(&reply), Some(false));
+    assert_eq!(reply.retry_safe(), Some(false));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -85,10 +77,8 @@ async fn unresolvable_host_is_502_dns() {
         .send(sidecar.addr)
         .await;
 
-    assert_eq!(reply.status, 502, "{}", reply.text());
-    assert_eq!(reply.sidecar_error(), Some("upstream_dns"));
-    assert_eq!(reply.error_code().as_deref(), Some("upstream_dns"));
-    assert_eq!(retry_safe(&reply), Some(true));
+    reply.assert_sidecar_error(502, "upstream_dns");
+    assert_eq!(reply.retry_safe(), Some(true));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -100,11 +90,9 @@ async fn upstream_answering_garbage_is_502_protocol() {
         .send(sidecar.addr)
         .await;
 
-    assert_eq!(reply.status, 502, "{}", reply.text());
-    assert_eq!(reply.sidecar_error(), Some("upstream_protocol"));
-    assert_eq!(reply.error_code().as_deref(), Some("upstream_protocol"));
+    reply.assert_sidecar_error(502, "upstream_protocol");
     // The request was written before the garbage came back: it may have been processed.
-    assert_eq!(retry_safe(&reply), Some(false));
+    assert_eq!(reply.retry_safe(), Some(false));
     assert!(upstream.connections() >= 1);
 }
 
@@ -120,11 +108,10 @@ async fn upstream_closing_mid_response_is_502_protocol() {
         .send(sidecar.addr)
         .await;
 
-    assert_eq!(reply.status, 502, "{}", reply.text());
-    assert_eq!(reply.sidecar_error(), Some("upstream_protocol"));
+    reply.assert_sidecar_error(502, "upstream_protocol");
     // Half an answer is never passed on as if it were LINE Pay's.
     assert!(!reply.text().contains("returnCode"), "{}", reply.text());
-    assert_eq!(retry_safe(&reply), Some(false));
+    assert_eq!(reply.retry_safe(), Some(false));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -174,16 +161,8 @@ async fn tls_handshake_that_stalls_is_a_connect_timeout_not_a_read_timeout() {
     let elapsed = started.elapsed();
     holder.abort();
 
-    assert_eq!(reply.status, 504, "{}", reply.text());
-    assert_eq!(
-        reply.error_code().as_deref(),
-        Some("upstream_connect_timeout")
-    );
-    assert_eq!(
-        reply.json()["error"]["retry_safe"],
-        true,
-        "nothing was sent"
-    );
+    reply.assert_sidecar_error(504, "upstream_connect_timeout");
+    assert_eq!(reply.retry_safe(), Some(true), "nothing was sent");
     assert!(
         elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(5),
         "{elapsed:?}"

@@ -1,10 +1,9 @@
 //! A subcommand of the real binary, run to completion within a time limit.
 
-use super::WAIT_LIMIT;
+use super::{binary_command, child_exit, WAIT_LIMIT};
 use std::ffi::OsString;
 use std::io::Read;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, ExitStatus, Stdio};
 
 /// Builder: `Cli::new().arg("sign").arg("--path").arg(p).env(k, v).run()`.
 pub struct Cli {
@@ -46,17 +45,11 @@ impl Cli {
     /// Runs the binary with only the `LINEPAY_*` variables given here; kills it and
     /// panics if it runs longer than the harness's wait limit.
     pub fn run(self) -> CliOutput {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_linepay-sidecar"));
+        let mut command = binary_command();
         command
             .args(&self.args)
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("LINEPAY_") || key == "RUST_LOG" {
-                command.env_remove(key);
-            }
-        }
         for (key, value) in &self.env {
             command.env(key, value);
         }
@@ -67,20 +60,12 @@ impl Cli {
         let stdout = guard.0.stdout.take().map(read_all);
         let stderr = guard.0.stderr.take().map(read_all);
 
-        let started = Instant::now();
-        let status = loop {
-            match guard.0.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if started.elapsed() < WAIT_LIMIT => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
-                Ok(None) => panic!(
-                    "linepay-sidecar {:?} still running after {WAIT_LIMIT:?}",
-                    self.args
-                ),
-                Err(error) => panic!("cannot wait for linepay-sidecar: {error}"),
-            }
-        };
+        let status = child_exit(&mut guard.0, WAIT_LIMIT).unwrap_or_else(|| {
+            panic!(
+                "linepay-sidecar {:?} still running after {WAIT_LIMIT:?}",
+                self.args
+            )
+        });
         let join = |reader: Option<std::thread::JoinHandle<Vec<u8>>>| {
             reader
                 .and_then(|reader| reader.join().ok())

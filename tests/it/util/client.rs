@@ -52,6 +52,43 @@ impl Reply {
             .map(str::to_owned)
     }
 
+    /// `error.retry_safe` of the sidecar's JSON error body: whether the app may send the
+    /// call again (nothing, or nothing LINE Pay could have acted on, left the sidecar).
+    pub fn retry_safe(&self) -> Option<bool> {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()?
+            .pointer("/error/retry_safe")?
+            .as_bool()
+    }
+
+    /// `error.message` of the sidecar's JSON error body.
+    pub fn error_message(&self) -> Option<String> {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()?
+            .pointer("/error/message")?
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    /// Asserts that this is the sidecar's own error answer: `status`, and `code` both in
+    /// the `x-linepay-sidecar-error` header and as the body's `error.code`.
+    #[track_caller]
+    pub fn assert_sidecar_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "status for {code}: {}", self.text());
+        assert_eq!(
+            self.sidecar_error(),
+            Some(code),
+            "x-linepay-sidecar-error header: {}",
+            self.text()
+        );
+        assert_eq!(
+            self.error_code().as_deref(),
+            Some(code),
+            "error.code in the body: {}",
+            self.text()
+        );
+    }
+
     /// LINE Pay's `returnCode`.
     pub fn return_code(&self) -> Option<String> {
         serde_json::from_slice::<serde_json::Value>(&self.body)

@@ -5,13 +5,16 @@
 //!   killed on drop.
 //! - [`Upstream`]: a recording HTTP upstream (every request kept byte for byte, with the
 //!   peer address of the connection it came on), optionally slow; [`RawUpstream`]
-//!   answers fixed bytes (garbage, a cut-off response).
+//!   answers fixed bytes (garbage, a cut-off response); [`EchoServer`] answers with the
+//!   caller's address, as a public-IP echo service does.
+//! - [`ConnectProxy`]: an HTTP CONNECT forward proxy that records every tunnel.
 //! - [`start_emulator`]: the crate's LINE Pay emulator in this process, plain or TLS.
 //! - [`Call`] / [`send_raw`]: an HTTP/1.1 client for normal calls and for raw bytes that
 //!   a URI type would normalise or refuse.
 //! - [`TestPki`]: a private CA and a `localhost` leaf certificate (rcgen).
 //! - [`Cli`]: runs a subcommand of the binary to completion, bounded in time.
 //! - [`naive_signature`]: the upstream's own signature check, written the plain way.
+//! - [`eventually`]: the one way to wait for background work, by polling what it changes.
 //!
 //! Every wait is bounded: a helper that times out panics with what it saw.
 
@@ -19,23 +22,28 @@
 
 mod cli;
 mod client;
+mod connect_proxy;
 mod emulator;
 mod sidecar;
 mod tls;
 mod upstream;
+mod wait;
 
 pub use cli::Cli;
 pub use client::{send_raw, Call, Reply};
+pub use connect_proxy::{ConnectProxy, Tunnelled};
 pub use emulator::start_emulator;
-pub use sidecar::{RunningSidecar, Sidecar};
+pub use sidecar::{metric, RunningSidecar, Sidecar};
 pub use tls::TestPki;
-pub use upstream::{closed_port_url, RawUpstream, Recorded, Upstream};
+pub use upstream::{closed_port_url, EchoServer, RawUpstream, Recorded, Upstream};
+pub use wait::{child_exit, eventually, eventually_within};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -47,15 +55,36 @@ pub const CHANNEL_SECRET: &str = "it-secret-7c1e9a53b2d04f68a1c3e5f7";
 /// The longest any single wait in the harness may take before the test fails.
 pub const WAIT_LIMIT: Duration = Duration::from_secs(20);
 
+/// The real `linepay-sidecar` binary, with stdin closed and none of the machine's
+/// variables that could change what it does (`LINEPAY_*`, `RUST_LOG`): each test sets
+/// what it needs explicitly.
+pub fn binary_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_linepay-sidecar"));
+    command.stdin(Stdio::null());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("LINEPAY_") || key == "RUST_LOG" {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
 /// The v3 signature the way an upstream would check it, sharing no code with the
-/// sidecar: one concatenated message, one HMAC, Base64.
-pub fn naive_signature(secret: &str, path: &str, payload: &[u8], nonce: &str) -> String {
+/// sidecar: one concatenated message, one HMAC, Base64. The secret is bytes, so any
+/// key (binary ones included) can be checked.
+pub fn naive_signature(
+    secret: impl AsRef<[u8]>,
+    path: &str,
+    payload: &[u8],
+    nonce: &str,
+) -> String {
+    let secret = secret.as_ref();
     let mut message = Vec::new();
-    message.extend_from_slice(secret.as_bytes());
+    message.extend_from_slice(secret);
     message.extend_from_slice(path.as_bytes());
     message.extend_from_slice(payload);
     message.extend_from_slice(nonce.as_bytes());
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret)
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
     mac.update(&message);
     BASE64.encode(mac.finalize().into_bytes())

@@ -5,22 +5,19 @@
 //! test can look for leaks in everything the sidecar printed. The child is killed when
 //! the guard drops, so a failing test never leaves a process behind.
 
-use super::{CHANNEL_ID, CHANNEL_SECRET, WAIT_LIMIT};
+use super::{
+    binary_command, child_exit, eventually, Call, TempFile, TestPki, CHANNEL_ID, CHANNEL_SECRET,
+    WAIT_LIMIT,
+};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use tokio::sync::mpsc;
 
 const ANNOUNCE_PREFIX: &str = "linepay-sidecar listening on http://";
-
-/// Whether a variable from the machine running the tests could change what the sidecar
-/// does; such variables are removed, and each test sets what it needs explicitly.
-fn is_cleared(key: &std::ffi::OsStr) -> bool {
-    key.to_string_lossy().starts_with("LINEPAY_") || key == "RUST_LOG"
-}
 
 /// Builder: `Sidecar::new().upstream(url).arg("--read-timeout").arg("10s").start().await`.
 ///
@@ -29,6 +26,8 @@ fn is_cleared(key: &std::ffi::OsStr) -> bool {
 pub struct Sidecar {
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    /// The `--config` file, handed to the running sidecar so it lives as long.
+    config: Option<TempFile>,
 }
 
 impl Default for Sidecar {
@@ -50,6 +49,7 @@ impl Sidecar {
                 CHANNEL_ID.into(),
             ],
             env: vec![("LINEPAY_CHANNEL_SECRET".into(), CHANNEL_SECRET.into())],
+            config: None,
         }
     }
 
@@ -60,6 +60,21 @@ impl Sidecar {
     pub fn arg(mut self, arg: impl Into<OsString>) -> Sidecar {
         self.args.push(arg.into());
         self
+    }
+
+    /// `--config` with this YAML, written to a temp file `name` that lives as long as the
+    /// running sidecar (see [`RunningSidecar::config_file`]).
+    pub fn config_yaml(mut self, name: &str, yaml: impl AsRef<[u8]>) -> Sidecar {
+        assert!(self.config.is_none(), "config_yaml given twice");
+        let file = TempFile::with_contents(name, yaml.as_ref());
+        self = self.arg("--config").arg(file.path_str());
+        self.config = Some(file);
+        self
+    }
+
+    /// `--upstream-ca-file` with the CA of `pki`, so its certificates are trusted.
+    pub fn trusting(self, pki: &TestPki) -> Sidecar {
+        self.arg("--upstream-ca-file").arg(pki.ca_file.path_str())
     }
 
     /// Drops a default environment variable, e.g. the secret, to test another source.
@@ -75,15 +90,11 @@ impl Sidecar {
 
     /// Starts the binary and waits (bounded) for its announce line.
     pub async fn start(self) -> RunningSidecar {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_linepay-sidecar"));
+        let mut command = binary_command();
         command
             .args(&self.args)
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (key, _) in std::env::vars_os().filter(|(key, _)| is_cleared(key)) {
-            command.env_remove(key);
-        }
         for (key, value) in &self.env {
             command.env(key, value);
         }
@@ -118,6 +129,7 @@ impl Sidecar {
             stdout: stdout_text,
             stderr: stderr_text,
             readers,
+            config: self.config,
         };
 
         let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
@@ -166,6 +178,17 @@ fn parse_announce(line: &str) -> Option<SocketAddr> {
     addr.parse().ok()
 }
 
+/// The value of one exact series (`name{labels}`) in a `/metrics` scrape.
+pub fn metric(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 fn capture(mut stream: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut chunk = [0u8; 4096];
@@ -190,6 +213,7 @@ pub struct RunningSidecar {
     stdout: Arc<Mutex<Vec<u8>>>,
     stderr: Arc<Mutex<Vec<u8>>>,
     readers: Vec<JoinHandle<()>>,
+    config: Option<TempFile>,
 }
 
 /// Everything a stopped sidecar wrote.
@@ -220,6 +244,33 @@ impl RunningSidecar {
         format!("http://{}", self.admin_addr)
     }
 
+    /// The file given with [`Sidecar::config_yaml`], e.g. to rewrite it before a reload.
+    pub fn config_file(&self) -> &TempFile {
+        self.config
+            .as_ref()
+            .unwrap_or_else(|| panic!("this sidecar was started without config_yaml"))
+    }
+
+    /// The text of `GET /metrics` on the admin port (which must answer 200).
+    pub async fn scrape(&self) -> String {
+        let reply = Call::get("/metrics").send(self.admin_addr).await;
+        assert_eq!(reply.status, 200, "GET /metrics: {}", reply.text());
+        reply.text()
+    }
+
+    /// Polls `/metrics` until the series `name{labels}` has `value` (bounded), for the
+    /// effects of background work.
+    pub async fn wait_for_metric(&self, series: &str, value: f64) {
+        eventually(&format!("{series} reaches {value}"), || async {
+            let text = self.scrape().await;
+            match metric(&text, series) {
+                Some(seen) if seen == value => Ok(()),
+                _ => Err(text),
+            }
+        })
+        .await
+    }
+
     /// Sends a signal by name (`HUP`, `TERM`) with the system's `kill`.
     pub fn signal(&self, name: &str) {
         let status = std::process::Command::new("kill")
@@ -232,14 +283,7 @@ impl RunningSidecar {
 
     /// Waits (bounded) for the process to exit by itself; `None` if it is still running.
     pub fn wait_exit(&mut self, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
-        let deadline = std::time::Instant::now() + limit;
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        None
+        child_exit(&mut self.child, limit)
     }
 
     /// What the process has written on stderr so far (it keeps running).

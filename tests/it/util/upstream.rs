@@ -7,6 +7,9 @@
 //!
 //! [`RawUpstream`] speaks no HTTP at all: it reads a request head and writes fixed bytes
 //! back, then closes; for answers no HTTP library would produce.
+//!
+//! [`EchoServer`] answers every request with the address it came from, as the public-IP
+//! echo service behind `egress.expect_ip` does, and keeps each request head.
 
 use super::WAIT_LIMIT;
 use bytes::Bytes;
@@ -15,13 +18,13 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 /// One request as the upstream received it.
 #[derive(Debug, Clone)]
@@ -288,6 +291,66 @@ impl Drop for RawUpstream {
     }
 }
 
+/// Answers every request with the address of the connection it came on, as text, and
+/// keeps each request head; stops (with every connection) when dropped.
+pub struct EchoServer {
+    pub addr: SocketAddr,
+    heads: Arc<Mutex<Vec<(IpAddr, String)>>>,
+    task: JoinHandle<()>,
+}
+
+impl EchoServer {
+    pub async fn start() -> EchoServer {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|error| panic!("cannot bind the echo server: {error}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|error| panic!("echo server has no address: {error}"));
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let seen = heads.clone();
+        let task = tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            loop {
+                let Ok((mut stream, peer)) = listener.accept().await else {
+                    break;
+                };
+                let seen = seen.clone();
+                connections.spawn(async move {
+                    let mut head = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16384 {
+                        match stream.read(&mut chunk).await {
+                            Ok(n @ 1..) => head.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                    }
+                    lock(&seen).push((peer.ip(), String::from_utf8_lossy(&head).into_owned()));
+                    let body = format!("{}\n", peer.ip());
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        EchoServer { addr, heads, task }
+    }
+
+    /// Each request's source address and head, in arrival order.
+    pub fn heads(&self) -> Vec<(IpAddr, String)> {
+        lock(&self.heads).clone()
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// A loopback URL on which nothing listens: a port that was bound, then released.
 pub async fn closed_port_url() -> String {
     let listener = TcpListener::bind("127.0.0.1:0")
@@ -300,8 +363,8 @@ pub async fn closed_port_url() -> String {
     format!("http://{addr}")
 }
 
-fn lock(requests: &Mutex<Vec<Recorded>>) -> std::sync::MutexGuard<'_, Vec<Recorded>> {
-    requests
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
