@@ -541,13 +541,7 @@ fn address_setting(
 /// An upstream is `https://host[:port]`, or `http://` to a loopback address only (the
 /// emulator and tests): a payment call never crosses a network in clear.
 pub fn check_upstream_url(text: &str) -> Result<http::Uri, String> {
-    if text.contains('@') {
-        // Never echo it: the part before `@` would be a password.
-        return Err(
-            "the URL carries credentials (user:password@); LINE Pay needs none, remove them"
-                .to_owned(),
-        );
-    }
+    refuse_credentials(text, "LINE Pay needs none, remove them")?;
     let uri: http::Uri = text
         .parse()
         .map_err(|_| format!("`{text}` is not a URL such as https://api-pay.line.me"))?;
@@ -581,7 +575,19 @@ pub fn check_upstream_url(text: &str) -> Result<http::Uri, String> {
         .map_err(|_| format!("`{text}` is not a valid upstream URL"))
 }
 
-fn is_loopback_host(host: &str) -> bool {
+/// Refuses `user:password@` in a URL without quoting the URL, whose text before `@`
+/// would be a password.
+pub(crate) fn refuse_credentials(text: &str, advice: &str) -> Result<(), String> {
+    if text.contains('@') {
+        return Err(format!(
+            "the URL carries credentials (user:password@); {advice}"
+        ));
+    }
+    Ok(())
+}
+
+/// `localhost`, or an address in 127.0.0.0/8 or `[::1]`: where plain http is allowed.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())

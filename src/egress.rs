@@ -17,7 +17,7 @@
 //! upstream host only (and, through a proxy, becomes the CONNECT target), while SNI and
 //! the certificate check keep the host name of `upstream.url`.
 
-use crate::config::{ConfigDuration, Overrides};
+use crate::config::{is_loopback_host, refuse_credentials, ConfigDuration, Overrides};
 use crate::secret::Secret;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -235,12 +235,6 @@ fn host_ip(uri: &http::Uri) -> Option<IpAddr> {
         .trim_end_matches(']')
         .parse()
         .ok()
-}
-
-fn is_loopback_host(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `http://host[:port]` with no credentials, path or query. The text is quoted in
@@ -461,13 +455,7 @@ fn expect_ip(
 /// `https://...`, or `http://` to a loopback host (a local echo in tests): an answer
 /// in clear could be forged on the way.
 fn check_echo_url(text: &str) -> Result<http::Uri, String> {
-    if text.contains('@') {
-        // Never echo it: the part before `@` would be a password.
-        return Err(
-            "the URL carries credentials (user:password@); use an echo service that needs none"
-                .to_owned(),
-        );
-    }
+    refuse_credentials(text, "use an echo service that needs none")?;
     let uri: http::Uri = text
         .parse()
         .map_err(|_| format!("`{text}` is not a URL such as https://checkip.amazonaws.com"))?;
