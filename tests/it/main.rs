@@ -12,6 +12,7 @@ mod limits;
 mod operability;
 mod proxy;
 mod refusals;
+mod robustness;
 mod sign_vectors;
 mod tls;
 mod upstream_failures;
