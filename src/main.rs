@@ -53,7 +53,7 @@ struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
     /// LINE Pay base URL (upstream.url), e.g. https://api-pay.line.me.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", visible_alias = "upstream-url")]
     upstream: Option<String>,
     /// Extra CA certificates (PEM) to trust for the upstream (upstream.ca_file).
     #[arg(long, value_name = "FILE")]
@@ -66,22 +66,22 @@ struct RunArgs {
     #[arg(long, value_name = "FILE")]
     channel_secret_file: Option<PathBuf>,
     /// Connect timeout for every route (upstream.connect_timeout), e.g. 5s.
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration, visible_alias = "upstream-connect-timeout")]
     connect_timeout: Option<Duration>,
     /// Read timeout for every route (upstream.read_timeout), e.g. 20s.
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration, visible_alias = "upstream-read-timeout")]
     read_timeout: Option<Duration>,
     /// Largest request body accepted (request.max_body_bytes).
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", visible_alias = "request-max-body-bytes")]
     max_body_bytes: Option<usize>,
     /// Also allow the v2 legacy API (routes.v2_legacy).
-    #[arg(long)]
+    #[arg(long, visible_alias = "routes-v2-legacy")]
     v2_legacy: bool,
     /// Address of /metrics, /healthz and /readyz (admin.listen).
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<SocketAddr>,
     /// How long calls in flight may finish after SIGTERM (shutdown.drain_timeout).
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration, visible_alias = "shutdown-drain-timeout")]
     drain_timeout: Option<Duration>,
     /// Source IP of every upstream connection, the one in LINE Pay's IP whitelist
     /// (egress.bind_address); start-up fails if this host does not hold it.

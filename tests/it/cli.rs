@@ -146,6 +146,33 @@ fn check_accepts_a_good_config() {
     assert!(!output.stderr.contains(CHANNEL_SECRET), "{output:?}");
 }
 
+#[test]
+fn flags_can_be_spelled_like_their_config_keys() {
+    let output = Cli::new()
+        .arg("check")
+        .arg("--upstream-url")
+        .arg("http://127.0.0.1:9")
+        .arg("--upstream-connect-timeout")
+        .arg("1s")
+        .arg("--upstream-read-timeout")
+        .arg("2s")
+        .arg("--routes-v2-legacy")
+        .arg("--channel-id")
+        .arg(CHANNEL_ID)
+        .env("LINEPAY_CHANNEL_SECRET", CHANNEL_SECRET)
+        .run();
+
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        output.stdout.contains("upstream http://127.0.0.1:9/"),
+        "{output:?}"
+    );
+    assert!(
+        output.stdout.contains("20 allowed routes"),
+        "v2 added: {output:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn running_sidecar_never_prints_the_secret() {
     let emulator = start_emulator(CHANNEL_ID, CHANNEL_SECRET, None).await;
