@@ -706,10 +706,17 @@ fn read_secret(
 ) -> Result<(Secret, String), String> {
     let contents = read_file(path)
         .map_err(|error| {
-            format!(
-                "{source}: cannot read {}: {error} ({ENV_CHANNEL_SECRET} or --channel-secret-file, when set, win over this)",
-                path.display()
-            )
+            // Say what would win over a file the user may not have meant to use.
+            let hint = match source {
+                "credentials.channel_secret_file" => format!(
+                    " ({ENV_CHANNEL_SECRET}, {ENV_CHANNEL_SECRET_FILE} or --channel-secret-file, when set, win over this key)"
+                ),
+                ENV_CHANNEL_SECRET_FILE => format!(
+                    " ({ENV_CHANNEL_SECRET} or --channel-secret-file, when set, win over this)"
+                ),
+                _ => String::new(),
+            };
+            format!("{source}: cannot read {}: {error}{hint}", path.display())
         })?;
     let secret = Secret::from_file_contents(contents);
     if secret.is_empty() {

@@ -7,7 +7,8 @@
 //! - [`validate`] turns the `egress:` section, its flags and the proxy credentials into
 //!   an [`EgressConfig`], collecting every problem with its line;
 //! - [`preflight`] refuses a `bind_address` the host does not own (the upstream client
-//!   runs it whenever it is built, so start-up, `check` and every reload see it);
+//!   runs it whenever it is built: at start-up, in `check`, and on a reload that
+//!   changes the upstream or egress settings);
 //! - [`ExpectIpConfig`] says which public address calls must leave from and which echo
 //!   service to ask; [`crate::expect_ip::ExpectIpCheck`] does the asking.
 //!

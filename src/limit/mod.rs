@@ -84,8 +84,8 @@ type DirectLimiter<C> =
 type ClientLimiter<C> =
     RateLimiter<ClientKey, SharedClientStore, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
-/// The running limiters, shared by every call. Rebuilt (buckets full again) whenever the
-/// configuration is loaded.
+/// The running limiters, shared by every call. A reload keeps them (and the bucket
+/// levels) unless the `limits:` section changed; then they are rebuilt, buckets full.
 pub struct Limits<C: LimitClock = DefaultClock> {
     clock: C,
     shadow: bool,
@@ -122,8 +122,8 @@ struct Queue {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
     Admitted,
-    /// Shadow mode: it would have been refused (or left waiting); admitted, and the
-    /// later buckets are not checked.
+    /// Shadow mode: it would have been refused (a wait beyond `max_wait`); admitted, and
+    /// the later buckets are not checked.
     ShadowRefused,
 }
 

@@ -67,7 +67,8 @@ pub struct Upstream {
 impl Upstream {
     /// Builds the pools. Refuses egress settings that could not work, or that the
     /// upstream URL would bypass: a `bind_address` this host does not hold
-    /// ([`egress::preflight`], so start-up, `check` and every reload refuse it), or an
+    /// ([`egress::preflight`], so start-up, `check` and every reload that rebuilds the
+    /// client refuse it), or an
     /// IP-literal upstream that the pin does not list or the bind address cannot reach.
     pub fn new(
         config: &UpstreamConfig,

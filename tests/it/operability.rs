@@ -507,3 +507,48 @@ async fn secret_rotation_keeps_the_warm_upstream_connection() {
         "the reload opened a new upstream connection instead of reusing the warm one"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_keeps_rate_limit_buckets_unless_the_limits_change() {
+    let upstream = Upstream::recording()
+        .respond_with(200, r#"{"returnCode":"0000"}"#)
+        .start()
+        .await;
+    let limits = "reload:\n  watch_interval: 0s\nlimits:\n  global: {rate: 1/h, burst: 1}\n";
+    let sidecar = Sidecar::new()
+        .upstream(upstream.url())
+        .config_yaml("keep-buckets.yaml", limits)
+        .start()
+        .await;
+    let config = sidecar.config_file().path.clone();
+    let call = || Call::post("/v3/payments/request", order("bucket"));
+    assert_eq!(call().send(sidecar.addr).await.status, 200);
+    assert_eq!(call().send(sidecar.addr).await.status, 429);
+
+    // Another key changes, the limits do not: the empty bucket stays empty.
+    std::fs::write(&config, format!("{limits}request:\n  body_timeout: 9s\n")).expect("rewrite");
+    sidecar.signal("HUP");
+    sidecar
+        .wait_for_metric(
+            r#"linepay_sidecar_config_reloads_total{result="success"}"#,
+            1.0,
+        )
+        .await;
+    assert_eq!(
+        call().send(sidecar.addr).await.status,
+        429,
+        "a reload refilled the bucket"
+    );
+
+    // The limits change: new buckets, full.
+    std::fs::write(&config, limits.replace("burst: 1", "burst: 2")).expect("rewrite");
+    sidecar.signal("HUP");
+    sidecar
+        .wait_for_metric(
+            r#"linepay_sidecar_config_reloads_total{result="success"}"#,
+            2.0,
+        )
+        .await;
+    assert_eq!(call().send(sidecar.addr).await.status, 200);
+    assert_eq!(upstream.count(), 2);
+}
