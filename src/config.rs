@@ -12,7 +12,7 @@
 
 use crate::egress::{self, EgressConfig, RawEgress};
 use crate::limit::{self, LimitsConfig, RawLimits};
-use crate::route::{Allowlist, Route, RouteTimeouts, V2_ROUTES, V3_ROUTES};
+use crate::route::{table_routes, Allowlist, Route, RouteTimeouts, V2_ROUTES, V3_ROUTES};
 use crate::secret::Secret;
 use http::HeaderValue;
 use serde::Deserialize;
@@ -734,17 +734,8 @@ fn allowlist(
 ) -> Result<Allowlist, Vec<String>> {
     let mut problems = Vec::new();
     let mut routes = Vec::new();
-    let timeouts = |read_default: u64| RouteTimeouts {
-        connect: connect_default,
-        read: read_override.unwrap_or(Duration::from_secs(read_default)),
-    };
     let builtin = |table: &[(&str, &str, u64)], routes: &mut Vec<Route>| {
-        for (method, template, read) in table {
-            let method = http::Method::from_bytes(method.as_bytes()).unwrap_or(http::Method::GET);
-            if let Ok(route) = Route::new(method, template, timeouts(*read)) {
-                routes.push(route);
-            }
-        }
+        routes.extend(table_routes(table, connect_default, read_override));
     };
 
     match &raw.allow {

@@ -366,20 +366,11 @@ fn suggest_route(id: &str, allowlist: &Allowlist) -> String {
 #[allow(clippy::unwrap_used)]
 pub(super) mod tests {
     use super::*;
-    use crate::route::{Route, RouteTimeouts, V3_ROUTES};
+    use crate::route::{table_routes, V3_ROUTES};
 
     /// The shipped v3 routes: the allowlist every limits test is checked against.
     pub(in crate::limit) fn allowlist() -> Allowlist {
-        let timeouts = RouteTimeouts {
-            connect: Duration::from_secs(5),
-            read: Duration::from_secs(20),
-        };
-        Allowlist::new(
-            V3_ROUTES
-                .iter()
-                .map(|(m, p, _)| Route::new(m.parse().unwrap(), p, timeouts).unwrap())
-                .collect(),
-        )
+        Allowlist::new(table_routes(V3_ROUTES, Duration::from_secs(5), None))
     }
 
     fn check(yaml: &str) -> Result<LimitsConfig, Vec<String>> {

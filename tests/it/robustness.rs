@@ -3,29 +3,15 @@
 
 use linepay_sidecar::config::{self, from_yaml_str, Overrides};
 use linepay_sidecar::inspect;
-use linepay_sidecar::route::{Allowlist, Match, Route, RouteTimeouts, V2_ROUTES, V3_ROUTES};
+use linepay_sidecar::route::{table_routes, Allowlist, Match, V2_ROUTES, V3_ROUTES};
 use proptest::prelude::*;
 use std::time::Duration;
 
 fn every_route() -> Allowlist {
-    let timeouts = RouteTimeouts {
-        connect: Duration::from_secs(5),
-        read: Duration::from_secs(20),
-    };
-    Allowlist::new(
-        V3_ROUTES
-            .iter()
-            .chain(V2_ROUTES)
-            .map(|(method, template, _)| {
-                Route::new(
-                    http::Method::from_bytes(method.as_bytes()).expect("table method"),
-                    template,
-                    timeouts,
-                )
-                .expect("table template")
-            })
-            .collect(),
-    )
+    let connect = Duration::from_secs(5);
+    let mut routes = table_routes(V3_ROUTES, connect, None);
+    routes.extend(table_routes(V2_ROUTES, connect, None));
+    Allowlist::new(routes)
 }
 
 /// Paths built from the pieces that allowlist bypasses are made of.
