@@ -219,8 +219,14 @@ async fn probe_upstream(proxy: Arc<ArcSwap<Proxy>>, readiness: Arc<Readiness>) {
         if let Err(reason) = &result {
             tracing::warn!(%reason, "upstream probe failed");
         }
-        readiness.set_upstream(result);
-        let interval = snapshot.config().admin.probe_interval;
+        let admin = &snapshot.config().admin;
+        // Logged either way; counted against readiness only when configured so.
+        readiness.set_upstream(if admin.ready_requires_upstream {
+            result
+        } else {
+            Ok(())
+        });
+        let interval = admin.probe_interval;
         drop(snapshot);
         tokio::time::sleep(interval).await;
     }

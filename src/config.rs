@@ -62,6 +62,9 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// How often `/readyz`'s upstream check opens a connection to LINE Pay.
     pub probe_interval: Duration,
+    /// Whether an unreachable LINE Pay makes `/readyz` fail. A native sidecar's readiness
+    /// is the pod's, so `false` keeps a shop in its Service through a LINE Pay outage.
+    pub ready_requires_upstream: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +186,7 @@ pub struct RawConfig {
 pub struct RawAdmin {
     pub listen: Option<Spanned<String>>,
     pub probe_interval: Option<ConfigDuration>,
+    pub ready_requires_upstream: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -495,6 +499,7 @@ pub fn validate(
             admin: AdminConfig {
                 listen: admin_listen,
                 probe_interval,
+                ready_requires_upstream: raw.admin.ready_requires_upstream.unwrap_or(true),
             },
             shutdown: ShutdownConfig {
                 drain_timeout: overrides

@@ -178,6 +178,29 @@ async fn readiness_flips_when_the_upstream_goes_down() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn readiness_can_be_told_to_ignore_the_upstream() {
+    let sidecar = Sidecar::new()
+        .upstream(crate::util::closed_port_url().await)
+        .config_yaml(
+            "ready-anyway.yaml",
+            "admin:\n  probe_interval: 100ms\n  ready_requires_upstream: false\n",
+        )
+        .start()
+        .await;
+    // Once the probe has run and failed, readiness is still up.
+    crate::util::eventually("a failed upstream probe in the log", || async {
+        let stderr = sidecar.stderr_so_far();
+        if stderr.contains("upstream probe failed") {
+            Ok(())
+        } else {
+            Err(stderr)
+        }
+    })
+    .await;
+    assert_eq!(wait_for_readyz(&sidecar, 200).await, "ready\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sighup_reloads_the_allowlist_and_a_bad_file_keeps_the_old_one() {
     let emulator = start_emulator(CHANNEL_ID, CHANNEL_SECRET, None).await;
     let only_request = "reload:\n  watch_interval: 0s\nroutes:\n  allow:\n    - {method: POST, path: /v3/payments/request}\n";
