@@ -13,6 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Probes and scrapes need a handful of connections at a time.
+const MAX_ADMIN_CONNECTIONS: usize = 64;
 
 /// What `/readyz` answers from. Every check is cached state updated elsewhere (the
 /// upstream probe task, the egress-address check, shutdown), so a probe costs nothing.
@@ -80,6 +84,7 @@ impl Readiness {
 
 /// Serves the admin endpoints until the task is aborted.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, readiness: Arc<Readiness>) {
+    let permits = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -88,6 +93,12 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, readiness: Arc<
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        // The admin port often listens on every interface: past the cap, a connection
+        // is closed at once so it cannot eat the file descriptors the proxy needs.
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
         };
         let metrics = metrics.clone();
         let readiness = readiness.clone();
@@ -101,6 +112,7 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, readiness: Arc<
                 .header_read_timeout(Duration::from_secs(5))
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
+            drop(permit);
         });
     }
 }
