@@ -575,3 +575,62 @@ async fn a_reload_keeps_rate_limit_buckets_unless_the_limits_change() {
     assert_eq!(call().send(sidecar.addr).await.status, 200);
     assert_eq!(upstream.count(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_port_closes_connections_past_its_cap_and_recovers() {
+    let upstream = Upstream::recording().start().await;
+    let sidecar = Sidecar::new().upstream(upstream.url()).start().await;
+    // 64 idle connections hold every admin slot (the header timeout is 5 s).
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        held.push(
+            tokio::net::TcpStream::connect(sidecar.admin_addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    // Each held connection is accepted in turn; the one past the cap is closed unread.
+    crate::util::eventually("the 65th admin connection closed at once", || async {
+        match raw_admin_get(&sidecar, "/healthz").await {
+            Ok(answer) if answer.is_empty() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    drop(held);
+    crate::util::eventually(
+        "/healthz answers again once the held connections close",
+        || async {
+            let answer = raw_admin_get(&sidecar, "/healthz").await?;
+            if answer.starts_with("HTTP/1.1 200") {
+                Ok(())
+            } else {
+                Err(answer)
+            }
+        },
+    )
+    .await;
+}
+
+/// One GET on a fresh admin connection; an error (not a panic) when it is refused or
+/// closed unanswered, for use inside `eventually`.
+async fn raw_admin_get(
+    sidecar: &crate::util::RunningSidecar,
+    path: &str,
+) -> Result<String, String> {
+    let mut stream = tokio::net::TcpStream::connect(sidecar.admin_addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut answer))
+        .await
+        .map_err(|_| "no answer within 2 s".to_owned())?
+        .map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
