@@ -67,8 +67,9 @@ mod tests {
 
     #[test]
     fn debug_and_display_never_show_the_bytes() {
-        let secret = Secret::new(RAW);
-        let shown = format!("{secret:?} {secret} {secret:#?} {:?}", Some(&secret));
+        // Every way a value gets printed: Debug, Display, pretty Debug, nested Debug.
+        let wrapped = Secret::new(RAW);
+        let shown = format!("{wrapped:?} {wrapped} {wrapped:#?} {:?}", Some(&wrapped));
         assert!(!shown.contains(RAW), "{shown}");
         assert!(!shown.contains("a917"), "{shown}");
         assert!(shown.contains(REDACTED));
