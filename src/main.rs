@@ -9,9 +9,8 @@ use linepay_sidecar::reload::ConfigSource;
 use linepay_sidecar::secret::Secret;
 use linepay_sidecar::sign::SIGNATURE_LEN;
 use linepay_sidecar::sign::{self, Signer};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// The channel the demo's emulator and sidecar share. Not a real LINE Pay channel.
@@ -44,62 +43,56 @@ enum Command {
     Emulator(EmulatorArgs),
 }
 
-#[derive(Args, Clone, Default)]
+/// Running the sidecar (and `check`): the config file, the log format, and one flag per
+/// configuration key that has one (built from the key definitions, see `config::cli`).
+#[derive(Clone, Default)]
 struct RunArgs {
-    /// YAML configuration file; flags override its keys.
-    #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Address the app connects to (listen).
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<SocketAddr>,
-    /// LINE Pay base URL (upstream.url), e.g. https://api-pay.line.me.
-    #[arg(long, value_name = "URL", visible_alias = "upstream-url")]
-    upstream: Option<String>,
-    /// Extra CA certificates (PEM) to trust for the upstream (upstream.ca_file).
-    #[arg(long, value_name = "FILE")]
-    upstream_ca_file: Option<PathBuf>,
-    /// Channel id (credentials.channel_id); also LINEPAY_CHANNEL_ID.
-    #[arg(long, value_name = "ID")]
-    channel_id: Option<String>,
-    /// File holding the channel secret (credentials.channel_secret_file); also
-    /// LINEPAY_CHANNEL_SECRET_FILE, or the secret itself in LINEPAY_CHANNEL_SECRET.
-    #[arg(long, value_name = "FILE")]
-    channel_secret_file: Option<PathBuf>,
-    /// Connect timeout for every route (upstream.connect_timeout), e.g. 5s.
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration, visible_alias = "upstream-connect-timeout")]
-    connect_timeout: Option<Duration>,
-    /// Read timeout for every route (upstream.read_timeout), e.g. 20s.
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration, visible_alias = "upstream-read-timeout")]
-    read_timeout: Option<Duration>,
-    /// Largest request body accepted (request.max_body_bytes).
-    #[arg(long, value_name = "BYTES", visible_alias = "request-max-body-bytes")]
-    max_body_bytes: Option<usize>,
-    /// Also allow the v2 legacy API (routes.v2_legacy).
-    #[arg(long, visible_alias = "routes-v2-legacy")]
-    v2_legacy: bool,
-    /// Address of /metrics, /healthz and /readyz (admin.listen).
-    #[arg(long, value_name = "ADDR")]
-    admin_listen: Option<SocketAddr>,
-    /// How long calls in flight may finish after SIGTERM (shutdown.drain_timeout).
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration, visible_alias = "shutdown-drain-timeout")]
-    drain_timeout: Option<Duration>,
-    /// Source IP of every upstream connection, the one in LINE Pay's IP whitelist
-    /// (egress.bind_address); start-up fails if this host does not hold it.
-    #[arg(long, value_name = "IP")]
-    egress_bind_address: Option<IpAddr>,
-    /// HTTP CONNECT proxy for upstream traffic, http://host:port (egress.proxy.url).
-    #[arg(long, value_name = "URL")]
-    egress_proxy: Option<String>,
-    /// File holding the proxy's `user:password` (egress.proxy.auth_file); also
-    /// LINEPAY_EGRESS_PROXY_AUTH_FILE.
-    #[arg(long, value_name = "FILE")]
-    egress_proxy_auth_file: Option<PathBuf>,
-    /// Resolve the upstream host only to this IP; repeat for several (egress.pin).
-    #[arg(long = "egress-pin", value_name = "IP")]
-    egress_pin: Vec<IpAddr>,
-    /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    overrides: Overrides,
+}
+
+impl clap::FromArgMatches for RunArgs {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Ok(RunArgs {
+            config: matches.get_one::<PathBuf>("config").cloned(),
+            log_format: matches
+                .get_one::<LogFormat>("log_format")
+                .copied()
+                .unwrap_or_default(),
+            overrides: config::cli::overrides(matches),
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for RunArgs {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        let command = command
+            .arg(
+                clap::Arg::new("config")
+                    .long("config")
+                    .value_name("FILE")
+                    .value_parser(clap::value_parser!(PathBuf))
+                    .help("YAML configuration file; environment variables and flags override its keys"),
+            )
+            .arg(
+                clap::Arg::new("log_format")
+                    .long("log-format")
+                    .value_parser(clap::value_parser!(LogFormat))
+                    .default_value("text")
+                    .help("Log format"),
+            );
+        config::cli::add_flags(command)
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
 }
 
 #[derive(Args)]
@@ -199,30 +192,10 @@ fn process_env(key: &str) -> Option<String> {
     std::env::var(key).ok().filter(|value| !value.is_empty())
 }
 
-fn overrides(args: &RunArgs) -> Overrides {
-    Overrides {
-        listen: args.listen,
-        upstream: args.upstream.clone(),
-        upstream_ca_file: args.upstream_ca_file.clone(),
-        channel_id: args.channel_id.clone(),
-        channel_secret_file: args.channel_secret_file.clone(),
-        connect_timeout: args.connect_timeout,
-        read_timeout: args.read_timeout,
-        max_body_bytes: args.max_body_bytes,
-        v2_legacy: args.v2_legacy,
-        admin_listen: args.admin_listen,
-        drain_timeout: args.drain_timeout,
-        egress_bind_address: args.egress_bind_address,
-        egress_proxy: args.egress_proxy.clone(),
-        egress_proxy_auth_file: args.egress_proxy_auth_file.clone(),
-        egress_pin: args.egress_pin.clone(),
-    }
-}
-
 fn config_source(args: &RunArgs) -> ConfigSource {
     ConfigSource {
         path: args.config.clone(),
-        overrides: overrides(args),
+        overrides: args.overrides.clone(),
         env: Box::new(process_env),
     }
 }
@@ -379,12 +352,10 @@ async fn demo(args: DemoArgs) -> Result<()> {
     .await?;
     let source = ConfigSource {
         path: None,
-        overrides: Overrides {
-            listen: Some(args.listen),
-            upstream: Some(format!("http://{emulator_addr}")),
-            admin_listen: Some(args.admin_listen),
-            ..Overrides::default()
-        },
+        overrides: Overrides::default()
+            .with("listen", args.listen.to_string())
+            .with("upstream.url", format!("http://{emulator_addr}"))
+            .with("admin.listen", args.admin_listen.to_string()),
         env: Box::new(|key: &str| match key {
             config::ENV_CHANNEL_ID => Some(DEMO_CHANNEL_ID.to_owned()),
             config::ENV_CHANNEL_SECRET => Some(DEMO_CHANNEL_SECRET.to_owned()),

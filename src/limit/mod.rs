@@ -35,16 +35,15 @@
 //!
 //! # Files
 //! This file holds admission: the running limiters, queue and shadow mode. `config.rs`
-//! reads and validates the `limits:` section into a [`LimitsConfig`]; `client_store.rs`
+//! holds the typed settings ([`LimitsConfig`]) that `crate::config` builds from the
+//! `limits:` section; `client_store.rs`
 //! keeps the per-client buckets, bounded. The public names are re-exported here, so
 //! callers write `crate::limit::LimitsConfig` whichever file defines it.
 
 mod client_store;
 mod config;
 
-pub use config::{
-    validate, Bucket, ClientLimit, LimitsConfig, QueueConfig, Rate, RawLimits, RouteLimit,
-};
+pub use config::{Bucket, ClientLimit, LimitsConfig, QueueConfig, Rate, RouteLimit};
 
 use crate::error::ProxyError;
 use crate::route::Route;

@@ -1,0 +1,386 @@
+//! Configuration: the YAML file, then environment variables, then flags, validated into
+//! one typed [`Config`].
+//!
+//! - `raw.rs`: every key once, with its doc and flag (the docs table and the CLI come
+//!   from it); `keys.rs`: the macro that makes that one definition do all three jobs.
+//! - `sources.rs`: which source wins (flag > environment > file > default), decided once.
+//! - `setting.rs`: a value with its origin, and the problem collector that names it
+//!   (`sidecar.yaml:12: upstream.url: ...`, `--upstream: ...`).
+//! - `units.rs` (durations, rates) and `urls.rs` (upstream, proxy and echo URLs): each
+//!   rule once.
+//! - `credentials.rs`, `routes.rs`, `limits.rs`, `egress.rs`: one section each, raw to
+//!   typed. The typed results are the policy modules' own types ([`crate::route`],
+//!   [`crate::limit`], [`crate::egress`]): those never import this module.
+//!
+//! The channel secret never comes from the YAML in clear: only from
+//! `LINEPAY_CHANNEL_SECRET` or from a file (a mounted Kubernetes Secret, a systemd
+//! credential) named by the YAML, a flag or `LINEPAY_CHANNEL_SECRET_FILE`.
+
+#[macro_use]
+mod keys;
+pub mod cli;
+mod credentials;
+mod egress;
+mod limits;
+mod raw;
+mod routes;
+mod setting;
+mod sources;
+mod units;
+mod urls;
+
+pub use credentials::{ENV_CHANNEL_ID, ENV_CHANNEL_SECRET, ENV_CHANNEL_SECRET_FILE};
+pub use egress::ENV_EGRESS_PROXY_AUTH_FILE;
+pub use keys::KeyDoc;
+pub use sources::Overrides;
+pub use units::{parse_duration, MAX_DURATION};
+pub use urls::check_upstream_url;
+
+use crate::egress::EgressConfig;
+use crate::limit::LimitsConfig;
+use crate::route::Allowlist;
+use crate::secret::Secret;
+use http::HeaderValue;
+use keys::Section;
+use raw::RawConfig;
+use setting::{Problems, Setting};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_UPSTREAM: &str = "https://sandbox-api-pay.line.me";
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 2 * 1024 * 1024;
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+pub const DEFAULT_POOL_MAX_IDLE: usize = 32;
+pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:9464";
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The most concurrent app connections `request.max_connections` accepts.
+pub const MAX_CONNECTIONS: usize = 65_535;
+
+/// The validated configuration the proxy runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub upstream: UpstreamConfig,
+    pub credentials: Credentials,
+    pub request: RequestLimits,
+    pub allowlist: Allowlist,
+    pub limits: LimitsConfig,
+    pub egress: EgressConfig,
+    pub admin: AdminConfig,
+    pub shutdown: ShutdownConfig,
+    pub reload: ReloadConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub listen: SocketAddr,
+    /// How often `/readyz`'s upstream check opens a connection to LINE Pay.
+    pub probe_interval: Duration,
+    /// Whether an unreachable LINE Pay makes `/readyz` fail. A native sidecar's readiness
+    /// is the pod's, so `false` keeps a shop in its Service through a LINE Pay outage.
+    pub ready_requires_upstream: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownConfig {
+    /// How long calls in flight may take to finish after SIGTERM.
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadConfig {
+    /// How often the config and secret files are checked for changes; zero turns the
+    /// check off (SIGHUP still reloads).
+    pub watch_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// Scheme and authority only, e.g. `https://api-pay.line.me`.
+    pub url: http::Uri,
+    /// PEM file of extra CA certificates trusted besides the public web roots.
+    pub ca_file: Option<PathBuf>,
+    pub max_response_bytes: usize,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub channel_id: HeaderValue,
+    pub channel_secret: Secret,
+    /// Where the secret came from, for the start-up log (never the value).
+    pub secret_source: String,
+    /// The file the secret was read from, watched for rotation; `None` when it came
+    /// from the environment.
+    pub secret_file: Option<PathBuf>,
+    pub merchant_device_profile_id: Option<HeaderValue>,
+    pub merchant_device_type: Option<HeaderValue>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestLimits {
+    pub max_body_bytes: usize,
+    pub body_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// Everything wrong with a configuration, one problem per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.problems.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn one(problem: impl Into<String>) -> Self {
+        ConfigError {
+            problems: vec![problem.into()],
+        }
+    }
+}
+
+/// Every key of the file, in file order, with its doc and flag.
+pub fn keys() -> Vec<KeyDoc> {
+    let mut keys = Vec::new();
+    RawConfig::keys("", &mut keys);
+    keys
+}
+
+/// The raw file, as the YAML crate reads it. The one place that crate is named.
+pub struct RawFile(RawConfig);
+
+/// Parses the YAML text of a configuration file (nothing validated yet).
+pub fn from_yaml_str(text: &str) -> Result<RawFile, String> {
+    if text.trim().is_empty() {
+        return Ok(RawFile(RawConfig::default()));
+    }
+    // No source snippets in errors: the lines around a mistake could hold a secret
+    // that someone pasted into the file.
+    let options = serde_saphyr::options! { with_snippet: false };
+    serde_saphyr::from_str_with_options(text, options)
+        .map(RawFile)
+        .map_err(|error| error.to_string())
+}
+
+/// Reads the file (if any), applies environment and flags, reads the secret, validates.
+pub fn load(
+    path: Option<&Path>,
+    overrides: &Overrides,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let (raw, origin) = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|error| {
+                ConfigError::one(format!("{}: cannot read: {error}", path.display()))
+            })?;
+            let raw = from_yaml_str(&text)
+                .map_err(|error| ConfigError::one(format!("{}: {error}", path.display())))?;
+            (raw, path.display().to_string())
+        }
+        None => (RawFile(RawConfig::default()), "flags".to_owned()),
+    };
+    validate(raw, &origin, overrides, env, &|path| std::fs::read(path))
+}
+
+/// Turns the raw file plus flags and environment into a [`Config`], collecting every
+/// problem. `origin` names the file in messages; `read_file` is how secret files are
+/// read (a parameter so tests need no disk).
+pub fn validate(
+    raw: RawFile,
+    origin: &str,
+    overrides: &Overrides,
+    env: &dyn Fn(&str) -> Option<String>,
+    read_file: &dyn Fn(&Path) -> std::io::Result<Vec<u8>>,
+) -> Result<Config, ConfigError> {
+    let mut problems = Problems::new(origin);
+    let mut raw = raw.0;
+    sources::layer(&mut raw, &keys(), overrides, env, &mut problems);
+
+    let listen = address(&mut problems, &raw.listen, "listen", DEFAULT_LISTEN);
+    let admin_listen = address(
+        &mut problems,
+        &raw.admin.listen,
+        "admin.listen",
+        DEFAULT_ADMIN_LISTEN,
+    );
+    if let (Some(proxy), Some(admin)) = (listen, admin_listen) {
+        if proxy.port() == admin.port() && proxy.port() != 0 {
+            problems.push(format!(
+                "admin.listen {admin} and listen {proxy} share a port: the admin endpoints need their own"
+            ));
+        }
+    }
+
+    let upstream_url = match &raw.upstream.url {
+        Some(url) => problems.check(url, "upstream.url", check_upstream_url(&url.value)),
+        None => problems.take(check_upstream_url(DEFAULT_UPSTREAM).map_err(|e| vec![e])),
+    };
+    let credentials = credentials::validate(&raw.credentials, env, read_file, &mut problems);
+    let allowlist = routes::validate(&raw.routes, &raw.upstream, &mut problems);
+
+    let max_body_bytes = number(&raw.request.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    if max_body_bytes == 0 {
+        problems.push("request.max_body_bytes must be above 0");
+    }
+    let max_connections = number(&raw.request.max_connections, DEFAULT_MAX_CONNECTIONS);
+    if max_connections == 0 || max_connections > MAX_CONNECTIONS {
+        problems.push(format!(
+            "request.max_connections must be between 1 and {MAX_CONNECTIONS}"
+        ));
+    }
+    let max_response_bytes = number(&raw.upstream.max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES);
+    if max_response_bytes == 0 {
+        problems.push("upstream.max_response_bytes must be above 0");
+    }
+
+    let limits = allowlist
+        .as_ref()
+        .and_then(|allowlist| limits::validate(&raw.limits, allowlist, &mut problems));
+    let egress = egress::validate(&raw.egress, read_file, &mut problems);
+
+    let probe_interval = duration(&raw.admin.probe_interval, DEFAULT_PROBE_INTERVAL);
+    if probe_interval.is_zero() {
+        problems.push("admin.probe_interval must be above 0");
+    }
+
+    match (
+        listen,
+        upstream_url,
+        credentials,
+        allowlist,
+        limits,
+        egress,
+        admin_listen,
+    ) {
+        (
+            Some(listen),
+            Some(url),
+            Some(credentials),
+            Some(allowlist),
+            Some(limits),
+            Some(egress),
+            Some(admin_listen),
+        ) if problems.is_empty() => Ok(Config {
+            listen,
+            upstream: UpstreamConfig {
+                url,
+                ca_file: raw.upstream.ca_file.map(|setting| setting.value),
+                max_response_bytes,
+                pool_idle_timeout: duration(
+                    &raw.upstream.pool_idle_timeout,
+                    DEFAULT_POOL_IDLE_TIMEOUT,
+                ),
+                pool_max_idle_per_host: number(
+                    &raw.upstream.pool_max_idle_per_host,
+                    DEFAULT_POOL_MAX_IDLE,
+                ),
+            },
+            credentials,
+            request: RequestLimits {
+                max_body_bytes,
+                body_timeout: duration(&raw.request.body_timeout, DEFAULT_BODY_TIMEOUT),
+                max_connections,
+            },
+            allowlist,
+            limits,
+            egress,
+            admin: AdminConfig {
+                listen: admin_listen,
+                probe_interval,
+                ready_requires_upstream: flag(&raw.admin.ready_requires_upstream, true),
+            },
+            shutdown: ShutdownConfig {
+                drain_timeout: duration(&raw.shutdown.drain_timeout, DEFAULT_DRAIN_TIMEOUT),
+            },
+            reload: ReloadConfig {
+                watch_interval: duration(&raw.reload.watch_interval, DEFAULT_WATCH_INTERVAL),
+            },
+        }),
+        _ => Err(ConfigError {
+            problems: problems.into_list(),
+        }),
+    }
+}
+
+/// A duration key's value, or its default.
+fn duration(setting: &Option<Setting<units::ConfigDuration>>, default: Duration) -> Duration {
+    setting.as_ref().map_or(default, |setting| setting.value.0)
+}
+
+fn number(setting: &Option<Setting<usize>>, default: usize) -> usize {
+    setting.as_ref().map_or(default, |setting| setting.value)
+}
+
+fn flag(setting: &Option<Setting<bool>>, default: bool) -> bool {
+    setting.as_ref().map_or(default, |setting| setting.value)
+}
+
+/// A listen address: the key's value (its origin named on error), else the default.
+fn address(
+    problems: &mut Problems,
+    setting: &Option<Setting<String>>,
+    key: &str,
+    default: &str,
+) -> Option<SocketAddr> {
+    let Some(setting) = setting else {
+        return problems.take(
+            default
+                .parse()
+                .map_err(|_| vec![format!("{key}: the default {default} does not parse")]),
+        );
+    };
+    let text = setting.value.trim();
+    problems.check(
+        setting,
+        key,
+        text.parse()
+            .map_err(|_| format!("`{text}` is not an address such as {default}")),
+    )
+}
+
+#[cfg(test)]
+mod tests;
+
+/// The `limits:` section of `yaml` checked against `allowlist`, for the limiters' tests.
+#[cfg(test)]
+pub(crate) fn limits_from_yaml(
+    yaml: &str,
+    allowlist: &Allowlist,
+) -> Result<LimitsConfig, Vec<String>> {
+    let raw = from_yaml_str(yaml).map_err(|e| vec![e])?;
+    let mut problems = Problems::new("sidecar.yaml");
+    limits::validate(&raw.0.limits, allowlist, &mut problems).ok_or_else(|| problems.into_list())
+}
+
+/// The file with the environment and flags applied, and the problems that cost: for
+/// the section validators' tests.
+#[cfg(test)]
+pub(crate) fn layered(
+    raw: RawFile,
+    overrides: &Overrides,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> (RawConfig, Problems) {
+    let mut problems = Problems::new("sidecar.yaml");
+    let mut raw = raw.0;
+    sources::layer(&mut raw, &keys(), overrides, env, &mut problems);
+    (raw, problems)
+}

@@ -1,0 +1,218 @@
+//! The YAML file's shape: every key, once, with its doc comment and its flag. The docs'
+//! key table (`docs/configuration.md`) is generated from these definitions and a test
+//! fails when the two differ; the CLI's flags and `LINEPAY_SIDECAR_*` variables are built
+//! from them too. Defaults and rules live in the validation modules beside this one.
+
+use super::setting::{Refused, Setting};
+use super::units::{ConfigDuration, ConfigRate};
+use std::path::PathBuf;
+
+/// A YAML list of addresses, each with its own line.
+pub(crate) type AddressList = Vec<Setting<String>>;
+
+config_section! {
+    /// The whole file.
+    RawConfig {
+        /// Address the app connects to. Keep it on loopback: anything that can reach it can make signed LINE Pay calls.
+        listen: value<String> [flag "listen"],
+        upstream: section<RawUpstream>,
+        credentials: section<RawCredentials>,
+        request: section<RawRequest>,
+        routes: section<RawRoutes>,
+        limits: section<RawLimits>,
+        egress: section<RawEgress>,
+        admin: section<RawAdmin>,
+        shutdown: section<RawShutdown>,
+        reload: section<RawReload>,
+    }
+}
+
+config_section! {
+    /// `upstream:` LINE Pay, and the client that reaches it.
+    RawUpstream {
+        /// LINE Pay's base URL, scheme and host only: `https://sandbox-api-pay.line.me` or `https://api-pay.line.me`. Plain `http://` only to loopback (the emulator, tests).
+        url: value<String> [flag "upstream" alias "upstream-url"],
+        /// PEM file of extra CA certificates trusted besides the public web roots (a private test upstream).
+        ca_file: value<PathBuf> [flag "upstream-ca-file"],
+        /// Connect timeout of every route.
+        connect_timeout: value<ConfigDuration> [flag "connect-timeout" alias "upstream-connect-timeout"],
+        /// One read timeout for every route; unset, each route keeps LINE Pay's documented value.
+        read_timeout: value<ConfigDuration> [flag "read-timeout" alias "upstream-read-timeout"],
+        /// Largest LINE Pay answer accepted, in bytes.
+        max_response_bytes: value<usize>,
+        /// How long an idle keep-alive connection to LINE Pay is kept.
+        pool_idle_timeout: value<ConfigDuration>,
+        /// Idle keep-alive connections kept to LINE Pay at most.
+        pool_max_idle_per_host: value<usize>,
+    }
+}
+
+config_section! {
+    /// `credentials:` who the sidecar signs as.
+    RawCredentials {
+        /// The channel id (not a secret).
+        channel_id: value<String> [flag "channel-id" env "LINEPAY_CHANNEL_ID"],
+        /// File holding the channel secret (a mounted Kubernetes Secret, a systemd credential); `LINEPAY_CHANNEL_SECRET` holding the secret itself wins over this key and the variable, the flag wins over all.
+        channel_secret_file: value<PathBuf> [flag "channel-secret-file" env "LINEPAY_CHANNEL_SECRET_FILE"],
+        /// Refused: the secret is never read from the YAML.
+        channel_secret: value<Refused>,
+        /// Offline (POS) integrations: `X-LINE-MerchantDeviceProfileId` sent on every call.
+        merchant_device_profile_id: value<String>,
+        /// Offline (POS) integrations: `X-LINE-MerchantDeviceType` sent on every call.
+        merchant_device_type: value<String>,
+    }
+}
+
+config_section! {
+    /// `request:` what the app may send.
+    RawRequest {
+        /// Larger bodies are refused with 413 `body_too_large` before anything is sent.
+        max_body_bytes: value<usize> [flag "max-body-bytes" alias "request-max-body-bytes"],
+        /// The app must send its whole body within this time (408 `body_timeout`).
+        body_timeout: value<ConfigDuration>,
+        /// Concurrent app connections; past it a connection gets 503 `overloaded`.
+        max_connections: value<usize>,
+    }
+}
+
+config_section! {
+    /// `routes:` the allowlist.
+    RawRoutes {
+        /// Also allow LINE Pay's v2 API (`/v2/payments/...`), which sends the secret itself in a header.
+        v2_legacy: value<bool> [flag "v2-legacy" alias "routes-v2-legacy"],
+        allow: list<RawRoute>,
+        timeouts: map<RawTimeouts>,
+    }
+}
+
+config_section! {
+    /// One entry of `routes.allow`, which replaces the built-in table when present.
+    RawRoute {
+        /// `GET` or `POST`.
+        method: value<String>,
+        /// A path template; a `{parameter}` matches one segment of letters, digits, `-` and `_`.
+        path: value<String>,
+        /// This route's connect timeout.
+        connect_timeout: value<ConfigDuration>,
+        /// This route's read timeout.
+        read_timeout: value<ConfigDuration>,
+    }
+}
+
+config_section! {
+    /// Per-route timeouts, keyed by `METHOD template`; they win over `upstream.*`.
+    RawTimeouts {
+        /// The route's connect timeout.
+        connect_timeout: value<ConfigDuration>,
+        /// The route's read timeout.
+        read_timeout: value<ConfigDuration>,
+    }
+}
+
+config_section! {
+    /// `limits:` token buckets, checked before the body is read.
+    RawLimits {
+        /// Count and log what would be refused; refuse nothing.
+        shadow: value<bool>,
+        global: optional<RawBucket>,
+        routes: map<RawBucket>,
+        per_client: optional<RawClientLimit>,
+        queue: optional<RawQueue>,
+    }
+}
+
+config_section! {
+    /// One token bucket.
+    RawBucket {
+        /// `N/s`, `N/m` or `N/h`.
+        rate: value<ConfigRate>,
+        /// Tokens held at most; defaults to the count per period.
+        burst: value<u32>,
+    }
+}
+
+config_section! {
+    /// `limits.per_client`: one bucket per value of a header the app sets.
+    RawClientLimit {
+        /// The request header naming the client; calls without it share one bucket.
+        header: value<String>,
+        /// `N/s`, `N/m` or `N/h`, per client.
+        rate: value<ConfigRate>,
+        /// Tokens held at most per client; defaults to the count per period.
+        burst: value<u32>,
+        /// Clients tracked at most (the least recently seen is forgotten first).
+        max_clients: value<usize>,
+    }
+}
+
+config_section! {
+    /// `limits.queue`: a refused call may wait for its token instead.
+    RawQueue {
+        /// How long a call may wait for its token.
+        max_wait: value<ConfigDuration>,
+        /// Calls waiting at most.
+        max_queued: value<usize>,
+    }
+}
+
+config_section! {
+    /// `egress:` where calls to LINE Pay leave from (its IP whitelist).
+    RawEgress {
+        /// Source IP of every upstream connection; start-up fails if this host does not hold it.
+        bind_address: value<String> [flag "egress-bind-address"],
+        proxy: optional<RawProxy>,
+        /// Resolve the upstream host only to these IPs, in order (no DNS).
+        pin: value<AddressList> [flag "egress-pin"],
+        expect_ip: optional<RawExpectIp>,
+    }
+}
+
+config_section! {
+    /// `egress.proxy`: an HTTP CONNECT proxy that owns the registered address.
+    RawProxy {
+        /// `http://host:port` of the proxy, never with credentials in it.
+        url: value<String> [flag "egress-proxy"],
+        /// File holding `user:password` for `Proxy-Authorization: Basic`.
+        auth_file: value<PathBuf> [flag "egress-proxy-auth-file" env "LINEPAY_EGRESS_PROXY_AUTH_FILE"],
+    }
+}
+
+config_section! {
+    /// `egress.expect_ip`: check which public address calls really leave from.
+    RawExpectIp {
+        /// The address registered in LINE Pay's whitelist.
+        address: value<String>,
+        /// An echo service that answers the caller's public address as plain text.
+        echo_url: value<String>,
+        /// How long one check may take.
+        timeout: value<ConfigDuration>,
+    }
+}
+
+config_section! {
+    /// `admin:` the port of `/metrics`, `/healthz` and `/readyz`.
+    RawAdmin {
+        /// Address of `/metrics`, `/healthz` and `/readyz`.
+        listen: value<String> [flag "admin-listen"],
+        /// How often `/readyz`'s upstream check opens a connection to LINE Pay.
+        probe_interval: value<ConfigDuration>,
+        /// Whether an unreachable LINE Pay fails `/readyz`.
+        ready_requires_upstream: value<bool>,
+    }
+}
+
+config_section! {
+    /// `shutdown:` what SIGTERM does.
+    RawShutdown {
+        /// How long calls in flight may take to finish after SIGTERM.
+        drain_timeout: value<ConfigDuration> [flag "drain-timeout" alias "shutdown-drain-timeout"],
+    }
+}
+
+config_section! {
+    /// `reload:` how changes are picked up.
+    RawReload {
+        /// How often the config and secret files are checked for changes; `0s` turns the check off (SIGHUP still reloads).
+        watch_interval: value<ConfigDuration>,
+    }
+}

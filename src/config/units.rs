@@ -1,0 +1,145 @@
+//! Units a configuration value is written in, each parsed in one place for the YAML
+//! file, the flags and the environment alike: durations (`5s`, `250ms`), rates (`50/s`).
+
+use crate::limit::Rate;
+use serde::{Deserialize, Deserializer};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+/// The longest duration any setting accepts: nothing here needs longer, and far larger
+/// values overflow clock arithmetic.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// The largest count per period: far beyond any LINE Pay quota, and small enough that
+/// governor's arithmetic (nanoseconds in a `u64`) cannot overflow.
+pub(crate) const MAX_RATE_COUNT: u32 = 1_000_000;
+
+/// A duration written as `5s`, `250ms`, `2m` or `1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConfigDuration(pub(crate) Duration);
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_duration(&text)
+            .map(ConfigDuration)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `5s`, `250ms`, `2m`, `1h` (and humantime's longer forms such as `1m 30s`).
+/// A bare number is refused because its unit would be a guess.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("an empty duration: write one such as 5s or 250ms".to_owned());
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "`{text}` needs a unit: ms, s, m or h (e.g. {text}s)"
+        ));
+    }
+    let duration = humantime::parse_duration(text).map_err(|error| match error {
+        humantime::DurationError::UnknownUnit { .. } => {
+            format!("`{text}` has an unknown unit: use ms, s, m or h")
+        }
+        humantime::DurationError::NumberOverflow => {
+            format!("`{text}` is longer than the 24h this setting can take")
+        }
+        _ => format!("`{text}` is not a duration such as 5s or 250ms"),
+    })?;
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "`{text}` is longer than the 24h this setting can take"
+        ));
+    }
+    Ok(duration)
+}
+
+/// A rate written `50/s`, `20/m` or `100/h`, as the YAML gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConfigRate(pub(crate) Rate);
+
+impl<'de> Deserialize<'de> for ConfigRate {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_rate(&text)
+            .map(ConfigRate)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `50/s`, `20/m`, `100/h`. A bare number is refused: per second and per minute
+/// are both plausible, and guessing wrong is a factor of 60.
+pub(crate) fn parse_rate(text: &str) -> Result<Rate, String> {
+    let text = text.trim();
+    let Some((count, unit)) = text.split_once('/') else {
+        return Err(if text.parse::<u64>().is_ok() {
+            format!("rate `{text}` needs a period: write {text}/s, {text}/m or {text}/h")
+        } else {
+            format!("`{text}` is not a rate such as 50/s, 20/m or 100/h")
+        });
+    };
+    let count: u32 = count
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a rate such as 50/s, 20/m or 100/h"))?;
+    let period = match unit.trim() {
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        _ => {
+            return Err(format!(
+                "rate `{text}` has an unknown period: use /s, /m or /h"
+            ))
+        }
+    };
+    let Some(count) = NonZeroU32::new(count) else {
+        return Err(format!(
+            "rate `{text}` allows nothing; use at least 1, or remove the limit"
+        ));
+    };
+    if count.get() > MAX_RATE_COUNT {
+        return Err(format!(
+            "rate `{text}` is above {MAX_RATE_COUNT} per period; remove the limit instead"
+        ));
+    }
+    Ok(Rate { count, period })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_need_a_unit_and_stay_within_a_day() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("5").unwrap_err().contains("unit"));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("25h").unwrap_err().contains("24h"));
+        assert!(parse_duration("99999999999999999h").is_err());
+    }
+
+    #[test]
+    fn rates_are_written_with_a_period() {
+        let rate = parse_rate("50/s").unwrap();
+        assert_eq!(
+            (rate.count.get(), rate.period),
+            (50, Duration::from_secs(1))
+        );
+        assert_eq!(parse_rate("20/m").unwrap().period, Duration::from_secs(60));
+        assert_eq!(
+            parse_rate("100/h").unwrap().period,
+            Duration::from_secs(3600)
+        );
+        assert!(parse_rate("50").unwrap_err().contains("50/s"));
+        assert!(parse_rate("0/s").unwrap_err().contains("allows nothing"));
+        assert!(parse_rate("5/d").unwrap_err().contains("unknown period"));
+        assert!(parse_rate("2000000/s").unwrap_err().contains("above"));
+    }
+}
