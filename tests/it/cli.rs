@@ -8,11 +8,10 @@ const VECTOR_BODY: &str = r#"{"amount":100,"currency":"TWD"}"#;
 const VECTOR_NONCE: &str = "6f1ba1c9-8f3f-4b9a-9b3e-0d2c1a6b5e77";
 const VECTOR_SIGNATURE: &str = "07cnOfuso3B3HFlVXKMM4vlF0/yprYM8TmAKhG7ZROM=";
 
-#[test]
-fn sign_prints_the_reference_signature_and_never_the_secret() {
-    let body = TempFile::with_contents("body.json", VECTOR_BODY.as_bytes());
-
-    let output = Cli::new()
+/// `sign` of this body file for `/v3/payments/request`, with the reference vector's nonce
+/// and secret and channel `1234567890`.
+fn sign_with_the_vector_secret(body: &TempFile) -> Cli {
+    Cli::new()
         .arg("sign")
         .arg("--path")
         .arg("/v3/payments/request")
@@ -23,7 +22,13 @@ fn sign_prints_the_reference_signature_and_never_the_secret() {
         .arg("--channel-id")
         .arg("1234567890")
         .env("LINEPAY_CHANNEL_SECRET", VECTOR_SECRET)
-        .run();
+}
+
+#[test]
+fn sign_prints_the_reference_signature_and_never_the_secret() {
+    let body = TempFile::with_contents("body.json", VECTOR_BODY.as_bytes());
+
+    let output = sign_with_the_vector_secret(&body).run();
 
     assert!(output.status.success(), "{output:?}");
     let lines: Vec<&str> = output.stdout.lines().collect();
@@ -48,18 +53,7 @@ fn sign_signs_the_body_file_byte_for_byte() {
     // A trailing newline is part of the body: the signature must change with it.
     let body = TempFile::with_contents("body-nl.json", format!("{VECTOR_BODY}\n").as_bytes());
 
-    let output = Cli::new()
-        .arg("sign")
-        .arg("--path")
-        .arg("/v3/payments/request")
-        .arg("--body-file")
-        .arg(body.path_str())
-        .arg("--nonce")
-        .arg(VECTOR_NONCE)
-        .arg("--channel-id")
-        .arg("1234567890")
-        .env("LINEPAY_CHANNEL_SECRET", VECTOR_SECRET)
-        .run();
+    let output = sign_with_the_vector_secret(&body).run();
 
     assert!(output.status.success(), "{output:?}");
     assert!(

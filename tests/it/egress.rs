@@ -7,21 +7,14 @@
 //! connection is attempted.
 
 use crate::util::{
-    binary_command, closed_port_url, eventually_within, start_emulator, Call, Cli, ConnectProxy,
-    EchoServer, Reply, Sidecar, TempFile, TestPki, Tunnelled, Upstream, CHANNEL_ID, CHANNEL_SECRET,
-    WAIT_LIMIT,
+    closed_port_url, eventually_within, start_emulator, Call, Cli, ConnectProxy, EchoServer,
+    EmulatorProcess, EmulatorSetup, Reply, Sidecar, TempFile, TestPki, Tunnelled, Upstream,
+    CHANNEL_ID, CHANNEL_SECRET,
 };
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use linepay_sidecar::emulator::{Emulator, EmulatorConfig};
-use linepay_sidecar::secret::Secret;
-use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, SocketAddr};
-use std::process::{Child, Stdio};
-use std::sync::Arc;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 const BOUND: &str = "127.0.0.2";
 const PINNED: &str = "127.0.0.3";
@@ -39,13 +32,20 @@ fn ip(text: &str) -> IpAddr {
         .unwrap_or_else(|error| panic!("{text}: {error}"))
 }
 
-fn assert_line_pay_success(reply: &Reply) {
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(reply.sidecar_error(), None, "{}", reply.text());
+/// LINE Pay's `0000`, passed through; `case` names the call in a failure.
+#[track_caller]
+fn assert_line_pay_success(case: &str, reply: &Reply) {
+    assert_eq!(reply.status, 200, "case {case:?}: {}", reply.text());
+    assert_eq!(
+        reply.sidecar_error(),
+        None,
+        "case {case:?}: {}",
+        reply.text()
+    );
     assert_eq!(
         reply.return_code().as_deref(),
         Some("0000"),
-        "{}",
+        "case {case:?}: {}",
         reply.text()
     );
 }
@@ -114,8 +114,14 @@ fn bind_address_not_on_this_host_stops_start_up_with_a_clear_error() {
             ),
             "{subcommand:?}: {output:?}"
         );
-        assert!(output.stderr.contains("whitelist"), "{output:?}");
-        assert!(!output.stdout.contains("listening on"), "{output:?}");
+        assert!(
+            output.stderr.contains("whitelist"),
+            "{subcommand:?}: {output:?}"
+        );
+        assert!(
+            !output.stdout.contains("listening on"),
+            "{subcommand:?}: {output:?}"
+        );
     }
 }
 
@@ -143,7 +149,7 @@ async fn calls_go_through_a_connect_proxy_with_tls_end_to_end_and_arrive_signed(
         .await;
 
     // 0000 from the emulator: the signature it checked arrived intact.
-    assert_line_pay_success(&reply);
+    assert_line_pay_success("through the proxy", &reply);
     assert_eq!(emulator.calls(), 1);
     let tunnels = proxy.tunnels();
     assert!(!tunnels.is_empty(), "nothing went through the proxy");
@@ -224,56 +230,14 @@ async fn a_proxy_that_is_down_is_502_upstream_proxy_quickly() {
 // ---------------------------------------------------------------------------------------
 // 3. egress.pin
 
-/// An in-process emulator on a chosen loopback address, optionally over TLS and with
-/// an IP whitelist; stops when dropped.
-struct LocalEmulator {
-    addr: SocketAddr,
-    emulator: Emulator,
-    task: JoinHandle<std::io::Result<()>>,
-}
-
-impl LocalEmulator {
-    async fn start(
-        bind: &str,
-        tls: Option<Arc<rustls::ServerConfig>>,
-        allow_sources: &[&str],
-    ) -> LocalEmulator {
-        let listener = TcpListener::bind((ip(bind), 0))
-            .await
-            .unwrap_or_else(|error| panic!("cannot bind the emulator on {bind}: {error}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|error| panic!("emulator has no address: {error}"));
-        let emulator = Emulator::new(EmulatorConfig {
-            allow_sources: allow_sources
-                .iter()
-                .map(|range| {
-                    range
-                        .parse()
-                        .unwrap_or_else(|error| panic!("{range}: {error}"))
-                })
-                .collect(),
-            ..EmulatorConfig::new(CHANNEL_ID, Secret::new(CHANNEL_SECRET))
-        });
-        let task = tokio::spawn(emulator.clone().serve(listener, tls));
-        LocalEmulator {
-            addr,
-            emulator,
-            task,
-        }
-    }
-}
-
-impl Drop for LocalEmulator {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn pin_sends_the_call_to_the_pinned_ip_while_tls_checks_the_host_name() {
     let pki = TestPki::for_names(&[MADE_UP_HOST]);
-    let upstream = LocalEmulator::start(PINNED, Some(pki.server_config.clone()), &[]).await;
+    let upstream = EmulatorSetup::new(CHANNEL_ID, CHANNEL_SECRET)
+        .bind(PINNED)
+        .tls(pki.server_config.clone())
+        .start()
+        .await;
     let url = format!("https://{MADE_UP_HOST}:{}", upstream.addr.port());
     let pinned = Sidecar::new()
         .upstream(&url)
@@ -287,8 +251,8 @@ async fn pin_sends_the_call_to_the_pinned_ip_while_tls_checks_the_host_name() {
         .send(pinned.addr)
         .await;
 
-    assert_line_pay_success(&reply);
-    assert_eq!(upstream.emulator.calls(), 1);
+    assert_line_pay_success("pinned", &reply);
+    assert_eq!(upstream.calls(), 1);
 
     // Without the pin the made-up name resolves nowhere: the pin did the routing.
     let unpinned = Sidecar::new().upstream(&url).trusting(&pki).start().await;
@@ -312,17 +276,17 @@ async fn pin_sends_the_call_to_the_pinned_ip_while_tls_checks_the_host_name() {
         .send(other_name.addr)
         .await;
     reply.assert_sidecar_error(502, "upstream_tls");
-    assert_eq!(
-        upstream.emulator.calls(),
-        1,
-        "nothing sent without a verified name"
-    );
+    assert_eq!(upstream.calls(), 1, "nothing sent without a verified name");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn through_a_proxy_the_pinned_ip_is_the_connect_target() {
     let pki = TestPki::for_names(&[MADE_UP_HOST]);
-    let upstream = LocalEmulator::start(PINNED, Some(pki.server_config.clone()), &[]).await;
+    let upstream = EmulatorSetup::new(CHANNEL_ID, CHANNEL_SECRET)
+        .bind(PINNED)
+        .tls(pki.server_config.clone())
+        .start()
+        .await;
     let proxy = ConnectProxy::start(None).await;
     let sidecar = Sidecar::new()
         .upstream(format!("https://{MADE_UP_HOST}:{}", upstream.addr.port()))
@@ -338,7 +302,7 @@ async fn through_a_proxy_the_pinned_ip_is_the_connect_target() {
         .send(sidecar.addr)
         .await;
 
-    assert_line_pay_success(&reply);
+    assert_line_pay_success("pinned, through a proxy", &reply);
     let tunnels = proxy.tunnels();
     assert!(!tunnels.is_empty());
     for tunnel in &tunnels {
@@ -351,131 +315,59 @@ async fn through_a_proxy_the_pinned_ip_is_the_connect_target() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn emulator_whitelist_refuses_other_sources_as_line_pay_does() {
-    let upstream = LocalEmulator::start("127.0.0.1", None, &["127.0.0.2/32"]).await;
-    let url = format!("http://{}", upstream.addr);
-
-    let unregistered = Sidecar::new().upstream(&url).start().await;
-    let reply = Call::post("/v3/payments/request", payment_request("wl-1"))
-        .send(unregistered.addr)
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(
-        reply.sidecar_error(),
-        None,
-        "LINE Pay's answer, passed through"
-    );
-    assert_eq!(
-        reply.return_code().as_deref(),
-        Some("1106"),
-        "{}",
-        reply.text()
-    );
-    assert!(
-        reply
-            .text()
-            .contains("Ip address [127.0.0.1] is not allowed to access this API"),
-        "{}",
-        reply.text()
-    );
-
-    let registered = Sidecar::new()
-        .upstream(&url)
-        .arg("--egress-bind-address")
-        .arg(BOUND)
+    // The same rehearsal for both ways to run the emulator.
+    let in_process = EmulatorSetup::new(CHANNEL_ID, CHANNEL_SECRET)
+        .allow_sources(&["127.0.0.2/32"])
         .start()
         .await;
-    let reply = Call::post("/v3/payments/request", payment_request("wl-2"))
-        .send(registered.addr)
-        .await;
-    assert_line_pay_success(&reply);
-}
-
-/// `linepay-sidecar emulator ...` as a child process; killed on drop.
-struct EmulatorProcess {
-    addr: SocketAddr,
-    child: Child,
-}
-
-impl EmulatorProcess {
-    fn start(args: &[&str]) -> EmulatorProcess {
-        let mut command = binary_command();
-        command
-            .arg("emulator")
-            .args(args)
-            .env("LINEPAY_CHANNEL_ID", CHANNEL_ID)
-            .env("LINEPAY_CHANNEL_SECRET", CHANNEL_SECRET)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start the emulator: {error}"));
-        let Some(stdout) = child.stdout.take() else {
-            let _ = child.kill();
-            panic!("the emulator's stdout is not captured");
-        };
-        let (lines, received) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut process = EmulatorProcess {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            child,
-        };
-        let deadline = Instant::now() + WAIT_LIMIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = received
-                .recv_timeout(left)
-                .unwrap_or_else(|error| panic!("the emulator did not announce its port: {error}"));
-            if let Some(addr) = line
-                .strip_prefix("linepay emulator listening on http://")
-                .and_then(|addr| addr.trim().parse().ok())
-            {
-                process.addr = addr;
-                return process;
-            }
-        }
-    }
-}
-
-impl Drop for EmulatorProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn emulator_command_takes_allow_source() {
-    let emulator =
+    let command =
         EmulatorProcess::start(&["--listen", "127.0.0.1:0", "--allow-source", "127.0.0.2/32"]);
-    let url = format!("http://{}", emulator.addr);
 
-    let unregistered = Sidecar::new().upstream(&url).start().await;
-    let refused = Call::post("/v3/payments/request", payment_request("cli-1"))
+    for (case, url, order) in [
+        ("in-process emulator", in_process.url(), "wl"),
+        ("`emulator --allow-source` command", command.url(), "cli"),
+    ] {
+        let unregistered = Sidecar::new().upstream(&url).start().await;
+        let reply = Call::post(
+            "/v3/payments/request",
+            payment_request(&format!("{order}-1")),
+        )
         .send(unregistered.addr)
         .await;
-    assert_eq!(
-        refused.return_code().as_deref(),
-        Some("1106"),
-        "{}",
-        refused.text()
-    );
+        assert_eq!(reply.status, 200, "case {case:?}: {}", reply.text());
+        assert_eq!(
+            reply.sidecar_error(),
+            None,
+            "case {case:?}: LINE Pay's answer, passed through"
+        );
+        assert_eq!(
+            reply.return_code().as_deref(),
+            Some("1106"),
+            "case {case:?}: {}",
+            reply.text()
+        );
+        assert!(
+            reply
+                .text()
+                .contains("Ip address [127.0.0.1] is not allowed to access this API"),
+            "case {case:?}: {}",
+            reply.text()
+        );
 
-    let registered = Sidecar::new()
-        .upstream(&url)
-        .arg("--egress-bind-address")
-        .arg(BOUND)
-        .start()
-        .await;
-    let accepted = Call::post("/v3/payments/request", payment_request("cli-2"))
+        let registered = Sidecar::new()
+            .upstream(&url)
+            .arg("--egress-bind-address")
+            .arg(BOUND)
+            .start()
+            .await;
+        let reply = Call::post(
+            "/v3/payments/request",
+            payment_request(&format!("{order}-2")),
+        )
         .send(registered.addr)
         .await;
-    assert_line_pay_success(&accepted);
+        assert_line_pay_success(case, &reply);
+    }
 }
 
 #[test]

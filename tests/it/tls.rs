@@ -9,66 +9,64 @@ fn payment_request(order_id: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn https_upstream_with_private_ca_file_is_accepted() {
-    let pki = TestPki::for_names(&["localhost"]);
-    let emulator =
-        start_emulator(CHANNEL_ID, CHANNEL_SECRET, Some(pki.server_config.clone())).await;
-    let sidecar = Sidecar::new()
-        .upstream(emulator.url())
-        .trusting(&pki)
-        .start()
-        .await;
-
-    let reply = Call::post("/v3/payments/request", payment_request("tls-1"))
-        .send(sidecar.addr)
-        .await;
-
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(
-        reply.return_code().as_deref(),
-        Some("0000"),
-        "{}",
-        reply.text()
-    );
-    assert_eq!(emulator.calls(), 1);
+/// What the app gets back over one kind of HTTPS upstream.
+enum Outcome {
+    /// LINE Pay's `0000`: the emulator received the call and its signature checked.
+    Signed,
+    /// The sidecar's own 502 `upstream_tls`, with nothing sent to the emulator.
+    RefusedTls,
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn https_upstream_without_its_ca_is_502_tls() {
-    let pki = TestPki::for_names(&["localhost"]);
-    let emulator =
-        start_emulator(CHANNEL_ID, CHANNEL_SECRET, Some(pki.server_config.clone())).await;
-    let sidecar = Sidecar::new().upstream(emulator.url()).start().await;
+async fn https_upstream_is_trusted_only_with_its_ca_and_its_name() {
+    // (case, the name the emulator's certificate is for, --upstream-ca-file given, outcome)
+    let cases = [
+        ("private CA file given", "localhost", true, Outcome::Signed),
+        // Nothing may be sent over an untrusted connection.
+        (
+            "private CA not given",
+            "localhost",
+            false,
+            Outcome::RefusedTls,
+        ),
+        // Trusted CA, wrong name: the CA file must not turn off host name checks.
+        (
+            "certificate for another name",
+            "api-pay.line.me",
+            true,
+            Outcome::RefusedTls,
+        ),
+    ];
+    for (number, (case, name, trusted, outcome)) in cases.into_iter().enumerate() {
+        let pki = TestPki::for_names(&[name]);
+        let emulator =
+            start_emulator(CHANNEL_ID, CHANNEL_SECRET, Some(pki.server_config.clone())).await;
+        let mut sidecar = Sidecar::new().upstream(emulator.url());
+        if trusted {
+            sidecar = sidecar.trusting(&pki);
+        }
+        let sidecar = sidecar.start().await;
 
-    let reply = Call::post("/v3/payments/request", payment_request("tls-2"))
-        .send(sidecar.addr)
-        .await;
+        let order_id = format!("tls-{}", number + 1);
+        let reply = Call::post("/v3/payments/request", payment_request(&order_id))
+            .send(sidecar.addr)
+            .await;
 
-    reply.assert_sidecar_error(502, "upstream_tls");
-    assert_eq!(
-        emulator.calls(),
-        0,
-        "nothing may be sent over an untrusted connection"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn https_upstream_with_a_certificate_for_another_name_is_502_tls() {
-    // Trusted CA, wrong name: the CA file must not turn off host name checks.
-    let pki = TestPki::for_names(&["api-pay.line.me"]);
-    let emulator =
-        start_emulator(CHANNEL_ID, CHANNEL_SECRET, Some(pki.server_config.clone())).await;
-    let sidecar = Sidecar::new()
-        .upstream(emulator.url())
-        .trusting(&pki)
-        .start()
-        .await;
-
-    let reply = Call::post("/v3/payments/request", payment_request("tls-3"))
-        .send(sidecar.addr)
-        .await;
-
-    reply.assert_sidecar_error(502, "upstream_tls");
-    assert_eq!(emulator.calls(), 0);
+        match outcome {
+            Outcome::Signed => {
+                assert_eq!(reply.status, 200, "case {case:?}: {}", reply.text());
+                assert_eq!(
+                    reply.return_code().as_deref(),
+                    Some("0000"),
+                    "case {case:?}: {}",
+                    reply.text()
+                );
+                assert_eq!(emulator.calls(), 1, "case {case:?}");
+            }
+            Outcome::RefusedTls => {
+                reply.assert_case_sidecar_error(case, 502, "upstream_tls");
+                assert_eq!(emulator.calls(), 0, "case {case:?}: sent anyway");
+            }
+        }
+    }
 }

@@ -82,54 +82,49 @@ async fn unresolvable_host_is_502_dns() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn upstream_answering_garbage_is_502_protocol() {
-    let upstream = RawUpstream::answering(b"this is not HTTP at all\r\n\r\n").await;
-    let sidecar = Sidecar::new().upstream(upstream.url()).start().await;
+async fn upstream_answering_badly_is_502_protocol_and_none_of_it_is_passed_on() {
+    // (case, what the upstream writes back, text of it that must not reach the app)
+    let cases: [(&str, &'static [u8], &str); 3] = [
+        (
+            "garbage",
+            b"this is not HTTP at all\r\n\r\n",
+            "not HTTP",
+        ),
+        (
+            // Half an answer is never passed on as if it were LINE Pay's.
+            "closed mid-response",
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"returnCode\":\"00",
+            "returnCode",
+        ),
+        (
+            "body shorter than its length, with an internal header",
+            b"HTTP/1.1 200 OK\r\nX-Internal: db-host-17\r\nContent-Length: 99\r\n\r\nleaked-upstream-detail",
+            "leaked-upstream-detail",
+        ),
+    ];
+    for (case, answer, upstream_text) in cases {
+        let upstream = RawUpstream::answering(answer).await;
+        let sidecar = Sidecar::new().upstream(upstream.url()).start().await;
 
-    let reply = Call::post("/v3/payments/request", r#"{"amount":1}"#)
-        .send(sidecar.addr)
-        .await;
+        let reply = Call::post("/v3/payments/request", r#"{"amount":1}"#)
+            .send(sidecar.addr)
+            .await;
 
-    reply.assert_sidecar_error(502, "upstream_protocol");
-    // The request was written before the garbage came back: it may have been processed.
-    assert_eq!(reply.retry_safe(), Some(false));
-    assert!(upstream.connections() >= 1);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn upstream_closing_mid_response_is_502_protocol() {
-    let upstream = RawUpstream::answering(
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"returnCode\":\"00",
-    )
-    .await;
-    let sidecar = Sidecar::new().upstream(upstream.url()).start().await;
-
-    let reply = Call::post("/v3/payments/request", r#"{"amount":1}"#)
-        .send(sidecar.addr)
-        .await;
-
-    reply.assert_sidecar_error(502, "upstream_protocol");
-    // Half an answer is never passed on as if it were LINE Pay's.
-    assert!(!reply.text().contains("returnCode"), "{}", reply.text());
-    assert_eq!(reply.retry_safe(), Some(false));
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn upstream_failure_answer_never_echoes_upstream_text() {
-    let upstream = RawUpstream::answering(b"HTTP/1.1 200 OK\r\nX-Internal: db-host-17\r\nContent-Length: 99\r\n\r\nleaked-upstream-detail").await;
-    let sidecar = Sidecar::new().upstream(upstream.url()).start().await;
-
-    let reply = Call::post("/v3/payments/request", r#"{"amount":1}"#)
-        .send(sidecar.addr)
-        .await;
-
-    assert_eq!(reply.sidecar_error(), Some("upstream_protocol"));
-    assert!(
-        !reply.text().contains("leaked-upstream-detail"),
-        "{}",
-        reply.text()
-    );
-    assert!(reply.header("x-internal").is_none());
+        reply.assert_case_sidecar_error(case, 502, "upstream_protocol");
+        // The request was written before the bad answer came back: it may have been
+        // processed, so the app must not simply send it again.
+        assert_eq!(reply.retry_safe(), Some(false), "case {case:?}");
+        assert!(
+            upstream.connections() >= 1,
+            "case {case:?}: never connected"
+        );
+        assert!(
+            !reply.text().contains(upstream_text),
+            "case {case:?}: upstream text echoed: {}",
+            reply.text()
+        );
+        assert_eq!(reply.header("x-internal"), None, "case {case:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

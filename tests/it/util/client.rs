@@ -74,17 +74,34 @@ impl Reply {
     /// the `x-linepay-sidecar-error` header and as the body's `error.code`.
     #[track_caller]
     pub fn assert_sidecar_error(&self, status: u16, code: &str) {
-        assert_eq!(self.status, status, "status for {code}: {}", self.text());
+        self.check_sidecar_error("", status, code);
+    }
+
+    /// [`Reply::assert_sidecar_error`] for one case of a table: a failure names the case
+    /// (`case "double slash": expected 400 ambiguous_path, got 403: ...`).
+    #[track_caller]
+    pub fn assert_case_sidecar_error(&self, case: &str, status: u16, code: &str) {
+        self.check_sidecar_error(&format!("case {case:?}: "), status, code);
+    }
+
+    #[track_caller]
+    fn check_sidecar_error(&self, prefix: &str, status: u16, code: &str) {
+        assert!(
+            self.status == status,
+            "{prefix}expected {status} {code}, got {}: {}",
+            self.status,
+            self.text()
+        );
         assert_eq!(
             self.sidecar_error(),
             Some(code),
-            "x-linepay-sidecar-error header: {}",
+            "{prefix}x-linepay-sidecar-error header: {}",
             self.text()
         );
         assert_eq!(
             self.error_code().as_deref(),
             Some(code),
-            "error.code in the body: {}",
+            "{prefix}error.code in the body: {}",
             self.text()
         );
     }

@@ -1,9 +1,18 @@
-//! The crate's LINE Pay emulator, served in the test process on a loopback port.
+//! The crate's LINE Pay emulator for tests: served in the test process on a loopback
+//! port ([`start_emulator`], [`EmulatorSetup`]), or run as the binary's `emulator`
+//! subcommand ([`EmulatorProcess`]).
+//!
+//! Every use of the emulator's API in the tests is in this file, so that where the
+//! emulator lives is written once.
 
+use super::{binary_command, CHANNEL_ID, CHANNEL_SECRET, WAIT_LIMIT};
 use linepay_sidecar::emulator::{Emulator, EmulatorConfig};
 use linepay_sidecar::secret::Secret;
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -15,27 +24,88 @@ pub struct RunningEmulator {
     tls: bool,
 }
 
-/// Starts an emulator that accepts `channel_id` and `channel_secret`, over TLS when a
-/// server config is given.
+/// Starts an emulator on 127.0.0.1 that accepts `channel_id` and `channel_secret`, over
+/// TLS when a server config is given.
 pub async fn start_emulator(
     channel_id: &str,
     channel_secret: &str,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> RunningEmulator {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|error| panic!("cannot bind the emulator: {error}"));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|error| panic!("emulator has no address: {error}"));
-    let emulator = Emulator::new(EmulatorConfig::new(channel_id, Secret::new(channel_secret)));
-    let is_tls = tls.is_some();
-    let task = tokio::spawn(emulator.clone().serve(listener, tls));
-    RunningEmulator {
-        addr,
-        emulator,
-        task,
-        tls: is_tls,
+    let mut setup = EmulatorSetup::new(channel_id, channel_secret);
+    setup.tls = tls;
+    setup.start().await
+}
+
+/// Builder for an emulator with more than [`start_emulator`]'s choices:
+/// `EmulatorSetup::new(id, secret).bind("127.0.0.3").allow_sources(&["127.0.0.2/32"]).start()`.
+pub struct EmulatorSetup {
+    channel_id: String,
+    channel_secret: String,
+    bind: IpAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    allow_sources: Vec<String>,
+}
+
+impl EmulatorSetup {
+    /// Plain HTTP on 127.0.0.1, accepting calls from every source.
+    pub fn new(channel_id: &str, channel_secret: &str) -> EmulatorSetup {
+        EmulatorSetup {
+            channel_id: channel_id.to_owned(),
+            channel_secret: channel_secret.to_owned(),
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            tls: None,
+            allow_sources: Vec::new(),
+        }
+    }
+
+    /// Listens on this loopback address (127.0.0.0/8 is all local on Linux) instead.
+    pub fn bind(mut self, address: &str) -> EmulatorSetup {
+        self.bind = address
+            .parse()
+            .unwrap_or_else(|error| panic!("{address}: {error}"));
+        self
+    }
+
+    /// Serves TLS with this server config.
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> EmulatorSetup {
+        self.tls = Some(config);
+        self
+    }
+
+    /// The merchant center's IP whitelist: calls from any other source are refused as
+    /// LINE Pay refuses them.
+    pub fn allow_sources(mut self, ranges: &[&str]) -> EmulatorSetup {
+        self.allow_sources = ranges.iter().map(|range| (*range).to_owned()).collect();
+        self
+    }
+
+    pub async fn start(self) -> RunningEmulator {
+        let listener = TcpListener::bind((self.bind, 0))
+            .await
+            .unwrap_or_else(|error| panic!("cannot bind the emulator on {}: {error}", self.bind));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|error| panic!("emulator has no address: {error}"));
+        let emulator = Emulator::new(EmulatorConfig {
+            allow_sources: self
+                .allow_sources
+                .iter()
+                .map(|range| {
+                    range
+                        .parse()
+                        .unwrap_or_else(|error| panic!("{range}: {error}"))
+                })
+                .collect(),
+            ..EmulatorConfig::new(self.channel_id, Secret::new(self.channel_secret))
+        });
+        let is_tls = self.tls.is_some();
+        let task = tokio::spawn(emulator.clone().serve(listener, self.tls));
+        RunningEmulator {
+            addr,
+            emulator,
+            task,
+            tls: is_tls,
+        }
     }
 }
 
@@ -59,5 +129,71 @@ impl RunningEmulator {
 impl Drop for RunningEmulator {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// `linepay-sidecar emulator ...` as a child process, for [`CHANNEL_ID`] and
+/// [`CHANNEL_SECRET`]; killed on drop.
+pub struct EmulatorProcess {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl EmulatorProcess {
+    /// Starts the subcommand with `args` and waits (bounded) for its announce line.
+    pub fn start(args: &[&str]) -> EmulatorProcess {
+        let mut command = binary_command();
+        command
+            .arg("emulator")
+            .args(args)
+            .env("LINEPAY_CHANNEL_ID", CHANNEL_ID)
+            .env("LINEPAY_CHANNEL_SECRET", CHANNEL_SECRET)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start the emulator: {error}"));
+        let Some(stdout) = child.stdout.take() else {
+            let _ = child.kill();
+            panic!("the emulator's stdout is not captured");
+        };
+        let (lines, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut process = EmulatorProcess {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            child,
+        };
+        let deadline = Instant::now() + WAIT_LIMIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = received
+                .recv_timeout(left)
+                .unwrap_or_else(|error| panic!("the emulator did not announce its port: {error}"));
+            if let Some(addr) = line
+                .strip_prefix("linepay emulator listening on http://")
+                .and_then(|addr| addr.trim().parse().ok())
+            {
+                process.addr = addr;
+                return process;
+            }
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for EmulatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

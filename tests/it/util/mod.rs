@@ -8,7 +8,10 @@
 //!   answers fixed bytes (garbage, a cut-off response); [`EchoServer`] answers with the
 //!   caller's address, as a public-IP echo service does.
 //! - [`ConnectProxy`]: an HTTP CONNECT forward proxy that records every tunnel.
-//! - [`start_emulator`]: the crate's LINE Pay emulator in this process, plain or TLS.
+//! - [`start_emulator`] / [`EmulatorSetup`]: the crate's LINE Pay emulator in this
+//!   process, plain or TLS, on a chosen loopback address, with an IP whitelist;
+//!   [`EmulatorProcess`]: the binary's `emulator` subcommand. The only file that touches
+//!   the emulator's API.
 //! - [`Call`] / [`send_raw`]: an HTTP/1.1 client for normal calls and for raw bytes that
 //!   a URI type would normalise or refuse.
 //! - [`TestPki`]: a private CA and a `localhost` leaf certificate (rcgen).
@@ -32,7 +35,7 @@ mod wait;
 pub use cli::Cli;
 pub use client::{send_raw, Call, Reply};
 pub use connect_proxy::{ConnectProxy, Tunnelled};
-pub use emulator::start_emulator;
+pub use emulator::{start_emulator, EmulatorProcess, EmulatorSetup};
 pub use sidecar::{metric, RunningSidecar, Sidecar};
 pub use tls::TestPki;
 pub use upstream::{closed_port_url, EchoServer, RawUpstream, Recorded, Upstream};
