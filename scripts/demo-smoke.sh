@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# The README's quick start, run as a new user would: start `linepay-sidecar demo`, then
-# request → confirm → details → refund through it with curl; every step must answer
-# returnCode 0000, and an unlisted path must be refused by the sidecar.
+# The README's quick start, run as a new user would: start the demo with the README's
+# command, then request → confirm → details → refund through it with curl; every step
+# must answer returnCode 0000, and an unlisted path must be refused by the sidecar.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --quiet
-bin=target/debug/linepay-sidecar
+# The command exactly as the README's quick start shows it (tests/it/docs.rs checks that
+# the README still does); only the ports differ, so a demo already running cannot clash.
+quick_start="cargo run -- demo"
+cargo build --quiet   # the first build can take minutes; the start-up wait below cannot
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
 base="http://127.0.0.1:$port"
 log=$(mktemp)
-"$bin" demo --listen "127.0.0.1:$port" --admin-listen 127.0.0.1:0 >"$log" 2>&1 &
+# Unquoted on purpose: the command's words. `cargo run` replaces itself with the binary
+# (exec), so $pid is the demo.
+$quick_start --listen "127.0.0.1:$port" --admin-listen 127.0.0.1:0 >"$log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -f "$log"' EXIT
 for _ in $(seq 1 100); do

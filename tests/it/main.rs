@@ -5,6 +5,7 @@ mod util;
 
 mod cli;
 mod deploy;
+mod docs;
 mod egress;
 mod examples;
 mod flows;

@@ -1,0 +1,319 @@
+//! The README is a front door and the manual lives in `docs/`: the front door stays short,
+//! its two quick-start commands are the ones CI runs, and every relative link between the
+//! pages (file and `#anchor`) leads somewhere.
+//!
+//! Links are read from the Markdown text itself, outside code blocks and code spans, so a
+//! page renamed or a heading reworded without its links fails here, not in a reader's
+//! browser.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+const README_MAX_LINES: usize = 250;
+
+fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()))
+}
+
+/// README.md, every page of docs/, and the READMEs of examples/ and benches/.
+fn pages() -> Vec<PathBuf> {
+    let mut pages = vec![
+        repo_path("README.md"),
+        repo_path("examples/README.md"),
+        repo_path("benches/README.md"),
+    ];
+    pages.extend(docs_pages());
+    pages
+}
+
+fn docs_pages() -> Vec<PathBuf> {
+    let dir = repo_path("docs");
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|error| panic!("cannot list {}: {error}", dir.display()));
+    let mut pages: Vec<PathBuf> = entries
+        .map(|entry| {
+            entry
+                .unwrap_or_else(|error| panic!("cannot list {}: {error}", dir.display()))
+                .path()
+        })
+        .filter(|path| path.extension().is_some_and(|ext| ext == "md"))
+        .collect();
+    pages.sort();
+    pages
+}
+
+/// The lines of a page outside fenced code blocks: where headings and links can be.
+fn prose_lines(text: &str) -> Vec<&str> {
+    let mut in_fence = false;
+    let mut lines = Vec::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_fence = !in_fence;
+        } else if !in_fence {
+            lines.push(line);
+        }
+    }
+    lines
+}
+
+/// A line with its inline code spans left out: `[a](b)` in backticks is code, not a link.
+fn without_code_spans(line: &str) -> String {
+    line.split('`')
+        .enumerate()
+        .filter(|(index, _)| index % 2 == 0)
+        .map(|(_, piece)| piece)
+        .collect()
+}
+
+/// The code blocks' lines of a page: where commands to copy live.
+fn code_lines(text: &str) -> Vec<&str> {
+    let mut in_fence = false;
+    let mut lines = Vec::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_fence = !in_fence;
+        } else if in_fence {
+            lines.push(line.trim());
+        }
+    }
+    lines
+}
+
+/// Link targets of `[text](target)` on a page.
+fn link_targets(text: &str) -> Vec<String> {
+    let mut targets = Vec::new();
+    for line in prose_lines(text) {
+        let line = without_code_spans(line);
+        let mut rest = line.as_str();
+        while let Some(start) = rest.find("](") {
+            let after = &rest[start + 2..];
+            let Some(end) = after.find(')') else { break };
+            targets.push(after[..end].trim().to_owned());
+            rest = &after[end + 1..];
+        }
+    }
+    targets
+}
+
+/// GitHub's anchor for a heading: lower case, punctuation (backticks included, not the
+/// code between them) dropped, spaces to hyphens.
+fn anchor_of(heading: &str) -> String {
+    heading
+        .trim()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            '-' | '_' => Some(c),
+            c if c.is_alphanumeric() => Some(c),
+            _ => None,
+        })
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Every anchor a page's headings define, repeats numbered as GitHub numbers them.
+fn anchors(text: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    for line in prose_lines(text) {
+        let level = line.chars().take_while(|&c| c == '#').count();
+        if level == 0 || level > 6 || !line[level..].starts_with(' ') {
+            continue;
+        }
+        let anchor = anchor_of(&line[level..]);
+        let mut unique = anchor.clone();
+        let mut repeat = 0;
+        while found.contains(&unique) {
+            repeat += 1;
+            unique = format!("{anchor}-{repeat}");
+        }
+        found.insert(unique);
+    }
+    found
+}
+
+fn is_external(target: &str) -> bool {
+    ["http://", "https://", "mailto:"]
+        .iter()
+        .any(|scheme| target.starts_with(scheme))
+}
+
+#[test]
+fn readme_is_a_front_door_of_at_most_250_lines() {
+    let lines = read(&repo_path("README.md")).lines().count();
+    assert!(
+        lines <= README_MAX_LINES,
+        "README.md has {lines} lines; keep it at most {README_MAX_LINES} and move the manual to docs/"
+    );
+}
+
+#[test]
+fn readme_shows_the_test_command_ci_runs() {
+    let ci = read(&repo_path(".ci/run"));
+    assert!(
+        ci.lines().any(|line| line.trim() == "cargo test"),
+        ".ci/run no longer runs `cargo test`; the README's test command must be what CI runs"
+    );
+    let readme = read(&repo_path("README.md"));
+    assert!(
+        code_lines(&readme)
+            .iter()
+            .any(|line| line.split('#').next().unwrap_or_default().trim() == "cargo test"),
+        "README.md's quick start does not show `cargo test` as a command to copy"
+    );
+}
+
+#[test]
+fn readme_shows_the_demo_command_the_smoke_test_runs() {
+    let ci = read(&repo_path(".ci/run"));
+    assert!(
+        ci.contains("bash scripts/demo-smoke.sh"),
+        ".ci/run no longer runs scripts/demo-smoke.sh, the README's quick start"
+    );
+    let smoke = read(&repo_path("scripts/demo-smoke.sh"));
+    let command = smoke
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("quick_start=\""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("scripts/demo-smoke.sh defines no quick_start=\"...\""));
+    assert!(
+        smoke.contains("$quick_start --listen"),
+        "scripts/demo-smoke.sh defines quick_start but does not run it"
+    );
+    let readme = read(&repo_path("README.md"));
+    assert!(
+        code_lines(&readme)
+            .iter()
+            .any(|line| line.split('#').next().unwrap_or_default().trim() == command),
+        "README.md's quick start does not show `{command}`, the command scripts/demo-smoke.sh runs"
+    );
+    assert!(
+        code_lines(&readme)
+            .iter()
+            .any(|line| line.starts_with("curl") && line.contains("/v3/payments/request")),
+        "README.md's quick start shows no curl call to /v3/payments/request"
+    );
+}
+
+#[test]
+fn every_relative_link_leads_to_a_file_and_heading_that_exist() {
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for page in pages() {
+        let text = read(&page);
+        let dir = page.parent().unwrap_or_else(|| Path::new("."));
+        for target in link_targets(&text) {
+            if is_external(&target) {
+                continue;
+            }
+            checked += 1;
+            let (file, anchor) = match target.split_once('#') {
+                Some((file, anchor)) => (file, Some(anchor)),
+                None => (target.as_str(), None),
+            };
+            let linked = if file.is_empty() {
+                page.clone()
+            } else {
+                dir.join(file)
+            };
+            if !linked.exists() {
+                broken.push(format!("{}: {target}: no such file", page.display()));
+                continue;
+            }
+            let Some(anchor) = anchor else { continue };
+            if linked.extension().is_some_and(|ext| ext == "md") {
+                let headings = anchors(&read(&linked));
+                if !headings.contains(anchor) {
+                    broken.push(format!(
+                        "{}: {target}: {} has no heading with anchor #{anchor} (it has: {})",
+                        page.display(),
+                        linked.display(),
+                        headings.into_iter().collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+    assert!(
+        checked > 20,
+        "only {checked} relative links found: is the link scan broken?"
+    );
+}
+
+#[test]
+fn readme_links_every_page_of_docs() {
+    let readme = read(&repo_path("README.md"));
+    let linked: BTreeSet<String> = link_targets(&readme)
+        .into_iter()
+        .map(|target| target.split('#').next().unwrap_or_default().to_owned())
+        .collect();
+    for page in docs_pages() {
+        let name = page
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        assert!(
+            linked.contains(&format!("docs/{name}")),
+            "README.md does not link docs/{name}: a page nobody can find from the front door"
+        );
+    }
+}
+
+#[test]
+fn configuration_key_table_keeps_its_generated_format() {
+    let text = read(&repo_path("docs/configuration.md"));
+    let begin = "<!-- config-keys:begin -->";
+    let end = "<!-- config-keys:end -->";
+    let start = text
+        .find(begin)
+        .unwrap_or_else(|| panic!("docs/configuration.md has no {begin} marker"));
+    let stop = text
+        .find(end)
+        .unwrap_or_else(|| panic!("docs/configuration.md has no {end} marker"));
+    assert!(start < stop, "{end} comes before {begin}");
+    let rows: Vec<&str> = text[start + begin.len()..stop]
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    assert_eq!(rows.first(), Some(&"| key | default | flag | meaning |"));
+    assert_eq!(rows.get(1), Some(&"| --- | --- | --- | --- |"));
+    let mut keys = BTreeSet::new();
+    for row in &rows[2..] {
+        let key = row
+            .strip_prefix("| `")
+            .and_then(|rest| rest.split_once("` |"))
+            .map(|(key, _)| key)
+            .unwrap_or_else(|| panic!("row does not start with a `key`: {row}"));
+        assert!(
+            key.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.[]<>".contains(c)),
+            "`{key}` is not a dotted key path such as upstream.read_timeout"
+        );
+        assert!(keys.insert(key), "`{key}` has two rows");
+    }
+    for key in ["listen", "upstream.read_timeout", "reload.watch_interval"] {
+        assert!(keys.contains(key), "the key table has no row for `{key}`");
+    }
+}
+
+#[test]
+fn anchors_follow_github() {
+    assert_eq!(
+        anchor_of("LINE Pay's IP whitelist (egress)"),
+        "line-pays-ip-whitelist-egress"
+    );
+    assert_eq!(
+        anchor_of("Checking the public address: `expect_ip`"),
+        "checking-the-public-address-expect_ip"
+    );
+    assert_eq!(
+        anchors("# A\n## B\n```\n# not a heading\n```\n## B\n"),
+        BTreeSet::from(["a".to_owned(), "b".to_owned(), "b-1".to_owned()])
+    );
+}
