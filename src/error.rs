@@ -6,6 +6,7 @@
 //! untouched and never carry it). Messages say what to do next and never include
 //! upstream error text, secrets, signatures or bodies.
 
+use crate::limit::LimitError;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use std::time::Duration;
@@ -37,12 +38,8 @@ pub enum ProxyError {
     UnexpectedBody(String),
     #[error("a POST call is signed over its body only, so a query string would reach LINE Pay unsigned; move the parameters into the JSON body")]
     UnexpectedQuery,
-    #[error("the {limit} rate limit is exhausted; the call was not sent: retry after {retry_after_secs} s")]
-    RateLimited {
-        /// Which limit: `global`, `route POST /v3/...` or `client`.
-        limit: String,
-        retry_after_secs: u64,
-    },
+    #[error("the {} rate limit is exhausted; the call was not sent: retry after {} s", .0.limit, .0.retry_after_secs())]
+    RateLimited(LimitError),
     #[error("the sidecar is at its connection limit")]
     Overloaded,
     #[error("the LINE Pay host name could not be resolved; the call did not reach LINE Pay and may be sent again")]
@@ -65,6 +62,13 @@ pub enum ProxyError {
     Internal,
 }
 
+/// A rate limit's refusal is answered 429 with `Retry-After`.
+impl From<LimitError> for ProxyError {
+    fn from(refusal: LimitError) -> ProxyError {
+        ProxyError::RateLimited(refusal)
+    }
+}
+
 impl ProxyError {
     /// The stable, documented code: apps and alerts key on it, so never rename one.
     pub fn code(&self) -> &'static str {
@@ -81,7 +85,7 @@ impl ProxyError {
             ProxyError::InvalidJson(_) => "invalid_json",
             ProxyError::UnexpectedBody(_) => "unexpected_body",
             ProxyError::UnexpectedQuery => "unexpected_query",
-            ProxyError::RateLimited { .. } => "rate_limited",
+            ProxyError::RateLimited(_) => "rate_limited",
             ProxyError::Overloaded => "overloaded",
             ProxyError::UpstreamDns => "upstream_dns",
             ProxyError::UpstreamConnectTimeout(_) => "upstream_connect_timeout",
@@ -109,7 +113,7 @@ impl ProxyError {
             | ProxyError::UnexpectedQuery => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamDns
             | ProxyError::UpstreamUnreachable
@@ -148,7 +152,7 @@ impl ProxyError {
             | ProxyError::InvalidJson(_)
             | ProxyError::UnexpectedBody(_)
             | ProxyError::UnexpectedQuery
-            | ProxyError::RateLimited { .. }
+            | ProxyError::RateLimited(_)
             | ProxyError::Overloaded
             | ProxyError::Internal => None,
         }
@@ -191,12 +195,10 @@ impl ProxyError {
             ProxyError::ConnectRefused => {
                 headers.insert(http::header::ALLOW, HeaderValue::from_static("GET, POST"));
             }
-            ProxyError::RateLimited {
-                retry_after_secs, ..
-            } => {
+            ProxyError::RateLimited(refusal) => {
                 headers.insert(
                     http::header::RETRY_AFTER,
-                    HeaderValue::from(*retry_after_secs),
+                    HeaderValue::from(refusal.retry_after_secs()),
                 );
             }
             _ => {}

@@ -213,8 +213,11 @@ impl Proxy {
             if let Some(kind) = error.upstream_kind() {
                 metrics.upstream_errors.with_label_values(&[kind]).inc();
             }
-            if let ProxyError::RateLimited { limit, .. } = error {
-                metrics.rate_limited.with_label_values(&[limit]).inc();
+            if let ProxyError::RateLimited(refusal) = error {
+                metrics
+                    .rate_limited
+                    .with_label_values(&[refusal.limit.label()])
+                    .inc();
             }
         }
     }

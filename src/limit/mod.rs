@@ -25,13 +25,19 @@
 //!
 //! # Shadow mode
 //! With `shadow: true` nothing is refused and nothing waits: a call that would have been
-//! refused is admitted, counted ([`Limits::shadow_refusals`]) and logged as a warning, so
-//! a team can see what a limit would do before enforcing it.
+//! refused is admitted, counted (`linepay_sidecar_rate_limited_shadow_total{limit}`, see
+//! [`Limits::with_shadow_metric`]) and logged as a warning, so a team can see what a limit
+//! would do before enforcing it.
 //!
 //! # Time
 //! [`Limits`] is generic over a [`LimitClock`] (governor's clock plus a way to sleep):
 //! production uses governor's default clock and tokio's timer; the unit tests below use
 //! governor's `FakeRelativeClock` and advance it by hand, so no test depends on timing.
+//!
+//! # Refusals
+//! A refusal is a [`LimitError`]: which limit, how long until its next token, and why the
+//! call could not wait for it. Admission only decides; `crate::error` turns a refusal
+//! into the 429 answer and its `Retry-After`.
 //!
 //! # Files
 //! This file holds admission: the running limiters, queue and shadow mode. `config.rs`
@@ -46,7 +52,6 @@ pub use config::{
     validate, Bucket, ClientLimit, LimitsConfig, QueueConfig, Rate, RawLimits, RouteLimit,
 };
 
-use crate::error::ProxyError;
 use crate::route::Route;
 use client_store::{ClientKey, SharedClientStore};
 use governor::clock::{Clock, DefaultClock, Reference};
@@ -56,8 +61,7 @@ use governor::{NotUntil, RateLimiter};
 use http::{HeaderMap, HeaderName, Method};
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -93,8 +97,8 @@ pub struct Limits<C: LimitClock = DefaultClock> {
     routes: Vec<RouteLimiter<C>>,
     clients: Option<Clients<C>>,
     queue: Option<Queue>,
-    shadow_refusals: AtomicU64,
-    /// `linepay_sidecar_rate_limited_shadow_total{limit}`, when metrics are wired.
+    /// `linepay_sidecar_rate_limited_shadow_total{limit}`, when metrics are wired: the
+    /// one count of shadow-mode refusals.
     shadow_metric: Option<prometheus::IntCounterVec>,
 }
 
@@ -102,7 +106,7 @@ struct RouteLimiter<C: LimitClock> {
     method: Method,
     template: String,
     /// `route POST /v3/...`, the name a refusal carries.
-    name: String,
+    name: Arc<str>,
     limiter: DirectLimiter<C>,
 }
 
@@ -141,13 +145,6 @@ impl Limits {
     }
 }
 
-impl Default for Limits {
-    /// No limits: every call is admitted.
-    fn default() -> Self {
-        Limits::new(&LimitsConfig::default())
-    }
-}
-
 impl<C: LimitClock> Limits<C> {
     fn with_clock(config: &LimitsConfig, clock: C) -> Limits<C> {
         let direct =
@@ -170,7 +167,7 @@ impl<C: LimitClock> Limits<C> {
                 .map(|route| RouteLimiter {
                     method: route.method.clone(),
                     template: route.template.clone(),
-                    name: format!("route {} {}", route.method, route.template),
+                    name: format!("route {} {}", route.method, route.template).into(),
                     limiter: direct(&route.bucket),
                 })
                 .collect(),
@@ -179,7 +176,6 @@ impl<C: LimitClock> Limits<C> {
                 max_wait: queue.max_wait,
                 slots: Semaphore::new(queue.max_queued.get().min(Semaphore::MAX_PERMITS)),
             }),
-            shadow_refusals: AtomicU64::new(0),
             shadow_metric: None,
             clock,
         }
@@ -191,14 +187,9 @@ impl<C: LimitClock> Limits<C> {
         self
     }
 
-    /// Calls admitted in shadow mode that the limits would have refused.
-    pub fn shadow_refusals(&self) -> u64 {
-        self.shadow_refusals.load(Ordering::Relaxed)
-    }
-
     /// Admits the call, after waiting for a token in queue mode, or refuses it with
-    /// `ProxyError::RateLimited` naming the limit. Checks client → route → global.
-    pub async fn admit(&self, route: &Route, headers: &HeaderMap) -> Result<(), ProxyError> {
+    /// a [`LimitError`] naming the limit. Checks client → route → global.
+    pub async fn admit(&self, route: &Route, headers: &HeaderMap) -> Result<(), LimitError> {
         if self.global.is_none() && self.routes.is_empty() && self.clients.is_none() {
             return Ok(());
         }
@@ -212,7 +203,7 @@ impl<C: LimitClock> Limits<C> {
                 .pass(
                     &mut waiting,
                     || clients.limiter.check_key(&key),
-                    || "client".to_owned(),
+                    || LimitName::Client,
                 )
                 .await;
             self.sweep_if_full(clients);
@@ -229,7 +220,7 @@ impl<C: LimitClock> Limits<C> {
                 .pass(
                     &mut waiting,
                     || limiter.limiter.check(),
-                    || limiter.name.clone(),
+                    || LimitName::Route(limiter.name.clone()),
                 )
                 .await?;
             if verdict == Verdict::ShadowRefused {
@@ -237,7 +228,7 @@ impl<C: LimitClock> Limits<C> {
             }
         }
         if let Some(global) = &self.global {
-            self.pass(&mut waiting, || global.check(), || "global".to_owned())
+            self.pass(&mut waiting, || global.check(), || LimitName::Global)
                 .await?;
         }
         Ok(())
@@ -248,8 +239,8 @@ impl<C: LimitClock> Limits<C> {
         &'a self,
         waiting: &mut Waiting<'a, C::Instant>,
         check: impl Fn() -> Result<(), NotUntil<C::Instant>>,
-        name: impl Fn() -> String,
-    ) -> Result<Verdict, ProxyError> {
+        name: impl Fn() -> LimitName,
+    ) -> Result<Verdict, LimitError> {
         loop {
             let wait = match check() {
                 Ok(()) => return Ok(Verdict::Admitted),
@@ -264,10 +255,9 @@ impl<C: LimitClock> Limits<C> {
                 if wait <= max_wait {
                     return Ok(Verdict::Admitted);
                 }
-                self.shadow_refusals.fetch_add(1, Ordering::Relaxed);
                 let limit = name();
                 if let Some(metric) = &self.shadow_metric {
-                    metric.with_label_values(&[limit.as_str()]).inc();
+                    metric.with_label_values(&[limit.label()]).inc();
                 }
                 tracing::warn!(
                     limit = %limit,
@@ -277,18 +267,18 @@ impl<C: LimitClock> Limits<C> {
                 return Ok(Verdict::ShadowRefused);
             }
             let Some(queue) = &self.queue else {
-                return Err(refusal(name(), wait));
+                return Err(LimitError::new(name(), wait, Refusal::NoQueue));
             };
             let now = self.clock.now();
             let since = *waiting.since.get_or_insert(now);
             let waited = Duration::from(now.duration_since(since));
             if wait > queue.max_wait.saturating_sub(waited) {
-                return Err(refusal(name(), wait));
+                return Err(LimitError::new(name(), wait, Refusal::WaitTooLong));
             }
             if waiting.slot.is_none() {
                 match queue.slots.try_acquire() {
                     Ok(slot) => waiting.slot = Some(slot),
-                    Err(_) => return Err(refusal(name(), wait)),
+                    Err(_) => return Err(LimitError::new(name(), wait, Refusal::QueueFull)),
                 }
             }
             // At least a millisecond, so a wait rounded to zero cannot spin.
@@ -331,11 +321,72 @@ impl<C: LimitClock> fmt::Debug for Limits<C> {
     }
 }
 
-fn refusal(limit: String, wait: Duration) -> ProxyError {
-    ProxyError::RateLimited {
-        limit,
-        retry_after_secs: retry_after_secs(wait),
+/// Why admission refused a call: which limit, how long until its next token, and why the
+/// call could not wait for it. Pure data; `crate::error` turns it into the 429 answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the {limit} limit refused the call ({reason}); its next token is {retry_after:?} away")]
+pub struct LimitError {
+    pub limit: LimitName,
+    /// How long until the refusing bucket has a token for this call.
+    pub retry_after: Duration,
+    pub reason: Refusal,
+}
+
+impl LimitError {
+    fn new(limit: LimitName, retry_after: Duration, reason: Refusal) -> LimitError {
+        LimitError {
+            limit,
+            retry_after,
+            reason,
+        }
     }
+
+    /// When to try again, in whole seconds, rounded up, at least 1.
+    pub fn retry_after_secs(&self) -> u64 {
+        retry_after_secs(self.retry_after)
+    }
+}
+
+/// Which limit refused; its [`label`](LimitName::label) names it in the answer, the log
+/// and the `limit` label of the metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitName {
+    Global,
+    /// One route's bucket; holds its label, `route POST /v3/...`.
+    Route(Arc<str>),
+    /// The caller's own `per_client` bucket (never the app's header value).
+    Client,
+}
+
+impl LimitName {
+    /// `global`, `route POST /v3/payments/{transactionId}/refund` or `client`.
+    pub fn label(&self) -> &str {
+        match self {
+            LimitName::Global => "global",
+            LimitName::Route(label) => label,
+            LimitName::Client => "client",
+        }
+    }
+}
+
+impl fmt::Display for LimitName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// Why a call that found no token could not wait for one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No `queue` is configured: a call without a token is refused at once.
+    #[error("no token, and no queue to wait in")]
+    NoQueue,
+    /// The wait would go past what is left of `queue.max_wait`.
+    #[error("the wait for a token would exceed queue.max_wait")]
+    WaitTooLong,
+    /// Every `queue.max_queued` slot is taken.
+    #[error("the queue is full")]
+    QueueFull,
 }
 
 /// `Retry-After` in whole seconds, rounded up, at least 1.
@@ -352,7 +403,7 @@ mod tests {
     use crate::route::Match;
     use governor::clock::FakeRelativeClock;
     use governor::nanos::Nanos;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use tokio::sync::Notify;
 
@@ -434,6 +485,24 @@ mod tests {
         )
     }
 
+    /// Limits that count shadow-mode refusals in a metric of their own, as production
+    /// counts them in `linepay_sidecar_rate_limited_shadow_total`.
+    fn shadow_limits(yaml: &str) -> (Limits<TestClock>, prometheus::IntCounterVec) {
+        let metric = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("rate_limited_shadow", "shadow refusals by limit"),
+            &["limit"],
+        )
+        .unwrap();
+        let limits = Limits::with_clock(&config(yaml), TestClock::default())
+            .with_shadow_metric(metric.clone());
+        (limits, metric)
+    }
+
+    /// The shadow-mode refusals counted for one limit.
+    fn counted(metric: &prometheus::IntCounterVec, limit: &str) -> u64 {
+        metric.with_label_values(&[limit]).get()
+    }
+
     pub(super) fn route(method: &str, path: &str) -> Route {
         match allowlist().find(&method.parse().unwrap(), path) {
             Match::Allowed(route) => route.clone(),
@@ -452,7 +521,7 @@ mod tests {
         limits: &Limits<TestClock>,
         route: &Route,
         headers: &HeaderMap,
-    ) -> Result<(), ProxyError> {
+    ) -> Result<(), LimitError> {
         tokio::time::timeout(Duration::from_secs(5), limits.admit(route, headers))
             .await
             .unwrap_or_else(|_| panic!("the call waited, but no wait was expected"))
@@ -460,13 +529,10 @@ mod tests {
 
     /// The refused limit's name and `Retry-After`, or a panic when admitted.
     #[track_caller]
-    pub(super) fn refused(outcome: Result<(), ProxyError>) -> (String, u64) {
+    pub(super) fn refused(outcome: Result<(), LimitError>) -> (String, u64) {
         match outcome {
-            Err(ProxyError::RateLimited {
-                limit,
-                retry_after_secs,
-            }) => (limit, retry_after_secs),
-            other => panic!("expected a rate-limit refusal, got {other:?}"),
+            Err(refusal) => (refusal.limit.label().to_owned(), refusal.retry_after_secs()),
+            Ok(()) => panic!("expected a rate-limit refusal, the call was admitted"),
         }
     }
 
@@ -498,10 +564,9 @@ mod tests {
         for _ in 0..3 {
             call(&limits, &request, &none).await.unwrap();
         }
-        assert_eq!(
-            refused(call(&limits, &request, &none).await),
-            ("global".to_owned(), 60)
-        );
+        let refusal = call(&limits, &request, &none).await;
+        assert_eq!(refusal.clone().unwrap_err().reason, Refusal::NoQueue);
+        assert_eq!(refused(refusal), ("global".to_owned(), 60));
 
         clock.advance(Duration::from_millis(30_500));
         // 29.5 s left, rounded up.
@@ -576,7 +641,7 @@ mod tests {
 
     #[tokio::test]
     async fn shadow_mode_admits_everything_and_counts_what_it_would_refuse() {
-        let (limits, _clock) = limits(
+        let (limits, shadow) = shadow_limits(
             "limits:\n  shadow: true\n  global: {rate: 1/m, burst: 2}\n  per_client: {header: X-Merchant-Client, rate: 1/m, burst: 1}\n",
         );
         let request = route("POST", REQUEST);
@@ -584,11 +649,13 @@ mod tests {
             call(&limits, &request, &client("a")).await.unwrap();
         }
         // Call 1 passes both; calls 2-5 would be refused by the client bucket.
-        assert_eq!(limits.shadow_refusals(), 4);
+        assert_eq!(counted(&shadow, "client"), 4);
+        assert_eq!(counted(&shadow, "global"), 0);
         call(&limits, &request, &client("b")).await.unwrap();
         call(&limits, &request, &client("c")).await.unwrap();
         // b took global's second token; c would be refused by global.
-        assert_eq!(limits.shadow_refusals(), 5);
+        assert_eq!(counted(&shadow, "client"), 4);
+        assert_eq!(counted(&shadow, "global"), 1);
     }
 
     // --- queue mode --------------------------------------------------------------------
@@ -596,7 +663,7 @@ mod tests {
     fn spawn_call(
         limits: &Arc<Limits<TestClock>>,
         route: &Route,
-    ) -> tokio::task::JoinHandle<Result<(), ProxyError>> {
+    ) -> tokio::task::JoinHandle<Result<(), LimitError>> {
         let (limits, route) = (limits.clone(), route.clone());
         tokio::spawn(async move { limits.admit(&route, &HeaderMap::new()).await })
     }
@@ -604,8 +671,8 @@ mod tests {
     /// The outcome of a spawned call that should end now; a panic rather than a hang if
     /// it keeps waiting on the test clock.
     async fn finished(
-        call: tokio::task::JoinHandle<Result<(), ProxyError>>,
-    ) -> Result<(), ProxyError> {
+        call: tokio::task::JoinHandle<Result<(), LimitError>>,
+    ) -> Result<(), LimitError> {
         tokio::time::timeout(Duration::from_secs(5), call)
             .await
             .unwrap_or_else(|_| panic!("the call is still waiting"))
@@ -634,10 +701,9 @@ mod tests {
             limits("limits:\n  global: {rate: 1/m, burst: 1}\n  queue: {max_wait: 2s}\n");
         let request = route("POST", REQUEST);
         call(&limits, &request, &HeaderMap::new()).await.unwrap();
-        assert_eq!(
-            refused(call(&limits, &request, &HeaderMap::new()).await),
-            ("global".to_owned(), 60)
-        );
+        let refusal = call(&limits, &request, &HeaderMap::new()).await;
+        assert_eq!(refusal.clone().unwrap_err().reason, Refusal::WaitTooLong);
+        assert_eq!(refused(refusal), ("global".to_owned(), 60));
     }
 
     #[tokio::test]
@@ -650,10 +716,9 @@ mod tests {
         let queued = spawn_call(&limits, &request);
         clock.until_sleeping(1).await;
         // The one slot is taken: refused at once, though the wait would fit.
-        assert_eq!(
-            refused(call(&limits, &request, &HeaderMap::new()).await),
-            ("global".to_owned(), 1)
-        );
+        let refusal = call(&limits, &request, &HeaderMap::new()).await;
+        assert_eq!(refusal.clone().unwrap_err().reason, Refusal::QueueFull);
+        assert_eq!(refused(refusal), ("global".to_owned(), 1));
         clock.advance(Duration::from_secs(1));
         finished(queued).await.unwrap();
     }
@@ -703,19 +768,19 @@ mod tests {
     #[tokio::test]
     async fn shadow_mode_never_waits_and_counts_only_waits_beyond_max_wait() {
         let request = route("POST", REQUEST);
-        let (within, _clock) = limits(
+        let (within, within_shadow) = shadow_limits(
             "limits:\n  shadow: true\n  global: {rate: 1/s, burst: 1}\n  queue: {max_wait: 1500ms}\n",
         );
         call(&within, &request, &HeaderMap::new()).await.unwrap();
         // Would wait 1 s: within max_wait, so it would not have been refused.
         call(&within, &request, &HeaderMap::new()).await.unwrap();
-        assert_eq!(within.shadow_refusals(), 0);
+        assert_eq!(counted(&within_shadow, "global"), 0);
 
-        let (beyond, _clock) = limits(
+        let (beyond, beyond_shadow) = shadow_limits(
             "limits:\n  shadow: true\n  global: {rate: 1/m, burst: 1}\n  queue: {max_wait: 1500ms}\n",
         );
         call(&beyond, &request, &HeaderMap::new()).await.unwrap();
         call(&beyond, &request, &HeaderMap::new()).await.unwrap();
-        assert_eq!(beyond.shadow_refusals(), 1);
+        assert_eq!(counted(&beyond_shadow, "global"), 1);
     }
 }
