@@ -12,8 +12,10 @@
 //! 6. **response filter**: LINE Pay's answer goes back as it is, minus hop-by-hop
 //!    headers.
 //!
-//! Each phase is one function; a refusal at any phase is a [`ProxyError`], answered as
-//! the sidecar's JSON error, and stops the call before anything reaches LINE Pay.
+//! Each phase is one function; a refusal at any phase is a [`ProxyError`] (the limit and
+//! upstream layers return their own errors, which `?` converts in `crate::error`),
+//! answered as the sidecar's JSON error, and stops the call before anything reaches
+//! LINE Pay.
 
 use crate::config::Config;
 use crate::error::ProxyError;
@@ -331,7 +333,11 @@ impl Proxy {
         let path = parts.uri.path();
         let query = parts.uri.query();
         let path_and_query = parts.uri.path_and_query().map_or(path, |pq| pq.as_str());
-        let uri = self.upstream.uri_for(path_and_query)?;
+        // The path and query were parsed once already: a failure here is a bug.
+        let uri = self
+            .upstream
+            .uri_for(path_and_query)
+            .map_err(|_| ProxyError::Internal)?;
 
         let mut headers = forwardable_headers(&parts.headers);
         // The per-client limit's header is the app's label for the sidecar, not LINE Pay's.
