@@ -18,10 +18,10 @@ use http::{HeaderValue, Response, StatusCode};
 use std::time::Duration;
 
 /// The header that marks an answer as the sidecar's own.
-pub const SIDECAR_ERROR_HEADER: &str = "x-linepay-sidecar-error";
+pub(crate) const SIDECAR_ERROR_HEADER: &str = "x-linepay-sidecar-error";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     #[error("{method} {path} is not on the allowlist")]
     PathNotAllowed { method: String, path: String },
     #[error("{path} is on the allowlist only for {allowed}")]
@@ -71,7 +71,7 @@ impl From<UpstreamError> for ProxyError {
 
 impl ProxyError {
     /// The stable, documented code: apps and alerts key on it, so never rename one.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             ProxyError::PathNotAllowed { .. } => "path_not_allowed",
             ProxyError::MethodNotAllowed { .. } | ProxyError::ConnectRefused => {
@@ -102,7 +102,7 @@ impl ProxyError {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ProxyError::PathNotAllowed { .. } => StatusCode::FORBIDDEN,
             ProxyError::MethodNotAllowed { .. } | ProxyError::ConnectRefused => {
@@ -136,7 +136,7 @@ impl ProxyError {
 
     /// The `kind` label of `linepay_sidecar_upstream_errors_total` for a failed call to
     /// LINE Pay; `None` for the sidecar's refusals.
-    pub fn upstream_kind(&self) -> Option<&'static str> {
+    pub(crate) fn upstream_kind(&self) -> Option<&'static str> {
         match self {
             ProxyError::Upstream(failure) => failure.kind(),
             _ => None,
@@ -145,7 +145,7 @@ impl ProxyError {
 
     /// The body's `retry_safe`: whether the call certainly never reached LINE Pay, so
     /// sending it again cannot double a payment or a refund. Every refusal is.
-    pub fn retry_safe(&self) -> bool {
+    pub(crate) fn retry_safe(&self) -> bool {
         match self {
             ProxyError::Upstream(failure) => failure.retry_safe(),
             _ => true,
@@ -153,7 +153,7 @@ impl ProxyError {
     }
 
     /// The JSON answer the app receives.
-    pub fn to_response(&self) -> Response<Bytes> {
+    pub(crate) fn to_response(&self) -> Response<Bytes> {
         let body = serde_json::json!({
             "error": {
                 "code": self.code(),

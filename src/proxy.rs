@@ -32,12 +32,13 @@ use http_body_util::{BodyExt, Full, Limited};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const CHANNEL_ID: HeaderName = HeaderName::from_static("x-line-channelid");
-pub const CHANNEL_SECRET: HeaderName = HeaderName::from_static("x-line-channelsecret");
-pub const NONCE: HeaderName = HeaderName::from_static("x-line-authorization-nonce");
-pub const AUTHORIZATION: HeaderName = HeaderName::from_static("x-line-authorization");
-pub const DEVICE_PROFILE_ID: HeaderName = HeaderName::from_static("x-line-merchantdeviceprofileid");
-pub const DEVICE_TYPE: HeaderName = HeaderName::from_static("x-line-merchantdevicetype");
+pub(crate) const CHANNEL_ID: HeaderName = HeaderName::from_static("x-line-channelid");
+pub(crate) const CHANNEL_SECRET: HeaderName = HeaderName::from_static("x-line-channelsecret");
+pub(crate) const NONCE: HeaderName = HeaderName::from_static("x-line-authorization-nonce");
+pub(crate) const AUTHORIZATION: HeaderName = HeaderName::from_static("x-line-authorization");
+pub(crate) const DEVICE_PROFILE_ID: HeaderName =
+    HeaderName::from_static("x-line-merchantdeviceprofileid");
+pub(crate) const DEVICE_TYPE: HeaderName = HeaderName::from_static("x-line-merchantdevicetype");
 
 /// Headers that describe one hop, never the call (RFC 9110 §7.6.1), plus the
 /// non-standard ones that proxies still see.
@@ -93,7 +94,7 @@ struct CallRecord<'a> {
 
 /// The request id header: taken from the app when it sends a sane one, else generated,
 /// and always returned to the app.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 impl Proxy {
     /// The upstream client and the limiters are shared handles, so that a reload that
@@ -130,7 +131,7 @@ impl Proxy {
     }
 
     /// Handles one call from the app; never fails: every problem becomes an answer.
-    pub async fn handle<B>(&self, request: Request<B>) -> Response<Bytes>
+    pub(crate) async fn handle<B>(&self, request: Request<B>) -> Response<Bytes>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

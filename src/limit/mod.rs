@@ -142,7 +142,7 @@ struct Waiting<'a, I> {
 
 impl Limits {
     /// Limits on governor's default clock and tokio's timer.
-    pub fn new(config: &LimitsConfig) -> Limits {
+    pub(crate) fn new(config: &LimitsConfig) -> Limits {
         Limits::with_clock(config, DefaultClock::default())
     }
 }
@@ -184,14 +184,14 @@ impl<C: LimitClock> Limits<C> {
     }
 
     /// Counts shadow-mode refusals in this metric too, labelled by limit.
-    pub fn with_shadow_metric(mut self, metric: prometheus::IntCounterVec) -> Self {
+    pub(crate) fn with_shadow_metric(mut self, metric: prometheus::IntCounterVec) -> Self {
         self.shadow_metric = Some(metric);
         self
     }
 
     /// Admits the call, after waiting for a token in queue mode, or refuses it with
     /// a [`LimitError`] naming the limit. Checks client → route → global.
-    pub async fn admit(&self, route: &Route, headers: &HeaderMap) -> Result<(), LimitError> {
+    pub(crate) async fn admit(&self, route: &Route, headers: &HeaderMap) -> Result<(), LimitError> {
         if self.global.is_none() && self.routes.is_empty() && self.clients.is_none() {
             return Ok(());
         }
@@ -327,11 +327,11 @@ impl<C: LimitClock> fmt::Debug for Limits<C> {
 /// call could not wait for it. Pure data; `crate::error` turns it into the 429 answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the {limit} limit refused the call ({reason}); its next token is {retry_after:?} away")]
-pub struct LimitError {
-    pub limit: LimitName,
+pub(crate) struct LimitError {
+    pub(crate) limit: LimitName,
     /// How long until the refusing bucket has a token for this call.
-    pub retry_after: Duration,
-    pub reason: Refusal,
+    pub(crate) retry_after: Duration,
+    pub(crate) reason: Refusal,
 }
 
 impl LimitError {
@@ -344,7 +344,7 @@ impl LimitError {
     }
 
     /// When to try again, in whole seconds, rounded up, at least 1.
-    pub fn retry_after_secs(&self) -> u64 {
+    pub(crate) fn retry_after_secs(&self) -> u64 {
         retry_after_secs(self.retry_after)
     }
 }
@@ -352,7 +352,7 @@ impl LimitError {
 /// Which limit refused; its [`label`](LimitName::label) names it in the answer, the log
 /// and the `limit` label of the metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LimitName {
+pub(crate) enum LimitName {
     Global,
     /// One route's bucket; holds its label, `route POST /v3/...`.
     Route(Arc<str>),
@@ -362,7 +362,7 @@ pub enum LimitName {
 
 impl LimitName {
     /// `global`, `route POST /v3/payments/{transactionId}/refund` or `client`.
-    pub fn label(&self) -> &str {
+    pub(crate) fn label(&self) -> &str {
         match self {
             LimitName::Global => "global",
             LimitName::Route(label) => label,
@@ -379,7 +379,7 @@ impl fmt::Display for LimitName {
 
 /// Why a call that found no token could not wait for one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// No `queue` is configured: a call without a token is refused at once.
     #[error("no token, and no queue to wait in")]
     NoQueue,

@@ -83,7 +83,7 @@ pub enum UpstreamBuildError {
 /// The messages are the app's: they say what to do next and never carry the upstream's
 /// error text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     #[error("the LINE Pay host name could not be resolved; the call did not reach LINE Pay and may be sent again")]
     Dns,
     #[error("no connection to LINE Pay could be opened within the connect timeout ({0:?}); the call did not reach LINE Pay and may be sent again")]
@@ -112,7 +112,7 @@ pub enum UpstreamError {
 impl UpstreamError {
     /// Whether the call certainly never reached LINE Pay, so sending it again cannot
     /// double a payment or a refund.
-    pub fn retry_safe(&self) -> bool {
+    pub(crate) fn retry_safe(&self) -> bool {
         match self {
             UpstreamError::Dns
             | UpstreamError::ConnectTimeout(_)
@@ -128,7 +128,7 @@ impl UpstreamError {
 
     /// The `kind` label of `linepay_sidecar_upstream_errors_total`; `None` for
     /// [`UpstreamError::NoPool`], which is the sidecar's fault, not the network's.
-    pub fn kind(&self) -> Option<&'static str> {
+    pub(crate) fn kind(&self) -> Option<&'static str> {
         match self {
             UpstreamError::Dns => Some("dns"),
             UpstreamError::Unreachable => Some("connect"),
@@ -147,7 +147,7 @@ impl UpstreamError {
 /// `/readyz`; it may carry the echo service's own error text (it is not LINE Pay, and
 /// this never reaches an app).
 #[derive(Debug, thiserror::Error)]
-pub enum EchoError {
+pub(crate) enum EchoError {
     #[error("cannot build the request: {0}")]
     Request(http::Error),
     /// No connection, or it broke: `failure` is classified as for a LINE Pay call, and
@@ -183,7 +183,7 @@ impl Upstream {
     /// ([`egress::preflight`], so start-up, `check` and every reload that rebuilds the
     /// client refuse it), or an
     /// IP-literal upstream that the pin does not list or the bind address cannot reach.
-    pub fn new(
+    pub(crate) fn new(
         config: &UpstreamConfig,
         egress: &EgressConfig,
         connect_timeouts: impl IntoIterator<Item = Duration>,
@@ -221,14 +221,14 @@ impl Upstream {
     }
 
     /// The absolute URI for a path and raw query, always on the configured upstream.
-    pub fn uri_for(&self, path_and_query: &str) -> Result<http::Uri, http::Error> {
+    pub(crate) fn uri_for(&self, path_and_query: &str) -> Result<http::Uri, http::Error> {
         let mut parts = self.base.clone().into_parts();
         parts.path_and_query = Some(path_and_query.parse()?);
         Ok(http::Uri::from_parts(parts)?)
     }
 
     /// Sends one call and reads the whole answer, within the route's read timeout.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         request: http::Request<Full<Bytes>>,
         timeouts: RouteTimeouts,
@@ -262,7 +262,7 @@ impl Upstream {
 
     /// Opens one connection to the upstream through the same connector calls use (DNS,
     /// TCP, TLS) and closes it, sending no request: the readiness check.
-    pub async fn probe(&self, timeout: Duration) -> Result<(), UpstreamError> {
+    pub(crate) async fn probe(&self, timeout: Duration) -> Result<(), UpstreamError> {
         let mut connector = self.probe_connector.clone().ok_or(UpstreamError::NoPool)?;
         let connect = tower_service::Service::call(&mut connector, self.base.clone());
         match tokio::time::timeout(timeout, connect).await {
@@ -292,13 +292,13 @@ fn pooled_client(config: &UpstreamConfig, https: Connector) -> PooledClient {
 
 /// A one-off GET through the same egress path as LINE Pay calls (bind address, proxy
 /// and its credentials, TLS roots) but without the DNS pin, for `egress.expect_ip`.
-pub struct EchoClient {
+pub(crate) struct EchoClient {
     client: PooledClient,
     timeout: Duration,
 }
 
 impl EchoClient {
-    pub fn new(
+    pub(crate) fn new(
         egress: &EgressConfig,
         ca_file: Option<&Path>,
         timeout: Duration,
@@ -312,7 +312,11 @@ impl EchoClient {
     }
 
     /// The answer's body as text (2xx only, at most `max_bytes`), within the timeout.
-    pub async fn get_text(&self, uri: &http::Uri, max_bytes: usize) -> Result<String, EchoError> {
+    pub(crate) async fn get_text(
+        &self,
+        uri: &http::Uri,
+        max_bytes: usize,
+    ) -> Result<String, EchoError> {
         let request = http::Request::get(uri.clone())
             .header(
                 http::header::USER_AGENT,
