@@ -240,6 +240,26 @@ mod tests {
     }
 
     #[test]
+    fn a_rate_limit_refusal_is_429_with_retry_after_in_whole_seconds() {
+        use crate::limit::{LimitName, Refusal};
+        let refusal = LimitError {
+            limit: LimitName::Route("route POST /v3/payments/request".into()),
+            retry_after: Duration::from_millis(1500),
+            reason: Refusal::QueueFull,
+        };
+        let response = ProxyError::from(refusal).to_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[SIDECAR_ERROR_HEADER], "rate_limited");
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "2");
+        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(
+            body["error"]["message"],
+            "the route POST /v3/payments/request rate limit is exhausted; the call was not sent: retry after 2 s"
+        );
+        assert_eq!(body["error"]["retry_safe"], true);
+    }
+
+    #[test]
     fn method_not_allowed_names_allowed_methods() {
         let response = ProxyError::MethodNotAllowed {
             path: "/v3/payments/request".into(),
