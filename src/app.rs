@@ -9,6 +9,7 @@
 
 use crate::admin::{self, Readiness};
 use crate::config::Config;
+use crate::error::ProxyError;
 use crate::expect_ip::{ExpectIpCheck, EXPECT_IP_RECHECK_INTERVAL};
 use crate::limit::Limits;
 use crate::metrics::Metrics;
@@ -215,7 +216,10 @@ async fn probe_upstream(proxy: Arc<ArcSwap<Proxy>>, readiness: Arc<Readiness>) {
             .upstream()
             .probe(PROBE_TIMEOUT)
             .await
-            .map_err(|error| format!("{} ({})", error.code(), snapshot.upstream().base()));
+            .map_err(|error| {
+                let code = ProxyError::from(error).code();
+                format!("{code} ({})", snapshot.upstream().base())
+            });
         if let Err(reason) = &result {
             tracing::warn!(%reason, "upstream probe failed");
         }

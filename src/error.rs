@@ -1,20 +1,27 @@
-//! The sidecar's own refusals and failures: one enum, one place that maps each cause to
-//! an HTTP status and a stable `code`.
+//! The sidecar's own refusals and failures, and the one place where each becomes the
+//! app's answer: HTTP status, stable `code`, JSON body, `retry_safe`, and the
+//! `X-LinePay-Sidecar-Error`, `Allow` and `Retry-After` headers.
+//!
+//! The layers below return their own typed errors and know nothing of HTTP: admission
+//! a [`LimitError`], the upstream client an [`UpstreamError`]. `From` turns each into a
+//! [`ProxyError`], so the request path in `proxy.rs` just writes `?`.
 //!
 //! Every such answer carries `X-LinePay-Sidecar-Error: <code>` so an app can always tell
 //! a sidecar refusal from a LINE Pay answer (LINE Pay's own answers pass through
 //! untouched and never carry it). Messages say what to do next and never include
 //! upstream error text, secrets, signatures or bodies.
 
+use crate::limit::LimitError;
+use crate::upstream::UpstreamError;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use std::time::Duration;
 
 /// The header that marks an answer as the sidecar's own.
-pub const SIDECAR_ERROR_HEADER: &str = "x-linepay-sidecar-error";
+pub(crate) const SIDECAR_ERROR_HEADER: &str = "x-linepay-sidecar-error";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     #[error("{method} {path} is not on the allowlist")]
     PathNotAllowed { method: String, path: String },
     #[error("{path} is on the allowlist only for {allowed}")]
@@ -37,37 +44,34 @@ pub enum ProxyError {
     UnexpectedBody(String),
     #[error("a POST call is signed over its body only, so a query string would reach LINE Pay unsigned; move the parameters into the JSON body")]
     UnexpectedQuery,
-    #[error("the {limit} rate limit is exhausted; the call was not sent: retry after {retry_after_secs} s")]
-    RateLimited {
-        /// Which limit: `global`, `route POST /v3/...` or `client`.
-        limit: String,
-        retry_after_secs: u64,
-    },
+    #[error("the {} rate limit is exhausted; the call was not sent: retry after {} s", .0.limit, .0.retry_after_secs())]
+    RateLimited(LimitError),
     #[error("the sidecar is at its connection limit")]
     Overloaded,
-    #[error("the LINE Pay host name could not be resolved; the call did not reach LINE Pay and may be sent again")]
-    UpstreamDns,
-    #[error("no connection to LINE Pay could be opened within the connect timeout ({0:?}); the call did not reach LINE Pay and may be sent again")]
-    UpstreamConnectTimeout(Duration),
-    #[error("LINE Pay refused the connection or could not be reached; the call did not reach LINE Pay and may be sent again")]
-    UpstreamUnreachable,
-    #[error("the TLS handshake with LINE Pay failed (certificate or protocol); the call did not reach LINE Pay")]
-    UpstreamTls,
-    #[error("the egress proxy (egress.proxy.url) could not be reached or did not open a tunnel to LINE Pay; the call did not reach LINE Pay and may be sent again")]
-    UpstreamProxy,
-    #[error("LINE Pay did not answer within {0:?}; the call may have been processed: read the payment details (GET /v3/payments) before sending it again")]
-    UpstreamTimeout(Duration),
-    #[error("the connection to LINE Pay failed during the call; it may have been processed: read the payment details (GET /v3/payments) before sending it again")]
-    UpstreamProtocol,
-    #[error("LINE Pay's answer was larger than the {limit}-byte limit (upstream.max_response_bytes); the call may have been processed")]
-    UpstreamResponseTooLarge { limit: usize },
+    /// A call to LINE Pay failed; its message says whether it may have been processed.
+    #[error(transparent)]
+    Upstream(UpstreamError),
     #[error("the sidecar could not build the upstream request")]
     Internal,
 }
 
+/// A rate limit's refusal is answered 429 with `Retry-After`.
+impl From<LimitError> for ProxyError {
+    fn from(refusal: LimitError) -> ProxyError {
+        ProxyError::RateLimited(refusal)
+    }
+}
+
+/// A failed call to LINE Pay is answered 502 or 504 (500 for the sidecar's own fault).
+impl From<UpstreamError> for ProxyError {
+    fn from(failure: UpstreamError) -> ProxyError {
+        ProxyError::Upstream(failure)
+    }
+}
+
 impl ProxyError {
     /// The stable, documented code: apps and alerts key on it, so never rename one.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             ProxyError::PathNotAllowed { .. } => "path_not_allowed",
             ProxyError::MethodNotAllowed { .. } | ProxyError::ConnectRefused => {
@@ -81,21 +85,24 @@ impl ProxyError {
             ProxyError::InvalidJson(_) => "invalid_json",
             ProxyError::UnexpectedBody(_) => "unexpected_body",
             ProxyError::UnexpectedQuery => "unexpected_query",
-            ProxyError::RateLimited { .. } => "rate_limited",
+            ProxyError::RateLimited(_) => "rate_limited",
             ProxyError::Overloaded => "overloaded",
-            ProxyError::UpstreamDns => "upstream_dns",
-            ProxyError::UpstreamConnectTimeout(_) => "upstream_connect_timeout",
-            ProxyError::UpstreamUnreachable => "upstream_unreachable",
-            ProxyError::UpstreamProxy => "upstream_proxy",
-            ProxyError::UpstreamTls => "upstream_tls",
-            ProxyError::UpstreamTimeout(_) => "upstream_timeout",
-            ProxyError::UpstreamProtocol => "upstream_protocol",
-            ProxyError::UpstreamResponseTooLarge { .. } => "upstream_response_too_large",
+            ProxyError::Upstream(failure) => match failure {
+                UpstreamError::Dns => "upstream_dns",
+                UpstreamError::ConnectTimeout(_) => "upstream_connect_timeout",
+                UpstreamError::Unreachable => "upstream_unreachable",
+                UpstreamError::Proxy => "upstream_proxy",
+                UpstreamError::Tls => "upstream_tls",
+                UpstreamError::ReadTimeout(_) => "upstream_timeout",
+                UpstreamError::Protocol => "upstream_protocol",
+                UpstreamError::ResponseTooLarge { .. } => "upstream_response_too_large",
+                UpstreamError::NoPool => "internal",
+            },
             ProxyError::Internal => "internal",
         }
     }
 
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ProxyError::PathNotAllowed { .. } => StatusCode::FORBIDDEN,
             ProxyError::MethodNotAllowed { .. } | ProxyError::ConnectRefused => {
@@ -109,69 +116,49 @@ impl ProxyError {
             | ProxyError::UnexpectedQuery => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::UpstreamDns
-            | ProxyError::UpstreamUnreachable
-            | ProxyError::UpstreamProxy
-            | ProxyError::UpstreamTls
-            | ProxyError::UpstreamProtocol
-            | ProxyError::UpstreamResponseTooLarge { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::UpstreamConnectTimeout(_) | ProxyError::UpstreamTimeout(_) => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            ProxyError::Upstream(failure) => match failure {
+                UpstreamError::Dns
+                | UpstreamError::Unreachable
+                | UpstreamError::Proxy
+                | UpstreamError::Tls
+                | UpstreamError::Protocol
+                | UpstreamError::ResponseTooLarge { .. } => StatusCode::BAD_GATEWAY,
+                UpstreamError::ConnectTimeout(_) | UpstreamError::ReadTimeout(_) => {
+                    StatusCode::GATEWAY_TIMEOUT
+                }
+                UpstreamError::NoPool => StatusCode::INTERNAL_SERVER_ERROR,
+            },
             ProxyError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// The `kind` label of `linepay_sidecar_upstream_errors_total` for a failed call to
-    /// LINE Pay; `None` for the sidecar's refusals. Exhaustive, so a new variant must
-    /// choose.
-    pub fn upstream_kind(&self) -> Option<&'static str> {
+    /// LINE Pay; `None` for the sidecar's refusals.
+    pub(crate) fn upstream_kind(&self) -> Option<&'static str> {
         match self {
-            ProxyError::UpstreamDns => Some("dns"),
-            ProxyError::UpstreamUnreachable => Some("connect"),
-            ProxyError::UpstreamConnectTimeout(_) => Some("connect_timeout"),
-            ProxyError::UpstreamTls => Some("tls"),
-            ProxyError::UpstreamProxy => Some("proxy"),
-            ProxyError::UpstreamTimeout(_) => Some("timeout"),
-            ProxyError::UpstreamProtocol => Some("protocol"),
-            ProxyError::UpstreamResponseTooLarge { .. } => Some("response_too_large"),
-            ProxyError::PathNotAllowed { .. }
-            | ProxyError::MethodNotAllowed { .. }
-            | ProxyError::ConnectRefused
-            | ProxyError::AmbiguousPath(_)
-            | ProxyError::InvalidTarget
-            | ProxyError::BodyTooLarge { .. }
-            | ProxyError::BodyTimeout(_)
-            | ProxyError::BodyRead
-            | ProxyError::InvalidJson(_)
-            | ProxyError::UnexpectedBody(_)
-            | ProxyError::UnexpectedQuery
-            | ProxyError::RateLimited { .. }
-            | ProxyError::Overloaded
-            | ProxyError::Internal => None,
+            ProxyError::Upstream(failure) => failure.kind(),
+            _ => None,
         }
     }
 
-    /// Whether the call certainly never reached LINE Pay, so sending it again cannot
-    /// double a payment or a refund.
-    pub fn never_reached_upstream(&self) -> bool {
-        !matches!(
-            self,
-            ProxyError::UpstreamTimeout(_)
-                | ProxyError::UpstreamProtocol
-                | ProxyError::UpstreamResponseTooLarge { .. }
-        )
+    /// The body's `retry_safe`: whether the call certainly never reached LINE Pay, so
+    /// sending it again cannot double a payment or a refund. Every refusal is.
+    pub(crate) fn retry_safe(&self) -> bool {
+        match self {
+            ProxyError::Upstream(failure) => failure.retry_safe(),
+            _ => true,
+        }
     }
 
     /// The JSON answer the app receives.
-    pub fn to_response(&self) -> Response<Bytes> {
+    pub(crate) fn to_response(&self) -> Response<Bytes> {
         let body = serde_json::json!({
             "error": {
                 "code": self.code(),
                 "message": self.to_string(),
-                "retry_safe": self.never_reached_upstream(),
+                "retry_safe": self.retry_safe(),
             }
         });
         let mut response = Response::new(Bytes::from(body.to_string()));
@@ -191,12 +178,10 @@ impl ProxyError {
             ProxyError::ConnectRefused => {
                 headers.insert(http::header::ALLOW, HeaderValue::from_static("GET, POST"));
             }
-            ProxyError::RateLimited {
-                retry_after_secs, ..
-            } => {
+            ProxyError::RateLimited(refusal) => {
                 headers.insert(
                     http::header::RETRY_AFTER,
-                    HeaderValue::from(*retry_after_secs),
+                    HeaderValue::from(refusal.retry_after_secs()),
                 );
             }
             _ => {}
@@ -224,8 +209,54 @@ mod tests {
 
     #[test]
     fn timeouts_after_sending_are_not_retry_safe() {
-        assert!(!ProxyError::UpstreamTimeout(Duration::from_secs(1)).never_reached_upstream());
-        assert!(ProxyError::UpstreamConnectTimeout(Duration::from_secs(1)).never_reached_upstream());
+        let second = Duration::from_secs(1);
+        assert!(!ProxyError::from(UpstreamError::ReadTimeout(second)).retry_safe());
+        assert!(ProxyError::from(UpstreamError::ConnectTimeout(second)).retry_safe());
+    }
+
+    #[test]
+    fn each_upstream_failure_has_its_status_code_kind_and_retry_safety() {
+        let second = Duration::from_secs(1);
+        #[rustfmt::skip]
+        let table = [
+            (UpstreamError::Dns, 502, "upstream_dns", Some("dns"), true),
+            (UpstreamError::Unreachable, 502, "upstream_unreachable", Some("connect"), true),
+            (UpstreamError::ConnectTimeout(second), 504, "upstream_connect_timeout", Some("connect_timeout"), true),
+            (UpstreamError::Tls, 502, "upstream_tls", Some("tls"), true),
+            (UpstreamError::Proxy, 502, "upstream_proxy", Some("proxy"), true),
+            (UpstreamError::ReadTimeout(second), 504, "upstream_timeout", Some("timeout"), false),
+            (UpstreamError::Protocol, 502, "upstream_protocol", Some("protocol"), false),
+            (UpstreamError::ResponseTooLarge { limit: 1 }, 502, "upstream_response_too_large", Some("response_too_large"), false),
+            (UpstreamError::NoPool, 500, "internal", None, true),
+        ];
+        for (failure, status, code, kind, retry_safe) in table {
+            let error = ProxyError::from(failure.clone());
+            assert_eq!(error.status().as_u16(), status, "{failure:?}");
+            assert_eq!(error.code(), code, "{failure:?}");
+            assert_eq!(error.upstream_kind(), kind, "{failure:?}");
+            assert_eq!(error.retry_safe(), retry_safe, "{failure:?}");
+            assert_eq!(error.to_string(), failure.to_string(), "{failure:?}");
+        }
+    }
+
+    #[test]
+    fn a_rate_limit_refusal_is_429_with_retry_after_in_whole_seconds() {
+        use crate::limit::{LimitName, Refusal};
+        let refusal = LimitError {
+            limit: LimitName::Route("route POST /v3/payments/request".into()),
+            retry_after: Duration::from_millis(1500),
+            reason: Refusal::QueueFull,
+        };
+        let response = ProxyError::from(refusal).to_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[SIDECAR_ERROR_HEADER], "rate_limited");
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "2");
+        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(
+            body["error"]["message"],
+            "the route POST /v3/payments/request rate limit is exhausted; the call was not sent: retry after 2 s"
+        );
+        assert_eq!(body["error"]["retry_safe"], true);
     }
 
     #[test]

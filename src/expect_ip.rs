@@ -12,7 +12,8 @@
 
 use crate::config::UpstreamConfig;
 use crate::egress::{EgressConfig, ExpectIpConfig};
-use crate::upstream::{EchoClient, UpstreamBuildError};
+use crate::error::ProxyError;
+use crate::upstream::{EchoClient, EchoError, UpstreamBuildError};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -174,11 +175,23 @@ impl ExpectIpCheck {
             .inner
             .client
             .get_text(&config.echo_url, MAX_ECHO_BYTES)
-            .await;
+            .await
+            .map_err(echo_failure);
         let report = judge(config, answer);
         log_report(config, &report);
         self.inner.status.record(report.clone());
         report
+    }
+}
+
+/// Why the echo service could not be asked, on one line; a connection failure leads
+/// with the stable code a LINE Pay call would be answered with (`upstream_dns`, ...).
+fn echo_failure(error: EchoError) -> String {
+    match error {
+        EchoError::Connection { failure, detail } => {
+            format!("{}: {detail}", ProxyError::from(failure).code())
+        }
+        other => other.to_string(),
     }
 }
 

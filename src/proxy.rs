@@ -12,8 +12,10 @@
 //! 6. **response filter**: LINE Pay's answer goes back as it is, minus hop-by-hop
 //!    headers.
 //!
-//! Each phase is one function; a refusal at any phase is a [`ProxyError`], answered as
-//! the sidecar's JSON error, and stops the call before anything reaches LINE Pay.
+//! Each phase is one function; a refusal at any phase is a [`ProxyError`] (the limit and
+//! upstream layers return their own errors, which `?` converts in `crate::error`),
+//! answered as the sidecar's JSON error, and stops the call before anything reaches
+//! LINE Pay.
 
 use crate::config::Config;
 use crate::error::ProxyError;
@@ -30,12 +32,13 @@ use http_body_util::{BodyExt, Full, Limited};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const CHANNEL_ID: HeaderName = HeaderName::from_static("x-line-channelid");
-pub const CHANNEL_SECRET: HeaderName = HeaderName::from_static("x-line-channelsecret");
-pub const NONCE: HeaderName = HeaderName::from_static("x-line-authorization-nonce");
-pub const AUTHORIZATION: HeaderName = HeaderName::from_static("x-line-authorization");
-pub const DEVICE_PROFILE_ID: HeaderName = HeaderName::from_static("x-line-merchantdeviceprofileid");
-pub const DEVICE_TYPE: HeaderName = HeaderName::from_static("x-line-merchantdevicetype");
+pub(crate) const CHANNEL_ID: HeaderName = HeaderName::from_static("x-line-channelid");
+pub(crate) const CHANNEL_SECRET: HeaderName = HeaderName::from_static("x-line-channelsecret");
+pub(crate) const NONCE: HeaderName = HeaderName::from_static("x-line-authorization-nonce");
+pub(crate) const AUTHORIZATION: HeaderName = HeaderName::from_static("x-line-authorization");
+pub(crate) const DEVICE_PROFILE_ID: HeaderName =
+    HeaderName::from_static("x-line-merchantdeviceprofileid");
+pub(crate) const DEVICE_TYPE: HeaderName = HeaderName::from_static("x-line-merchantdevicetype");
 
 /// Headers that describe one hop, never the call (RFC 9110 §7.6.1), plus the
 /// non-standard ones that proxies still see.
@@ -91,7 +94,7 @@ struct CallRecord<'a> {
 
 /// The request id header: taken from the app when it sends a sane one, else generated,
 /// and always returned to the app.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 impl Proxy {
     /// The upstream client and the limiters are shared handles, so that a reload that
@@ -128,7 +131,7 @@ impl Proxy {
     }
 
     /// Handles one call from the app; never fails: every problem becomes an answer.
-    pub async fn handle<B>(&self, request: Request<B>) -> Response<Bytes>
+    pub(crate) async fn handle<B>(&self, request: Request<B>) -> Response<Bytes>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -213,8 +216,11 @@ impl Proxy {
             if let Some(kind) = error.upstream_kind() {
                 metrics.upstream_errors.with_label_values(&[kind]).inc();
             }
-            if let ProxyError::RateLimited { limit, .. } = error {
-                metrics.rate_limited.with_label_values(&[limit]).inc();
+            if let ProxyError::RateLimited(refusal) = error {
+                metrics
+                    .rate_limited
+                    .with_label_values(&[refusal.limit.label()])
+                    .inc();
             }
         }
     }
@@ -328,7 +334,11 @@ impl Proxy {
         let path = parts.uri.path();
         let query = parts.uri.query();
         let path_and_query = parts.uri.path_and_query().map_or(path, |pq| pq.as_str());
-        let uri = self.upstream.uri_for(path_and_query)?;
+        // The path and query were parsed once already: a failure here is a bug.
+        let uri = self
+            .upstream
+            .uri_for(path_and_query)
+            .map_err(|_| ProxyError::Internal)?;
 
         let mut headers = forwardable_headers(&parts.headers);
         // The per-client limit's header is the app's label for the sidecar, not LINE Pay's.

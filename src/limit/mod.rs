@@ -25,27 +25,33 @@
 //!
 //! # Shadow mode
 //! With `shadow: true` nothing is refused and nothing waits: a call that would have been
-//! refused is admitted, counted ([`Limits::shadow_refusals`]) and logged as a warning, so
-//! a team can see what a limit would do before enforcing it.
+//! refused is admitted, counted (`linepay_sidecar_rate_limited_shadow_total{limit}`, see
+//! [`Limits::with_shadow_metric`]) and logged as a warning, so a team can see what a limit
+//! would do before enforcing it.
 //!
 //! # Time
 //! [`Limits`] is generic over a [`LimitClock`] (governor's clock plus a way to sleep):
-//! production uses governor's default clock and tokio's timer; the unit tests below use
-//! governor's `FakeRelativeClock` and advance it by hand, so no test depends on timing.
+//! production uses governor's default clock and tokio's timer; the unit tests
+//! (`tests.rs`) use governor's `FakeRelativeClock` and advance it by hand, so no test
+//! depends on timing.
+//!
+//! # Refusals
+//! A refusal is a [`LimitError`]: which limit, how long until its next token, and why the
+//! call could not wait for it. Admission only decides; `crate::error` turns a refusal
+//! into the 429 answer and its `Retry-After`.
 //!
 //! # Files
 //! This file holds admission: the running limiters, queue and shadow mode. `config.rs`
 //! holds the typed settings ([`LimitsConfig`]) that `crate::config` builds from the
-//! `limits:` section; `client_store.rs`
-//! keeps the per-client buckets, bounded. The public names are re-exported here, so
-//! callers write `crate::limit::LimitsConfig` whichever file defines it.
+//! `limits:` section; `client_store.rs` keeps the per-client buckets, bounded; `tests.rs`
+//! holds the unit tests of admission. The public names are re-exported here, so callers
+//! write `crate::limit::LimitsConfig` whichever file defines it.
 
 mod client_store;
 mod config;
 
 pub use config::{Bucket, ClientLimit, LimitsConfig, QueueConfig, Rate, RouteLimit};
 
-use crate::error::ProxyError;
 use crate::route::Route;
 use client_store::{ClientKey, SharedClientStore};
 use governor::clock::{Clock, DefaultClock, Reference};
@@ -55,8 +61,7 @@ use governor::{NotUntil, RateLimiter};
 use http::{HeaderMap, HeaderName, Method};
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -92,8 +97,8 @@ pub struct Limits<C: LimitClock = DefaultClock> {
     routes: Vec<RouteLimiter<C>>,
     clients: Option<Clients<C>>,
     queue: Option<Queue>,
-    shadow_refusals: AtomicU64,
-    /// `linepay_sidecar_rate_limited_shadow_total{limit}`, when metrics are wired.
+    /// `linepay_sidecar_rate_limited_shadow_total{limit}`, when metrics are wired: the
+    /// one count of shadow-mode refusals.
     shadow_metric: Option<prometheus::IntCounterVec>,
 }
 
@@ -101,7 +106,7 @@ struct RouteLimiter<C: LimitClock> {
     method: Method,
     template: String,
     /// `route POST /v3/...`, the name a refusal carries.
-    name: String,
+    name: Arc<str>,
     limiter: DirectLimiter<C>,
 }
 
@@ -135,15 +140,8 @@ struct Waiting<'a, I> {
 
 impl Limits {
     /// Limits on governor's default clock and tokio's timer.
-    pub fn new(config: &LimitsConfig) -> Limits {
+    pub(crate) fn new(config: &LimitsConfig) -> Limits {
         Limits::with_clock(config, DefaultClock::default())
-    }
-}
-
-impl Default for Limits {
-    /// No limits: every call is admitted.
-    fn default() -> Self {
-        Limits::new(&LimitsConfig::default())
     }
 }
 
@@ -169,7 +167,7 @@ impl<C: LimitClock> Limits<C> {
                 .map(|route| RouteLimiter {
                     method: route.method.clone(),
                     template: route.template.clone(),
-                    name: format!("route {} {}", route.method, route.template),
+                    name: format!("route {} {}", route.method, route.template).into(),
                     limiter: direct(&route.bucket),
                 })
                 .collect(),
@@ -178,26 +176,20 @@ impl<C: LimitClock> Limits<C> {
                 max_wait: queue.max_wait,
                 slots: Semaphore::new(queue.max_queued.get().min(Semaphore::MAX_PERMITS)),
             }),
-            shadow_refusals: AtomicU64::new(0),
             shadow_metric: None,
             clock,
         }
     }
 
     /// Counts shadow-mode refusals in this metric too, labelled by limit.
-    pub fn with_shadow_metric(mut self, metric: prometheus::IntCounterVec) -> Self {
+    pub(crate) fn with_shadow_metric(mut self, metric: prometheus::IntCounterVec) -> Self {
         self.shadow_metric = Some(metric);
         self
     }
 
-    /// Calls admitted in shadow mode that the limits would have refused.
-    pub fn shadow_refusals(&self) -> u64 {
-        self.shadow_refusals.load(Ordering::Relaxed)
-    }
-
     /// Admits the call, after waiting for a token in queue mode, or refuses it with
-    /// `ProxyError::RateLimited` naming the limit. Checks client → route → global.
-    pub async fn admit(&self, route: &Route, headers: &HeaderMap) -> Result<(), ProxyError> {
+    /// a [`LimitError`] naming the limit. Checks client → route → global.
+    pub(crate) async fn admit(&self, route: &Route, headers: &HeaderMap) -> Result<(), LimitError> {
         if self.global.is_none() && self.routes.is_empty() && self.clients.is_none() {
             return Ok(());
         }
@@ -211,7 +203,7 @@ impl<C: LimitClock> Limits<C> {
                 .pass(
                     &mut waiting,
                     || clients.limiter.check_key(&key),
-                    || "client".to_owned(),
+                    || LimitName::Client,
                 )
                 .await;
             self.sweep_if_full(clients);
@@ -228,7 +220,7 @@ impl<C: LimitClock> Limits<C> {
                 .pass(
                     &mut waiting,
                     || limiter.limiter.check(),
-                    || limiter.name.clone(),
+                    || LimitName::Route(limiter.name.clone()),
                 )
                 .await?;
             if verdict == Verdict::ShadowRefused {
@@ -236,7 +228,7 @@ impl<C: LimitClock> Limits<C> {
             }
         }
         if let Some(global) = &self.global {
-            self.pass(&mut waiting, || global.check(), || "global".to_owned())
+            self.pass(&mut waiting, || global.check(), || LimitName::Global)
                 .await?;
         }
         Ok(())
@@ -247,8 +239,8 @@ impl<C: LimitClock> Limits<C> {
         &'a self,
         waiting: &mut Waiting<'a, C::Instant>,
         check: impl Fn() -> Result<(), NotUntil<C::Instant>>,
-        name: impl Fn() -> String,
-    ) -> Result<Verdict, ProxyError> {
+        name: impl Fn() -> LimitName,
+    ) -> Result<Verdict, LimitError> {
         loop {
             let wait = match check() {
                 Ok(()) => return Ok(Verdict::Admitted),
@@ -263,10 +255,9 @@ impl<C: LimitClock> Limits<C> {
                 if wait <= max_wait {
                     return Ok(Verdict::Admitted);
                 }
-                self.shadow_refusals.fetch_add(1, Ordering::Relaxed);
                 let limit = name();
                 if let Some(metric) = &self.shadow_metric {
-                    metric.with_label_values(&[limit.as_str()]).inc();
+                    metric.with_label_values(&[limit.label()]).inc();
                 }
                 tracing::warn!(
                     limit = %limit,
@@ -276,18 +267,18 @@ impl<C: LimitClock> Limits<C> {
                 return Ok(Verdict::ShadowRefused);
             }
             let Some(queue) = &self.queue else {
-                return Err(refusal(name(), wait));
+                return Err(LimitError::new(name(), wait, Refusal::NoQueue));
             };
             let now = self.clock.now();
             let since = *waiting.since.get_or_insert(now);
             let waited = Duration::from(now.duration_since(since));
             if wait > queue.max_wait.saturating_sub(waited) {
-                return Err(refusal(name(), wait));
+                return Err(LimitError::new(name(), wait, Refusal::WaitTooLong));
             }
             if waiting.slot.is_none() {
                 match queue.slots.try_acquire() {
                     Ok(slot) => waiting.slot = Some(slot),
-                    Err(_) => return Err(refusal(name(), wait)),
+                    Err(_) => return Err(LimitError::new(name(), wait, Refusal::QueueFull)),
                 }
             }
             // At least a millisecond, so a wait rounded to zero cannot spin.
@@ -330,11 +321,72 @@ impl<C: LimitClock> fmt::Debug for Limits<C> {
     }
 }
 
-fn refusal(limit: String, wait: Duration) -> ProxyError {
-    ProxyError::RateLimited {
-        limit,
-        retry_after_secs: retry_after_secs(wait),
+/// Why admission refused a call: which limit, how long until its next token, and why the
+/// call could not wait for it. Pure data; `crate::error` turns it into the 429 answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the {limit} limit refused the call ({reason}); its next token is {retry_after:?} away")]
+pub(crate) struct LimitError {
+    pub(crate) limit: LimitName,
+    /// How long until the refusing bucket has a token for this call.
+    pub(crate) retry_after: Duration,
+    pub(crate) reason: Refusal,
+}
+
+impl LimitError {
+    fn new(limit: LimitName, retry_after: Duration, reason: Refusal) -> LimitError {
+        LimitError {
+            limit,
+            retry_after,
+            reason,
+        }
     }
+
+    /// When to try again, in whole seconds, rounded up, at least 1.
+    pub(crate) fn retry_after_secs(&self) -> u64 {
+        retry_after_secs(self.retry_after)
+    }
+}
+
+/// Which limit refused; its [`label`](LimitName::label) names it in the answer, the log
+/// and the `limit` label of the metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LimitName {
+    Global,
+    /// One route's bucket; holds its label, `route POST /v3/...`.
+    Route(Arc<str>),
+    /// The caller's own `per_client` bucket (never the app's header value).
+    Client,
+}
+
+impl LimitName {
+    /// `global`, `route POST /v3/payments/{transactionId}/refund` or `client`.
+    pub(crate) fn label(&self) -> &str {
+        match self {
+            LimitName::Global => "global",
+            LimitName::Route(label) => label,
+            LimitName::Client => "client",
+        }
+    }
+}
+
+impl fmt::Display for LimitName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// Why a call that found no token could not wait for one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Refusal {
+    /// No `queue` is configured: a call without a token is refused at once.
+    #[error("no token, and no queue to wait in")]
+    NoQueue,
+    /// The wait would go past what is left of `queue.max_wait`.
+    #[error("the wait for a token would exceed queue.max_wait")]
+    WaitTooLong,
+    /// Every `queue.max_queued` slot is taken.
+    #[error("the queue is full")]
+    QueueFull,
 }
 
 /// `Retry-After` in whole seconds, rounded up, at least 1.
@@ -345,376 +397,4 @@ fn retry_after_secs(wait: Duration) -> u64 {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
-    use super::config::tests::{allowlist, config};
-    use super::*;
-    use crate::route::Match;
-    use governor::clock::FakeRelativeClock;
-    use governor::nanos::Nanos;
-    use std::sync::atomic::AtomicUsize;
-    use std::sync::Arc;
-    use tokio::sync::Notify;
-
-    const REFUND: &str = "/v3/payments/2021121600698709710/refund";
-    const CONFIRM: &str = "/v3/payments/2021121600698709710/confirm";
-    pub(super) const REQUEST: &str = "/v3/payments/request";
-
-    /// governor's `FakeRelativeClock`, plus sleeps that end only when the test advances
-    /// the clock past them.
-    #[derive(Clone, Default)]
-    pub(super) struct TestClock {
-        fake: FakeRelativeClock,
-        tick: Arc<Notify>,
-        sleepers: Arc<AtomicUsize>,
-    }
-
-    impl TestClock {
-        pub(super) fn advance(&self, by: Duration) {
-            self.fake.advance(by);
-            self.tick.notify_waiters();
-        }
-
-        /// Lets spawned calls run until `count` of them are asleep (bounded).
-        async fn until_sleeping(&self, count: usize) {
-            for _ in 0..10_000 {
-                if self.sleepers.load(Ordering::SeqCst) == count {
-                    return;
-                }
-                tokio::task::yield_now().await;
-            }
-            panic!(
-                "expected {count} sleeping calls, found {}",
-                self.sleepers.load(Ordering::SeqCst)
-            );
-        }
-    }
-
-    impl Clock for TestClock {
-        type Instant = Nanos;
-
-        fn now(&self) -> Nanos {
-            self.fake.now()
-        }
-    }
-
-    struct Asleep(Arc<AtomicUsize>);
-
-    impl Drop for Asleep {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-
-    impl LimitClock for TestClock {
-        fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send {
-            let clock = self.clone();
-            async move {
-                let until = clock.now() + Nanos::from(duration);
-                clock.sleepers.fetch_add(1, Ordering::SeqCst);
-                let _asleep = Asleep(clock.sleepers.clone());
-                loop {
-                    let ticked = clock.tick.notified();
-                    tokio::pin!(ticked);
-                    ticked.as_mut().enable();
-                    if clock.now() >= until {
-                        return;
-                    }
-                    ticked.await;
-                }
-            }
-        }
-    }
-
-    pub(super) fn limits(yaml: &str) -> (Arc<Limits<TestClock>>, TestClock) {
-        let clock = TestClock::default();
-        (
-            Arc::new(Limits::with_clock(&config(yaml), clock.clone())),
-            clock,
-        )
-    }
-
-    pub(super) fn route(method: &str, path: &str) -> Route {
-        match allowlist().find(&method.parse().unwrap(), path) {
-            Match::Allowed(route) => route.clone(),
-            other => panic!("{method} {path}: {other:?}"),
-        }
-    }
-
-    pub(super) fn client(value: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert("x-merchant-client", value.parse().unwrap());
-        headers
-    }
-
-    /// Admits one call now; panics if it would wait (the test clock never moves alone).
-    pub(super) async fn call(
-        limits: &Limits<TestClock>,
-        route: &Route,
-        headers: &HeaderMap,
-    ) -> Result<(), ProxyError> {
-        tokio::time::timeout(Duration::from_secs(5), limits.admit(route, headers))
-            .await
-            .unwrap_or_else(|_| panic!("the call waited, but no wait was expected"))
-    }
-
-    /// The refused limit's name and `Retry-After`, or a panic when admitted.
-    #[track_caller]
-    pub(super) fn refused(outcome: Result<(), ProxyError>) -> (String, u64) {
-        match outcome {
-            Err(ProxyError::RateLimited {
-                limit,
-                retry_after_secs,
-            }) => (limit, retry_after_secs),
-            other => panic!("expected a rate-limit refusal, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn retry_after_is_whole_seconds_rounded_up_at_least_one() {
-        assert_eq!(retry_after_secs(Duration::ZERO), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(1000)), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
-        assert_eq!(retry_after_secs(Duration::from_secs(60)), 60);
-    }
-
-    // --- buckets -----------------------------------------------------------------------
-
-    #[tokio::test]
-    async fn no_limits_admit_everything() {
-        let (limits, _clock) = limits("");
-        let refund = route("POST", REFUND);
-        for _ in 0..1000 {
-            call(&limits, &refund, &HeaderMap::new()).await.unwrap();
-        }
-    }
-
-    #[tokio::test]
-    async fn burst_then_refusal_with_retry_after_until_the_next_token() {
-        let (limits, clock) = limits("limits:\n  global: {rate: 1/m, burst: 3}\n");
-        let request = route("POST", REQUEST);
-        let none = HeaderMap::new();
-        for _ in 0..3 {
-            call(&limits, &request, &none).await.unwrap();
-        }
-        assert_eq!(
-            refused(call(&limits, &request, &none).await),
-            ("global".to_owned(), 60)
-        );
-
-        clock.advance(Duration::from_millis(30_500));
-        // 29.5 s left, rounded up.
-        assert_eq!(refused(call(&limits, &request, &none).await).1, 30);
-        clock.advance(Duration::from_millis(29_500));
-        call(&limits, &request, &none).await.unwrap();
-        assert_eq!(refused(call(&limits, &request, &none).await).1, 60);
-    }
-
-    #[tokio::test]
-    async fn route_limits_are_independent_and_other_routes_are_free() {
-        let (limits, clock) = limits(
-            "limits:\n  routes:\n    \"POST /v3/payments/{transactionId}/refund\": {rate: 1/s, burst: 2}\n    \"POST /v3/payments/{transactionId}/confirm\": {rate: 1/s, burst: 1}\n",
-        );
-        let (refund, confirm, request) = (
-            route("POST", REFUND),
-            route("POST", CONFIRM),
-            route("POST", REQUEST),
-        );
-        let none = HeaderMap::new();
-        call(&limits, &refund, &none).await.unwrap();
-        call(&limits, &refund, &none).await.unwrap();
-        let (limit, retry_after) = refused(call(&limits, &refund, &none).await);
-        assert_eq!(limit, "route POST /v3/payments/{transactionId}/refund");
-        assert_eq!(retry_after, 1);
-
-        // Refund's empty bucket leaves confirm's full, and request has no limit at all.
-        call(&limits, &confirm, &none).await.unwrap();
-        assert_eq!(
-            refused(call(&limits, &confirm, &none).await).0,
-            "route POST /v3/payments/{transactionId}/confirm"
-        );
-        for _ in 0..100 {
-            call(&limits, &request, &none).await.unwrap();
-        }
-
-        clock.advance(Duration::from_secs(1));
-        call(&limits, &refund, &none).await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn checks_go_client_then_route_then_global() {
-        let (limits, _clock) = limits(
-            "limits:\n  global: {rate: 1/m, burst: 3}\n  routes:\n    \"POST /v3/payments/request\": {rate: 1/m, burst: 2}\n  per_client: {header: X-Merchant-Client, rate: 1/m, burst: 1}\n",
-        );
-        let (request, refund) = (route("POST", REQUEST), route("POST", REFUND));
-        // Global has 2 tokens left, the route 1.
-        call(&limits, &request, &client("a")).await.unwrap();
-        // Refused by its own client bucket: route and global keep their tokens.
-        assert_eq!(
-            refused(call(&limits, &request, &client("a")).await).0,
-            "client"
-        );
-        // Global has 1 token left, the route none.
-        call(&limits, &request, &client("b")).await.unwrap();
-        // Refused by the route: client c's token is spent (the documented cost), global's is not.
-        assert_eq!(
-            refused(call(&limits, &request, &client("c")).await).0,
-            "route POST /v3/payments/request"
-        );
-        assert_eq!(
-            refused(call(&limits, &refund, &client("c")).await).0,
-            "client"
-        );
-        // Global has no token left.
-        call(&limits, &refund, &client("d")).await.unwrap();
-        assert_eq!(
-            refused(call(&limits, &refund, &client("e")).await).0,
-            "global"
-        );
-    }
-
-    #[tokio::test]
-    async fn shadow_mode_admits_everything_and_counts_what_it_would_refuse() {
-        let (limits, _clock) = limits(
-            "limits:\n  shadow: true\n  global: {rate: 1/m, burst: 2}\n  per_client: {header: X-Merchant-Client, rate: 1/m, burst: 1}\n",
-        );
-        let request = route("POST", REQUEST);
-        for _ in 0..5 {
-            call(&limits, &request, &client("a")).await.unwrap();
-        }
-        // Call 1 passes both; calls 2-5 would be refused by the client bucket.
-        assert_eq!(limits.shadow_refusals(), 4);
-        call(&limits, &request, &client("b")).await.unwrap();
-        call(&limits, &request, &client("c")).await.unwrap();
-        // b took global's second token; c would be refused by global.
-        assert_eq!(limits.shadow_refusals(), 5);
-    }
-
-    // --- queue mode --------------------------------------------------------------------
-
-    fn spawn_call(
-        limits: &Arc<Limits<TestClock>>,
-        route: &Route,
-    ) -> tokio::task::JoinHandle<Result<(), ProxyError>> {
-        let (limits, route) = (limits.clone(), route.clone());
-        tokio::spawn(async move { limits.admit(&route, &HeaderMap::new()).await })
-    }
-
-    /// The outcome of a spawned call that should end now; a panic rather than a hang if
-    /// it keeps waiting on the test clock.
-    async fn finished(
-        call: tokio::task::JoinHandle<Result<(), ProxyError>>,
-    ) -> Result<(), ProxyError> {
-        tokio::time::timeout(Duration::from_secs(5), call)
-            .await
-            .unwrap_or_else(|_| panic!("the call is still waiting"))
-            .unwrap()
-    }
-
-    #[tokio::test]
-    async fn queued_call_waits_for_its_token_then_succeeds() {
-        let (limits, clock) =
-            limits("limits:\n  global: {rate: 2/s, burst: 1}\n  queue: {max_wait: 2s}\n");
-        let request = route("POST", REQUEST);
-        call(&limits, &request, &HeaderMap::new()).await.unwrap();
-
-        let second = spawn_call(&limits, &request);
-        clock.until_sleeping(1).await;
-        clock.advance(Duration::from_millis(499));
-        tokio::task::yield_now().await;
-        assert!(!second.is_finished(), "admitted before its token");
-        clock.advance(Duration::from_millis(1));
-        finished(second).await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn wait_beyond_max_wait_is_refused_at_once() {
-        let (limits, _clock) =
-            limits("limits:\n  global: {rate: 1/m, burst: 1}\n  queue: {max_wait: 2s}\n");
-        let request = route("POST", REQUEST);
-        call(&limits, &request, &HeaderMap::new()).await.unwrap();
-        assert_eq!(
-            refused(call(&limits, &request, &HeaderMap::new()).await),
-            ("global".to_owned(), 60)
-        );
-    }
-
-    #[tokio::test]
-    async fn queue_is_bounded_in_length() {
-        let (limits, clock) = limits(
-            "limits:\n  global: {rate: 1/s, burst: 1}\n  queue: {max_wait: 10s, max_queued: 1}\n",
-        );
-        let request = route("POST", REQUEST);
-        call(&limits, &request, &HeaderMap::new()).await.unwrap();
-        let queued = spawn_call(&limits, &request);
-        clock.until_sleeping(1).await;
-        // The one slot is taken: refused at once, though the wait would fit.
-        assert_eq!(
-            refused(call(&limits, &request, &HeaderMap::new()).await),
-            ("global".to_owned(), 1)
-        );
-        clock.advance(Duration::from_secs(1));
-        finished(queued).await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn total_wait_is_bounded_by_max_wait() {
-        // Two waiters for one token a second: the second's wait grows past max_wait.
-        let (limits, clock) = limits(
-            "limits:\n  global: {rate: 1/s, burst: 1}\n  queue: {max_wait: 1500ms, max_queued: 10}\n",
-        );
-        let request = route("POST", REQUEST);
-        call(&limits, &request, &HeaderMap::new()).await.unwrap();
-        let first = spawn_call(&limits, &request);
-        let second = spawn_call(&limits, &request);
-        clock.until_sleeping(2).await;
-        clock.advance(Duration::from_secs(1));
-        let outcomes = [finished(first).await, finished(second).await];
-        assert_eq!(
-            outcomes.iter().filter(|o| o.is_ok()).count(),
-            1,
-            "{outcomes:?}"
-        );
-        let loser = outcomes.into_iter().find(Result::is_err).unwrap();
-        assert_eq!(refused(loser).0, "global");
-    }
-
-    #[tokio::test]
-    async fn cancelled_wait_frees_its_queue_slot() {
-        let (limits, clock) = limits(
-            "limits:\n  global: {rate: 1/s, burst: 1}\n  queue: {max_wait: 2s, max_queued: 1}\n",
-        );
-        let request = route("POST", REQUEST);
-        call(&limits, &request, &HeaderMap::new()).await.unwrap();
-        let abandoned = spawn_call(&limits, &request);
-        clock.until_sleeping(1).await;
-        // The app disconnects: hyper drops the call's future.
-        abandoned.abort();
-        assert!(abandoned.await.unwrap_err().is_cancelled());
-        clock.until_sleeping(0).await;
-
-        let next = spawn_call(&limits, &request);
-        clock.until_sleeping(1).await;
-        clock.advance(Duration::from_secs(1));
-        finished(next).await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn shadow_mode_never_waits_and_counts_only_waits_beyond_max_wait() {
-        let request = route("POST", REQUEST);
-        let (within, _clock) = limits(
-            "limits:\n  shadow: true\n  global: {rate: 1/s, burst: 1}\n  queue: {max_wait: 1500ms}\n",
-        );
-        call(&within, &request, &HeaderMap::new()).await.unwrap();
-        // Would wait 1 s: within max_wait, so it would not have been refused.
-        call(&within, &request, &HeaderMap::new()).await.unwrap();
-        assert_eq!(within.shadow_refusals(), 0);
-
-        let (beyond, _clock) = limits(
-            "limits:\n  shadow: true\n  global: {rate: 1/m, burst: 1}\n  queue: {max_wait: 1500ms}\n",
-        );
-        call(&beyond, &request, &HeaderMap::new()).await.unwrap();
-        call(&beyond, &request, &HeaderMap::new()).await.unwrap();
-        assert_eq!(beyond.shadow_refusals(), 1);
-    }
-}
+mod tests;

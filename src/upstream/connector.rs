@@ -48,15 +48,11 @@ pub(super) fn check_upstream_fits_egress(
         return Ok(());
     };
     if !egress.pin.is_empty() && egress.proxy.is_none() && !egress.pin.contains(&address) {
-        return Err(UpstreamBuildError::Egress(format!(
-            "upstream.url is the IP address {address}, which egress.pin does not list: add it to egress.pin or use the host name"
-        )));
+        return Err(UpstreamBuildError::UnpinnedIpUpstream { address });
     }
     if let Some(bind) = egress.bind_address {
         if egress.proxy.is_none() && bind.is_ipv4() != address.is_ipv4() {
-            return Err(UpstreamBuildError::Egress(format!(
-                "upstream.url {address} and egress.bind_address {bind} are of different IP versions: a connection from {bind} cannot reach it"
-            )));
+            return Err(UpstreamBuildError::BindFamilyMismatch { address, bind });
         }
     }
     Ok(())
@@ -110,12 +106,11 @@ pub(super) fn connector(
             let to_proxy = tcp_connector(resolver, connect_timeout, egress.bind_address);
             let mut tunnel = Tunnel::new(proxy.url.clone(), to_proxy);
             if let Some(auth) = &proxy.auth {
-                let value = auth.header_value().ok_or_else(|| {
-                    UpstreamBuildError::Egress(format!(
-                        "{}: the proxy credentials do not make a valid header",
-                        auth.source
-                    ))
-                })?;
+                let value =
+                    auth.header_value()
+                        .ok_or_else(|| UpstreamBuildError::ProxyCredentials {
+                            origin: auth.source.clone(),
+                        })?;
                 tunnel = tunnel.with_auth(value);
             }
             EgressRoute::Tunnel(Box::new(TunnelRoute {
@@ -152,27 +147,32 @@ pub(super) fn tls_config(
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
-        let ca_error = |reason: String| UpstreamBuildError::CaFile {
-            path: path.display().to_string(),
+        let unreadable = |reason| UpstreamBuildError::CaFileUnreadable {
+            path: path.to_owned(),
             reason,
         };
         let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .map_err(|error| ca_error(error.to_string()))?
+            .map_err(unreadable)?
             .collect::<Result<_, _>>()
-            .map_err(|error| ca_error(error.to_string()))?;
+            .map_err(unreadable)?;
         if certificates.is_empty() {
-            return Err(ca_error("holds no PEM certificate".to_owned()));
+            return Err(UpstreamBuildError::CaFileEmpty {
+                path: path.to_owned(),
+            });
         }
         for certificate in certificates {
             roots
                 .add(certificate)
-                .map_err(|error| ca_error(error.to_string()))?;
+                .map_err(|reason| UpstreamBuildError::CaFileCertificate {
+                    path: path.to_owned(),
+                    reason,
+                })?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|error| UpstreamBuildError::Tls(error.to_string()))?
+        .map_err(UpstreamBuildError::Tls)?
         .with_root_certificates(roots)
         .with_no_client_auth())
 }

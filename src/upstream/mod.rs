@@ -1,10 +1,12 @@
 //! The egress client: one pooled, keep-alive HTTPS client to LINE Pay.
 //!
 //! Mechanism only: the proxy hands it a finished, signed request and a route's timeouts,
-//! and gets back a whole response or a classified [`ProxyError`]. Failures are told
+//! and gets back a whole response or a classified [`UpstreamError`]. Failures are told
 //! apart the way an operator needs at 3 a.m.: DNS, connect refused, connect timeout,
-//! TLS, response timeout, broken connection. The first four mean the call never left
-//! the sidecar; the last two mean it may have reached LINE Pay.
+//! TLS, egress proxy, response timeout, broken connection, oversized answer. The first
+//! five mean the call never left the sidecar; the last three mean it may have reached
+//! LINE Pay ([`UpstreamError::retry_safe`]). `crate::error` turns them into the app's
+//! answer; this layer knows nothing of HTTP status codes for its own failures.
 //!
 //! Pooling is what makes the sidecar faster than a PHP app calling LINE Pay directly: a
 //! PHP request that opens a fresh connection per call still reuses one warm TLS
@@ -32,13 +34,13 @@ use self::connector::{
 use self::resolve::DnsError;
 use crate::config::UpstreamConfig;
 use crate::egress::{self, EgressConfig};
-use crate::error::ProxyError;
 use crate::route::RouteTimeouts;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use std::path::Path;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 type PooledClient = Client<Connector, Full<Bytes>>;
@@ -46,12 +48,123 @@ type PooledClient = Client<Connector, Full<Bytes>>;
 /// Why the upstream client could not be built (at start-up, never per call).
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamBuildError {
-    #[error("upstream.ca_file {path}: {reason}")]
-    CaFile { path: String, reason: String },
+    /// `upstream.ca_file` could not be read as PEM.
+    #[error("upstream.ca_file {}: {reason}", path.display())]
+    CaFileUnreadable {
+        path: PathBuf,
+        reason: rustls_pki_types::pem::Error,
+    },
+    #[error("upstream.ca_file {}: holds no PEM certificate", path.display())]
+    CaFileEmpty { path: PathBuf },
+    /// A certificate in `upstream.ca_file` is not a usable trust anchor.
+    #[error("upstream.ca_file {}: {reason}", path.display())]
+    CaFileCertificate {
+        path: PathBuf,
+        reason: rustls::Error,
+    },
     #[error("TLS set-up failed: {0}")]
-    Tls(String),
+    Tls(rustls::Error),
+    /// An IP-literal upstream skips the resolver, so the pin could never apply to it.
+    #[error("upstream.url is the IP address {address}, which egress.pin does not list: add it to egress.pin or use the host name")]
+    UnpinnedIpUpstream { address: IpAddr },
+    /// A socket bound to one IP version cannot dial the other.
+    #[error("upstream.url {address} and egress.bind_address {bind} are of different IP versions: a connection from {bind} cannot reach it")]
+    BindFamilyMismatch { address: IpAddr, bind: IpAddr },
+    /// `origin` names where the credentials came from (a key or a file), never them.
+    #[error("{origin}: the proxy credentials do not make a valid header")]
+    ProxyCredentials { origin: String },
+    /// [`egress::preflight`]'s refusal of `egress.bind_address`, in its own words.
     #[error("{0}")]
     Egress(String),
+}
+
+/// Why one call to LINE Pay (or the readiness probe) failed. What matters most is
+/// whether the call may have reached LINE Pay: see [`UpstreamError::retry_safe`].
+/// The messages are the app's: they say what to do next and never carry the upstream's
+/// error text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    #[error("the LINE Pay host name could not be resolved; the call did not reach LINE Pay and may be sent again")]
+    Dns,
+    #[error("no connection to LINE Pay could be opened within the connect timeout ({0:?}); the call did not reach LINE Pay and may be sent again")]
+    ConnectTimeout(Duration),
+    /// Refused, unreachable, or reset before the request was written.
+    #[error("LINE Pay refused the connection or could not be reached; the call did not reach LINE Pay and may be sent again")]
+    Unreachable,
+    #[error("the TLS handshake with LINE Pay failed (certificate or protocol); the call did not reach LINE Pay")]
+    Tls,
+    #[error("the egress proxy (egress.proxy.url) could not be reached or did not open a tunnel to LINE Pay; the call did not reach LINE Pay and may be sent again")]
+    Proxy,
+    /// No whole answer within the route's read timeout, after the request was sent.
+    #[error("LINE Pay did not answer within {0:?}; the call may have been processed: read the payment details (GET /v3/payments) before sending it again")]
+    ReadTimeout(Duration),
+    /// The connection broke once the request may have been written.
+    #[error("the connection to LINE Pay failed during the call; it may have been processed: read the payment details (GET /v3/payments) before sending it again")]
+    Protocol,
+    #[error("LINE Pay's answer was larger than the {limit}-byte limit (upstream.max_response_bytes); the call may have been processed")]
+    ResponseTooLarge { limit: usize },
+    /// The client has no connection pool: it was built for an allowlist without a single
+    /// route, so no connect timeout. Nothing was sent.
+    #[error("the sidecar could not build the upstream request")]
+    NoPool,
+}
+
+impl UpstreamError {
+    /// Whether the call certainly never reached LINE Pay, so sending it again cannot
+    /// double a payment or a refund.
+    pub(crate) fn retry_safe(&self) -> bool {
+        match self {
+            UpstreamError::Dns
+            | UpstreamError::ConnectTimeout(_)
+            | UpstreamError::Unreachable
+            | UpstreamError::Tls
+            | UpstreamError::Proxy
+            | UpstreamError::NoPool => true,
+            UpstreamError::ReadTimeout(_)
+            | UpstreamError::Protocol
+            | UpstreamError::ResponseTooLarge { .. } => false,
+        }
+    }
+
+    /// The `kind` label of `linepay_sidecar_upstream_errors_total`; `None` for
+    /// [`UpstreamError::NoPool`], which is the sidecar's fault, not the network's.
+    pub(crate) fn kind(&self) -> Option<&'static str> {
+        match self {
+            UpstreamError::Dns => Some("dns"),
+            UpstreamError::Unreachable => Some("connect"),
+            UpstreamError::ConnectTimeout(_) => Some("connect_timeout"),
+            UpstreamError::Tls => Some("tls"),
+            UpstreamError::Proxy => Some("proxy"),
+            UpstreamError::ReadTimeout(_) => Some("timeout"),
+            UpstreamError::Protocol => Some("protocol"),
+            UpstreamError::ResponseTooLarge { .. } => Some("response_too_large"),
+            UpstreamError::NoPool => None,
+        }
+    }
+}
+
+/// Why the `egress.expect_ip` echo service could not be asked. One line for logs and
+/// `/readyz`; it may carry the echo service's own error text (it is not LINE Pay, and
+/// this never reaches an app).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EchoError {
+    #[error("cannot build the request: {0}")]
+    Request(http::Error),
+    /// No connection, or it broke: `failure` is classified as for a LINE Pay call, and
+    /// `detail` is the error with its causes.
+    #[error("{detail}")]
+    Connection {
+        failure: UpstreamError,
+        detail: String,
+    },
+    #[error("it answered HTTP {0}")]
+    Status(http::StatusCode),
+    #[error("its answer could not be read: {0}")]
+    Read(Box<dyn std::error::Error + Send + Sync>),
+    #[error("its answer is not UTF-8")]
+    NotUtf8,
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
 }
 
 pub struct Upstream {
@@ -70,7 +183,7 @@ impl Upstream {
     /// ([`egress::preflight`], so start-up, `check` and every reload that rebuilds the
     /// client refuse it), or an
     /// IP-literal upstream that the pin does not list or the bind address cannot reach.
-    pub fn new(
+    pub(crate) fn new(
         config: &UpstreamConfig,
         egress: &EgressConfig,
         connect_timeouts: impl IntoIterator<Item = Duration>,
@@ -108,18 +221,18 @@ impl Upstream {
     }
 
     /// The absolute URI for a path and raw query, always on the configured upstream.
-    pub fn uri_for(&self, path_and_query: &str) -> Result<http::Uri, ProxyError> {
+    pub(crate) fn uri_for(&self, path_and_query: &str) -> Result<http::Uri, http::Error> {
         let mut parts = self.base.clone().into_parts();
-        parts.path_and_query = Some(path_and_query.parse().map_err(|_| ProxyError::Internal)?);
-        http::Uri::from_parts(parts).map_err(|_| ProxyError::Internal)
+        parts.path_and_query = Some(path_and_query.parse()?);
+        Ok(http::Uri::from_parts(parts)?)
     }
 
     /// Sends one call and reads the whole answer, within the route's read timeout.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         request: http::Request<Full<Bytes>>,
         timeouts: RouteTimeouts,
-    ) -> Result<http::Response<Bytes>, ProxyError> {
+    ) -> Result<http::Response<Bytes>, UpstreamError> {
         let client = self.client_for(timeouts.connect)?;
         let exchange = async {
             let response = client
@@ -132,11 +245,11 @@ impl Upstream {
                 .await
                 .map_err(|error| {
                     if error.is::<http_body_util::LengthLimitError>() {
-                        ProxyError::UpstreamResponseTooLarge {
+                        UpstreamError::ResponseTooLarge {
                             limit: self.max_response_bytes,
                         }
                     } else {
-                        ProxyError::UpstreamProtocol
+                        UpstreamError::Protocol
                     }
                 })?
                 .to_bytes();
@@ -144,28 +257,28 @@ impl Upstream {
         };
         tokio::time::timeout(timeouts.read, exchange)
             .await
-            .unwrap_or(Err(ProxyError::UpstreamTimeout(timeouts.read)))
+            .unwrap_or(Err(UpstreamError::ReadTimeout(timeouts.read)))
     }
 
     /// Opens one connection to the upstream through the same connector calls use (DNS,
     /// TCP, TLS) and closes it, sending no request: the readiness check.
-    pub async fn probe(&self, timeout: Duration) -> Result<(), ProxyError> {
-        let mut connector = self.probe_connector.clone().ok_or(ProxyError::Internal)?;
+    pub(crate) async fn probe(&self, timeout: Duration) -> Result<(), UpstreamError> {
+        let mut connector = self.probe_connector.clone().ok_or(UpstreamError::NoPool)?;
         let connect = tower_service::Service::call(&mut connector, self.base.clone());
         match tokio::time::timeout(timeout, connect).await {
-            Err(_) => Err(ProxyError::UpstreamConnectTimeout(timeout)),
+            Err(_) => Err(UpstreamError::ConnectTimeout(timeout)),
             Ok(Ok(_connection)) => Ok(()),
             Ok(Err(error)) => Err(classify_connect_failure(&*error, timeout)),
         }
     }
 
-    fn client_for(&self, connect_timeout: Duration) -> Result<&PooledClient, ProxyError> {
+    fn client_for(&self, connect_timeout: Duration) -> Result<&PooledClient, UpstreamError> {
         self.clients
             .iter()
             .find(|(timeout, _)| *timeout == connect_timeout)
             .or_else(|| self.clients.first())
             .map(|(_, client)| client)
-            .ok_or(ProxyError::Internal)
+            .ok_or(UpstreamError::NoPool)
     }
 }
 
@@ -179,13 +292,13 @@ fn pooled_client(config: &UpstreamConfig, https: Connector) -> PooledClient {
 
 /// A one-off GET through the same egress path as LINE Pay calls (bind address, proxy
 /// and its credentials, TLS roots) but without the DNS pin, for `egress.expect_ip`.
-pub struct EchoClient {
+pub(crate) struct EchoClient {
     client: PooledClient,
     timeout: Duration,
 }
 
 impl EchoClient {
-    pub fn new(
+    pub(crate) fn new(
         egress: &EgressConfig,
         ca_file: Option<&Path>,
         timeout: Duration,
@@ -199,46 +312,49 @@ impl EchoClient {
     }
 
     /// The answer's body as text (2xx only, at most `max_bytes`), within the timeout.
-    /// The error is one line for logs.
-    pub async fn get_text(&self, uri: &http::Uri, max_bytes: usize) -> Result<String, String> {
+    pub(crate) async fn get_text(
+        &self,
+        uri: &http::Uri,
+        max_bytes: usize,
+    ) -> Result<String, EchoError> {
         let request = http::Request::get(uri.clone())
             .header(
                 http::header::USER_AGENT,
                 "linepay-sidecar (egress.expect_ip)",
             )
             .body(Full::new(Bytes::new()))
-            .map_err(|error| format!("cannot build the request: {error}"))?;
+            .map_err(EchoError::Request)?;
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|error| {
-                let code = if error.is_connect() {
-                    classify_connect_failure(&error, self.timeout).code()
-                } else {
-                    "upstream_protocol"
-                };
-                format!("{code}: {}", describe(&error))
-            })?;
+            let response =
+                self.client
+                    .request(request)
+                    .await
+                    .map_err(|error| EchoError::Connection {
+                        failure: classify(&error, self.timeout),
+                        detail: describe(&error),
+                    })?;
             let status = response.status();
             if !status.is_success() {
-                return Err(format!("it answered HTTP {status}"));
+                return Err(EchoError::Status(status));
             }
             let body = Limited::new(response.into_body(), max_bytes)
                 .collect()
                 .await
-                .map_err(|error| format!("its answer could not be read: {error}"))?
+                .map_err(EchoError::Read)?
                 .to_bytes();
-            String::from_utf8(body.to_vec()).map_err(|_| "its answer is not UTF-8".to_owned())
+            String::from_utf8(body.to_vec()).map_err(|_| EchoError::NotUtf8)
         };
         tokio::time::timeout(self.timeout, exchange)
             .await
-            .unwrap_or_else(|_| Err(format!("no answer within {:?}", self.timeout)))
+            .unwrap_or(Err(EchoError::Timeout(self.timeout)))
     }
 }
 
-/// Maps a client error to the sidecar's error, by walking its causes.
-fn classify(error: &hyper_util::client::legacy::Error, connect_timeout: Duration) -> ProxyError {
+/// Classifies a client error by walking its causes.
+fn classify(error: &hyper_util::client::legacy::Error, connect_timeout: Duration) -> UpstreamError {
     if !error.is_connect() {
         // The request may have been written: never claim it was not.
-        return ProxyError::UpstreamProtocol;
+        return UpstreamError::Protocol;
     }
     classify_connect_failure(error, connect_timeout)
 }
@@ -248,7 +364,7 @@ fn classify(error: &hyper_util::client::legacy::Error, connect_timeout: Duration
 fn classify_connect_failure(
     error: &(dyn std::error::Error + 'static),
     connect_timeout: Duration,
-) -> ProxyError {
+) -> UpstreamError {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     let mut timed_out = false;
     // Bounded: real chains are a handful of links deep.
@@ -257,13 +373,13 @@ fn classify_connect_failure(
         // First: a proxy failure wraps the DNS or connect error of reaching the proxy,
         // which is not the upstream's.
         if current.is::<ProxyTunnelError>() {
-            return ProxyError::UpstreamProxy;
+            return UpstreamError::Proxy;
         }
         if current.is::<DnsError>() {
-            return ProxyError::UpstreamDns;
+            return UpstreamError::Dns;
         }
         if current.is::<rustls::Error>() {
-            return ProxyError::UpstreamTls;
+            return UpstreamError::Tls;
         }
         // io::Error::source skips the error it wraps (hyper-rustls wraps tokio-rustls's
         // `io::Error(rustls::Error)` in a second `io::Error`), so step into the wrapped
@@ -278,9 +394,9 @@ fn classify_connect_failure(
         cause = wrapped.or_else(|| current.source());
     }
     if timed_out {
-        ProxyError::UpstreamConnectTimeout(connect_timeout)
+        UpstreamError::ConnectTimeout(connect_timeout)
     } else {
-        ProxyError::UpstreamUnreachable
+        UpstreamError::Unreachable
     }
 }
 
@@ -298,7 +414,7 @@ mod tests {
             rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
         let inner = io::Error::new(io::ErrorKind::InvalidData, rustls_error);
         let outer = io::Error::other(inner);
-        assert_eq!(classify_connect_failure(&outer, T), ProxyError::UpstreamTls);
+        assert_eq!(classify_connect_failure(&outer, T), UpstreamError::Tls);
     }
 
     #[test]
@@ -309,17 +425,14 @@ mod tests {
             reason: "tcp connect error: Connection refused".into(),
         };
         let error = io::Error::other(tunnel);
-        assert_eq!(
-            classify_connect_failure(&error, T),
-            ProxyError::UpstreamProxy
-        );
-        assert!(ProxyError::UpstreamProxy.never_reached_upstream());
+        assert_eq!(classify_connect_failure(&error, T), UpstreamError::Proxy);
+        assert!(UpstreamError::Proxy.retry_safe());
     }
 
     #[test]
     fn dns_error_is_dns() {
         let error = io::Error::other(DnsError("no such host".into()));
-        assert_eq!(classify_connect_failure(&error, T), ProxyError::UpstreamDns);
+        assert_eq!(classify_connect_failure(&error, T), UpstreamError::Dns);
     }
 
     #[test]
@@ -327,12 +440,12 @@ mod tests {
         let timed_out = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
         assert_eq!(
             classify_connect_failure(&timed_out, T),
-            ProxyError::UpstreamConnectTimeout(T)
+            UpstreamError::ConnectTimeout(T)
         );
         let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
         assert_eq!(
             classify_connect_failure(&refused, T),
-            ProxyError::UpstreamUnreachable
+            UpstreamError::Unreachable
         );
     }
 }
