@@ -34,6 +34,11 @@ impl KeyDoc {
         self.flag.map(|flag| flag.long)
     }
 
+    /// The flag's other names.
+    pub fn aliases(&self) -> &'static [&'static str] {
+        self.flag.map_or(&[], |flag| flag.aliases)
+    }
+
     /// The environment variable that sets this key, for keys that have a flag.
     pub fn env(&self) -> Option<String> {
         let flag = self.flag?;
