@@ -13,8 +13,7 @@ use crate::util::{
 };
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use linepay_sidecar::emulator::{Emulator, EmulatorConfig};
-use linepay_sidecar::secret::Secret;
+use linepay_emulator::{Emulator, EmulatorConfig, Secret};
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Stdio};

@@ -1,7 +1,7 @@
-//! The crate's LINE Pay emulator, served in the test process on a loopback port.
+//! The LINE Pay emulator (crate `linepay-emulator`), served in the test process on a
+//! loopback port.
 
-use linepay_sidecar::emulator::{Emulator, EmulatorConfig};
-use linepay_sidecar::secret::Secret;
+use linepay_emulator::{Emulator, EmulatorConfig, Secret};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;

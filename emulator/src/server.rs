@@ -8,7 +8,7 @@
 //! that runs `serve` closes every connection too: a test that drops its upstream
 //! really has no upstream any more.
 
-use crate::emulator::{reply, Emulator};
+use crate::{reply, Emulator};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -141,9 +141,9 @@ impl Emulator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::auth::sign_for_test;
-    use crate::emulator::EmulatorConfig;
-    use crate::secret::Secret;
+    use crate::auth::sign_for_test;
+    use crate::EmulatorConfig;
+    use crate::Secret;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
     use serde_json::Value;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

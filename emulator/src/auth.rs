@@ -1,12 +1,13 @@
 //! The emulator's own check of LINE Pay credentials: an independent verifier.
 //!
 //! The signature is recomputed here the plain way (one message buffer, one HMAC), with
-//! no code shared with `crate::sign`, so a signer bug cannot hide behind a verifier
-//! with the same bug. Every failure is LINE Pay's `1106` with a detail naming the
-//! header at fault; the detail never carries the secret or the expected signature.
+//! no code shared with the sidecar's signer (this crate does not depend on the sidecar),
+//! so a signer bug cannot hide behind a verifier with the same bug. Every failure is
+//! LINE Pay's `1106` with a detail naming the header at fault; the detail never carries
+//! the secret or the expected signature.
 
-use crate::emulator::reply::{Refusal, ReturnCode};
-use crate::emulator::EmulatorConfig;
+use crate::reply::{Refusal, ReturnCode};
+use crate::EmulatorConfig;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -122,7 +123,7 @@ pub fn sign_for_test(secret: &[u8], path: &str, payload: &[u8], nonce: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::Secret;
+    use crate::Secret;
     use http::HeaderValue;
 
     const SECRET: &str = "a917ab6a2367b536f8e5a6e2977e06f4";
