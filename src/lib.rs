@@ -20,13 +20,14 @@
 //! - [`reload`]: the configuration behind an `ArcSwap`, reloaded on SIGHUP and file change.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz` on their own port.
 //! - [`app`]: wiring: listeners, reloader, readiness probe, drain on shutdown.
-//! - [`emulator`]: an in-memory LINE Pay used by `demo` and by the tests.
+//!
+//! The LINE Pay emulator behind `demo` and the tests is a crate of its own
+//! (`emulator/`, `linepay-emulator`), compiled in only with the `demo` feature.
 
 pub mod admin;
 pub mod app;
 pub mod config;
 pub mod egress;
-pub mod emulator;
 pub mod error;
 pub mod expect_ip;
 pub mod inspect;

@@ -4,18 +4,14 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use linepay_sidecar::app;
 use linepay_sidecar::config::{self, Config, Overrides};
-use linepay_sidecar::emulator::{Emulator, EmulatorConfig, SourceNet};
 use linepay_sidecar::reload::ConfigSource;
 use linepay_sidecar::secret::Secret;
 use linepay_sidecar::sign::SIGNATURE_LEN;
 use linepay_sidecar::sign::{self, Signer};
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use tokio::net::TcpListener;
 
-/// The channel the demo's emulator and sidecar share. Not a real LINE Pay channel.
-const DEMO_CHANNEL_ID: &str = "1234567890";
-const DEMO_CHANNEL_SECRET: &str = "demo-secret-not-a-real-linepay-channel";
+#[cfg(feature = "demo")]
+mod demo;
 
 #[derive(Parser)]
 #[command(
@@ -38,9 +34,11 @@ enum Command {
     /// Print the headers the sidecar would send for one call.
     Sign(SignArgs),
     /// Run the sidecar in front of an embedded LINE Pay emulator: no account needed.
-    Demo(DemoArgs),
+    #[cfg(feature = "demo")]
+    Demo(demo::DemoArgs),
     /// Run only the LINE Pay emulator (a local upstream for your own tests).
-    Emulator(EmulatorArgs),
+    #[cfg(feature = "demo")]
+    Emulator(demo::EmulatorCommand),
 }
 
 /// Running the sidecar (and `check`): the config file, the log format, and one flag per
@@ -117,34 +115,6 @@ struct SignArgs {
     channel_secret_file: Option<PathBuf>,
 }
 
-#[derive(Args)]
-struct DemoArgs {
-    /// Address of the demo sidecar.
-    #[arg(long, default_value = config::DEFAULT_LISTEN)]
-    listen: SocketAddr,
-    /// Address of the demo's /metrics, /healthz and /readyz.
-    #[arg(long, default_value = "127.0.0.1:9464")]
-    admin_listen: SocketAddr,
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-}
-
-#[derive(Args)]
-struct EmulatorArgs {
-    /// Address of the emulator.
-    #[arg(long, default_value = "127.0.0.1:9090")]
-    listen: SocketAddr,
-    /// Channel id it accepts; also LINEPAY_CHANNEL_ID (default: the demo channel).
-    #[arg(long, env = "LINEPAY_CHANNEL_ID", default_value = DEMO_CHANNEL_ID)]
-    channel_id: String,
-    /// Answer only calls from this source range (IP/mask, repeatable), like LINE Pay's
-    /// server IP whitelist; others get returnCode 1106. Default: every source.
-    #[arg(long = "allow-source", value_name = "IP/MASK")]
-    allow_source: Vec<SourceNet>,
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-}
-
 #[derive(Clone, Copy, Default, ValueEnum)]
 enum LogFormat {
     #[default]
@@ -158,8 +128,10 @@ fn main() {
         None => with_runtime(run(cli.run)),
         Some(Command::Check(args)) => check(&args),
         Some(Command::Sign(args)) => sign_command(&args),
-        Some(Command::Demo(args)) => with_runtime(demo(args)),
-        Some(Command::Emulator(args)) => with_runtime(emulator(args)),
+        #[cfg(feature = "demo")]
+        Some(Command::Demo(args)) => with_runtime(demo::demo(args)),
+        #[cfg(feature = "demo")]
+        Some(Command::Emulator(args)) => with_runtime(demo::emulator(args)),
     };
     if let Err(error) = result {
         eprintln!("linepay-sidecar: {error:#}");
@@ -293,98 +265,4 @@ fn sign_command(args: &SignArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-async fn start_emulator(
-    listen: SocketAddr,
-    channel_id: &str,
-    secret: Secret,
-    allow_sources: Vec<SourceNet>,
-) -> Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let local = listener.local_addr().context("listener has no address")?;
-    let emulator = Emulator::new(EmulatorConfig {
-        allow_sources,
-        ..EmulatorConfig::new(channel_id, secret)
-    });
-    Ok((local, tokio::spawn(emulator.serve(listener, None))))
-}
-
-async fn emulator(args: EmulatorArgs) -> Result<()> {
-    init_logs(args.log_format);
-    let secret = process_env(config::ENV_CHANNEL_SECRET).unwrap_or_else(|| {
-        tracing::info!("LINEPAY_CHANNEL_SECRET is unset: the emulator uses the demo secret");
-        DEMO_CHANNEL_SECRET.to_owned()
-    });
-    if !args.allow_source.is_empty() {
-        let ranges: Vec<String> = args.allow_source.iter().map(ToString::to_string).collect();
-        tracing::info!(
-            allow_sources = %ranges.join(", "),
-            "emulator: IP whitelist on: calls from other sources get returnCode 1106"
-        );
-    }
-    let (local, task) = start_emulator(
-        args.listen,
-        &args.channel_id,
-        Secret::new(secret),
-        args.allow_source,
-    )
-    .await?;
-    app::announce(&format!("linepay emulator listening on http://{local}"));
-    tokio::select! {
-        result = task => result.context("emulator task failed")?.context("emulator failed")?,
-        () = shutdown_signal() => {}
-    }
-    Ok(())
-}
-
-async fn demo(args: DemoArgs) -> Result<()> {
-    init_logs(args.log_format);
-    let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let (emulator_addr, emulator_task) = start_emulator(
-        loopback,
-        DEMO_CHANNEL_ID,
-        Secret::new(DEMO_CHANNEL_SECRET),
-        Vec::new(),
-    )
-    .await?;
-    let source = ConfigSource {
-        path: None,
-        overrides: Overrides::default()
-            .with("listen", args.listen.to_string())
-            .with("upstream.url", format!("http://{emulator_addr}"))
-            .with("admin.listen", args.admin_listen.to_string()),
-        env: Box::new(|key: &str| match key {
-            config::ENV_CHANNEL_ID => Some(DEMO_CHANNEL_ID.to_owned()),
-            config::ENV_CHANNEL_SECRET => Some(DEMO_CHANNEL_SECRET.to_owned()),
-            _ => None,
-        }),
-    };
-    let base = format!("http://{}", args.listen);
-    eprintln!("{}", demo_walkthrough(&base));
-    let result = app::run(source, shutdown_signal()).await;
-    emulator_task.abort();
-    result?;
-    Ok(())
-}
-
-fn demo_walkthrough(base: &str) -> String {
-    format!(
-        r#"
-The demo sidecar signs calls with a demo channel and forwards them to an embedded LINE Pay
-emulator that checks every signature as LINE Pay does. Your app (or curl) sends plain JSON:
-
-  curl -s {base}/v3/payments/request -d '{{"amount":100,"currency":"TWD","orderId":"order-1","packages":[{{"id":"p1","amount":100,"products":[{{"name":"Coffee","quantity":1,"price":100}}]}}],"redirectUrls":{{"confirmUrl":"https://shop.example/confirm","cancelUrl":"https://shop.example/cancel"}}}}'
-  # copy info.transactionId from the answer into TX:
-  TX=...
-  curl -s {base}/v3/payments/$TX/confirm -d '{{"amount":100,"currency":"TWD"}}'
-  curl -s "{base}/v3/payments?transactionId=$TX"
-  curl -s {base}/v3/payments/$TX/refund -d '{{"refundAmount":40}}'
-  curl -s -i {base}/v3/admin          # refused by the allowlist: 403 path_not_allowed
-
-Stop with Ctrl-C.
-"#
-    )
 }

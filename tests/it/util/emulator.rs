@@ -1,4 +1,4 @@
-//! The crate's LINE Pay emulator for tests: served in the test process on a loopback
+//! The LINE Pay emulator (crate `linepay-emulator`) for tests: served in the test process on a loopback
 //! port ([`start_emulator`], [`EmulatorSetup`]), or run as the binary's `emulator`
 //! subcommand ([`EmulatorProcess`]).
 //!
@@ -6,8 +6,7 @@
 //! emulator lives is written once.
 
 use super::{binary_command, CHANNEL_ID, CHANNEL_SECRET, WAIT_LIMIT};
-use linepay_sidecar::emulator::{Emulator, EmulatorConfig};
-use linepay_sidecar::secret::Secret;
+use linepay_emulator::{Emulator, EmulatorConfig, Secret};
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Child, Stdio};

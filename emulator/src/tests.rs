@@ -3,7 +3,7 @@
 //! is produced at least once.
 
 use super::*;
-use crate::emulator::auth::sign_for_test;
+use crate::auth::sign_for_test;
 use http::HeaderValue;
 use serde_json::{json, Value};
 

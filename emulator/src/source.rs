@@ -1,6 +1,7 @@
 //! The emulator's server IP whitelist: `IP/mask` ranges, as LINE Pay's merchant center
 //! takes them, so that a merchant can rehearse its egress set-up locally
-//! (`linepay-sidecar emulator --allow-source 127.0.0.2/32`).
+//! (`linepay-emulator --allow-source 127.0.0.2/32`, or the same flags after
+//! `linepay-sidecar emulator`).
 
 use std::fmt;
 use std::net::IpAddr;

@@ -11,11 +11,9 @@
 //! reservation is immediately confirmable. Inputs arrive already validated
 //! (`input.rs`); every method is plain data in, [`Outcome`] out, no I/O and no clock.
 
-use crate::emulator::clock;
-use crate::emulator::input::{
-    AmountCheck, Currency, DetailsQuery, PaymentRequest, PreapprovedPayment,
-};
-use crate::emulator::reply::{Answer, Outcome, Refusal, ReturnCode};
+use crate::clock;
+use crate::input::{AmountCheck, Currency, DetailsQuery, PaymentRequest, PreapprovedPayment};
+use crate::reply::{Answer, Outcome, Refusal, ReturnCode};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
 

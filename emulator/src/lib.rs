@@ -2,25 +2,30 @@
 //!
 //! It is the upstream of `linepay-sidecar demo`, so a newcomer without a LINE Pay
 //! account can run request → confirm → details → refund, and the real upstream of the
-//! integration tests. It checks credentials independently of `crate::sign` and answers
-//! like LINE Pay: HTTP 200 with a `returnCode` for every business outcome.
+//! sidecar's integration tests; `linepay-emulator` (src/main.rs) runs it alone. It is a
+//! crate of its own so that a production sidecar, built without the `demo` feature,
+//! carries none of it; it does not depend on the sidecar, and checks credentials with
+//! its own code ([`auth`]), as LINE Pay would, answering like LINE Pay: HTTP 200 with a
+//! `returnCode` for every business outcome.
 //!
 //! A call travels: [`route`](route::route) (404 if not in the API) →
 //! [`auth`] (1106) → [`input`] (2101/2102/1178) → [`ledger`] (state rules) →
 //! [`reply`] (the JSON body). [`Emulator::serve`] (in `server.rs`) puts HTTP/1.1 and
 //! optional TLS in front of [`Emulator::handle`], and refuses, before anything else, a
-//! call from a source outside the optional IP whitelist ([`source`]).
+//! call from a source outside the optional IP whitelist ([`source`]). [`cli`] is the
+//! command line both binaries share.
 
 mod auth;
+pub mod cli;
 mod clock;
 mod input;
 mod ledger;
 mod reply;
 mod route;
+mod secret;
 mod server;
 mod source;
 
-use crate::secret::Secret;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Response};
 use ledger::Ledger;
@@ -30,7 +35,13 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+pub use secret::Secret;
 pub use source::SourceNet;
+
+/// The channel of `linepay-sidecar demo` and the emulator's default. Not a real LINE Pay
+/// channel.
+pub const DEMO_CHANNEL_ID: &str = "1234567890";
+pub const DEMO_CHANNEL_SECRET: &str = "demo-secret-not-a-real-linepay-channel";
 
 /// The merchant channel the emulator accepts calls for.
 #[derive(Clone, Debug)]

@@ -7,8 +7,8 @@
 //! Amounts are whole positive numbers that fit an i64, so refunds can be written as
 //! negatives and sums are checked, never wrapped.
 
-use crate::emulator::reply::{Refusal, ReturnCode};
-use crate::emulator::route::Version;
+use crate::reply::{Refusal, ReturnCode};
+use crate::route::Version;
 use serde_json::{Map, Value};
 
 /// The top-level keys `/v3/payments/request` accepts; any other key is `2102`.

@@ -6,7 +6,7 @@
 //! the HTTP status: 200 for any outcome, 404 for a path outside the API, 413/400 for a
 //! body the server could not read.
 
-use crate::emulator::route::Version;
+use crate::route::Version;
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use serde_json::{json, Map, Value};

@@ -1,0 +1,86 @@
+//! `linepay-emulator`: the LINE Pay emulator on its own, a local upstream for a sidecar
+//! or an SDK under test. Same flags as `linepay-sidecar emulator`; logs go to stderr,
+//! filtered by `LINEPAY_EMULATOR_LOG` (default `info`).
+
+use clap::{Parser, ValueEnum};
+use linepay_emulator::cli::{self, EmulatorArgs};
+
+#[derive(Parser)]
+#[command(
+    name = "linepay-emulator",
+    version,
+    about = "An in-memory LINE Pay online API that checks every signature as LINE Pay does. \
+             The channel secret comes from LINEPAY_CHANNEL_SECRET (default: the demo secret)."
+)]
+struct Cli {
+    #[command(flatten)]
+    emulator: EmulatorArgs,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Default, ValueEnum)]
+enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    if let Err(error) = serve(cli.emulator) {
+        eprintln!("linepay-emulator: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn serve(args: EmulatorArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let secret = std::env::var(cli::ENV_CHANNEL_SECRET)
+        .ok()
+        .filter(|value| !value.is_empty());
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(cli::run(args, secret, shutdown_signal()))?;
+    Ok(())
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LINEPAY_EMULATOR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// SIGTERM (a container stop) or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,189 @@
+//! The `linepay-emulator` binary, started as a user would: it announces its address,
+//! takes the channel from the environment (or the demo channel), and checks each
+//! signature with that secret. Calls are signed here the plain LINE Pay way.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const CHANNEL_ID: &str = "2000000001";
+const CHANNEL_SECRET: &str = "a917ab6a2367b536f8e5a6e2977e06f4";
+/// An unknown transaction: a call that passes the signature check is answered 1150.
+const CHECK_PATH: &str = "/v3/payments/requests/2021121600698709710/check";
+const WAIT_LIMIT: Duration = Duration::from_secs(20);
+
+fn emulator_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_linepay-emulator"));
+    command
+        .env_remove("LINEPAY_CHANNEL_ID")
+        .env_remove("LINEPAY_CHANNEL_SECRET");
+    command
+}
+
+/// A running `linepay-emulator`; killed on drop.
+struct Running {
+    addr: SocketAddr,
+    child: Child,
+}
+
+impl Running {
+    fn start(mut command: Command) -> Running {
+        command
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start linepay-emulator: {error}"));
+        let Some(stdout) = child.stdout.take() else {
+            let _ = child.kill();
+            panic!("the emulator's stdout is not captured");
+        };
+        let (lines, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut running = Running {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            child,
+        };
+        loop {
+            let line = received
+                .recv_timeout(WAIT_LIMIT)
+                .unwrap_or_else(|error| panic!("the emulator did not announce its port: {error}"));
+            if let Some(addr) = line
+                .strip_prefix(linepay_emulator::cli::ANNOUNCE)
+                .and_then(|addr| addr.trim().parse().ok())
+            {
+                running.addr = addr;
+                return running;
+            }
+        }
+    }
+
+    /// `GET CHECK_PATH` signed with `channel_id` and `secret`: the answer's returnCode.
+    fn signed_check(&self, channel_id: &str, secret: &str) -> String {
+        let body = self.signed_check_answer(channel_id, secret);
+        body["returnCode"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no returnCode: {body}"))
+            .to_owned()
+    }
+
+    /// `GET CHECK_PATH` signed with `channel_id` and `secret`: the JSON answer.
+    fn signed_check_answer(&self, channel_id: &str, secret: &str) -> serde_json::Value {
+        let nonce = "3a4ea6a1-3bd4-4c9a-9a06-0d3c2c8e0f51";
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+            .unwrap_or_else(|error| panic!("HMAC key: {error}"));
+        // GET without a query: the payload is empty.
+        mac.update(format!("{secret}{CHECK_PATH}{nonce}").as_bytes());
+        let signature = STANDARD.encode(mac.finalize().into_bytes());
+        let request = format!(
+            "GET {CHECK_PATH} HTTP/1.1\r\nHost: emulator\r\nConnection: close\r\n\
+             X-LINE-ChannelId: {channel_id}\r\nX-LINE-Authorization-Nonce: {nonce}\r\n\
+             X-LINE-Authorization: {signature}\r\n\r\n"
+        );
+        let mut stream = TcpStream::connect(self.addr)
+            .unwrap_or_else(|error| panic!("connect to {}: {error}", self.addr));
+        let _ = stream.set_read_timeout(Some(WAIT_LIMIT));
+        stream
+            .write_all(request.as_bytes())
+            .unwrap_or_else(|error| panic!("write: {error}"));
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .unwrap_or_else(|error| panic!("read: {error}"));
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("no HTTP head: {response}"));
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        serde_json::from_str(body).unwrap_or_else(|error| panic!("{error}: {body}"))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn checks_signatures_with_the_channel_from_the_environment() {
+    let mut command = emulator_command();
+    command
+        .env("LINEPAY_CHANNEL_ID", CHANNEL_ID)
+        .env("LINEPAY_CHANNEL_SECRET", CHANNEL_SECRET);
+    let emulator = Running::start(command);
+
+    assert_eq!(emulator.signed_check(CHANNEL_ID, CHANNEL_SECRET), "1150");
+    assert_eq!(
+        emulator.signed_check(CHANNEL_ID, linepay_emulator::DEMO_CHANNEL_SECRET),
+        "1106"
+    );
+}
+
+#[test]
+fn without_a_secret_in_the_environment_it_takes_the_demo_secret() {
+    let mut command = emulator_command();
+    command.args(["--channel-id", CHANNEL_ID]);
+    let emulator = Running::start(command);
+
+    assert_eq!(
+        emulator.signed_check(CHANNEL_ID, linepay_emulator::DEMO_CHANNEL_SECRET),
+        "1150"
+    );
+    assert_eq!(emulator.signed_check(CHANNEL_ID, CHANNEL_SECRET), "1106");
+}
+
+#[test]
+fn without_a_channel_id_it_takes_the_demo_channel() {
+    let emulator = Running::start(emulator_command());
+
+    let demo_secret = linepay_emulator::DEMO_CHANNEL_SECRET;
+    let demo_channel = linepay_emulator::DEMO_CHANNEL_ID;
+    assert_eq!(emulator.signed_check(demo_channel, demo_secret), "1150");
+    assert_eq!(emulator.signed_check(CHANNEL_ID, demo_secret), "1106");
+}
+
+#[test]
+fn an_allow_source_list_refuses_other_sources() {
+    let mut command = emulator_command();
+    command.args(["--allow-source", "127.0.0.2/32"]);
+    let emulator = Running::start(command);
+
+    // A valid call from 127.0.0.1, refused for its source alone.
+    let answer = emulator.signed_check_answer(
+        linepay_emulator::DEMO_CHANNEL_ID,
+        linepay_emulator::DEMO_CHANNEL_SECRET,
+    );
+    assert_eq!(answer["returnCode"], "1106", "{answer}");
+    assert!(
+        answer["returnMessage"]
+            .as_str()
+            .is_some_and(|message| message.contains("[127.0.0.1] is not allowed")),
+        "{answer}"
+    );
+}
+
+#[test]
+fn an_ambiguous_allow_source_is_refused_at_start() {
+    let Output { status, stderr, .. } = emulator_command()
+        .args(["--listen", "127.0.0.1:0", "--allow-source", "127.0.0.2/24"])
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run linepay-emulator: {error}"));
+    let stderr = String::from_utf8_lossy(&stderr);
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("host bits"), "{stderr}");
+    assert!(stderr.contains("127.0.0.0/24"), "{stderr}");
+}
