@@ -6,7 +6,7 @@
 //! [`EXPECT_IP_RECHECK_INTERVAL`], through the same egress path as LINE Pay calls
 //! ([`crate::upstream::EchoClient`]); it logs each outcome and keeps the last one in an
 //! [`EgressStatus`]. Its watch loop hands the status's readiness to the caller, which
-//! `app` stores as the `egress_ip` check that `/readyz` answers from. `/readyz` itself
+//! the runtime stores as the `egress_ip` check that `/readyz` answers from. `/readyz` itself
 //! never asks the echo service. Only a mismatch is reported as not ready; what is
 //! expected and where to ask is policy, validated in [`crate::egress`].
 
@@ -16,6 +16,7 @@ use crate::upstream::{EchoClient, UpstreamBuildError};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// How often [`ExpectIpCheck::watch`] asks again: often enough to notice a NAT gateway
 /// change within minutes, rarely enough for any public echo service.
@@ -50,7 +51,7 @@ pub struct ExpectIpReport {
 
 /// The last `expect_ip` result. Reading it never blocks on the network. The admin
 /// listener does not read it: [`ExpectIpCheck::watch`] hands [`EgressStatus::readiness`]
-/// on, and `app` stores that as `/readyz`'s `egress_ip` check.
+/// on, and the runtime stores that as `/readyz`'s `egress_ip` check.
 #[derive(Debug, Default)]
 pub struct EgressStatus {
     /// `None` until the first check finished; its state is the current state.
@@ -158,13 +159,23 @@ impl ExpectIpCheck {
     }
 
     /// Reports the current readiness ([`EgressStatus::readiness`]) to `report`, then
-    /// asks again every `every`, for ever: spawn it beside the admin listener and abort
-    /// it on shutdown.
-    pub async fn watch(self, every: Duration, report: impl Fn(Result<(), String>) + Send) {
+    /// asks again every `every`, until `stop` is cancelled: spawn it beside the admin
+    /// listener. A check in progress at the stop is dropped (it is a question, not work).
+    pub async fn watch(
+        self,
+        every: Duration,
+        report: impl Fn(Result<(), String>) + Send,
+        stop: CancellationToken,
+    ) {
         loop {
             report(self.inner.status.readiness());
-            tokio::time::sleep(every).await;
-            self.run().await;
+            tokio::select! {
+                () = async {
+                    tokio::time::sleep(every).await;
+                    self.run().await;
+                } => {}
+                () = stop.cancelled() => return,
+            }
         }
     }
 

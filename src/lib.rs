@@ -16,14 +16,14 @@
 //! - [`error`]: the sidecar's own refusals, each with a status and a stable code.
 //! - [`inspect`]: reads returnCode, orderId and transactionId for logs and metrics.
 //! - [`metrics`]: every Prometheus metric, registered in one place.
-//! - [`server`]: the listener: accepts connections and hands each call to `proxy`.
-//! - [`reload`]: the configuration behind an `ArcSwap`, reloaded on SIGHUP and file change.
+//! - [`server`]: one proxy connection: HTTP/1.1, each call handed to `proxy`.
+//! - [`reload`]: where the configuration comes from (file, flags, environment).
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz` on their own port.
-//! - [`app`]: wiring: listeners, reloader, readiness probe, drain on shutdown.
+//! - [`runtime`]: the running process: signals, listeners (one accept loop), reloader,
+//!   probes, the snapshot a reload may reuse, every task stopped and joined on shutdown.
 //! - [`emulator`]: an in-memory LINE Pay used by `demo` and by the tests.
 
 pub mod admin;
-pub mod app;
 pub mod config;
 pub mod egress;
 pub mod emulator;
@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod route;
+pub mod runtime;
 pub mod secret;
 pub mod server;
 pub mod sign;

@@ -2,10 +2,10 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use linepay_sidecar::app;
 use linepay_sidecar::config::{self, Config, Overrides};
 use linepay_sidecar::emulator::{Emulator, EmulatorConfig, SourceNet};
 use linepay_sidecar::reload::ConfigSource;
+use linepay_sidecar::runtime::{self, shutdown_signal};
 use linepay_sidecar::secret::Secret;
 use linepay_sidecar::sign::SIGNATURE_LEN;
 use linepay_sidecar::sign::{self, Signer};
@@ -235,7 +235,7 @@ fn load_config(args: &RunArgs) -> Result<Config> {
 
 fn check(args: &RunArgs) -> Result<()> {
     let config = load_config(args)?;
-    let upstream = app::build_upstream(&config).map_err(anyhow::Error::msg)?;
+    let upstream = runtime::build_upstream(&config)?;
     println!(
         "configuration OK: listen {}, upstream {}, {} allowed routes, channel secret from {}",
         config.listen,
@@ -248,31 +248,8 @@ fn check(args: &RunArgs) -> Result<()> {
 
 async fn run(args: RunArgs) -> Result<()> {
     init_logs(args.log_format);
-    app::run(config_source(&args), shutdown_signal()).await?;
+    runtime::run(config_source(&args)).await?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = terminate.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("shutting down");
 }
 
 fn sign_command(args: &SignArgs) -> Result<()> {
@@ -359,7 +336,7 @@ async fn emulator(args: EmulatorArgs) -> Result<()> {
         args.allow_source,
     )
     .await?;
-    app::announce(&format!("linepay emulator listening on http://{local}"));
+    runtime::announce(&format!("linepay emulator listening on http://{local}"));
     tokio::select! {
         result = task => result.context("emulator task failed")?.context("emulator failed")?,
         () = shutdown_signal() => {}
@@ -393,7 +370,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
     };
     let base = format!("http://{}", args.listen);
     eprintln!("{}", demo_walkthrough(&base));
-    let result = app::run(source, shutdown_signal()).await;
+    let result = runtime::run(source).await;
     emulator_task.abort();
     result?;
     Ok(())

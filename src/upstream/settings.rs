@@ -1,0 +1,54 @@
+//! Everything the upstream client is built from, as one typed value.
+//!
+//! [`Upstream::new`](super::Upstream::new) takes a [`ClientSettings`] and keeps it, so a
+//! reload decides whether the running client still fits by comparing two of them
+//! (`PartialEq`): a key that the client reads is a field here, and a field here is
+//! compared, so no list of "keys the client depends on" can drift from the constructor.
+
+use crate::config::{Config, UpstreamConfig};
+use crate::egress::EgressConfig;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSettings {
+    pub(super) upstream: UpstreamConfig,
+    /// The egress path: bind address, forward proxy (with its credentials), pin.
+    /// `expect_ip` is cleared: it configures the running check, not the client.
+    pub(super) egress: EgressConfig,
+    /// The distinct connect timeouts of the allowlist's routes, ascending: one pool each
+    /// (the connector owns the timeout). With the defaults, exactly one.
+    pub(super) connect_timeouts: Vec<Duration>,
+}
+
+impl ClientSettings {
+    pub fn from_config(config: &Config) -> ClientSettings {
+        let mut connect_timeouts: Vec<Duration> = config
+            .allowlist
+            .routes()
+            .iter()
+            .map(|route| route.timeouts.connect)
+            .collect();
+        connect_timeouts.sort();
+        connect_timeouts.dedup();
+        ClientSettings {
+            upstream: config.upstream.clone(),
+            egress: EgressConfig {
+                expect_ip: None,
+                ..config.egress.clone()
+            },
+            connect_timeouts,
+        }
+    }
+
+    /// The egress path the client's connections take.
+    pub fn egress(&self) -> &EgressConfig {
+        &self.egress
+    }
+
+    /// Whether a client built from `self` serves `next` unchanged. A CA file is read
+    /// when the client is built and may have new content under the same path, so a
+    /// configured one always means a rebuild.
+    pub fn can_serve(&self, next: &ClientSettings) -> bool {
+        self == next && next.upstream.ca_file.is_none()
+    }
+}
