@@ -125,3 +125,85 @@ impl RestartOnly {
         );
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::{Overrides, ENV_CHANNEL_ID, ENV_CHANNEL_SECRET};
+    use crate::egress::ExpectIpConfig;
+    use crate::reload::ConfigSource;
+    use crate::secret::Secret;
+
+    /// The defaults, with a channel from the environment.
+    fn config() -> Config {
+        ConfigSource {
+            path: None,
+            overrides: Overrides::default(),
+            env: Box::new(|key: &str| match key {
+                ENV_CHANNEL_ID => Some("1234567890".to_owned()),
+                ENV_CHANNEL_SECRET => Some("first-secret".to_owned()),
+                _ => None,
+            }),
+        }
+        .load()
+        .unwrap()
+    }
+
+    fn expect_ip() -> ExpectIpConfig {
+        ExpectIpConfig {
+            address: "203.0.113.7".parse().unwrap(),
+            echo_url: "https://echo.example/".parse().unwrap(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn a_reload_reuses_the_client_and_limiters_only_when_their_settings_are_equal() {
+        let metrics = Arc::new(Metrics::new());
+        let first = build_proxy(config(), metrics.clone(), None).unwrap();
+
+        let mut rotated = config();
+        rotated.credentials.channel_secret = Secret::new("rotated-secret");
+        // Restart-only, and not the client's: the client stays.
+        rotated.egress.expect_ip = Some(expect_ip());
+        let second = build_proxy(rotated, metrics.clone(), Some(&first)).unwrap();
+        assert!(Arc::ptr_eq(first.upstream(), second.upstream()));
+        assert!(Arc::ptr_eq(first.limits(), second.limits()));
+
+        let mut pinned = config();
+        pinned.egress.pin = vec!["127.0.0.1".parse().unwrap()];
+        pinned.limits.shadow = !pinned.limits.shadow;
+        let third = build_proxy(pinned, metrics, Some(&second)).unwrap();
+        assert!(!Arc::ptr_eq(second.upstream(), third.upstream()));
+        assert!(!Arc::ptr_eq(second.limits(), third.limits()));
+    }
+
+    #[test]
+    fn a_configured_ca_file_always_rebuilds_the_client() {
+        let mut with_ca = config();
+        with_ca.upstream.ca_file = Some("/etc/linepay/ca.pem".into());
+        let settings = ClientSettings::from_config(&with_ca);
+        assert!(!settings.can_serve(&ClientSettings::from_config(&with_ca)));
+        assert!(ClientSettings::from_config(&config())
+            .can_serve(&ClientSettings::from_config(&config())));
+    }
+
+    #[test]
+    fn restart_only_changes_are_named_by_their_config_key() {
+        let running = RestartOnly::from_config(&config());
+        let mut next = config();
+        next.credentials.channel_secret = Secret::new("rotated-secret");
+        assert_eq!(
+            running.changed_keys(&RestartOnly::from_config(&next)),
+            Vec::<&str>::new()
+        );
+        next.listen = "127.0.0.1:1".parse().unwrap();
+        next.shutdown.drain_timeout = Duration::from_secs(1);
+        next.egress.expect_ip = Some(expect_ip());
+        assert_eq!(
+            running.changed_keys(&RestartOnly::from_config(&next)),
+            ["listen", "shutdown.drain_timeout", "egress.expect_ip"]
+        );
+    }
+}

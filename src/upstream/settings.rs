@@ -52,3 +52,32 @@ impl ClientSettings {
         self == next && next.upstream.ca_file.is_none()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::{Overrides, ENV_CHANNEL_ID, ENV_CHANNEL_SECRET};
+    use crate::reload::ConfigSource;
+
+    #[test]
+    fn connect_timeouts_are_one_per_distinct_value() {
+        let config = ConfigSource {
+            path: None,
+            overrides: Overrides {
+                connect_timeout: Some(Duration::from_secs(3)),
+                ..Overrides::default()
+            },
+            env: Box::new(|key: &str| match key {
+                ENV_CHANNEL_ID => Some("1234567890".to_owned()),
+                ENV_CHANNEL_SECRET => Some("secret".to_owned()),
+                _ => None,
+            }),
+        }
+        .load()
+        .unwrap();
+        assert!(config.allowlist.routes().len() > 1);
+        let settings = ClientSettings::from_config(&config);
+        assert_eq!(settings.connect_timeouts, [Duration::from_secs(3)]);
+    }
+}
