@@ -8,6 +8,7 @@ mod deploy;
 mod egress;
 mod examples;
 mod flows;
+mod lifecycle;
 mod limits;
 mod operability;
 mod proxy;
