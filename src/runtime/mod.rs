@@ -35,7 +35,7 @@ pub use self::snapshot::{build_upstream, BuildError};
 
 use self::accept::{AcceptRules, WhenFull};
 use self::reload::Reloader;
-use self::signals::Signals;
+use self::signals::{Hangups, Signals, Termination};
 use self::snapshot::{build_proxy, RestartOnly};
 use self::tasks::{Role, Tasks};
 use crate::admin::{self, Readiness, MAX_ADMIN_CONNECTIONS};
@@ -84,15 +84,18 @@ pub enum RunError {
 /// Runs the sidecar until `SIGTERM` or `SIGINT` and calls in flight have drained.
 pub async fn run(source: ConfigSource) -> Result<Drained, RunError> {
     // Before anything else: until a handler is installed, a SIGHUP kills the process.
-    let mut signals = Signals::install().map_err(RunError::Signals)?;
+    let Signals {
+        mut termination,
+        hangups,
+    } = Signals::install().map_err(RunError::Signals)?;
     let started = tokio::select! {
         started = start(source) => started?,
-        () = signals.shutdown_requested() => {
+        () = termination.recv() => {
             tracing::info!("shutdown requested during start-up: nothing was serving yet");
             return Ok(Drained::Complete);
         }
     };
-    serve(started, signals).await
+    serve(started, termination, hangups).await
 }
 
 /// A sidecar ready to serve: built, checked and bound, with no task running yet.
@@ -129,7 +132,11 @@ async fn start(source: ConfigSource) -> Result<Started, RunError> {
     })
 }
 
-async fn serve(started: Started, mut signals: Signals) -> Result<Drained, RunError> {
+async fn serve(
+    started: Started,
+    mut termination: Termination,
+    hangups: Hangups,
+) -> Result<Drained, RunError> {
     let Started {
         source,
         metrics,
@@ -210,14 +217,12 @@ async fn serve(started: Started, mut signals: Signals) -> Result<Drained, RunErr
             ),
         );
     }
-    if let Some(hangups) = signals.take_hangups() {
-        let reloader = Arc::new(Reloader::new(source, proxy.clone(), metrics.clone()));
-        tasks.spawn(
-            "reloader",
-            Role::Worker,
-            reloader.watch(hangups, stop.clone()),
-        );
-    }
+    let reloader = Arc::new(Reloader::new(source, proxy.clone(), metrics.clone()));
+    tasks.spawn(
+        "reloader",
+        Role::Worker,
+        reloader.watch(hangups, stop.clone()),
+    );
 
     tracing::info!(
         listen = %proxy_addr,
@@ -236,7 +241,7 @@ async fn serve(started: Started, mut signals: Signals) -> Result<Drained, RunErr
     ));
 
     tokio::select! {
-        () = signals.shutdown_requested() => {
+        () = termination.recv() => {
             tracing::info!("shutdown requested: no new connections, finishing calls in flight");
         }
         () = tasks.failed() => {}

@@ -15,31 +15,23 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 /// The installed handlers. Nothing is lost between install and the first wait: a
 /// signal that arrives in between is seen by the next wait.
 pub(crate) struct Signals {
-    termination: Termination,
-    hangups: Option<Hangups>,
+    /// `SIGTERM` and `SIGINT`: drain and exit.
+    pub(crate) termination: Termination,
+    /// `SIGHUP`: reload (handed to the reloader).
+    pub(crate) hangups: Hangups,
 }
 
 impl Signals {
     pub(crate) fn install() -> io::Result<Signals> {
         Ok(Signals {
             termination: Termination::install()?,
-            hangups: Some(Hangups::install()?),
+            hangups: Hangups::install()?,
         })
-    }
-
-    /// Completes at the next `SIGTERM` or `SIGINT`.
-    pub(crate) async fn shutdown_requested(&mut self) {
-        self.termination.recv().await;
-    }
-
-    /// The `SIGHUP` stream, for the reloader (`None` once taken).
-    pub(crate) fn take_hangups(&mut self) -> Option<Hangups> {
-        self.hangups.take()
     }
 }
 
 /// `SIGTERM` and `SIGINT`.
-struct Termination {
+pub(crate) struct Termination {
     #[cfg(unix)]
     terminate: Signal,
     #[cfg(unix)]
@@ -56,7 +48,8 @@ impl Termination {
         })
     }
 
-    async fn recv(&mut self) {
+    /// Completes at the next `SIGTERM` or `SIGINT`.
+    pub(crate) async fn recv(&mut self) {
         #[cfg(unix)]
         tokio::select! {
             _ = self.terminate.recv() => {}
