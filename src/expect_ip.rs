@@ -15,7 +15,7 @@ use crate::egress::{EgressConfig, ExpectIpConfig};
 use crate::upstream::{EchoClient, UpstreamBuildError};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// How often [`ExpectIpCheck::watch`] asks again: often enough to notice a NAT gateway
@@ -46,7 +46,6 @@ pub struct ExpectIpReport {
     pub observed: Option<IpAddr>,
     /// One sentence for logs and `/readyz`.
     pub detail: String,
-    pub checked_at: Instant,
 }
 
 /// The last `expect_ip` result. Reading it never blocks on the network. The admin
@@ -100,7 +99,7 @@ pub struct ExpectIpCheck {
 struct CheckInner {
     config: ExpectIpConfig,
     client: EchoClient,
-    status: Arc<EgressStatus>,
+    status: EgressStatus,
     /// One check at a time: a `run` that starts while another is asking waits for it
     /// to finish, then asks again itself.
     running: tokio::sync::Mutex<()>,
@@ -129,7 +128,7 @@ impl ExpectIpCheck {
             inner: Arc::new(CheckInner {
                 config,
                 client,
-                status: Arc::new(EgressStatus::default()),
+                status: EgressStatus::default(),
                 running: tokio::sync::Mutex::new(()),
             }),
         }))
@@ -146,10 +145,6 @@ impl ExpectIpCheck {
             check.run().await;
         }
         Ok(check)
-    }
-
-    pub fn status(&self) -> Arc<EgressStatus> {
-        self.inner.status.clone()
     }
 
     /// Asks the echo service now, logs the outcome and records it.
@@ -196,7 +191,6 @@ impl ExpectIpCheck {
 /// Compares the echo service's answer with the expected address.
 fn judge(config: &ExpectIpConfig, answer: Result<String, String>) -> ExpectIpReport {
     let expected = config.address;
-    let checked_at = Instant::now();
     let text = match answer {
         Ok(text) => text,
         Err(reason) => {
@@ -208,7 +202,6 @@ fn judge(config: &ExpectIpConfig, answer: Result<String, String>) -> ExpectIpRep
                     "the echo service {} could not be asked: {reason}",
                     config.echo_url
                 ),
-                checked_at,
             }
         }
     };
@@ -221,7 +214,6 @@ fn judge(config: &ExpectIpConfig, answer: Result<String, String>) -> ExpectIpRep
                 "the echo service {} did not answer a plain IP address (it must answer e.g. `203.0.113.7`)",
                 config.echo_url
             ),
-            checked_at,
         };
     };
     if observed.to_canonical() == expected.to_canonical() {
@@ -230,7 +222,6 @@ fn judge(config: &ExpectIpConfig, answer: Result<String, String>) -> ExpectIpRep
             expected,
             observed: Some(observed),
             detail: format!("calls leave from {observed}, the expected address"),
-            checked_at,
         }
     } else {
         ExpectIpReport {
@@ -240,7 +231,6 @@ fn judge(config: &ExpectIpConfig, answer: Result<String, String>) -> ExpectIpRep
             detail: format!(
                 "calls leave from {observed}, not from {expected} (egress.expect_ip.address): LINE Pay will refuse production calls unless {observed} is in its whitelist"
             ),
-            checked_at,
         }
     }
 }

@@ -12,23 +12,23 @@
 //!   and under it the connection stack (resolver, bound TCP, CONNECT tunnel, TLS).
 //! - [`egress`]: the egress policy: source address, forward proxy and DNS pinning for
 //!   LINE Pay's IP whitelist, validated.
-//! - [`expect_ip`]: the running check that calls really leave from the whitelisted address.
+//! - `expect_ip`: the running check that calls really leave from the whitelisted address.
 //! - [`error`]: the sidecar's own refusals, each with a status and a stable code.
 //! - [`inspect`]: reads returnCode, orderId and transactionId for logs and metrics.
 //! - [`metrics`]: every Prometheus metric, registered in one place.
-//! - [`server`]: one proxy connection: HTTP/1.1, each call handed to `proxy`.
+//! - `server`: one proxy connection: HTTP/1.1, each call handed to `proxy`.
 //! - [`reload`]: where the configuration comes from (file, flags, environment).
-//! - [`admin`]: `/metrics`, `/healthz`, `/readyz` on their own port.
+//! - `admin`: `/metrics`, `/healthz`, `/readyz` on their own port.
 //! - [`runtime`]: the running process: signals, listeners (one accept loop), reloader,
 //!   probes, the snapshot a reload may reuse, every task stopped and joined on shutdown.
 //! - [`emulator`]: an in-memory LINE Pay used by `demo` and by the tests.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod config;
 pub mod egress;
 pub mod emulator;
 pub mod error;
-pub mod expect_ip;
+pub(crate) mod expect_ip;
 pub mod inspect;
 pub mod limit;
 pub mod metrics;
@@ -37,6 +37,6 @@ pub mod reload;
 pub mod route;
 pub mod runtime;
 pub mod secret;
-pub mod server;
+pub(crate) mod server;
 pub mod sign;
 pub mod upstream;

@@ -11,8 +11,7 @@
 //! - `tasks`: one cancellation token and task tracker; every task is told to stop and
 //!   joined, and a task that panics is noticed;
 //! - `accept`: the one accept loop (connection cap, drain) under the proxy and the
-//!   admin listener; what a connection serves is [`crate::server`]'s or
-//!   [`crate::admin`]'s;
+//!   admin listener; what a connection serves is `server`'s or `admin`'s;
 //! - `snapshot`: builds the [`Proxy`] snapshot and decides what a reload may reuse, by
 //!   comparing typed settings; the keys that change only on restart;
 //! - `reload`: the reloader (`SIGHUP` and watched files);
