@@ -62,20 +62,24 @@ mod tests {
 
     #[test]
     fn connect_timeouts_are_one_per_distinct_value() {
-        let config = ConfigSource {
-            path: None,
-            overrides: Overrides {
-                connect_timeout: Some(Duration::from_secs(3)),
-                ..Overrides::default()
-            },
+        // Through a file (not flags), so the test holds whatever shape the flags take.
+        let path = std::env::temp_dir().join(format!(
+            "linepay-sidecar-settings-{}.yaml",
+            std::process::id()
+        ));
+        std::fs::write(&path, "upstream:\n  connect_timeout: 3s\n").unwrap();
+        let loaded = ConfigSource {
+            path: Some(path.clone()),
+            overrides: Overrides::default(),
             env: Box::new(|key: &str| match key {
                 ENV_CHANNEL_ID => Some("1234567890".to_owned()),
                 ENV_CHANNEL_SECRET => Some("secret".to_owned()),
                 _ => None,
             }),
         }
-        .load()
-        .unwrap();
+        .load();
+        let _ = std::fs::remove_file(&path);
+        let config = loaded.unwrap();
         assert!(config.allowlist.routes().len() > 1);
         let settings = ClientSettings::from_config(&config);
         assert_eq!(settings.connect_timeouts, [Duration::from_secs(3)]);
