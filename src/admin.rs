@@ -1,6 +1,7 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`, on a port of its own so that
-//! it can never collide with a proxied path, and with no route to LINE Pay at all: this
-//! module holds no proxy, no signer and no upstream client.
+//! The admin listener's answers: `/metrics`, `/healthz`, `/readyz`, on a port of its own
+//! so that it can never collide with a proxied path, and with no route to LINE Pay at
+//! all: this module holds no proxy, no signer and no upstream client. Its accept loop is
+//! the runtime's, shared with the proxy listener.
 
 use crate::metrics::Metrics;
 use bytes::Bytes;
@@ -8,15 +9,19 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::TcpStream;
 
-/// Probes and scrapes need a handful of connections at a time.
-const MAX_ADMIN_CONNECTIONS: usize = 64;
+/// Probes and scrapes need a handful of connections at a time. The admin port often
+/// listens on every interface: past the cap, a connection is closed at once so it
+/// cannot eat the file descriptors the proxy needs.
+pub(crate) const MAX_ADMIN_CONNECTIONS: usize = 64;
+/// How long a probe or scraper may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What `/readyz` answers from. Every check is cached state updated elsewhere (the
 /// upstream probe task, the egress-address check, shutdown), so a probe costs nothing.
@@ -82,39 +87,22 @@ impl Readiness {
     }
 }
 
-/// Serves the admin endpoints until the task is aborted.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, readiness: Arc<Readiness>) {
-    let permits = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "admin accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        // The admin port often listens on every interface: past the cap, a connection
-        // is closed at once so it cannot eat the file descriptors the proxy needs.
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            drop(stream);
-            continue;
-        };
-        let metrics = metrics.clone();
-        let readiness = readiness.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let response = answer(&request, &metrics, &readiness);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(5))
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            drop(permit);
-        });
-    }
+/// Serves one accepted admin connection (the accept loop and its cap of
+/// [`MAX_ADMIN_CONNECTIONS`] are the runtime's).
+pub(crate) fn connection(
+    io: TokioIo<TcpStream>,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+) -> impl GracefulConnection<Error = hyper::Error> + Send + 'static {
+    let service = service_fn(move |request| {
+        let response = answer(&request, &metrics, &readiness);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.serve_connection(io, service)
 }
 
 fn answer<B>(

@@ -3,14 +3,14 @@
 //! alone. A module of the binary (src/main.rs), not of the library: a build without the
 //! feature compiles neither this file nor the `linepay-emulator` crate.
 
-use crate::{init_logs, process_env, shutdown_signal, LogFormat};
+use crate::{init_logs, process_env, LogFormat};
 use anyhow::Result;
 use clap::Args;
 use linepay_emulator::cli::{self as emulator_cli, EmulatorArgs};
 use linepay_emulator::{EmulatorConfig, Secret, DEMO_CHANNEL_ID, DEMO_CHANNEL_SECRET};
-use linepay_sidecar::app;
 use linepay_sidecar::config::{self, Overrides};
 use linepay_sidecar::reload::ConfigSource;
+use linepay_sidecar::runtime::{self, shutdown_signal};
 use std::net::SocketAddr;
 
 #[derive(Args)]
@@ -64,7 +64,7 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<()> {
     };
     let base = format!("http://{}", args.listen);
     eprintln!("{}", demo_walkthrough(&base));
-    let result = app::run(source, shutdown_signal()).await;
+    let result = runtime::run(source).await;
     emulator_task.abort();
     result?;
     Ok(())

@@ -6,9 +6,8 @@
 //! mechanism is in [`crate::upstream`] (its connection stack) and the running check in
 //! [`crate::expect_ip`]:
 //! - [`EgressConfig`] is what the connection stack dials by;
-//! - [`preflight`] refuses a `bind_address` the host does not own (the upstream client
-//!   runs it whenever it is built: at start-up, in `check`, and on a reload that
-//!   changes the upstream or egress settings);
+//! - whether this host holds the `bind_address` is I/O, so the runtime checks it
+//!   (`crate::runtime`'s preflight) whenever it builds the upstream client;
 //! - [`ExpectIpConfig`] says which public address calls must leave from and which echo
 //!   service to ask; [`crate::expect_ip::ExpectIpCheck`] does the asking.
 //!
@@ -88,51 +87,4 @@ pub struct ExpectIpConfig {
     /// Answers the caller's public address as plain text (`203.0.113.7\n`).
     pub echo_url: http::Uri,
     pub timeout: Duration,
-}
-
-// ---------------------------------------------------------------------------------------
-// Start-up check of the bound source address.
-
-/// Refuses a `bind_address` that no interface of this host holds: every call would fail
-/// to connect, and LINE Pay's whitelist would refuse any other source anyway.
-/// Binding a socket is the check (no packet is sent).
-pub fn preflight(config: &EgressConfig) -> Result<(), String> {
-    let Some(address) = config.bind_address else {
-        return Ok(());
-    };
-    match std::net::UdpSocket::bind((address, 0)) {
-        Ok(_) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::AddrNotAvailable => Err(format!(
-            "egress.bind_address {address} is not assigned to any interface on this host; LINE Pay's whitelist accepts calls only from the registered address, so the sidecar will not start: assign {address} to an interface (e.g. `ip addr add {address}/32 dev eth0`), or set egress.bind_address / --egress-bind-address to an address this host holds (`ip -brief addr`)"
-        )),
-        Err(error) => Err(format!(
-            "egress.bind_address {address}: a socket cannot be bound to it ({error})"
-        )),
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn preflight_refuses_an_address_this_host_does_not_hold() {
-        let config = EgressConfig {
-            bind_address: Some("203.0.113.7".parse().unwrap()),
-            ..EgressConfig::default()
-        };
-        let error = preflight(&config).unwrap_err();
-        assert!(
-            error.contains("egress.bind_address 203.0.113.7 is not assigned to any interface"),
-            "{error}"
-        );
-        assert!(error.contains("whitelist"), "{error}");
-        let local = EgressConfig {
-            bind_address: Some("127.0.0.2".parse().unwrap()),
-            ..EgressConfig::default()
-        };
-        assert_eq!(preflight(&local), Ok(()));
-        assert_eq!(preflight(&EgressConfig::default()), Ok(()));
-    }
 }

@@ -6,7 +6,7 @@
 //! [`EXPECT_IP_RECHECK_INTERVAL`], through the same egress path as LINE Pay calls
 //! ([`crate::upstream::EchoClient`]); it logs each outcome and keeps the last one in an
 //! [`EgressStatus`]. Its watch loop hands the status's readiness to the caller, which
-//! `app` stores as the `egress_ip` check that `/readyz` answers from. `/readyz` itself
+//! the runtime stores as the `egress_ip` check that `/readyz` answers from. `/readyz` itself
 //! never asks the echo service. Only a mismatch is reported as not ready; what is
 //! expected and where to ask is policy, validated in [`crate::egress`].
 
@@ -16,7 +16,8 @@ use crate::error::ProxyError;
 use crate::upstream::{EchoClient, EchoError, UpstreamBuildError};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// How often [`ExpectIpCheck::watch`] asks again: often enough to notice a NAT gateway
 /// change within minutes, rarely enough for any public echo service.
@@ -46,12 +47,11 @@ pub struct ExpectIpReport {
     pub observed: Option<IpAddr>,
     /// One sentence for logs and `/readyz`.
     pub detail: String,
-    pub checked_at: Instant,
 }
 
 /// The last `expect_ip` result. Reading it never blocks on the network. The admin
 /// listener does not read it: [`ExpectIpCheck::watch`] hands [`EgressStatus::readiness`]
-/// on, and `app` stores that as `/readyz`'s `egress_ip` check.
+/// on, and the runtime stores that as `/readyz`'s `egress_ip` check.
 #[derive(Debug, Default)]
 pub struct EgressStatus {
     /// `None` until the first check finished; its state is the current state.
@@ -100,7 +100,7 @@ pub struct ExpectIpCheck {
 struct CheckInner {
     config: ExpectIpConfig,
     client: EchoClient,
-    status: Arc<EgressStatus>,
+    status: EgressStatus,
     /// One check at a time: a `run` that starts while another is asking waits for it
     /// to finish, then asks again itself.
     running: tokio::sync::Mutex<()>,
@@ -129,7 +129,7 @@ impl ExpectIpCheck {
             inner: Arc::new(CheckInner {
                 config,
                 client,
-                status: Arc::new(EgressStatus::default()),
+                status: EgressStatus::default(),
                 running: tokio::sync::Mutex::new(()),
             }),
         }))
@@ -148,10 +148,6 @@ impl ExpectIpCheck {
         Ok(check)
     }
 
-    pub fn status(&self) -> Arc<EgressStatus> {
-        self.inner.status.clone()
-    }
-
     /// Asks the echo service now, logs the outcome and records it.
     pub async fn run(&self) -> ExpectIpReport {
         let _running = self.inner.running.lock().await;
@@ -159,13 +155,23 @@ impl ExpectIpCheck {
     }
 
     /// Reports the current readiness ([`EgressStatus::readiness`]) to `report`, then
-    /// asks again every `every`, for ever: spawn it beside the admin listener and abort
-    /// it on shutdown.
-    pub async fn watch(self, every: Duration, report: impl Fn(Result<(), String>) + Send) {
+    /// asks again every `every`, until `stop` is cancelled: spawn it beside the admin
+    /// listener. A check in progress at the stop is dropped (it is a question, not work).
+    pub async fn watch(
+        self,
+        every: Duration,
+        report: impl Fn(Result<(), String>) + Send,
+        stop: CancellationToken,
+    ) {
         loop {
             report(self.inner.status.readiness());
-            tokio::time::sleep(every).await;
-            self.run().await;
+            tokio::select! {
+                () = async {
+                    tokio::time::sleep(every).await;
+                    self.run().await;
+                } => {}
+                () = stop.cancelled() => return,
+            }
         }
     }
 
@@ -198,7 +204,6 @@ fn echo_failure(error: EchoError) -> String {
 /// Compares the echo service's answer with the expected address.
 fn judge(config: &ExpectIpConfig, answer: Result<String, String>) -> ExpectIpReport {
     let expected = config.address;
-    let checked_at = Instant::now();
     let text = match answer {
         Ok(text) => text,
         Err(reason) => {
@@ -210,7 +215,6 @@ fn judge(config: &ExpectIpConfig, answer: Result<String, String>) -> ExpectIpRep
                     "the echo service {} could not be asked: {reason}",
                     config.echo_url
                 ),
-                checked_at,
             }
         }
     };
@@ -223,7 +227,6 @@ fn judge(config: &ExpectIpConfig, answer: Result<String, String>) -> ExpectIpRep
                 "the echo service {} did not answer a plain IP address (it must answer e.g. `203.0.113.7`)",
                 config.echo_url
             ),
-            checked_at,
         };
     };
     if observed.to_canonical() == expected.to_canonical() {
@@ -232,7 +235,6 @@ fn judge(config: &ExpectIpConfig, answer: Result<String, String>) -> ExpectIpRep
             expected,
             observed: Some(observed),
             detail: format!("calls leave from {observed}, the expected address"),
-            checked_at,
         }
     } else {
         ExpectIpReport {
@@ -242,7 +244,6 @@ fn judge(config: &ExpectIpConfig, answer: Result<String, String>) -> ExpectIpRep
             detail: format!(
                 "calls leave from {observed}, not from {expected} (egress.expect_ip.address): LINE Pay will refuse production calls unless {observed} is in its whitelist"
             ),
-            checked_at,
         }
     }
 }

@@ -12,31 +12,32 @@
 //!   and under it the connection stack (resolver, bound TCP, CONNECT tunnel, TLS).
 //! - [`egress`]: the egress policy: source address, forward proxy and DNS pinning for
 //!   LINE Pay's IP whitelist, validated.
-//! - [`expect_ip`]: the running check that calls really leave from the whitelisted address.
+//! - `expect_ip`: the running check that calls really leave from the whitelisted address.
 //! - [`error`]: the sidecar's own refusals, each with a status and a stable code.
 //! - [`inspect`]: reads returnCode, orderId and transactionId for logs and metrics.
 //! - [`metrics`]: every Prometheus metric, registered in one place.
-//! - [`server`]: the listener: accepts connections and hands each call to `proxy`.
-//! - [`reload`]: the configuration behind an `ArcSwap`, reloaded on SIGHUP and file change.
-//! - [`admin`]: `/metrics`, `/healthz`, `/readyz` on their own port.
-//! - [`app`]: wiring: listeners, reloader, readiness probe, drain on shutdown.
+//! - `server`: one proxy connection: HTTP/1.1, each call handed to `proxy`.
+//! - [`reload`]: where the configuration comes from (file, flags, environment).
+//! - `admin`: `/metrics`, `/healthz`, `/readyz` on their own port.
+//! - [`runtime`]: the running process: signals, listeners (one accept loop), reloader,
+//!   probes, the snapshot a reload may reuse, every task stopped and joined on shutdown.
 //!
 //! The LINE Pay emulator behind `demo` and the tests is a crate of its own
 //! (`emulator/`, `linepay-emulator`), compiled in only with the `demo` feature.
 
-pub mod admin;
-pub mod app;
+pub(crate) mod admin;
 pub mod config;
 pub mod egress;
 pub mod error;
-pub mod expect_ip;
+pub(crate) mod expect_ip;
 pub mod inspect;
 pub mod limit;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod route;
+pub mod runtime;
 pub mod secret;
-pub mod server;
+pub(crate) mod server;
 pub mod sign;
 pub mod upstream;

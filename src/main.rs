@@ -2,9 +2,9 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use linepay_sidecar::app;
 use linepay_sidecar::config::{self, Config, Overrides};
 use linepay_sidecar::reload::ConfigSource;
+use linepay_sidecar::runtime;
 use linepay_sidecar::secret::Secret;
 use linepay_sidecar::sign::SIGNATURE_LEN;
 use linepay_sidecar::sign::{self, Signer};
@@ -180,7 +180,7 @@ fn load_config(args: &RunArgs) -> Result<Config> {
 
 fn check(args: &RunArgs) -> Result<()> {
     let config = load_config(args)?;
-    let upstream = app::build_upstream(&config).map_err(anyhow::Error::msg)?;
+    let upstream = runtime::build_upstream(&config)?;
     println!(
         "configuration OK: listen {}, upstream {}, {} allowed routes, channel secret from {}",
         config.listen,
@@ -193,31 +193,8 @@ fn check(args: &RunArgs) -> Result<()> {
 
 async fn run(args: RunArgs) -> Result<()> {
     init_logs(args.log_format);
-    app::run(config_source(&args), shutdown_signal()).await?;
+    runtime::run(config_source(&args)).await?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = terminate.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("shutting down");
 }
 
 fn sign_command(args: &SignArgs) -> Result<()> {

@@ -26,6 +26,9 @@
 
 mod connector;
 mod resolve;
+mod settings;
+
+pub use self::settings::ClientSettings;
 
 use self::connector::{
     check_upstream_fits_egress, connector, describe, log_egress, tls_config, Connector,
@@ -33,7 +36,7 @@ use self::connector::{
 };
 use self::resolve::DnsError;
 use crate::config::UpstreamConfig;
-use crate::egress::{self, EgressConfig};
+use crate::egress::EgressConfig;
 use crate::route::RouteTimeouts;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -73,9 +76,6 @@ pub enum UpstreamBuildError {
     /// `origin` names where the credentials came from (a key or a file), never them.
     #[error("{origin}: the proxy credentials do not make a valid header")]
     ProxyCredentials { origin: String },
-    /// [`egress::preflight`]'s refusal of `egress.bind_address`, in its own words.
-    #[error("{0}")]
-    Egress(String),
 }
 
 /// Why one call to LINE Pay (or the readiness probe) failed. What matters most is
@@ -175,30 +175,27 @@ pub struct Upstream {
     /// Opens bare connections for the readiness probe (same DNS, TCP, TLS path).
     probe_connector: Option<Connector>,
     max_response_bytes: usize,
+    settings: ClientSettings,
 }
 
 impl Upstream {
-    /// Builds the pools. Refuses egress settings that could not work, or that the
-    /// upstream URL would bypass: a `bind_address` this host does not hold
-    /// ([`egress::preflight`], so start-up, `check` and every reload that rebuilds the
-    /// client refuse it), or an
+    /// Builds the pools. Refuses egress settings that the upstream URL would bypass: an
     /// IP-literal upstream that the pin does not list or the bind address cannot reach.
-    pub(crate) fn new(
-        config: &UpstreamConfig,
-        egress: &EgressConfig,
-        connect_timeouts: impl IntoIterator<Item = Duration>,
-    ) -> Result<Upstream, UpstreamBuildError> {
-        egress::preflight(egress).map_err(UpstreamBuildError::Egress)?;
+    /// (Whether this host holds the bind address is checked by the caller, the runtime,
+    /// before it builds a client.)
+    pub(crate) fn new(settings: ClientSettings) -> Result<Upstream, UpstreamBuildError> {
+        let ClientSettings {
+            upstream: config,
+            egress,
+            connect_timeouts,
+        } = &settings;
         check_upstream_fits_egress(&config.url, egress)?;
         log_egress(egress);
         let tls = tls_config(config.ca_file.as_deref())?;
         let pinned_host = config.url.host().unwrap_or_default();
-        let mut timeouts: Vec<Duration> = connect_timeouts.into_iter().collect();
-        timeouts.sort();
-        timeouts.dedup();
-        let clients: Vec<(Duration, PooledClient, Connector)> = timeouts
-            .into_iter()
-            .map(|timeout| {
+        let clients: Vec<(Duration, PooledClient, Connector)> = connect_timeouts
+            .iter()
+            .map(|&timeout| {
                 let connector = connector(tls.clone(), timeout, egress, Some(pinned_host))?;
                 Ok((timeout, pooled_client(config, connector.clone()), connector))
             })
@@ -212,7 +209,13 @@ impl Upstream {
                 .collect(),
             probe_connector,
             max_response_bytes: config.max_response_bytes,
+            settings,
         })
+    }
+
+    /// What this client was built from: a reload compares it with the next one.
+    pub fn settings(&self) -> &ClientSettings {
+        &self.settings
     }
 
     /// `https://host[:port]` that every call goes to.

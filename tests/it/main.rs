@@ -9,6 +9,7 @@ mod docs;
 mod egress;
 mod examples;
 mod flows;
+mod lifecycle;
 mod limits;
 mod operability;
 mod proxy;

@@ -28,6 +28,8 @@ pub struct Sidecar {
     env: Vec<(OsString, OsString)>,
     /// The `--config` file, handed to the running sidecar so it lives as long.
     config: Option<TempFile>,
+    /// Called with the process id right after the spawn, before the announce line.
+    on_spawn: Option<Box<dyn FnOnce(u32) + Send>>,
 }
 
 impl Default for Sidecar {
@@ -50,6 +52,7 @@ impl Sidecar {
             ],
             env: vec![("LINEPAY_CHANNEL_SECRET".into(), CHANNEL_SECRET.into())],
             config: None,
+            on_spawn: None,
         }
     }
 
@@ -88,6 +91,13 @@ impl Sidecar {
         self
     }
 
+    /// Runs `hook` with the process id as soon as the process exists, before it has
+    /// announced its port: to act on a sidecar that is still starting.
+    pub fn on_spawn(mut self, hook: impl FnOnce(u32) + Send + 'static) -> Sidecar {
+        self.on_spawn = Some(Box::new(hook));
+        self
+    }
+
     /// Starts the binary and waits (bounded) for its announce line.
     pub async fn start(self) -> RunningSidecar {
         let mut command = binary_command();
@@ -101,6 +111,9 @@ impl Sidecar {
         let mut child = command
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start linepay-sidecar: {error}"));
+        if let Some(hook) = self.on_spawn {
+            hook(child.id());
+        }
 
         let stdout_text = Arc::new(Mutex::new(Vec::new()));
         let stderr_text = Arc::new(Mutex::new(Vec::new()));

@@ -1,0 +1,135 @@
+//! The one accept loop, shared by the proxy and the admin listener: a cap on concurrent
+//! connections, one tracked task per connection, and a drain on stop.
+//!
+//! What a connection serves is passed in (a function from the accepted socket to a
+//! hyper connection), so the proxy and the admin port differ only in that function and
+//! in what happens past the cap. On stop the listener is closed at once (new
+//! connections are refused, not queued in the kernel's backlog), idle keep-alive
+//! connections are closed, requests in flight finish up to the drain deadline, and
+//! whatever is still open then is told to stop and dropped.
+
+use super::tasks::{Role, Tasks};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
+use std::fmt::Display;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// How long to wait after a failed accept (out of file descriptors and the like)
+/// instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// One listener's rules.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AcceptRules {
+    /// For logs and task names: `proxy` or `admin`.
+    pub(crate) name: &'static str,
+    pub(crate) max_connections: usize,
+    pub(crate) when_full: WhenFull,
+    /// How long calls in flight may finish after the stop.
+    pub(crate) drain_timeout: Duration,
+}
+
+/// What a connection past the cap gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WhenFull {
+    /// Closed at once, unread, so it cannot hold a file descriptor.
+    Close,
+    /// Served as [`Capacity::Over`]: it can answer once (e.g. `503 overloaded`) and
+    /// close, rather than wait unseen.
+    Answer,
+}
+
+/// Whether an accepted connection is within the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Capacity {
+    Within,
+    Over,
+}
+
+/// How a listener ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drained {
+    /// Every call in flight finished.
+    Complete,
+    /// The drain deadline passed with this many connections still open.
+    DeadlinePassed { open_connections: usize },
+}
+
+/// Accepts until `stop` is cancelled, then drains for at most `rules.drain_timeout`.
+pub(crate) async fn serve<C>(
+    listener: TcpListener,
+    rules: AcceptRules,
+    stop: CancellationToken,
+    tasks: Tasks,
+    connection: impl Fn(TokioIo<TcpStream>, Capacity) -> C,
+) -> Drained
+where
+    C: GracefulConnection + Send + 'static,
+    C::Error: Display,
+{
+    let name = rules.name;
+    let permits = Arc::new(Semaphore::new(rules.max_connections));
+    let graceful = GracefulShutdown::new();
+    // Cancelled when the drain deadline passes: connections still open are dropped.
+    let cut = CancellationToken::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(listener = name, %error, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => break,
+        };
+        let permit = permits.clone().try_acquire_owned().ok();
+        let capacity = match (&permit, rules.when_full) {
+            (Some(_), _) => Capacity::Within,
+            (None, WhenFull::Answer) => Capacity::Over,
+            (None, WhenFull::Close) => {
+                drop(stream);
+                continue;
+            }
+        };
+        let connection = graceful.watch(connection(TokioIo::new(stream), capacity));
+        let cut = cut.clone();
+        tasks.spawn("connection", Role::Worker, async move {
+            tokio::select! {
+                result = connection => if let Err(error) = result {
+                    tracing::debug!(listener = name, %peer, %error, "connection ended with an error");
+                },
+                () = cut.cancelled() => {}
+            }
+            drop(permit);
+        });
+    }
+
+    // Closing the listener now makes new connections fail fast instead of queueing.
+    drop(listener);
+    let open = graceful.count();
+    tracing::info!(
+        listener = name,
+        open_connections = open,
+        drain_timeout_s = rules.drain_timeout.as_secs_f64(),
+        "draining"
+    );
+    let deadline = tokio::time::Instant::now() + rules.drain_timeout;
+    match tokio::time::timeout_at(deadline, graceful.shutdown()).await {
+        Ok(()) => Drained::Complete,
+        Err(_) => {
+            cut.cancel();
+            Drained::DeadlinePassed {
+                open_connections: open,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,53 @@
+//! The upstream readiness probe: opens a connection to the upstream every
+//! `admin.probe_interval` (through the same egress path as calls, without sending any
+//! request) and records whether it worked, so `/readyz` answers from memory.
+
+use crate::admin::Readiness;
+use crate::error::ProxyError;
+use crate::proxy::Proxy;
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How long one readiness probe of the upstream may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Probes until `stop` is cancelled (a probe in progress is dropped: it is a question,
+/// not work).
+pub(crate) async fn probe_upstream(
+    proxy: Arc<ArcSwap<Proxy>>,
+    readiness: Arc<Readiness>,
+    stop: CancellationToken,
+) {
+    loop {
+        let snapshot = proxy.load_full();
+        let result = tokio::select! {
+            result = snapshot.upstream().probe(PROBE_TIMEOUT) => result,
+            () = stop.cancelled() => return,
+        };
+        let result = result.map_err(|error| {
+            format!(
+                "{} ({})",
+                ProxyError::from(error).code(),
+                snapshot.upstream().base()
+            )
+        });
+        if let Err(reason) = &result {
+            tracing::warn!(%reason, "upstream probe failed");
+        }
+        let admin = &snapshot.config().admin;
+        // Logged either way; counted against readiness only when configured so.
+        readiness.set_upstream(if admin.ready_requires_upstream {
+            result
+        } else {
+            Ok(())
+        });
+        let interval = admin.probe_interval;
+        drop(snapshot);
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}

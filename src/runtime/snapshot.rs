@@ -1,0 +1,209 @@
+//! What the running process is built from, and what a reload may change.
+//!
+//! The snapshot every call reads is a [`Proxy`]: configuration, signer, upstream client
+//! and limiters. A reload builds a new one; what it may reuse from the running one is
+//! decided by comparing typed values, never by a list kept beside a constructor:
+//! - the upstream client, when its [`ClientSettings`] (what [`Upstream::new`] is built
+//!   from) are equal, so a secret rotation keeps the warm TLS connections to LINE Pay;
+//! - the limiters, when the `limits` section is equal, so a reload cannot refill every
+//!   bucket.
+//!
+//! The keys read once at start-up are one typed value too, [`RestartOnly`]: the runtime
+//! binds and drains from it, and a reload that changes it says which keys by name.
+
+use super::preflight::{preflight, PreflightError};
+use crate::config::Config;
+use crate::egress::ExpectIpConfig;
+use crate::limit::Limits;
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::upstream::{ClientSettings, Upstream, UpstreamBuildError};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why the upstream client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot set up the upstream client: {0}")]
+    Egress(PreflightError),
+    #[error("cannot set up the upstream client: {0}")]
+    Upstream(UpstreamBuildError),
+}
+
+/// Builds the upstream client for a configuration, after checking that this host holds
+/// `egress.bind_address`: what start-up, `check` and a reload that cannot reuse the
+/// running client do.
+pub fn build_upstream(config: &Config) -> Result<Upstream, BuildError> {
+    build_client(ClientSettings::from_config(config))
+}
+
+fn build_client(settings: ClientSettings) -> Result<Upstream, BuildError> {
+    preflight(settings.egress()).map_err(BuildError::Egress)?;
+    Upstream::new(settings).map_err(BuildError::Upstream)
+}
+
+/// Builds the snapshot for one configuration: at start (`previous` is `None`) and on
+/// every reload, reusing what `previous` built when its inputs are unchanged.
+pub(crate) fn build_proxy(
+    config: Config,
+    metrics: Arc<Metrics>,
+    previous: Option<&Proxy>,
+) -> Result<Proxy, BuildError> {
+    let settings = ClientSettings::from_config(&config);
+    let upstream = match previous.filter(|p| p.upstream().settings().can_serve(&settings)) {
+        Some(previous) => previous.upstream().clone(),
+        None => Arc::new(build_client(settings)?),
+    };
+    let limits = match previous.filter(|p| p.config().limits == config.limits) {
+        Some(previous) => previous.limits().clone(),
+        None => Arc::new(
+            Limits::new(&config.limits).with_shadow_metric(metrics.rate_limited_shadow.clone()),
+        ),
+    };
+    Ok(Proxy::new(config, upstream, limits, metrics))
+}
+
+/// The keys read once at start-up: the running process keeps their values until it
+/// restarts, whatever a reload says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RestartOnly {
+    pub(crate) listen: SocketAddr,
+    pub(crate) admin_listen: SocketAddr,
+    pub(crate) max_connections: usize,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) expect_ip: Option<ExpectIpConfig>,
+}
+
+impl RestartOnly {
+    pub(crate) fn from_config(config: &Config) -> RestartOnly {
+        RestartOnly {
+            listen: config.listen,
+            admin_listen: config.admin.listen,
+            max_connections: config.request.max_connections,
+            drain_timeout: config.shutdown.drain_timeout,
+            expect_ip: config.egress.expect_ip.clone(),
+        }
+    }
+
+    /// The config keys whose values differ in `next`, by name.
+    pub(crate) fn changed_keys(&self, next: &RestartOnly) -> Vec<&'static str> {
+        // Destructured without `..`: a new field does not compile until it is named here.
+        let RestartOnly {
+            listen,
+            admin_listen,
+            max_connections,
+            drain_timeout,
+            expect_ip,
+        } = self;
+        [
+            ("listen", *listen != next.listen),
+            ("admin.listen", *admin_listen != next.admin_listen),
+            (
+                "request.max_connections",
+                *max_connections != next.max_connections,
+            ),
+            (
+                "shutdown.drain_timeout",
+                *drain_timeout != next.drain_timeout,
+            ),
+            ("egress.expect_ip", *expect_ip != next.expect_ip),
+        ]
+        .into_iter()
+        .filter_map(|(key, differs)| differs.then_some(key))
+        .collect()
+    }
+
+    /// Logs the restart-only keys that `next` would change.
+    pub(crate) fn warn_about_changes(&self, next: &RestartOnly) {
+        if self == next {
+            return;
+        }
+        tracing::warn!(
+            keys = %self.changed_keys(next).join(", "),
+            "these keys change only on restart; the running values stay, the other keys were reloaded"
+        );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::{Overrides, ENV_CHANNEL_ID, ENV_CHANNEL_SECRET};
+    use crate::egress::ExpectIpConfig;
+    use crate::reload::ConfigSource;
+    use crate::secret::Secret;
+
+    /// The defaults, with a channel from the environment.
+    fn config() -> Config {
+        ConfigSource {
+            path: None,
+            overrides: Overrides::default(),
+            env: Box::new(|key: &str| match key {
+                ENV_CHANNEL_ID => Some("1234567890".to_owned()),
+                ENV_CHANNEL_SECRET => Some("first-secret".to_owned()),
+                _ => None,
+            }),
+        }
+        .load()
+        .unwrap()
+    }
+
+    fn expect_ip() -> ExpectIpConfig {
+        ExpectIpConfig {
+            address: "203.0.113.7".parse().unwrap(),
+            echo_url: "https://echo.example/".parse().unwrap(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn a_reload_reuses_the_client_and_limiters_only_when_their_settings_are_equal() {
+        let metrics = Arc::new(Metrics::new());
+        let first = build_proxy(config(), metrics.clone(), None).unwrap();
+
+        let mut rotated = config();
+        rotated.credentials.channel_secret = Secret::new("rotated-secret");
+        // Restart-only, and not the client's: the client stays.
+        rotated.egress.expect_ip = Some(expect_ip());
+        let second = build_proxy(rotated, metrics.clone(), Some(&first)).unwrap();
+        assert!(Arc::ptr_eq(first.upstream(), second.upstream()));
+        assert!(Arc::ptr_eq(first.limits(), second.limits()));
+
+        let mut pinned = config();
+        pinned.egress.pin = vec!["127.0.0.1".parse().unwrap()];
+        pinned.limits.shadow = !pinned.limits.shadow;
+        let third = build_proxy(pinned, metrics, Some(&second)).unwrap();
+        assert!(!Arc::ptr_eq(second.upstream(), third.upstream()));
+        assert!(!Arc::ptr_eq(second.limits(), third.limits()));
+    }
+
+    #[test]
+    fn a_configured_ca_file_always_rebuilds_the_client() {
+        let mut with_ca = config();
+        with_ca.upstream.ca_file = Some("/etc/linepay/ca.pem".into());
+        let settings = ClientSettings::from_config(&with_ca);
+        assert!(!settings.can_serve(&ClientSettings::from_config(&with_ca)));
+        assert!(ClientSettings::from_config(&config())
+            .can_serve(&ClientSettings::from_config(&config())));
+    }
+
+    #[test]
+    fn restart_only_changes_are_named_by_their_config_key() {
+        let running = RestartOnly::from_config(&config());
+        let mut next = config();
+        next.credentials.channel_secret = Secret::new("rotated-secret");
+        assert_eq!(
+            running.changed_keys(&RestartOnly::from_config(&next)),
+            Vec::<&str>::new()
+        );
+        next.listen = "127.0.0.1:1".parse().unwrap();
+        next.shutdown.drain_timeout = Duration::from_secs(1);
+        next.egress.expect_ip = Some(expect_ip());
+        assert_eq!(
+            running.changed_keys(&RestartOnly::from_config(&next)),
+            ["listen", "shutdown.drain_timeout", "egress.expect_ip"]
+        );
+    }
+}
