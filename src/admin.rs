@@ -26,7 +26,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// What `/readyz` answers from. Every check is cached state updated elsewhere (the
 /// upstream probe task, the egress-address check, shutdown), so a probe costs nothing.
 #[derive(Debug, Default)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     draining: AtomicBool,
     /// `None` until the first upstream probe finished.
     upstream: Mutex<Option<Result<(), String>>>,
@@ -37,20 +37,20 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    pub fn start_draining(&self) {
+    pub(crate) fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }
 
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
 
-    pub fn set_upstream(&self, result: Result<(), String>) {
+    pub(crate) fn set_upstream(&self, result: Result<(), String>) {
         *self.upstream.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
     }
 
     /// Sets (or replaces) a named check, e.g. `egress_ip`.
-    pub fn set_check(&self, name: &str, result: Result<(), String>) {
+    pub(crate) fn set_check(&self, name: &str, result: Result<(), String>) {
         let mut checks = self.checks.lock().unwrap_or_else(PoisonError::into_inner);
         match checks.iter_mut().find(|(n, _)| n == name) {
             Some(entry) => entry.1 = result,
@@ -59,7 +59,7 @@ impl Readiness {
     }
 
     /// `Ok` when ready, else every reason it is not.
-    pub fn verdict(&self) -> Result<(), Vec<String>> {
+    pub(crate) fn verdict(&self) -> Result<(), Vec<String>> {
         let mut reasons = Vec::new();
         if self.is_draining() {
             reasons.push("draining: shutting down".to_owned());

@@ -31,31 +31,31 @@ use zeroize::Zeroizing;
 
 /// Validated egress settings; the default sends calls the host's default way.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EgressConfig {
+pub(crate) struct EgressConfig {
     /// Every upstream (or proxy) connection is bound to this source address, and only
     /// addresses of its family are dialled.
-    pub bind_address: Option<IpAddr>,
-    pub proxy: Option<ProxyConfig>,
+    pub(crate) bind_address: Option<IpAddr>,
+    pub(crate) proxy: Option<ProxyConfig>,
     /// When not empty, the upstream host resolves to these addresses only, in order.
-    pub pin: Vec<IpAddr>,
-    pub expect_ip: Option<ExpectIpConfig>,
+    pub(crate) pin: Vec<IpAddr>,
+    pub(crate) expect_ip: Option<ExpectIpConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProxyConfig {
+pub(crate) struct ProxyConfig {
     /// `http://host:port` of the CONNECT proxy (never with credentials in it).
-    pub url: http::Uri,
-    pub auth: Option<ProxyAuth>,
+    pub(crate) url: http::Uri,
+    pub(crate) auth: Option<ProxyAuth>,
 }
 
 /// Proxy credentials: `user:password`, redacted in every printout.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProxyAuth {
+pub(crate) struct ProxyAuth {
     credentials: Secret,
     /// Where they came from, for the start-up log (never the value).
-    pub source: String,
+    pub(crate) source: String,
     /// The file they were read from, watched for rotation like the channel secret.
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
 }
 
 impl ProxyAuth {
@@ -69,7 +69,7 @@ impl ProxyAuth {
     }
 
     /// The `Proxy-Authorization: Basic ...` value, marked sensitive.
-    pub fn header_value(&self) -> Option<HeaderValue> {
+    pub(crate) fn header_value(&self) -> Option<HeaderValue> {
         let encoded = Zeroizing::new(format!(
             "Basic {}",
             BASE64.encode(self.credentials.expose())
@@ -81,10 +81,10 @@ impl ProxyAuth {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExpectIpConfig {
+pub(crate) struct ExpectIpConfig {
     /// The address registered in LINE Pay's whitelist.
-    pub address: IpAddr,
+    pub(crate) address: IpAddr,
     /// Answers the caller's public address as plain text (`203.0.113.7\n`).
-    pub echo_url: http::Uri,
-    pub timeout: Duration,
+    pub(crate) echo_url: http::Uri,
+    pub(crate) timeout: Duration,
 }

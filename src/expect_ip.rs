@@ -21,13 +21,13 @@ use tokio_util::sync::CancellationToken;
 
 /// How often [`ExpectIpCheck::watch`] asks again: often enough to notice a NAT gateway
 /// change within minutes, rarely enough for any public echo service.
-pub const EXPECT_IP_RECHECK_INTERVAL: Duration = Duration::from_secs(300);
+pub(crate) const EXPECT_IP_RECHECK_INTERVAL: Duration = Duration::from_secs(300);
 /// The largest echo answer read: an address is a few dozen bytes.
 const MAX_ECHO_BYTES: usize = 1024;
 
 /// The outcome of the last `expect_ip` check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExpectIpState {
+pub(crate) enum ExpectIpState {
     /// No check has finished yet (or `expect_ip` is not configured).
     NotChecked,
     /// The echo service saw the expected address.
@@ -40,26 +40,26 @@ pub enum ExpectIpState {
 
 /// One finished check.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExpectIpReport {
-    pub state: ExpectIpState,
-    pub expected: IpAddr,
+pub(crate) struct ExpectIpReport {
+    pub(crate) state: ExpectIpState,
+    pub(crate) expected: IpAddr,
     /// What the echo service answered, when it answered an address.
-    pub observed: Option<IpAddr>,
+    pub(crate) observed: Option<IpAddr>,
     /// One sentence for logs and `/readyz`.
-    pub detail: String,
+    pub(crate) detail: String,
 }
 
 /// The last `expect_ip` result. Reading it never blocks on the network. The admin
 /// listener does not read it: [`ExpectIpCheck::watch`] hands [`EgressStatus::readiness`]
 /// on, and the runtime stores that as `/readyz`'s `egress_ip` check.
 #[derive(Debug, Default)]
-pub struct EgressStatus {
+pub(crate) struct EgressStatus {
     /// `None` until the first check finished; its state is the current state.
     last: Mutex<Option<ExpectIpReport>>,
 }
 
 impl EgressStatus {
-    pub fn state(&self) -> ExpectIpState {
+    pub(crate) fn state(&self) -> ExpectIpState {
         self.last
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -67,7 +67,7 @@ impl EgressStatus {
             .map_or(ExpectIpState::NotChecked, |report| report.state)
     }
 
-    pub fn last_report(&self) -> Option<ExpectIpReport> {
+    pub(crate) fn last_report(&self) -> Option<ExpectIpReport> {
         self.last
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -77,7 +77,7 @@ impl EgressStatus {
     /// For `/readyz` (`Readiness::set_check("egress_ip", ..)`): only a mismatch fails.
     /// A failed echo service is a third party's outage and must not take payments
     /// down; it is logged as a warning instead.
-    pub fn readiness(&self) -> Result<(), String> {
+    pub(crate) fn readiness(&self) -> Result<(), String> {
         match self.last_report() {
             Some(report) if report.state == ExpectIpState::Mismatch => Err(report.detail),
             _ => Ok(()),
@@ -93,7 +93,7 @@ impl EgressStatus {
 /// egress path as LINE Pay calls (bind address, proxy and its credentials) but without
 /// the DNS pin (the echo host is not LINE Pay), signing or allowlist. Cheap to clone.
 #[derive(Clone)]
-pub struct ExpectIpCheck {
+pub(crate) struct ExpectIpCheck {
     inner: Arc<CheckInner>,
 }
 
@@ -117,7 +117,7 @@ impl std::fmt::Debug for ExpectIpCheck {
 
 impl ExpectIpCheck {
     /// `None` when `egress.expect_ip` is not configured.
-    pub fn new(
+    pub(crate) fn new(
         egress: &EgressConfig,
         upstream: &UpstreamConfig,
     ) -> Result<Option<ExpectIpCheck>, UpstreamBuildError> {
@@ -137,7 +137,7 @@ impl ExpectIpCheck {
 
     /// Builds the check and runs it once (bounded by `expect_ip.timeout`): what start-up
     /// does. A mismatch or a failure is logged, never fatal. `None` when not configured.
-    pub async fn at_start_up(
+    pub(crate) async fn at_start_up(
         egress: &EgressConfig,
         upstream: &UpstreamConfig,
     ) -> Result<Option<ExpectIpCheck>, UpstreamBuildError> {
@@ -149,7 +149,7 @@ impl ExpectIpCheck {
     }
 
     /// Asks the echo service now, logs the outcome and records it.
-    pub async fn run(&self) -> ExpectIpReport {
+    pub(crate) async fn run(&self) -> ExpectIpReport {
         let _running = self.inner.running.lock().await;
         self.run_locked().await
     }
@@ -157,7 +157,7 @@ impl ExpectIpCheck {
     /// Reports the current readiness ([`EgressStatus::readiness`]) to `report`, then
     /// asks again every `every`, until `stop` is cancelled: spawn it beside the admin
     /// listener. A check in progress at the stop is dropped (it is a question, not work).
-    pub async fn watch(
+    pub(crate) async fn watch(
         self,
         every: Duration,
         report: impl Fn(Result<(), String>) + Send,

@@ -27,13 +27,13 @@
 
 pub(crate) mod admin;
 pub mod config;
-pub mod egress;
-pub mod error;
+pub(crate) mod egress;
+pub(crate) mod error;
 pub(crate) mod expect_ip;
 pub mod inspect;
-pub mod limit;
-pub mod metrics;
-pub mod proxy;
+pub(crate) mod limit;
+pub(crate) mod metrics;
+pub(crate) mod proxy;
 pub mod reload;
 pub mod route;
 pub mod runtime;

@@ -180,11 +180,11 @@ fn load_config(args: &RunArgs) -> Result<Config> {
 
 fn check(args: &RunArgs) -> Result<()> {
     let config = load_config(args)?;
-    let upstream = runtime::build_upstream(&config)?;
+    let upstream = runtime::check_upstream(&config)?;
     println!(
         "configuration OK: listen {}, upstream {}, {} allowed routes, channel secret from {}",
         config.listen,
-        upstream.base(),
+        upstream,
         config.allowlist.routes().len(),
         config.credentials.secret_source
     );

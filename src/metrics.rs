@@ -11,12 +11,12 @@ use prometheus::{
 };
 
 /// Route label for calls that matched no allowlist template.
-pub const UNMATCHED_ROUTE: &str = "unmatched";
+pub(crate) const UNMATCHED_ROUTE: &str = "unmatched";
 /// `return_code` label when the answer had no `returnCode` (a sidecar refusal, a non-JSON
 /// answer).
-pub const NO_RETURN_CODE: &str = "none";
+pub(crate) const NO_RETURN_CODE: &str = "none";
 /// `return_code` label for a code outside the reference's table.
-pub const OTHER_RETURN_CODE: &str = "other";
+pub(crate) const OTHER_RETURN_CODE: &str = "other";
 
 /// The return codes of the reference table: each gets its own label value.
 const KNOWN_RETURN_CODES: &[&str] = &[
@@ -27,22 +27,22 @@ const KNOWN_RETURN_CODES: &[&str] = &[
     "1289", "2101", "2102", "2103", "9000",
 ];
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
-    pub requests: IntCounterVec,
-    pub upstream_duration: HistogramVec,
-    pub signing_duration: Histogram,
-    pub in_flight: IntGauge,
-    pub rate_limited: IntCounterVec,
-    pub rate_limited_shadow: IntCounterVec,
-    pub refusals: IntCounterVec,
-    pub upstream_errors: IntCounterVec,
-    pub config_reloads: IntCounterVec,
-    pub build_info: IntGaugeVec,
+    pub(crate) requests: IntCounterVec,
+    pub(crate) upstream_duration: HistogramVec,
+    pub(crate) signing_duration: Histogram,
+    pub(crate) in_flight: IntGauge,
+    pub(crate) rate_limited: IntCounterVec,
+    pub(crate) rate_limited_shadow: IntCounterVec,
+    pub(crate) refusals: IntCounterVec,
+    pub(crate) upstream_errors: IntCounterVec,
+    pub(crate) config_reloads: IntCounterVec,
+    pub(crate) build_info: IntGaugeVec,
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let registry = Registry::new();
         let metrics = Metrics {
             requests: IntCounterVec::new(
@@ -162,7 +162,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut buffer = Vec::new();
         if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
             tracing::error!(%error, "metric encoding failed");
@@ -178,7 +178,7 @@ impl Default for Metrics {
 }
 
 /// The bounded label for a LINE Pay `returnCode`.
-pub fn return_code_label(code: Option<&str>) -> &'static str {
+pub(crate) fn return_code_label(code: Option<&str>) -> &'static str {
     match code {
         None => NO_RETURN_CODE,
         Some(code) => KNOWN_RETURN_CODES

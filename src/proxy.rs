@@ -73,7 +73,7 @@ const NOT_FORWARDED: &[&str] = &[
 const MAX_LOGGED_PATH: usize = 200;
 
 /// Everything one call needs, built once per configuration and shared by all calls.
-pub struct Proxy {
+pub(crate) struct Proxy {
     config: Config,
     signer: Signer,
     upstream: Arc<Upstream>,
@@ -99,7 +99,7 @@ pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id"
 impl Proxy {
     /// The upstream client and the limiters are shared handles, so that a reload that
     /// leaves their settings alone keeps the warm connections and the bucket levels.
-    pub fn new(
+    pub(crate) fn new(
         config: Config,
         upstream: Arc<Upstream>,
         limits: Arc<Limits>,
@@ -118,15 +118,15 @@ impl Proxy {
         }
     }
 
-    pub fn config(&self) -> &Config {
+    pub(crate) fn config(&self) -> &Config {
         &self.config
     }
 
-    pub fn upstream(&self) -> &Arc<Upstream> {
+    pub(crate) fn upstream(&self) -> &Arc<Upstream> {
         &self.upstream
     }
 
-    pub fn limits(&self) -> &Arc<Limits> {
+    pub(crate) fn limits(&self) -> &Arc<Limits> {
         &self.limits
     }
 

@@ -25,7 +25,7 @@ type HmacSha256 = Hmac<Sha256>;
 /// Checks a v3 call: channel id, a non-empty nonce, and
 /// `X-LINE-Authorization = Base64(HMAC-SHA256(secret, secret + path + payload + nonce))`.
 /// `payload` is the exact body for POST and the exact raw query (no '?') for GET.
-pub fn verify_v3(
+pub(crate) fn verify_v3(
     config: &EmulatorConfig,
     path: &str,
     payload: &[u8],
@@ -52,7 +52,7 @@ pub fn verify_v3(
 
 /// Checks a v2 call: channel id and channel secret sent in clear, compared in constant
 /// time.
-pub fn verify_v2(config: &EmulatorConfig, headers: &HeaderMap) -> Result<(), Refusal> {
+pub(crate) fn verify_v2(config: &EmulatorConfig, headers: &HeaderMap) -> Result<(), Refusal> {
     check_channel_id(config, headers)?;
     let secret = single(headers, V2_SECRET)?
         .ok_or_else(|| header_error("X-LINE-ChannelSecret is missing."))?;

@@ -7,7 +7,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Microseconds since the Unix epoch (0 if the clock is before 1970).
-pub fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX))
@@ -15,7 +15,7 @@ pub fn now() -> u64 {
 }
 
 /// `YYYY-MM-DDThh:mm:ssZ` for a time in microseconds since the epoch.
-pub fn iso8601(micros: u64) -> String {
+pub(crate) fn iso8601(micros: u64) -> String {
     let seconds = micros / 1_000_000;
     let (year, month, day) = civil_date(seconds / 86_400);
     let of_day = seconds % 86_400;
@@ -28,7 +28,7 @@ pub fn iso8601(micros: u64) -> String {
 }
 
 /// The date as the number `YYYYMMDD`, capped at 9999-12-31 so it stays eight digits.
-pub fn yyyymmdd(micros: u64) -> u64 {
+pub(crate) fn yyyymmdd(micros: u64) -> u64 {
     let (year, month, day) = civil_date(micros / 1_000_000 / 86_400);
     (year * 10_000 + month * 100 + day).min(99_991_231)
 }

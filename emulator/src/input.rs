@@ -22,10 +22,10 @@ const REQUEST_KEYS: [&str; 6] = [
 ];
 
 /// More than this many ids in one details query is `1177`.
-pub const MAX_QUERY_IDS: usize = 100;
+pub(crate) const MAX_QUERY_IDS: usize = 100;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Currency {
+pub(crate) enum Currency {
     Twd,
     Jpy,
     Thb,
@@ -33,7 +33,7 @@ pub enum Currency {
 }
 
 impl Currency {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Currency::Twd => "TWD",
             Currency::Jpy => "JPY",
@@ -55,7 +55,7 @@ impl Currency {
 
 /// A payment reservation (`request`), from either API generation.
 #[derive(Clone, Debug, PartialEq)]
-pub struct PaymentRequest {
+pub(crate) struct PaymentRequest {
     pub amount: i64,
     pub currency: Currency,
     pub order_id: String,
@@ -70,14 +70,14 @@ pub struct PaymentRequest {
 /// The `{amount, currency}` body of confirm and capture. The currency stays a string:
 /// any difference from the reservation is `1153`, a known code or not.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AmountCheck {
+pub(crate) struct AmountCheck {
     pub amount: i64,
     pub currency: String,
 }
 
 /// An automatic payment with a regKey.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PreapprovedPayment {
+pub(crate) struct PreapprovedPayment {
     pub product_name: String,
     pub amount: i64,
     pub currency: Currency,
@@ -87,7 +87,7 @@ pub struct PreapprovedPayment {
 
 /// `GET /v3/payments` (and the v2 authorisation list).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DetailsQuery {
+pub(crate) struct DetailsQuery {
     pub transaction_ids: Vec<u64>,
     pub order_ids: Vec<String>,
     pub fields: Fields,
@@ -95,12 +95,12 @@ pub struct DetailsQuery {
 
 /// Which parts of a payment the details query asked for (`fields=TRANSACTION,ORDER`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Fields {
+pub(crate) struct Fields {
     pub transaction: bool,
     pub order: bool,
 }
 
-pub fn payment_request(version: Version, body: &[u8]) -> Result<PaymentRequest, Refusal> {
+pub(crate) fn payment_request(version: Version, body: &[u8]) -> Result<PaymentRequest, Refusal> {
     let object = json_object(body)?;
     match version {
         Version::V3 => payment_request_v3(&object),
@@ -297,7 +297,7 @@ fn payment_request_v2(object: &Map<String, Value>) -> Result<PaymentRequest, Ref
     })
 }
 
-pub fn amount_check(version: Version, body: &[u8]) -> Result<AmountCheck, Refusal> {
+pub(crate) fn amount_check(version: Version, body: &[u8]) -> Result<AmountCheck, Refusal> {
     let object = json_object(body)?;
     let amount = amount(&object, "amount", version)?;
     let currency = text(&object, "currency")?;
@@ -305,7 +305,7 @@ pub fn amount_check(version: Version, body: &[u8]) -> Result<AmountCheck, Refusa
 }
 
 /// The refund amount; `None` (empty body, `{}`, or no `refundAmount`) refunds the rest.
-pub fn refund(version: Version, body: &[u8]) -> Result<Option<i64>, Refusal> {
+pub(crate) fn refund(version: Version, body: &[u8]) -> Result<Option<i64>, Refusal> {
     let object = optional_json_object(body)?;
     match object.get("refundAmount") {
         None | Some(Value::Null) => Ok(None),
@@ -314,11 +314,14 @@ pub fn refund(version: Version, body: &[u8]) -> Result<Option<i64>, Refusal> {
 }
 
 /// Void and expire take no parameters, but a body that is sent must still be JSON.
-pub fn no_parameters(body: &[u8]) -> Result<(), Refusal> {
+pub(crate) fn no_parameters(body: &[u8]) -> Result<(), Refusal> {
     optional_json_object(body).map(|_| ())
 }
 
-pub fn preapproved_payment(version: Version, body: &[u8]) -> Result<PreapprovedPayment, Refusal> {
+pub(crate) fn preapproved_payment(
+    version: Version,
+    body: &[u8],
+) -> Result<PreapprovedPayment, Refusal> {
     let object = json_object(body)?;
     let product_name = text(&object, "productName")?;
     let amount = amount(&object, "amount", version)?;
@@ -339,7 +342,7 @@ pub fn preapproved_payment(version: Version, body: &[u8]) -> Result<PreapprovedP
     })
 }
 
-pub fn details_query(query: Option<&str>) -> Result<DetailsQuery, Refusal> {
+pub(crate) fn details_query(query: Option<&str>) -> Result<DetailsQuery, Refusal> {
     let mut transaction_ids = Vec::new();
     let mut order_ids = Vec::new();
     let mut fields = None;
@@ -384,7 +387,7 @@ pub fn details_query(query: Option<&str>) -> Result<DetailsQuery, Refusal> {
 }
 
 /// The regKey check takes `creditCardAuth=true|false`; anything else is `2101`.
-pub fn reg_key_check_query(query: Option<&str>) -> Result<(), Refusal> {
+pub(crate) fn reg_key_check_query(query: Option<&str>) -> Result<(), Refusal> {
     for (key, value) in query_pairs(query)? {
         if key == "creditCardAuth" && value != "true" && value != "false" {
             return Err(Refusal::parameter("creditCardAuth must be true or false."));

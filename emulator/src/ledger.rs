@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
 
 #[derive(Debug)]
-pub struct Ledger {
+pub(crate) struct Ledger {
     payments: HashMap<u64, Payment>,
     /// orderId → transactionId; LINE Pay refuses an orderId it has seen (1172).
     order_ids: HashMap<String, u64>,
@@ -80,7 +80,7 @@ struct RegKey {
 impl Ledger {
     /// An empty ledger whose transaction ids start from the date and time of `now`
     /// (microseconds since the epoch).
-    pub fn new(now: u64) -> Self {
+    pub(crate) fn new(now: u64) -> Self {
         Ledger {
             payments: HashMap::new(),
             order_ids: HashMap::new(),
@@ -92,7 +92,7 @@ impl Ledger {
 
     /// Reserves a payment. The answer carries the new 19-digit transaction id as a
     /// JSON number, as LINE Pay sends it.
-    pub fn request(&mut self, request: PaymentRequest, now: u64) -> Outcome {
+    pub(crate) fn request(&mut self, request: PaymentRequest, now: u64) -> Outcome {
         if self.order_ids.contains_key(&request.order_id) {
             return Err(duplicate_order());
         }
@@ -136,7 +136,12 @@ impl Ledger {
 
     /// Completes a reservation: pays it, or only authorises it when it was requested
     /// with `capture: false`. A PREAPPROVED reservation answers with a new regKey.
-    pub fn confirm(&mut self, transaction_id: u64, check: &AmountCheck, now: u64) -> Outcome {
+    pub(crate) fn confirm(
+        &mut self,
+        transaction_id: u64,
+        check: &AmountCheck,
+        now: u64,
+    ) -> Outcome {
         let payment = self
             .payments
             .get_mut(&transaction_id)
@@ -168,7 +173,7 @@ impl Ledger {
     }
 
     /// Captures an authorised payment (requested with `capture: false`, confirmed).
-    pub fn capture(&mut self, transaction_id: u64, check: &AmountCheck) -> Outcome {
+    pub(crate) fn capture(&mut self, transaction_id: u64, check: &AmountCheck) -> Outcome {
         let payment = self.authorized(transaction_id, "captured")?;
         check_amount(payment, check)?;
         payment.status = Status::Captured;
@@ -180,14 +185,14 @@ impl Ledger {
     }
 
     /// Voids an authorised payment; it can then be neither captured nor refunded.
-    pub fn void(&mut self, transaction_id: u64) -> Outcome {
+    pub(crate) fn void(&mut self, transaction_id: u64) -> Outcome {
         let payment = self.authorized(transaction_id, "voided")?;
         payment.status = Status::Voided;
         Ok(Answer::done())
     }
 
     /// Refunds `amount` of a paid payment, or what remains of it when `None`.
-    pub fn refund(&mut self, transaction_id: u64, amount: Option<i64>, now: u64) -> Outcome {
+    pub(crate) fn refund(&mut self, transaction_id: u64, amount: Option<i64>, now: u64) -> Outcome {
         let payment = self
             .payments
             .get_mut(&transaction_id)
@@ -236,7 +241,7 @@ impl Ledger {
     /// Reservations never confirmed are not payments yet, so they are not listed.
     /// With `authorizations_only` (the v2 authorisation list), only payments that went
     /// through authorisation are.
-    pub fn details(&self, query: &DetailsQuery, authorizations_only: bool) -> Outcome {
+    pub(crate) fn details(&self, query: &DetailsQuery, authorizations_only: bool) -> Outcome {
         let listed = |payment: &&Payment| {
             payment.status != Status::Requested && (!authorizations_only || !payment.capture)
         };
@@ -280,7 +285,7 @@ impl Ledger {
     /// The payment status check: 0110 approved by the user but not confirmed,
     /// 0123 confirmed, 0121 voided. (0000 "waiting for the user" never happens: the
     /// emulated user approves at once.)
-    pub fn check(&self, transaction_id: u64) -> Outcome {
+    pub(crate) fn check(&self, transaction_id: u64) -> Outcome {
         let payment = self.payments.get(&transaction_id).ok_or_else(not_found)?;
         Ok(Answer::status(match payment.status {
             Status::Requested => ReturnCode::UserAuthorized,
@@ -291,7 +296,7 @@ impl Ledger {
 
     /// An automatic payment with a regKey: paid at once, or authorised when
     /// `capture` is false.
-    pub fn pay_preapproved(
+    pub(crate) fn pay_preapproved(
         &mut self,
         reg_key: &str,
         payment: PreapprovedPayment,
@@ -332,12 +337,12 @@ impl Ledger {
         })))
     }
 
-    pub fn check_reg_key(&self, reg_key: &str) -> Outcome {
+    pub(crate) fn check_reg_key(&self, reg_key: &str) -> Outcome {
         self.usable_reg_key(reg_key)?;
         Ok(Answer::done())
     }
 
-    pub fn expire_reg_key(&mut self, reg_key: &str) -> Outcome {
+    pub(crate) fn expire_reg_key(&mut self, reg_key: &str) -> Outcome {
         self.usable_reg_key(reg_key)?;
         if let Some(key) = self.reg_keys.get_mut(reg_key) {
             key.expired = true;

@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 /// The return codes the emulator can answer with. Names follow LINE Pay's meanings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReturnCode {
+pub(crate) enum ReturnCode {
     /// 0000; also "waiting for the user" on the status check.
     Success,
     /// 0110: status check, the user authorised the payment, confirm not called yet.
@@ -38,7 +38,7 @@ pub enum ReturnCode {
 }
 
 impl ReturnCode {
-    pub fn code(self) -> &'static str {
+    pub(crate) fn code(self) -> &'static str {
         match self {
             ReturnCode::Success => "0000",
             ReturnCode::UserAuthorized => "0110",
@@ -91,24 +91,24 @@ impl ReturnCode {
 /// A business refusal: the code plus one sentence that tells the caller what to fix.
 /// The detail never carries secrets or expected signatures; it names fields and headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     pub code: ReturnCode,
     pub detail: String,
 }
 
 impl Refusal {
-    pub fn new(code: ReturnCode, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ReturnCode, detail: impl Into<String>) -> Self {
         Refusal {
             code,
             detail: detail.into(),
         }
     }
 
-    pub fn parameter(detail: impl Into<String>) -> Self {
+    pub(crate) fn parameter(detail: impl Into<String>) -> Self {
         Refusal::new(ReturnCode::ParameterError, detail)
     }
 
-    pub fn json(detail: impl Into<String>) -> Self {
+    pub(crate) fn json(detail: impl Into<String>) -> Self {
         Refusal::new(ReturnCode::JsonFormatError, detail)
     }
 }
@@ -116,13 +116,13 @@ impl Refusal {
 /// What an endpoint answers when it does not refuse: a code (0000 except on the status
 /// check) and the optional `info` member.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub code: ReturnCode,
     pub info: Option<Value>,
 }
 
 impl Answer {
-    pub fn success(info: Value) -> Self {
+    pub(crate) fn success(info: Value) -> Self {
         Answer {
             code: ReturnCode::Success,
             info: Some(info),
@@ -130,19 +130,19 @@ impl Answer {
     }
 
     /// 0000 without `info`, as void and regKey expire answer.
-    pub fn done() -> Self {
+    pub(crate) fn done() -> Self {
         Answer::status(ReturnCode::Success)
     }
 
-    pub fn status(code: ReturnCode) -> Self {
+    pub(crate) fn status(code: ReturnCode) -> Self {
         Answer { code, info: None }
     }
 }
 
-pub type Outcome = Result<Answer, Refusal>;
+pub(crate) type Outcome = Result<Answer, Refusal>;
 
 /// The HTTP response for a LINE Pay answer: always 200, the outcome is in the body.
-pub fn business(version: Version, outcome: &Outcome) -> Response<Bytes> {
+pub(crate) fn business(version: Version, outcome: &Outcome) -> Response<Bytes> {
     let mut body = Map::new();
     match outcome {
         Ok(answer) => {
@@ -168,7 +168,7 @@ pub fn business(version: Version, outcome: &Outcome) -> Response<Bytes> {
 /// 551): HTTP 200, `returnCode` 1106 with `Header information error. Ip address
 /// [18.222.188.71] is not allowed to access this API`. The wording is copied from that
 /// one observation; an app should key on 1106 plus the address, not on the sentence.
-pub fn source_not_allowed(address: std::net::IpAddr) -> Response<Bytes> {
+pub(crate) fn source_not_allowed(address: std::net::IpAddr) -> Response<Bytes> {
     let refusal = Refusal::new(
         ReturnCode::HeaderError,
         format!("Ip address [{address}] is not allowed to access this API"),
@@ -177,7 +177,7 @@ pub fn source_not_allowed(address: std::net::IpAddr) -> Response<Bytes> {
 }
 
 /// 404 for a method and path that are not part of the LINE Pay API.
-pub fn not_found(method: &http::Method, path: &str) -> Response<Bytes> {
+pub(crate) fn not_found(method: &http::Method, path: &str) -> Response<Bytes> {
     let body = json!({
         "error": "not_found",
         "message": format!("the LINE Pay emulator has no API at {method} {path}"),
@@ -187,7 +187,7 @@ pub fn not_found(method: &http::Method, path: &str) -> Response<Bytes> {
 
 /// An error status for a body the server could not read (too large, or the connection
 /// failed mid-body); these never reach the business logic.
-pub fn unreadable_body(status: StatusCode, message: &str) -> Response<Bytes> {
+pub(crate) fn unreadable_body(status: StatusCode, message: &str) -> Response<Bytes> {
     let body = json!({ "error": "unreadable_body", "message": message });
     json_response(status, &body)
 }

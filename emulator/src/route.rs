@@ -8,7 +8,7 @@ use http::Method;
 
 /// API generation: decides the authentication scheme and the request body format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Version {
+pub(crate) enum Version {
     /// `/v2/payments/...`: channel id and secret in clear headers, flat request body.
     V2,
     /// `/v3/payments/...`: HMAC-signed headers, `packages` request body.
@@ -16,7 +16,7 @@ pub enum Version {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     Request,
     Confirm(u64),
     Capture(u64),
@@ -32,13 +32,13 @@ pub enum Endpoint {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Route {
+pub(crate) struct Route {
     pub version: Version,
     pub endpoint: Endpoint,
 }
 
 /// The endpoint a method and path name, or `None` when they are not in the API.
-pub fn route(method: &Method, path: &str) -> Option<Route> {
+pub(crate) fn route(method: &Method, path: &str) -> Option<Route> {
     let (version, rest) = if let Some(rest) = path.strip_prefix("/v3/payments") {
         (Version::V3, rest)
     } else if let Some(rest) = path.strip_prefix("/v2/payments") {

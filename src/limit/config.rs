@@ -14,9 +14,9 @@ const MAX_BURST: u32 = 1_000_000;
 
 /// A rate written `50/s`, `20/m` or `100/h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    pub count: NonZeroU32,
-    pub period: Duration,
+pub(crate) struct Rate {
+    pub(crate) count: NonZeroU32,
+    pub(crate) period: Duration,
 }
 
 impl fmt::Display for Rate {
@@ -35,17 +35,17 @@ impl fmt::Display for Rate {
 
 /// Validated limits; the default is no limit at all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LimitsConfig {
-    pub shadow: bool,
-    pub global: Option<Bucket>,
-    pub routes: Vec<RouteLimit>,
-    pub per_client: Option<ClientLimit>,
-    pub queue: Option<QueueConfig>,
+pub(crate) struct LimitsConfig {
+    pub(crate) shadow: bool,
+    pub(crate) global: Option<Bucket>,
+    pub(crate) routes: Vec<RouteLimit>,
+    pub(crate) per_client: Option<ClientLimit>,
+    pub(crate) queue: Option<QueueConfig>,
 }
 
 /// One bucket's shape: refills at `rate`, holds at most `burst` tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     rate: Rate,
     burst: NonZeroU32,
     quota: Quota,
@@ -74,11 +74,8 @@ impl Bucket {
         Ok(Bucket { rate, burst, quota })
     }
 
-    pub fn rate(&self) -> Rate {
-        self.rate
-    }
-
-    pub fn burst(&self) -> NonZeroU32 {
+    #[cfg(test)]
+    pub(crate) fn burst(&self) -> NonZeroU32 {
         self.burst
     }
 
@@ -89,24 +86,24 @@ impl Bucket {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteLimit {
-    pub method: Method,
-    pub template: String,
-    pub bucket: Bucket,
+pub(crate) struct RouteLimit {
+    pub(crate) method: Method,
+    pub(crate) template: String,
+    pub(crate) bucket: Bucket,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientLimit {
+pub(crate) struct ClientLimit {
     /// The request header naming the client, e.g. `x-merchant-client`.
-    pub header: HeaderName,
-    pub bucket: Bucket,
-    pub max_clients: NonZeroUsize,
+    pub(crate) header: HeaderName,
+    pub(crate) bucket: Bucket,
+    pub(crate) max_clients: NonZeroUsize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueConfig {
-    pub max_wait: Duration,
-    pub max_queued: NonZeroUsize,
+pub(crate) struct QueueConfig {
+    pub(crate) max_wait: Duration,
+    pub(crate) max_queued: NonZeroUsize,
 }
 
 #[cfg(test)]

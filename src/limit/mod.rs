@@ -50,7 +50,7 @@
 mod client_store;
 mod config;
 
-pub use config::{Bucket, ClientLimit, LimitsConfig, QueueConfig, Rate, RouteLimit};
+pub(crate) use config::{Bucket, ClientLimit, LimitsConfig, QueueConfig, Rate, RouteLimit};
 
 use crate::route::Route;
 use client_store::{ClientKey, SharedClientStore};
@@ -73,7 +73,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The time source of the limits: governor's clock for the buckets, and a way to wait
 /// on the same time line for queue mode.
-pub trait LimitClock: Clock + Clone + Send + Sync + 'static {
+pub(crate) trait LimitClock: Clock + Clone + Send + Sync + 'static {
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
 }
 
@@ -90,7 +90,7 @@ type ClientLimiter<C> =
 
 /// The running limiters, shared by every call. A reload keeps them (and the bucket
 /// levels) unless the `limits:` section changed; then they are rebuilt, buckets full.
-pub struct Limits<C: LimitClock = DefaultClock> {
+pub(crate) struct Limits<C: LimitClock = DefaultClock> {
     clock: C,
     shadow: bool,
     global: Option<DirectLimiter<C>>,

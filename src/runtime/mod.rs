@@ -30,7 +30,7 @@ pub(crate) use self::accept::Capacity;
 pub use self::accept::Drained;
 pub use self::preflight::PreflightError;
 pub use self::signals::shutdown_signal;
-pub use self::snapshot::{build_upstream, BuildError};
+pub use self::snapshot::{check_upstream, BuildError};
 
 use self::accept::{AcceptRules, WhenFull};
 use self::reload::Reloader;

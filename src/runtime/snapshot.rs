@@ -34,8 +34,14 @@ pub enum BuildError {
 /// Builds the upstream client for a configuration, after checking that this host holds
 /// `egress.bind_address`: what start-up, `check` and a reload that cannot reuse the
 /// running client do.
-pub fn build_upstream(config: &Config) -> Result<Upstream, BuildError> {
+pub(crate) fn build_upstream(config: &Config) -> Result<Upstream, BuildError> {
     build_client(ClientSettings::from_config(config))
+}
+
+/// What `check` does: builds the upstream client as a start would, and says where it
+/// sends calls.
+pub fn check_upstream(config: &Config) -> Result<http::Uri, BuildError> {
+    build_upstream(config).map(|upstream| upstream.base().clone())
 }
 
 fn build_client(settings: ClientSettings) -> Result<Upstream, BuildError> {

@@ -28,7 +28,7 @@ mod connector;
 mod resolve;
 mod settings;
 
-pub use self::settings::ClientSettings;
+pub(crate) use self::settings::ClientSettings;
 
 use self::connector::{
     check_upstream_fits_egress, connector, describe, log_egress, tls_config, Connector,
@@ -167,7 +167,7 @@ pub(crate) enum EchoError {
     Timeout(Duration),
 }
 
-pub struct Upstream {
+pub(crate) struct Upstream {
     base: http::Uri,
     /// One pool per distinct connect timeout (the connector owns the timeout); with the
     /// defaults that is exactly one pool.
@@ -214,12 +214,12 @@ impl Upstream {
     }
 
     /// What this client was built from: a reload compares it with the next one.
-    pub fn settings(&self) -> &ClientSettings {
+    pub(crate) fn settings(&self) -> &ClientSettings {
         &self.settings
     }
 
     /// `https://host[:port]` that every call goes to.
-    pub fn base(&self) -> &http::Uri {
+    pub(crate) fn base(&self) -> &http::Uri {
         &self.base
     }
 

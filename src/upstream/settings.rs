@@ -10,7 +10,7 @@ use crate::egress::EgressConfig;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientSettings {
+pub(crate) struct ClientSettings {
     pub(super) upstream: UpstreamConfig,
     /// The egress path: bind address, forward proxy (with its credentials), pin.
     /// `expect_ip` is cleared: it configures the running check, not the client.
@@ -21,7 +21,7 @@ pub struct ClientSettings {
 }
 
 impl ClientSettings {
-    pub fn from_config(config: &Config) -> ClientSettings {
+    pub(crate) fn from_config(config: &Config) -> ClientSettings {
         let mut connect_timeouts: Vec<Duration> = config
             .allowlist
             .routes()
@@ -41,14 +41,14 @@ impl ClientSettings {
     }
 
     /// The egress path the client's connections take.
-    pub fn egress(&self) -> &EgressConfig {
+    pub(crate) fn egress(&self) -> &EgressConfig {
         &self.egress
     }
 
     /// Whether a client built from `self` serves `next` unchanged. A CA file is read
     /// when the client is built and may have new content under the same path, so a
     /// configured one always means a rebuild.
-    pub fn can_serve(&self, next: &ClientSettings) -> bool {
+    pub(crate) fn can_serve(&self, next: &ClientSettings) -> bool {
         self == next && next.upstream.ca_file.is_none()
     }
 }
