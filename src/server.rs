@@ -11,7 +11,6 @@
 
 use crate::error::ProxyError;
 use crate::proxy::Proxy;
-use crate::runtime::Capacity;
 use arc_swap::ArcSwap;
 use http_body_util::Full;
 use hyper::service::service_fn;
@@ -27,13 +26,12 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request line plus headers; LINE Pay calls need a few hundred bytes.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// Serves one accepted connection.
+/// Serves one accepted connection; one `overloaded` (past the cap) gets a 503 and is closed.
 pub(crate) fn connection(
     io: TokioIo<TcpStream>,
-    capacity: Capacity,
+    overloaded: bool,
     proxy: Arc<ArcSwap<Proxy>>,
 ) -> impl GracefulConnection<Error = hyper::Error> + Send + 'static {
-    let overloaded = capacity == Capacity::Over;
     let service = service_fn(move |request| {
         // One consistent snapshot per call, taken when the call starts.
         let snapshot = proxy.load_full();

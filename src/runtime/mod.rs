@@ -174,7 +174,9 @@ async fn serve(
                 rules,
                 drain.clone(),
                 tasks.clone(),
-                move |io, capacity| server::connection(io, capacity, proxy.clone()),
+                move |io, capacity| {
+                    server::connection(io, capacity == Capacity::Over, proxy.clone())
+                },
             ),
         )
     };

@@ -5,6 +5,7 @@ mod util;
 
 mod cli;
 mod deploy;
+mod design;
 mod docs;
 mod egress;
 mod examples;
