@@ -139,10 +139,17 @@ pub async fn run(
         metrics.clone(),
         readiness.clone(),
     ));
-    let probe_task = tokio::spawn(probe_upstream(proxy.clone(), readiness.clone()));
+    let probe_task = tokio::spawn(probe_upstream(
+        proxy.clone(),
+        readiness.clone(),
+        metrics.clone(),
+    ));
     let expect_ip_task = expect_ip.map(|check| {
         let readiness = readiness.clone();
+        let metrics = metrics.clone();
         tokio::spawn(check.watch(EXPECT_IP_RECHECK_INTERVAL, move |result| {
+            // Only a mismatch is an Err here (see EgressStatus::readiness).
+            metrics.expect_ip_mismatch.set(i64::from(result.is_err()));
             readiness.set_check("egress_ip", result)
         }))
     });
@@ -208,7 +215,11 @@ fn local_addr(listener: &TcpListener, fallback: SocketAddr) -> SocketAddr {
 /// Opens a connection to the upstream every `admin.probe_interval` (through the same
 /// egress path as calls, without sending any request) and records whether it worked,
 /// so `/readyz` answers from memory.
-async fn probe_upstream(proxy: Arc<ArcSwap<Proxy>>, readiness: Arc<Readiness>) {
+async fn probe_upstream(
+    proxy: Arc<ArcSwap<Proxy>>,
+    readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
+) {
     loop {
         let snapshot = proxy.load_full();
         let result = snapshot
@@ -219,6 +230,7 @@ async fn probe_upstream(proxy: Arc<ArcSwap<Proxy>>, readiness: Arc<Readiness>) {
         if let Err(reason) = &result {
             tracing::warn!(%reason, "upstream probe failed");
         }
+        metrics.upstream_up.set(i64::from(result.is_ok()));
         let admin = &snapshot.config().admin;
         // Logged either way; counted against readiness only when configured so.
         readiness.set_upstream(if admin.ready_requires_upstream {
