@@ -10,6 +10,7 @@ mod examples;
 mod flows;
 mod limits;
 mod operability;
+mod platform;
 mod proxy;
 mod refusals;
 mod robustness;
