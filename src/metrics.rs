@@ -4,6 +4,12 @@
 //! Pay's `returnCode` is one of the codes the reference lists (or `other` / `none`), and
 //! error codes are the sidecar's fixed set. Nothing an app or LINE Pay sends can grow a
 //! label set without limit.
+//!
+//! Every counter whose label values are a fixed set starts with all of them at 0: an
+//! alert on `increase(...)` needs a series that exists before the first event, or it
+//! never sees that first event. On Linux the registry also carries the standard
+//! `process_*` metrics (memory, open fds against their limit, CPU), which a dashboard
+//! compares with the pod's limits.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -27,6 +33,49 @@ const KNOWN_RETURN_CODES: &[&str] = &[
     "1289", "2101", "2102", "2103", "9000",
 ];
 
+/// Every `code` of `linepay_sidecar_refusals_total`: the stable codes of
+/// `ProxyError::code` (a test below keeps the two in step).
+const REFUSAL_CODES: &[&str] = &[
+    "path_not_allowed",
+    "method_not_allowed",
+    "ambiguous_path",
+    "invalid_target",
+    "body_too_large",
+    "body_timeout",
+    "body_read_failed",
+    "invalid_json",
+    "unexpected_body",
+    "unexpected_query",
+    "rate_limited",
+    "overloaded",
+    "upstream_dns",
+    "upstream_connect_timeout",
+    "upstream_unreachable",
+    "upstream_proxy",
+    "upstream_tls",
+    "upstream_timeout",
+    "upstream_protocol",
+    "upstream_response_too_large",
+    "internal",
+];
+
+/// Every `kind` of `linepay_sidecar_upstream_errors_total` (`ProxyError::upstream_kind`).
+const UPSTREAM_ERROR_KINDS: &[&str] = &[
+    "dns",
+    "connect",
+    "connect_timeout",
+    "tls",
+    "proxy",
+    "timeout",
+    "protocol",
+    "response_too_large",
+];
+
+/// The `limit` values of the rate-limit counters that exist whatever the config says.
+/// A per-route limit is labelled `route METHOD /path` from the config: its series
+/// appears with its first refusal.
+const FIXED_RATE_LIMITS: &[&str] = &["global", "client"];
+
 pub(crate) struct Metrics {
     registry: Registry,
     pub(crate) requests: IntCounterVec,
@@ -39,6 +88,15 @@ pub(crate) struct Metrics {
     pub(crate) upstream_errors: IntCounterVec,
     pub(crate) config_reloads: IntCounterVec,
     pub(crate) build_info: IntGaugeVec,
+    /// 1 when the last upstream probe opened a connection to LINE Pay, else 0. Set
+    /// whatever `admin.ready_requires_upstream` says: LINE Pay's health is watched here
+    /// and alerted on, even when readiness ignores it.
+    pub(crate) upstream_up: IntGauge,
+    /// 1 while the last `egress.expect_ip` check saw another public address than the
+    /// configured one, else 0. A mismatch gauge rather than an "ok" one, so that a
+    /// sidecar without `expect_ip` (or whose echo service is down) reads 0 and never
+    /// looks like an alarm.
+    pub(crate) expect_ip_mismatch: IntGauge,
 }
 
 impl Metrics {
@@ -126,22 +184,47 @@ impl Metrics {
                 &["version"],
             )
             .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            upstream_up: IntGauge::new(
+                "linepay_sidecar_upstream_up",
+                "1 when the last upstream probe (every admin.probe_interval) reached LINE Pay, 0 when it failed or has not run yet.",
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            expect_ip_mismatch: IntGauge::new(
+                "linepay_sidecar_expect_ip_mismatch",
+                "1 while the last egress.expect_ip check saw a public address other than the expected one, else 0.",
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
             registry,
         };
         metrics
             .build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        // Pre-create the reload series so a dashboard sees 0 rather than nothing.
-        for result in ["success", "failure"] {
-            metrics.config_reloads.with_label_values(&[result]);
-        }
+        metrics.create_fixed_series();
         metrics.register_all();
         metrics
     }
 
+    /// Every series whose labels come from a fixed set, at 0, so dashboards see 0
+    /// rather than nothing and `increase()` sees the first event.
+    fn create_fixed_series(&self) {
+        for result in ["success", "failure"] {
+            self.config_reloads.with_label_values(&[result]);
+        }
+        for code in REFUSAL_CODES {
+            self.refusals.with_label_values(&[code]);
+        }
+        for kind in UPSTREAM_ERROR_KINDS {
+            self.upstream_errors.with_label_values(&[kind]);
+        }
+        for limit in FIXED_RATE_LIMITS {
+            self.rate_limited.with_label_values(&[limit]);
+            self.rate_limited_shadow.with_label_values(&[limit]);
+        }
+    }
+
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
             Box::new(self.requests.clone()),
             Box::new(self.upstream_duration.clone()),
             Box::new(self.signing_duration.clone()),
@@ -152,12 +235,22 @@ impl Metrics {
             Box::new(self.upstream_errors.clone()),
             Box::new(self.config_reloads.clone()),
             Box::new(self.build_info.clone()),
+            Box::new(self.upstream_up.clone()),
+            Box::new(self.expect_ip_mismatch.clone()),
         ];
         for collector in collectors {
             // Names are distinct constants, so registration cannot collide.
             if let Err(error) = self.registry.register(collector) {
                 tracing::error!(%error, "metric registration failed");
             }
+        }
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds,
+        // process_max_fds, ...: read from /proc at each scrape.
+        #[cfg(target_os = "linux")]
+        if let Err(error) = self.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        )) {
+            tracing::error!(%error, "process metric registration failed");
         }
     }
 
@@ -218,5 +311,102 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         )));
         assert!(text.contains(r#"linepay_sidecar_config_reloads_total{result="failure"} 0"#));
+    }
+
+    #[test]
+    fn counters_with_fixed_labels_start_at_zero_before_any_event() {
+        let text = Metrics::new().render();
+        for code in REFUSAL_CODES {
+            let series = format!(r#"linepay_sidecar_refusals_total{{code="{code}"}} 0"#);
+            assert!(text.contains(&series), "{series} missing:\n{text}");
+        }
+        for kind in UPSTREAM_ERROR_KINDS {
+            let series = format!(r#"linepay_sidecar_upstream_errors_total{{kind="{kind}"}} 0"#);
+            assert!(text.contains(&series), "{series} missing:\n{text}");
+        }
+        for limit in FIXED_RATE_LIMITS {
+            for name in [
+                "linepay_sidecar_rate_limited_total",
+                "linepay_sidecar_rate_limited_shadow_total",
+            ] {
+                let series = format!(r#"{name}{{limit="{limit}"}} 0"#);
+                assert!(text.contains(&series), "{series} missing:\n{text}");
+            }
+        }
+        assert!(text.contains("\nlinepay_sidecar_upstream_up 0\n"), "{text}");
+        assert!(
+            text.contains("\nlinepay_sidecar_expect_ip_mismatch 0\n"),
+            "{text}"
+        );
+    }
+
+    /// The pre-created label values are exactly the codes and kinds the errors carry:
+    /// a new error code missing here would have no series until its first event.
+    #[test]
+    fn fixed_label_values_are_every_error_code_and_kind() {
+        use crate::error::ProxyError;
+        use crate::limit::{LimitError, LimitName, Refusal};
+        use crate::upstream::UpstreamError;
+        use std::collections::BTreeSet;
+        use std::time::Duration;
+        let every_error = [
+            ProxyError::PathNotAllowed {
+                method: String::new(),
+                path: String::new(),
+            },
+            ProxyError::MethodNotAllowed {
+                path: String::new(),
+                allowed: String::new(),
+            },
+            ProxyError::ConnectRefused,
+            ProxyError::AmbiguousPath(""),
+            ProxyError::InvalidTarget,
+            ProxyError::BodyTooLarge { limit: 0 },
+            ProxyError::BodyTimeout(Duration::ZERO),
+            ProxyError::BodyRead,
+            ProxyError::InvalidJson(String::new()),
+            ProxyError::UnexpectedBody(String::new()),
+            ProxyError::UnexpectedQuery,
+            ProxyError::RateLimited(LimitError {
+                limit: LimitName::Global,
+                retry_after: Duration::ZERO,
+                reason: Refusal::NoQueue,
+            }),
+            ProxyError::Overloaded,
+            ProxyError::Upstream(UpstreamError::Dns),
+            ProxyError::Upstream(UpstreamError::ConnectTimeout(Duration::ZERO)),
+            ProxyError::Upstream(UpstreamError::Unreachable),
+            ProxyError::Upstream(UpstreamError::Tls),
+            ProxyError::Upstream(UpstreamError::Proxy),
+            ProxyError::Upstream(UpstreamError::ReadTimeout(Duration::ZERO)),
+            ProxyError::Upstream(UpstreamError::Protocol),
+            ProxyError::Upstream(UpstreamError::ResponseTooLarge { limit: 0 }),
+            ProxyError::Upstream(UpstreamError::NoPool),
+            ProxyError::Internal,
+        ];
+        let codes: BTreeSet<&str> = every_error.iter().map(ProxyError::code).collect();
+        let kinds: BTreeSet<&str> = every_error
+            .iter()
+            .filter_map(ProxyError::upstream_kind)
+            .collect();
+        assert_eq!(codes, REFUSAL_CODES.iter().copied().collect());
+        assert_eq!(kinds, UPSTREAM_ERROR_KINDS.iter().copied().collect());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_metrics_are_exported_on_linux() {
+        let text = Metrics::new().render();
+        for name in [
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_cpu_seconds_total",
+        ] {
+            assert!(
+                text.contains(&format!("\n{name} ")),
+                "{name} missing:\n{text}"
+            );
+        }
     }
 }

@@ -204,16 +204,26 @@ async fn serve(
     tasks.spawn(
         "upstream probe",
         Role::Worker,
-        probe::probe_upstream(proxy.clone(), readiness.clone(), stop.clone()),
+        probe::probe_upstream(
+            proxy.clone(),
+            readiness.clone(),
+            metrics.clone(),
+            stop.clone(),
+        ),
     );
     if let Some(check) = expect_ip {
         let readiness = readiness.clone();
+        let metrics = metrics.clone();
         tasks.spawn(
             "egress.expect_ip check",
             Role::Worker,
             check.watch(
                 EXPECT_IP_RECHECK_INTERVAL,
-                move |result| readiness.set_check("egress_ip", result),
+                move |result| {
+                    // Only a mismatch is an Err here (see EgressStatus::readiness).
+                    metrics.expect_ip_mismatch.set(i64::from(result.is_err()));
+                    readiness.set_check("egress_ip", result)
+                },
                 stop.clone(),
             ),
         );

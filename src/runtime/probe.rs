@@ -4,6 +4,7 @@
 
 use crate::admin::Readiness;
 use crate::error::ProxyError;
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 pub(crate) async fn probe_upstream(
     proxy: Arc<ArcSwap<Proxy>>,
     readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
     loop {
@@ -36,6 +38,7 @@ pub(crate) async fn probe_upstream(
         if let Err(reason) = &result {
             tracing::warn!(%reason, "upstream probe failed");
         }
+        metrics.upstream_up.set(i64::from(result.is_ok()));
         let admin = &snapshot.config().admin;
         // Logged either way; counted against readiness only when configured so.
         readiness.set_upstream(if admin.ready_requires_upstream {

@@ -13,6 +13,7 @@ mod flows;
 mod lifecycle;
 mod limits;
 mod operability;
+mod platform;
 mod proxy;
 mod refusals;
 mod robustness;
