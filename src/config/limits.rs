@@ -214,7 +214,6 @@ fn suggest_route(id: &str, allowlist: &Allowlist) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::units::parse_rate;
     use super::{DEFAULT_MAX_CLIENTS, DEFAULT_MAX_QUEUED};
     use crate::limit::{LimitsConfig, QueueConfig};
     use crate::route::{table_routes, Allowlist, V3_ROUTES};
@@ -238,32 +237,6 @@ mod tests {
             Ok(config) => panic!("accepted: {config:?}"),
             Err(problems) => problems.join("\n"),
         }
-    }
-
-    #[test]
-    fn rates_are_written_with_a_period() {
-        let rate = parse_rate("50/s").unwrap();
-        assert_eq!(
-            (rate.count.get(), rate.period),
-            (50, Duration::from_secs(1))
-        );
-        assert_eq!(
-            parse_rate(" 20 / m ").unwrap().period,
-            Duration::from_secs(60)
-        );
-        assert_eq!(
-            parse_rate("100/h").unwrap().period,
-            Duration::from_secs(3600)
-        );
-        assert_eq!(parse_rate("100/h").unwrap().to_string(), "100/h");
-
-        let bare = parse_rate("50").unwrap_err();
-        assert!(bare.contains("50/s") && bare.contains("50/m"), "{bare}");
-        assert!(parse_rate("50/d").unwrap_err().contains("/s, /m or /h"));
-        assert!(parse_rate("0/s").unwrap_err().contains("at least 1"));
-        assert!(parse_rate("-1/s").is_err());
-        assert!(parse_rate("fast").is_err());
-        assert!(parse_rate("2000000/s").is_err());
     }
 
     #[test]

@@ -112,27 +112,23 @@ impl FromTexts for bool {
     }
 }
 
-impl FromTexts for usize {
-    const ARITY: Arity = Arity::One;
-    const VALUE_NAME: &'static str = "NUMBER";
-    fn from_texts(texts: &[String], _: &Origin) -> Result<Self, String> {
-        let text = one(texts)?;
-        text.trim()
-            .parse()
-            .map_err(|_| format!("`{text}` is not a whole number"))
-    }
+/// Whole numbers (sizes, counts, bursts), parsed the same way whatever their width.
+macro_rules! whole_number_from_texts {
+    ($($number:ty),*) => {$(
+        impl FromTexts for $number {
+            const ARITY: Arity = Arity::One;
+            const VALUE_NAME: &'static str = "NUMBER";
+            fn from_texts(texts: &[String], _: &Origin) -> Result<Self, String> {
+                let text = one(texts)?;
+                text.trim()
+                    .parse()
+                    .map_err(|_| format!("`{text}` is not a whole number"))
+            }
+        }
+    )*};
 }
 
-impl FromTexts for u32 {
-    const ARITY: Arity = Arity::One;
-    const VALUE_NAME: &'static str = "NUMBER";
-    fn from_texts(texts: &[String], _: &Origin) -> Result<Self, String> {
-        let text = one(texts)?;
-        text.trim()
-            .parse()
-            .map_err(|_| format!("`{text}` is not a whole number"))
-    }
-}
+whole_number_from_texts!(usize, u32);
 
 impl FromTexts for ConfigDuration {
     const ARITY: Arity = Arity::One;
