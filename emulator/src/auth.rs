@@ -19,6 +19,8 @@ const CHANNEL_ID: &str = "x-line-channelid";
 const NONCE: &str = "x-line-authorization-nonce";
 const SIGNATURE: &str = "x-line-authorization";
 const V2_SECRET: &str = "x-line-channelsecret";
+const DEVICE_TYPE: &str = "x-line-merchantdevicetype";
+const DEVICE_PROFILE: &str = "x-line-merchantdeviceprofileid";
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -63,6 +65,23 @@ pub(crate) fn verify_v2(config: &EmulatorConfig, headers: &HeaderMap) -> Result<
             "X-LINE-ChannelSecret does not match the channel.",
         ))
     }
+}
+
+/// Checks that an offline call names its device, as a merchant whose channel is set to
+/// require them must: `X-LINE-MerchantDeviceType` and `X-LINE-MerchantDeviceProfileId`,
+/// each once and not empty.
+pub(crate) fn verify_device(headers: &HeaderMap) -> Result<(), Refusal> {
+    for (name, shown) in [
+        (DEVICE_TYPE, "X-LINE-MerchantDeviceType"),
+        (DEVICE_PROFILE, "X-LINE-MerchantDeviceProfileId"),
+    ] {
+        if single(headers, name)?.is_none_or(<[u8]>::is_empty) {
+            return Err(header_error(format!(
+                "{shown} is missing; this channel requires device headers on offline calls."
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn check_channel_id(config: &EmulatorConfig, headers: &HeaderMap) -> Result<(), Refusal> {

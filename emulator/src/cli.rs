@@ -6,7 +6,9 @@
 //! read from the environment by the binary and handed in, never taken as a flag (a
 //! flag shows in `ps`).
 
-use crate::{Emulator, EmulatorConfig, Secret, SourceNet, DEMO_CHANNEL_ID, DEMO_CHANNEL_SECRET};
+use crate::{
+    Currency, Emulator, EmulatorConfig, Secret, SourceNet, DEMO_CHANNEL_ID, DEMO_CHANNEL_SECRET,
+};
 use std::future::Future;
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -32,6 +34,15 @@ pub struct EmulatorArgs {
     /// server IP whitelist; others get returnCode 1106. Default: every source.
     #[arg(long = "allow-source", value_name = "IP/MASK")]
     pub allow_source: Vec<SourceNet>,
+    /// The channel's one currency (TWD, JPY, THB or USD); calls in another get
+    /// returnCode 1178.
+    #[arg(long, default_value_t = Currency::Twd)]
+    pub currency: Currency,
+    /// Refuse offline (POS) calls without X-LINE-MerchantDeviceType and
+    /// X-LINE-MerchantDeviceProfileId (returnCode 1106), as a channel set to require
+    /// them does.
+    #[arg(long)]
+    pub require_device_headers: bool,
 }
 
 /// Why the emulator could not start or stopped serving.
@@ -88,6 +99,8 @@ pub async fn run(
     }
     let config = EmulatorConfig {
         allow_sources: args.allow_source,
+        currency: args.currency,
+        require_device_headers: args.require_device_headers,
         ..EmulatorConfig::new(args.channel_id, Secret::new(secret))
     };
     let (local, task) = spawn(args.listen, config).await?;

@@ -1,56 +1,72 @@
-//! Calendar arithmetic for the emulator: LINE Pay's UTC date strings
-//! (`2016-02-05T09:59:06Z`) and the `YYYYMMDD` prefix of its transaction ids.
+//! The emulator's clock: the system time plus an offset that a test or a merchant moves
+//! forward ([`Clock::advance`]), so that the 20-minute reservation limit, authorisation
+//! expiry and regKey expiry can be rehearsed without waiting. It never moves back.
 //!
-//! The ledger takes times as plain numbers so its tests are deterministic; only
-//! [`now`] reads the system clock. No date crate: one well-known algorithm suffices.
+//! Times are plain microseconds since the Unix epoch, so the ledger's rules stay pure
+//! functions of `now`; LINE Pay's UTC date strings (`2016-02-05T09:59:06Z`) are
+//! humantime's RFC 3339 formatting, and the `YYYYMMDD` prefix of transaction ids is
+//! read off that string.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The last second humantime formats (9999-12-31T23:59:59Z), in microseconds.
+const LAST_FORMATTABLE: u64 = 253_402_300_799 * 1_000_000;
+
+/// System time plus a forward-only offset, shared by every clone of an emulator.
+#[derive(Debug, Default)]
+pub(crate) struct Clock {
+    offset_micros: AtomicU64,
+}
+
+impl Clock {
+    /// Microseconds since the epoch on the emulator's clock.
+    pub(crate) fn now(&self) -> u64 {
+        system_now().saturating_add(self.offset_micros.load(Ordering::Relaxed))
+    }
+
+    /// Moves the clock forward by `by`; returns the total offset.
+    pub(crate) fn advance(&self, by: Duration) -> Duration {
+        let micros = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
+        let mut total = 0;
+        // fetch_update never fails with a closure that always returns Some.
+        let _ = self
+            .offset_micros
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |offset| {
+                total = offset.saturating_add(micros);
+                Some(total)
+            });
+        Duration::from_micros(total)
+    }
+
+    /// How far the clock has been moved forward in total.
+    pub(crate) fn offset(&self) -> Duration {
+        Duration::from_micros(self.offset_micros.load(Ordering::Relaxed))
+    }
+}
 
 /// Microseconds since the Unix epoch (0 if the clock is before 1970).
-pub(crate) fn now() -> u64 {
+fn system_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 
-/// `YYYY-MM-DDThh:mm:ssZ` for a time in microseconds since the epoch.
+/// `YYYY-MM-DDThh:mm:ssZ` for a time in microseconds since the epoch (capped at the
+/// end of year 9999, the last date the format can write).
 pub(crate) fn iso8601(micros: u64) -> String {
-    let seconds = micros / 1_000_000;
-    let (year, month, day) = civil_date(seconds / 86_400);
-    let of_day = seconds % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60
-    )
+    let time = UNIX_EPOCH + Duration::from_micros(micros.min(LAST_FORMATTABLE));
+    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 /// The date as the number `YYYYMMDD`, capped at 9999-12-31 so it stays eight digits.
 pub(crate) fn yyyymmdd(micros: u64) -> u64 {
-    let (year, month, day) = civil_date(micros / 1_000_000 / 86_400);
-    (year * 10_000 + month * 100 + day).min(99_991_231)
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's `civil_from_days`, for non-negative day counts).
-fn civil_date(days: u64) -> (u64, u64, u64) {
-    let shifted = days + 719_468; // days since 0000-03-01
-    let era = shifted / 146_097;
-    let day_of_era = shifted % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153; // 0 = March
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = era * 400 + year_of_era + u64::from(month <= 2);
-    (year, month, day)
+    iso8601(micros)
+        .bytes()
+        .take(10)
+        .filter(u8::is_ascii_digit)
+        .fold(0, |number, digit| number * 10 + u64::from(digit - b'0'))
 }
 
 #[cfg(test)]
@@ -68,6 +84,7 @@ mod tests {
             "2000-02-29T23:59:59Z"
         );
         assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso8601(u64::MAX), "9999-12-31T23:59:59Z");
     }
 
     #[test]
@@ -75,5 +92,25 @@ mod tests {
         assert_eq!(yyyymmdd(1_798_675_200 * SECOND), 20_261_231);
         assert_eq!(yyyymmdd(0), 19_700_101);
         assert_eq!(yyyymmdd(u64::MAX), 99_991_231);
+    }
+
+    #[test]
+    fn the_clock_only_moves_forward_by_what_it_is_told() {
+        let clock = Clock::default();
+        let before = clock.now();
+        assert_eq!(
+            clock.advance(Duration::from_secs(21 * 60)),
+            Duration::from_secs(1260)
+        );
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(clock.offset(), Duration::from_secs(22 * 60));
+        let moved = clock.now() - before;
+        // 22 minutes, plus however long this test took to run (far less than a minute).
+        assert!(
+            (22 * 60 * SECOND..23 * 60 * SECOND).contains(&moved),
+            "{moved}"
+        );
+        clock.advance(Duration::MAX);
+        assert_eq!(clock.now(), u64::MAX);
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Kept apart from the ledger so the business rules see only well-formed values:
 //! `2102` for bodies that are not JSON (or carry keys LINE Pay does not know),
-//! `2101` for missing or ill-typed parameters, `1178` for a currency it does not take.
+//! `2101` for missing or ill-typed parameters, `1178` for a currency the channel does
+//! not take, `1124` for amounts that do not add up.
 //! Amounts are whole positive numbers that fit an i64, so refunds can be written as
 //! negatives and sums are checked, never wrapped.
 
@@ -24,16 +25,34 @@ const REQUEST_KEYS: [&str; 6] = [
 /// More than this many ids in one details query is `1177`.
 pub(crate) const MAX_QUERY_IDS: usize = 100;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Currency {
+/// A merchant channel's one currency. LINE Pay's current documentation lists TWD, THB
+/// and USD; JPY is the Japanese service's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Currency {
+    #[default]
     Twd,
     Jpy,
     Thb,
     Usd,
 }
 
+impl std::str::FromStr for Currency {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Currency, String> {
+        Currency::parse(text)
+            .ok_or_else(|| format!("`{text}` is not a LINE Pay currency: TWD, JPY, THB or USD"))
+    }
+}
+
+impl std::fmt::Display for Currency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Currency {
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Currency::Twd => "TWD",
             Currency::Jpy => "JPY",
@@ -67,12 +86,22 @@ pub(crate) struct PaymentRequest {
     pub preapproved: bool,
 }
 
-/// The `{amount, currency}` body of confirm and capture. The currency stays a string:
-/// any difference from the reservation is `1153`, a known code or not.
+/// The `{amount, currency}` body of confirm and capture, its currency already checked
+/// against the channel's.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct AmountCheck {
     pub amount: i64,
-    pub currency: String,
+}
+
+/// An offline payment: the fields of `oneTimeKeys/pay`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct OneTimeKeyPayment {
+    pub product_name: String,
+    pub amount: i64,
+    pub currency: Currency,
+    pub order_id: String,
+    pub one_time_key: String,
+    pub capture: bool,
 }
 
 /// An automatic payment with a regKey.
@@ -100,15 +129,22 @@ pub(crate) struct Fields {
     pub order: bool,
 }
 
-pub(crate) fn payment_request(version: Version, body: &[u8]) -> Result<PaymentRequest, Refusal> {
+pub(crate) fn payment_request(
+    version: Version,
+    body: &[u8],
+    channel: Currency,
+) -> Result<PaymentRequest, Refusal> {
     let object = json_object(body)?;
     match version {
-        Version::V3 => payment_request_v3(&object),
-        Version::V2 => payment_request_v2(&object),
+        Version::V3 | Version::V4 => payment_request_v3(&object, channel),
+        Version::V2 => payment_request_v2(&object, channel),
     }
 }
 
-fn payment_request_v3(object: &Map<String, Value>) -> Result<PaymentRequest, Refusal> {
+fn payment_request_v3(
+    object: &Map<String, Value>,
+    channel: Currency,
+) -> Result<PaymentRequest, Refusal> {
     if let Some(key) = object
         .keys()
         .find(|key| !REQUEST_KEYS.contains(&key.as_str()))
@@ -120,7 +156,7 @@ fn payment_request_v3(object: &Map<String, Value>) -> Result<PaymentRequest, Ref
         )));
     }
     let amount = amount(object, "amount", Version::V3)?;
-    let currency = currency(object, "currency")?;
+    let currency = currency(object, "currency", channel)?;
     let order_id = order_id(object)?;
 
     let redirect = object
@@ -168,10 +204,13 @@ fn payment_request_v3(object: &Map<String, Value>) -> Result<PaymentRequest, Ref
             .ok_or_else(|| Refusal::parameter("the sum of package amounts overflows."))?;
     }
     if total != amount {
-        return Err(Refusal::parameter(format!(
-            "amount ({amount}) must equal the sum of packages[].amount + packages[].userFee \
+        return Err(Refusal::new(
+            ReturnCode::AmountInfoError,
+            format!(
+                "amount ({amount}) must equal the sum of packages[].amount + packages[].userFee \
              + options.shipping.feeAmount ({total})."
-        )));
+            ),
+        ));
     }
 
     let capture = match payment.and_then(|payment| payment.get("capture")) {
@@ -255,10 +294,13 @@ fn package_total(index: usize, package: &Value) -> Result<(i64, Option<String>),
             .ok_or_else(|| Refusal::parameter(format!("{} overflows.", at("products"))))?;
     }
     if sum != amount {
-        return Err(Refusal::parameter(format!(
-            "{} ({amount}) must equal the sum of products[].quantity × price ({sum}).",
-            at("amount")
-        )));
+        return Err(Refusal::new(
+            ReturnCode::AmountInfoError,
+            format!(
+                "{} ({amount}) must equal the sum of products[].quantity × price ({sum}).",
+                at("amount")
+            ),
+        ));
     }
     let total = amount
         .checked_add(user_fee)
@@ -273,10 +315,13 @@ fn package_total(index: usize, package: &Value) -> Result<(i64, Option<String>),
 
 /// The flat v2 reservation body. Unknown keys pass: v2 has many optional fields
 /// (`mid`, `langCd`, `extras`, ...) and no documented 2102 rule.
-fn payment_request_v2(object: &Map<String, Value>) -> Result<PaymentRequest, Refusal> {
+fn payment_request_v2(
+    object: &Map<String, Value>,
+    channel: Currency,
+) -> Result<PaymentRequest, Refusal> {
     let product_name = text(object, "productName")?;
     let amount = amount(object, "amount", Version::V2)?;
-    let currency = currency(object, "currency")?;
+    let currency = currency(object, "currency", channel)?;
     text(object, "confirmUrl")?;
     let order_id = order_id(object)?;
     let capture = match object.get("capture") {
@@ -297,11 +342,77 @@ fn payment_request_v2(object: &Map<String, Value>) -> Result<PaymentRequest, Ref
     })
 }
 
-pub(crate) fn amount_check(version: Version, body: &[u8]) -> Result<AmountCheck, Refusal> {
+/// The `{amount, currency}` of confirm: a positive amount in the channel's currency.
+pub(crate) fn amount_check(
+    version: Version,
+    body: &[u8],
+    channel: Currency,
+) -> Result<AmountCheck, Refusal> {
     let object = json_object(body)?;
     let amount = amount(&object, "amount", version)?;
-    let currency = text(&object, "currency")?;
-    Ok(AmountCheck { amount, currency })
+    currency(&object, "currency", channel)?;
+    Ok(AmountCheck { amount })
+}
+
+/// The `{amount, currency}` of capture. The amount may be anything whole: the ledger
+/// answers `1183` for ≤ 0 and `1184` above the authorised amount.
+pub(crate) fn capture_amount(
+    version: Version,
+    body: &[u8],
+    channel: Currency,
+) -> Result<AmountCheck, Refusal> {
+    let object = json_object(body)?;
+    let value = object
+        .get("amount")
+        .ok_or_else(|| Refusal::parameter("amount is required."))?;
+    let amount = match (value, version) {
+        (Value::String(digits), Version::V2) => digits.parse::<i64>().ok(),
+        _ => value.as_i64(),
+    }
+    .ok_or_else(|| Refusal::parameter("amount must be a whole number."))?;
+    currency(&object, "currency", channel)?;
+    Ok(AmountCheck { amount })
+}
+
+/// An offline payment with the buyer's one-time key (`oneTimeKeys/pay`).
+pub(crate) fn one_time_key_payment(
+    version: Version,
+    body: &[u8],
+    channel: Currency,
+) -> Result<OneTimeKeyPayment, Refusal> {
+    let object = json_object(body)?;
+    let product_name = text(&object, "productName")?;
+    let amount = amount(&object, "amount", version)?;
+    let currency = currency(&object, "currency", channel)?;
+    let order_id = order_id(&object)?;
+    let one_time_key = match object.get("oneTimeKey") {
+        Some(Value::String(key)) => key.clone(),
+        // Scanners hand over digits; a client may send them as a number.
+        Some(Value::Number(number)) => number.to_string(),
+        _ => return Err(Refusal::parameter("oneTimeKey must be a string of digits.")),
+    };
+    // 12 digits (TH, global), 18 (TW), 19 (JP).
+    if !matches!(one_time_key.len(), 12 | 18 | 19)
+        || !one_time_key.bytes().all(|byte| byte.is_ascii_digit())
+    {
+        return Err(Refusal::parameter(
+            "oneTimeKey must be the 12, 18 or 19 digits read from the buyer's barcode.",
+        ));
+    }
+    let capture = match object.get("capture") {
+        None => true,
+        Some(value) => {
+            flag(value).ok_or_else(|| Refusal::parameter("capture must be true or false."))?
+        }
+    };
+    Ok(OneTimeKeyPayment {
+        product_name,
+        amount,
+        currency,
+        order_id,
+        one_time_key,
+        capture,
+    })
 }
 
 /// The refund amount; `None` (empty body, `{}`, or no `refundAmount`) refunds the rest.
@@ -321,11 +432,12 @@ pub(crate) fn no_parameters(body: &[u8]) -> Result<(), Refusal> {
 pub(crate) fn preapproved_payment(
     version: Version,
     body: &[u8],
+    channel: Currency,
 ) -> Result<PreapprovedPayment, Refusal> {
     let object = json_object(body)?;
     let product_name = text(&object, "productName")?;
     let amount = amount(&object, "amount", version)?;
-    let currency = currency(&object, "currency")?;
+    let currency = currency(&object, "currency", channel)?;
     let order_id = order_id(&object)?;
     let capture = match object.get("capture") {
         None => true,
@@ -342,23 +454,27 @@ pub(crate) fn preapproved_payment(
     })
 }
 
+/// `GET /v3|v4/payments` and the authorisation list: `transactionId` and `orderId`
+/// repeated (`transactionId=1&transactionId=2`) or in PHP's array form
+/// (`transactionId[0]=1`, `transactionId[]=1`, percent-encoded or not), at most 100
+/// ids in total; `fields` is `ALL` (the default), `TRANSACTION` or `ORDER`.
 pub(crate) fn details_query(query: Option<&str>) -> Result<DetailsQuery, Refusal> {
     let mut transaction_ids = Vec::new();
     let mut order_ids = Vec::new();
     let mut fields = None;
     for (key, value) in query_pairs(query)? {
-        match key.as_str() {
+        match array_base(&key) {
             "transactionId" => transaction_ids.push(value),
             "orderId" => order_ids.push(value),
-            "fields" => fields = Some(parse_fields(&value)?),
+            "fields" if key == "fields" => fields = Some(parse_fields(&value)?),
             // LINE Pay ignores parameters it does not use in a query.
             _ => {}
         }
     }
-    if transaction_ids.len() > MAX_QUERY_IDS || order_ids.len() > MAX_QUERY_IDS {
+    if transaction_ids.len() + order_ids.len() > MAX_QUERY_IDS {
         return Err(Refusal::new(
             ReturnCode::TooManyTransactions,
-            "ask for at most 100 transactionId and 100 orderId values per call.",
+            "ask for at most 100 transactionId and orderId values in total per call.",
         ));
     }
     if transaction_ids.is_empty() && order_ids.is_empty() {
@@ -386,6 +502,20 @@ pub(crate) fn details_query(query: Option<&str>) -> Result<DetailsQuery, Refusal
     })
 }
 
+/// `name` for the keys `name`, `name[]` and `name[N]` (PHP's `http_build_query`).
+fn array_base(key: &str) -> &str {
+    match key.split_once('[') {
+        Some((base, index))
+            if index
+                .strip_suffix(']')
+                .is_some_and(|index| index.bytes().all(|byte| byte.is_ascii_digit())) =>
+        {
+            base
+        }
+        _ => key,
+    }
+}
+
 /// The regKey check takes `creditCardAuth=true|false`; anything else is `2101`.
 pub(crate) fn reg_key_check_query(query: Option<&str>) -> Result<(), Refusal> {
     for (key, value) in query_pairs(query)? {
@@ -403,11 +533,15 @@ fn parse_fields(value: &str) -> Result<Fields, Refusal> {
     };
     for field in value.split(',') {
         match field {
+            "ALL" => {
+                fields.transaction = true;
+                fields.order = true;
+            }
             "TRANSACTION" => fields.transaction = true,
             "ORDER" => fields.order = true,
             _ => {
                 return Err(Refusal::parameter(
-                    "fields must be TRANSACTION, ORDER or both.",
+                    "fields must be ALL, TRANSACTION or ORDER.",
                 ))
             }
         }
@@ -457,20 +591,30 @@ fn non_negative(value: &Value) -> Option<i64> {
     value.as_i64().filter(|number| *number >= 0)
 }
 
-fn currency(object: &Map<String, Value>, key: &str) -> Result<Currency, Refusal> {
+/// The currency of a call: it must be the channel's one currency (`1178` otherwise).
+fn currency(
+    object: &Map<String, Value>,
+    key: &str,
+    channel: Currency,
+) -> Result<Currency, Refusal> {
     let code = text(object, key)?;
-    Currency::parse(&code).ok_or_else(|| {
-        Refusal::new(
+    if code == channel.as_str() {
+        Ok(channel)
+    } else {
+        Err(Refusal::new(
             ReturnCode::UnsupportedCurrency,
-            format!("{} is not one of TWD, JPY, THB, USD.", shorten(&code)),
-        )
-    })
+            format!(
+                "{} is not this channel's currency ({channel}).",
+                shorten(&code)
+            ),
+        ))
+    }
 }
 
 fn order_id(object: &Map<String, Value>) -> Result<String, Refusal> {
     let order_id = text(object, "orderId")?;
     // LINE Pay documents orderId as at most 100 characters.
-    if order_id.chars().count() > 100 {
+    if order_id.chars().count() > crate::route::MAX_ORDER_ID_CHARS {
         return Err(Refusal::parameter(
             "orderId must be at most 100 characters.",
         ));
@@ -583,7 +727,7 @@ mod tests {
     }
 
     fn parse_v3(body: &Value) -> Result<PaymentRequest, Refusal> {
-        payment_request(Version::V3, body.to_string().as_bytes())
+        payment_request(Version::V3, body.to_string().as_bytes(), Currency::Twd)
     }
 
     fn code_of<T: std::fmt::Debug>(result: Result<T, Refusal>) -> ReturnCode {
@@ -602,14 +746,14 @@ mod tests {
     }
 
     #[test]
-    fn amounts_must_add_up() {
+    fn amounts_that_do_not_add_up_are_1124() {
         let mut body = request_body();
         body["amount"] = json!(251);
-        assert_eq!(code_of(parse_v3(&body)), ReturnCode::ParameterError);
+        assert_eq!(code_of(parse_v3(&body)), ReturnCode::AmountInfoError);
 
         let mut body = request_body();
         body["packages"][0]["products"][0]["price"] = json!(49);
-        assert_eq!(code_of(parse_v3(&body)), ReturnCode::ParameterError);
+        assert_eq!(code_of(parse_v3(&body)), ReturnCode::AmountInfoError);
     }
 
     #[test]
@@ -637,7 +781,7 @@ mod tests {
         // Raw text too large for any number type.
         let raw = br#"{"amount":123456789012345678901234567890,"currency":"TWD"}"#;
         assert_eq!(
-            code_of(payment_request(Version::V3, raw)),
+            code_of(payment_request(Version::V3, raw, Currency::Twd)),
             ReturnCode::ParameterError
         );
     }
@@ -656,7 +800,7 @@ mod tests {
 
         for raw in [&b"{"[..], b"", b"[]", b"\xff\xfe{}", b"null"] {
             assert_eq!(
-                code_of(payment_request(Version::V3, raw)),
+                code_of(payment_request(Version::V3, raw, Currency::Twd)),
                 ReturnCode::JsonFormatError,
                 "{raw:?}"
             );
@@ -691,12 +835,71 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_currency_is_1178() {
+    fn a_currency_other_than_the_channels_is_1178() {
         let mut body = request_body();
-        body["currency"] = json!("EUR");
-        assert_eq!(code_of(parse_v3(&body)), ReturnCode::UnsupportedCurrency);
+        for other in ["EUR", "JPY", "twd"] {
+            body["currency"] = json!(other);
+            assert_eq!(
+                code_of(parse_v3(&body)),
+                ReturnCode::UnsupportedCurrency,
+                "{other}"
+            );
+        }
         body["currency"] = json!(978);
         assert_eq!(code_of(parse_v3(&body)), ReturnCode::ParameterError);
+        body["currency"] = json!("JPY");
+        let jpy = payment_request(Version::V3, body.to_string().as_bytes(), Currency::Jpy);
+        assert_eq!(jpy.map(|request| request.currency), Ok(Currency::Jpy));
+        assert_eq!("THB".parse::<Currency>(), Ok(Currency::Thb));
+        assert!("EUR".parse::<Currency>().is_err());
+    }
+
+    #[test]
+    fn capture_takes_any_whole_amount_and_one_time_keys_are_digits() {
+        let capture = |body: &str| capture_amount(Version::V3, body.as_bytes(), Currency::Twd);
+        assert_eq!(
+            capture(r#"{"amount":0,"currency":"TWD"}"#),
+            Ok(AmountCheck { amount: 0 })
+        );
+        assert_eq!(
+            capture(r#"{"amount":-5,"currency":"TWD"}"#),
+            Ok(AmountCheck { amount: -5 })
+        );
+        assert_eq!(
+            code_of(capture(r#"{"amount":1.5,"currency":"TWD"}"#)),
+            ReturnCode::ParameterError
+        );
+        assert_eq!(
+            code_of(capture(r#"{"amount":5,"currency":"USD"}"#)),
+            ReturnCode::UnsupportedCurrency
+        );
+
+        let pay = |key: Value| {
+            let body = json!({"productName": "tea", "amount": 10, "currency": "TWD",
+                              "orderId": "pos-1", "oneTimeKey": key});
+            one_time_key_payment(Version::V4, body.to_string().as_bytes(), Currency::Twd)
+        };
+        for good in [
+            json!("123456789012"),
+            json!("123456789012345678"),
+            json!("1234567890123456789"),
+            json!(123456789012_u64),
+        ] {
+            assert!(pay(good.clone()).is_ok(), "{good}");
+        }
+        for bad in [
+            json!("12345678901"),
+            json!("1234567890123"),
+            json!("12345678901a"),
+            json!(null),
+            json!(""),
+        ] {
+            assert_eq!(
+                code_of(pay(bad.clone())),
+                ReturnCode::ParameterError,
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -724,18 +927,19 @@ mod tests {
             "confirmUrl": "https://shop/confirm", "orderId": "gdfgdf454",
             "capture": "false", "payType": "NORMAL", "confirmUrlType": "CLIENT"
         });
-        let request = payment_request(Version::V2, body.to_string().as_bytes()).expect("valid v2");
+        let request = payment_request(Version::V2, body.to_string().as_bytes(), Currency::Twd)
+            .expect("valid v2");
         assert_eq!(request.amount, 360);
         assert!(!request.capture);
         assert_eq!(request.product_name, "TEST 01");
         // v3 does not take amounts as strings.
         let confirm = br#"{"amount":"360","currency":"TWD"}"#;
         assert_eq!(
-            amount_check(Version::V2, confirm).map(|check| check.amount),
+            amount_check(Version::V2, confirm, Currency::Twd).map(|check| check.amount),
             Ok(360)
         );
         assert_eq!(
-            code_of(amount_check(Version::V3, confirm)),
+            code_of(amount_check(Version::V3, confirm, Currency::Twd)),
             ReturnCode::ParameterError
         );
     }
@@ -780,6 +984,21 @@ mod tests {
             code_of(details_query(Some(&many))),
             ReturnCode::TooManyTransactions
         );
+        // The cap is per call: 60 transaction ids and 41 orderIds are too many.
+        let mixed = (0..101)
+            .map(|n| {
+                if n < 60 {
+                    format!("transactionId={n}")
+                } else {
+                    format!("orderId=o{n}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        assert_eq!(
+            code_of(details_query(Some(&mixed))),
+            ReturnCode::TooManyTransactions
+        );
         let hundred = (0..100)
             .map(|n| format!("transactionId={n}"))
             .collect::<Vec<_>>()
@@ -792,12 +1011,47 @@ mod tests {
             Some("transactionId=abc"),
             Some("orderId=%zz"),
             Some("orderId=%ff"),
-            Some("transactionId=1&fields=ALL"),
+            Some("transactionId=1&fields=EVERYTHING"),
+            Some("transactionId=1&fields=all"),
         ] {
             assert_eq!(
                 code_of(details_query(bad)),
                 ReturnCode::ParameterError,
                 "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn details_query_takes_the_shapes_sdks_send() {
+        let all = Fields {
+            transaction: true,
+            order: true,
+        };
+        let parsed = details_query(Some("transactionId=1&fields=ALL")).expect("ALL");
+        assert_eq!(parsed.fields, all);
+        assert_eq!(
+            details_query(Some("transactionId=1")).map(|q| q.fields),
+            Ok(all)
+        );
+        // PHP's http_build_query: transactionId%5B0%5D=1&transactionId%5B1%5D=2.
+        let php = details_query(Some(
+            "transactionId%5B0%5D=1&transactionId%5B1%5D=2&orderId%5B0%5D=a&orderId[]=b&fields=TRANSACTION",
+        ))
+        .expect("PHP arrays");
+        assert_eq!(php.transaction_ids, vec![1, 2]);
+        assert_eq!(php.order_ids, vec!["a".to_string(), "b".to_string()]);
+        assert!(php.fields.transaction && !php.fields.order);
+        // Not array keys: ignored, as LINE Pay ignores parameters it does not use.
+        for ignored in [
+            "transactionId[x]=1",
+            "transactionIds=1",
+            "transactionId[0=1",
+        ] {
+            assert_eq!(
+                code_of(details_query(Some(ignored))),
+                ReturnCode::ParameterError,
+                "{ignored}"
             );
         }
     }

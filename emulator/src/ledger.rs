@@ -2,18 +2,26 @@
 //! payment through its states.
 //!
 //! ```text
+//!            buyer approves (at once, unless the orderId says `buyer-waits`)
 //! request ──▶ Requested ──confirm──▶ Captured ──refund──▶ (partly or fully refunded)
-//!                 │                    ▲
-//!                 └─confirm (capture=false)─▶ Authorized ──void──▶ Voided
-//!                                      └───────capture───────┘
+//!              │  │  │                ▲
+//!              │  │  └─confirm (capture=false)─▶ Authorized ──void──▶ Voided
+//!              │  │                   └──capture (≤ authorised)──┘  │
+//!              │  └─ buyer cancels ─▶ Cancelled      (7 days) ──────┴─▶ AuthorizationExpired
+//!              └──── 20 minutes ───▶ Expired         buyer fails ─▶ Failed
+//! one-time key pay ─▶ Captured, or Authorized with capture=false (the offline API)
 //! ```
-//! The emulated user approves every payment the moment it is requested, so a
-//! reservation is immediately confirmable. Inputs arrive already validated
-//! (`input.rs`); every method is plain data in, [`Outcome`] out, no I/O and no clock.
+//! Time-driven changes (a reservation's 20 minutes, an authorisation's and a regKey's
+//! lifetime) are applied when a payment is next looked at, from the `now` each method
+//! is given: the emulator's clock, which a test moves forward. Inputs arrive already
+//! validated (`input.rs`); every method is plain data in, [`Outcome`] out, no I/O.
 
 use crate::clock;
-use crate::input::{AmountCheck, Currency, DetailsQuery, PaymentRequest, PreapprovedPayment};
+use crate::input::{
+    AmountCheck, Currency, DetailsQuery, OneTimeKeyPayment, PaymentRequest, PreapprovedPayment,
+};
 use crate::reply::{Answer, Outcome, Refusal, ReturnCode};
+use crate::Lifetimes;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
 
@@ -26,18 +34,46 @@ pub(crate) struct Ledger {
     refunds: HashMap<u64, u64>,
     reg_keys: HashMap<String, RegKey>,
     ids: TransactionIds,
+    lifetimes: Lifetimes,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Status {
     Requested,
+    /// The buyer cancelled on LINE Pay's page (a rehearsal control).
+    Cancelled,
+    /// The reservation was not confirmed within its lifetime (20 minutes).
+    Expired,
+    /// The payment failed at LINE Pay (a rehearsal control).
+    Failed,
     Authorized,
+    /// Authorised but neither captured nor voided within the authorisation lifetime.
+    AuthorizationExpired,
     Captured,
     Voided,
 }
 
+/// What the emulated buyer has done with a reservation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Method {
+enum Buyer {
+    Approved,
+    /// Not yet: the status check answers 0000 and confirm 1169.
+    Waiting,
+}
+
+/// What a buyer does on the emulated LINE Pay page: the `buyer` control.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuyerAction {
+    Approve,
+    Cancel,
+    Fail,
+}
+
+/// The orderId convention that keeps a reservation waiting for the buyer.
+pub(crate) const BUYER_WAITS: &str = "buyer-waits";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Method {
     Balance,
     /// Automatic (preapproved) payments need a card at LINE Pay.
     CreditCard,
@@ -47,7 +83,10 @@ enum Method {
 struct Payment {
     transaction_id: u64,
     order_id: String,
+    /// The requested (and authorised) amount.
     amount: i64,
+    /// What was captured: the whole amount, or less after a partial capture.
+    captured: i64,
     currency: Currency,
     product_name: String,
     packages: Option<Value>,
@@ -57,9 +96,64 @@ struct Payment {
     preapproved: bool,
     method: Method,
     status: Status,
+    buyer: Buyer,
+    requested_at: u64,
+    authorized_at: Option<u64>,
     /// When the payment was requested, then when it was confirmed.
     transaction_date: String,
     refunds: Vec<Refund>,
+}
+
+impl Payment {
+    /// Applies what time alone changes.
+    fn settle(&mut self, now: u64, lifetimes: &Lifetimes) {
+        match self.status {
+            Status::Requested
+                if now
+                    >= self
+                        .requested_at
+                        .saturating_add(lifetimes.reservation_micros()) =>
+            {
+                self.status = Status::Expired;
+            }
+            Status::Authorized
+                if self
+                    .authorization_expires(lifetimes)
+                    .is_some_and(|expiry| now >= expiry) =>
+            {
+                self.status = Status::AuthorizationExpired;
+            }
+            _ => {}
+        }
+    }
+
+    /// When an authorisation (capture=false) lapses, once there is one.
+    fn authorization_expires(&self, lifetimes: &Lifetimes) -> Option<u64> {
+        self.authorized_at
+            .filter(|_| !self.capture)
+            .map(|at| at.saturating_add(lifetimes.authorization_micros()))
+    }
+
+    fn refunded(&self) -> i64 {
+        self.refunds.iter().map(|refund| refund.amount).sum()
+    }
+
+    /// What `payInfo` shows: the captured amount once captured.
+    fn paid_amount(&self) -> i64 {
+        if self.status == Status::Captured {
+            self.captured
+        } else {
+            self.amount
+        }
+    }
+
+    /// Confirmed at some point: listed by details and userInfo.
+    fn confirmed(&self) -> bool {
+        matches!(
+            self.status,
+            Status::Authorized | Status::AuthorizationExpired | Status::Captured | Status::Voided
+        )
+    }
 }
 
 #[derive(Debug)]
@@ -75,19 +169,30 @@ struct Refund {
 #[derive(Debug)]
 struct RegKey {
     expired: bool,
+    /// Issued or last paid with; the key lapses a lifetime after this.
+    last_used: u64,
 }
 
 impl Ledger {
     /// An empty ledger whose transaction ids start from the date and time of `now`
     /// (microseconds since the epoch).
-    pub(crate) fn new(now: u64) -> Self {
+    pub(crate) fn new(now: u64, lifetimes: Lifetimes) -> Self {
         Ledger {
             payments: HashMap::new(),
             order_ids: HashMap::new(),
             refunds: HashMap::new(),
             reg_keys: HashMap::new(),
             ids: TransactionIds::new(now),
+            lifetimes,
         }
+    }
+
+    /// The orderId of a payment (or of the payment a refund id belongs to).
+    pub(crate) fn order_of(&self, transaction_id: u64) -> Option<&str> {
+        let id = self.refunds.get(&transaction_id).unwrap_or(&transaction_id);
+        self.payments
+            .get(id)
+            .map(|payment| payment.order_id.as_str())
     }
 
     /// Reserves a payment. The answer carries the new 19-digit transaction id as a
@@ -98,6 +203,11 @@ impl Ledger {
         }
         let transaction_id = self.ids.issue();
         let reserve_id = format!("{:032x}", random());
+        let buyer = if request.order_id.contains(BUYER_WAITS) {
+            Buyer::Waiting
+        } else {
+            Buyer::Approved
+        };
         self.order_ids
             .insert(request.order_id.clone(), transaction_id);
         self.payments.insert(
@@ -106,6 +216,7 @@ impl Ledger {
                 transaction_id,
                 order_id: request.order_id,
                 amount: request.amount,
+                captured: 0,
                 currency: request.currency,
                 product_name: request.product_name,
                 packages: request.packages,
@@ -117,13 +228,16 @@ impl Ledger {
                     Method::Balance
                 },
                 status: Status::Requested,
+                buyer,
+                requested_at: now,
+                authorized_at: None,
                 transaction_date: clock::iso8601(now),
                 refunds: Vec::new(),
             },
         );
         Ok(Answer::success(json!({
             "paymentUrl": {
-                // There is no payment page: the emulated user has already approved.
+                // There is no payment page: the emulated buyer approves by itself.
                 "web": format!(
                     "https://linepay-emulator.invalid/web/payment/wait?transactionReserveId={reserve_id}"
                 ),
@@ -134,6 +248,31 @@ impl Ledger {
         })))
     }
 
+    /// What the buyer does on LINE Pay's page, for a reservation not yet confirmed.
+    pub(crate) fn buyer(
+        &mut self,
+        transaction_id: u64,
+        action: BuyerAction,
+        now: u64,
+    ) -> Result<(), String> {
+        let payment = self
+            .payment(transaction_id, now)
+            .map_err(|_| format!("no payment {transaction_id}"))?;
+        if payment.status != Status::Requested {
+            return Err(format!(
+                "payment {transaction_id} is {}: the buyer acts only on a reservation \
+                 that is neither confirmed, cancelled nor expired",
+                status_name(payment.status)
+            ));
+        }
+        match action {
+            BuyerAction::Approve => payment.buyer = Buyer::Approved,
+            BuyerAction::Cancel => payment.status = Status::Cancelled,
+            BuyerAction::Fail => payment.status = Status::Failed,
+        }
+        Ok(())
+    }
+
     /// Completes a reservation: pays it, or only authorises it when it was requested
     /// with `capture: false`. A PREAPPROVED reservation answers with a new regKey.
     pub(crate) fn confirm(
@@ -142,61 +281,127 @@ impl Ledger {
         check: &AmountCheck,
         now: u64,
     ) -> Outcome {
-        let payment = self
-            .payments
-            .get_mut(&transaction_id)
-            .ok_or_else(not_found)?;
-        if payment.status != Status::Requested {
+        let lifetimes = self.lifetimes;
+        let payment = self.payment(transaction_id, now)?;
+        match (payment.status, payment.buyer) {
+            (Status::Requested, Buyer::Approved) => {}
+            (Status::Requested, Buyer::Waiting) => {
+                return Err(Refusal::new(
+                    ReturnCode::UserMustAuthenticate,
+                    "the buyer has not approved the payment yet; confirm after the buyer \
+                     returns to confirmUrl.",
+                ))
+            }
+            (Status::Expired | Status::Cancelled, _) => {
+                return Err(Refusal::new(
+                    ReturnCode::DeadlinePassed,
+                    "the reservation was cancelled or not confirmed within 20 minutes; \
+                     request a new payment.",
+                ))
+            }
+            (Status::Failed, _) => {
+                return Err(Refusal::new(
+                    ReturnCode::StatusNotAllowed,
+                    "the payment failed; request a new payment.",
+                ))
+            }
+            _ => {
+                return Err(Refusal::new(
+                    ReturnCode::DuplicateOrder,
+                    "confirm was already called for this transaction; read the payment \
+                     details instead of confirming again.",
+                ))
+            }
+        }
+        if check.amount != payment.amount {
             return Err(Refusal::new(
-                ReturnCode::DuplicateOrder,
-                "confirm was already called for this transaction; read the payment details \
-                 instead of confirming again.",
+                ReturnCode::AmountMismatch,
+                format!(
+                    "{} was sent; the payment was requested for {}.",
+                    check.amount, payment.amount
+                ),
             ));
         }
-        check_amount(payment, check)?;
-        payment.status = if payment.capture {
-            Status::Captured
+        if payment.capture {
+            payment.status = Status::Captured;
+            payment.captured = payment.amount;
         } else {
-            Status::Authorized
-        };
+            payment.status = Status::Authorized;
+        }
+        payment.authorized_at = Some(now);
         payment.transaction_date = clock::iso8601(now);
         let mut info = json!({
             "orderId": payment.order_id,
             "transactionId": payment.transaction_id,
             "payInfo": pay_info(payment.method, payment.amount),
         });
+        if let Some(expiry) = payment.authorization_expires(&lifetimes) {
+            info["authorizationExpireDate"] = clock::iso8601(expiry).into();
+        }
         if payment.preapproved {
-            let reg_key = self.issue_reg_key();
+            let reg_key = self.issue_reg_key(now);
             info["regKey"] = Value::String(reg_key);
         }
         Ok(Answer::success(info))
     }
 
-    /// Captures an authorised payment (requested with `capture: false`, confirmed).
-    pub(crate) fn capture(&mut self, transaction_id: u64, check: &AmountCheck) -> Outcome {
-        let payment = self.authorized(transaction_id, "captured")?;
-        check_amount(payment, check)?;
+    /// Captures an authorised payment, all of it or less (the rest is released).
+    pub(crate) fn capture(
+        &mut self,
+        transaction_id: u64,
+        check: &AmountCheck,
+        now: u64,
+    ) -> Outcome {
+        let payment = self.authorized(transaction_id, "captured", now)?;
+        if check.amount <= 0 {
+            return Err(Refusal::new(
+                ReturnCode::AmountBelowMinimum,
+                format!(
+                    "the capture amount must be above 0; {} was sent.",
+                    check.amount
+                ),
+            ));
+        }
+        if check.amount > payment.amount {
+            return Err(Refusal::new(
+                ReturnCode::AmountAboveMaximum,
+                format!(
+                    "{} is more than the {} authorised.",
+                    check.amount, payment.amount
+                ),
+            ));
+        }
         payment.status = Status::Captured;
+        payment.captured = check.amount;
+        payment.transaction_date = clock::iso8601(now);
         Ok(Answer::success(json!({
             "orderId": payment.order_id,
             "transactionId": payment.transaction_id,
-            "payInfo": pay_info(payment.method, payment.amount),
+            "payInfo": pay_info(payment.method, payment.captured),
         })))
     }
 
     /// Voids an authorised payment; it can then be neither captured nor refunded.
-    pub(crate) fn void(&mut self, transaction_id: u64) -> Outcome {
-        let payment = self.authorized(transaction_id, "voided")?;
+    /// A second void answers 1165.
+    pub(crate) fn void(&mut self, transaction_id: u64, now: u64) -> Outcome {
+        if self
+            .payment(transaction_id, now)
+            .is_ok_and(|payment| payment.status == Status::Voided)
+        {
+            return Err(Refusal::new(
+                ReturnCode::AlreadyRefunded,
+                "the authorisation was already voided.",
+            ));
+        }
+        let payment = self.authorized(transaction_id, "voided", now)?;
         payment.status = Status::Voided;
         Ok(Answer::done())
     }
 
-    /// Refunds `amount` of a paid payment, or what remains of it when `None`.
+    /// Refunds `amount` of a paid payment, or what remains of it when `None`; never
+    /// more than was captured.
     pub(crate) fn refund(&mut self, transaction_id: u64, amount: Option<i64>, now: u64) -> Outcome {
-        let payment = self
-            .payments
-            .get_mut(&transaction_id)
-            .ok_or_else(not_found)?;
+        let payment = self.payment(transaction_id, now)?;
         if payment.status != Status::Captured {
             return Err(Refusal::new(
                 ReturnCode::StatusNotAllowed,
@@ -206,8 +411,7 @@ impl Ledger {
                 ),
             ));
         }
-        let refunded: i64 = payment.refunds.iter().map(|refund| refund.amount).sum();
-        let remaining = payment.amount - refunded;
+        let remaining = payment.captured - payment.refunded();
         if remaining <= 0 {
             return Err(Refusal::new(
                 ReturnCode::AlreadyRefunded,
@@ -222,14 +426,17 @@ impl Ledger {
                 format!("refundAmount {amount} is more than the {remaining} left to refund."),
             ));
         }
+        let whole = amount == payment.captured;
         let refund_id = self.ids.issue();
         let date = clock::iso8601(now);
-        payment.refunds.push(Refund {
-            transaction_id: refund_id,
-            amount,
-            date: date.clone(),
-            whole: amount == payment.amount,
-        });
+        if let Some(payment) = self.payments.get_mut(&transaction_id) {
+            payment.refunds.push(Refund {
+                transaction_id: refund_id,
+                amount,
+                date: date.clone(),
+                whole,
+            });
+        }
         self.refunds.insert(refund_id, transaction_id);
         Ok(Answer::success(json!({
             "refundTransactionId": refund_id,
@@ -239,18 +446,23 @@ impl Ledger {
 
     /// Payment details by transaction id (payments and refunds) and by orderId.
     /// Reservations never confirmed are not payments yet, so they are not listed.
-    /// With `authorizations_only` (the v2 authorisation list), only payments that went
+    /// With `authorizations_only` (the authorisation list), only payments that went
     /// through authorisation are.
-    pub(crate) fn details(&self, query: &DetailsQuery, authorizations_only: bool) -> Outcome {
-        let listed = |payment: &&Payment| {
-            payment.status != Status::Requested && (!authorizations_only || !payment.capture)
-        };
+    pub(crate) fn details(
+        &mut self,
+        query: &DetailsQuery,
+        authorizations_only: bool,
+        now: u64,
+    ) -> Outcome {
+        self.settle_all(now);
+        let listed =
+            |payment: &&Payment| payment.confirmed() && (!authorizations_only || !payment.capture);
         let mut seen = HashSet::new();
         let mut entries = Vec::new();
         for id in &query.transaction_ids {
             if let Some(payment) = self.payments.get(id).filter(listed) {
                 if seen.insert(*id) {
-                    entries.push(payment_entry(payment, query));
+                    entries.push(payment_entry(payment, query, &self.lifetimes));
                 }
             } else if let Some(payment) = self
                 .refunds
@@ -273,7 +485,7 @@ impl Ledger {
                 .and_then(|id| self.payments.get(id))
                 .filter(listed);
             if let Some(payment) = payment.filter(|payment| seen.insert(payment.transaction_id)) {
-                entries.push(payment_entry(payment, query));
+                entries.push(payment_entry(payment, query, &self.lifetimes));
             }
         }
         if entries.is_empty() {
@@ -282,16 +494,37 @@ impl Ledger {
         Ok(Answer::success(Value::Array(entries)))
     }
 
-    /// The payment status check: 0110 approved by the user but not confirmed,
-    /// 0123 confirmed, 0121 voided. (0000 "waiting for the user" never happens: the
-    /// emulated user approves at once.)
-    pub(crate) fn check(&self, transaction_id: u64) -> Outcome {
-        let payment = self.payments.get(&transaction_id).ok_or_else(not_found)?;
-        Ok(Answer::status(match payment.status {
-            Status::Requested => ReturnCode::UserAuthorized,
-            Status::Authorized | Status::Captured => ReturnCode::Paid,
-            Status::Voided => ReturnCode::Cancelled,
+    /// The payment status check: 0000 the buyer has not approved yet, 0110 approved
+    /// but not confirmed, 0121 cancelled, expired (20 minutes) or voided, 0122 failed,
+    /// 0123 confirmed.
+    pub(crate) fn check(&mut self, transaction_id: u64, now: u64) -> Outcome {
+        let payment = self.payment(transaction_id, now)?;
+        Ok(Answer::status(match (payment.status, payment.buyer) {
+            (Status::Requested, Buyer::Waiting) => ReturnCode::Success,
+            (Status::Requested, Buyer::Approved) => ReturnCode::UserAuthorized,
+            (Status::Cancelled | Status::Expired | Status::Voided, _) => ReturnCode::Cancelled,
+            (Status::Failed, _) => ReturnCode::Failed,
+            (Status::Authorized | Status::AuthorizationExpired | Status::Captured, _) => {
+                ReturnCode::Paid
+            }
         }))
+    }
+
+    /// The payer of a confirmed payment. LINE Pay's documentation names the API but
+    /// this emulator does not know its fields: it answers the transaction id and a
+    /// stable made-up `userId`, never a real person's data.
+    pub(crate) fn user_info(&mut self, transaction_id: u64, now: u64) -> Outcome {
+        let payment = self.payment(transaction_id, now)?;
+        if !payment.confirmed() {
+            return Err(Refusal::new(
+                ReturnCode::StatusNotAllowed,
+                "the payment is not confirmed; the payer is known after confirm.",
+            ));
+        }
+        Ok(Answer::success(json!({
+            "transactionId": payment.transaction_id,
+            "userId": format!("U{:032x}", u128::from(payment.transaction_id).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        })))
     }
 
     /// An automatic payment with a regKey: paid at once, or authorised when
@@ -302,34 +535,23 @@ impl Ledger {
         payment: PreapprovedPayment,
         now: u64,
     ) -> Outcome {
-        self.usable_reg_key(reg_key)?;
+        self.usable_reg_key(reg_key, now)?;
         if self.order_ids.contains_key(&payment.order_id) {
             return Err(duplicate_order());
         }
-        let transaction_id = self.ids.issue();
-        let date = clock::iso8601(now);
-        self.order_ids
-            .insert(payment.order_id.clone(), transaction_id);
-        self.payments.insert(
-            transaction_id,
-            Payment {
-                transaction_id,
+        if let Some(key) = self.reg_keys.get_mut(reg_key) {
+            key.last_used = now;
+        }
+        let (transaction_id, date) = self.record_direct_payment(
+            DirectPayment {
                 order_id: payment.order_id,
                 amount: payment.amount,
                 currency: payment.currency,
                 product_name: payment.product_name,
-                packages: None,
                 capture: payment.capture,
-                preapproved: false,
                 method: Method::CreditCard,
-                status: if payment.capture {
-                    Status::Captured
-                } else {
-                    Status::Authorized
-                },
-                transaction_date: date.clone(),
-                refunds: Vec::new(),
             },
+            now,
         );
         Ok(Answer::success(json!({
             "transactionId": transaction_id,
@@ -337,39 +559,143 @@ impl Ledger {
         })))
     }
 
-    pub(crate) fn check_reg_key(&self, reg_key: &str) -> Outcome {
-        self.usable_reg_key(reg_key)?;
+    /// An offline payment with a one-time key that pays with `method` (the test keys
+    /// that refuse are answered before the ledger is asked).
+    pub(crate) fn pay_one_time_key(
+        &mut self,
+        payment: OneTimeKeyPayment,
+        method: Method,
+        now: u64,
+    ) -> Outcome {
+        if self.order_ids.contains_key(&payment.order_id) {
+            return Err(duplicate_order());
+        }
+        let order_id = payment.order_id.clone();
+        let amount = payment.amount;
+        let (transaction_id, date) = self.record_direct_payment(
+            DirectPayment {
+                order_id: payment.order_id,
+                amount: payment.amount,
+                currency: payment.currency,
+                product_name: payment.product_name,
+                capture: payment.capture,
+                method,
+            },
+            now,
+        );
+        let mut info = json!({
+            "transactionId": transaction_id,
+            "orderId": order_id,
+            "transactionDate": date,
+            "payInfo": pay_info(method, amount),
+        });
+        if let Some(expiry) = self
+            .payments
+            .get(&transaction_id)
+            .and_then(|payment| payment.authorization_expires(&self.lifetimes))
+        {
+            info["authorizationExpireDate"] = clock::iso8601(expiry).into();
+        }
+        Ok(Answer::success(info))
+    }
+
+    /// The offline status check of the payment with this orderId.
+    pub(crate) fn order_check(&mut self, order_id: &str, now: u64) -> Outcome {
+        let id = self.transaction_of(order_id)?;
+        let lifetimes = self.lifetimes;
+        let payment = self.payment(id, now)?;
+        let mut info = Map::new();
+        info.insert("orderId".into(), payment.order_id.clone().into());
+        info.insert("transactionId".into(), payment.transaction_id.into());
+        info.insert(
+            "transactionDate".into(),
+            payment.transaction_date.clone().into(),
+        );
+        info.insert("transactionType".into(), "PAYMENT".into());
+        info.insert("payStatus".into(), pay_status(payment).into());
+        info.insert("productName".into(), payment.product_name.clone().into());
+        info.insert("currency".into(), payment.currency.as_str().into());
+        info.insert(
+            "payInfo".into(),
+            pay_info(payment.method, payment.paid_amount()),
+        );
+        if let Some(expiry) = payment.authorization_expires(&lifetimes) {
+            info.insert(
+                "authorizationExpireDate".into(),
+                clock::iso8601(expiry).into(),
+            );
+        }
+        if !payment.refunds.is_empty() {
+            info.insert("refundList".into(), refund_list(payment));
+        }
+        Ok(Answer::success(Value::Object(info)))
+    }
+
+    /// The transaction id of the payment with this orderId (1150 if none).
+    pub(crate) fn transaction_of(&self, order_id: &str) -> Result<u64, Refusal> {
+        self.order_ids.get(order_id).copied().ok_or_else(|| {
+            Refusal::new(
+                ReturnCode::TransactionNotFound,
+                "no payment with this orderId is known to the channel.",
+            )
+        })
+    }
+
+    pub(crate) fn check_reg_key(&mut self, reg_key: &str, now: u64) -> Outcome {
+        self.usable_reg_key(reg_key, now)?;
         Ok(Answer::done())
     }
 
-    pub(crate) fn expire_reg_key(&mut self, reg_key: &str) -> Outcome {
-        self.usable_reg_key(reg_key)?;
+    pub(crate) fn expire_reg_key(&mut self, reg_key: &str, now: u64) -> Outcome {
+        self.usable_reg_key(reg_key, now)?;
         if let Some(key) = self.reg_keys.get_mut(reg_key) {
             key.expired = true;
         }
         Ok(Answer::done())
     }
 
-    fn usable_reg_key(&self, reg_key: &str) -> Result<(), Refusal> {
-        match self.reg_keys.get(reg_key) {
+    fn usable_reg_key(&mut self, reg_key: &str, now: u64) -> Result<(), Refusal> {
+        let lifetime = self.lifetimes.reg_key_micros();
+        match self.reg_keys.get_mut(reg_key) {
             None => Err(Refusal::new(
                 ReturnCode::RegKeyNotFound,
                 "no regKey with this value was issued to the channel.",
             )),
-            Some(key) if key.expired => Err(Refusal::new(
-                ReturnCode::RegKeyExpired,
-                "the regKey was expired; ask the user to approve a new PREAPPROVED payment.",
-            )),
+            Some(key) if key.expired || now >= key.last_used.saturating_add(lifetime) => {
+                key.expired = true;
+                Err(Refusal::new(
+                    ReturnCode::RegKeyExpired,
+                    "the regKey has expired; ask the user to approve a new PREAPPROVED payment.",
+                ))
+            }
             Some(_) => Ok(()),
         }
     }
 
-    /// A payment in the Authorized state, or the refusal LINE Pay gives.
-    fn authorized(&mut self, transaction_id: u64, action: &str) -> Result<&mut Payment, Refusal> {
+    /// A payment, with what time has changed about it applied.
+    fn payment(&mut self, transaction_id: u64, now: u64) -> Result<&mut Payment, Refusal> {
         let payment = self
             .payments
             .get_mut(&transaction_id)
             .ok_or_else(not_found)?;
+        payment.settle(now, &self.lifetimes);
+        Ok(payment)
+    }
+
+    fn settle_all(&mut self, now: u64) {
+        for payment in self.payments.values_mut() {
+            payment.settle(now, &self.lifetimes);
+        }
+    }
+
+    /// A payment in the Authorized state, or the refusal LINE Pay gives.
+    fn authorized(
+        &mut self,
+        transaction_id: u64,
+        action: &str,
+        now: u64,
+    ) -> Result<&mut Payment, Refusal> {
+        let payment = self.payment(transaction_id, now)?;
         if payment.status != Status::Authorized {
             return Err(Refusal::new(
                 ReturnCode::StatusNotAllowed,
@@ -383,8 +709,43 @@ impl Ledger {
         Ok(payment)
     }
 
+    /// Records a payment made without a reservation (preapproved, one-time key):
+    /// paid at once, or authorised when `capture` is false.
+    fn record_direct_payment(&mut self, payment: DirectPayment, now: u64) -> (u64, String) {
+        let transaction_id = self.ids.issue();
+        let date = clock::iso8601(now);
+        self.order_ids
+            .insert(payment.order_id.clone(), transaction_id);
+        self.payments.insert(
+            transaction_id,
+            Payment {
+                transaction_id,
+                order_id: payment.order_id,
+                amount: payment.amount,
+                captured: if payment.capture { payment.amount } else { 0 },
+                currency: payment.currency,
+                product_name: payment.product_name,
+                packages: None,
+                capture: payment.capture,
+                preapproved: false,
+                method: payment.method,
+                status: if payment.capture {
+                    Status::Captured
+                } else {
+                    Status::Authorized
+                },
+                buyer: Buyer::Approved,
+                requested_at: now,
+                authorized_at: Some(now),
+                transaction_date: date.clone(),
+                refunds: Vec::new(),
+            },
+        );
+        (transaction_id, date)
+    }
+
     /// A new 15-character regKey such as `RK9E5H1MZQ8ABCD`.
-    fn issue_reg_key(&mut self) -> String {
+    fn issue_reg_key(&mut self, now: u64) -> String {
         const ALPHABET: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
         loop {
             let mut bits = random();
@@ -395,11 +756,26 @@ impl Ledger {
             }
             // 36^13 keys: a collision is all but impossible, but cheap to rule out.
             if !self.reg_keys.contains_key(&key) {
-                self.reg_keys.insert(key.clone(), RegKey { expired: false });
+                self.reg_keys.insert(
+                    key.clone(),
+                    RegKey {
+                        expired: false,
+                        last_used: now,
+                    },
+                );
                 return key;
             }
         }
     }
+}
+
+struct DirectPayment {
+    order_id: String,
+    amount: i64,
+    currency: Currency,
+    product_name: String,
+    capture: bool,
+    method: Method,
 }
 
 /// 19-digit ids shaped like LINE Pay's: `YYYYMMDD` then an 11-digit counter that
@@ -432,26 +808,6 @@ fn random() -> u128 {
     uuid::Uuid::new_v4().as_u128()
 }
 
-fn check_amount(payment: &Payment, check: &AmountCheck) -> Result<(), Refusal> {
-    if check.amount != payment.amount || check.currency != payment.currency.as_str() {
-        return Err(Refusal::new(
-            ReturnCode::AmountMismatch,
-            format!(
-                "{} {} was sent; the payment was requested for {} {}.",
-                check.amount,
-                short(&check.currency),
-                payment.amount,
-                payment.currency.as_str()
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn short(text: &str) -> String {
-    text.chars().take(8).collect()
-}
-
 fn not_found() -> Refusal {
     Refusal::new(
         ReturnCode::TransactionNotFound,
@@ -469,10 +825,44 @@ fn duplicate_order() -> Refusal {
 fn status_name(status: Status) -> &'static str {
     match status {
         Status::Requested => "requested but not confirmed",
+        Status::Cancelled => "cancelled by the buyer",
+        Status::Expired => "expired (not confirmed within its lifetime)",
+        Status::Failed => "failed",
         Status::Authorized => "authorised but not captured",
+        Status::AuthorizationExpired => "an expired authorisation",
         Status::Captured => "paid",
         Status::Voided => "voided",
     }
+}
+
+/// `payStatus` of an authorisation in details and the authorisation list, and of
+/// any payment in the offline status check.
+fn pay_status(payment: &Payment) -> &'static str {
+    match payment.status {
+        Status::Voided => "VOIDED_AUTHORIZATION",
+        Status::AuthorizationExpired => "EXPIRED_AUTHORIZATION",
+        Status::Captured if payment.capture => "COMPLETE",
+        Status::Captured => "CAPTURE",
+        Status::Authorized => "AUTHORIZATION",
+        Status::Failed => "FAIL",
+        Status::Requested | Status::Cancelled | Status::Expired => "CANCEL",
+    }
+}
+
+fn refund_list(payment: &Payment) -> Value {
+    payment
+        .refunds
+        .iter()
+        .map(|refund| {
+            json!({
+                "refundTransactionId": refund.transaction_id,
+                "transactionType": refund_type(refund),
+                // LINE Pay lists refunds as negative amounts.
+                "refundAmount": -refund.amount,
+                "refundTransactionDate": refund.date,
+            })
+        })
+        .collect()
 }
 
 fn pay_info(method: Method, amount: i64) -> Value {
@@ -490,7 +880,7 @@ fn pay_info(method: Method, amount: i64) -> Value {
     Value::Array(vec![Value::Object(entry)])
 }
 
-fn payment_entry(payment: &Payment, query: &DetailsQuery) -> Value {
+fn payment_entry(payment: &Payment, query: &DetailsQuery, lifetimes: &Lifetimes) -> Value {
     let mut entry = Map::new();
     entry.insert("transactionId".into(), payment.transaction_id.into());
     entry.insert("orderId".into(), payment.order_id.clone().into());
@@ -500,32 +890,23 @@ fn payment_entry(payment: &Payment, query: &DetailsQuery) -> Value {
             payment.transaction_date.clone().into(),
         );
         entry.insert("transactionType".into(), "PAYMENT".into());
-        entry.insert("payInfo".into(), pay_info(payment.method, payment.amount));
+        entry.insert(
+            "payInfo".into(),
+            pay_info(payment.method, payment.paid_amount()),
+        );
         entry.insert("productName".into(), payment.product_name.clone().into());
         entry.insert("currency".into(), payment.currency.as_str().into());
         if !payment.capture {
-            let pay_status = match payment.status {
-                Status::Voided => "VOIDED_AUTHORIZATION",
-                Status::Captured => "CAPTURE",
-                Status::Requested | Status::Authorized => "AUTHORIZATION",
-            };
-            entry.insert("payStatus".into(), pay_status.into());
+            entry.insert("payStatus".into(), pay_status(payment).into());
+            if let Some(expiry) = payment.authorization_expires(lifetimes) {
+                entry.insert(
+                    "authorizationExpireDate".into(),
+                    clock::iso8601(expiry).into(),
+                );
+            }
         }
         if !payment.refunds.is_empty() {
-            let list = payment
-                .refunds
-                .iter()
-                .map(|refund| {
-                    json!({
-                        "refundTransactionId": refund.transaction_id,
-                        "transactionType": refund_type(refund),
-                        // LINE Pay lists refunds as negative amounts.
-                        "refundAmount": -refund.amount,
-                        "refundTransactionDate": refund.date,
-                    })
-                })
-                .collect();
-            entry.insert("refundList".into(), Value::Array(list));
+            entry.insert("refundList".into(), refund_list(payment));
         }
     }
     if query.fields.order {
@@ -599,8 +980,8 @@ mod tests {
 
     #[test]
     fn reg_keys_are_15_uppercase_alphanumerics() {
-        let mut ledger = Ledger::new(NOW);
-        let key = ledger.issue_reg_key();
+        let mut ledger = Ledger::new(NOW, Lifetimes::default());
+        let key = ledger.issue_reg_key(NOW);
         assert_eq!(key.len(), 15, "{key}");
         assert!(key.starts_with("RK"), "{key}");
         assert!(
@@ -608,6 +989,6 @@ mod tests {
                 .all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit()),
             "{key}"
         );
-        assert_ne!(ledger.issue_reg_key(), key);
+        assert_ne!(ledger.issue_reg_key(NOW), key);
     }
 }

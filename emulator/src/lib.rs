@@ -1,4 +1,5 @@
-//! An in-memory LINE Pay online API (v3, and the legacy v2) for demos and tests.
+//! An in-memory LINE Pay API (online v2, v3 and v4, `userInfo`, and the offline POS
+//! API v2 and v4) for demos, tests and merchants' own CI.
 //!
 //! It is the upstream of `linepay-sidecar demo`, so a newcomer without a LINE Pay
 //! account can run request → confirm → details → refund, and the real upstream of the
@@ -8,17 +9,22 @@
 //! its own code ([`auth`]), as LINE Pay would, answering like LINE Pay: HTTP 200 with a
 //! `returnCode` for every business outcome.
 //!
-//! A call travels: [`route`](route::route) (404 if not in the API) →
-//! [`auth`] (1106) → [`input`] (2101/2102/1178) → [`ledger`] (state rules) →
-//! [`reply`] (the JSON body). [`Emulator::serve`] (in `server.rs`) puts HTTP/1.1 and
-//! optional TLS in front of [`Emulator::handle`], and refuses, before anything else, a
-//! call from a source outside the optional IP whitelist ([`source`]). [`cli`] is the
-//! command line both binaries share.
+//! A call travels: [`route`](route::route) (404 if not in the API) → [`auth`] (1106)
+//! → [`input`] (2101/2102/1178/1124) → [`fault`] (a rehearsed failure, if one was
+//! asked for) → [`ledger`] (state rules, on the emulator's [`clock`]) → [`reply`]
+//! (the JSON body). [`Emulator::serve`] (in `server.rs`) puts HTTP/1.1 and optional
+//! TLS in front, refuses, before anything else, a call from a source outside the
+//! optional IP whitelist ([`source`]), and carries out delays and dropped
+//! connections. Paths under `/__emulator/` are the emulator's own [`control`] API
+//! (clock, faults, buyer). [`cli`] is the command line both binaries share.
 
 mod auth;
 pub mod cli;
 mod clock;
+mod control;
+mod fault;
 mod input;
+mod keys;
 mod ledger;
 mod reply;
 mod route;
@@ -27,14 +33,21 @@ mod server;
 mod source;
 
 use bytes::Bytes;
+use fault::{Action, Fault, Faults};
 use http::{HeaderMap, Method, Response};
+use input::{AmountCheck, DetailsQuery, OneTimeKeyPayment, PaymentRequest, PreapprovedPayment};
 use ledger::Ledger;
-use reply::Outcome;
-use route::{Endpoint, Route, Version};
+use reply::{Outcome, Refusal};
+use route::{Endpoint, Route};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
+pub use fault::{FaultError, FaultKind, FaultRule, FaultStage, MAX_FAULT_DELAY, MAX_FAULT_TIMES};
+pub use input::Currency;
+pub use keys::{INSUFFICIENT_BALANCE, PAYS_BY_CARD, PAYS_FROM_BALANCE};
+pub use ledger::BuyerAction;
 pub use secret::Secret;
 pub use source::SourceNet;
 
@@ -51,17 +64,69 @@ pub struct EmulatorConfig {
     /// The server IP whitelist of LINE Pay's merchant center: when not empty, a call
     /// from any other source address is refused as LINE Pay refuses it.
     pub allow_sources: Vec<SourceNet>,
+    /// The channel's one currency; a call in another answers `1178`.
+    pub currency: Currency,
+    /// Whether offline calls must carry `X-LINE-MerchantDeviceType` and
+    /// `X-LINE-MerchantDeviceProfileId` (a merchant setting at LINE Pay).
+    pub require_device_headers: bool,
+    pub lifetimes: Lifetimes,
 }
 
 impl EmulatorConfig {
-    /// A channel, accepting calls from every source.
+    /// A TWD channel, accepting calls from every source, without device headers.
     pub fn new(channel_id: impl Into<String>, channel_secret: Secret) -> Self {
         EmulatorConfig {
             channel_id: channel_id.into(),
             channel_secret,
             allow_sources: Vec::new(),
+            currency: Currency::default(),
+            require_device_headers: false,
+            lifetimes: Lifetimes::default(),
         }
     }
+}
+
+/// How long things live at the emulated LINE Pay, on the emulator's clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// A reservation the buyer does not complete (LINE Pay: 20 minutes); then the
+    /// status check answers `0121` and confirm `1180`.
+    pub reservation: Duration,
+    /// An authorisation (capture=false) not captured or voided; then it shows as
+    /// `EXPIRED_AUTHORIZATION`. LINE Pay's length depends on the payment method; the
+    /// emulator takes 7 days.
+    pub authorization: Duration,
+    /// A regKey not used for this long expires (`1193`). LINE Pay: 180 days after
+    /// its last use in production, about a day in the sandbox.
+    pub reg_key: Duration,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Lifetimes {
+            reservation: Duration::from_secs(20 * 60),
+            authorization: Duration::from_secs(7 * 24 * 3600),
+            reg_key: Duration::from_secs(180 * 24 * 3600),
+        }
+    }
+}
+
+impl Lifetimes {
+    pub(crate) fn reservation_micros(&self) -> u64 {
+        micros(self.reservation)
+    }
+
+    pub(crate) fn authorization_micros(&self) -> u64 {
+        micros(self.authorization)
+    }
+
+    pub(crate) fn reg_key_micros(&self) -> u64 {
+        micros(self.reg_key)
+    }
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// A LINE Pay emulator. Clones share the same state.
@@ -72,8 +137,10 @@ pub struct Emulator {
 
 struct Shared {
     config: EmulatorConfig,
+    clock: clock::Clock,
     /// Held only for the synchronous ledger call, never across an await.
     ledger: Mutex<Ledger>,
+    faults: Mutex<Faults>,
     calls: AtomicU64,
 }
 
@@ -86,19 +153,73 @@ impl std::fmt::Debug for Emulator {
     }
 }
 
+/// A call that passed routing, credentials and input checks: what the ledger is asked.
+#[derive(Debug)]
+enum Parsed {
+    Request(PaymentRequest),
+    Confirm(u64, AmountCheck),
+    Capture(u64, AmountCheck),
+    Void(u64),
+    Refund(u64, Option<i64>),
+    Details(DetailsQuery),
+    Authorizations(DetailsQuery),
+    Check(u64),
+    UserInfo(u64),
+    Preapproved(String, PreapprovedPayment),
+    RegKeyCheck(String),
+    RegKeyExpire(String),
+    OneTimeKey(OneTimeKeyPayment),
+    OrderCheck(String),
+    OrderVoid(String),
+    OrderCapture(String, AmountCheck),
+    OrderRefund(String, Option<i64>),
+}
+
+/// A call ready to apply, with the fault chosen for it, if any.
+pub(crate) struct Call {
+    route: Route,
+    path: String,
+    parsed: Parsed,
+    /// What the logs show of the credentials received (never the v2 secret).
+    channel_id: String,
+    nonce: String,
+    signature: String,
+    fault: Option<Fault>,
+}
+
+/// What [`Emulator::prepare`] decided.
+pub(crate) enum Prepared {
+    /// Answered without the ledger: a 404, a refusal, a control call.
+    Answered(Response<Bytes>),
+    Call(Box<Call>),
+}
+
+/// What the server does with a call.
+pub(crate) enum Delivery {
+    Respond(Response<Bytes>),
+    /// Close the connection without an answer (a rehearsed fault).
+    Drop,
+}
+
 impl Emulator {
     pub fn new(config: EmulatorConfig) -> Self {
+        let clock = clock::Clock::default();
+        let ledger = Ledger::new(clock.now(), config.lifetimes);
         Emulator {
             shared: Arc::new(Shared {
                 config,
-                ledger: Mutex::new(Ledger::new(clock::now())),
+                clock,
+                ledger: Mutex::new(ledger),
+                faults: Mutex::new(Faults::default()),
                 calls: AtomicU64::new(0),
             }),
         }
     }
 
     /// Answers one call: method, path, raw query (without '?', `None` if absent),
-    /// headers and the exact body bytes → a JSON response.
+    /// headers and the exact body bytes → a JSON response. Control paths
+    /// (`/__emulator/...`) are answered too. Rehearsed faults act only through
+    /// [`Emulator::serve`], which can delay and drop connections.
     pub fn handle(
         &self,
         method: &Method,
@@ -107,40 +228,55 @@ impl Emulator {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Response<Bytes> {
-        self.count_call();
-        let Some(route) = route::route(method, path) else {
-            tracing::debug!(%method, path, "emulator: not a LINE Pay API path");
-            return reply::not_found(method, path);
-        };
-        let outcome = self.answer(&route, method, path, query, headers, body);
-        // Info level on purpose: `linepay-sidecar demo` shows each signed call as the
-        // emulator received it. Never the v2 secret header.
-        let received = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_owned()
-        };
-        let (channel_id, nonce, signature) = (
-            received("x-line-channelid"),
-            received("x-line-authorization-nonce"),
-            received("x-line-authorization"),
-        );
-        match &outcome {
-            Ok(answer) => tracing::info!(
-                %method, path, channel_id, nonce, signature,
-                return_code = answer.code.code(),
-                "emulator: signature verified, answered"
-            ),
-            Err(refusal) => tracing::info!(
-                %method, path, channel_id, nonce, signature,
-                return_code = refusal.code.code(),
-                detail = %refusal.detail,
-                "emulator: refused"
-            ),
+        match self.prepare(method, path, query, headers, body, false) {
+            Prepared::Answered(response) => response,
+            Prepared::Call(call) => self.apply(&call),
         }
-        reply::business(route.version, &outcome)
+    }
+
+    /// Moves the emulator's clock forward (never back), as
+    /// `POST /__emulator/clock {"advance": "21m"}` does; returns the total offset.
+    pub fn advance_clock(&self, by: Duration) -> Duration {
+        let total = self.shared.clock.advance(by);
+        tracing::info!(
+            advanced = %humantime::format_duration(by),
+            offset = %humantime::format_duration(total),
+            "emulator: clock moved forward"
+        );
+        total
+    }
+
+    /// How far the clock has been moved forward in total.
+    pub fn clock_offset(&self) -> Duration {
+        self.shared.clock.offset()
+    }
+
+    /// The emulator's time, as LINE Pay writes dates (`2026-05-09T07:29:33Z`).
+    pub fn now_rfc3339(&self) -> String {
+        clock::iso8601(self.shared.clock.now())
+    }
+
+    /// Lines up a rehearsed fault, as `POST /__emulator/faults` does.
+    pub fn add_fault(&self, rule: FaultRule) -> Result<(), FaultError> {
+        self.faults().add(rule)
+    }
+
+    /// Forgets every fault rule still waiting (orderId conventions stay in force).
+    pub fn clear_faults(&self) {
+        self.faults().clear();
+    }
+
+    /// The rules still waiting, as the control API lists them.
+    pub fn pending_faults(&self) -> serde_json::Value {
+        self.faults().pending()
+    }
+
+    /// Acts as the buyer on LINE Pay's page for a reservation not yet confirmed:
+    /// approve one requested with an orderId containing `buyer-waits`, cancel it
+    /// (status check `0121`), or make it fail (`0122`).
+    pub fn buyer(&self, transaction_id: u64, action: BuyerAction) -> Result<(), String> {
+        let now = self.shared.clock.now();
+        self.ledger().buyer(transaction_id, action, now)
     }
 
     /// Whether a connection from `address` may call (always, without a whitelist).
@@ -158,7 +294,108 @@ impl Emulator {
         self.shared.calls.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn answer(
+    /// Serves one call with its rehearsed fault, if any: what `serve` sends back.
+    pub(crate) async fn deliver(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Delivery {
+        let call = match self.prepare(method, path, query, headers, body, true) {
+            Prepared::Answered(response) => return Delivery::Respond(response),
+            Prepared::Call(call) => call,
+        };
+        let Some(fault) = call.fault.clone() else {
+            return Delivery::Respond(self.apply(&call));
+        };
+        tracing::info!(
+            %method, path,
+            endpoint = call.route.endpoint.name(),
+            fault = %fault.action.describe(),
+            stage = ?fault.stage,
+            "emulator: rehearsing a fault"
+        );
+        let applied = match fault.stage {
+            FaultStage::Before => None,
+            FaultStage::After => Some(self.apply(&call)),
+        };
+        match fault.action {
+            Action::Delay(delay) => {
+                tokio::time::sleep(delay).await;
+                Delivery::Respond(applied.unwrap_or_else(|| self.apply(&call)))
+            }
+            Action::Drop => Delivery::Drop,
+            Action::Status(status) => Delivery::Respond(reply::http_fault(status)),
+            Action::Code(code) => Delivery::Respond(reply::business(
+                call.route.version,
+                &Err(Refusal::new(code, "(a fault rehearsed by the emulator)")),
+            )),
+        }
+    }
+
+    /// Routes, checks credentials and input, and picks the fault (when `with_faults`):
+    /// everything short of changing the ledger.
+    fn prepare(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        body: &[u8],
+        with_faults: bool,
+    ) -> Prepared {
+        self.count_call();
+        if path == control::PREFIX || path.starts_with("/__emulator/") {
+            return Prepared::Answered(control::handle(self, method, path, body));
+        }
+        let Some(route) = route::route(method, path) else {
+            tracing::debug!(%method, path, "emulator: not a LINE Pay API path");
+            return Prepared::Answered(reply::not_found(method, path));
+        };
+        let received = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned()
+        };
+        let (channel_id, nonce, signature) = (
+            received("x-line-channelid"),
+            received("x-line-authorization-nonce"),
+            received("x-line-authorization"),
+        );
+        let parsed = match self.check(&route, method, path, query, headers, body) {
+            Ok(parsed) => parsed,
+            Err(refusal) => {
+                tracing::info!(
+                    %method, path, channel_id, nonce, signature,
+                    return_code = %refusal.code.code(),
+                    detail = %refusal.detail,
+                    "emulator: refused"
+                );
+                return Prepared::Answered(reply::business(route.version, &Err(refusal)));
+            }
+        };
+        let fault = if with_faults {
+            self.fault_for(&route.endpoint, &parsed)
+        } else {
+            None
+        };
+        Prepared::Call(Box::new(Call {
+            route,
+            path: path.to_owned(),
+            parsed,
+            channel_id,
+            nonce,
+            signature,
+            fault,
+        }))
+    }
+
+    /// Credentials, device headers and input: LINE Pay's refusals before any state.
+    fn check(
         &self,
         route: &Route,
         method: &Method,
@@ -166,65 +403,166 @@ impl Emulator {
         query: Option<&str>,
         headers: &HeaderMap,
         body: &[u8],
-    ) -> Outcome {
+    ) -> Result<Parsed, Refusal> {
         let config = &self.shared.config;
-        match route.version {
-            Version::V3 => {
-                // GET signs the raw query, POST the body: exactly the bytes received.
-                let payload = if method == Method::GET {
-                    query.unwrap_or("").as_bytes()
-                } else {
-                    body
-                };
-                auth::verify_v3(config, path, payload, headers)?;
-            }
-            Version::V2 => auth::verify_v2(config, headers)?,
-        }
-
         let version = route.version;
-        let now = clock::now();
-        // Inputs are parsed before the lock is taken; the ledger call itself is short.
-        match &route.endpoint {
-            Endpoint::Request => {
-                let request = input::payment_request(version, body)?;
-                self.ledger().request(request, now)
-            }
+        if version.signed() {
+            // GET signs the raw query, POST the body: exactly the bytes received, and
+            // the path as received (percent-encoded orderIds stay encoded).
+            let payload = if method == Method::GET {
+                query.unwrap_or("").as_bytes()
+            } else {
+                body
+            };
+            auth::verify_v3(config, path, payload, headers)?;
+        } else {
+            auth::verify_v2(config, headers)?;
+        }
+        if config.require_device_headers && route.endpoint.offline() {
+            auth::verify_device(headers)?;
+        }
+        let currency = config.currency;
+        Ok(match &route.endpoint {
+            Endpoint::Request => Parsed::Request(input::payment_request(version, body, currency)?),
             Endpoint::Confirm(id) => {
-                let check = input::amount_check(version, body)?;
-                self.ledger().confirm(*id, &check, now)
+                Parsed::Confirm(*id, input::amount_check(version, body, currency)?)
             }
             Endpoint::Capture(id) => {
-                let check = input::amount_check(version, body)?;
-                self.ledger().capture(*id, &check)
+                Parsed::Capture(*id, input::capture_amount(version, body, currency)?)
             }
             Endpoint::Void(id) => {
                 input::no_parameters(body)?;
-                self.ledger().void(*id)
+                Parsed::Void(*id)
             }
-            Endpoint::Refund(id) => {
-                let amount = input::refund(version, body)?;
-                self.ledger().refund(*id, amount, now)
-            }
-            Endpoint::Details => {
-                let query = input::details_query(query)?;
-                self.ledger().details(&query, false)
-            }
-            Endpoint::Authorizations => {
-                let query = input::details_query(query)?;
-                self.ledger().details(&query, true)
-            }
-            Endpoint::Check(id) => self.ledger().check(*id),
-            Endpoint::PreapprovedPayment(reg_key) => {
-                let payment = input::preapproved_payment(version, body)?;
-                self.ledger().pay_preapproved(reg_key, payment, now)
-            }
+            Endpoint::Refund(id) => Parsed::Refund(*id, input::refund(version, body)?),
+            Endpoint::Details => Parsed::Details(input::details_query(query)?),
+            Endpoint::Authorizations => Parsed::Authorizations(input::details_query(query)?),
+            Endpoint::Check(id) => Parsed::Check(*id),
+            Endpoint::UserInfo(id) => Parsed::UserInfo(*id),
+            Endpoint::PreapprovedPayment(reg_key) => Parsed::Preapproved(
+                reg_key.clone(),
+                input::preapproved_payment(version, body, currency)?,
+            ),
             Endpoint::RegKeyCheck(reg_key) => {
                 input::reg_key_check_query(query)?;
-                self.ledger().check_reg_key(reg_key)
+                Parsed::RegKeyCheck(reg_key.clone())
             }
             Endpoint::RegKeyExpire(reg_key) => {
                 input::no_parameters(body)?;
-                self.ledger().expire_reg_key(reg_key)
+                Parsed::RegKeyExpire(reg_key.clone())
+            }
+            Endpoint::OneTimeKeyPay => {
+                Parsed::OneTimeKey(input::one_time_key_payment(version, body, currency)?)
+            }
+            Endpoint::OrderCheck(order_id) => Parsed::OrderCheck(order_id.clone()),
+            Endpoint::OrderVoid(order_id) => {
+                input::no_parameters(body)?;
+                Parsed::OrderVoid(order_id.clone())
+            }
+            Endpoint::OrderCapture(order_id) => Parsed::OrderCapture(
+                order_id.clone(),
+                input::capture_amount(version, body, currency)?,
+            ),
+            Endpoint::OrderRefund(order_id) => {
+                Parsed::OrderRefund(order_id.clone(), input::refund(version, body)?)
+            }
+        })
+    }
+
+    /// The fault asked for on this call, by a rule or by its payment's orderId.
+    fn fault_for(&self, endpoint: &Endpoint, parsed: &Parsed) -> Option<Fault> {
+        let by_id = |id: &u64| self.ledger().order_of(*id).map(str::to_owned);
+        let (order_id, creates) = match parsed {
+            Parsed::Request(request) => (Some(request.order_id.clone()), true),
+            Parsed::Preapproved(_, payment) => (Some(payment.order_id.clone()), true),
+            Parsed::OneTimeKey(payment) => (Some(payment.order_id.clone()), true),
+            Parsed::Confirm(id, _)
+            | Parsed::Capture(id, _)
+            | Parsed::Void(id)
+            | Parsed::Refund(id, _)
+            | Parsed::Check(id)
+            | Parsed::UserInfo(id) => (by_id(id), false),
+            Parsed::Details(query) | Parsed::Authorizations(query) => (
+                query
+                    .order_ids
+                    .first()
+                    .cloned()
+                    .or_else(|| query.transaction_ids.first().and_then(by_id)),
+                false,
+            ),
+            Parsed::OrderCheck(order_id)
+            | Parsed::OrderVoid(order_id)
+            | Parsed::OrderCapture(order_id, _)
+            | Parsed::OrderRefund(order_id, _) => (Some(order_id.clone()), false),
+            Parsed::RegKeyCheck(_) | Parsed::RegKeyExpire(_) => (None, false),
+        };
+        self.faults()
+            .take(endpoint.name(), creates, order_id.as_deref())
+    }
+
+    /// Applies a call to the ledger and answers it.
+    fn apply(&self, call: &Call) -> Response<Bytes> {
+        let outcome = self.outcome(&call.parsed);
+        let (path, channel_id, nonce, signature) =
+            (&call.path, &call.channel_id, &call.nonce, &call.signature);
+        let endpoint = call.route.endpoint.name();
+        // Info level on purpose: `linepay-sidecar demo` shows each signed call as the
+        // emulator received it. Never the v2 secret header.
+        match &outcome {
+            Ok(answer) => tracing::info!(
+                endpoint, path, channel_id, nonce, signature,
+                return_code = %answer.code.code(),
+                "emulator: signature verified, answered"
+            ),
+            Err(refusal) => tracing::info!(
+                endpoint, path, channel_id, nonce, signature,
+                return_code = %refusal.code.code(),
+                detail = %refusal.detail,
+                "emulator: refused"
+            ),
+        }
+        reply::business(call.route.version, &outcome)
+    }
+
+    fn outcome(&self, parsed: &Parsed) -> Outcome {
+        let now = self.shared.clock.now();
+        let mut ledger = self.ledger();
+        match parsed {
+            Parsed::Request(request) => ledger.request(request.clone(), now),
+            Parsed::Confirm(id, check) => ledger.confirm(*id, check, now),
+            Parsed::Capture(id, check) => ledger.capture(*id, check, now),
+            Parsed::Void(id) => ledger.void(*id, now),
+            Parsed::Refund(id, amount) => ledger.refund(*id, *amount, now),
+            Parsed::Details(query) => ledger.details(query, false, now),
+            Parsed::Authorizations(query) => ledger.details(query, true, now),
+            Parsed::Check(id) => ledger.check(*id, now),
+            Parsed::UserInfo(id) => ledger.user_info(*id, now),
+            Parsed::Preapproved(reg_key, payment) => {
+                ledger.pay_preapproved(reg_key, payment.clone(), now)
+            }
+            Parsed::RegKeyCheck(reg_key) => ledger.check_reg_key(reg_key, now),
+            Parsed::RegKeyExpire(reg_key) => ledger.expire_reg_key(reg_key, now),
+            Parsed::OneTimeKey(payment) => match keys::outcome(&payment.one_time_key) {
+                keys::KeyOutcome::Refused(code) => Err(Refusal::new(
+                    code,
+                    "(the emulator's test one-time key for this answer)",
+                )),
+                keys::KeyOutcome::Pays(method) => {
+                    ledger.pay_one_time_key(payment.clone(), method, now)
+                }
+            },
+            Parsed::OrderCheck(order_id) => ledger.order_check(order_id, now),
+            Parsed::OrderVoid(order_id) => {
+                let id = ledger.transaction_of(order_id)?;
+                ledger.void(id, now)
+            }
+            Parsed::OrderCapture(order_id, check) => {
+                let id = ledger.transaction_of(order_id)?;
+                ledger.capture(id, check, now)
+            }
+            Parsed::OrderRefund(order_id, amount) => {
+                let id = ledger.transaction_of(order_id)?;
+                ledger.refund(id, *amount, now)
             }
         }
     }
@@ -234,6 +572,13 @@ impl Emulator {
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
         self.shared
             .ledger
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn faults(&self) -> MutexGuard<'_, Faults> {
+        self.shared
+            .faults
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }

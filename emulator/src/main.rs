@@ -9,7 +9,8 @@ use linepay_emulator::cli::{self, EmulatorArgs};
 #[command(
     name = "linepay-emulator",
     version,
-    about = "An in-memory LINE Pay online API that checks every signature as LINE Pay does. \
+    about = "An in-memory LINE Pay API (online v2/v3/v4, offline v2/v4) that checks every \
+             signature as LINE Pay does, with a clock and fault rehearsal under /__emulator/. \
              The channel secret comes from LINEPAY_CHANNEL_SECRET (default: the demo secret)."
 )]
 struct Cli {

@@ -4,11 +4,14 @@
 //! refusal whatever it asks (the body is still read, so the answer is not lost to a
 //! reset).
 //!
+//! A rehearsed fault may delay the answer or drop the connection: the service then
+//! fails, and hyper closes the connection without writing a response.
+//!
 //! Connections run in a `JoinSet` owned by the serve future, so aborting the task
 //! that runs `serve` closes every connection too: a test that drops its upstream
 //! really has no upstream any more.
 
-use crate::{reply, Emulator};
+use crate::{reply, Delivery, Emulator};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -16,7 +19,6 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,18 +89,24 @@ impl Emulator {
     {
         let service = service_fn(move |request| {
             let emulator = self.clone();
-            async move { Ok::<_, Infallible>(emulator.respond(request, refused_source).await) }
+            async move {
+                emulator
+                    .respond(request, refused_source)
+                    .await
+                    .ok_or(DroppedOnPurpose)
+            }
         });
         http1::Builder::new()
             .serve_connection(TokioIo::new(stream), service)
             .await
     }
 
+    /// The response, or `None` to close the connection without one.
     async fn respond(
         &self,
         request: Request<Incoming>,
         refused_source: Option<IpAddr>,
-    ) -> Response<Full<Bytes>> {
+    ) -> Option<Response<Full<Bytes>>> {
         let (parts, body) = request.into_parts();
         // The exact bytes hyper delivered (it enforces Content-Length / chunking).
         let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
@@ -113,7 +121,7 @@ impl Emulator {
                 } else {
                     reply::unreadable_body(StatusCode::BAD_REQUEST, "the body could not be read.")
                 };
-                return response.map(Full::new);
+                return Some(response.map(Full::new));
             }
         };
         if let Some(address) = refused_source {
@@ -125,18 +133,35 @@ impl Emulator {
                 return_code = "1106",
                 "emulator: source address not on the IP whitelist, refused"
             );
-            return reply::source_not_allowed(address).map(Full::new);
+            return Some(reply::source_not_allowed(address).map(Full::new));
         }
-        self.handle(
-            &parts.method,
-            parts.uri.path(),
-            parts.uri.query(),
-            &parts.headers,
-            &body,
-        )
-        .map(Full::new)
+        let delivery = self
+            .deliver(
+                &parts.method,
+                parts.uri.path(),
+                parts.uri.query(),
+                &parts.headers,
+                &body,
+            )
+            .await;
+        match delivery {
+            Delivery::Respond(response) => Some(response.map(Full::new)),
+            Delivery::Drop => None,
+        }
     }
 }
+
+/// The service's error when a rehearsed fault drops the connection.
+#[derive(Debug)]
+struct DroppedOnPurpose;
+
+impl std::fmt::Display for DroppedOnPurpose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by a rehearsed fault")
+    }
+}
+
+impl std::error::Error for DroppedOnPurpose {}
 
 #[cfg(test)]
 mod tests;

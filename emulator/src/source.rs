@@ -3,46 +3,22 @@
 //! (`linepay-emulator --allow-source 127.0.0.2/32`, or the same flags after
 //! `linepay-sidecar emulator`).
 
+use ipnet::IpNet;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
 /// A range of source addresses: `203.0.113.7/32`, `198.51.100.0/24`, `2001:db8::/64`;
-/// a bare address means just that address.
+/// a bare address means just that address. The matching is the ipnet crate's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SourceNet {
-    network: IpAddr,
-    prefix: u8,
-}
+pub struct SourceNet(IpNet);
 
 impl SourceNet {
     /// Whether `address` is in the range. An IPv4-mapped IPv6 peer (`::ffff:a.b.c.d`,
     /// what a dual-stack listener reports) counts as its IPv4 address.
     pub fn contains(&self, address: IpAddr) -> bool {
-        match (self.network, address.to_canonical()) {
-            (IpAddr::V4(network), IpAddr::V4(address)) => {
-                let mask = mask_v4(self.prefix);
-                u32::from(network) & mask == u32::from(address) & mask
-            }
-            (IpAddr::V6(network), IpAddr::V6(address)) => {
-                let mask = mask_v6(self.prefix);
-                u128::from(network) & mask == u128::from(address) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&address.to_canonical())
     }
-}
-
-fn mask_v4(prefix: u8) -> u32 {
-    u32::MAX
-        .checked_shl(32 - u32::from(prefix.min(32)))
-        .unwrap_or(0)
-}
-
-fn mask_v6(prefix: u8) -> u128 {
-    u128::MAX
-        .checked_shl(128 - u32::from(prefix.min(128)))
-        .unwrap_or(0)
 }
 
 impl FromStr for SourceNet {
@@ -59,30 +35,31 @@ impl FromStr for SourceNet {
         let max = if network.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
+            // Digits only: `u8::from_str` would also take `+24`.
             Some(prefix) => prefix
-                .parse::<u8>()
-                .ok()
+                .bytes()
+                .all(|byte| byte.is_ascii_digit())
+                .then(|| prefix.parse::<u8>().ok())
+                .flatten()
                 .filter(|prefix| *prefix <= max)
                 .ok_or_else(|| format!("`{text}`: the mask must be a number from 0 to {max}"))?,
         };
-        let net = SourceNet { network, prefix };
+        let net = IpNet::new(network, prefix)
+            .map_err(|_| format!("`{text}`: the mask must be a number from 0 to {max}"))?;
         // `10.0.0.5/24` is ambiguous (one address, or the /24?): say which was meant.
-        let masked = match network {
-            IpAddr::V4(v4) => IpAddr::from((u32::from(v4) & mask_v4(prefix)).to_be_bytes()),
-            IpAddr::V6(v6) => IpAddr::from((u128::from(v6) & mask_v6(prefix)).to_be_bytes()),
-        };
-        if masked != network {
+        let masked = net.trunc();
+        if masked != net {
             return Err(format!(
-                "`{text}` has host bits set: write {masked}/{prefix} for the range, or {network}/{max} for the one address"
+                "`{text}` has host bits set: write {masked} for the range, or {network}/{max} for the one address"
             ));
         }
-        Ok(net)
+        Ok(SourceNet(net))
     }
 }
 
 impl fmt::Display for SourceNet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
+        self.0.fmt(f)
     }
 }
 
@@ -134,6 +111,12 @@ mod tests {
         assert!("127.0.0.2/33".parse::<SourceNet>().is_err());
         assert!("localhost/32".parse::<SourceNet>().is_err());
         assert!("127.0.0.2/".parse::<SourceNet>().is_err());
+        assert!("127.0.0.0/+8".parse::<SourceNet>().is_err());
+        let error = "10.0.0.0/33".parse::<SourceNet>().unwrap_err();
+        assert_eq!(
+            error,
+            "`10.0.0.0/33`: the mask must be a number from 0 to 32"
+        );
         assert_eq!(net("2001:db8::/32").to_string(), "2001:db8::/32");
     }
 }

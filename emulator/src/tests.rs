@@ -291,19 +291,38 @@ fn authorise_then_capture_then_refund() {
 
     // Not captured yet: nothing to refund.
     assert_eq!(code(&merchant.refund(id, "")), "1179");
-    assert_eq!(code(&merchant.capture(id, 499)), "1153");
+    // Nothing, or more than was authorised, cannot be captured.
+    assert_eq!(code(&merchant.capture(id, 0)), "1183");
+    assert_eq!(code(&merchant.capture(id, -1)), "1183");
+    assert_eq!(code(&merchant.capture(id, 501)), "1184");
 
-    let captured = merchant.capture(id, 500);
+    // Less than authorised is a capture; the rest is released.
+    let captured = merchant.capture(id, 300);
     assert_eq!(code(&captured), "0000", "{captured}");
     assert_eq!(transaction_id(&captured["info"]), id);
     assert_eq!(captured["info"]["orderId"], "order-auth");
-    assert_eq!(captured["info"]["payInfo"][0]["amount"], 500);
+    assert_eq!(captured["info"]["payInfo"][0]["amount"], 300);
 
-    assert_eq!(code(&merchant.capture(id, 500)), "1179");
+    assert_eq!(code(&merchant.capture(id, 200)), "1179");
     assert_eq!(code(&merchant.void(id)), "1179");
     let details = merchant.details(&format!("transactionId={id}"));
     assert_eq!(details["info"][0]["payStatus"], "CAPTURE");
+    assert_eq!(details["info"][0]["payInfo"][0]["amount"], 300);
+    // Refunds are capped by what was captured, not by what was authorised.
+    assert_eq!(
+        code(&merchant.refund(id, r#"{"refundAmount":301}"#)),
+        "1164"
+    );
+    assert_eq!(
+        code(&merchant.refund(id, r#"{"refundAmount":100}"#)),
+        "0000"
+    );
+    assert_eq!(
+        code(&merchant.refund(id, r#"{"refundAmount":201}"#)),
+        "1164"
+    );
     assert_eq!(code(&merchant.refund(id, "")), "0000");
+    assert_eq!(code(&merchant.refund(id, "")), "1165");
 }
 
 #[test]
@@ -316,7 +335,8 @@ fn authorise_then_void() {
 
     assert_eq!(code(&merchant.check(id)), "0121");
     assert_eq!(code(&merchant.capture(id, 500)), "1179");
-    assert_eq!(code(&merchant.void(id)), "1179");
+    // A second void: "already voided".
+    assert_eq!(code(&merchant.void(id)), "1165");
     assert_eq!(code(&merchant.refund(id, "")), "1179");
     let details = merchant.details(&format!("transactionId={id}"));
     assert_eq!(details["info"][0]["payStatus"], "VOIDED_AUTHORIZATION");
@@ -353,7 +373,8 @@ fn confirm_must_match_and_happens_once() {
         &format!("/v3/payments/{id}/confirm"),
         &json!({"amount": 100, "currency": "JPY"}),
     );
-    assert_eq!(code(&other_currency), "1153");
+    // The channel has one currency (TWD): another is 1178, not a mismatch.
+    assert_eq!(code(&other_currency), "1178");
     // A refused confirm leaves the reservation confirmable.
     assert_eq!(code(&merchant.confirm(id, 100)), "0000");
     assert_eq!(code(&merchant.confirm(id, 100)), "1172");
@@ -410,14 +431,27 @@ fn malformed_request_bodies_are_2102() {
 }
 
 #[test]
-fn missing_or_invalid_parameters_are_2101() {
+fn package_sums_that_differ_from_the_amount_are_1124() {
     let merchant = Merchant::new();
     let mut mismatched = request_body("order-sum", 100, json!({}));
     mismatched["amount"] = json!(120);
     assert_eq!(
         code(&merchant.post("/v3/payments/request", &mismatched)),
-        "2101"
+        "1124"
     );
+    // Nothing was reserved: the orderId is still free.
+    assert_eq!(
+        code(&merchant.post(
+            "/v3/payments/request",
+            &request_body("order-sum", 100, json!({}))
+        )),
+        "0000"
+    );
+}
+
+#[test]
+fn missing_or_invalid_parameters_are_2101() {
+    let merchant = Merchant::new();
 
     let mut no_cancel = request_body("order-cancel", 100, json!({}));
     no_cancel["redirectUrls"] = json!({"confirmUrl": "https://shop.example/confirm"});

@@ -187,3 +187,77 @@ fn an_ambiguous_allow_source_is_refused_at_start() {
     assert!(stderr.contains("host bits"), "{stderr}");
     assert!(stderr.contains("127.0.0.0/24"), "{stderr}");
 }
+
+impl Running {
+    /// Sends raw HTTP/1.1 (with `Connection: close`) and returns the head and body.
+    fn exchange(&self, request: &str) -> (String, serde_json::Value) {
+        let mut stream = TcpStream::connect(self.addr)
+            .unwrap_or_else(|error| panic!("connect to {}: {error}", self.addr));
+        let _ = stream.set_read_timeout(Some(WAIT_LIMIT));
+        stream
+            .write_all(request.as_bytes())
+            .unwrap_or_else(|error| panic!("write: {error}"));
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .unwrap_or_else(|error| panic!("read: {error}"));
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("no HTTP head: {response}"));
+        let body = serde_json::from_str(body).unwrap_or_else(|error| panic!("{error}: {body}"));
+        (head.to_owned(), body)
+    }
+
+    /// A v2 offline payment with the demo channel's clear credentials.
+    fn v2_pay(&self, order_id: &str, currency: &str, device: bool) -> String {
+        let body = format!(
+            r#"{{"productName":"tea","amount":100,"currency":"{currency}","orderId":"{order_id}","oneTimeKey":"{}"}}"#,
+            linepay_emulator::PAYS_FROM_BALANCE
+        );
+        let device = if device {
+            "X-LINE-MerchantDeviceType: POS\r\nX-LINE-MerchantDeviceProfileId: till-1\r\n"
+        } else {
+            ""
+        };
+        let (_, answer) = self.exchange(&format!(
+            "POST /v2/payments/oneTimeKeys/pay HTTP/1.1\r\nHost: emulator\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\
+             X-LINE-ChannelId: {}\r\nX-LINE-ChannelSecret: {}\r\n{device}\r\n{body}",
+            body.len(),
+            linepay_emulator::DEMO_CHANNEL_ID,
+            linepay_emulator::DEMO_CHANNEL_SECRET,
+        ));
+        answer["returnCode"].as_str().unwrap_or("<none>").to_owned()
+    }
+}
+
+#[test]
+fn currency_device_header_and_clock_controls_work_from_the_command_line() {
+    let mut command = emulator_command();
+    command.args(["--currency", "JPY", "--require-device-headers"]);
+    let emulator = Running::start(command);
+
+    assert_eq!(emulator.v2_pay("cli-1", "JPY", false), "1106");
+    assert_eq!(emulator.v2_pay("cli-1", "JPY", true), "0000");
+    assert_eq!(emulator.v2_pay("cli-2", "TWD", true), "1178");
+
+    let body = r#"{"advance":"21m"}"#;
+    let (head, clock) = emulator.exchange(&format!(
+        "POST /__emulator/clock HTTP/1.1\r\nHost: emulator\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(clock["offset"], "21m", "{clock}");
+}
+
+#[test]
+fn an_unknown_currency_is_refused_at_start() {
+    let Output { status, stderr, .. } = emulator_command()
+        .args(["--listen", "127.0.0.1:0", "--currency", "EUR"])
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run linepay-emulator: {error}"));
+    let stderr = String::from_utf8_lossy(&stderr);
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("TWD, JPY, THB or USD"), "{stderr}");
+}
