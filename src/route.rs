@@ -538,9 +538,9 @@ impl Allowlist {
 
     /// `custom` routes (from `routes.allow`) plus the routes of `families`. The built-in
     /// routes of every other family are kept aside to name the family a refused call
-    /// belongs to. A template listed by two enabled families (`GET
-    /// /v2/payments/authorizations`, online and offline v2) is kept once, under the
-    /// first family in [`ApiFamily::ALL`] order.
+    /// belongs to. A template listed by two enabled families (payment details, online
+    /// and offline; `GET /v2/payments/authorizations`, online and offline v2) is kept
+    /// once, under the first family in [`ApiFamily::ALL`] order.
     pub fn with_families(
         custom: Vec<Route>,
         families: &[ApiFamily],
@@ -723,7 +723,9 @@ pub const USER_INFO_ROUTES: &[TableRoute] = &[
 ];
 
 /// The offline (POS) API v4. One-time-key pay waits at the card network: 40 s, as the
-/// current documentation asks.
+/// current documentation asks. Payment details (`GET /v4/payments`) is part of the
+/// offline API too (the safe move after a timeout is to read them), shared with
+/// online v4.
 pub const OFFLINE_V4_ROUTES: &[TableRoute] = &[
     ("POST", "/v4/payments/oneTimeKeys/pay", 40),
     ("GET", "/v4/payments/orders/{orderId}/check", 20),
@@ -731,9 +733,11 @@ pub const OFFLINE_V4_ROUTES: &[TableRoute] = &[
     ("POST", "/v4/payments/orders/{orderId}/capture", 20),
     ("POST", "/v4/payments/orders/{orderId}/refund", 20),
     ("GET", "/v4/payments/authorizations", 20),
+    ("GET", "/v4/payments", 20),
 ];
 
-/// The offline (POS) API v2, still in older POS code. Pay gets 40 s like v4's: the older
+/// The offline (POS) API v2, still in older POS code; payment details shared with
+/// online v2. Pay gets 40 s like v4's: the older
 /// reference said 20 s, and a read timeout too short for the card network reports a
 /// payment as failed that may have gone through.
 pub const OFFLINE_V2_ROUTES: &[TableRoute] = &[
@@ -743,6 +747,7 @@ pub const OFFLINE_V2_ROUTES: &[TableRoute] = &[
     ("POST", "/v2/payments/orders/{orderId}/capture", 20),
     ("POST", "/v2/payments/orders/{orderId}/refund", 20),
     ("GET", "/v2/payments/authorizations", 20),
+    ("GET", "/v2/payments", 20),
 ];
 
 /// The online API v2 still found in old PHP integrations (`routes.v2_legacy`).
