@@ -26,6 +26,18 @@ pub(crate) enum ProxyError {
     PathNotAllowed { method: String, path: String },
     #[error("{path} is on the allowlist only for {allowed}")]
     MethodNotAllowed { path: String, allowed: String },
+    /// A call of a built-in API family that `routes.apis` does not enable. The message
+    /// names the template (never the concrete path) and the config line that enables it.
+    #[error("{route} belongs to LINE Pay's {family} API, which this sidecar does not allow; enable it with the config line `{line}`")]
+    ApiFamilyDisabled {
+        route: String,
+        family: &'static str,
+        line: String,
+    },
+    /// A path parameter breaks its rule; the value is never echoed (it may be huge, or
+    /// a regKey).
+    #[error("path parameter `{name}` {rule}; the call was not sent")]
+    InvalidPathParameter { name: String, rule: &'static str },
     #[error("CONNECT is not supported: the sidecar forwards LINE Pay API calls to its configured upstream only")]
     ConnectRefused,
     #[error("{0}; send the plain LINE Pay path, e.g. /v3/payments/request")]
@@ -74,6 +86,8 @@ impl ProxyError {
     pub(crate) fn code(&self) -> &'static str {
         match self {
             ProxyError::PathNotAllowed { .. } => "path_not_allowed",
+            ProxyError::ApiFamilyDisabled { .. } => "api_family_disabled",
+            ProxyError::InvalidPathParameter { .. } => "invalid_path_parameter",
             ProxyError::MethodNotAllowed { .. } | ProxyError::ConnectRefused => {
                 "method_not_allowed"
             }
@@ -104,11 +118,14 @@ impl ProxyError {
 
     pub(crate) fn status(&self) -> StatusCode {
         match self {
-            ProxyError::PathNotAllowed { .. } => StatusCode::FORBIDDEN,
+            ProxyError::PathNotAllowed { .. } | ProxyError::ApiFamilyDisabled { .. } => {
+                StatusCode::FORBIDDEN
+            }
             ProxyError::MethodNotAllowed { .. } | ProxyError::ConnectRefused => {
                 StatusCode::METHOD_NOT_ALLOWED
             }
             ProxyError::AmbiguousPath(_)
+            | ProxyError::InvalidPathParameter { .. }
             | ProxyError::InvalidTarget
             | ProxyError::BodyRead
             | ProxyError::InvalidJson(_)
@@ -255,6 +272,46 @@ mod tests {
         assert_eq!(
             body["error"]["message"],
             "the route POST /v3/payments/request rate limit is exhausted; the call was not sent: retry after 2 s"
+        );
+        assert_eq!(body["error"]["retry_safe"], true);
+    }
+
+    #[test]
+    fn a_disabled_family_is_403_with_the_line_that_enables_it() {
+        let error = ProxyError::ApiFamilyDisabled {
+            route: "POST /v4/payments/oneTimeKeys/pay".into(),
+            family: "offline_v4",
+            line: "routes.apis: [online_v3, online_v4, offline_v4]".into(),
+        };
+        let response = error.to_response();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            response.headers()[SIDECAR_ERROR_HEADER],
+            "api_family_disabled"
+        );
+        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(
+            body["error"]["message"],
+            "POST /v4/payments/oneTimeKeys/pay belongs to LINE Pay's offline_v4 API, which this sidecar does not allow; enable it with the config line `routes.apis: [online_v3, online_v4, offline_v4]`"
+        );
+    }
+
+    #[test]
+    fn a_bad_path_parameter_is_400_naming_the_parameter_and_its_rule() {
+        let response = ProxyError::InvalidPathParameter {
+            name: "transactionId".into(),
+            rule: "must be 1 to 19 digits (a LINE Pay transaction id)",
+        }
+        .to_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            response.headers()[SIDECAR_ERROR_HEADER],
+            "invalid_path_parameter"
+        );
+        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(
+            body["error"]["message"],
+            "path parameter `transactionId` must be 1 to 19 digits (a LINE Pay transaction id); the call was not sent"
         );
         assert_eq!(body["error"]["retry_safe"], true);
     }

@@ -182,10 +182,11 @@ fn check(args: &RunArgs) -> Result<()> {
     let config = load_config(args)?;
     let upstream = runtime::check_upstream(&config)?;
     println!(
-        "configuration OK: listen {}, upstream {}, {} allowed routes, channel secret from {}",
+        "configuration OK: listen {}, upstream {}, {} allowed routes (routes.apis: [{}]), channel secret from {}",
         config.listen,
         upstream,
         config.allowlist.routes().len(),
+        config.allowlist.family_names(),
         config.credentials.secret_source
     );
     Ok(())

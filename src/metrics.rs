@@ -1,6 +1,7 @@
 //! Prometheus metrics: every metric is defined here and registered in one registry.
 //!
-//! Labels are bounded on purpose: routes are allowlist templates (or `unmatched`), LINE
+//! Labels are bounded on purpose: routes are allowlist templates (or `unmatched`), API
+//! families are the built-in families' names (or `custom`, `unmatched`), LINE
 //! Pay's `returnCode` is one of the codes the reference lists (or `other` / `none`), and
 //! error codes are the sidecar's fixed set. Nothing an app or LINE Pay sends can grow a
 //! label set without limit.
@@ -16,7 +17,8 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-/// Route label for calls that matched no allowlist template.
+/// Route label for calls that matched no allowlist template; also their `family` label
+/// when the path is in no built-in family either.
 pub(crate) const UNMATCHED_ROUTE: &str = "unmatched";
 /// `return_code` label when the answer had no `returnCode` (a sidecar refusal, a non-JSON
 /// answer).
@@ -24,19 +26,30 @@ pub(crate) const NO_RETURN_CODE: &str = "none";
 /// `return_code` label for a code outside the reference's table.
 pub(crate) const OTHER_RETURN_CODE: &str = "other";
 
-/// The return codes of the reference table: each gets its own label value.
+/// The return codes of the reference table (`linepay-api.md`, after its correction):
+/// each gets its own label value. 1110 (credit card unusable) and 1133 (invalid
+/// one-time key, offline) are in LINE Pay's own lists for the v2 and offline APIs; codes
+/// in no list (2103-2106) are not here and count as `other`. 1900-1999 share one label,
+/// [`TEMPORARY_ERROR_BUCKET`].
 const KNOWN_RETURN_CODES: &[&str] = &[
     "0000", "0110", "0121", "0122", "0123", "1101", "1102", "1104", "1105", "1106", "1110", "1124",
     "1133", "1141", "1142", "1145", "1150", "1152", "1153", "1154", "1155", "1159", "1163", "1164",
     "1165", "1169", "1170", "1172", "1177", "1178", "1179", "1180", "1183", "1184", "1190", "1193",
-    "1194", "1198", "1199", "1280", "1281", "1282", "1283", "1284", "1285", "1286", "1287", "1288",
-    "1289", "2101", "2102", "2103", "9000",
+    "1194", "1197", "1198", "1199", "1280", "1281", "1282", "1283", "1284", "1285", "1286", "1287",
+    "1288", "1289", "1290", "1291", "1292", "1293", "1294", "1295", "1296", "1297", "1298", "2042",
+    "2101", "2102", "9000",
 ];
+
+/// The one `return_code` label of LINE Pay's temporary errors 1900-1999 ("190X" in its
+/// documentation: try again later, after checking the payment's details).
+pub(crate) const TEMPORARY_ERROR_BUCKET: &str = "190X";
 
 /// Every `code` of `linepay_sidecar_refusals_total`: the stable codes of
 /// `ProxyError::code` (a test below keeps the two in step).
 const REFUSAL_CODES: &[&str] = &[
     "path_not_allowed",
+    "api_family_disabled",
+    "invalid_path_parameter",
     "method_not_allowed",
     "ambiguous_path",
     "invalid_target",
@@ -106,9 +119,9 @@ impl Metrics {
             requests: IntCounterVec::new(
                 Opts::new(
                     "linepay_sidecar_requests_total",
-                    "Calls answered, by route template, method, HTTP status and LINE Pay returnCode.",
+                    "Calls answered, by route template, API family, method, HTTP status and LINE Pay returnCode.",
                 ),
-                &["route", "method", "status", "return_code"],
+                &["route", "family", "method", "status", "return_code"],
             )
             .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
             upstream_duration: HistogramVec::new(
@@ -274,6 +287,13 @@ impl Default for Metrics {
 pub(crate) fn return_code_label(code: Option<&str>) -> &'static str {
     match code {
         None => NO_RETURN_CODE,
+        Some(code)
+            if code.len() == 4
+                && code.starts_with("19")
+                && code.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            TEMPORARY_ERROR_BUCKET
+        }
         Some(code) => KNOWN_RETURN_CODES
             .iter()
             .find(|known| **known == code)
@@ -291,6 +311,19 @@ mod tests {
         assert_eq!(return_code_label(Some("0000")), "0000");
         assert_eq!(return_code_label(Some("1106")), "1106");
         assert_eq!(return_code_label(Some("7777")), OTHER_RETURN_CODE);
+        assert_eq!(return_code_label(Some("1197")), "1197");
+        assert_eq!(return_code_label(Some("1298")), "1298");
+        assert_eq!(return_code_label(Some("2042")), "2042");
+        for code in ["1900", "1907", "1999"] {
+            assert_eq!(
+                return_code_label(Some(code)),
+                TEMPORARY_ERROR_BUCKET,
+                "{code}"
+            );
+        }
+        for code in ["2103", "2106", "1299", "190", "19000", "19x1", "1800"] {
+            assert_eq!(return_code_label(Some(code)), OTHER_RETURN_CODE, "{code}");
+        }
         assert_eq!(return_code_label(Some("x\ny")), OTHER_RETURN_CODE);
         assert_eq!(return_code_label(None), NO_RETURN_CODE);
     }
@@ -300,11 +333,11 @@ mod tests {
         let metrics = Metrics::new();
         metrics
             .requests
-            .with_label_values(&["/v3/payments/request", "POST", "200", "0000"])
+            .with_label_values(&["/v3/payments/request", "online_v3", "POST", "200", "0000"])
             .inc();
         let text = metrics.render();
         assert!(text.contains(
-            r#"linepay_sidecar_requests_total{method="POST",return_code="0000",route="/v3/payments/request",status="200"} 1"#
+            r#"linepay_sidecar_requests_total{family="online_v3",method="POST",return_code="0000",route="/v3/payments/request",status="200"} 1"#
         ), "{text}");
         assert!(text.contains(&format!(
             r#"linepay_sidecar_build_info{{version="{}"}} 1"#,
@@ -357,6 +390,15 @@ mod tests {
             ProxyError::MethodNotAllowed {
                 path: String::new(),
                 allowed: String::new(),
+            },
+            ProxyError::ApiFamilyDisabled {
+                route: String::new(),
+                family: "",
+                line: String::new(),
+            },
+            ProxyError::InvalidPathParameter {
+                name: String::new(),
+                rule: "",
             },
             ProxyError::ConnectRefused,
             ProxyError::AmbiguousPath(""),

@@ -22,7 +22,7 @@ use crate::error::ProxyError;
 use crate::inspect;
 use crate::limit::Limits;
 use crate::metrics::{self, Metrics, UNMATCHED_ROUTE};
-use crate::route::{Match, Route};
+use crate::route::{Match, Route, Signing};
 use crate::sign::{self, Signer};
 use crate::upstream::Upstream;
 use bytes::Bytes;
@@ -86,6 +86,9 @@ pub(crate) struct Proxy {
 #[derive(Default)]
 struct CallRecord<'a> {
     route: Option<&'a Route>,
+    /// The `family` label and log field: the matched route's, the disabled family a
+    /// refused call belongs to, else `unmatched`.
+    family: Option<&'static str>,
     error: Option<ProxyError>,
     order_id: Option<String>,
     transaction_id: Option<String>,
@@ -157,6 +160,10 @@ impl Proxy {
             .insert(REQUEST_ID, request_id.clone());
 
         let route = call.route.map_or(UNMATCHED_ROUTE, |r| r.template.as_str());
+        let family = call
+            .family
+            .or(call.route.map(Route::family_label))
+            .unwrap_or(UNMATCHED_ROUTE);
         let status = response.status().as_u16();
         let return_code = match call.error {
             None => inspect::string_field(response.body(), "returnCode"),
@@ -166,7 +173,14 @@ impl Proxy {
             call.transaction_id =
                 inspect::id_field(response.body(), "transactionId").map(str::to_owned);
         }
-        self.record_metrics(&call, route, &method, response.status(), return_code);
+        self.record_metrics(
+            &call,
+            route,
+            family,
+            &method,
+            response.status(),
+            return_code,
+        );
 
         let elapsed_ms = milliseconds(started.elapsed());
         let upstream_ms = call.upstream_elapsed.map(milliseconds);
@@ -176,11 +190,11 @@ impl Proxy {
         let transaction_id = call.transaction_id.as_deref();
         match &call.error {
             None => tracing::info!(
-                request_id, %method, path, route, status, return_code, order_id,
+                request_id, %method, path, route, family, status, return_code, order_id,
                 transaction_id, upstream_ms, elapsed_ms, "call forwarded"
             ),
             Some(error) => tracing::warn!(
-                request_id, %method, path, route, status, code = error.code(), order_id,
+                request_id, %method, path, route, family, status, code = error.code(), order_id,
                 transaction_id, upstream_ms, elapsed_ms, "call refused"
             ),
         }
@@ -191,6 +205,7 @@ impl Proxy {
         &self,
         call: &CallRecord<'_>,
         route: &str,
+        family: &str,
         method: &Method,
         status: http::StatusCode,
         return_code: Option<&str>,
@@ -200,6 +215,7 @@ impl Proxy {
             .requests
             .with_label_values(&[
                 route,
+                family,
                 method_label(method),
                 status.as_str(),
                 metrics::return_code_label(return_code),
@@ -236,19 +252,28 @@ impl Proxy {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = request.into_parts();
-        let route = self.request_filter(&parts)?;
+        let route = self.request_filter(&parts, call)?;
         call.route = Some(route);
         call.transaction_id = route
             .param(parts.uri.path(), "transactionId")
             .map(str::to_owned);
+        // The offline API's orderId travels in the path (checked: at most 100
+        // characters, no control characters); logged decoded.
+        call.order_id = route.param(parts.uri.path(), "orderId").map(|raw| {
+            percent_encoding::percent_decode_str(raw)
+                .decode_utf8_lossy()
+                .into_owned()
+        });
         self.limits.admit(route, &parts.headers).await?;
         let body = self.read_body(&parts, body).await?;
         check_payload(route, &parts, &body)?;
-        call.order_id = match parts.uri.query() {
-            Some(query) => inspect::query_field(query, "orderId"),
-            None => inspect::string_field(&body, "orderId"),
+        if call.order_id.is_none() {
+            call.order_id = match parts.uri.query() {
+                Some(query) => inspect::query_field(query, "orderId"),
+                None => inspect::string_field(&body, "orderId"),
+            }
+            .map(str::to_owned);
         }
-        .map(str::to_owned);
         if call.transaction_id.is_none() {
             call.transaction_id = parts
                 .uri
@@ -266,8 +291,14 @@ impl Proxy {
         Ok(response_filter(response?))
     }
 
-    /// Phase 1: is this call allowed at all?
-    fn request_filter(&self, parts: &http::request::Parts) -> Result<&Route, ProxyError> {
+    /// Phase 1: is this call allowed at all? A refused call that still names a route or
+    /// a family (a bad parameter, a disabled family) is recorded in `call` for the log
+    /// line and the metrics.
+    fn request_filter<'a>(
+        &'a self,
+        parts: &http::request::Parts,
+        call: &mut CallRecord<'a>,
+    ) -> Result<&'a Route, ProxyError> {
         if parts.method == Method::CONNECT {
             return Err(ProxyError::ConnectRefused);
         }
@@ -278,8 +309,26 @@ impl Proxy {
             return Err(ProxyError::InvalidTarget);
         }
         let path = parts.uri.path();
-        match self.config.allowlist.find(&parts.method, path) {
+        let allowlist = &self.config.allowlist;
+        match allowlist.find(&parts.method, path) {
             Match::Allowed(route) => Ok(route),
+            Match::BadParameter { route, problem } => {
+                // The template, not the path, goes to the log: the value is refused
+                // because it is malformed or huge (and a regKey can charge a card).
+                call.route = Some(route);
+                Err(ProxyError::InvalidPathParameter {
+                    name: problem.name,
+                    rule: problem.rule,
+                })
+            }
+            Match::FamilyDisabled { route, family } => {
+                call.family = Some(family.name());
+                Err(ProxyError::ApiFamilyDisabled {
+                    route: route.id().to_owned(),
+                    family: family.name(),
+                    line: allowlist.enabling_line(family),
+                })
+            }
             Match::WrongMethod { allowed } => Err(ProxyError::MethodNotAllowed {
                 path: path.to_owned(),
                 allowed: allowed
@@ -360,7 +409,7 @@ impl Proxy {
         if let Some(value) = &credentials.merchant_device_type {
             headers.insert(DEVICE_TYPE, value.clone());
         }
-        if route.legacy_v2 {
+        if route.signing == Signing::ChannelSecret {
             let mut secret = HeaderValue::from_bytes(credentials.channel_secret.expose())
                 .map_err(|_| ProxyError::Internal)?;
             secret.set_sensitive(true);

@@ -216,12 +216,16 @@ fn suggest_route(id: &str, allowlist: &Allowlist) -> String {
 mod tests {
     use super::{DEFAULT_MAX_CLIENTS, DEFAULT_MAX_QUEUED};
     use crate::limit::{LimitsConfig, QueueConfig};
-    use crate::route::{table_routes, Allowlist, V3_ROUTES};
+    use crate::route::{family_routes, Allowlist, ApiFamily};
     use std::num::NonZeroUsize;
     use std::time::Duration;
 
     fn allowlist() -> Allowlist {
-        Allowlist::new(table_routes(V3_ROUTES, Duration::from_secs(5), None))
+        Allowlist::new(family_routes(
+            ApiFamily::OnlineV3,
+            Duration::from_secs(5),
+            None,
+        ))
     }
 
     fn check(yaml: &str) -> Result<LimitsConfig, Vec<String>> {

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 /// A YAML list of addresses, each with its own line.
 pub(crate) type AddressList = Vec<Setting<String>>;
+/// A YAML list of names, each with its own line.
+pub(crate) type NameList = Vec<Setting<String>>;
 
 config_section! {
     /// The whole file.
@@ -78,7 +80,9 @@ config_section! {
 config_section! {
     /// `routes:` the allowlist.
     RawRoutes {
-        /// Also allow LINE Pay's v2 API (`/v2/payments/...`), which sends the secret itself in a header.
+        /// The built-in API families allowed: `online_v3`, `online_v4`, `user_info`, `offline_v4`, `offline_v2`, `online_v2`.
+        apis: value<NameList> [flag "apis" alias "routes-apis"],
+        /// Deprecated: the same as adding `online_v2` to `routes.apis` (LINE Pay's online v2 API, which sends the secret itself in a header).
         v2_legacy: value<bool> [flag "v2-legacy" alias "routes-v2-legacy"],
         allow: list<RawRoute>,
         timeouts: map<RawTimeouts>,
@@ -86,11 +90,11 @@ config_section! {
 }
 
 config_section! {
-    /// One entry of `routes.allow`, which replaces the built-in table when present.
+    /// One entry of `routes.allow`: without `routes.apis`, the entries replace the built-in tables; with it, they are added.
     RawRoute {
         /// `GET` or `POST`.
         method: value<String>,
-        /// A path template; a `{parameter}` matches one segment of letters, digits, `-` and `_`.
+        /// A path template; a `{parameter}` matches one segment: `{transactionId}` 1 to 19 digits, `{regKey}` 1 to 15 letters and digits, `{orderId}` the merchant's string (percent-encoding allowed), any other name 1 to 100 letters, digits, `-` and `_`.
         path: value<String>,
         /// This route's connect timeout.
         connect_timeout: value<ConfigDuration>,

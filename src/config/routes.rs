@@ -1,10 +1,14 @@
-//! The `routes:` section: the allowlist (the built-in tables or `routes.allow`) with each
-//! route's timeouts.
+//! The `routes:` section: the allowlist (the built-in API families of `routes.apis`,
+//! plus or instead of `routes.allow`) with each route's timeouts.
+//!
+//! Which families are on: `routes.apis` when set; else none when `routes.allow` is set
+//! (a custom table replaces the built-in ones, as it always has); else
+//! [`ApiFamily::DEFAULT`]. `routes.v2_legacy: true` adds `online_v2` in every case.
 
-use super::raw::{RawRoute, RawRoutes, RawUpstream};
-use super::setting::Problems;
+use super::raw::{NameList, RawRoute, RawRoutes, RawUpstream};
+use super::setting::{Problems, Setting};
 use super::DEFAULT_CONNECT_TIMEOUT;
-use crate::route::{table_routes, Allowlist, Route, RouteTimeouts, V2_ROUTES, V3_ROUTES};
+use crate::route::{Allowlist, ApiFamily, Route, RouteTimeouts};
 use std::time::Duration;
 
 /// The read timeout of a `routes.allow` entry that names none.
@@ -21,59 +25,73 @@ pub(super) fn validate(
         .as_ref()
         .map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.value.0);
     let read_override = upstream.read_timeout.as_ref().map(|d| d.value.0);
+    let mut families = match &raw.apis {
+        Some(list) => families(list, problems),
+        None if raw.allow.is_some() => Vec::new(),
+        None => ApiFamily::DEFAULT.to_vec(),
+    };
+    if raw.v2_legacy.as_ref().is_some_and(|v2| v2.value) && !families.contains(&ApiFamily::OnlineV2)
+    {
+        families.push(ApiFamily::OnlineV2);
+    }
     let mut routes = Vec::new();
 
-    match &raw.allow {
-        None => routes.extend(table_routes(V3_ROUTES, connect_default, read_override)),
-        Some(entries) => {
-            for entry in &entries.value {
-                let origin = &entry.origin;
-                let RawRoute {
-                    method,
-                    path,
-                    connect_timeout,
-                    read_timeout,
-                } = &entry.value;
-                let (Some(method), Some(path)) = (method, path) else {
+    if let Some(entries) = &raw.allow {
+        for entry in &entries.value {
+            let origin = &entry.origin;
+            let RawRoute {
+                method,
+                path,
+                connect_timeout,
+                read_timeout,
+            } = &entry.value;
+            let (Some(method), Some(path)) = (method, path) else {
+                problems.at(
+                    origin,
+                    "routes.allow",
+                    "each entry needs `method` and `path`",
+                );
+                continue;
+            };
+            let method = match method.value.to_ascii_uppercase().as_str() {
+                "GET" => http::Method::GET,
+                "POST" => http::Method::POST,
+                other => {
                     problems.at(
                         origin,
                         "routes.allow",
-                        "each entry needs `method` and `path`",
+                        format!("method `{other}` is not used by LINE Pay; use GET or POST"),
                     );
                     continue;
-                };
-                let method = match method.value.to_ascii_uppercase().as_str() {
-                    "GET" => http::Method::GET,
-                    "POST" => http::Method::POST,
-                    other => {
-                        problems.at(
-                            origin,
-                            "routes.allow",
-                            format!("method `{other}` is not used by LINE Pay; use GET or POST"),
-                        );
-                        continue;
-                    }
-                };
-                let route_timeouts = RouteTimeouts {
-                    connect: connect_timeout
-                        .as_ref()
-                        .map_or(connect_default, |d| d.value.0),
-                    read: read_timeout
-                        .as_ref()
-                        .map(|d| d.value.0)
-                        .or(read_override)
-                        .unwrap_or(DEFAULT_READ_TIMEOUT),
-                };
-                match Route::new(method, &path.value, route_timeouts) {
-                    Ok(route) => routes.push(route),
-                    Err(error) => problems.at(origin, "routes.allow", error),
                 }
+            };
+            let route_timeouts = RouteTimeouts {
+                connect: connect_timeout
+                    .as_ref()
+                    .map_or(connect_default, |d| d.value.0),
+                read: read_timeout
+                    .as_ref()
+                    .map(|d| d.value.0)
+                    .or(read_override)
+                    .unwrap_or(DEFAULT_READ_TIMEOUT),
+            };
+            match Route::new(method, &path.value, route_timeouts) {
+                Ok(route) => {
+                    if let Some(family) = built_in_family(&families, &route) {
+                        problems.at(
+                                origin,
+                                "routes.allow",
+                                format!("`{}` is already allowed by the {family} API family (routes.apis); remove one of the two", route.id()),
+                            );
+                    }
+                    routes.push(route);
+                }
+                Err(error) => problems.at(origin, "routes.allow", error),
             }
         }
     }
-    if raw.v2_legacy.as_ref().is_some_and(|v2| v2.value) {
-        routes.extend(table_routes(V2_ROUTES, connect_default, read_override));
-    }
+    let mut allowlist = Allowlist::with_families(routes, &families, connect_default, read_override);
+    let routes = allowlist.routes_mut();
 
     for (id, entry) in &raw.timeouts {
         let Some(route) = routes.iter_mut().find(|r| r.id() == *id) else {
@@ -92,7 +110,7 @@ pub(super) fn validate(
         }
     }
 
-    for route in &routes {
+    for route in routes.iter() {
         if route.timeouts.connect.is_zero() || route.timeouts.read.is_zero() {
             problems.push(format!("route {}: timeouts must be above 0", route.id()));
         } else if route.timeouts.connect >= route.timeouts.read {
@@ -113,7 +131,42 @@ pub(super) fn validate(
         problems.push("routes.allow: a route is listed twice");
     }
     if routes.is_empty() && problems.len() == before {
-        problems.push("routes.allow is empty: nothing could be forwarded");
+        problems.push("no route is allowed (routes.apis and routes.allow are both empty): nothing could be forwarded");
     }
-    (problems.len() == before).then(|| Allowlist::new(routes))
+    (problems.len() == before).then_some(allowlist)
+}
+
+/// `routes.apis`: each name a family, each once; an unknown name is refused with the
+/// list of valid ones.
+fn families(list: &Setting<NameList>, problems: &mut Problems) -> Vec<ApiFamily> {
+    let mut families = Vec::new();
+    for entry in &list.value {
+        let name = entry.value.trim();
+        match ApiFamily::from_name(name) {
+            Some(family) if families.contains(&family) => problems.at(
+                &entry.origin,
+                "routes.apis",
+                format!("`{name}` is listed twice"),
+            ),
+            Some(family) => families.push(family),
+            None => problems.at(
+                &entry.origin,
+                "routes.apis",
+                format!(
+                    "`{name}` is not an API family; the families are {}",
+                    ApiFamily::all_names()
+                ),
+            ),
+        }
+    }
+    families
+}
+
+/// The enabled family whose built-in table already has `route`'s method and template.
+fn built_in_family(families: &[ApiFamily], route: &Route) -> Option<ApiFamily> {
+    families.iter().copied().find(|family| {
+        family.table().iter().any(|(method, template, _)| {
+            *method == route.method.as_str() && *template == route.template
+        })
+    })
 }

@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use crate::route::{V2_ROUTES, V3_ROUTES};
+use crate::route::{ApiFamily, Signing, ONLINE_V2_ROUTES, ONLINE_V3_ROUTES, ONLINE_V4_ROUTES};
 
 fn env_with(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
     move |key| {
@@ -41,7 +41,11 @@ fn defaults_with_only_env_credentials() {
     assert_eq!(config.request.max_body_bytes, 65536);
     assert_eq!(config.credentials.channel_id, "1234567890");
     assert_eq!(config.credentials.channel_secret.expose(), b"s3cr3t-value");
-    assert_eq!(config.allowlist.routes().len(), V3_ROUTES.len());
+    assert_eq!(
+        config.allowlist.routes().len(),
+        ONLINE_V3_ROUTES.len() + ONLINE_V4_ROUTES.len()
+    );
+    assert_eq!(config.allowlist.families(), &ApiFamily::DEFAULT);
     let confirm = config
         .allowlist
         .routes()
@@ -167,10 +171,110 @@ routes:
 "#;
     let config = check(yaml, &env_with(ENV)).unwrap();
     let routes = config.allowlist.routes();
-    assert_eq!(routes.len(), 2 + V2_ROUTES.len());
+    // `routes.allow` replaces the default families; `v2_legacy` still adds online v2.
+    assert_eq!(routes.len(), 2 + ONLINE_V2_ROUTES.len());
     assert_eq!(routes[0].timeouts.read, Duration::from_secs(7));
     assert_eq!(routes[1].timeouts.connect, Duration::from_millis(250));
-    assert!(routes.iter().any(|r| r.legacy_v2));
+    assert_eq!(routes[0].family_label(), "custom");
+    assert_eq!(config.allowlist.families(), &[ApiFamily::OnlineV2]);
+    assert!(routes
+        .iter()
+        .filter(|r| r.template.starts_with("/v2/"))
+        .all(|r| r.signing == Signing::ChannelSecret && r.family == Some(ApiFamily::OnlineV2)));
+}
+
+#[test]
+fn routes_apis_picks_the_families() {
+    let yaml = "routes:\n  apis: [online_v4, offline_v4]\n";
+    let config = check(yaml, &env_with(ENV)).unwrap();
+    assert_eq!(
+        config.allowlist.families(),
+        &[ApiFamily::OnlineV4, ApiFamily::OfflineV4]
+    );
+    assert!(config
+        .allowlist
+        .routes()
+        .iter()
+        .all(|r| r.template.starts_with("/v4/")));
+    let pay = config
+        .allowlist
+        .routes()
+        .iter()
+        .find(|r| r.id() == "POST /v4/payments/oneTimeKeys/pay")
+        .unwrap();
+    assert_eq!(pay.timeouts.read, Duration::from_secs(40));
+}
+
+#[test]
+fn routes_apis_comes_from_a_flag_or_a_variable_too() {
+    let raw = from_yaml_str("routes:\n  apis: [online_v3]\n").unwrap();
+    let flags = Overrides::default().set(
+        "routes.apis",
+        "apis",
+        vec!["online_v3".into(), "user_info".into()],
+    );
+    let config = validate(raw, "sidecar.yaml", &flags, &env_with(ENV), &no_files).unwrap();
+    assert_eq!(
+        config.allowlist.families(),
+        &[ApiFamily::OnlineV3, ApiFamily::UserInfo]
+    );
+    const VARIABLE: &[(&str, &str)] = &[
+        (ENV_CHANNEL_ID, "1234567890"),
+        (ENV_CHANNEL_SECRET, "s3cr3t-value"),
+        ("LINEPAY_SIDECAR_ROUTES_APIS", "offline_v2, offline_v4"),
+    ];
+    let config = check("", &env_with(VARIABLE)).unwrap();
+    assert_eq!(
+        config.allowlist.families(),
+        &[ApiFamily::OfflineV4, ApiFamily::OfflineV2]
+    );
+}
+
+#[test]
+fn unknown_or_repeated_families_are_refused_with_the_valid_names() {
+    let error = check(
+        "routes:\n  apis:\n    - online_v3\n    - offline_v3\n    - online_v3\n",
+        &env_with(ENV),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("sidecar.yaml:4: routes.apis: `offline_v3` is not an API family; the families are online_v3, online_v4, user_info, offline_v4, offline_v2, online_v2"),
+        "{error}"
+    );
+    assert!(
+        error.contains("sidecar.yaml:5: routes.apis: `online_v3` is listed twice"),
+        "{error}"
+    );
+}
+
+#[test]
+fn no_family_and_no_custom_route_is_refused() {
+    let error = check("routes:\n  apis: []\n", &env_with(ENV))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("nothing could be forwarded"), "{error}");
+}
+
+#[test]
+fn a_custom_route_that_a_family_already_allows_is_refused() {
+    let yaml = "routes:\n  apis: [online_v3]\n  allow:\n    - method: POST\n      path: /v3/payments/request\n";
+    let error = check(yaml, &env_with(ENV)).unwrap_err().to_string();
+    assert!(
+        error
+            .contains("`POST /v3/payments/request` is already allowed by the online_v3 API family"),
+        "{error}"
+    );
+    // Without `routes.apis`, `routes.allow` replaces the families: no conflict.
+    let yaml = "routes:\n  allow:\n    - method: POST\n      path: /v3/payments/request\n";
+    assert_eq!(
+        check(yaml, &env_with(ENV))
+            .unwrap()
+            .allowlist
+            .routes()
+            .len(),
+        1
+    );
 }
 
 #[test]

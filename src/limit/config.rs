@@ -109,11 +109,15 @@ pub(crate) struct QueueConfig {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::route::{table_routes, Allowlist, V3_ROUTES};
+    use crate::route::{family_routes, Allowlist, ApiFamily};
 
     /// The shipped v3 routes: the allowlist every limits test is checked against.
     pub(in crate::limit) fn allowlist() -> Allowlist {
-        Allowlist::new(table_routes(V3_ROUTES, Duration::from_secs(5), None))
+        Allowlist::new(family_routes(
+            ApiFamily::OnlineV3,
+            Duration::from_secs(5),
+            None,
+        ))
     }
 
     /// The `limits:` section of `yaml`, validated against [`allowlist`].

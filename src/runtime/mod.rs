@@ -149,6 +149,7 @@ async fn serve(
     let admin_addr = local_addr(&admin_listener, fixed.admin_listen);
     let upstream_base = proxy.upstream().base().clone();
     let routes = proxy.config().allowlist.routes().len();
+    let apis = proxy.config().allowlist.family_names();
     let secret_source = proxy.config().credentials.secret_source.clone();
     let proxy = Arc::new(ArcSwap::from_pointee(proxy));
     let readiness = Arc::new(Readiness::default());
@@ -240,6 +241,7 @@ async fn serve(
         admin_listen = %admin_addr,
         upstream = %upstream_base,
         routes,
+        apis,
         secret_source = %secret_source,
         "linepay-sidecar started"
     );

@@ -73,12 +73,13 @@ impl Reloader {
         match outcome {
             Ok(proxy) => {
                 let routes = proxy.config().allowlist.routes().len();
+                let apis = proxy.config().allowlist.family_names();
                 self.proxy.store(Arc::new(proxy));
                 self.metrics
                     .config_reloads
                     .with_label_values(&["success"])
                     .inc();
-                tracing::info!(trigger, routes, "configuration reloaded");
+                tracing::info!(trigger, routes, apis, "configuration reloaded");
                 true
             }
             Err(problems) => {

@@ -162,8 +162,10 @@ fn flags_can_be_spelled_like_their_config_keys() {
         "{output:?}"
     );
     assert!(
-        output.stdout.contains("20 allowed routes"),
-        "v2 added: {output:?}"
+        output
+            .stdout
+            .contains("30 allowed routes (routes.apis: [online_v3, online_v4, online_v2])"),
+        "v2 added to v3 and v4: {output:?}"
     );
 }
 

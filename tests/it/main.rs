@@ -9,6 +9,7 @@ mod design;
 mod docs;
 mod egress;
 mod examples;
+mod families;
 mod flows;
 mod lifecycle;
 mod limits;

@@ -68,19 +68,19 @@ async fn metrics_count_each_call_by_route_status_and_return_code() {
         assert_eq!(metric(&text, series), Some(value), "{series}\n{text}");
     };
     expect(
-        r#"linepay_sidecar_requests_total{method="POST",return_code="0000",route="/v3/payments/request",status="200"}"#,
+        r#"linepay_sidecar_requests_total{family="online_v3",method="POST",return_code="0000",route="/v3/payments/request",status="200"}"#,
         2.0,
     );
     expect(
-        r#"linepay_sidecar_requests_total{method="POST",return_code="1150",route="/v3/payments/{transactionId}/confirm",status="200"}"#,
+        r#"linepay_sidecar_requests_total{family="online_v3",method="POST",return_code="1150",route="/v3/payments/{transactionId}/confirm",status="200"}"#,
         1.0,
     );
     expect(
-        r#"linepay_sidecar_requests_total{method="GET",return_code="none",route="unmatched",status="403"}"#,
+        r#"linepay_sidecar_requests_total{family="unmatched",method="GET",return_code="none",route="unmatched",status="403"}"#,
         1.0,
     );
     expect(
-        r#"linepay_sidecar_requests_total{method="POST",return_code="none",route="/v3/payments/request",status="400"}"#,
+        r#"linepay_sidecar_requests_total{family="online_v3",method="POST",return_code="none",route="/v3/payments/request",status="400"}"#,
         1.0,
     );
     expect(

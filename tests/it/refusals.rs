@@ -159,8 +159,9 @@ async fn calls_outside_the_allowlist_are_refused_with_403_or_405() {
             "v2 path without the legacy flag",
             Attempt::Call(Call::post("/v2/payments/request", r#"{"amount":1}"#)),
             403,
-            "path_not_allowed",
-        ),
+            "api_family_disabled",
+        )
+        .message_has("`routes.apis: [online_v3, online_v4, online_v2]`"),
         refusal(
             "GET on a POST route",
             Attempt::Call(Call::get("/v3/payments/request")),
