@@ -19,7 +19,7 @@ pub(crate) struct DemoArgs {
     #[arg(long, default_value = config::DEFAULT_LISTEN)]
     listen: SocketAddr,
     /// Address of the demo's /metrics, /healthz and /readyz.
-    #[arg(long, default_value = "127.0.0.1:9464")]
+    #[arg(long, default_value = config::DEFAULT_ADMIN_LISTEN)]
     admin_listen: SocketAddr,
     #[arg(long, value_enum, env = "LINEPAY_SIDECAR_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,

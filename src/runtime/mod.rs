@@ -180,8 +180,11 @@ async fn serve(
             tasks.clone(),
             move |io, capacity| server::connection(io, capacity == Capacity::Over, proxy.clone()),
         );
+        // Bound, so connections already queue in its backlog: listening from here
+        // until its accept loop returns. (If it panics instead, the runtime drains and
+        // exits, and /readyz says `draining`.)
+        readiness.set_listening(true);
         tasks.spawn("proxy listener", Role::Listener, async move {
-            readiness.set_listening(true);
             let drained = accepting.await;
             readiness.set_listening(false);
             drained
