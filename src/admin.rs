@@ -23,20 +23,37 @@ pub(crate) const MAX_ADMIN_CONNECTIONS: usize = 64;
 /// How long a probe or scraper may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What `/readyz` answers from. Every check is cached state updated elsewhere (the
-/// upstream probe task, the egress-address check, shutdown), so a probe costs nothing.
+/// What `/readyz` answers from: whether *this process* can serve calls. Every check is
+/// cached state updated elsewhere (the runtime, the egress-address check, the upstream
+/// probe), so a probe costs nothing.
+///
+/// Ready means: the proxy listener accepts (set by the runtime once both listeners are
+/// bound and serving; the configuration was loaded and built before that, and a failed
+/// reload keeps the last good one serving), the process is not draining, and every
+/// configured egress check passes (today `egress_ip`; a bind address that is not on the
+/// host stops start-up instead). LINE Pay's reachability counts only when
+/// `admin.ready_requires_upstream` is on; otherwise it is the
+/// `linepay_sidecar_upstream_up` gauge's business, so a LINE Pay outage does not take
+/// every pod out of its Service at once.
 #[derive(Debug, Default)]
 pub(crate) struct Readiness {
+    listening: AtomicBool,
     draining: AtomicBool,
-    /// `None` until the first upstream probe finished.
+    /// `admin.ready_requires_upstream` of the current configuration.
+    requires_upstream: AtomicBool,
+    /// The last upstream probe; `None` until the first one finished.
     upstream: Mutex<Option<Result<(), String>>>,
     /// Extra checks by name (today `egress_ip`, the expected egress address):
-    /// `Err(reason)` fails. (A bind address that is not on the host stops start-up
-    /// instead, so it never needs a readiness check.)
+    /// `Err(reason)` fails.
     checks: Mutex<Vec<(String, Result<(), String>)>>,
 }
 
 impl Readiness {
+    /// The proxy listener accepts connections (`true`) or no longer does.
+    pub(crate) fn set_listening(&self, listening: bool) {
+        self.listening.store(listening, Ordering::SeqCst);
+    }
+
     pub(crate) fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }
@@ -45,6 +62,12 @@ impl Readiness {
         self.draining.load(Ordering::SeqCst)
     }
 
+    /// Whether the upstream probe's result counts (`admin.ready_requires_upstream`).
+    pub(crate) fn set_requires_upstream(&self, required: bool) {
+        self.requires_upstream.store(required, Ordering::SeqCst);
+    }
+
+    /// The upstream probe's latest result, kept whether or not it counts.
     pub(crate) fn set_upstream(&self, result: Result<(), String>) {
         *self.upstream.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
     }
@@ -61,13 +84,18 @@ impl Readiness {
     /// `Ok` when ready, else every reason it is not.
     pub(crate) fn verdict(&self) -> Result<(), Vec<String>> {
         let mut reasons = Vec::new();
+        if !self.listening.load(Ordering::SeqCst) {
+            reasons.push("listening: the proxy listener is not accepting".to_owned());
+        }
         if self.is_draining() {
             reasons.push("draining: shutting down".to_owned());
         }
-        match &*self.upstream.lock().unwrap_or_else(PoisonError::into_inner) {
-            None => reasons.push("upstream: not probed yet".to_owned()),
-            Some(Err(reason)) => reasons.push(format!("upstream: {reason}")),
-            Some(Ok(())) => {}
+        if self.requires_upstream.load(Ordering::SeqCst) {
+            match &*self.upstream.lock().unwrap_or_else(PoisonError::into_inner) {
+                None => reasons.push("upstream: not probed yet".to_owned()),
+                Some(Err(reason)) => reasons.push(format!("upstream: {reason}")),
+                Some(Ok(())) => {}
+            }
         }
         for (name, result) in self
             .checks
@@ -158,11 +186,13 @@ mod tests {
     }
 
     #[test]
-    fn readiness_needs_a_good_probe_and_no_drain() {
+    fn readiness_is_this_process_listening_not_draining_and_its_egress_checks() {
         let readiness = Readiness::default();
-        assert!(readiness.verdict().is_err(), "not probed yet");
-        readiness.set_upstream(Ok(()));
-        assert_eq!(readiness.verdict(), Ok(()));
+        assert!(readiness.verdict().is_err(), "not listening yet");
+        readiness.set_listening(true);
+        assert_eq!(readiness.verdict(), Ok(()), "no probe needed by default");
+        readiness.set_upstream(Err("upstream_unreachable".into()));
+        assert_eq!(readiness.verdict(), Ok(()), "LINE Pay's outage is not ours");
         readiness.set_check("egress_ip", Err("saw 1.2.3.4".into()));
         assert_eq!(
             readiness.verdict(),
@@ -170,7 +200,28 @@ mod tests {
         );
         readiness.set_check("egress_ip", Ok(()));
         readiness.start_draining();
-        assert!(readiness.verdict().is_err());
+        assert_eq!(
+            readiness.verdict(),
+            Err(vec!["draining: shutting down".to_owned()])
+        );
+    }
+
+    #[test]
+    fn readiness_can_opt_in_to_the_upstream_probe() {
+        let readiness = Readiness::default();
+        readiness.set_listening(true);
+        readiness.set_requires_upstream(true);
+        assert_eq!(
+            readiness.verdict(),
+            Err(vec!["upstream: not probed yet".to_owned()])
+        );
+        readiness.set_upstream(Ok(()));
+        assert_eq!(readiness.verdict(), Ok(()));
+        readiness.set_upstream(Err("upstream_unreachable".into()));
+        assert_eq!(
+            readiness.verdict(),
+            Err(vec!["upstream: upstream_unreachable".to_owned()])
+        );
     }
 
     #[test]

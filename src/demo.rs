@@ -3,7 +3,7 @@
 //! alone. A module of the binary (src/main.rs), not of the library: a build without the
 //! feature compiles neither this file nor the `linepay-emulator` crate.
 
-use crate::{init_logs, process_env, LogFormat};
+use crate::{init_logs, process_env, LogFormat, LogLevel, ENV_LOG_LEVEL, LOG_LEVEL_HELP};
 use anyhow::Result;
 use clap::Args;
 use linepay_emulator::cli::{self as emulator_cli, EmulatorArgs};
@@ -19,10 +19,12 @@ pub(crate) struct DemoArgs {
     #[arg(long, default_value = config::DEFAULT_LISTEN)]
     listen: SocketAddr,
     /// Address of the demo's /metrics, /healthz and /readyz.
-    #[arg(long, default_value = "127.0.0.1:9464")]
+    #[arg(long, default_value = config::DEFAULT_ADMIN_LISTEN)]
     admin_listen: SocketAddr,
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, value_enum, env = "LINEPAY_SIDECAR_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    #[arg(long, value_enum, env = ENV_LOG_LEVEL, default_value_t = LogLevel::Info, help = LOG_LEVEL_HELP)]
+    log_level: LogLevel,
 }
 
 /// The emulator's own flags (shared with the `linepay-emulator` binary) plus the
@@ -31,19 +33,21 @@ pub(crate) struct DemoArgs {
 pub(crate) struct EmulatorCommand {
     #[command(flatten)]
     emulator: EmulatorArgs,
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, value_enum, env = "LINEPAY_SIDECAR_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    #[arg(long, value_enum, env = ENV_LOG_LEVEL, default_value_t = LogLevel::Info, help = LOG_LEVEL_HELP)]
+    log_level: LogLevel,
 }
 
 pub(crate) async fn emulator(args: EmulatorCommand) -> Result<()> {
-    init_logs(args.log_format);
+    init_logs(args.log_format, args.log_level);
     let secret = process_env(config::ENV_CHANNEL_SECRET);
     emulator_cli::run(args.emulator, secret, shutdown_signal()).await?;
     Ok(())
 }
 
 pub(crate) async fn demo(args: DemoArgs) -> Result<()> {
-    init_logs(args.log_format);
+    init_logs(args.log_format, args.log_level);
     let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
     let (emulator_addr, emulator_task) = emulator_cli::spawn(
         loopback,

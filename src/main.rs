@@ -9,9 +9,16 @@ use linepay_sidecar::secret::Secret;
 use linepay_sidecar::sign::SIGNATURE_LEN;
 use linepay_sidecar::sign::{self, Signer};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[cfg(feature = "demo")]
 mod demo;
+mod healthcheck;
+
+/// The exit codes, the same for every subcommand (docs/operating.md, "Exit codes").
+/// 0: done (a run stopped by SIGTERM/SIGINT after its drain, a valid config, a healthy
+/// sidecar); 2: the command line does not parse (clap's own code, before anything runs).
+const EXIT_FAILURE: i32 = 1;
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +40,8 @@ enum Command {
     Check(RunArgs),
     /// Print the headers the sidecar would send for one call.
     Sign(SignArgs),
+    /// Ask a running sidecar's admin port whether it is healthy (exit 0) or not (exit 1).
+    Healthcheck(HealthcheckArgs),
     /// Run the sidecar in front of an embedded LINE Pay emulator: no account needed.
     #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
@@ -47,6 +56,7 @@ enum Command {
 struct RunArgs {
     config: Option<PathBuf>,
     log_format: LogFormat,
+    log_level: LogLevel,
     overrides: Overrides,
 }
 
@@ -56,6 +66,10 @@ impl clap::FromArgMatches for RunArgs {
             config: matches.get_one::<PathBuf>("config").cloned(),
             log_format: matches
                 .get_one::<LogFormat>("log_format")
+                .copied()
+                .unwrap_or_default(),
+            log_level: matches
+                .get_one::<LogLevel>("log_level")
                 .copied()
                 .unwrap_or_default(),
             overrides: config::cli::overrides(matches),
@@ -81,9 +95,20 @@ impl Args for RunArgs {
             .arg(
                 clap::Arg::new("log_format")
                     .long("log-format")
+                    .value_name("FORMAT")
+                    .env("LINEPAY_SIDECAR_LOG_FORMAT")
                     .value_parser(clap::value_parser!(LogFormat))
                     .default_value("text")
                     .help("Log format"),
+            )
+            .arg(
+                clap::Arg::new("log_level")
+                    .long("log-level")
+                    .value_name("LEVEL")
+                    .env(ENV_LOG_LEVEL)
+                    .value_parser(clap::value_parser!(LogLevel))
+                    .default_value("info")
+                    .help(LOG_LEVEL_HELP),
             );
         config::cli::add_flags(command)
     }
@@ -115,11 +140,53 @@ struct SignArgs {
     channel_secret_file: Option<PathBuf>,
 }
 
+/// `healthcheck`: the sidecar's own command line (so the admin address comes from the
+/// same `--config`, `--admin-listen` and `LINEPAY_SIDECAR_ADMIN_LISTEN`), plus what to ask.
+#[derive(Args)]
+struct HealthcheckArgs {
+    /// Ask /readyz (can this sidecar serve calls now?) instead of /healthz (is it alive?).
+    #[arg(long)]
+    ready: bool,
+    /// How long the whole check may take (connect, ask, read the answer).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
 #[derive(Clone, Copy, Default, ValueEnum)]
 enum LogFormat {
     #[default]
     Text,
     Json,
+}
+
+/// The full filter in this variable wins over `--log-level`.
+const ENV_LOG: &str = "LINEPAY_SIDECAR_LOG";
+const ENV_LOG_LEVEL: &str = "LINEPAY_SIDECAR_LOG_LEVEL";
+const LOG_LEVEL_HELP: &str =
+    "Least severe level logged; LINEPAY_SIDECAR_LOG (a full filter such as `info,hyper=debug`) wins when set";
+
+#[derive(Clone, Copy, Default, ValueEnum)]
+enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    fn directive(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
 }
 
 fn main() {
@@ -128,6 +195,7 @@ fn main() {
         None => with_runtime(run(cli.run)),
         Some(Command::Check(args)) => check(&args),
         Some(Command::Sign(args)) => sign_command(&args),
+        Some(Command::Healthcheck(args)) => healthcheck_command(&args),
         #[cfg(feature = "demo")]
         Some(Command::Demo(args)) => with_runtime(demo::demo(args)),
         #[cfg(feature = "demo")]
@@ -135,7 +203,7 @@ fn main() {
     };
     if let Err(error) = result {
         eprintln!("linepay-sidecar: {error:#}");
-        std::process::exit(1);
+        std::process::exit(EXIT_FAILURE);
     }
 }
 
@@ -147,9 +215,9 @@ fn with_runtime(future: impl std::future::Future<Output = Result<()>>) -> Result
         .block_on(future)
 }
 
-fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LINEPAY_SIDECAR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+fn init_logs(format: LogFormat, level: LogLevel) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(ENV_LOG)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.directive()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -179,6 +247,7 @@ fn load_config(args: &RunArgs) -> Result<Config> {
 }
 
 fn check(args: &RunArgs) -> Result<()> {
+    init_logs(args.log_format, args.log_level);
     let config = load_config(args)?;
     let upstream = runtime::check_upstream(&config)?;
     println!(
@@ -193,9 +262,33 @@ fn check(args: &RunArgs) -> Result<()> {
 }
 
 async fn run(args: RunArgs) -> Result<()> {
-    init_logs(args.log_format);
+    init_logs(args.log_format, args.log_level);
     runtime::run(config_source(&args)).await?;
     Ok(())
+}
+
+fn healthcheck_command(args: &HealthcheckArgs) -> Result<()> {
+    let listen = config_source(&args.run)
+        .admin_listen()
+        .map_err(|error| anyhow::anyhow!("invalid configuration:\n{error}"))?;
+    if listen.port() == 0 {
+        bail!("admin.listen {listen} has no fixed port to ask: give the sidecar's --admin-listen or LINEPAY_SIDECAR_ADMIN_LISTEN");
+    }
+    let address = healthcheck::target(listen);
+    let path = if args.ready { "/readyz" } else { "/healthz" };
+    let url = format!("http://{address}{path}");
+    match healthcheck::get(address, path, args.timeout) {
+        Ok(answer) if answer.status == 200 => {
+            println!("healthy: GET {url}: 200 {}", answer.body);
+            Ok(())
+        }
+        Ok(answer) => bail!(
+            "unhealthy: GET {url}: {} {}",
+            answer.status,
+            answer.body.replace('\n', "; ")
+        ),
+        Err(reason) => bail!("unhealthy: GET {url}: {reason}"),
+    }
 }
 
 fn sign_command(args: &SignArgs) -> Result<()> {

@@ -18,4 +18,9 @@ impl ConfigSource {
     pub fn load(&self) -> Result<Config, ConfigError> {
         config::load(self.path.as_deref(), &self.overrides, &*self.env)
     }
+
+    /// `admin.listen` alone, with the same precedence (for `healthcheck`).
+    pub fn admin_listen(&self) -> Result<std::net::SocketAddr, ConfigError> {
+        config::load_admin_listen(self.path.as_deref(), &self.overrides, &*self.env)
+    }
 }

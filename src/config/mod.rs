@@ -58,7 +58,10 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 pub const DEFAULT_POOL_MAX_IDLE: usize = 32;
-pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:9464";
+/// Loopback: on a VM the admin port stays on the host unless asked. In a pod the kubelet
+/// and Prometheus come over the pod IP, so the Kubernetes and compose examples set
+/// `0.0.0.0:9464` explicitly.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -87,8 +90,10 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// How often `/readyz`'s upstream check opens a connection to LINE Pay.
     pub probe_interval: Duration,
-    /// Whether an unreachable LINE Pay makes `/readyz` fail. A native sidecar's readiness
-    /// is the pod's, so `false` keeps a shop in its Service through a LINE Pay outage.
+    /// Whether an unreachable LINE Pay makes `/readyz` fail (default `false`: readiness
+    /// is this process's; LINE Pay's health is the `upstream_up` gauge and its alert).
+    /// A native sidecar's readiness is the pod's, so `true` takes a shop out of its
+    /// Service through a LINE Pay outage.
     pub ready_requires_upstream: bool,
 }
 
@@ -187,18 +192,49 @@ pub fn load(
     overrides: &Overrides,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    let (raw, origin) = match path {
+    let (raw, origin) = read_file(path)?;
+    validate(raw, &origin, overrides, env, &|path| std::fs::read(path))
+}
+
+/// `admin.listen` alone, from the same file, variables and flags as [`load`] (same
+/// precedence), without validating anything else: what `healthcheck` needs, which has
+/// no credentials to read.
+pub fn load_admin_listen(
+    path: Option<&Path>,
+    overrides: &Overrides,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<SocketAddr, ConfigError> {
+    let (raw, origin) = read_file(path)?;
+    let mut problems = Problems::new(&origin);
+    let mut raw = raw.0;
+    sources::layer(&mut raw, &keys(), overrides, env, &mut problems);
+    let admin_listen = address(
+        &mut problems,
+        &raw.admin.listen,
+        "admin.listen",
+        DEFAULT_ADMIN_LISTEN,
+    );
+    match admin_listen {
+        Some(address) if problems.is_empty() => Ok(address),
+        _ => Err(ConfigError {
+            problems: problems.into_list(),
+        }),
+    }
+}
+
+/// The file's raw keys and its name for messages (`flags` when there is no file).
+fn read_file(path: Option<&Path>) -> Result<(RawFile, String), ConfigError> {
+    match path {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|error| {
                 ConfigError::one(format!("{}: cannot read: {error}", path.display()))
             })?;
             let raw = from_yaml_str(&text)
                 .map_err(|error| ConfigError::one(format!("{}: {error}", path.display())))?;
-            (raw, path.display().to_string())
+            Ok((raw, path.display().to_string()))
         }
-        None => (RawFile(RawConfig::default()), "flags".to_owned()),
-    };
-    validate(raw, &origin, overrides, env, &|path| std::fs::read(path))
+        None => Ok((RawFile(RawConfig::default()), "flags".to_owned())),
+    }
 }
 
 /// Turns the raw file plus flags and environment into a [`Config`], collecting every
@@ -306,7 +342,7 @@ pub fn validate(
             admin: AdminConfig {
                 listen: admin_listen,
                 probe_interval,
-                ready_requires_upstream: flag(&raw.admin.ready_requires_upstream, true),
+                ready_requires_upstream: flag(&raw.admin.ready_requires_upstream, false),
             },
             shutdown: ShutdownConfig {
                 drain_timeout: duration(&raw.shutdown.drain_timeout, DEFAULT_DRAIN_TIMEOUT),

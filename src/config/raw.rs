@@ -200,7 +200,7 @@ config_section! {
         listen: value<String> [flag "admin-listen"],
         /// How often `/readyz`'s upstream check opens a connection to LINE Pay.
         probe_interval: value<ConfigDuration>,
-        /// Whether an unreachable LINE Pay fails `/readyz`.
+        /// Whether an unreachable LINE Pay fails `/readyz` (off: LINE Pay's health is the `upstream_up` gauge).
         ready_requires_upstream: value<bool>,
     }
 }

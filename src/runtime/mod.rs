@@ -1,10 +1,10 @@
 //! The running sidecar: its lifecycle, its tasks and its signals.
 //!
 //! Lifecycle: install the signal handlers → load → build → check the egress address →
-//! bind both listeners → announce → serve until `SIGTERM`/`SIGINT` (or until a listener
-//! task dies) → `/readyz` turns not-ready at once → stop accepting → let calls in flight
-//! finish up to `shutdown.drain_timeout` → tell every other task to stop → join them all
-//! → return.
+//! bind both listeners → announce (and tell systemd `READY=1`) → serve until
+//! `SIGTERM`/`SIGINT` (or until a listener task dies) → `/readyz` turns not-ready at once
+//! (systemd hears `STOPPING=1`) → stop accepting → let calls in flight finish up to
+//! `shutdown.drain_timeout` → tell every other task to stop → join them all → return.
 //!
 //! The pieces, one idea per file:
 //! - `signals`: `SIGTERM`, `SIGINT` and `SIGHUP`, installed before any start-up work;
@@ -15,10 +15,12 @@
 //! - `snapshot`: builds the [`Proxy`] snapshot and decides what a reload may reuse, by
 //!   comparing typed settings; the keys that change only on restart;
 //! - `reload`: the reloader (`SIGHUP` and watched files);
-//! - `probe`: the upstream readiness probe;
-//! - `preflight`: whether this host holds `egress.bind_address`.
+//! - `probe`: the upstream probe (the `upstream_up` gauge; readiness only if asked);
+//! - `preflight`: whether this host holds `egress.bind_address`;
+//! - `notify`: the systemd readiness protocol (`READY=1`, `RELOADING=1`, `STOPPING=1`).
 
 mod accept;
+mod notify;
 mod preflight;
 mod probe;
 mod reload;
@@ -33,6 +35,7 @@ pub use self::signals::shutdown_signal;
 pub use self::snapshot::{check_upstream, BuildError};
 
 use self::accept::{AcceptRules, WhenFull};
+use self::notify::Notifier;
 use self::reload::Reloader;
 use self::signals::{Hangups, Signals, Termination};
 use self::snapshot::{build_proxy, RestartOnly};
@@ -151,8 +154,11 @@ async fn serve(
     let routes = proxy.config().allowlist.routes().len();
     let apis = proxy.config().allowlist.family_names();
     let secret_source = proxy.config().credentials.secret_source.clone();
+    let requires_upstream = proxy.config().admin.ready_requires_upstream;
     let proxy = Arc::new(ArcSwap::from_pointee(proxy));
     let readiness = Arc::new(Readiness::default());
+    readiness.set_requires_upstream(requires_upstream);
+    let notifier = Arc::new(Notifier::from_env());
 
     let tasks = Tasks::new();
     let stop = tasks.stop_token();
@@ -161,25 +167,29 @@ async fn serve(
     let drain = CancellationToken::new();
     let proxy_listener = {
         let proxy = proxy.clone();
+        let readiness = readiness.clone();
         let rules = AcceptRules {
             name: "proxy",
             max_connections: fixed.max_connections,
             when_full: WhenFull::Answer,
             drain_timeout: fixed.drain_timeout,
         };
-        tasks.spawn(
-            "proxy listener",
-            Role::Listener,
-            accept::serve(
-                listener,
-                rules,
-                drain.clone(),
-                tasks.clone(),
-                move |io, capacity| {
-                    server::connection(io, capacity == Capacity::Over, proxy.clone())
-                },
-            ),
-        )
+        let accepting = accept::serve(
+            listener,
+            rules,
+            drain.clone(),
+            tasks.clone(),
+            move |io, capacity| server::connection(io, capacity == Capacity::Over, proxy.clone()),
+        );
+        // Bound, so connections already queue in its backlog: listening from here
+        // until its accept loop returns. (If it panics instead, the runtime drains and
+        // exits, and /readyz says `draining`.)
+        readiness.set_listening(true);
+        tasks.spawn("proxy listener", Role::Listener, async move {
+            let drained = accepting.await;
+            readiness.set_listening(false);
+            drained
+        })
     };
     {
         let metrics = metrics.clone();
@@ -229,7 +239,12 @@ async fn serve(
             ),
         );
     }
-    let reloader = Arc::new(Reloader::new(source, proxy.clone(), metrics.clone()));
+    let reloader = Arc::new(Reloader::new(
+        source,
+        proxy.clone(),
+        metrics.clone(),
+        notifier.clone(),
+    ));
     tasks.spawn(
         "reloader",
         Role::Worker,
@@ -252,6 +267,9 @@ async fn serve(
     announce(&format!(
         "linepay-sidecar admin on http://{admin_addr} (/metrics /healthz /readyz)"
     ));
+    // Both listeners are bound (connections queue in their backlogs until the accept
+    // loops, already spawned, take them): a unit ordered After= this one may call now.
+    notifier.ready(&format!("serving on {proxy_addr}, admin on {admin_addr}"));
 
     tokio::select! {
         () = termination.recv() => {
@@ -260,6 +278,7 @@ async fn serve(
         () = tasks.failed() => {}
     }
     readiness.start_draining();
+    notifier.stopping();
     drain.cancel();
     // `None`: the proxy listener panicked (already logged; reported below).
     let drained = proxy_listener.await.ok().flatten();

@@ -1,6 +1,7 @@
-//! The upstream readiness probe: opens a connection to the upstream every
-//! `admin.probe_interval` (through the same egress path as calls, without sending any
-//! request) and records whether it worked, so `/readyz` answers from memory.
+//! The upstream probe: opens a connection to the upstream every `admin.probe_interval`
+//! (through the same egress path as calls, without sending any request) and records
+//! whether it worked in the `linepay_sidecar_upstream_up` gauge, and for `/readyz` when
+//! `admin.ready_requires_upstream` asks for it (answered from memory).
 
 use crate::admin::Readiness;
 use crate::error::ProxyError;
@@ -40,12 +41,10 @@ pub(crate) async fn probe_upstream(
         }
         metrics.upstream_up.set(i64::from(result.is_ok()));
         let admin = &snapshot.config().admin;
-        // Logged either way; counted against readiness only when configured so.
-        readiness.set_upstream(if admin.ready_requires_upstream {
-            result
-        } else {
-            Ok(())
-        });
+        // Kept either way; counted against readiness only when configured so (a reload
+        // may turn that on or off: it applies from this probe).
+        readiness.set_requires_upstream(admin.ready_requires_upstream);
+        readiness.set_upstream(result);
         let interval = admin.probe_interval;
         drop(snapshot);
         tokio::select! {

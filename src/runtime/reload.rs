@@ -11,6 +11,7 @@
 //! that fails keeps the old configuration serving, logs every problem (file, line, key)
 //! and counts a failure.
 
+use super::notify::Notifier;
 use super::signals::Hangups;
 use super::snapshot::{build_proxy, BuildError, RestartOnly};
 use crate::config::ConfigError;
@@ -35,6 +36,8 @@ pub(crate) struct Reloader {
     source: ConfigSource,
     proxy: Arc<ArcSwap<Proxy>>,
     metrics: Arc<Metrics>,
+    /// systemd hears `RELOADING=1` … `READY=1` around each reload.
+    notifier: Arc<Notifier>,
     /// What the watched files held at the last reload attempt.
     fingerprint: Mutex<Vec<u8>>,
 }
@@ -44,11 +47,13 @@ impl Reloader {
         source: ConfigSource,
         proxy: Arc<ArcSwap<Proxy>>,
         metrics: Arc<Metrics>,
+        notifier: Arc<Notifier>,
     ) -> Reloader {
         let reloader = Reloader {
             source,
             proxy,
             metrics,
+            notifier,
             fingerprint: Mutex::new(Vec::new()),
         };
         let current = reloader.fingerprint_now();
@@ -58,6 +63,18 @@ impl Reloader {
 
     /// Loads, validates and swaps in a new configuration; `true` if it took effect.
     pub(crate) fn reload(&self, trigger: &str) -> bool {
+        self.notifier.reloading();
+        let applied = self.try_reload(trigger);
+        // READY=1 either way: a failed reload leaves the previous configuration serving.
+        self.notifier.ready(if applied {
+            "serving; configuration reloaded"
+        } else {
+            "serving; the last reload failed, the previous configuration keeps serving"
+        });
+        applied
+    }
+
+    fn try_reload(&self, trigger: &str) -> bool {
         *self.lock_fingerprint() = self.fingerprint_now();
         let outcome = self
             .source

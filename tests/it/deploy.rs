@@ -9,6 +9,7 @@
 use crate::util::{Cli, TempFile, CHANNEL_SECRET};
 use linepay_sidecar::config::{
     parse_duration, DEFAULT_ADMIN_LISTEN, DEFAULT_DRAIN_TIMEOUT, DEFAULT_LISTEN,
+    DEFAULT_MAX_CONNECTIONS,
 };
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -639,10 +640,6 @@ fn the_image_is_multi_stage_non_root_and_exposes_what_the_manifests_use() {
         all("COPY").iter().any(|copy| copy.starts_with("--from=")),
         "the final stage must copy the binary from the build stage"
     );
-    assert!(
-        all("HEALTHCHECK").is_empty(),
-        "no HEALTHCHECK: Kubernetes probes the admin port"
-    );
 
     let user = all("USER")
         .last()
@@ -704,6 +701,70 @@ fn the_image_is_multi_stage_non_root_and_exposes_what_the_manifests_use() {
         version_numbers(rust_version) >= version_numbers(floor),
         "the image builds with Rust {rust_version}, below the crate's rust-version {floor}"
     );
+}
+
+/// The image's HEALTHCHECK, in exec form (distroless has no shell), runs the binary's
+/// `healthcheck`: run here as written against a real sidecar, it exits 0; its own
+/// timeout stays below Docker's.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_images_healthcheck_is_the_binarys_own_and_passes_against_a_running_sidecar() {
+    let instructions = dockerfile();
+    let checks: Vec<&str> = instructions
+        .iter()
+        .filter(|(instruction, _)| instruction == "HEALTHCHECK")
+        .map(|(_, arguments)| arguments.as_str())
+        .collect();
+    assert_eq!(checks.len(), 1, "one HEALTHCHECK: {checks:?}");
+    let (options, command) = checks[0]
+        .split_once("CMD ")
+        .unwrap_or_else(|| panic!("HEALTHCHECK without CMD: {}", checks[0]));
+    let words = exec_form(command);
+    let entrypoint = instructions
+        .iter()
+        .rev()
+        .find(|(instruction, _)| instruction == "ENTRYPOINT")
+        .map(|(_, arguments)| exec_form(arguments))
+        .unwrap_or_default();
+    assert_eq!(
+        words.first(),
+        entrypoint.first(),
+        "the HEALTHCHECK must run the image's binary"
+    );
+    assert_eq!(
+        words.get(1).map(String::as_str),
+        Some("healthcheck"),
+        "{words:?}"
+    );
+    let docker_timeout = options
+        .split_whitespace()
+        .find_map(|option| option.strip_prefix("--timeout="))
+        .map(duration)
+        .unwrap_or(Duration::from_secs(30));
+    let own_timeout = flag_value(&words, "--timeout")
+        .map(|text| duration(&text))
+        .unwrap_or(Duration::from_secs(2));
+    assert!(
+        own_timeout < docker_timeout,
+        "healthcheck --timeout {own_timeout:?} must stay below HEALTHCHECK --timeout {docker_timeout:?}"
+    );
+
+    // As written, plus the test sidecar's admin address through the variable the
+    // Dockerfile tells users to set.
+    let sidecar = crate::util::Sidecar::new()
+        .upstream(crate::util::closed_port_url().await)
+        .start()
+        .await;
+    let admin = sidecar.admin_addr.to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        words[1..]
+            .iter()
+            .fold(Cli::new(), |cli, word| cli.arg(word))
+            .env("LINEPAY_SIDECAR_ADMIN_LISTEN", admin)
+            .run()
+    })
+    .await
+    .expect("healthcheck thread");
+    assert!(output.status.success(), "{output:?}");
 }
 
 #[test]
@@ -843,6 +904,27 @@ fn the_systemd_unit_is_hardened_and_passes_the_secret_as_a_credential() {
     );
     let config = flag_value(&words, "--config")
         .unwrap_or_else(|| panic!("ExecStart passes no --config: {exec_start}"));
+
+    // Type=notify: the binary sends READY=1 once listening (tests/it/supervision.rs),
+    // from its main process.
+    assert_eq!(
+        one("Type"),
+        "notify",
+        "units After= this one must wait for the port"
+    );
+    assert!(
+        matches!(one("NotifyAccess").as_str(), "main" | "exec"),
+        "NotifyAccess= main: only the sidecar's own process may say READY"
+    );
+    let files: usize = one("LimitNOFILE")
+        .split(':')
+        .next()
+        .and_then(|soft| soft.parse().ok())
+        .unwrap_or_else(|| panic!("LimitNOFILE= must be a number"));
+    assert!(
+        files > 2 * DEFAULT_MAX_CONNECTIONS,
+        "LimitNOFILE={files}: each of {DEFAULT_MAX_CONNECTIONS} app connections may hold one to LINE Pay too"
+    );
 
     let reload = one("ExecReload");
     assert!(

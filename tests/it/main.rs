@@ -19,5 +19,6 @@ mod proxy;
 mod refusals;
 mod robustness;
 mod sign_vectors;
+mod supervision;
 mod tls;
 mod upstream_failures;

@@ -746,11 +746,24 @@ fn compose_runs_the_app_in_the_sidecars_network_namespace_with_the_proxy_on_loop
     // The proxy port is never published; the admin port only on the host's loopback,
     // for a local Prometheus.
     let listen_port = listen.rsplit(':').next().unwrap_or_default();
+    // The admin address: the flag, else the variable (which `healthcheck` reads too);
+    // the binary's loopback default would not reach the published port.
+    let admin_variable = sidecar["environment"]["LINEPAY_SIDECAR_ADMIN_LISTEN"]
+        .as_str()
+        .map(str::to_owned);
     let admin_listen = command
         .iter()
         .position(|word| word == "--admin-listen")
         .and_then(|at| command.get(at + 1))
-        .unwrap_or_else(|| panic!("the sidecar service passes no --admin-listen: {command:?}"));
+        .cloned()
+        .or(admin_variable.clone())
+        .unwrap_or_else(|| {
+            panic!("the sidecar service sets no --admin-listen or LINEPAY_SIDECAR_ADMIN_LISTEN: {command:?}")
+        });
+    assert!(
+        admin_listen.starts_with("0.0.0.0:"),
+        "admin address {admin_listen}: the published port reaches the namespace's interface, not its loopback"
+    );
     let admin_port = admin_listen.rsplit(':').next().unwrap_or_default();
     let mut admin_published = false;
     for published in sidecar["ports"].as_array().into_iter().flatten() {
@@ -786,10 +799,34 @@ fn compose_runs_the_app_in_the_sidecars_network_namespace_with_the_proxy_on_loop
             cli = cli.arg(word);
         }
     }
+    if let Some(admin) = &admin_variable {
+        cli = cli.env("LINEPAY_SIDECAR_ADMIN_LISTEN", admin);
+    }
     let output = cli
         .env("LINEPAY_CHANNEL_SECRET", crate::util::CHANNEL_SECRET)
         .run();
     assert!(output.status.success(), "{output:?}");
+
+    // The app waits for the sidecar's healthcheck, which is the binary's own
+    // subcommand in exec form (the image has no shell).
+    for app in &apps {
+        assert_eq!(
+            services[app.as_str()]["depends_on"][&sidecar_name]["condition"].as_str(),
+            Some("service_healthy"),
+            "service {app} must wait for the sidecar's healthcheck"
+        );
+    }
+    let test: Vec<&str> = sidecar["healthcheck"]["test"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the sidecar service has no healthcheck test list"))
+        .iter()
+        .map(|word| word.as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        test.get(..3),
+        Some(&["CMD", "/usr/local/bin/linepay-sidecar", "healthcheck"][..]),
+        "the healthcheck must run the binary's healthcheck without a shell: {test:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

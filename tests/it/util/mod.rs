@@ -32,7 +32,7 @@ mod tls;
 mod upstream;
 mod wait;
 
-pub use cli::Cli;
+pub use cli::{Cli, CliOutput};
 pub use client::{send_raw, Call, Reply};
 pub use connect_proxy::{ConnectProxy, Tunnelled};
 pub use emulator::{start_emulator, EmulatorProcess, EmulatorSetup};
@@ -59,13 +59,17 @@ pub const CHANNEL_SECRET: &str = "it-secret-7c1e9a53b2d04f68a1c3e5f7";
 pub const WAIT_LIMIT: Duration = Duration::from_secs(20);
 
 /// The real `linepay-sidecar` binary, with stdin closed and none of the machine's
-/// variables that could change what it does (`LINEPAY_*`, `RUST_LOG`): each test sets
-/// what it needs explicitly.
+/// variables that could change what it does (`LINEPAY_*`, `RUST_LOG`, and
+/// `NOTIFY_SOCKET`, so a test run under systemd never notifies its manager): each test
+/// sets what it needs explicitly.
 pub fn binary_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_linepay-sidecar"));
     command.stdin(Stdio::null());
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("LINEPAY_") || key == "RUST_LOG" {
+        if key.to_string_lossy().starts_with("LINEPAY_")
+            || key == "RUST_LOG"
+            || key == "NOTIFY_SOCKET"
+        {
             command.env_remove(key);
         }
     }
