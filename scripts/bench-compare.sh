@@ -70,9 +70,9 @@ binary=target/release/linepay-sidecar
 # --- scratch space and clean-up ----------------------------------------------------------
 work=$(mktemp -d /tmp/bench-compare.XXXXXX)
 pids=()
-nginx_confs=()
 cleanup() {
-  for conf in "${nginx_confs[@]}"; do nginx -p "$work" -c "$conf" -s stop 2>/dev/null || true; done
+  # Every nginx this script started (start_nginx may run in a subshell: read the pid files).
+  for pidfile in "$work"/*.pid; do [ -s "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
@@ -144,7 +144,6 @@ $2
 EOF
   mkdir -p "$work/$name.body"
   nginx -p "$work" -c "$conf"
-  nginx_confs+=("$conf")
   for _ in $(seq 50); do [ -s "$work/$name.pid" ] && break; sleep 0.1; done
   cat "$work/$name.pid"
 }
