@@ -192,14 +192,16 @@ impl LogLevel {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        None => with_runtime(run(cli.run)),
+        // The proxy runs on its own worker threads (one runtime per core, see
+        // runtime::workers); the main runtime only carries the control tasks.
+        None => with_runtime(Threads::One, run(cli.run)),
         Some(Command::Check(args)) => check(&args),
         Some(Command::Sign(args)) => sign_command(&args),
         Some(Command::Healthcheck(args)) => healthcheck_command(&args),
         #[cfg(feature = "demo")]
-        Some(Command::Demo(args)) => with_runtime(demo::demo(args)),
+        Some(Command::Demo(args)) => with_runtime(Threads::PerCore, demo::demo(args)),
         #[cfg(feature = "demo")]
-        Some(Command::Emulator(args)) => with_runtime(demo::emulator(args)),
+        Some(Command::Emulator(args)) => with_runtime(Threads::PerCore, demo::emulator(args)),
     };
     if let Err(error) = result {
         eprintln!("linepay-sidecar: {error:#}");
@@ -207,8 +209,21 @@ fn main() {
     }
 }
 
-fn with_runtime(future: impl std::future::Future<Output = Result<()>>) -> Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
+/// Threads of the main runtime.
+enum Threads {
+    One,
+    PerCore,
+}
+
+fn with_runtime(
+    threads: Threads,
+    future: impl std::future::Future<Output = Result<()>>,
+) -> Result<()> {
+    let mut builder = match threads {
+        Threads::One => tokio::runtime::Builder::new_current_thread(),
+        Threads::PerCore => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")?

@@ -89,6 +89,10 @@ struct CallRecord<'a> {
     /// The `family` label and log field: the matched route's, the disabled family a
     /// refused call belongs to, else `unmatched`.
     family: Option<&'static str>,
+    /// The path, logged only when no route matched (the route template says the rest,
+    /// and a matched path may hold a regKey, which can charge a card); never the query.
+    /// Copied only then, not on every call.
+    unmatched_path: Option<String>,
     error: Option<ProxyError>,
     order_id: Option<String>,
     transaction_id: Option<String>,
@@ -142,9 +146,6 @@ impl Proxy {
         let started = Instant::now();
         let _in_flight = InFlight::enter(&self.metrics.in_flight);
         let method = request.method().clone();
-        // Logged only when no route matched (the route template says the rest, and a
-        // matched path may hold a regKey, which can charge a card); never the query.
-        let path: String = request.uri().path().chars().take(MAX_LOGGED_PATH).collect();
         let request_id = request_id(request.headers());
         let mut call = CallRecord::default();
         let mut response = match self.forward(request, &request_id, &mut call).await {
@@ -186,7 +187,7 @@ impl Proxy {
         let upstream_ms = call.upstream_elapsed.map(milliseconds);
         let request_id = request_id.to_str().unwrap_or("-");
         let order_id = call.order_id.as_deref();
-        let path = call.route.is_none().then_some(path.as_str());
+        let path = call.unmatched_path.as_deref();
         let transaction_id = call.transaction_id.as_deref();
         match &call.error {
             None => tracing::info!(
@@ -252,7 +253,14 @@ impl Proxy {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = request.into_parts();
-        let route = self.request_filter(&parts, call)?;
+        let route = match self.request_filter(&parts, call) {
+            Ok(route) => route,
+            Err(error) => {
+                call.unmatched_path =
+                    Some(parts.uri.path().chars().take(MAX_LOGGED_PATH).collect());
+                return Err(error);
+            }
+        };
         call.route = Some(route);
         call.transaction_id = route
             .param(parts.uri.path(), "transactionId")
@@ -415,13 +423,14 @@ impl Proxy {
             secret.set_sensitive(true);
             headers.insert(CHANNEL_SECRET, secret);
         } else {
-            let nonce = sign::new_nonce();
+            let mut nonce = [0u8; sign::NONCE_LEN];
+            let nonce = sign::new_nonce_into(&mut nonce);
             let payload = sign::payload(&parts.method, query, &body);
             let mut signature = [0u8; sign::SIGNATURE_LEN];
             let signing = Instant::now();
             let length = self
                 .signer
-                .signature_into(path, payload, &nonce, &mut signature);
+                .signature_into(path, payload, nonce, &mut signature);
             self.metrics
                 .signing_duration
                 .observe(signing.elapsed().as_secs_f64());
@@ -430,7 +439,7 @@ impl Proxy {
             authorization.set_sensitive(true);
             headers.insert(
                 NONCE,
-                HeaderValue::from_str(&nonce).map_err(|_| ProxyError::Internal)?,
+                HeaderValue::from_str(nonce).map_err(|_| ProxyError::Internal)?,
             );
             headers.insert(AUTHORIZATION, authorization);
         }
@@ -499,7 +508,8 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
         })
         .cloned()
         .unwrap_or_else(|| {
-            HeaderValue::from_str(&uuid::Uuid::new_v4().simple().to_string())
+            let mut id = [0u8; uuid::fmt::Simple::LENGTH];
+            HeaderValue::from_str(uuid::Uuid::new_v4().simple().encode_lower(&mut id))
                 .unwrap_or_else(|_| HeaderValue::from_static("-"))
         })
 }

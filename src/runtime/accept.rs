@@ -71,8 +71,25 @@ where
     C: GracefulConnection + Send + 'static,
     C::Error: Display,
 {
-    let name = rules.name;
     let permits = Arc::new(Semaphore::new(rules.max_connections));
+    serve_with_permits(listener, rules, permits, stop, tasks, connection).await
+}
+
+/// [`serve`] with a connection cap shared with other accept loops (one per proxy
+/// worker): `permits` holds `rules.max_connections` permits for all of them together.
+pub(crate) async fn serve_with_permits<C>(
+    listener: TcpListener,
+    rules: AcceptRules,
+    permits: Arc<Semaphore>,
+    stop: CancellationToken,
+    tasks: Tasks,
+    connection: impl Fn(TokioIo<TcpStream>, Capacity) -> C,
+) -> Drained
+where
+    C: GracefulConnection + Send + 'static,
+    C::Error: Display,
+{
+    let name = rules.name;
     let graceful = GracefulShutdown::new();
     // Cancelled when the drain deadline passes: connections still open are dropped.
     let cut = CancellationToken::new();

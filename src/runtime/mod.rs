@@ -12,6 +12,9 @@
 //!   joined, and a task that panics is noticed;
 //! - `accept`: the one accept loop (connection cap, drain) under the proxy and the
 //!   admin listener; what a connection serves is `server`'s or `admin`'s;
+//! - `workers`: the proxy listener, one per core: a thread with its own single-threaded
+//!   runtime, its own `SO_REUSEPORT` socket and its own upstream pool each, so a call
+//!   never changes thread; the control tasks stay on the main runtime;
 //! - `snapshot`: builds the [`Proxy`] snapshot and decides what a reload may reuse, by
 //!   comparing typed settings; the keys that change only on restart;
 //! - `reload`: the reloader (`SIGHUP` and watched files);
@@ -27,8 +30,8 @@ mod reload;
 mod signals;
 mod snapshot;
 mod tasks;
+mod workers;
 
-pub(crate) use self::accept::Capacity;
 pub use self::accept::Drained;
 pub use self::preflight::PreflightError;
 pub use self::signals::shutdown_signal;
@@ -46,8 +49,7 @@ use crate::expect_ip::{ExpectIpCheck, EXPECT_IP_RECHECK_INTERVAL};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::ConfigSource;
-use crate::server;
-use crate::upstream::UpstreamBuildError;
+use crate::upstream::{self, UpstreamBuildError};
 use arc_swap::ArcSwap;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -107,7 +109,8 @@ struct Started {
     proxy: Proxy,
     fixed: RestartOnly,
     expect_ip: Option<ExpectIpCheck>,
-    listener: TcpListener,
+    /// One per proxy worker, all on the same address.
+    listeners: Vec<std::net::TcpListener>,
     admin_listener: TcpListener,
 }
 
@@ -121,7 +124,11 @@ async fn start(source: ConfigSource) -> Result<Started, RunError> {
     let expect_ip = ExpectIpCheck::at_start_up(&proxy.config().egress, &proxy.config().upstream)
         .await
         .map_err(RunError::ExpectIp)?;
-    let listener = bind(fixed.listen).await?;
+    let listeners =
+        workers::bind(fixed.listen, upstream::worker_count()).map_err(|error| RunError::Bind {
+            address: fixed.listen,
+            error,
+        })?;
     let admin_listener = bind(fixed.admin_listen).await?;
     Ok(Started {
         source,
@@ -129,7 +136,7 @@ async fn start(source: ConfigSource) -> Result<Started, RunError> {
         proxy,
         fixed,
         expect_ip,
-        listener,
+        listeners,
         admin_listener,
     })
 }
@@ -145,10 +152,14 @@ async fn serve(
         proxy,
         fixed,
         expect_ip,
-        listener,
+        listeners,
         admin_listener,
     } = started;
-    let proxy_addr = local_addr(&listener, fixed.listen);
+    let proxy_addr = listeners
+        .first()
+        .and_then(|listener| listener.local_addr().ok())
+        .unwrap_or(fixed.listen);
+    let workers = listeners.len();
     let admin_addr = local_addr(&admin_listener, fixed.admin_listen);
     let upstream_base = proxy.upstream().base().clone();
     let routes = proxy.config().allowlist.routes().len();
@@ -165,28 +176,27 @@ async fn serve(
     // The proxy listener stops first (on the signal); everything else, the admin
     // listener included, keeps going until it has drained, so /readyz says "draining".
     let drain = CancellationToken::new();
+    // One accept loop per worker thread, each on its own runtime (see `workers`).
     let proxy_listener = {
-        let proxy = proxy.clone();
         let readiness = readiness.clone();
-        let rules = AcceptRules {
-            name: "proxy",
-            max_connections: fixed.max_connections,
-            when_full: WhenFull::Answer,
-            drain_timeout: fixed.drain_timeout,
-        };
-        let accepting = accept::serve(
-            listener,
-            rules,
+        let workers = workers::spawn(
+            listeners,
+            AcceptRules {
+                name: "proxy",
+                max_connections: fixed.max_connections,
+                when_full: WhenFull::Answer,
+                drain_timeout: fixed.drain_timeout,
+            },
             drain.clone(),
             tasks.clone(),
-            move |io, capacity| server::connection(io, capacity == Capacity::Over, proxy.clone()),
+            proxy.clone(),
         );
-        // Bound, so connections already queue in its backlog: listening from here
-        // until its accept loop returns. (If it panics instead, the runtime drains and
-        // exits, and /readyz says `draining`.)
+        // Bound, so connections already queue in the backlogs: listening from here
+        // until every worker's accept loop has returned. (A worker that dies reports
+        // `None`, which the drain below reports.)
         readiness.set_listening(true);
         tasks.spawn("proxy listener", Role::Listener, async move {
-            let drained = accepting.await;
+            let drained = workers.await;
             readiness.set_listening(false);
             drained
         })
@@ -257,6 +267,7 @@ async fn serve(
         upstream = %upstream_base,
         routes,
         apis,
+        workers,
         secret_source = %secret_source,
         "linepay-sidecar started"
     );
@@ -280,8 +291,8 @@ async fn serve(
     readiness.start_draining();
     notifier.stopping();
     drain.cancel();
-    // `None`: the proxy listener panicked (already logged; reported below).
-    let drained = proxy_listener.await.ok().flatten();
+    // `None`: a proxy worker's listener panicked (already logged; reported below).
+    let drained = proxy_listener.await.ok().flatten().flatten();
     match &drained {
         Some(Drained::Complete) => tracing::info!("drained: every call in flight finished"),
         Some(Drained::DeadlinePassed { open_connections }) => tracing::warn!(

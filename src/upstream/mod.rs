@@ -167,11 +167,31 @@ pub(crate) enum EchoError {
     Timeout(Duration),
 }
 
+thread_local! {
+    // This thread's proxy worker (0 outside the workers): which of the per-worker pools
+    // its calls use.
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many proxy workers (threads, each with its own runtime and pool) the sidecar
+/// runs: one per core it may use (`available_parallelism` honours CPU affinity and
+/// cgroup quotas), at most 64.
+pub(crate) fn worker_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(64))
+}
+
+/// Marks the current thread as proxy worker `index`: its calls use pool `index`, so a
+/// call and its pooled upstream connection stay on the same thread.
+pub(crate) fn enter_worker(index: usize) {
+    WORKER.with(|worker| worker.set(index));
+}
+
 pub(crate) struct Upstream {
     base: http::Uri,
-    /// One pool per distinct connect timeout (the connector owns the timeout); with the
-    /// defaults that is exactly one pool.
-    clients: Vec<(Duration, PooledClient)>,
+    /// Per distinct connect timeout (the connector owns the timeout; with the defaults
+    /// that is exactly one), one pool per proxy worker: a pooled connection's task runs
+    /// on the worker that opened it, and only that worker's calls use it.
+    clients: Vec<(Duration, Vec<PooledClient>)>,
     /// Opens bare connections for the readiness probe (same DNS, TCP, TLS path).
     probe_connector: Option<Connector>,
     max_response_bytes: usize,
@@ -193,11 +213,15 @@ impl Upstream {
         log_egress(egress);
         let tls = tls_config(config.ca_file.as_deref())?;
         let pinned_host = config.url.host().unwrap_or_default();
-        let clients: Vec<(Duration, PooledClient, Connector)> = connect_timeouts
+        let workers = worker_count();
+        let clients: Vec<(Duration, Vec<PooledClient>, Connector)> = connect_timeouts
             .iter()
             .map(|&timeout| {
                 let connector = connector(tls.clone(), timeout, egress, Some(pinned_host))?;
-                Ok((timeout, pooled_client(config, connector.clone()), connector))
+                let pools = (0..workers)
+                    .map(|_| pooled_client(config, connector.clone()))
+                    .collect();
+                Ok((timeout, pools, connector))
             })
             .collect::<Result<_, UpstreamBuildError>>()?;
         let probe_connector = clients.first().map(|(_, _, connector)| connector.clone());
@@ -280,7 +304,10 @@ impl Upstream {
             .iter()
             .find(|(timeout, _)| *timeout == connect_timeout)
             .or_else(|| self.clients.first())
-            .map(|(_, client)| client)
+            .and_then(|(_, pools)| {
+                let worker = WORKER.with(std::cell::Cell::get);
+                pools.get(worker % pools.len().max(1))
+            })
             .ok_or(UpstreamError::NoPool)
     }
 }

@@ -513,10 +513,16 @@ async fn secret_rotation_keeps_the_warm_upstream_connection() {
         .config_yaml("keep-pool.yaml", secret_file_yaml(&volume))
         .start()
         .await;
-    let before = Call::post("/v3/payments/request", order("pool-1"))
-        .send(sidecar.addr)
-        .await;
-    assert_eq!(before.status, 200);
+    // One pool per proxy worker: enough calls (each on its own app connection) that
+    // every worker has opened its warm upstream connection.
+    for n in 0..16 {
+        let before = Call::post("/v3/payments/request", order(&format!("pool-a{n}")))
+            .send(sidecar.addr)
+            .await;
+        assert_eq!(before.status, 200);
+    }
+    let warm: std::collections::HashSet<_> =
+        upstream.requests().iter().map(|seen| seen.peer).collect();
 
     volume.publish("second-secret-3c4d");
     sidecar
@@ -525,18 +531,22 @@ async fn secret_rotation_keeps_the_warm_upstream_connection() {
             1.0,
         )
         .await;
-    let after = Call::post("/v3/payments/request", order("pool-2"))
-        .send(sidecar.addr)
-        .await;
-    assert_eq!(after.status, 200);
+    for n in 0..6 {
+        let after = Call::post("/v3/payments/request", order(&format!("pool-b{n}")))
+            .send(sidecar.addr)
+            .await;
+        assert_eq!(after.status, 200);
+    }
 
     let requests = upstream.requests();
-    assert_eq!(requests.len(), 2);
-    assert!(signature_verifies("second-secret-3c4d", &requests[1]));
-    assert_eq!(
-        requests[0].peer, requests[1].peer,
-        "the reload opened a new upstream connection instead of reusing the warm one"
-    );
+    assert_eq!(requests.len(), 22);
+    for seen in &requests[16..] {
+        assert!(signature_verifies("second-secret-3c4d", seen));
+        assert!(
+            warm.contains(&seen.peer),
+            "the reload opened a new upstream connection instead of reusing the warm ones"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
