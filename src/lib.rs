@@ -40,4 +40,4 @@ pub mod runtime;
 pub mod secret;
 pub(crate) mod server;
 pub mod sign;
-pub mod upstream;
+pub(crate) mod upstream;

@@ -36,6 +36,7 @@ pub use self::accept::Drained;
 pub use self::preflight::PreflightError;
 pub use self::signals::shutdown_signal;
 pub use self::snapshot::{check_upstream, BuildError};
+pub use crate::upstream::UpstreamBuildError;
 
 use self::accept::{AcceptRules, WhenFull};
 use self::notify::Notifier;
@@ -49,7 +50,7 @@ use crate::expect_ip::{ExpectIpCheck, EXPECT_IP_RECHECK_INTERVAL};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::ConfigSource;
-use crate::upstream::{self, UpstreamBuildError};
+use crate::upstream;
 use arc_swap::ArcSwap;
 use std::io::Write;
 use std::net::SocketAddr;
