@@ -14,6 +14,7 @@ mod lifecycle;
 mod limits;
 mod operability;
 mod platform;
+mod prevalidation;
 mod proxy;
 mod refusals;
 mod robustness;
