@@ -23,7 +23,7 @@ const MAX_DEPTH: usize = 128;
 
 /// The answer with every id number quoted; `None` when there is none to quote or the
 /// body is not JSON (then it goes back as it came).
-pub(crate) fn quote_ids(body: &[u8]) -> Option<Bytes> {
+pub fn quote_ids(body: &[u8]) -> Option<Bytes> {
     let mut scanner = Scanner {
         bytes: body,
         at: 0,

@@ -136,6 +136,15 @@ pub(crate) fn check(table: &Table, body: &[u8]) -> Vec<Finding> {
     schema::check(table, body)
 }
 
+/// What pre-validation finds in `body` for the route `template` (`/v3/payments/request`),
+/// each finding as its message (`$.userId: not a LINE Pay field (LINE Pay would answer
+/// 2102)`); `None` when the route has no rules. For the benches and for tools; the
+/// request path uses [`check`].
+pub fn findings(template: &str, body: &[u8]) -> Option<Vec<String>> {
+    let table = table_for(template)?;
+    Some(check(table, body).iter().map(Finding::to_string).collect())
+}
+
 /// The refusal message: the findings, `; `-separated.
 pub(crate) fn describe(findings: &[Finding]) -> String {
     findings
