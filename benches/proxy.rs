@@ -15,7 +15,8 @@
 //! Bounded: a fixed number of calls per (concurrency, target) step, each step capped in
 //! wall-clock time. `cargo bench --bench proxy` runs the full load; without `--bench`
 //! (as `cargo test --benches` runs it) it makes a few hundred calls as a smoke test.
-//! Options after `--`: `--requests N` (per step), `--concurrency 1,8,64`.
+//! Options after `--`: `--requests N` (per step), `--concurrency 1,8,64`,
+//! `--prevalidation off|warn|enforce` (the sidecar's mode; default: its default, `warn`).
 //!
 //! Only the command line and the announce lines of the binary are relied on, so the
 //! load test does not break when the library's internals move.
@@ -55,6 +56,8 @@ struct Options {
     smoke: bool,
     /// A positional filter naming another bench (`cargo bench -- sign/`): do nothing.
     filtered_out: bool,
+    /// The sidecar's `--prevalidation` mode, to measure validation on against off.
+    prevalidation: Option<String>,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -63,6 +66,7 @@ fn parse_options() -> Result<Options, String> {
         concurrency: vec![1, 8, 64],
         smoke: true,
         filtered_out: false,
+        prevalidation: None,
     };
     let mut explicit_requests = false;
     let mut args = std::env::args().skip(1);
@@ -90,9 +94,13 @@ fn parse_options() -> Result<Options, String> {
                         "--concurrency {value}: expected positive numbers such as 1,8,64"
                     ))?;
             }
+            "--prevalidation" => {
+                let mode = args.next().ok_or("--prevalidation needs off, warn or enforce")?;
+                options.prevalidation = Some(mode);
+            }
             flag if flag.starts_with('-') => {
                 return Err(format!(
-                    "unknown option `{flag}`; options: --requests N, --concurrency 1,8,64"
+                    "unknown option `{flag}`; options: --requests N, --concurrency 1,8,64, --prevalidation MODE"
                 ))
             }
             filter => options.filtered_out = !"proxy/load".contains(filter),
@@ -138,21 +146,21 @@ fn run(options: &Options) -> Result<(), String> {
         EMULATOR_ANNOUNCE,
     )?;
     let upstream = format!("http://{}", emulator.addr);
-    let mut sidecar = Process::start(
-        "sidecar",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            // Never a fixed admin port: other tests may run beside this one.
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--channel-id",
-            CHANNEL,
-            "--upstream",
-            &upstream,
-        ],
-        SIDECAR_ANNOUNCE,
-    )?;
+    let mut sidecar_args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        // Never a fixed admin port: other tests may run beside this one.
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--channel-id",
+        CHANNEL,
+        "--upstream",
+        &upstream,
+    ];
+    if let Some(mode) = &options.prevalidation {
+        sidecar_args.extend(["--prevalidation", mode.as_str()]);
+    }
+    let mut sidecar = Process::start("sidecar", &sidecar_args, SIDECAR_ANNOUNCE)?;
 
     // Two worker threads: the generator's share of a small machine; the children have
     // their own runtimes.

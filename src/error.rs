@@ -54,6 +54,9 @@ pub(crate) enum ProxyError {
     InvalidJson(String),
     #[error("a {0} call carries no body; send the parameters in the query string")]
     UnexpectedBody(String),
+    /// Pre-validation in `enforce` mode found the body would be refused by LINE Pay.
+    #[error("{0}; the call was not sent (prevalidation mode is enforce)")]
+    InvalidRequest(String),
     #[error("a POST call is signed over its body only, so a query string would reach LINE Pay unsigned; move the parameters into the JSON body")]
     UnexpectedQuery,
     #[error("the {} rate limit is exhausted; the call was not sent: retry after {} s", .0.limit, .0.retry_after_secs())]
@@ -99,6 +102,7 @@ impl ProxyError {
             ProxyError::InvalidJson(_) => "invalid_json",
             ProxyError::UnexpectedBody(_) => "unexpected_body",
             ProxyError::UnexpectedQuery => "unexpected_query",
+            ProxyError::InvalidRequest(_) => "invalid_request",
             ProxyError::RateLimited(_) => "rate_limited",
             ProxyError::Overloaded => "overloaded",
             ProxyError::Upstream(failure) => match failure {
@@ -130,7 +134,8 @@ impl ProxyError {
             | ProxyError::BodyRead
             | ProxyError::InvalidJson(_)
             | ProxyError::UnexpectedBody(_)
-            | ProxyError::UnexpectedQuery => StatusCode::BAD_REQUEST,
+            | ProxyError::UnexpectedQuery
+            | ProxyError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,

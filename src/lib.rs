@@ -6,7 +6,10 @@
 //! - [`secret`]: the channel secret, redacted in every printout.
 //! - [`route`]: the allowlist of method + path templates, strict path matching.
 //! - [`proxy`]: the request path: route → limit → read body → sign → forward → respond.
-//! - [`limit`]: rate limits, checked before the body is read.
+//! - [`limit`]: rate limits and the check-status polling discipline, checked before the
+//!   body is read.
+//! - [`validate`]: pre-validation of the body against LINE Pay's documented fields, after
+//!   it is read and before it is signed.
 //! - [`sign`]: LINE Pay v3 HMAC signing, pure and streamed.
 //! - [`upstream`]: the egress client: rustls, pooled keep-alive connections, timeouts,
 //!   and under it the connection stack (resolver, bound TCP, CONNECT tunnel, TLS).
@@ -14,6 +17,7 @@
 //!   LINE Pay's IP whitelist, validated.
 //! - `expect_ip`: the running check that calls really leave from the whitelisted address.
 //! - [`error`]: the sidecar's own refusals, each with a status and a stable code.
+//! - [`ids`]: LINE Pay's 19-digit ids written as JSON strings in its answers, on request.
 //! - [`inspect`]: reads returnCode, orderId and transactionId for logs and metrics.
 //! - [`metrics`]: every Prometheus metric, registered in one place.
 //! - `server`: one proxy connection: HTTP/1.1, each call handed to `proxy`.
@@ -30,6 +34,7 @@ pub mod config;
 pub(crate) mod egress;
 pub(crate) mod error;
 pub(crate) mod expect_ip;
+pub mod ids;
 pub mod inspect;
 pub(crate) mod limit;
 pub(crate) mod metrics;
@@ -41,3 +46,4 @@ pub mod secret;
 pub(crate) mod server;
 pub mod sign;
 pub(crate) mod upstream;
+pub mod validate;

@@ -59,6 +59,7 @@ const REFUSAL_CODES: &[&str] = &[
     "invalid_json",
     "unexpected_body",
     "unexpected_query",
+    "invalid_request",
     "rate_limited",
     "overloaded",
     "upstream_dns",
@@ -87,7 +88,7 @@ const UPSTREAM_ERROR_KINDS: &[&str] = &[
 /// The `limit` values of the rate-limit counters that exist whatever the config says.
 /// A per-route limit is labelled `route METHOD /path` from the config: its series
 /// appears with its first refusal.
-const FIXED_RATE_LIMITS: &[&str] = &["global", "client"];
+const FIXED_RATE_LIMITS: &[&str] = &["global", "client", "check_status"];
 
 pub(crate) struct Metrics {
     registry: Registry,
@@ -98,6 +99,8 @@ pub(crate) struct Metrics {
     pub(crate) rate_limited: IntCounterVec,
     pub(crate) rate_limited_shadow: IntCounterVec,
     pub(crate) refusals: IntCounterVec,
+    /// Pre-validation findings by route family and rule, in `warn` and `enforce` mode.
+    pub(crate) prevalidation_findings: IntCounterVec,
     pub(crate) upstream_errors: IntCounterVec,
     pub(crate) config_reloads: IntCounterVec,
     pub(crate) build_info: IntGaugeVec,
@@ -173,6 +176,14 @@ impl Metrics {
                 &["code"],
             )
             .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            prevalidation_findings: IntCounterVec::new(
+                Opts::new(
+                    "linepay_sidecar_prevalidation_findings_total",
+                    "Problems pre-validation found in request bodies (refused in enforce mode, forwarded in warn mode), by route family and rule.",
+                ),
+                &["route_family", "rule"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
             upstream_errors: IntCounterVec::new(
                 Opts::new(
                     "linepay_sidecar_upstream_errors_total",
@@ -230,6 +241,12 @@ impl Metrics {
         for kind in UPSTREAM_ERROR_KINDS {
             self.upstream_errors.with_label_values(&[kind]);
         }
+        for family in crate::validate::families() {
+            for rule in crate::validate::Rule::ALL {
+                self.prevalidation_findings
+                    .with_label_values(&[family, rule.label()]);
+            }
+        }
         for limit in FIXED_RATE_LIMITS {
             self.rate_limited.with_label_values(&[limit]);
             self.rate_limited_shadow.with_label_values(&[limit]);
@@ -237,7 +254,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
             Box::new(self.requests.clone()),
             Box::new(self.upstream_duration.clone()),
             Box::new(self.signing_duration.clone()),
@@ -245,6 +262,7 @@ impl Metrics {
             Box::new(self.rate_limited.clone()),
             Box::new(self.rate_limited_shadow.clone()),
             Box::new(self.refusals.clone()),
+            Box::new(self.prevalidation_findings.clone()),
             Box::new(self.upstream_errors.clone()),
             Box::new(self.config_reloads.clone()),
             Box::new(self.build_info.clone()),
@@ -366,6 +384,8 @@ mod tests {
                 assert!(text.contains(&series), "{series} missing:\n{text}");
             }
         }
+        let series = r#"linepay_sidecar_prevalidation_findings_total{route_family="request",rule="unknown_field"} 0"#;
+        assert!(text.contains(series), "{series} missing:\n{text}");
         assert!(text.contains("\nlinepay_sidecar_upstream_up 0\n"), "{text}");
         assert!(
             text.contains("\nlinepay_sidecar_expect_ip_mismatch 0\n"),
@@ -409,6 +429,7 @@ mod tests {
             ProxyError::InvalidJson(String::new()),
             ProxyError::UnexpectedBody(String::new()),
             ProxyError::UnexpectedQuery,
+            ProxyError::InvalidRequest(String::new()),
             ProxyError::RateLimited(LimitError {
                 limit: LimitName::Global,
                 retry_after: Duration::ZERO,

@@ -4,13 +4,17 @@
 //!    on the allowlist (403 / 405 otherwise). Nothing has been read yet.
 //! 2. **limit**: the global, per-route and per-client token buckets (429), still
 //!    before the body is read, so a refusal costs almost nothing.
-//! 3. **read body**: whole, capped (413) and time-boxed; POST bodies must be UTF-8 JSON.
+//! 2. **limit**, first: check-status polls of one transaction closer than
+//!    `limits.check_status_interval` (429), then the token buckets.
+//! 3. **read body**: whole, capped (413) and time-boxed; POST bodies must be UTF-8 JSON;
+//!    then pre-validation against LINE Pay's documented fields (`crate::validate`:
+//!    400 `invalid_request` in `enforce` mode, a log line and a count in `warn` mode).
 //! 4. **upstream request**: the app's headers minus hop-by-hop, `Host`, credentials and
 //!    every `X-LINE-*`; then the sidecar's own `X-LINE-*` headers and the signature over
 //!    the exact bytes that will be sent.
 //! 5. **forward**: to the configured upstream only, with the route's timeouts.
 //! 6. **response filter**: LINE Pay's answer goes back as it is, minus hop-by-hop
-//!    headers.
+//!    headers; its 19-digit ids written as JSON strings when asked (`crate::ids`).
 //!
 //! Each phase is one function; a refusal at any phase is a [`ProxyError`] (the limit and
 //! upstream layers return their own errors, which `?` converts in `crate::error`),
@@ -19,12 +23,14 @@
 
 use crate::config::Config;
 use crate::error::ProxyError;
+use crate::ids;
 use crate::inspect;
 use crate::limit::Limits;
 use crate::metrics::{self, Metrics, UNMATCHED_ROUTE};
 use crate::route::{Match, Route, Signing};
 use crate::sign::{self, Signer};
 use crate::upstream::Upstream;
+use crate::validate::{self, Mode};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response};
@@ -272,9 +278,11 @@ impl Proxy {
                 .decode_utf8_lossy()
                 .into_owned()
         });
+        self.limits.admit_poll(route, parts.uri.path())?;
         self.limits.admit(route, &parts.headers).await?;
         let body = self.read_body(&parts, body).await?;
         check_payload(route, &parts, &body)?;
+        self.prevalidate(route, &body, request_id)?;
         if call.order_id.is_none() {
             call.order_id = match parts.uri.query() {
                 Some(query) => inspect::query_field(query, "orderId"),
@@ -296,7 +304,48 @@ impl Proxy {
         let sent = Instant::now();
         let response = self.upstream.send(upstream_request, route.timeouts).await;
         call.upstream_elapsed = Some(sent.elapsed());
-        Ok(response_filter(response?))
+        let ids_as_strings = ids::requested(
+            parts.headers.get(ids::IDS_AS_STRINGS_HEADER),
+            self.config.response.ids_as_strings,
+        );
+        Ok(response_filter(response?, ids_as_strings))
+    }
+
+    /// Phase 3, last: the body against LINE Pay's documented fields, for routes whose
+    /// `prevalidation` mode is not `off`. Findings are counted and logged; in `enforce`
+    /// mode they refuse the call. The body itself is never changed.
+    fn prevalidate(
+        &self,
+        route: &Route,
+        body: &Bytes,
+        request_id: &HeaderValue,
+    ) -> Result<(), ProxyError> {
+        let Some((mode, table)) = self.config.prevalidation.for_template(&route.template) else {
+            return Ok(());
+        };
+        let findings = validate::check(table, body);
+        if findings.is_empty() {
+            return Ok(());
+        }
+        for finding in &findings {
+            self.metrics
+                .prevalidation_findings
+                .with_label_values(&[table.family, finding.rule.label()])
+                .inc();
+        }
+        let message = validate::describe(&findings);
+        tracing::warn!(
+            request_id = request_id.to_str().unwrap_or("-"),
+            route = %route.template,
+            mode = mode.as_str(),
+            findings = %message,
+            rules = table.reference,
+            "pre-validation: LINE Pay would refuse this body"
+        );
+        match mode {
+            Mode::Enforce => Err(ProxyError::InvalidRequest(message)),
+            Mode::Warn | Mode::Off => Ok(()),
+        }
     }
 
     /// Phase 1: is this call allowed at all? A refused call that still names a route or
@@ -402,6 +451,8 @@ impl Proxy {
         if let Some(client) = &self.config.limits.per_client {
             headers.remove(&client.header);
         }
+        // The app's request to the sidecar, not to LINE Pay.
+        headers.remove(ids::IDS_AS_STRINGS_HEADER);
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -563,9 +614,14 @@ fn starts_with_folded(name: &str, prefix: &str) -> bool {
 }
 
 /// Phase 6: LINE Pay's answer, as it is, minus what described the upstream hop and
-/// minus any header that would pass it off as the sidecar's own refusal.
-fn response_filter(response: Response<Bytes>) -> Response<Bytes> {
+/// minus any header that would pass it off as the sidecar's own refusal; with its id
+/// numbers spliced into strings when `ids_as_strings` (no other byte changes).
+fn response_filter(response: Response<Bytes>, ids_as_strings: bool) -> Response<Bytes> {
     let (mut parts, body) = response.into_parts();
+    let body = match ids_as_strings {
+        true => ids::quote_ids(&body).unwrap_or(body),
+        false => body,
+    };
     let named_by_connection = connection_named(&parts.headers);
     for name in HOP_BY_HOP.iter().copied() {
         parts.headers.remove(name);
@@ -635,7 +691,7 @@ mod tests {
             .header("x-linepay-sidecar-error", "forged by the upstream")
             .body(Bytes::from_static(b"{}"))
             .unwrap();
-        let filtered = response_filter(response);
+        let filtered = response_filter(response, true);
         assert_eq!(filtered.headers()["content-type"], "application/json");
         assert!(filtered.headers().get("x-hop").is_none());
         assert!(filtered.headers().get("connection").is_none());

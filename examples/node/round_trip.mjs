@@ -14,41 +14,16 @@ const SIDECAR = (process.env.LINEPAY_SIDECAR_URL || "http://127.0.0.1:8080").rep
 const TIMEOUT_MS = 65_000;
 
 // transactionId and refundTransactionId have 19 digits: JSON.parse would round them to
-// the nearest double (2^53 is about 9.0e15). Before parsing, put every integer that a
-// double cannot hold exactly in quotes, so it arrives as a string. The scan skips the
-// insides of JSON strings, so text that merely looks like a number is left alone.
-const NUMBER = /-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
-
-function parseExact(text) {
-  let out = "";
-  let i = 0;
-  while (i < text.length) {
-    const c = text[i];
-    if (c === '"') {
-      let j = i + 1;
-      while (j < text.length && text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
-      out += text.slice(i, j + 1);
-      i = j + 1;
-      continue;
-    }
-    NUMBER.lastIndex = i;
-    const number = (c === "-" || (c >= "0" && c <= "9")) && NUMBER.exec(text)?.[0];
-    if (number) {
-      const isBigInteger = /^-?\d+$/.test(number) && !Number.isSafeInteger(Number(number));
-      out += isBigInteger ? `"${number}"` : number;
-      i += number.length;
-    } else {
-      out += c;
-      i += 1;
-    }
-  }
-  return JSON.parse(out);
-}
+// the nearest double (2^53 is about 9.0e15) and the next confirm or refund would name a
+// transaction that does not exist. The sidecar writes them as JSON strings when asked
+// (this header on each call, or `response.ids_as_strings: true` in its config for every
+// call), touching nothing else in LINE Pay's answer, so plain JSON.parse keeps every digit.
+const EXACT_IDS = { "X-LinePay-Ids-As-Strings": "true" };
 
 async function linepay(method, path, body) {
   const response = await fetch(SIDECAR + path, {
     method,
-    headers: body === undefined ? {} : { "Content-Type": "application/json" },
+    headers: body === undefined ? EXACT_IDS : { ...EXACT_IDS, "Content-Type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
     signal: AbortSignal.timeout(TIMEOUT_MS),
   });
@@ -59,7 +34,7 @@ async function linepay(method, path, body) {
     console.error(`${method} ${path}: HTTP ${response.status} ${text}`);
     process.exit(1);
   }
-  return parseExact(text);
+  return JSON.parse(text);
 }
 
 function step(name, answer) {
@@ -84,13 +59,17 @@ const order = {
 };
 const info = step("request", await linepay("POST", "/v3/payments/request", order));
 const transactionId = info.transactionId; // a string, every digit kept
+if (typeof transactionId !== "string" || !/^\d{19}$/.test(transactionId)) {
+  console.error(`request: transactionId ${JSON.stringify(transactionId)} is not a 19-digit string`);
+  process.exit(1);
+}
 console.log(`  transactionId ${transactionId}, pay at ${info.paymentUrl.web}`);
 
 // In a shop, this runs when LINE Pay redirects the buyer to confirmUrl.
 step("confirm", await linepay("POST", `/v3/payments/${transactionId}/confirm`, { amount, currency }));
 
 const details = step("details", await linepay("GET", `/v3/payments?transactionId=${transactionId}`));
-if (String(details[0].transactionId) !== String(transactionId)) {
+if (details[0].transactionId !== transactionId) {
   console.error(`details: transactionId ${details[0].transactionId} != ${transactionId}`);
   process.exit(1);
 }

@@ -5,7 +5,10 @@
 
 use super::raw::{RawBucket, RawLimits};
 use super::setting::{Origin, Problems, Setting};
-use crate::limit::{Bucket, ClientLimit, LimitsConfig, QueueConfig, RouteLimit};
+use crate::limit::{
+    Bucket, ClientLimit, LimitsConfig, PollingConfig, QueueConfig, RouteLimit,
+    DEFAULT_CHECK_STATUS_INTERVAL, DEFAULT_CHECK_STATUS_MAX_TRACKED,
+};
 use crate::route::{Allowlist, Match};
 use http::{HeaderName, Method};
 use std::num::NonZeroUsize;
@@ -159,7 +162,46 @@ pub(super) fn validate(
         }
     });
 
+    let min_interval = raw
+        .check_status_interval
+        .as_ref()
+        .map_or(DEFAULT_CHECK_STATUS_INTERVAL, |interval| interval.value.0);
+    if min_interval > MAX_QUEUE_WAIT {
+        if let Some(interval) = &raw.check_status_interval {
+            problems.at(
+                &interval.origin,
+                "limits.check_status_interval",
+                format!(
+                    "is above {}s: LINE Pay asks for 1s, and a reserved payment expires after 20 minutes",
+                    MAX_QUEUE_WAIT.as_secs()
+                ),
+            );
+        }
+    }
+    let max_tracked = raw
+        .check_status_max_tracked
+        .as_ref()
+        .map_or(DEFAULT_CHECK_STATUS_MAX_TRACKED, |n| n.value);
+    let max_tracked = match NonZeroUsize::new(max_tracked) {
+        Some(n) if n.get() <= MAX_CLIENTS => Some(n),
+        _ => {
+            if let Some(setting) = &raw.check_status_max_tracked {
+                problems.at(
+                    &setting.origin,
+                    "limits.check_status_max_tracked",
+                    format!("must be between 1 and {MAX_CLIENTS}"),
+                );
+            }
+            None
+        }
+    };
+    let polling = PollingConfig {
+        min_interval,
+        max_tracked: max_tracked.unwrap_or(NonZeroUsize::MIN),
+    };
+
     (problems.len() == before).then(|| LimitsConfig {
+        polling,
         shadow: raw.shadow.as_ref().is_some_and(|shadow| shadow.value),
         global,
         routes,

@@ -22,6 +22,7 @@ pub mod cli;
 mod credentials;
 mod egress;
 mod limits;
+mod prevalidation;
 mod raw;
 mod routes;
 mod setting;
@@ -40,6 +41,7 @@ use crate::egress::EgressConfig;
 use crate::limit::LimitsConfig;
 use crate::route::Allowlist;
 use crate::secret::Secret;
+use crate::validate::PrevalidationConfig;
 use http::HeaderValue;
 use keys::Section;
 use raw::RawConfig;
@@ -78,6 +80,8 @@ pub struct Config {
     pub request: RequestLimits,
     pub allowlist: Allowlist,
     pub(crate) limits: LimitsConfig,
+    pub(crate) prevalidation: PrevalidationConfig,
+    pub response: ResponseConfig,
     pub(crate) egress: EgressConfig,
     pub admin: AdminConfig,
     pub shutdown: ShutdownConfig,
@@ -95,6 +99,13 @@ pub struct AdminConfig {
     /// A native sidecar's readiness is the pod's, so `true` takes a shop out of its
     /// Service through a LINE Pay outage.
     pub ready_requires_upstream: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResponseConfig {
+    /// LINE Pay's 19-digit ids written as JSON strings in its answers (for JavaScript),
+    /// unless the app's `X-LinePay-Ids-As-Strings` header says otherwise for a call.
+    pub ids_as_strings: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,6 +303,7 @@ pub fn validate(
         .as_ref()
         .and_then(|allowlist| limits::validate(&raw.limits, allowlist, &mut problems));
     let egress = egress::validate(&raw.egress, read_file, &mut problems);
+    let prevalidation = prevalidation::validate(&raw.prevalidation, &mut problems);
 
     let probe_interval = duration(&raw.admin.probe_interval, DEFAULT_PROBE_INTERVAL);
     if probe_interval.is_zero() {
@@ -338,6 +350,10 @@ pub fn validate(
             },
             allowlist,
             limits,
+            prevalidation,
+            response: ResponseConfig {
+                ids_as_strings: flag(&raw.response.ids_as_strings, false),
+            },
             egress,
             admin: AdminConfig {
                 listen: admin_listen,

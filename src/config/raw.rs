@@ -22,6 +22,8 @@ config_section! {
         request: section<RawRequest>,
         routes: section<RawRoutes>,
         limits: section<RawLimits>,
+        prevalidation: section<RawPrevalidation>,
+        response: section<RawResponse>,
         egress: section<RawEgress>,
         admin: section<RawAdmin>,
         shutdown: section<RawShutdown>,
@@ -122,6 +124,10 @@ config_section! {
         routes: map<RawBucket>,
         per_client: optional<RawClientLimit>,
         queue: optional<RawQueue>,
+        /// Check-status calls (`GET /v3|v4/payments/requests/{transactionId}/check`, offline `orders/{orderId}/check`) for one transaction closer together than this are answered 429 `rate_limited` with `Retry-After`, never forwarded (LINE Pay asks for at least 1 s); `0s` turns it off.
+        check_status_interval: value<ConfigDuration>,
+        /// Transactions whose last check-status call is remembered at most; past it a new one is admitted untracked.
+        check_status_max_tracked: value<usize>,
     }
 }
 
@@ -156,6 +162,31 @@ config_section! {
         max_wait: value<ConfigDuration>,
         /// Calls waiting at most.
         max_queued: value<usize>,
+    }
+}
+
+config_section! {
+    /// `prevalidation:` the app's request bodies checked against LINE Pay's documented fields before signing.
+    RawPrevalidation {
+        /// `off`, `warn` (log and count findings, forward as sent) or `enforce` (refuse a body with a finding: 400 `invalid_request`).
+        mode: value<String> [flag "prevalidation"],
+        routes: map<RawPrevalidationRoute>,
+    }
+}
+
+config_section! {
+    /// `prevalidation.routes`: a mode per route, keyed by its template after the version, e.g. `payments/request`.
+    RawPrevalidationRoute {
+        /// `off`, `warn` or `enforce` for this route (v3 and v4 alike).
+        mode: value<String>,
+    }
+}
+
+config_section! {
+    /// `response:` what the app gets back.
+    RawResponse {
+        /// Write LINE Pay's 19-digit ids (`transactionId`, `refundTransactionId`, `originalTransactionId`) as JSON strings in its answers, for JavaScript; an app may also ask per call with `X-LinePay-Ids-As-Strings: true` (or decline with `false`).
+        ids_as_strings: value<bool> [flag "ids-as-strings"],
     }
 }
 

@@ -477,3 +477,49 @@ fn every_flag_and_variable_names_one_key() {
         Some("LINEPAY_SIDECAR_UPSTREAM_URL")
     );
 }
+
+#[test]
+fn prevalidation_response_and_check_status_keys_have_safe_defaults() {
+    use crate::validate::Mode;
+    let config = check("", &env_with(ENV)).unwrap();
+    assert_eq!(config.prevalidation.mode, Mode::Warn);
+    assert!(config.prevalidation.routes.is_empty());
+    assert!(!config.response.ids_as_strings);
+    assert_eq!(config.limits.polling.min_interval, Duration::from_secs(1));
+    let config = check(
+        "prevalidation:\n  mode: Enforce\n  routes:\n    \"/payments/{id}/refund\": {mode: off}\nresponse:\n  ids_as_strings: true\nlimits:\n  check_status_interval: 0s\n",
+        &env_with(ENV),
+    )
+    .unwrap();
+    assert_eq!(config.prevalidation.mode, Mode::Enforce);
+    assert_eq!(
+        config
+            .prevalidation
+            .routes
+            .get("payments/{transactionId}/refund"),
+        Some(&Mode::Off)
+    );
+    assert!(config.response.ids_as_strings);
+    assert!(config.limits.polling.min_interval.is_zero());
+}
+
+#[test]
+fn bad_prevalidation_and_check_status_keys_are_named_with_their_lines() {
+    let error = check(
+        "prevalidation:\n  mode: strict\n  routes:\n    \"payments/nope\": {mode: warn}\n    \"payments/request\": {mode: loud}\nlimits:\n  check_status_interval: 2m\n  check_status_max_tracked: 0\n",
+        &env_with(ENV),
+    )
+    .unwrap_err()
+    .to_string();
+    for expected in [
+        "sidecar.yaml:2",
+        "`strict` is not off, warn or enforce",
+        "`payments/nope` has no rules",
+        "payments/request, payments/{transactionId}/confirm",
+        "`loud` is not off, warn or enforce",
+        "limits.check_status_interval",
+        "limits.check_status_max_tracked: must be between 1",
+    ] {
+        assert!(error.contains(expected), "{expected:?} not in:\n{error}");
+    }
+}

@@ -41,6 +41,31 @@ pub(crate) struct LimitsConfig {
     pub(crate) routes: Vec<RouteLimit>,
     pub(crate) per_client: Option<ClientLimit>,
     pub(crate) queue: Option<QueueConfig>,
+    /// The polling discipline of check-status calls.
+    pub(crate) polling: PollingConfig,
+}
+
+/// Check-status calls for one transaction at most once per `min_interval` (zero: off),
+/// remembering at most `max_tracked` transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PollingConfig {
+    pub(crate) min_interval: Duration,
+    pub(crate) max_tracked: NonZeroUsize,
+}
+
+/// LINE Pay's own rule: at least one second between check-status calls.
+pub(crate) const DEFAULT_CHECK_STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// Transactions polled within one interval, remembered at most.
+pub(crate) const DEFAULT_CHECK_STATUS_MAX_TRACKED: usize = 10_000;
+
+impl Default for PollingConfig {
+    fn default() -> Self {
+        PollingConfig {
+            min_interval: DEFAULT_CHECK_STATUS_INTERVAL,
+            max_tracked: NonZeroUsize::new(DEFAULT_CHECK_STATUS_MAX_TRACKED)
+                .unwrap_or(NonZeroUsize::MIN),
+        }
+    }
 }
 
 /// One bucket's shape: refills at `rate`, holds at most `burst` tokens.

@@ -49,8 +49,12 @@
 
 mod client_store;
 mod config;
+mod poll;
 
-pub(crate) use config::{Bucket, ClientLimit, LimitsConfig, QueueConfig, Rate, RouteLimit};
+pub(crate) use config::{
+    Bucket, ClientLimit, LimitsConfig, PollingConfig, QueueConfig, Rate, RouteLimit,
+    DEFAULT_CHECK_STATUS_INTERVAL, DEFAULT_CHECK_STATUS_MAX_TRACKED,
+};
 
 use crate::route::Route;
 use client_store::{ClientKey, SharedClientStore};
@@ -97,6 +101,8 @@ pub(crate) struct Limits<C: LimitClock = DefaultClock> {
     routes: Vec<RouteLimiter<C>>,
     clients: Option<Clients<C>>,
     queue: Option<Queue>,
+    /// Check-status polls per transaction (`poll.rs`); `None` when turned off.
+    polling: Option<poll::Polling<C::Instant>>,
     /// `linepay_sidecar_rate_limited_shadow_total{limit}`, when metrics are wired: the
     /// one count of shadow-mode refusals.
     shadow_metric: Option<prometheus::IntCounterVec>,
@@ -176,9 +182,44 @@ impl<C: LimitClock> Limits<C> {
                 max_wait: queue.max_wait,
                 slots: Semaphore::new(queue.max_queued.get().min(Semaphore::MAX_PERMITS)),
             }),
+            polling: poll::Polling::new(&config.polling),
             shadow_metric: None,
             clock,
         }
+    }
+
+    /// Polling discipline: a check-status call for a transaction polled less than
+    /// `limits.check_status_interval` ago is refused (in shadow mode: counted and
+    /// admitted). Every other route passes. Checked before the token buckets, so a
+    /// refused poll costs no token.
+    pub(crate) fn admit_poll(&self, route: &Route, path: &str) -> Result<(), LimitError> {
+        let Some(polling) = &self.polling else {
+            return Ok(());
+        };
+        let Some(key) = poll::check_status_key(&route.template, path) else {
+            return Ok(());
+        };
+        let Err(wait) = polling.check(key.as_bytes(), self.clock.now()) else {
+            return Ok(());
+        };
+        if self.shadow {
+            if let Some(metric) = &self.shadow_metric {
+                metric
+                    .with_label_values(&[LimitName::CheckStatus.label()])
+                    .inc();
+            }
+            tracing::warn!(
+                limit = LimitName::CheckStatus.label(),
+                retry_after_secs = retry_after_secs(wait),
+                "check-status polled too soon; admitted because limits.shadow is on"
+            );
+            return Ok(());
+        }
+        Err(LimitError::new(
+            LimitName::CheckStatus,
+            wait,
+            Refusal::TooSoon,
+        ))
     }
 
     /// Counts shadow-mode refusals in this metric too, labelled by limit.
@@ -356,15 +397,19 @@ pub(crate) enum LimitName {
     Route(Arc<str>),
     /// The caller's own `per_client` bucket (never the app's header value).
     Client,
+    /// The polling discipline of check-status calls (`check_status_interval`).
+    CheckStatus,
 }
 
 impl LimitName {
-    /// `global`, `route POST /v3/payments/{transactionId}/refund` or `client`.
+    /// `global`, `route POST /v3/payments/{transactionId}/refund`, `client` or
+    /// `check_status`.
     pub(crate) fn label(&self) -> &str {
         match self {
             LimitName::Global => "global",
             LimitName::Route(label) => label,
             LimitName::Client => "client",
+            LimitName::CheckStatus => "check_status",
         }
     }
 }
@@ -387,6 +432,9 @@ pub(crate) enum Refusal {
     /// Every `queue.max_queued` slot is taken.
     #[error("the queue is full")]
     QueueFull,
+    /// A check-status poll of one transaction within `limits.check_status_interval`.
+    #[error("the transaction was polled less than limits.check_status_interval ago")]
+    TooSoon,
 }
 
 /// `Retry-After` in whole seconds, rounded up, at least 1.

@@ -89,14 +89,19 @@ fn assert_signed(seen: &Recorded, signing: Signing, case: &str) {
     }
 }
 
-/// JSON log lines of a stopped sidecar, by request id.
+/// The one per-call log line (`call forwarded` or `call refused`) of a stopped sidecar,
+/// by request id; other lines may carry the id too (a pre-validation warning).
 fn log_fields(stderr: &str, id: &str) -> serde_json::Value {
     let found: Vec<serde_json::Value> = stderr
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|line| line["fields"]["request_id"] == id)
+        .filter(|line| {
+            let message = &line["fields"]["message"];
+            message == "call forwarded" || message == "call refused"
+        })
         .collect();
-    assert_eq!(found.len(), 1, "one log line for {id}:\n{stderr}");
+    assert_eq!(found.len(), 1, "one per-call log line for {id}:\n{stderr}");
     found[0]["fields"].clone()
 }
 
@@ -109,8 +114,11 @@ async fn every_family_is_forwarded_and_signed_its_way_when_enabled() {
         .arg("json")
         .config_yaml(
             "all-families.yaml",
+            // The same transaction is checked once per family, back to back: the
+            // check-status polling discipline (tested in prevalidation.rs) is off here.
             "routes:\n  apis: [online_v3, online_v4, user_info, offline_v4, offline_v2, online_v2]\n\
-             credentials:\n  merchant_device_profile_id: POS-DEVICE-7\n  merchant_device_type: POS\n",
+             credentials:\n  merchant_device_profile_id: POS-DEVICE-7\n  merchant_device_type: POS\n\
+             limits:\n  check_status_interval: 0s\n",
         )
         .start()
         .await;

@@ -15,6 +15,7 @@ mod lifecycle;
 mod limits;
 mod operability;
 mod platform;
+mod prevalidation;
 mod proxy;
 mod refusals;
 mod robustness;
