@@ -21,7 +21,7 @@ const EXAMPLE_LIMIT: Duration = Duration::from_secs(30);
 const STEPS: [&str; 4] = ["request", "confirm", "details", "refund"];
 
 /// How to run one example, and how to tell whether this machine can.
-struct Example {
+pub(crate) struct Example {
     program: &'static str,
     script: &'static str,
     /// Arguments that make `program` exit 0 only when it can run the example.
@@ -30,7 +30,7 @@ struct Example {
     install: &'static str,
 }
 
-const PHP: Example = Example {
+pub(crate) const PHP: Example = Example {
     program: "php",
     script: "examples/php/round_trip.php",
     probe: &["-r", "exit(extension_loaded('curl') ? 0 : 1);"],
@@ -59,7 +59,7 @@ fn script_path(example: &Example) -> PathBuf {
 }
 
 /// Whether the example can run here; panics under CI when it cannot.
-fn runnable(example: &Example) -> bool {
+pub(crate) fn runnable(example: &Example) -> bool {
     let works = Command::new(example.program)
         .args(example.probe)
         .stdin(Stdio::null())

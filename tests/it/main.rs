@@ -3,6 +3,7 @@
 
 mod util;
 
+mod api_flows;
 mod cli;
 mod deploy;
 mod design;

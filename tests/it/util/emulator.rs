@@ -7,10 +7,10 @@
 
 use super::{binary_command, CHANNEL_ID, CHANNEL_SECRET, WAIT_LIMIT};
 use linepay_emulator::{Emulator, EmulatorConfig, Secret};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Child, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -132,10 +132,12 @@ impl Drop for RunningEmulator {
 }
 
 /// `linepay-sidecar emulator ...` as a child process, for [`CHANNEL_ID`] and
-/// [`CHANNEL_SECRET`]; killed on drop.
+/// [`CHANNEL_SECRET`]; killed on drop. Its log (stderr: one line per call, with the
+/// nonce and signature it verified) is kept whole, see [`EmulatorProcess::log`].
 pub struct EmulatorProcess {
     pub addr: SocketAddr,
     child: Child,
+    log: Arc<Mutex<Vec<u8>>>,
 }
 
 impl EmulatorProcess {
@@ -148,7 +150,7 @@ impl EmulatorProcess {
             .env("LINEPAY_CHANNEL_ID", CHANNEL_ID)
             .env("LINEPAY_CHANNEL_SECRET", CHANNEL_SECRET)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(Stdio::piped());
         let mut child = command
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start the emulator: {error}"));
@@ -156,6 +158,17 @@ impl EmulatorProcess {
             let _ = child.kill();
             panic!("the emulator's stdout is not captured");
         };
+        let log = Arc::new(Mutex::new(Vec::new()));
+        if let Some(mut stderr) = child.stderr.take() {
+            let log = log.clone();
+            // Ends at EOF, which the kill on drop guarantees.
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n @ 1..) = stderr.read(&mut chunk) {
+                    lock(&log).extend_from_slice(&chunk[..n]);
+                }
+            });
+        }
         let (lines, received) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -167,6 +180,7 @@ impl EmulatorProcess {
         let mut process = EmulatorProcess {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             child,
+            log,
         };
         let deadline = Instant::now() + WAIT_LIMIT;
         loop {
@@ -188,6 +202,17 @@ impl EmulatorProcess {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// Everything the emulator has logged so far (it keeps running).
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&lock(&self.log)).into_owned()
+    }
+}
+
+fn lock(buffer: &Mutex<Vec<u8>>) -> std::sync::MutexGuard<'_, Vec<u8>> {
+    buffer
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Drop for EmulatorProcess {
