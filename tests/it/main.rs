@@ -12,6 +12,7 @@ mod examples;
 mod flows;
 mod lifecycle;
 mod limits;
+mod money;
 mod operability;
 mod platform;
 mod proxy;
