@@ -222,7 +222,7 @@ config_section! {
     /// `journal:` the on-disk record of money calls and of calls with an `Idempotency-Key`.
     RawJournal {
         /// Record money calls before and after they are sent (idempotency keys and reconciliation at start-up need it).
-        enabled: value<bool> [flag "journal"],
+        enabled: value<bool>,
         /// The SQLite file (created if missing); its directory must be writable and should survive a restart.
         path: value<PathBuf> [flag "journal-path"],
         /// Finished calls older than this are deleted, and their idempotency keys forgotten.

@@ -275,7 +275,7 @@ impl Desk {
             .spawn(run_call(ticket, job, store, reconcile, reply));
         match answer.await {
             Ok(done) => done,
-            // The task ended without answering: it panicked (logged by the runtime).
+            // The task ended without answering: it panicked (its message is on stderr).
             Err(_) => (Err(ProxyError::Internal), Duration::ZERO),
         }
     }
@@ -505,7 +505,6 @@ async fn run_call(
     let row = ticket.row;
     drop(ticket);
     if let Err((result, _)) = reply.send((result, elapsed)) {
-        metrics.client_gone.with_label_values(&[&template]).inc();
         let (status, code) = match &result {
             Ok(response) => (Some(response.status().as_u16()), None),
             Err(error) => (None, Some(error.code())),
@@ -521,6 +520,7 @@ async fn run_call(
             reconciled = outcome.reconciled.as_ref().map(|(state, _)| *state),
             "the app hung up before its answer; the call finished at LINE Pay and its outcome is in the journal"
         );
+        metrics.client_gone.with_label_values(&[&template]).inc();
         if let (Some(store), Some(row)) = (store, row) {
             if let Err(error) = blocking(store, move |s| s.record_client_gone(row)).await {
                 journal_failed(&metrics, "outcome", &error);

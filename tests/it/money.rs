@@ -121,11 +121,14 @@ async fn an_app_that_hangs_up_mid_confirm_leaves_the_call_to_finish_on_record() 
     assert_eq!(calls[0]["outcome"], "answered");
     assert_eq!(calls[0]["client_gone"], true);
     assert_eq!(calls[0]["amount"], "100");
-    let log = sidecar.stderr_so_far();
-    let line = log
-        .lines()
-        .find(|line| line.contains("hung up"))
-        .unwrap_or_else(|| panic!("no hang-up line:\n{log}"));
+    let line = eventually("the hang-up is logged", || async {
+        let log = sidecar.stderr_so_far();
+        log.lines()
+            .find(|line| line.contains("hung up"))
+            .map(str::to_owned)
+            .ok_or(log)
+    })
+    .await;
     assert!(line.contains("WARN"), "{line}");
     assert!(line.contains("hangup-1") && line.contains(TX), "{line}");
     assert_eq!(ledger.count("POST", &confirm_path(TX)), 1);
@@ -315,7 +318,15 @@ async fn a_capture_cut_by_kill_9_is_reconciled_at_the_next_start() {
     assert_eq!(ledger.pay_status(TX), Some("CAPTURE"));
     // Never sent again: one capture reached LINE Pay.
     assert_eq!(ledger.count("POST", &capture_path(TX)), 1);
-    assert!(second.stderr_so_far().contains("interrupted by a stop"));
+    eventually("the interrupted call is logged", || async {
+        let log = second.stderr_so_far();
+        if log.contains("interrupted by a stop") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    })
+    .await;
     drop(second);
     remove_journal_sidecars(&journal.path);
 }
