@@ -146,6 +146,13 @@ fn run(options: &Options) -> Result<(), String> {
         EMULATOR_ANNOUNCE,
     )?;
     let upstream = format!("http://{}", emulator.addr);
+    // Never the default journal in the working directory (the source tree); these
+    // calls are not money calls, so the journal stays empty.
+    let journal = std::env::temp_dir().join(format!(
+        "linepay-sidecar-bench-proxy-{}.sqlite3",
+        std::process::id()
+    ));
+    let journal_path = journal.to_string_lossy().into_owned();
     let mut sidecar_args = vec![
         "--listen",
         "127.0.0.1:0",
@@ -156,6 +163,8 @@ fn run(options: &Options) -> Result<(), String> {
         CHANNEL,
         "--upstream",
         &upstream,
+        "--journal-path",
+        &journal_path,
     ];
     if let Some(mode) = &options.prevalidation {
         sidecar_args.extend(["--prevalidation", mode.as_str()]);
@@ -188,6 +197,10 @@ fn run(options: &Options) -> Result<(), String> {
     }
     sidecar.still_running()?;
     emulator.still_running()?;
+    drop(sidecar);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{journal_path}{suffix}"));
+    }
     Ok(())
 }
 

@@ -54,12 +54,18 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<()> {
         EmulatorConfig::new(DEMO_CHANNEL_ID, Secret::new(DEMO_CHANNEL_SECRET)),
     )
     .await?;
+    let journal = std::env::temp_dir().join(format!(
+        "linepay-sidecar-demo-journal-{}.sqlite3",
+        std::process::id()
+    ));
     let source = ConfigSource {
         path: None,
         overrides: Overrides::default()
             .with("listen", args.listen.to_string())
             .with("upstream.url", format!("http://{emulator_addr}"))
-            .with("admin.listen", args.admin_listen.to_string()),
+            .with("admin.listen", args.admin_listen.to_string())
+            // The demo's calls are play money: its journal lives and dies with it.
+            .with("journal.path", journal.to_string_lossy()),
         env: Box::new(|key: &str| match key {
             config::ENV_CHANNEL_ID => Some(DEMO_CHANNEL_ID.to_owned()),
             config::ENV_CHANNEL_SECRET => Some(DEMO_CHANNEL_SECRET.to_owned()),
@@ -70,6 +76,11 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<()> {
     eprintln!("{}", demo_walkthrough(&base));
     let result = runtime::run(source).await;
     emulator_task.abort();
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = journal.clone().into_os_string();
+        file.push(suffix);
+        let _ = std::fs::remove_file(file);
+    }
     result?;
     Ok(())
 }

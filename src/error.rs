@@ -12,6 +12,7 @@
 //! upstream error text, secrets, signatures or bodies.
 
 use crate::limit::LimitError;
+use crate::money::Verdict;
 use crate::upstream::UpstreamError;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
@@ -68,6 +69,24 @@ pub(crate) enum ProxyError {
     Upstream(UpstreamError),
     #[error("the sidecar could not build the upstream request")]
     Internal,
+    /// A money call that ended uncertain, with what LINE Pay's records said about it.
+    #[error("{failure} The sidecar asked LINE Pay: see `reconciled`.")]
+    Unsettled {
+        failure: UpstreamError,
+        reconciled: Verdict,
+    },
+    #[error("a call for this transaction or order, or with this Idempotency-Key, is still in flight; it was not sent again: wait for the first one's answer, then retry")]
+    CallInProgress,
+    #[error("this Idempotency-Key was used for a call with another body; it was not sent: use a new key for a new call")]
+    IdempotencyKeyReused,
+    #[error("this Idempotency-Key's call was already sent, but its stored answer cannot be read (the channel secret changed since); it was not sent again: read the payment details")]
+    IdempotencyAnswerUnavailable,
+    #[error("Idempotency-Key needs the call journal (journal.enabled); the call was not sent: turn the journal on or send the call without the header")]
+    IdempotencyUnavailable,
+    #[error("Idempotency-Key must be 1 to 255 printable ASCII characters")]
+    InvalidIdempotencyKey,
+    #[error("the call journal cannot be written, so the money call was not sent (nothing would record it); the sidecar's log says why")]
+    JournalUnavailable,
 }
 
 /// A rate limit's refusal is answered 429 with `Retry-After`.
@@ -116,7 +135,14 @@ impl ProxyError {
                 UpstreamError::ResponseTooLarge { .. } => "upstream_response_too_large",
                 UpstreamError::NoPool => "internal",
             },
+            ProxyError::Unsettled { failure, .. } => ProxyError::Upstream(failure.clone()).code(),
             ProxyError::Internal => "internal",
+            ProxyError::CallInProgress => "call_in_progress",
+            ProxyError::IdempotencyKeyReused => "idempotency_key_reused",
+            ProxyError::IdempotencyAnswerUnavailable => "idempotency_answer_unavailable",
+            ProxyError::IdempotencyUnavailable => "idempotency_unavailable",
+            ProxyError::InvalidIdempotencyKey => "invalid_idempotency_key",
+            ProxyError::JournalUnavailable => "journal_unavailable",
         }
     }
 
@@ -152,7 +178,16 @@ impl ProxyError {
                 }
                 UpstreamError::NoPool => StatusCode::INTERNAL_SERVER_ERROR,
             },
+            ProxyError::Unsettled { failure, .. } => ProxyError::Upstream(failure.clone()).status(),
             ProxyError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::CallInProgress | ProxyError::IdempotencyAnswerUnavailable => {
+                StatusCode::CONFLICT
+            }
+            ProxyError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ProxyError::IdempotencyUnavailable | ProxyError::InvalidIdempotencyKey => {
+                StatusCode::BAD_REQUEST
+            }
+            ProxyError::JournalUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -160,7 +195,7 @@ impl ProxyError {
     /// LINE Pay; `None` for the sidecar's refusals.
     pub(crate) fn upstream_kind(&self) -> Option<&'static str> {
         match self {
-            ProxyError::Upstream(failure) => failure.kind(),
+            ProxyError::Upstream(failure) | ProxyError::Unsettled { failure, .. } => failure.kind(),
             _ => None,
         }
     }
@@ -169,20 +204,30 @@ impl ProxyError {
     /// sending it again cannot double a payment or a refund. Every refusal is.
     pub(crate) fn retry_safe(&self) -> bool {
         match self {
-            ProxyError::Upstream(failure) => failure.retry_safe(),
+            ProxyError::Upstream(failure) | ProxyError::Unsettled { failure, .. } => {
+                failure.retry_safe()
+            }
+            // Sent once already: a second send could double it.
+            ProxyError::IdempotencyAnswerUnavailable => false,
             _ => true,
         }
     }
 
     /// The JSON answer the app receives.
     pub(crate) fn to_response(&self) -> Response<Bytes> {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": {
                 "code": self.code(),
                 "message": self.to_string(),
                 "retry_safe": self.retry_safe(),
             }
         });
+        if let ProxyError::Unsettled { reconciled, .. } = self {
+            body["error"]["reconciled"] = serde_json::json!({
+                "state": reconciled.state.as_str(),
+                "reason": reconciled.reason,
+            });
+        }
         let mut response = Response::new(Bytes::from(body.to_string()));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();

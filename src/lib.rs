@@ -6,6 +6,9 @@
 //! - [`secret`]: the channel secret, redacted in every printout.
 //! - [`route`]: the allowlist of method + path templates, strict path matching.
 //! - [`proxy`]: the request path: route → limit → read body → sign → forward → respond.
+//! - [`money`]: which routes move money; how LINE Pay's records judge an uncertain call.
+//! - [`journal`]: money calls on record: one per transaction at a time, idempotency
+//!   keys, the intent and outcome on disk, reconciliation, the drain's hold.
 //! - [`limit`]: rate limits and the check-status polling discipline, checked before the
 //!   body is read.
 //! - [`validate`]: pre-validation of the body against LINE Pay's documented fields, after
@@ -36,8 +39,10 @@ pub(crate) mod error;
 pub(crate) mod expect_ip;
 pub mod ids;
 pub mod inspect;
+pub mod journal;
 pub(crate) mod limit;
 pub(crate) mod metrics;
+pub mod money;
 pub(crate) mod proxy;
 pub mod reload;
 pub mod route;

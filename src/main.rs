@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use linepay_sidecar::config::{self, Config, Overrides};
+use linepay_sidecar::journal;
 use linepay_sidecar::reload::ConfigSource;
 use linepay_sidecar::runtime;
 use linepay_sidecar::secret::Secret;
@@ -42,6 +43,8 @@ enum Command {
     Sign(SignArgs),
     /// Ask a running sidecar's admin port whether it is healthy (exit 0) or not (exit 1).
     Healthcheck(HealthcheckArgs),
+    /// Read the call journal (money calls and keyed calls), running sidecar or not.
+    Calls(CallsArgs),
     /// Run the sidecar in front of an embedded LINE Pay emulator: no account needed.
     #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
@@ -143,6 +146,28 @@ struct SignArgs {
 /// `healthcheck`: the sidecar's own command line (so the admin address comes from the
 /// same `--config`, `--admin-listen` and `LINEPAY_SIDECAR_ADMIN_LISTEN`), plus what to ask.
 #[derive(Args)]
+struct CallsArgs {
+    /// The journal file; default: journal.path from --config, else the default path.
+    #[arg(long, value_name = "FILE")]
+    journal: Option<PathBuf>,
+    /// The config file whose journal.path to read.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    transaction_id: Option<String>,
+    #[arg(long)]
+    order_id: Option<String>,
+    #[arg(long)]
+    request_id: Option<String>,
+    /// Only calls without an outcome (interrupted, not reconciled yet).
+    #[arg(long)]
+    pending: bool,
+    /// Calls listed at most, newest first.
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+}
+
+#[derive(Args)]
 struct HealthcheckArgs {
     /// Ask /readyz (can this sidecar serve calls now?) instead of /healthz (is it alive?).
     #[arg(long)]
@@ -198,6 +223,7 @@ fn main() {
         Some(Command::Check(args)) => check(&args),
         Some(Command::Sign(args)) => sign_command(&args),
         Some(Command::Healthcheck(args)) => healthcheck_command(&args),
+        Some(Command::Calls(args)) => calls_command(&args),
         #[cfg(feature = "demo")]
         Some(Command::Demo(args)) => with_runtime(Threads::PerCore, demo::demo(args)),
         #[cfg(feature = "demo")]
@@ -279,6 +305,35 @@ fn check(args: &RunArgs) -> Result<()> {
 async fn run(args: RunArgs) -> Result<()> {
     init_logs(args.log_format, args.log_level);
     runtime::run(config_source(&args)).await?;
+    Ok(())
+}
+
+fn calls_command(args: &CallsArgs) -> Result<()> {
+    let path = match (&args.journal, &args.config) {
+        (Some(path), _) => path.clone(),
+        (None, Some(config)) => {
+            let text = std::fs::read_to_string(config)
+                .with_context(|| format!("cannot read {}", config.display()))?;
+            let raw = config::from_yaml_str(&text)
+                .map_err(|error| anyhow::anyhow!("{}: {error}", config.display()))?;
+            config::journal_path(&raw)
+        }
+        (None, None) => PathBuf::from(config::DEFAULT_JOURNAL_PATH),
+    };
+    if !path.exists() {
+        bail!("no journal at {} (see journal.path)", path.display());
+    }
+    let store = journal::Store::open_to_read(&path)?;
+    let rows = store.query(&journal::Filter {
+        transaction_id: args.transaction_id.clone(),
+        order_id: args.order_id.clone(),
+        request_id: args.request_id.clone(),
+        pending: args.pending,
+        limit: args.limit,
+    })?;
+    for row in rows {
+        println!("{}", serde_json::to_string(&row)?);
+    }
     Ok(())
 }
 

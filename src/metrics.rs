@@ -13,8 +13,8 @@
 //! compares with the pod's limits.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Route label for calls that matched no allowlist template; also their `family` label
@@ -71,7 +71,16 @@ const REFUSAL_CODES: &[&str] = &[
     "upstream_protocol",
     "upstream_response_too_large",
     "internal",
+    "call_in_progress",
+    "idempotency_key_reused",
+    "idempotency_answer_unavailable",
+    "idempotency_unavailable",
+    "invalid_idempotency_key",
+    "journal_unavailable",
 ];
+
+/// Every `operation` of `linepay_sidecar_journal_failures_total`.
+pub(crate) const JOURNAL_OPERATIONS: &[&str] = &["intent", "outcome", "read", "prune"];
 
 /// Every `kind` of `linepay_sidecar_upstream_errors_total` (`ProxyError::upstream_kind`).
 const UPSTREAM_ERROR_KINDS: &[&str] = &[
@@ -113,6 +122,14 @@ pub(crate) struct Metrics {
     /// sidecar without `expect_ip` (or whose echo service is down) reads 0 and never
     /// looks like an alarm.
     pub(crate) expect_ip_mismatch: IntGauge,
+    /// Money calls whose app hung up before the answer, by route; the call still
+    /// finished upstream and its outcome is in the journal.
+    pub(crate) client_gone: IntCounterVec,
+    /// Uncertain money calls, by what LINE Pay's records said (applied, not_applied,
+    /// unknown).
+    pub(crate) reconciliations: IntCounterVec,
+    pub(crate) idempotent_replays: IntCounter,
+    pub(crate) journal_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -218,6 +235,35 @@ impl Metrics {
                 "1 while the last egress.expect_ip check saw a public address other than the expected one, else 0.",
             )
             .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            client_gone: IntCounterVec::new(
+                Opts::new(
+                    "linepay_sidecar_client_gone_total",
+                    "Money calls that finished at LINE Pay after the app had hung up, by route (the outcome is in the journal).",
+                ),
+                &["route"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            reconciliations: IntCounterVec::new(
+                Opts::new(
+                    "linepay_sidecar_reconciliations_total",
+                    "Uncertain money calls checked against LINE Pay's records, by state (applied, not_applied, unknown).",
+                ),
+                &["state"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            idempotent_replays: IntCounter::new(
+                "linepay_sidecar_idempotent_replays_total",
+                "Calls answered from the journal for a repeated Idempotency-Key, without calling LINE Pay.",
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            journal_failures: IntCounterVec::new(
+                Opts::new(
+                    "linepay_sidecar_journal_failures_total",
+                    "Journal reads and writes that failed, by operation (intent, outcome, read, prune).",
+                ),
+                &["operation"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
             registry,
         };
         metrics
@@ -251,10 +297,24 @@ impl Metrics {
             self.rate_limited.with_label_values(&[limit]);
             self.rate_limited_shadow.with_label_values(&[limit]);
         }
+        for state in crate::money::ReconciledState::ALL {
+            self.reconciliations.with_label_values(&[state.as_str()]);
+        }
+        for operation in JOURNAL_OPERATIONS {
+            self.journal_failures.with_label_values(&[operation]);
+        }
+    }
+
+    /// The `client_gone` series of each money route of an allowlist, at 0 (the routes
+    /// come from the configuration, so they are created when a proxy is built).
+    pub(crate) fn create_route_series<'a>(&self, money_routes: impl Iterator<Item = &'a str>) {
+        for route in money_routes {
+            self.client_gone.with_label_values(&[route]);
+        }
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
             Box::new(self.requests.clone()),
             Box::new(self.upstream_duration.clone()),
             Box::new(self.signing_duration.clone()),
@@ -268,6 +328,10 @@ impl Metrics {
             Box::new(self.build_info.clone()),
             Box::new(self.upstream_up.clone()),
             Box::new(self.expect_ip_mismatch.clone()),
+            Box::new(self.client_gone.clone()),
+            Box::new(self.reconciliations.clone()),
+            Box::new(self.idempotent_replays.clone()),
+            Box::new(self.journal_failures.clone()),
         ];
         for collector in collectors {
             // Names are distinct constants, so registration cannot collide.
@@ -446,6 +510,12 @@ mod tests {
             ProxyError::Upstream(UpstreamError::ResponseTooLarge { limit: 0 }),
             ProxyError::Upstream(UpstreamError::NoPool),
             ProxyError::Internal,
+            ProxyError::CallInProgress,
+            ProxyError::IdempotencyKeyReused,
+            ProxyError::IdempotencyAnswerUnavailable,
+            ProxyError::IdempotencyUnavailable,
+            ProxyError::InvalidIdempotencyKey,
+            ProxyError::JournalUnavailable,
         ];
         let codes: BTreeSet<&str> = every_error.iter().map(ProxyError::code).collect();
         let kinds: BTreeSet<&str> = every_error

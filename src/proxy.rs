@@ -12,8 +12,12 @@
 //! 4. **upstream request**: the app's headers minus hop-by-hop, `Host`, credentials and
 //!    every `X-LINE-*`; then the sidecar's own `X-LINE-*` headers and the signature over
 //!    the exact bytes that will be sent.
-//! 5. **forward**: to the configured upstream only, with the route's timeouts.
-//! 6. **response filter**: LINE Pay's answer goes back as it is, minus hop-by-hop
+//! 5. **money call** (money routes and POSTs with an `Idempotency-Key`, in
+//!    [`crate::journal`]): one per transaction at a time, idempotent replay, the intent
+//!    on disk before sending, the call in its own task, the outcome on disk (and an
+//!    uncertain one reconciled) before answering.
+//! 6. **forward**: to the configured upstream only, with the route's timeouts.
+//! 7. **response filter**: LINE Pay's answer goes back as it is, minus hop-by-hop
 //!    headers; its 19-digit ids written as JSON strings when asked (`crate::ids`).
 //!
 //! Each phase is one function; a refusal at any phase is a [`ProxyError`] (the limit and
@@ -25,9 +29,11 @@ use crate::config::Config;
 use crate::error::ProxyError;
 use crate::ids;
 use crate::inspect;
+use crate::journal::{self, Admission, Desk, Hold, Seal};
 use crate::limit::Limits;
 use crate::metrics::{self, Metrics, UNMATCHED_ROUTE};
-use crate::route::{Match, Route, Signing};
+use crate::money::{self, CallFacts};
+use crate::route::{Match, Route, RouteTimeouts, Signing};
 use crate::sign::{self, Signer};
 use crate::upstream::Upstream;
 use crate::validate::{self, Mode};
@@ -73,6 +79,8 @@ const NOT_FORWARDED: &[&str] = &[
     "x-real-ip",
     // LINE Pay's answer must come back uncompressed: the sidecar reads its returnCode.
     "accept-encoding",
+    // The app's key for the sidecar's journal, not LINE Pay's.
+    "idempotency-key",
 ];
 
 /// The longest request path written to a log line.
@@ -86,6 +94,10 @@ pub(crate) struct Proxy {
     limits: Arc<Limits>,
     metrics: Arc<Metrics>,
     user_agent: HeaderValue,
+    /// The journal and the in-flight set: one per process, shared by every snapshot.
+    desk: Arc<Desk>,
+    /// Seals stored answers with keys derived from this snapshot's secret.
+    seal: Seal,
 }
 
 /// What one call did, gathered along the path for its log line and metrics.
@@ -117,9 +129,20 @@ impl Proxy {
         upstream: Arc<Upstream>,
         limits: Arc<Limits>,
         metrics: Arc<Metrics>,
+        desk: Arc<Desk>,
     ) -> Proxy {
+        metrics.create_route_series(
+            config
+                .allowlist
+                .routes()
+                .iter()
+                .filter(|route| money::classify(&route.method, &route.template).is_some())
+                .map(|route| route.template.as_str()),
+        );
         Proxy {
             signer: Signer::new(&config.credentials.channel_secret),
+            seal: Seal::new(&config.credentials.channel_secret),
+            desk,
             limits,
             config,
             upstream,
@@ -141,6 +164,37 @@ impl Proxy {
 
     pub(crate) fn limits(&self) -> &Arc<Limits> {
         &self.limits
+    }
+
+    pub(crate) fn desk(&self) -> &Arc<Desk> {
+        &self.desk
+    }
+
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// A signed `GET path_and_query` with no header from any app: the question a
+    /// reconciliation asks LINE Pay. `legacy_v2`: the v2 scheme. A money call prepares
+    /// it before it is sent (about a microsecond: one HMAC), because the call's own task
+    /// holds no configuration snapshot to sign with later.
+    pub(crate) fn signed_get(
+        &self,
+        path_and_query: &str,
+        signing: Signing,
+    ) -> Option<Request<Full<Bytes>>> {
+        let (parts, ()) = Request::get(path_and_query).body(()).ok()?.into_parts();
+        // Only the route's signing scheme matters to `upstream_request`.
+        let scheme = match signing {
+            Signing::ChannelSecret => "/v2/payments",
+            Signing::Hmac => "/v3/payments",
+        };
+        let timeouts = RouteTimeouts {
+            connect: Duration::from_secs(5),
+            read: Duration::from_secs(20),
+        };
+        let route = Route::new(Method::GET, scheme, timeouts).ok()?;
+        self.build_request(&route, &parts, Bytes::new(), false).ok()
     }
 
     /// Handles one call from the app; never fails: every problem becomes an answer.
@@ -297,17 +351,40 @@ impl Proxy {
                 .and_then(|query| inspect::query_field(query, "transactionId"))
                 .map(str::to_owned);
         }
-        let mut upstream_request = self.upstream_request(route, &parts, body)?;
-        upstream_request
-            .headers_mut()
-            .insert(REQUEST_ID, request_id.clone());
-        let sent = Instant::now();
-        let response = self.upstream.send(upstream_request, route.timeouts).await;
-        call.upstream_elapsed = Some(sent.elapsed());
         let ids_as_strings = ids::requested(
             parts.headers.get(ids::IDS_AS_STRINGS_HEADER),
             self.config.response.ids_as_strings,
         );
+        let ticket = self.money_call(route, &parts, &body, request_id).await?;
+        let ticket = match ticket {
+            None => None,
+            Some(Admission::Replay(answer)) => return Ok(quote_ids(answer, ids_as_strings)),
+            Some(Admission::Send(ticket)) => Some(ticket),
+        };
+        let mut upstream_request = self.upstream_request(route, &parts, body)?;
+        upstream_request
+            .headers_mut()
+            .insert(REQUEST_ID, request_id.clone());
+        if let Some((ticket, status_request)) = ticket {
+            let job = journal::Job {
+                upstream: self.upstream.clone(),
+                request: upstream_request,
+                timeouts: route.timeouts,
+                status_request,
+                // The journal keeps LINE Pay's answer byte for byte; ids are quoted for
+                // the app only, on the way out.
+                response_filter: |response| response_filter(response, false),
+                metrics: self.metrics.clone(),
+                seal: self.seal.clone(),
+            };
+            let hold = parts.extensions.get::<Hold>();
+            let (answer, elapsed) = self.desk.send(ticket, job, hold).await;
+            call.upstream_elapsed = Some(elapsed);
+            return answer.map(|answer| quote_ids(answer, ids_as_strings));
+        }
+        let sent = Instant::now();
+        let response = self.upstream.send(upstream_request, route.timeouts).await;
+        call.upstream_elapsed = Some(sent.elapsed());
         Ok(response_filter(response?, ids_as_strings))
     }
 
@@ -346,6 +423,44 @@ impl Proxy {
             Mode::Enforce => Err(ProxyError::InvalidRequest(message)),
             Mode::Warn | Mode::Off => Ok(()),
         }
+    }
+
+    /// Phase 5: a money call, or a POST with an `Idempotency-Key`, is admitted and put on
+    /// record (with the signed status question a reconciliation would ask); `None` for
+    /// every other call.
+    async fn money_call(
+        &self,
+        route: &Route,
+        parts: &http::request::Parts,
+        body: &Bytes,
+        request_id: &HeaderValue,
+    ) -> Result<Option<Admission<(journal::Ticket, Option<Request<Full<Bytes>>>)>>, ProxyError>
+    {
+        let path = parts.uri.path();
+        let facts = || {
+            CallFacts::read(
+                route.param(path, "transactionId"),
+                route.param(path, "orderId"),
+                body,
+            )
+        };
+        let channel_id = &self.config.credentials.channel_id;
+        let Some(plan) = self
+            .desk
+            .plan(route, parts, facts, request_id, channel_id)?
+        else {
+            return Ok(None);
+        };
+        let status_request = plan
+            .money
+            .and_then(|money| money::status_query(&route.template, money, &plan.facts))
+            .and_then(|query| self.signed_get(&query, route.signing));
+        Ok(Some(
+            match self.desk.admit(plan, &self.seal, &self.metrics).await? {
+                Admission::Replay(answer) => Admission::Replay(answer),
+                Admission::Send(ticket) => Admission::Send((ticket, status_request)),
+            },
+        ))
     }
 
     /// Phase 1: is this call allowed at all? A refused call that still names a route or
@@ -437,6 +552,18 @@ impl Proxy {
         parts: &http::request::Parts,
         body: Bytes,
     ) -> Result<Request<Full<Bytes>>, ProxyError> {
+        self.build_request(route, parts, body, true)
+    }
+
+    /// `timed`: the signing time goes into the signing metric (a call's signature, not
+    /// a reconciliation's question prepared beside it).
+    fn build_request(
+        &self,
+        route: &Route,
+        parts: &http::request::Parts,
+        body: Bytes,
+        timed: bool,
+    ) -> Result<Request<Full<Bytes>>, ProxyError> {
         let path = parts.uri.path();
         let query = parts.uri.query();
         let path_and_query = parts.uri.path_and_query().map_or(path, |pq| pq.as_str());
@@ -482,9 +609,11 @@ impl Proxy {
             let length = self
                 .signer
                 .signature_into(path, payload, nonce, &mut signature);
-            self.metrics
-                .signing_duration
-                .observe(signing.elapsed().as_secs_f64());
+            if timed {
+                self.metrics
+                    .signing_duration
+                    .observe(signing.elapsed().as_secs_f64());
+            }
             let mut authorization =
                 HeaderValue::from_bytes(&signature[..length]).map_err(|_| ProxyError::Internal)?;
             authorization.set_sensitive(true);
@@ -632,6 +761,17 @@ fn response_filter(response: Response<Bytes>, ids_as_strings: bool) -> Response<
     // The body was read whole; hyper writes the length of what is actually sent.
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(crate::error::SIDECAR_ERROR_HEADER);
+    Response::from_parts(parts, body)
+}
+
+/// An answer already filtered (a replay from the journal, or one the journal kept byte
+/// for byte), with its id numbers spliced into strings when the app asked.
+fn quote_ids(response: Response<Bytes>, ids_as_strings: bool) -> Response<Bytes> {
+    if !ids_as_strings {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let body = ids::quote_ids(&body).unwrap_or(body);
     Response::from_parts(parts, body)
 }
 

@@ -10,6 +10,7 @@
 //! so a reload never changes a call half-way.
 
 use crate::error::ProxyError;
+use crate::journal::Hold;
 use crate::proxy::Proxy;
 use arc_swap::ArcSwap;
 use http_body_util::Full;
@@ -27,12 +28,16 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Serves one accepted connection; one `overloaded` (past the cap) gets a 503 and is closed.
+/// `hold` goes with each call, so that a money call in flight holds the connection
+/// through the drain.
 pub(crate) fn connection(
     io: TokioIo<TcpStream>,
     overloaded: bool,
     proxy: Arc<ArcSwap<Proxy>>,
+    hold: Hold,
 ) -> impl GracefulConnection<Error = hyper::Error> + Send + 'static {
-    let service = service_fn(move |request| {
+    let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(hold.clone());
         // One consistent snapshot per call, taken when the call starts.
         let snapshot = proxy.load_full();
         async move {

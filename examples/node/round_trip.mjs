@@ -20,21 +20,51 @@ const TIMEOUT_MS = 65_000;
 // call), touching nothing else in LINE Pay's answer, so plain JSON.parse keeps every digit.
 const EXACT_IDS = { "X-LinePay-Ids-As-Strings": "true" };
 
-async function linepay(method, path, body) {
+// The next move after one of the sidecar's own error answers.
+function whatToDo(error) {
+  if (error.retry_safe) return "the call never reached LINE Pay: it is safe to send it again";
+  switch (error.reconciled?.state) {
+    case "applied":
+      return "LINE Pay applied it (the answer was lost): record it as done, never send it again";
+    case "not_applied":
+      return "LINE Pay has no record of it: send it again with the same Idempotency-Key (the sidecar will not double it)";
+    default:
+      return "it may have been processed: read the payment details before doing anything";
+  }
+}
+
+// One LINE Pay call through the sidecar: { answer, replayed, text }.
+async function linepay(method, path, body, idempotencyKey) {
+  const headers = body === undefined ? { ...EXACT_IDS } : { ...EXACT_IDS, "Content-Type": "application/json" };
+  // Same key + same body later (a retry, a double click): the sidecar replays the
+  // stored answer instead of calling LINE Pay twice. Never forwarded to LINE Pay.
+  if (idempotencyKey !== undefined) headers["Idempotency-Key"] = idempotencyKey;
   const response = await fetch(SIDECAR + path, {
     method,
-    headers: body === undefined ? EXACT_IDS : { ...EXACT_IDS, "Content-Type": "application/json" },
+    headers,
     body: body === undefined ? undefined : JSON.stringify(body),
     signal: AbortSignal.timeout(TIMEOUT_MS),
   });
   const text = await response.text();
   if (response.status !== 200) {
-    // LINE Pay answers 200 even for business errors, so anything else is the sidecar's
-    // own refusal: {"error": {"code": ..., "message": ..., "retry_safe": ...}}.
-    console.error(`${method} ${path}: HTTP ${response.status} ${text}`);
+    const code = response.headers.get("X-LinePay-Sidecar-Error");
+    if (code === null) {
+      // No marker: the HTTP error is LINE Pay's own.
+      console.error(`${method} ${path}: LINE Pay answered HTTP ${response.status}: ${text}`);
+      process.exit(1);
+    }
+    // The marker: the sidecar's own answer, {"error": {code, message, retry_safe,
+    // reconciled?}}. LINE Pay's business errors come as 200 + returnCode.
+    const error = JSON.parse(text).error ?? {};
+    console.error(`${method} ${path}: sidecar ${code} (HTTP ${response.status}): ${error.message}`);
+    console.error(`  -> ${whatToDo(error)}`);
     process.exit(1);
   }
-  return JSON.parse(text);
+  return {
+    answer: JSON.parse(text),
+    replayed: response.headers.get("Idempotent-Replayed") === "true",
+    text,
+  };
 }
 
 function step(name, answer) {
@@ -57,7 +87,7 @@ const order = {
     cancelUrl: "https://shop.example/linepay/cancel",
   },
 };
-const info = step("request", await linepay("POST", "/v3/payments/request", order));
+const info = step("request", (await linepay("POST", "/v3/payments/request", order)).answer);
 const transactionId = info.transactionId; // a string, every digit kept
 if (typeof transactionId !== "string" || !/^\d{19}$/.test(transactionId)) {
   console.error(`request: transactionId ${JSON.stringify(transactionId)} is not a 19-digit string`);
@@ -65,14 +95,28 @@ if (typeof transactionId !== "string" || !/^\d{19}$/.test(transactionId)) {
 }
 console.log(`  transactionId ${transactionId}, pay at ${info.paymentUrl.web}`);
 
-// In a shop, this runs when LINE Pay redirects the buyer to confirmUrl.
-step("confirm", await linepay("POST", `/v3/payments/${transactionId}/confirm`, { amount, currency }));
+// In a shop, this runs when LINE Pay redirects the buyer to confirmUrl. The key is
+// derived from the order, so a retried or doubled confirm can never confirm twice.
+const confirm = await linepay("POST", `/v3/payments/${transactionId}/confirm`, { amount, currency },
+  `${order.orderId}-confirm`);
+step("confirm", confirm.answer);
 
-const details = step("details", await linepay("GET", `/v3/payments?transactionId=${transactionId}`));
+const details = step("details",
+  (await linepay("GET", `/v3/payments?transactionId=${transactionId}`)).answer);
 if (details[0].transactionId !== transactionId) {
   console.error(`details: transactionId ${details[0].transactionId} != ${transactionId}`);
   process.exit(1);
 }
 
-const refund = step("refund", await linepay("POST", `/v3/payments/${transactionId}/refund`, { refundAmount: 40 }));
+const refundKey = `${order.orderId}-refund-1`;
+const first = await linepay("POST", `/v3/payments/${transactionId}/refund`, { refundAmount: 40 }, refundKey);
+const refund = step("refund", first.answer);
 console.log(`  refundTransactionId ${refund.refundTransactionId}`);
+
+// The same refund again (a retrying job): answered from the sidecar's journal.
+const again = await linepay("POST", `/v3/payments/${transactionId}/refund`, { refundAmount: 40 }, refundKey);
+if (!again.replayed || again.text !== first.text) {
+  console.error("refund again: expected the stored answer, replayed");
+  process.exit(1);
+}
+console.log("  refund again with the same Idempotency-Key: replayed from the sidecar's journal, LINE Pay not called");

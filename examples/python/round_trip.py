@@ -24,23 +24,46 @@ TIMEOUT_SECONDS = 65
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def call(method, path, body=None):
-    """One LINE Pay call through the sidecar; returns the parsed answer."""
+def what_to_do(error):
+    """The next move after one of the sidecar's own error answers."""
+    if error.get("retry_safe"):
+        return "the call never reached LINE Pay: it is safe to send it again"
+    state = (error.get("reconciled") or {}).get("state")
+    if state == "applied":
+        return "LINE Pay applied it (the answer was lost): record it as done, never send it again"
+    if state == "not_applied":
+        return ("LINE Pay has no record of it: send it again with the same Idempotency-Key "
+                "(the sidecar will not double it)")
+    return "it may have been processed: read the payment details before doing anything"
+
+
+def call(method, path, body=None, idempotency_key=None):
+    """One LINE Pay call through the sidecar; returns (answer, replayed)."""
     data = None if body is None else json.dumps(body).encode("utf-8")
     request = urllib.request.Request(SIDECAR + path, data=data, method=method)
     if data is not None:
         request.add_header("Content-Type", "application/json")
+    if idempotency_key is not None:
+        # Same key + same body later (a retry, a double click): the sidecar replays the
+        # stored answer instead of calling LINE Pay twice. Never forwarded to LINE Pay.
+        request.add_header("Idempotency-Key", idempotency_key)
     try:
         with OPENER.open(request, timeout=TIMEOUT_SECONDS) as response:
             text = response.read()
+            replayed = response.headers.get("Idempotent-Replayed") == "true"
     except urllib.error.HTTPError as error:
-        # LINE Pay answers 200 even for business errors, so a 4xx/5xx is the sidecar's
-        # own refusal: {"error": {"code": ..., "message": ..., "retry_safe": ...}}.
         detail = error.read().decode("utf-8", "replace")
-        sys.exit(f"{method} {path}: HTTP {error.code} "
-                 f"{error.headers.get('X-LinePay-Sidecar-Error', '')} {detail}")
+        code = error.headers.get("X-LinePay-Sidecar-Error")
+        if code is None:
+            # No marker: the HTTP error is LINE Pay's own.
+            sys.exit(f"{method} {path}: LINE Pay answered HTTP {error.code}: {detail}")
+        # The marker: the sidecar's own answer, {"error": {"code", "message",
+        # "retry_safe", "reconciled"?}}. LINE Pay's business errors come as 200 + returnCode.
+        failure = json.loads(detail).get("error", {})
+        sys.exit(f"{method} {path}: sidecar {code} (HTTP {error.code}): "
+                 f"{failure.get('message')}\n  -> {what_to_do(failure)}")
     # Python's json keeps integers exact: the 19-digit transactionId is safe as an int.
-    return json.loads(text)
+    return json.loads(text), replayed
 
 
 def step(name, answer):
@@ -66,21 +89,34 @@ def main():
             "cancelUrl": "https://shop.example/linepay/cancel",
         },
     }
-    info = step("request", call("POST", "/v3/payments/request", order))
+    info = step("request", call("POST", "/v3/payments/request", order)[0])
     transaction_id = info["transactionId"]
     print(f"  transactionId {transaction_id}, pay at {info['paymentUrl']['web']}")
 
-    # In a shop, this runs when LINE Pay redirects the buyer to confirmUrl.
+    # In a shop, this runs when LINE Pay redirects the buyer to confirmUrl. The key is
+    # derived from the order, so a retried or doubled confirm can never confirm twice.
     step("confirm", call("POST", f"/v3/payments/{transaction_id}/confirm",
-                         {"amount": amount, "currency": currency}))
+                         {"amount": amount, "currency": currency},
+                         idempotency_key=f"{order['orderId']}-confirm")[0])
 
-    details = step("details", call("GET", f"/v3/payments?transactionId={transaction_id}"))
+    details = step("details",
+                   call("GET", f"/v3/payments?transactionId={transaction_id}")[0])
     if details[0]["transactionId"] != transaction_id:
         sys.exit(f"details: transactionId {details[0]['transactionId']} != {transaction_id}")
 
-    refund = step("refund", call("POST", f"/v3/payments/{transaction_id}/refund",
-                                 {"refundAmount": 40}))
+    refund_key = f"{order['orderId']}-refund-1"
+    answer, _ = call("POST", f"/v3/payments/{transaction_id}/refund", {"refundAmount": 40},
+                     idempotency_key=refund_key)
+    refund = step("refund", answer)
     print(f"  refundTransactionId {refund['refundTransactionId']}")
+
+    # The same refund again (a retrying job): answered from the sidecar's journal.
+    again, replayed = call("POST", f"/v3/payments/{transaction_id}/refund",
+                           {"refundAmount": 40}, idempotency_key=refund_key)
+    if not replayed or again != answer:
+        sys.exit("refund again: expected the stored answer, replayed")
+    print("  refund again with the same Idempotency-Key: replayed from the sidecar's journal, "
+          "LINE Pay not called")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ mod keys;
 pub mod cli;
 mod credentials;
 mod egress;
+mod journal;
 mod limits;
 mod prevalidation;
 mod raw;
@@ -67,6 +68,10 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(2);
+pub const DEFAULT_JOURNAL_PATH: &str = "linepay-sidecar-journal.sqlite3";
+pub const DEFAULT_JOURNAL_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+pub const DEFAULT_JOURNAL_MAX_CALLS: usize = 1_000_000;
+pub const DEFAULT_RECONCILE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The most concurrent app connections `request.max_connections` accepts.
 pub const MAX_CONNECTIONS: usize = 65_535;
@@ -86,6 +91,19 @@ pub struct Config {
     pub admin: AdminConfig,
     pub shutdown: ShutdownConfig,
     pub reload: ReloadConfig,
+    pub journal: JournalConfig,
+}
+
+/// `journal:`: where money calls are recorded, for how long, and whether uncertain
+/// ones are checked with LINE Pay. Restart-only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalConfig {
+    pub enabled: bool,
+    pub path: PathBuf,
+    pub max_age: Duration,
+    pub max_calls: usize,
+    pub reconcile: bool,
+    pub reconcile_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +215,16 @@ pub fn from_yaml_str(text: &str) -> Result<RawFile, String> {
         .map_err(|error| error.to_string())
 }
 
+/// The journal file a raw configuration names (for `linepay-sidecar calls`, which needs
+/// no credentials).
+pub fn journal_path(raw: &RawFile) -> PathBuf {
+    raw.0
+        .journal
+        .path
+        .as_ref()
+        .map_or_else(|| PathBuf::from(DEFAULT_JOURNAL_PATH), |s| s.value.clone())
+}
+
 /// Reads the file (if any), applies environment and flags, reads the secret, validates.
 pub fn load(
     path: Option<&Path>,
@@ -304,6 +332,7 @@ pub fn validate(
         .and_then(|allowlist| limits::validate(&raw.limits, allowlist, &mut problems));
     let egress = egress::validate(&raw.egress, read_file, &mut problems);
     let prevalidation = prevalidation::validate(&raw.prevalidation, &mut problems);
+    let journal = journal::validate(&raw.journal, &mut problems);
 
     let probe_interval = duration(&raw.admin.probe_interval, DEFAULT_PROBE_INTERVAL);
     if probe_interval.is_zero() {
@@ -366,6 +395,7 @@ pub fn validate(
             reload: ReloadConfig {
                 watch_interval: duration(&raw.reload.watch_interval, DEFAULT_WATCH_INTERVAL),
             },
+            journal,
         }),
         _ => Err(ConfigError {
             problems: problems.into_list(),

@@ -28,6 +28,7 @@ config_section! {
         admin: section<RawAdmin>,
         shutdown: section<RawShutdown>,
         reload: section<RawReload>,
+        journal: section<RawJournal>,
     }
 }
 
@@ -249,5 +250,23 @@ config_section! {
     RawReload {
         /// How often the config and secret files are checked for changes; `0s` turns the check off (SIGHUP still reloads).
         watch_interval: value<ConfigDuration>,
+    }
+}
+
+config_section! {
+    /// `journal:` the on-disk record of money calls and of calls with an `Idempotency-Key`.
+    RawJournal {
+        /// Record money calls before and after they are sent (idempotency keys and reconciliation at start-up need it).
+        enabled: value<bool>,
+        /// The SQLite file (created if missing); its directory must be writable and should survive a restart.
+        path: value<PathBuf> [flag "journal-path"],
+        /// Finished calls older than this are deleted, and their idempotency keys forgotten.
+        max_age: value<ConfigDuration>,
+        /// Finished calls kept at most; the oldest go first.
+        max_calls: value<usize>,
+        /// Ask LINE Pay what became of a money call whose answer was lost (and of those a stop interrupted).
+        reconcile: value<bool>,
+        /// How long that question may take, on top of the call's own read timeout.
+        reconcile_timeout: value<ConfigDuration>,
     }
 }

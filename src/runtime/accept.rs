@@ -6,9 +6,12 @@
 //! in what happens past the cap. On stop the listener is closed at once (new
 //! connections are refused, not queued in the kernel's backlog), idle keep-alive
 //! connections are closed, requests in flight finish up to the drain deadline, and
-//! whatever is still open then is told to stop and dropped.
+//! whatever is still open then is told to stop and dropped, except a connection whose
+//! money call is in flight (it holds a [`Hold`]): that one finishes its call, bounded
+//! by `held_limit` (the longest read timeout plus the reconciliation).
 
 use super::tasks::{Role, Tasks};
+use crate::journal::{Hold, Holds};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
 use std::fmt::Display;
@@ -31,6 +34,8 @@ pub(crate) struct AcceptRules {
     pub(crate) when_full: WhenFull,
     /// How long calls in flight may finish after the stop.
     pub(crate) drain_timeout: Duration,
+    /// How long a held connection (a money call in flight) may run past the deadline.
+    pub(crate) held_limit: Duration,
 }
 
 /// What a connection past the cap gets.
@@ -65,11 +70,11 @@ pub(crate) async fn serve<C>(
     rules: AcceptRules,
     stop: CancellationToken,
     tasks: Tasks,
-    connection: impl Fn(TokioIo<TcpStream>, Capacity) -> C,
+    connection: impl Fn(TokioIo<TcpStream>, Capacity, Hold) -> C,
 ) -> Drained
 where
     C: GracefulConnection + Send + 'static,
-    C::Error: Display,
+    C::Error: Display + Send,
 {
     let permits = Arc::new(Semaphore::new(rules.max_connections));
     serve_with_permits(listener, rules, permits, stop, tasks, connection).await
@@ -83,16 +88,17 @@ pub(crate) async fn serve_with_permits<C>(
     permits: Arc<Semaphore>,
     stop: CancellationToken,
     tasks: Tasks,
-    connection: impl Fn(TokioIo<TcpStream>, Capacity) -> C,
+    connection: impl Fn(TokioIo<TcpStream>, Capacity, Hold) -> C,
 ) -> Drained
 where
     C: GracefulConnection + Send + 'static,
-    C::Error: Display,
+    C::Error: Display + Send,
 {
     let name = rules.name;
     let graceful = GracefulShutdown::new();
     // Cancelled when the drain deadline passes: connections still open are dropped.
     let cut = CancellationToken::new();
+    let holds = Holds::default();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -114,14 +120,23 @@ where
                 continue;
             }
         };
-        let connection = graceful.watch(connection(TokioIo::new(stream), capacity));
+        let hold = holds.connection();
+        let connection = graceful.watch(connection(TokioIo::new(stream), capacity, hold.clone()));
         let cut = cut.clone();
+        let held_limit = rules.held_limit;
         tasks.spawn("connection", Role::Worker, async move {
+            let report = |result: Result<(), C::Error>| if let Err(error) = result {
+                tracing::debug!(listener = name, %peer, %error, "connection ended with an error");
+            };
+            let mut connection = std::pin::pin!(connection);
             tokio::select! {
-                result = connection => if let Err(error) = result {
-                    tracing::debug!(listener = name, %peer, %error, "connection ended with an error");
+                result = &mut connection => report(result),
+                () = cut.cancelled() => if hold.busy() {
+                    // A money call in flight is never cut: it ends with its own timeout.
+                    if let Ok(result) = tokio::time::timeout(held_limit, connection).await {
+                        report(result);
+                    }
                 },
-                () = cut.cancelled() => {}
             }
             drop(permit);
         });
@@ -137,10 +152,20 @@ where
         "draining"
     );
     let deadline = tokio::time::Instant::now() + rules.drain_timeout;
-    match tokio::time::timeout_at(deadline, graceful.shutdown()).await {
+    let mut shutdown = std::pin::pin!(graceful.shutdown());
+    match tokio::time::timeout_at(deadline, &mut shutdown).await {
         Ok(()) => Drained::Complete,
         Err(_) => {
+            let held = holds.count();
             cut.cancel();
+            if held > 0 {
+                tracing::info!(
+                    listener = name,
+                    money_calls = held,
+                    "drain deadline passed; money calls in flight finish first"
+                );
+                let _ = tokio::time::timeout(rules.held_limit, &mut shutdown).await;
+            }
             Drained::DeadlinePassed {
                 open_connections: open,
             }

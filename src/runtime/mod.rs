@@ -47,6 +47,7 @@ use self::tasks::{Role, Tasks};
 use crate::admin::{self, Readiness, MAX_ADMIN_CONNECTIONS};
 use crate::config::ConfigError;
 use crate::expect_ip::{ExpectIpCheck, EXPECT_IP_RECHECK_INTERVAL};
+use crate::journal::{Desk, StoreError};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::ConfigSource;
@@ -82,6 +83,10 @@ pub enum RunError {
         address: SocketAddr,
         error: std::io::Error,
     },
+    #[error(
+        "cannot open the call journal (journal.path; journal.enabled: false turns it off): {0}"
+    )]
+    Journal(StoreError),
     #[error("the {task} task panicked and the sidecar stopped (its log line says why)")]
     TaskPanicked { task: &'static str },
 }
@@ -108,6 +113,7 @@ struct Started {
     source: ConfigSource,
     metrics: Arc<Metrics>,
     proxy: Proxy,
+    desk: Arc<Desk>,
     fixed: RestartOnly,
     expect_ip: Option<ExpectIpCheck>,
     /// One per proxy worker, all on the same address.
@@ -119,7 +125,9 @@ async fn start(source: ConfigSource) -> Result<Started, RunError> {
     let config = source.load().map_err(RunError::Config)?;
     let metrics = Arc::new(Metrics::new());
     let fixed = RestartOnly::from_config(&config);
-    let proxy = build_proxy(config, metrics.clone(), None).map_err(RunError::Build)?;
+    let desk = Arc::new(Desk::open(&config.journal).map_err(RunError::Journal)?);
+    let proxy =
+        build_proxy(config, metrics.clone(), desk.clone(), None).map_err(RunError::Build)?;
     // egress.expect_ip: ask the echo service once before serving (bounded by its
     // timeout); a mismatch is logged loudly and fails /readyz, never the start.
     let expect_ip = ExpectIpCheck::at_start_up(&proxy.config().egress, &proxy.config().upstream)
@@ -135,6 +143,7 @@ async fn start(source: ConfigSource) -> Result<Started, RunError> {
         source,
         metrics,
         proxy,
+        desk,
         fixed,
         expect_ip,
         listeners,
@@ -151,6 +160,7 @@ async fn serve(
         source,
         metrics,
         proxy,
+        desk,
         fixed,
         expect_ip,
         listeners,
@@ -167,6 +177,7 @@ async fn serve(
     let apis = proxy.config().allowlist.family_names();
     let secret_source = proxy.config().credentials.secret_source.clone();
     let requires_upstream = proxy.config().admin.ready_requires_upstream;
+    let held_limit = held_limit(proxy.config());
     let proxy = Arc::new(ArcSwap::from_pointee(proxy));
     let readiness = Arc::new(Readiness::default());
     readiness.set_requires_upstream(requires_upstream);
@@ -187,6 +198,7 @@ async fn serve(
                 max_connections: fixed.max_connections,
                 when_full: WhenFull::Answer,
                 drain_timeout: fixed.drain_timeout,
+                held_limit,
             },
             drain.clone(),
             tasks.clone(),
@@ -210,7 +222,9 @@ async fn serve(
             max_connections: MAX_ADMIN_CONNECTIONS,
             when_full: WhenFull::Close,
             drain_timeout: ADMIN_DRAIN_TIMEOUT,
+            held_limit: ADMIN_DRAIN_TIMEOUT,
         };
+        let journal = desk.store().cloned();
         tasks.spawn(
             "admin listener",
             Role::Listener,
@@ -219,7 +233,9 @@ async fn serve(
                 rules,
                 stop.clone(),
                 tasks.clone(),
-                move |io, _| admin::connection(io, metrics.clone(), readiness.clone()),
+                move |io, _, _| {
+                    admin::connection(io, metrics.clone(), readiness.clone(), journal.clone())
+                },
             ),
         );
     }
@@ -250,6 +266,27 @@ async fn serve(
             ),
         );
     }
+    {
+        // Calls a stop interrupted (an intent without an outcome): ask LINE Pay now.
+        let snapshot = proxy.load_full();
+        let desk = desk.clone();
+        tasks.spawn("journal reconciliation", Role::Worker, async move {
+            let upstream = snapshot.upstream().clone();
+            let metrics = snapshot.metrics().clone();
+            desk.reconcile_interrupted(
+                upstream,
+                |query, signing| snapshot.signed_get(query, signing),
+                metrics,
+            )
+            .await;
+        });
+    }
+    tasks.spawn(
+        "journal pruning",
+        Role::Worker,
+        desk.clone()
+            .prune_periodically(metrics.clone(), stop.clone()),
+    );
     let reloader = Arc::new(Reloader::new(
         source,
         proxy.clone(),
@@ -302,6 +339,10 @@ async fn serve(
         ),
         None => {}
     }
+    // Money calls whose app hung up run on in their own tasks: they finish first.
+    if !desk.settle(held_limit).await {
+        tracing::error!("money calls still running at exit; the next start reconciles them");
+    }
     tasks.join(JOIN_LIMIT).await;
     match (tasks.failure(), drained) {
         (Some(task), _) => Err(RunError::TaskPanicked { task }),
@@ -310,6 +351,19 @@ async fn serve(
             task: "proxy listener",
         }),
     }
+}
+
+/// How long a money call may hold a connection past the drain deadline: the longest
+/// read timeout of the allowlist, the reconciliation, and a margin to answer.
+fn held_limit(config: &crate::config::Config) -> Duration {
+    let longest_read = config
+        .allowlist
+        .routes()
+        .iter()
+        .map(|route| route.timeouts.connect + route.timeouts.read)
+        .max()
+        .unwrap_or_default();
+    longest_read + config.journal.reconcile_timeout + Duration::from_secs(5)
 }
 
 async fn bind(address: SocketAddr) -> Result<TcpListener, RunError> {

@@ -84,8 +84,13 @@ impl Reloader {
                 let current = self.proxy.load_full();
                 RestartOnly::from_config(current.config())
                     .warn_about_changes(&RestartOnly::from_config(&config));
-                build_proxy(config, self.metrics.clone(), Some(&current))
-                    .map_err(ReloadError::Build)
+                build_proxy(
+                    config,
+                    self.metrics.clone(),
+                    current.desk().clone(),
+                    Some(&current),
+                )
+                .map_err(ReloadError::Build)
             });
         match outcome {
             Ok(proxy) => {

@@ -13,7 +13,9 @@
 
 use super::preflight::{preflight, PreflightError};
 use crate::config::Config;
+use crate::config::JournalConfig;
 use crate::egress::ExpectIpConfig;
+use crate::journal::Desk;
 use crate::limit::Limits;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
@@ -54,6 +56,7 @@ fn build_client(settings: ClientSettings) -> Result<Upstream, BuildError> {
 pub(crate) fn build_proxy(
     config: Config,
     metrics: Arc<Metrics>,
+    desk: Arc<Desk>,
     previous: Option<&Proxy>,
 ) -> Result<Proxy, BuildError> {
     let settings = ClientSettings::from_config(&config);
@@ -67,7 +70,7 @@ pub(crate) fn build_proxy(
             Limits::new(&config.limits).with_shadow_metric(metrics.rate_limited_shadow.clone()),
         ),
     };
-    Ok(Proxy::new(config, upstream, limits, metrics))
+    Ok(Proxy::new(config, upstream, limits, metrics, desk))
 }
 
 /// The keys read once at start-up: the running process keeps their values until it
@@ -79,6 +82,7 @@ pub(crate) struct RestartOnly {
     pub(crate) max_connections: usize,
     pub(crate) drain_timeout: Duration,
     pub(crate) expect_ip: Option<ExpectIpConfig>,
+    pub(crate) journal: JournalConfig,
 }
 
 impl RestartOnly {
@@ -89,6 +93,7 @@ impl RestartOnly {
             max_connections: config.request.max_connections,
             drain_timeout: config.shutdown.drain_timeout,
             expect_ip: config.egress.expect_ip.clone(),
+            journal: config.journal.clone(),
         }
     }
 
@@ -101,6 +106,7 @@ impl RestartOnly {
             max_connections,
             drain_timeout,
             expect_ip,
+            journal,
         } = self;
         [
             ("listen", *listen != next.listen),
@@ -114,6 +120,7 @@ impl RestartOnly {
                 *drain_timeout != next.drain_timeout,
             ),
             ("egress.expect_ip", *expect_ip != next.expect_ip),
+            ("journal", *journal != next.journal),
         ]
         .into_iter()
         .filter_map(|(key, differs)| differs.then_some(key))
@@ -167,20 +174,21 @@ mod tests {
     #[test]
     fn a_reload_reuses_the_client_and_limiters_only_when_their_settings_are_equal() {
         let metrics = Arc::new(Metrics::new());
-        let first = build_proxy(config(), metrics.clone(), None).unwrap();
+        let desk = Arc::new(Desk::disabled());
+        let first = build_proxy(config(), metrics.clone(), desk.clone(), None).unwrap();
 
         let mut rotated = config();
         rotated.credentials.channel_secret = Secret::new("rotated-secret");
         // Restart-only, and not the client's: the client stays.
         rotated.egress.expect_ip = Some(expect_ip());
-        let second = build_proxy(rotated, metrics.clone(), Some(&first)).unwrap();
+        let second = build_proxy(rotated, metrics.clone(), desk.clone(), Some(&first)).unwrap();
         assert!(Arc::ptr_eq(first.upstream(), second.upstream()));
         assert!(Arc::ptr_eq(first.limits(), second.limits()));
 
         let mut pinned = config();
         pinned.egress.pin = vec!["127.0.0.1".parse().unwrap()];
         pinned.limits.shadow = !pinned.limits.shadow;
-        let third = build_proxy(pinned, metrics, Some(&second)).unwrap();
+        let third = build_proxy(pinned, metrics, desk, Some(&second)).unwrap();
         assert!(!Arc::ptr_eq(second.upstream(), third.upstream()));
         assert!(!Arc::ptr_eq(second.limits(), third.limits()));
     }

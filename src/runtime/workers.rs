@@ -169,8 +169,8 @@ fn run_worker(
                     permits,
                     drain,
                     tasks.clone(),
-                    move |io, capacity| {
-                        server::connection(io, capacity == Capacity::Over, proxy.clone())
+                    move |io, capacity, hold| {
+                        server::connection(io, capacity == Capacity::Over, proxy.clone(), hold)
                     },
                 ),
             )

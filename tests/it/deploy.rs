@@ -576,6 +576,10 @@ fn the_sidecar_container_is_hardened_and_bounded() {
         Duration::from_secs(grace) > drain,
         "terminationGracePeriodSeconds {grace} must exceed the drain timeout {drain:?}, or the kubelet kills calls in flight"
     );
+    assert!(
+        Duration::from_secs(grace) >= LONGEST_MONEY_CALL,
+        "terminationGracePeriodSeconds {grace} must cover a capture in flight ({LONGEST_MONEY_CALL:?})"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -842,6 +846,10 @@ impl Drop for TempDir {
     }
 }
 
+/// A capture in flight (60 s read timeout + 5 s connect) plus its reconciliation (10 s):
+/// what every stop grace period must cover (docs/money-calls.md).
+const LONGEST_MONEY_CALL: Duration = Duration::from_secs(75);
+
 const UNIT: &str = "deploy/systemd/linepay-sidecar.service";
 
 #[test]
@@ -935,6 +943,10 @@ fn the_systemd_unit_is_hardened_and_passes_the_secret_as_a_credential() {
     assert!(
         stop > DEFAULT_DRAIN_TIMEOUT,
         "TimeoutStopSec {stop:?} must exceed the drain timeout, or systemd kills calls in flight"
+    );
+    assert!(
+        stop >= LONGEST_MONEY_CALL,
+        "TimeoutStopSec {stop:?} must cover a capture in flight ({LONGEST_MONEY_CALL:?})"
     );
 
     // The unit's own arguments, with its paths pointed at stand-ins, pass `check`:

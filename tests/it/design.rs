@@ -97,7 +97,7 @@ fn no_import_circle_between_modules() {
 fn policy_modules_do_no_io_and_know_no_runtime() {
     let edges = module_imports();
     for policy in [
-        "route", "limit", "egress", "sign", "inspect", "secret", "validate", "ids",
+        "route", "limit", "egress", "sign", "inspect", "secret", "validate", "ids", "money",
     ] {
         let imports = edges.get(policy).cloned().unwrap_or_default();
         for forbidden in ["runtime", "server", "admin", "upstream", "proxy", "config"] {

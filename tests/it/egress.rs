@@ -88,6 +88,7 @@ async fn bind_address_is_the_source_address_upstream_sees() {
 
 #[test]
 fn bind_address_not_on_this_host_stops_start_up_with_a_clear_error() {
+    let journal = crate::util::TempFile::with_contents("journal.sqlite3", b"");
     for subcommand in [None, Some("check")] {
         let mut cli = Cli::new();
         if let Some(subcommand) = subcommand {
@@ -104,6 +105,8 @@ fn bind_address_not_on_this_host_stops_start_up_with_a_clear_error() {
             .arg("https://api-pay.line.me")
             .arg("--egress-bind-address")
             .arg("203.0.113.7")
+            .arg("--journal-path")
+            .arg(journal.path_str())
             .env("LINEPAY_CHANNEL_SECRET", CHANNEL_SECRET)
             .run();
 

@@ -1,6 +1,7 @@
 //! The merchant clients in examples/ (PHP, Python, Node), each run by its real
 //! interpreter against the real sidecar binary in front of the emulator: request →
-//! confirm → details → refund must each answer `0000`.
+//! confirm → details → refund must each answer `0000`, and the refund repeated with
+//! its `Idempotency-Key` must be replayed by the sidecar without reaching the emulator.
 //!
 //! The emulator refuses a wrong signature (1106) and an unknown transaction (1150), so
 //! a pass proves that the client needed no secret and no signing code, and that it kept
@@ -192,10 +193,14 @@ async fn round_trip(example: &'static Example) {
         expected,
         "each step, in order, must answer 0000: {report}"
     );
+    assert!(
+        run.stdout.contains("replayed from the sidecar's journal"),
+        "the repeated refund must be replayed: {report}"
+    );
     assert_eq!(
         emulator.calls(),
         4,
-        "the four calls must have reached the emulator through the sidecar: {report}"
+        "the four calls (and not the replayed refund) must have reached the emulator: {report}"
     );
 }
 

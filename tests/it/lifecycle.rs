@@ -123,9 +123,11 @@ async fn sigterm_during_start_up_exits_cleanly_without_serving() {
         "sigterm-at-start.yaml",
         echo.expect_ip_yaml().as_bytes(),
     );
+    let journal = crate::util::TempFile::with_contents("journal.sqlite3", b"");
     let mut child = binary_command()
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .args(["--channel-id", CHANNEL_ID, "--config", config.path_str()])
+        .args(["--journal-path", journal.path_str()])
         .env("LINEPAY_CHANNEL_SECRET", crate::util::CHANNEL_SECRET)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

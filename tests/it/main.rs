@@ -14,6 +14,7 @@ mod families;
 mod flows;
 mod lifecycle;
 mod limits;
+mod money;
 mod operability;
 mod platform;
 mod prevalidation;

@@ -30,6 +30,7 @@ fn rules(max_connections: usize, drain_timeout: Duration) -> AcceptRules {
         max_connections,
         when_full: WhenFull::Close,
         drain_timeout,
+        held_limit: Duration::from_secs(5),
     }
 }
 
@@ -59,7 +60,7 @@ async fn a_stop_refuses_new_connections_and_lets_the_call_in_flight_finish() {
         rules(4, Duration::from_secs(5)),
         stop.clone(),
         tasks.clone(),
-        move |io, _| slow(io, Duration::from_millis(300)),
+        move |io, _, _| slow(io, Duration::from_millis(300)),
     ));
     let mut in_flight = send_get(addr).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -83,7 +84,7 @@ async fn past_the_cap_a_connection_is_closed_unread() {
         rules(1, Duration::from_secs(5)),
         stop.clone(),
         tasks.clone(),
-        move |io, _| slow(io, Duration::from_millis(300)),
+        move |io, _, _| slow(io, Duration::from_millis(300)),
     ));
     let mut held = send_get(addr).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -110,7 +111,7 @@ async fn the_drain_deadline_cuts_what_is_still_open_and_every_task_is_joined() {
         rules(4, Duration::from_millis(100)),
         stop.clone(),
         tasks.clone(),
-        move |io, _| slow(io, Duration::from_secs(60)),
+        move |io, _, _| slow(io, Duration::from_secs(60)),
     ));
     let mut stuck = send_get(addr).await;
     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -30,6 +30,9 @@ pub struct Sidecar {
     config: Option<TempFile>,
     /// Called with the process id right after the spawn, before the announce line.
     on_spawn: Option<Box<dyn FnOnce(u32) + Send>>,
+    /// The call journal of this sidecar alone (`LINEPAY_SIDECAR_JOURNAL_PATH`), unless
+    /// the test names one with [`Sidecar::journal_at`].
+    journal: Option<TempFile>,
 }
 
 impl Default for Sidecar {
@@ -53,7 +56,25 @@ impl Sidecar {
             env: vec![("LINEPAY_CHANNEL_SECRET".into(), CHANNEL_SECRET.into())],
             config: None,
             on_spawn: None,
+            journal: None,
         }
+        .with_own_journal()
+    }
+
+    fn with_own_journal(mut self) -> Sidecar {
+        // An empty file is an empty SQLite database.
+        let journal = TempFile::with_contents("journal.sqlite3", b"");
+        self = self.env("LINEPAY_SIDECAR_JOURNAL_PATH", journal.path_str());
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Uses the journal at `path` (kept by the test, e.g. across a restart).
+    pub fn journal_at(mut self, path: &str) -> Sidecar {
+        self.env
+            .retain(|(name, _)| name != "LINEPAY_SIDECAR_JOURNAL_PATH");
+        self.journal = None;
+        self.env("LINEPAY_SIDECAR_JOURNAL_PATH", path)
     }
 
     pub fn upstream(self, url: impl Into<OsString>) -> Sidecar {
@@ -143,6 +164,7 @@ impl Sidecar {
             stderr: stderr_text,
             readers,
             config: self.config,
+            journal: self.journal,
         };
 
         let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
@@ -227,6 +249,7 @@ pub struct RunningSidecar {
     stderr: Arc<Mutex<Vec<u8>>>,
     readers: Vec<JoinHandle<()>>,
     config: Option<TempFile>,
+    journal: Option<TempFile>,
 }
 
 /// Everything a stopped sidecar wrote.
@@ -326,6 +349,19 @@ impl RunningSidecar {
 impl Drop for RunningSidecar {
     fn drop(&mut self) {
         self.kill();
+        if let Some(journal) = &self.journal {
+            remove_journal_sidecars(&journal.path);
+        }
+    }
+}
+
+/// Removes SQLite's `-wal` and `-shm` files beside a journal (a killed process leaves
+/// them).
+pub fn remove_journal_sidecars(journal: &std::path::Path) {
+    for suffix in ["-wal", "-shm"] {
+        let mut name = journal.as_os_str().to_owned();
+        name.push(suffix);
+        let _ = std::fs::remove_file(name);
     }
 }
 

@@ -1,0 +1,418 @@
+//! Money calls through the real binary, against the ledger double (tests/it/util/
+//! ledger.rs): never cut by a stop, never cancelled by an app that hangs up, never
+//! doubled, reconciled when uncertain, and on record in the journal.
+
+use crate::util::ledger::{Behaviour, Ledger, LONG_STALL, PRODUCT_NAME};
+use crate::util::{
+    eventually, remove_journal_sidecars, Call, Cli, RunningSidecar, Sidecar, TempFile,
+    CHANNEL_SECRET,
+};
+use serde_json::Value;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+const TX: &str = "2021121600698709710";
+const TX2: &str = "2021121600698709711";
+const CONFIRM_ROUTE: &str = "/v3/payments/{transactionId}/confirm";
+
+fn refund_path(tx: &str) -> String {
+    format!("/v3/payments/{tx}/refund")
+}
+
+fn confirm_path(tx: &str) -> String {
+    format!("/v3/payments/{tx}/confirm")
+}
+
+fn capture_path(tx: &str) -> String {
+    format!("/v3/payments/authorizations/{tx}/capture")
+}
+
+async fn sidecar(ledger: &Ledger) -> RunningSidecar {
+    Sidecar::new().upstream(&ledger.url).start().await
+}
+
+/// The journal's calls for a transaction, from the admin port.
+async fn journal_calls(sidecar: &RunningSidecar, tx: &str) -> Vec<Value> {
+    let reply = Call::get(&format!("/calls?transactionId={tx}"))
+        .send(sidecar.admin_addr)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()["calls"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn wait_for_arrivals(ledger: &Ledger, method: &str, path: &str, count: usize) {
+    eventually(
+        &format!("{count} × {method} {path} reach the ledger"),
+        || async {
+            let seen = ledger.count(method, path);
+            if seen >= count {
+                Ok(())
+            } else {
+                Err(format!("{seen} so far"))
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_slow_refund_finish_with_line_pays_whole_answer() {
+    let ledger = Ledger::start().await;
+    ledger.paid(TX);
+    ledger.behave("refund", Behaviour::Slow(Duration::from_secs(3)));
+    let mut sidecar = Sidecar::new()
+        .upstream(&ledger.url)
+        .arg("--drain-timeout")
+        .arg("1s")
+        .start()
+        .await;
+    let addr = sidecar.addr;
+    let refund = tokio::spawn(Call::post(&refund_path(TX), r#"{"refundAmount":30}"#).send(addr));
+    wait_for_arrivals(&ledger, "POST", &refund_path(TX), 1).await;
+    sidecar.signal("TERM");
+    let reply = refund.await.expect("the refund call task");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.sidecar_error(), None);
+    assert_eq!(reply.return_code().as_deref(), Some("0000"));
+    assert!(reply.json()["info"]["refundTransactionId"].is_number());
+    let status = sidecar
+        .wait_exit(Duration::from_secs(20))
+        .expect("the sidecar exits after the refund");
+    assert!(status.success(), "{status:?}\n{}", sidecar.stop());
+    let output = sidecar.stop();
+    assert!(
+        output.stderr.contains("money calls in flight finish first"),
+        "{output}"
+    );
+}
+
+#[tokio::test]
+async fn an_app_that_hangs_up_mid_confirm_leaves_the_call_to_finish_on_record() {
+    let ledger = Ledger::start().await;
+    ledger.behave("confirm", Behaviour::Slow(Duration::from_millis(1500)));
+    let sidecar = sidecar(&ledger).await;
+    let body = r#"{"amount":100,"currency":"TWD"}"#;
+    let mut app = tokio::net::TcpStream::connect(sidecar.addr)
+        .await
+        .expect("connect");
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Request-Id: hangup-1\r\nContent-Length: {}\r\n\r\n{body}",
+        confirm_path(TX),
+        body.len()
+    );
+    app.write_all(request.as_bytes()).await.expect("write");
+    wait_for_arrivals(&ledger, "POST", &confirm_path(TX), 1).await;
+    drop(app);
+
+    sidecar
+        .wait_for_metric(
+            &format!(r#"linepay_sidecar_client_gone_total{{route="{CONFIRM_ROUTE}"}}"#),
+            1.0,
+        )
+        .await;
+    let calls = journal_calls(&sidecar, TX).await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["request_id"], "hangup-1");
+    assert_eq!(calls[0]["status"], 200);
+    assert_eq!(calls[0]["return_code"], "0000");
+    assert_eq!(calls[0]["outcome"], "answered");
+    assert_eq!(calls[0]["client_gone"], true);
+    assert_eq!(calls[0]["amount"], "100");
+    let line = eventually("the hang-up is logged", || async {
+        let log = sidecar.stderr_so_far();
+        log.lines()
+            .find(|line| line.contains("hung up"))
+            .map(str::to_owned)
+            .ok_or(log)
+    })
+    .await;
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("hangup-1") && line.contains(TX), "{line}");
+    assert_eq!(ledger.count("POST", &confirm_path(TX)), 1);
+}
+
+#[tokio::test]
+async fn two_concurrent_refunds_of_one_transaction_send_exactly_one() {
+    let ledger = Ledger::start().await;
+    ledger.paid(TX);
+    ledger.behave("refund", Behaviour::Slow(Duration::from_secs(1)));
+    let sidecar = sidecar(&ledger).await;
+    let first =
+        tokio::spawn(Call::post(&refund_path(TX), r#"{"refundAmount":30}"#).send(sidecar.addr));
+    wait_for_arrivals(&ledger, "POST", &refund_path(TX), 1).await;
+    let second = Call::post(&refund_path(TX), r#"{"refundAmount":30}"#)
+        .send(sidecar.addr)
+        .await;
+    second.assert_sidecar_error(409, "call_in_progress");
+    assert_eq!(second.retry_safe(), Some(true));
+    let first = first.await.expect("first refund");
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(ledger.count("POST", &refund_path(TX)), 1);
+    // Once the first has its answer, the transaction is free again.
+    let third = Call::post(&refund_path(TX), r#"{"refundAmount":5}"#)
+        .send(sidecar.addr)
+        .await;
+    assert_eq!(third.status, 200, "{}", third.text());
+}
+
+#[tokio::test]
+async fn an_idempotency_key_replays_refuses_another_body_and_waits_for_its_first_call() {
+    let ledger = Ledger::start().await;
+    ledger.paid(TX);
+    ledger.paid(TX2);
+    let sidecar = sidecar(&ledger).await;
+    let refund = |tx: &str, key: &str, body: &'static str| {
+        Call::post(&refund_path(tx), body).header("Idempotency-Key", key)
+    };
+
+    let first = refund(TX, "k-1", r#"{"refundAmount":10}"#)
+        .send(sidecar.addr)
+        .await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.header("idempotent-replayed"), None);
+    let again = refund(TX, "k-1", r#"{"refundAmount":10}"#)
+        .send(sidecar.addr)
+        .await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body, first.body, "the stored answer, byte for byte");
+    assert_eq!(ledger.count("POST", &refund_path(TX)), 1);
+
+    let other = refund(TX, "k-1", r#"{"refundAmount":20}"#)
+        .send(sidecar.addr)
+        .await;
+    other.assert_sidecar_error(422, "idempotency_key_reused");
+    assert_eq!(ledger.count("POST", &refund_path(TX)), 1);
+
+    ledger.behave("refund", Behaviour::Slow(Duration::from_secs(1)));
+    let addr = sidecar.addr;
+    let slow = tokio::spawn(refund(TX2, "k-2", r#"{"refundAmount":10}"#).send(addr));
+    wait_for_arrivals(&ledger, "POST", &refund_path(TX2), 1).await;
+    let duplicate = refund(TX2, "k-2", r#"{"refundAmount":10}"#)
+        .send(addr)
+        .await;
+    duplicate.assert_sidecar_error(409, "call_in_progress");
+    assert_eq!(duplicate.retry_safe(), Some(true));
+    assert_eq!(slow.await.expect("slow refund").status, 200);
+    assert_eq!(ledger.count("POST", &refund_path(TX2)), 1);
+
+    for request in ledger.requests() {
+        assert!(
+            request.all("idempotency-key").is_empty(),
+            "the app's key reached LINE Pay: {request:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_uncertain_confirm_is_reconciled_applied_or_not_applied() {
+    let ledger = Ledger::start().await;
+    let sidecar = Sidecar::new()
+        .upstream(&ledger.url)
+        .arg("--read-timeout")
+        .arg("1s")
+        .arg("--connect-timeout")
+        .arg("500ms")
+        .start()
+        .await;
+    let body = r#"{"amount":100,"currency":"TWD"}"#;
+
+    ledger.behave("confirm", Behaviour::ApplyThenStall(LONG_STALL));
+    let processed = Call::post(&confirm_path(TX), body).send(sidecar.addr).await;
+    processed.assert_sidecar_error(504, "upstream_timeout");
+    assert_eq!(processed.retry_safe(), Some(false));
+    assert_eq!(
+        processed.json()["error"]["reconciled"]["state"],
+        "applied",
+        "{}",
+        processed.text()
+    );
+
+    ledger.behave("confirm", Behaviour::StallWithoutApplying(LONG_STALL));
+    let lost = Call::post(&confirm_path(TX2), body)
+        .send(sidecar.addr)
+        .await;
+    lost.assert_sidecar_error(504, "upstream_timeout");
+    assert_eq!(
+        lost.json()["error"]["reconciled"]["state"],
+        "not_applied",
+        "{}",
+        lost.text()
+    );
+
+    let calls = journal_calls(&sidecar, TX).await;
+    assert_eq!(calls[0]["outcome"], "uncertain");
+    assert_eq!(calls[0]["failure"], "upstream_timeout");
+    assert_eq!(calls[0]["reconciled_state"], "applied");
+    let scrape = sidecar.scrape().await;
+    for state in ["applied", "not_applied"] {
+        assert_eq!(
+            crate::util::metric(
+                &scrape,
+                &format!(r#"linepay_sidecar_reconciliations_total{{state="{state}"}}"#)
+            ),
+            Some(1.0),
+            "{scrape}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_capture_cut_by_kill_9_is_reconciled_at_the_next_start() {
+    let ledger = Ledger::start().await;
+    ledger.authorized(TX);
+    ledger.behave(
+        "capture",
+        Behaviour::ApplyThenStall(Duration::from_secs(30)),
+    );
+    let journal = TempFile::with_contents("journal.sqlite3", b"");
+    let mut first = Sidecar::new()
+        .upstream(&ledger.url)
+        .journal_at(journal.path_str())
+        .start()
+        .await;
+    let mut app = tokio::net::TcpStream::connect(first.addr)
+        .await
+        .expect("connect");
+    let body = r#"{"amount":100,"currency":"TWD"}"#;
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        capture_path(TX),
+        body.len()
+    );
+    app.write_all(request.as_bytes()).await.expect("write");
+    wait_for_arrivals(&ledger, "POST", &capture_path(TX), 1).await;
+    first.signal("KILL");
+    first.wait_exit(Duration::from_secs(10)).expect("killed");
+
+    let pending = Cli::new()
+        .arg("calls")
+        .arg("--journal")
+        .arg(journal.path_str())
+        .arg("--pending")
+        .run();
+    assert!(pending.status.success(), "{pending:?}");
+    assert!(
+        pending.stdout.contains(TX),
+        "the intent is on disk: {pending:?}"
+    );
+
+    let second = Sidecar::new()
+        .upstream(&ledger.url)
+        .journal_at(journal.path_str())
+        .start()
+        .await;
+    eventually("the interrupted capture is reconciled", || async {
+        let calls = journal_calls(&second, TX).await;
+        match calls.first() {
+            Some(call) if call["outcome"] == "interrupted" => Ok(call.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let calls = journal_calls(&second, TX).await;
+    assert_eq!(calls[0]["reconciled_state"], "applied", "{calls:?}");
+    assert_eq!(ledger.pay_status(TX), Some("CAPTURE"));
+    // Never sent again: one capture reached LINE Pay.
+    assert_eq!(ledger.count("POST", &capture_path(TX)), 1);
+    eventually("the interrupted call is logged", || async {
+        let log = second.stderr_so_far();
+        if log.contains("interrupted by a stop") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    })
+    .await;
+    drop(second);
+    remove_journal_sidecars(&journal.path);
+}
+
+#[tokio::test]
+async fn the_journal_survives_a_restart_holds_no_secret_and_honours_retention() {
+    let ledger = Ledger::start().await;
+    ledger.paid(TX2);
+    let journal = TempFile::with_contents("journal.sqlite3", b"");
+    let start = |yaml: &'static str| {
+        Sidecar::new()
+            .upstream(&ledger.url)
+            .journal_at(journal.path_str())
+            .config_yaml("sidecar.yaml", yaml)
+            .start()
+    };
+    let mut first = start("{}").await;
+    let confirm = Call::post(&confirm_path(TX), r#"{"amount":100,"currency":"TWD"}"#)
+        .header("Idempotency-Key", "order-1-confirm")
+        .send(first.addr)
+        .await;
+    assert_eq!(confirm.status, 200, "{}", confirm.text());
+    assert!(confirm.text().contains(PRODUCT_NAME));
+    let refund = Call::post(&refund_path(TX2), r#"{"refundAmount":10}"#)
+        .send(first.addr)
+        .await;
+    assert_eq!(refund.status, 200);
+    first.signal("TERM");
+    first.wait_exit(Duration::from_secs(20)).expect("stops");
+
+    let mut bytes = std::fs::read(&journal.path).expect("journal file");
+    let mut wal = journal.path.as_os_str().to_owned();
+    wal.push("-wal");
+    bytes.extend(std::fs::read(wal).unwrap_or_default());
+    let contains = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(contains(TX), "the journal records the calls");
+    assert!(!contains(CHANNEL_SECRET), "the secret is in the journal");
+    assert!(!contains(PRODUCT_NAME), "a product name is in the journal");
+    for request in ledger.requests() {
+        for header in ["x-line-authorization", "x-line-authorization-nonce"] {
+            for value in request.all(header) {
+                assert!(!contains(&value), "{header} {value} is in the journal");
+            }
+        }
+    }
+
+    let listed = Cli::new()
+        .arg("calls")
+        .arg("--journal")
+        .arg(journal.path_str())
+        .arg("--transaction-id")
+        .arg(TX)
+        .run();
+    assert!(listed.status.success(), "{listed:?}");
+    let row: Value = serde_json::from_str(listed.stdout.lines().next().unwrap_or(""))
+        .unwrap_or_else(|error| panic!("{error}: {listed:?}"));
+    assert_eq!(row["return_code"], "0000");
+    assert_eq!(row["idempotency_key"], "order-1-confirm");
+
+    // After a restart the key still replays, without calling LINE Pay.
+    let second = start("{}").await;
+    let replay = Call::post(&confirm_path(TX), r#"{"amount":100,"currency":"TWD"}"#)
+        .header("Idempotency-Key", "order-1-confirm")
+        .send(second.addr)
+        .await;
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(replay.body, confirm.body);
+    assert_eq!(ledger.count("POST", &confirm_path(TX)), 1);
+    drop(second);
+
+    let count = |journal: &TempFile| {
+        let out = Cli::new()
+            .arg("calls")
+            .arg("--journal")
+            .arg(journal.path_str())
+            .run();
+        assert!(out.status.success(), "{out:?}");
+        out.stdout.lines().count()
+    };
+    assert_eq!(count(&journal), 2);
+    // Size: only the newest call is kept.
+    drop(start("journal:\n  max_calls: 1\n").await);
+    assert_eq!(count(&journal), 1);
+    // Age: everything older than a second goes.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    drop(start("journal:\n  max_age: 1s\n").await);
+    assert_eq!(count(&journal), 0);
+    remove_journal_sidecars(&journal.path);
+}
