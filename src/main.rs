@@ -238,6 +238,8 @@ fn main() {
 /// Threads of the main runtime.
 enum Threads {
     One,
+    /// The demo and the emulator serve on the main runtime itself.
+    #[cfg(feature = "demo")]
     PerCore,
 }
 
@@ -247,6 +249,7 @@ fn with_runtime(
 ) -> Result<()> {
     let mut builder = match threads {
         Threads::One => tokio::runtime::Builder::new_current_thread(),
+        #[cfg(feature = "demo")]
         Threads::PerCore => tokio::runtime::Builder::new_multi_thread(),
     };
     builder
