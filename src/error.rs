@@ -46,8 +46,12 @@ pub(crate) enum ProxyError {
     UnexpectedQuery,
     #[error("the {} rate limit is exhausted; the call was not sent: retry after {} s", .0.limit, .0.retry_after_secs())]
     RateLimited(LimitError),
-    #[error("the sidecar is at its connection limit")]
+    #[error("the request line and headers are larger than the {limit}-byte limit")]
+    HeadersTooLarge { limit: usize },
+    #[error("the sidecar is at its connection limit (request.max_connections); the call was not sent: retry shortly")]
     Overloaded,
+    #[error("the sidecar already holds as many bytes of calls in flight as request.max_buffered_bytes ({limit}) allows; the call was not sent: retry shortly")]
+    OverBudget { limit: usize },
     /// A call to LINE Pay failed; its message says whether it may have been processed.
     #[error(transparent)]
     Upstream(UpstreamError),
@@ -86,7 +90,8 @@ impl ProxyError {
             ProxyError::UnexpectedBody(_) => "unexpected_body",
             ProxyError::UnexpectedQuery => "unexpected_query",
             ProxyError::RateLimited(_) => "rate_limited",
-            ProxyError::Overloaded => "overloaded",
+            ProxyError::HeadersTooLarge { .. } => "headers_too_large",
+            ProxyError::Overloaded | ProxyError::OverBudget { .. } => "overloaded",
             ProxyError::Upstream(failure) => match failure {
                 UpstreamError::Dns => "upstream_dns",
                 UpstreamError::ConnectTimeout(_) => "upstream_connect_timeout",
@@ -94,8 +99,10 @@ impl ProxyError {
                 UpstreamError::Proxy => "upstream_proxy",
                 UpstreamError::Tls => "upstream_tls",
                 UpstreamError::ReadTimeout(_) => "upstream_timeout",
-                UpstreamError::Protocol => "upstream_protocol",
-                UpstreamError::ResponseTooLarge { .. } => "upstream_response_too_large",
+                UpstreamError::Protocol | UpstreamError::UnexpectedStatus(_) => "upstream_protocol",
+                UpstreamError::ResponseTooLarge { .. }
+                | UpstreamError::ResponseHeadersTooLarge { .. } => "upstream_response_too_large",
+                UpstreamError::OverBudget { .. } => "overloaded",
                 UpstreamError::NoPool => "internal",
             },
             ProxyError::Internal => "internal",
@@ -117,14 +124,20 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::Overloaded | ProxyError::OverBudget { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Upstream(failure) => match failure {
                 UpstreamError::Dns
                 | UpstreamError::Unreachable
                 | UpstreamError::Proxy
                 | UpstreamError::Tls
                 | UpstreamError::Protocol
-                | UpstreamError::ResponseTooLarge { .. } => StatusCode::BAD_GATEWAY,
+                | UpstreamError::UnexpectedStatus(_)
+                | UpstreamError::ResponseTooLarge { .. }
+                | UpstreamError::ResponseHeadersTooLarge { .. } => StatusCode::BAD_GATEWAY,
+                UpstreamError::OverBudget { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 UpstreamError::ConnectTimeout(_) | UpstreamError::ReadTimeout(_) => {
                     StatusCode::GATEWAY_TIMEOUT
                 }
@@ -184,6 +197,14 @@ impl ProxyError {
                     HeaderValue::from(refusal.retry_after_secs()),
                 );
             }
+            // Close the connection: what it buffered is given back at once, and a
+            // client that sent a head too large may have more of it in flight.
+            ProxyError::Overloaded
+            | ProxyError::OverBudget { .. }
+            | ProxyError::HeadersTooLarge { .. }
+            | ProxyError::Upstream(UpstreamError::OverBudget { .. }) => {
+                headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
             _ => {}
         }
         response
@@ -226,6 +247,9 @@ mod tests {
             (UpstreamError::Proxy, 502, "upstream_proxy", Some("proxy"), true),
             (UpstreamError::ReadTimeout(second), 504, "upstream_timeout", Some("timeout"), false),
             (UpstreamError::Protocol, 502, "upstream_protocol", Some("protocol"), false),
+            (UpstreamError::UnexpectedStatus(101), 502, "upstream_protocol", Some("protocol"), false),
+            (UpstreamError::ResponseHeadersTooLarge { limit: 1 }, 502, "upstream_response_too_large", Some("response_too_large"), false),
+            (UpstreamError::OverBudget { limit: 1 }, 503, "overloaded", None, false),
             (UpstreamError::ResponseTooLarge { limit: 1 }, 502, "upstream_response_too_large", Some("response_too_large"), false),
             (UpstreamError::NoPool, 500, "internal", None, true),
         ];

@@ -6,6 +6,8 @@
 //! - [`secret`]: the channel secret, redacted in every printout.
 //! - [`route`]: the allowlist of method + path templates, strict path matching.
 //! - [`proxy`]: the request path: route → limit → read body → sign → forward → respond.
+//! - `budget`: the global budget of bytes calls hold in memory (`503 overloaded` past it).
+//! - `forward`: which of the app's headers travel on to LINE Pay (an allowlist).
 //! - [`limit`]: rate limits, checked before the body is read.
 //! - [`sign`]: LINE Pay v3 HMAC signing, pure and streamed.
 //! - [`upstream`]: the egress client: rustls, pooled keep-alive connections, timeouts,
@@ -26,10 +28,12 @@
 //! (`emulator/`, `linepay-emulator`), compiled in only with the `demo` feature.
 
 pub(crate) mod admin;
+pub(crate) mod budget;
 pub mod config;
 pub(crate) mod egress;
 pub(crate) mod error;
 pub(crate) mod expect_ip;
+pub(crate) mod forward;
 pub mod inspect;
 pub(crate) mod limit;
 pub(crate) mod metrics;

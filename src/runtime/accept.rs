@@ -7,12 +7,20 @@
 //! connections are refused, not queued in the kernel's backlog), idle keep-alive
 //! connections are closed, requests in flight finish up to the drain deadline, and
 //! whatever is still open then is told to stop and dropped.
+//!
+//! Every connection's socket has a write deadline ([`WriteDeadline`]): a peer that stops
+//! reading its answers is cut after `write_timeout` instead of holding its slot. A
+//! listener may also cap the connections of one peer address (`max_per_peer`), so that
+//! one client cannot take every slot (the admin port, where probes must get through).
 
+use super::deadline::WriteDeadline;
 use super::tasks::{Role, Tasks};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
+use std::collections::HashMap;
 use std::fmt::Display;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -31,7 +39,15 @@ pub(crate) struct AcceptRules {
     pub(crate) when_full: WhenFull,
     /// How long calls in flight may finish after the stop.
     pub(crate) drain_timeout: Duration,
+    /// How long a write to the peer may stay blocked before the connection is cut.
+    pub(crate) write_timeout: Duration,
+    /// Connections from one peer address at most (`None`: no such cap). Past it, a
+    /// connection is closed at once, unread.
+    pub(crate) max_per_peer: Option<usize>,
 }
+
+/// The sockets the connection function is handed.
+pub(crate) type Socket = TokioIo<WriteDeadline<TcpStream>>;
 
 /// What a connection past the cap gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +81,7 @@ pub(crate) async fn serve<C>(
     rules: AcceptRules,
     stop: CancellationToken,
     tasks: Tasks,
-    connection: impl Fn(TokioIo<TcpStream>, Capacity) -> C,
+    connection: impl Fn(Socket, Capacity) -> C,
 ) -> Drained
 where
     C: GracefulConnection + Send + 'static,
@@ -76,6 +92,7 @@ where
     let graceful = GracefulShutdown::new();
     // Cancelled when the drain deadline passes: connections still open are dropped.
     let cut = CancellationToken::new();
+    let peers = PeerCounts::default();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -88,6 +105,11 @@ where
             },
             () = stop.cancelled() => break,
         };
+        let Some(peer_slot) = peers.enter(peer.ip(), rules.max_per_peer) else {
+            tracing::debug!(listener = name, %peer, "connection closed: too many from this peer");
+            drop(stream);
+            continue;
+        };
         let permit = permits.clone().try_acquire_owned().ok();
         let capacity = match (&permit, rules.when_full) {
             (Some(_), _) => Capacity::Within,
@@ -97,7 +119,8 @@ where
                 continue;
             }
         };
-        let connection = graceful.watch(connection(TokioIo::new(stream), capacity));
+        let socket = TokioIo::new(WriteDeadline::new(stream, rules.write_timeout));
+        let connection = graceful.watch(connection(socket, capacity));
         let cut = cut.clone();
         tasks.spawn("connection", Role::Worker, async move {
             tokio::select! {
@@ -107,6 +130,7 @@ where
                 () = cut.cancelled() => {}
             }
             drop(permit);
+            drop(peer_slot);
         });
     }
 
@@ -126,6 +150,43 @@ where
             cut.cancel();
             Drained::DeadlinePassed {
                 open_connections: open,
+            }
+        }
+    }
+}
+
+/// Open connections per peer address, for `max_per_peer`.
+#[derive(Default, Clone)]
+struct PeerCounts(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+impl PeerCounts {
+    /// A slot for one more connection from `peer`, or `None` past `max`.
+    fn enter(&self, peer: IpAddr, max: Option<usize>) -> Option<PeerSlot> {
+        let Some(max) = max else {
+            return Some(PeerSlot(None));
+        };
+        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(peer).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot(Some((self.clone(), peer))))
+    }
+}
+
+/// Held for the life of one connection; frees its peer's slot on drop.
+struct PeerSlot(Option<(PeerCounts, IpAddr)>);
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        if let Some((counts, peer)) = self.0.take() {
+            let mut counts = counts.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(count) = counts.get_mut(&peer) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(&peer);
+                }
             }
         }
     }

@@ -16,9 +16,13 @@
 //!   comparing typed settings; the keys that change only on restart;
 //! - `reload`: the reloader (`SIGHUP` and watched files);
 //! - `probe`: the upstream readiness probe;
-//! - `preflight`: whether this host holds `egress.bind_address`.
+//! - `preflight`: whether this host holds `egress.bind_address`;
+//! - `fds`: the file-descriptor limit raised to what the connection caps need;
+//! - `deadline`: the sockets' write deadline (a peer that stops reading is cut).
 
 mod accept;
+mod deadline;
+mod fds;
 mod preflight;
 mod probe;
 mod reload;
@@ -28,6 +32,7 @@ mod tasks;
 
 pub(crate) use self::accept::Capacity;
 pub use self::accept::Drained;
+pub use self::fds::FdLimitError;
 pub use self::preflight::PreflightError;
 pub use self::signals::shutdown_signal;
 pub use self::snapshot::{check_upstream, BuildError};
@@ -37,7 +42,9 @@ use self::reload::Reloader;
 use self::signals::{Hangups, Signals, Termination};
 use self::snapshot::{build_proxy, RestartOnly};
 use self::tasks::{Role, Tasks};
-use crate::admin::{self, Readiness, MAX_ADMIN_CONNECTIONS};
+use crate::admin::{
+    self, Readiness, ADMIN_WRITE_TIMEOUT, MAX_ADMIN_CONNECTIONS, MAX_ADMIN_CONNECTIONS_PER_PEER,
+};
 use crate::config::ConfigError;
 use crate::expect_ip::{ExpectIpCheck, EXPECT_IP_RECHECK_INTERVAL};
 use crate::metrics::Metrics;
@@ -67,6 +74,8 @@ pub enum RunError {
     Signals(std::io::Error),
     #[error("invalid configuration:\n{0}")]
     Config(ConfigError),
+    #[error("{0}")]
+    FdLimit(FdLimitError),
     #[error("{0}")]
     Build(BuildError),
     #[error("egress.expect_ip: {0}")]
@@ -110,6 +119,7 @@ struct Started {
 
 async fn start(source: ConfigSource) -> Result<Started, RunError> {
     let config = source.load().map_err(RunError::Config)?;
+    fds::ensure(&config).map_err(RunError::FdLimit)?;
     let metrics = Arc::new(Metrics::new());
     let fixed = RestartOnly::from_config(&config);
     let proxy = build_proxy(config, metrics.clone(), None).map_err(RunError::Build)?;
@@ -165,6 +175,9 @@ async fn serve(
             max_connections: fixed.max_connections,
             when_full: WhenFull::Answer,
             drain_timeout: fixed.drain_timeout,
+            write_timeout: fixed.write_timeout,
+            // The app is on loopback: every connection has the same peer.
+            max_per_peer: None,
         };
         tasks.spawn(
             "proxy listener",
@@ -188,6 +201,8 @@ async fn serve(
             max_connections: MAX_ADMIN_CONNECTIONS,
             when_full: WhenFull::Close,
             drain_timeout: ADMIN_DRAIN_TIMEOUT,
+            write_timeout: ADMIN_WRITE_TIMEOUT,
+            max_per_peer: Some(MAX_ADMIN_CONNECTIONS_PER_PEER),
         };
         tasks.spawn(
             "admin listener",

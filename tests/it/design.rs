@@ -96,7 +96,9 @@ fn no_import_circle_between_modules() {
 #[test]
 fn policy_modules_do_no_io_and_know_no_runtime() {
     let edges = module_imports();
-    for policy in ["route", "limit", "egress", "sign", "inspect", "secret"] {
+    for policy in [
+        "route", "limit", "egress", "sign", "inspect", "secret", "forward", "budget",
+    ] {
         let imports = edges.get(policy).cloned().unwrap_or_default();
         for forbidden in ["runtime", "server", "admin", "upstream", "proxy", "config"] {
             assert!(

@@ -30,6 +30,8 @@ pub struct Sidecar {
     config: Option<TempFile>,
     /// Called with the process id right after the spawn, before the announce line.
     on_spawn: Option<Box<dyn FnOnce(u32) + Send>>,
+    /// A program (and its arguments) that runs the binary, e.g. `prlimit ... --`.
+    wrapper: Vec<OsString>,
 }
 
 impl Default for Sidecar {
@@ -53,6 +55,7 @@ impl Sidecar {
             env: vec![("LINEPAY_CHANNEL_SECRET".into(), CHANNEL_SECRET.into())],
             config: None,
             on_spawn: None,
+            wrapper: Vec::new(),
         }
     }
 
@@ -98,9 +101,28 @@ impl Sidecar {
         self
     }
 
+    /// Runs the binary under `wrapper` (a program that execs it, such as
+    /// `prlimit --nofile=256:4096 --`), so the process id is still the sidecar's.
+    pub fn wrapped_in(mut self, wrapper: &[&str]) -> Sidecar {
+        self.wrapper = wrapper.iter().map(OsString::from).collect();
+        self
+    }
+
     /// Starts the binary and waits (bounded) for its announce line.
     pub async fn start(self) -> RunningSidecar {
         let mut command = binary_command();
+        if let Some((program, arguments)) = self.wrapper.split_first() {
+            let binary = command.get_program().to_owned();
+            let mut wrapped = std::process::Command::new(program);
+            wrapped.args(arguments).arg(binary).stdin(Stdio::null());
+            for (key, value) in command.get_envs() {
+                match value {
+                    Some(value) => wrapped.env(key, value),
+                    None => wrapped.env_remove(key),
+                };
+            }
+            command = wrapped;
+        }
         command
             .args(&self.args)
             .stdout(Stdio::piped())
@@ -282,6 +304,11 @@ impl RunningSidecar {
             }
         })
         .await
+    }
+
+    /// The process id (for /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends a signal by name (`HUP`, `TERM`) with the system's `kill`.
