@@ -128,10 +128,9 @@ async fn proxy_connections_that_stop_reading_are_cut_after_the_write_timeout() {
         .await;
     let sidecar = Sidecar::new()
         .upstream(upstream.url())
-        .config_yaml(
-            "stalled.yaml",
-            "request:\n  max_connections: 4\n  write_timeout: 1s\n",
-        )
+        // The default write timeout (10 s): the test then also fails on a build that
+        // lacks the key.
+        .config_yaml("stalled.yaml", "request:\n  max_connections: 4\n")
         .start()
         .await;
     let call = b"GET /v3/payments?orderId=o1 HTTP/1.1\r\nHost: a\r\n\r\n".repeat(64);
@@ -338,7 +337,11 @@ fn a_hard_descriptor_limit_below_the_caps_stops_the_start_naming_the_fix() {
     .stderr(std::process::Stdio::piped())
     .spawn()
     .expect("prlimit runs");
-    let status = child_exit(&mut child, WAIT_LIMIT).expect("the sidecar exits");
+    let Some(status) = child_exit(&mut child, WAIT_LIMIT) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the sidecar kept running under a hard limit of 512");
+    };
     let mut stderr = String::new();
     if let Some(mut pipe) = child.stderr.take() {
         use std::io::Read;
@@ -355,25 +358,38 @@ fn a_hard_descriptor_limit_below_the_caps_stops_the_start_naming_the_fix() {
     );
 }
 
-// Finding 5: the 64 KiB header limit held only for slow senders; a ~112 KiB head sent
-// in one write was accepted and forwarded.
+// Finding 5: the 64 KiB header limit held only for slow senders. hyper checks its read
+// buffer against `max_buf_size` only while a head is incomplete, and one read may fill
+// the buffer's whole spare capacity (about twice the limit), so a ~100 KiB head that is
+// already waiting in the socket was parsed and forwarded. Here it waits behind a slow
+// first call on the same connection.
 #[tokio::test]
-async fn a_head_over_64_kib_in_one_write_is_refused_and_never_forwarded() {
-    let upstream = Upstream::recording().start().await;
+async fn a_head_over_64_kib_waiting_in_the_socket_is_refused_and_never_forwarded() {
+    let upstream = Upstream::recording()
+        .delay(Duration::from_millis(500))
+        .start()
+        .await;
     let sidecar = Sidecar::new().upstream(upstream.url()).start().await;
-    let mut request = big_head(112 * 1024);
-    // A body that matches its declared length, so nothing is waiting to be read.
+    let mut request = b"GET /v3/payments?orderId=o1 HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
+    let mut big = big_head(100 * 1024);
+    // The POST declares 64 KiB: send a body that matches, so nothing waits to be read.
     let frame = r#"{"amount":1,"pad":""}"#;
     let body = frame.replace(r#""""#, &format!("\"{}\"", "b".repeat(65536 - frame.len())));
     assert_eq!(body.len(), 65536);
-    request.extend_from_slice(body.as_bytes());
+    big.extend_from_slice(body.as_bytes());
+    request.extend_from_slice(&big);
     let mut stream = TcpStream::connect(sidecar.addr).await.expect("connect");
     stream.write_all(&request).await.expect("one write");
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(WAIT_LIMIT, stream.read_to_end(&mut answer)).await;
     let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 431"), "answered {answer:?}");
-    assert_eq!(upstream.count(), 0, "a 112 KiB head was forwarded");
+    let second = answer
+        .match_indices("HTTP/1.1 ")
+        .nth(1)
+        .map(|(at, _)| &answer[at..])
+        .unwrap_or_else(|| panic!("no second answer: {answer:?}"));
+    assert!(second.starts_with("HTTP/1.1 431"), "answered {second:?}");
+    assert_eq!(upstream.count(), 1, "a 100 KiB head was forwarded");
 }
 
 // Finding 6: headers were filtered by a denylist, so overrides, client addresses and
@@ -381,14 +397,7 @@ async fn a_head_over_64_kib_in_one_write_is_refused_and_never_forwarded() {
 #[tokio::test]
 async fn only_allowlisted_headers_reach_line_pay() {
     let upstream = Upstream::recording().start().await;
-    let sidecar = Sidecar::new()
-        .upstream(upstream.url())
-        .config_yaml(
-            "forward.yaml",
-            "request:\n  forward_headers: [X-Shop-Trace]\n",
-        )
-        .start()
-        .await;
+    let sidecar = Sidecar::new().upstream(upstream.url()).start().await;
     let mut call = Call::post("/v3/payments/request", r#"{"amount":1}"#);
     for (name, value) in [
         ("X-HTTP-Method-Override", "DELETE"),
@@ -412,7 +421,6 @@ async fn only_allowlisted_headers_reach_line_pay() {
         ("Accept", "application/json"),
         ("Accept-Language", "zh-TW"),
         ("User-Agent", "shop/1.0"),
-        ("X-Shop-Trace", "t-1"),
     ] {
         call = call.header(name, value);
     }
@@ -434,11 +442,32 @@ async fn only_allowlisted_headers_reach_line_pay() {
             "x-line-authorization-nonce",
             "x-line-channelid",
             "x-request-id",
-            "x-shop-trace",
         ]
     );
     assert_eq!(request.single("user-agent"), "shop/1.0");
     assert_eq!(request.single("x-line-channelid"), CHANNEL_ID);
+}
+
+#[tokio::test]
+async fn forward_headers_adds_names_to_the_allowlist() {
+    let upstream = Upstream::recording().start().await;
+    let sidecar = Sidecar::new()
+        .upstream(upstream.url())
+        .config_yaml(
+            "forward.yaml",
+            "request:\n  forward_headers: [X-Shop-Trace]\n",
+        )
+        .start()
+        .await;
+    let reply = Call::post("/v3/payments/request", r#"{"amount":1}"#)
+        .header("X-Shop-Trace", "t-1")
+        .header("X-Shop-Other", "o")
+        .send(sidecar.addr)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let request = upstream.only_request();
+    assert_eq!(request.single("x-shop-trace"), "t-1");
+    assert!(request.all("x-shop-other").is_empty());
 }
 
 #[test]
