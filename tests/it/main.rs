@@ -10,6 +10,7 @@ mod docs;
 mod egress;
 mod examples;
 mod flows;
+mod fuzz;
 mod hardening;
 mod lifecycle;
 mod limits;
