@@ -293,4 +293,45 @@ mod tests {
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(response.headers()[http::header::ALLOW], "POST");
     }
+
+    #[test]
+    fn connect_is_refused_as_a_method_with_its_allow_header() {
+        let response = ProxyError::ConnectRefused.to_response();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            response.headers()[SIDECAR_ERROR_HEADER],
+            "method_not_allowed"
+        );
+        assert_eq!(response.headers()[http::header::ALLOW], "GET, POST");
+        assert!(ProxyError::ConnectRefused.retry_safe());
+    }
+
+    #[test]
+    fn refusals_that_free_memory_close_the_connection() {
+        for error in [
+            ProxyError::Overloaded,
+            ProxyError::OverBudget { limit: 1 },
+            ProxyError::HeadersTooLarge { limit: 1 },
+            ProxyError::from(UpstreamError::OverBudget { limit: 1 }),
+        ] {
+            let response = error.to_response();
+            assert_eq!(
+                response.headers()[http::header::CONNECTION],
+                "close",
+                "{error:?}"
+            );
+        }
+        let kept = ProxyError::BodyTooLarge { limit: 1 }.to_response();
+        assert!(kept.headers().get(http::header::CONNECTION).is_none());
+        assert_eq!(
+            ProxyError::HeadersTooLarge { limit: 1 }.status(),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+        assert_eq!(ProxyError::OverBudget { limit: 1 }.code(), "overloaded");
+        assert_eq!(
+            ProxyError::OverBudget { limit: 1 }.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert!(ProxyError::OverBudget { limit: 1 }.retry_safe());
+    }
 }

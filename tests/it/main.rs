@@ -19,6 +19,7 @@ mod platform;
 mod proxy;
 mod refusals;
 mod robustness;
+mod route_guards;
 mod sign_vectors;
 mod tls;
 mod upstream_failures;
