@@ -132,6 +132,12 @@ def invalid_client(port, deadline, counts):
             counts.add(f"invalid error {type(error).__name__}")
 
 
+def _peer_closed(s):
+    """Whether the peer has closed: TCP_INFO's state is CLOSE_WAIT (8) once its FIN came."""
+    info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
+    return info[0] == 8
+
+
 def stalled_client(port, deadline, counts, slots):
     kinds = [
         b"POST /v3/payments/request HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"a" * 30000,
@@ -147,21 +153,24 @@ def stalled_client(port, deadline, counts, slots):
             s.settimeout(30)
             s.connect(("127.0.0.1", port))
             s.sendall(random.choice(kinds))
-            # Hold without reading until the sidecar cuts the connection.
-            held = time.time()
-            s.settimeout(1)
-            while time.time() < deadline:
+            # Hold without reading for 5-30 s, then go away and come back: the sidecar
+            # must cut it first (header, body or write timeout) or free it after.
+            until = min(deadline, time.time() + random.uniform(5, 30))
+            cut = False
+            s.settimeout(0.5)
+            while time.time() < until and not cut:
                 try:
-                    if s.recv(1, socket.MSG_PEEK) == b"":
-                        break
-                    time.sleep(0.5)  # an answer is waiting: never read it
+                    waiting = s.recv(65536, socket.MSG_PEEK)
+                    # An answer is waiting (never read): closed when the peer sent FIN too.
+                    cut = waiting == b"" or (len(waiting) < 65536 and _peer_closed(s))
                 except socket.timeout:
-                    continue
+                    pass
                 except OSError:
-                    break
-            counts.add("stalled cut" if time.time() < deadline else "stalled held to the end")
+                    cut = True
+                time.sleep(0.5)
+            held = cut
+            counts.add("stalled cut by the sidecar" if held else "stalled let go by the client")
             s.close()
-            _ = held
         except Exception as error:  # noqa: BLE001
             counts.add(f"stalled error {type(error).__name__}")
         finally:

@@ -108,6 +108,7 @@ mod tests {
         drop(second);
         assert!(first.grow(40));
         assert_eq!(first.bytes(), 100);
+        assert_eq!(first.limit(), 100, "the refusal names the real limit");
         drop(first);
         assert_eq!(budget.used(), 0);
         assert_eq!(budget.limit(), 100);
