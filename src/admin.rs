@@ -10,20 +10,26 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use hyper_util::server::graceful::GracefulConnection;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::net::TcpStream;
 
 /// Probes and scrapes need a handful of connections at a time. The admin port often
 /// listens on every interface: past the cap, a connection is closed at once so it
 /// cannot eat the file descriptors the proxy needs.
 pub(crate) const MAX_ADMIN_CONNECTIONS: usize = 64;
-/// How long a probe or scraper may take to send its request headers.
+/// Connections from one address at most: one client (a scraper gone wrong, a hostile
+/// neighbour) cannot hold every slot, so the kubelet's probes still get through.
+pub(crate) const MAX_ADMIN_CONNECTIONS_PER_PEER: usize = 8;
+/// How long a probe or scraper may take to send its request headers, and how long an
+/// admin connection may sit idle.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an answer may stay unread before the connection is cut (the runtime's
+/// socket enforces it).
+pub(crate) const ADMIN_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What `/readyz` answers from: whether *this process* can serve calls. Every check is
 /// cached state updated elsewhere (the runtime, the egress-address check, the upstream
@@ -119,12 +125,15 @@ impl Readiness {
 
 /// Serves one accepted admin connection (the accept loop and its cap of
 /// [`MAX_ADMIN_CONNECTIONS`] are the runtime's).
-pub(crate) fn connection(
-    io: TokioIo<TcpStream>,
+pub(crate) fn connection<I>(
+    io: I,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     journal: Option<Arc<Store>>,
-) -> impl GracefulConnection<Error = hyper::Error> + Send + 'static {
+) -> impl GracefulConnection<Error = hyper::Error> + Send + 'static
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let service = service_fn(move |request: Request<hyper::body::Incoming>| {
         let calls =
             (request.uri().path() == "/calls" && request.method() == Method::GET).then(|| {

@@ -62,8 +62,12 @@ pub(crate) enum ProxyError {
     UnexpectedQuery,
     #[error("the {} rate limit is exhausted; the call was not sent: retry after {} s", .0.limit, .0.retry_after_secs())]
     RateLimited(LimitError),
-    #[error("the sidecar is at its connection limit")]
+    #[error("the request line and headers are larger than the {limit}-byte limit")]
+    HeadersTooLarge { limit: usize },
+    #[error("the sidecar is at its connection limit (request.max_connections); the call was not sent: retry shortly")]
     Overloaded,
+    #[error("the sidecar already holds as many bytes of calls in flight as request.max_buffered_bytes ({limit}) allows; the call was not sent: retry shortly")]
+    OverBudget { limit: usize },
     /// A call to LINE Pay failed; its message says whether it may have been processed.
     #[error(transparent)]
     Upstream(UpstreamError),
@@ -123,7 +127,8 @@ impl ProxyError {
             ProxyError::UnexpectedQuery => "unexpected_query",
             ProxyError::InvalidRequest(_) => "invalid_request",
             ProxyError::RateLimited(_) => "rate_limited",
-            ProxyError::Overloaded => "overloaded",
+            ProxyError::HeadersTooLarge { .. } => "headers_too_large",
+            ProxyError::Overloaded | ProxyError::OverBudget { .. } => "overloaded",
             ProxyError::Upstream(failure) => match failure {
                 UpstreamError::Dns => "upstream_dns",
                 UpstreamError::ConnectTimeout(_) => "upstream_connect_timeout",
@@ -131,8 +136,10 @@ impl ProxyError {
                 UpstreamError::Proxy => "upstream_proxy",
                 UpstreamError::Tls => "upstream_tls",
                 UpstreamError::ReadTimeout(_) => "upstream_timeout",
-                UpstreamError::Protocol => "upstream_protocol",
-                UpstreamError::ResponseTooLarge { .. } => "upstream_response_too_large",
+                UpstreamError::Protocol | UpstreamError::UnexpectedStatus(_) => "upstream_protocol",
+                UpstreamError::ResponseTooLarge { .. }
+                | UpstreamError::ResponseHeadersTooLarge { .. } => "upstream_response_too_large",
+                UpstreamError::OverBudget { .. } => "overloaded",
                 UpstreamError::NoPool => "internal",
             },
             ProxyError::Unsettled { failure, .. } => ProxyError::Upstream(failure.clone()).code(),
@@ -165,14 +172,20 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::Overloaded | ProxyError::OverBudget { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Upstream(failure) => match failure {
                 UpstreamError::Dns
                 | UpstreamError::Unreachable
                 | UpstreamError::Proxy
                 | UpstreamError::Tls
                 | UpstreamError::Protocol
-                | UpstreamError::ResponseTooLarge { .. } => StatusCode::BAD_GATEWAY,
+                | UpstreamError::UnexpectedStatus(_)
+                | UpstreamError::ResponseTooLarge { .. }
+                | UpstreamError::ResponseHeadersTooLarge { .. } => StatusCode::BAD_GATEWAY,
+                UpstreamError::OverBudget { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 UpstreamError::ConnectTimeout(_) | UpstreamError::ReadTimeout(_) => {
                     StatusCode::GATEWAY_TIMEOUT
                 }
@@ -251,6 +264,14 @@ impl ProxyError {
                     HeaderValue::from(refusal.retry_after_secs()),
                 );
             }
+            // Close the connection: what it buffered is given back at once, and a
+            // client that sent a head too large may have more of it in flight.
+            ProxyError::Overloaded
+            | ProxyError::OverBudget { .. }
+            | ProxyError::HeadersTooLarge { .. }
+            | ProxyError::Upstream(UpstreamError::OverBudget { .. }) => {
+                headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
             _ => {}
         }
         response
@@ -293,6 +314,9 @@ mod tests {
             (UpstreamError::Proxy, 502, "upstream_proxy", Some("proxy"), true),
             (UpstreamError::ReadTimeout(second), 504, "upstream_timeout", Some("timeout"), false),
             (UpstreamError::Protocol, 502, "upstream_protocol", Some("protocol"), false),
+            (UpstreamError::UnexpectedStatus(101), 502, "upstream_protocol", Some("protocol"), false),
+            (UpstreamError::ResponseHeadersTooLarge { limit: 1 }, 502, "upstream_response_too_large", Some("response_too_large"), false),
+            (UpstreamError::OverBudget { limit: 1 }, 503, "overloaded", None, false),
             (UpstreamError::ResponseTooLarge { limit: 1 }, 502, "upstream_response_too_large", Some("response_too_large"), false),
             (UpstreamError::NoPool, 500, "internal", None, true),
         ];
@@ -375,5 +399,46 @@ mod tests {
         .to_response();
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(response.headers()[http::header::ALLOW], "POST");
+    }
+
+    #[test]
+    fn connect_is_refused_as_a_method_with_its_allow_header() {
+        let response = ProxyError::ConnectRefused.to_response();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            response.headers()[SIDECAR_ERROR_HEADER],
+            "method_not_allowed"
+        );
+        assert_eq!(response.headers()[http::header::ALLOW], "GET, POST");
+        assert!(ProxyError::ConnectRefused.retry_safe());
+    }
+
+    #[test]
+    fn refusals_that_free_memory_close_the_connection() {
+        for error in [
+            ProxyError::Overloaded,
+            ProxyError::OverBudget { limit: 1 },
+            ProxyError::HeadersTooLarge { limit: 1 },
+            ProxyError::from(UpstreamError::OverBudget { limit: 1 }),
+        ] {
+            let response = error.to_response();
+            assert_eq!(
+                response.headers()[http::header::CONNECTION],
+                "close",
+                "{error:?}"
+            );
+        }
+        let kept = ProxyError::BodyTooLarge { limit: 1 }.to_response();
+        assert!(kept.headers().get(http::header::CONNECTION).is_none());
+        assert_eq!(
+            ProxyError::HeadersTooLarge { limit: 1 }.status(),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+        assert_eq!(ProxyError::OverBudget { limit: 1 }.code(), "overloaded");
+        assert_eq!(
+            ProxyError::OverBudget { limit: 1 }.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert!(ProxyError::OverBudget { limit: 1 }.retry_safe());
     }
 }

@@ -126,4 +126,37 @@ mod tests {
         );
         assert_eq!(query_field("transactionId=1", "orderId"), None);
     }
+
+    #[test]
+    fn printable_values_are_bounded_in_length_and_alphabet() {
+        let field = |value: &str| {
+            let body = format!(r#"{{"orderId":"{value}"}}"#);
+            string_field(body.as_bytes(), "orderId").map(str::to_owned)
+        };
+        let longest = "x".repeat(MAX_VALUE_LEN);
+        assert_eq!(field(&longest).as_deref(), Some(longest.as_str()));
+        assert_eq!(field(&"x".repeat(MAX_VALUE_LEN + 1)), None);
+        assert_eq!(field("a b").as_deref(), Some("a b"));
+        assert_eq!(field("!~").as_deref(), Some("!~"));
+        assert_eq!(field(""), None);
+        for unprintable in ["a\tb", "a\u{7f}b", "caf\u{e9}", "a\u{1}b"] {
+            assert_eq!(field(unprintable), None, "{unprintable:?}");
+        }
+    }
+
+    #[test]
+    fn a_key_that_first_appears_as_a_value_is_still_found() {
+        let body = br#"{"note":"returnCode","returnCode":"0000"}"#;
+        assert_eq!(string_field(body, "returnCode"), Some("0000"));
+        assert_eq!(string_field(br#"{"x":1,"returnCode""#, "returnCode"), None);
+        assert_eq!(string_field(br#""returnCode""#, "returnCode"), None);
+        assert_eq!(
+            id_field(br#"{"transactionId":123}"#, "transactionId"),
+            Some("123")
+        );
+        assert_eq!(
+            id_field(br#"{"transactionId":"RK-1"}"#, "transactionId"),
+            Some("RK-1")
+        );
+    }
 }

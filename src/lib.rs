@@ -6,6 +6,8 @@
 //! - [`secret`]: the channel secret, redacted in every printout.
 //! - [`route`]: the allowlist of method + path templates, strict path matching.
 //! - [`proxy`]: the request path: route → limit → read body → sign → forward → respond.
+//! - `budget`: the global budget of bytes calls hold in memory (`503 overloaded` past it).
+//! - `forward`: which of the app's headers travel on to LINE Pay (an allowlist).
 //! - [`money`]: which routes move money; how LINE Pay's records judge an uncertain call.
 //! - [`journal`]: money calls on record: one per transaction at a time, idempotency
 //!   keys, the intent and outcome on disk, reconciliation, the drain's hold.
@@ -33,10 +35,12 @@
 //! (`emulator/`, `linepay-emulator`), compiled in only with the `demo` feature.
 
 pub(crate) mod admin;
+pub(crate) mod budget;
 pub mod config;
 pub(crate) mod egress;
 pub(crate) mod error;
 pub(crate) mod expect_ip;
+pub(crate) mod forward;
 pub mod ids;
 pub mod inspect;
 pub mod journal;

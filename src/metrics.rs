@@ -53,6 +53,7 @@ const REFUSAL_CODES: &[&str] = &[
     "method_not_allowed",
     "ambiguous_path",
     "invalid_target",
+    "headers_too_large",
     "body_too_large",
     "body_timeout",
     "body_read_failed",
@@ -365,6 +366,16 @@ impl Default for Metrics {
     }
 }
 
+/// The bounded label for an answer's HTTP status: the registered codes (every status
+/// the sidecar answers with is one: the upstream client refuses others), else `other`.
+pub(crate) fn status_label(status: &http::StatusCode) -> &str {
+    if status.canonical_reason().is_some() {
+        status.as_str()
+    } else {
+        "other"
+    }
+}
+
 /// The bounded label for a LINE Pay `returnCode`.
 pub(crate) fn return_code_label(code: Option<&str>) -> &'static str {
     match code {
@@ -387,6 +398,18 @@ pub(crate) fn return_code_label(code: Option<&str>) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_labels_are_bounded() {
+        let label = |code| {
+            let status = http::StatusCode::from_u16(code).unwrap_or_default();
+            status_label(&status).to_owned()
+        };
+        assert_eq!(label(200), "200");
+        assert_eq!(label(503), "503");
+        assert_eq!(label(599), "other");
+        assert_eq!(label(999), "other");
+    }
 
     #[test]
     fn return_code_labels_are_bounded() {
@@ -499,7 +522,9 @@ mod tests {
                 retry_after: Duration::ZERO,
                 reason: Refusal::NoQueue,
             }),
+            ProxyError::HeadersTooLarge { limit: 0 },
             ProxyError::Overloaded,
+            ProxyError::OverBudget { limit: 0 },
             ProxyError::Upstream(UpstreamError::Dns),
             ProxyError::Upstream(UpstreamError::ConnectTimeout(Duration::ZERO)),
             ProxyError::Upstream(UpstreamError::Unreachable),
@@ -508,6 +533,9 @@ mod tests {
             ProxyError::Upstream(UpstreamError::ReadTimeout(Duration::ZERO)),
             ProxyError::Upstream(UpstreamError::Protocol),
             ProxyError::Upstream(UpstreamError::ResponseTooLarge { limit: 0 }),
+            ProxyError::Upstream(UpstreamError::ResponseHeadersTooLarge { limit: 0 }),
+            ProxyError::Upstream(UpstreamError::UnexpectedStatus(0)),
+            ProxyError::Upstream(UpstreamError::OverBudget { limit: 0 }),
             ProxyError::Upstream(UpstreamError::NoPool),
             ProxyError::Internal,
             ProxyError::CallInProgress,

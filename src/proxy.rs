@@ -9,24 +9,33 @@
 //! 3. **read body**: whole, capped (413) and time-boxed; POST bodies must be UTF-8 JSON;
 //!    then pre-validation against LINE Pay's documented fields (`crate::validate`:
 //!    400 `invalid_request` in `enforce` mode, a log line and a count in `warn` mode).
-//! 4. **upstream request**: the app's headers minus hop-by-hop, `Host`, credentials and
-//!    every `X-LINE-*`; then the sidecar's own `X-LINE-*` headers and the signature over
-//!    the exact bytes that will be sent.
+//! 4. **upstream request**: of the app's headers only those on the allowlist
+//!    ([`crate::forward`]: `Accept`, `Accept-Language`, `User-Agent` and the
+//!    `request.forward_headers`); then the request id, the sidecar's own `X-LINE-*`
+//!    headers and the signature over the exact bytes that will be sent.
 //! 5. **money call** (money routes and POSTs with an `Idempotency-Key`, in
 //!    [`crate::journal`]): one per transaction at a time, idempotent replay, the intent
 //!    on disk before sending, the call in its own task, the outcome on disk (and an
 //!    uncertain one reconciled) before answering.
 //! 6. **forward**: to the configured upstream only, with the route's timeouts.
 //! 7. **response filter**: LINE Pay's answer goes back as it is, minus hop-by-hop
-//!    headers; its 19-digit ids written as JSON strings when asked (`crate::ids`).
+//!    headers; its 19-digit ids written as JSON strings when asked (`crate::ids`). (A
+//!    status LINE Pay never sends, or an oversized head, was refused by the upstream
+//!    client as `502 upstream_protocol` / `upstream_response_too_large`.)
+//!
+//! Before phase 1 the request head's size is checked (431), and before phase 2 the call
+//! charges what it will buffer to the process's memory budget ([`crate::budget`]):
+//! its head and declared body now, LINE Pay's answer as it arrives (503 `overloaded`).
 //!
 //! Each phase is one function; a refusal at any phase is a [`ProxyError`] (the limit and
 //! upstream layers return their own errors, which `?` converts in `crate::error`),
 //! answered as the sidecar's JSON error, and stops the call before anything reaches
 //! LINE Pay.
 
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::error::ProxyError;
+use crate::forward;
 use crate::ids;
 use crate::inspect;
 use crate::journal::{self, Admission, Desk, Hold, Seal};
@@ -66,22 +75,10 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Headers from the app that must not reach LINE Pay: the sidecar sets them itself, or
-/// they would reveal the app's network, or carry credentials the app should not hold.
-const NOT_FORWARDED: &[&str] = &[
-    "host",
-    "content-length",
-    "content-type",
-    "authorization",
-    "cookie",
-    "expect",
-    "forwarded",
-    "x-real-ip",
-    // LINE Pay's answer must come back uncompressed: the sidecar reads its returnCode.
-    "accept-encoding",
-    // The app's key for the sidecar's journal, not LINE Pay's.
-    "idempotency-key",
-];
+/// The request line plus headers at most. LINE Pay calls need a few hundred bytes;
+/// hyper's own bound (`max_buf_size`) is exact only for heads that arrive in several
+/// reads, so the size is checked again here, on the parsed head.
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// The longest request path written to a log line.
 const MAX_LOGGED_PATH: usize = 200;
@@ -93,6 +90,7 @@ pub(crate) struct Proxy {
     upstream: Arc<Upstream>,
     limits: Arc<Limits>,
     metrics: Arc<Metrics>,
+    budget: Arc<Budget>,
     user_agent: HeaderValue,
     /// The journal and the in-flight set: one per process, shared by every snapshot.
     desk: Arc<Desk>,
@@ -130,6 +128,7 @@ impl Proxy {
         limits: Arc<Limits>,
         metrics: Arc<Metrics>,
         desk: Arc<Desk>,
+        budget: Arc<Budget>,
     ) -> Proxy {
         metrics.create_route_series(
             config
@@ -147,6 +146,7 @@ impl Proxy {
             config,
             upstream,
             metrics,
+            budget,
             user_agent: HeaderValue::from_static(concat!(
                 "linepay-sidecar/",
                 env!("CARGO_PKG_VERSION")
@@ -197,8 +197,32 @@ impl Proxy {
         self.build_request(&route, &parts, Bytes::new(), false).ok()
     }
 
+    pub(crate) fn budget(&self) -> &Arc<Budget> {
+        &self.budget
+    }
+
+    /// Answers a call on a connection past `request.max_connections`: `503 overloaded`,
+    /// logged, counted and with its request id like every other refusal.
+    pub(crate) async fn refuse_over_capacity<B>(&self, request: Request<B>) -> Response<Bytes>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.answer(request, false).await
+    }
+
     /// Handles one call from the app; never fails: every problem becomes an answer.
     pub(crate) async fn handle<B>(&self, request: Request<B>) -> Response<Bytes>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.answer(request, true).await
+    }
+
+    /// Forwards the call (or, past the connection cap, refuses it) and turns the outcome
+    /// into the answer, with the request id, the one log line and the metrics.
+    async fn answer<B>(&self, request: Request<B>, within_capacity: bool) -> Response<Bytes>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -208,7 +232,12 @@ impl Proxy {
         let method = request.method().clone();
         let request_id = request_id(request.headers());
         let mut call = CallRecord::default();
-        let mut response = match self.forward(request, &request_id, &mut call).await {
+        let outcome = if within_capacity {
+            self.forward(request, &request_id, &mut call).await
+        } else {
+            Err(ProxyError::Overloaded)
+        };
+        let mut response = match outcome {
             Ok(response) => response,
             Err(error) => {
                 let response = error.to_response();
@@ -278,7 +307,7 @@ impl Proxy {
                 route,
                 family,
                 method_label(method),
-                status.as_str(),
+                metrics::status_label(&status),
                 metrics::return_code_label(return_code),
             ])
             .inc();
@@ -313,6 +342,12 @@ impl Proxy {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = request.into_parts();
+        let head_bytes = head_bytes(&parts);
+        if head_bytes > MAX_HEAD_BYTES {
+            return Err(ProxyError::HeadersTooLarge {
+                limit: MAX_HEAD_BYTES,
+            });
+        }
         let route = match self.request_filter(&parts, call) {
             Ok(route) => route,
             Err(error) => {
@@ -332,6 +367,10 @@ impl Proxy {
                 .decode_utf8_lossy()
                 .into_owned()
         });
+        let expected = head_bytes + self.expected_body_bytes(&parts);
+        let mut charge = self.budget.charge(expected).ok_or(ProxyError::OverBudget {
+            limit: self.budget.limit(),
+        })?;
         self.limits.admit_poll(route, parts.uri.path())?;
         self.limits.admit(route, &parts.headers).await?;
         let body = self.read_body(&parts, body).await?;
@@ -376,6 +415,8 @@ impl Proxy {
                 response_filter: |response| response_filter(response, false),
                 metrics: self.metrics.clone(),
                 seal: self.seal.clone(),
+                // The call's share of the memory budget goes with it into its own task.
+                charge,
             };
             let hold = parts.extensions.get::<Hold>();
             let (answer, elapsed) = self.desk.send(ticket, job, hold).await;
@@ -383,7 +424,10 @@ impl Proxy {
             return answer.map(|answer| quote_ids(answer, ids_as_strings));
         }
         let sent = Instant::now();
-        let response = self.upstream.send(upstream_request, route.timeouts).await;
+        let response = self
+            .upstream
+            .send(upstream_request, route.timeouts, &mut charge)
+            .await;
         call.upstream_elapsed = Some(sent.elapsed());
         Ok(response_filter(response?, ids_as_strings))
     }
@@ -517,6 +561,23 @@ impl Proxy {
         }
     }
 
+    /// What the body will take in memory: its declared length (capped: a longer one is
+    /// refused unread), the cap when it comes chunked, nothing when there is none.
+    fn expected_body_bytes(&self, parts: &http::request::Parts) -> usize {
+        let limit = self.config.request.max_body_bytes;
+        if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+            return limit;
+        }
+        parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |length| {
+                usize::try_from(length).unwrap_or(usize::MAX).min(limit)
+            })
+    }
+
     /// Phase 3: the whole body, capped and time-boxed, before anything is sent.
     async fn read_body<B>(&self, parts: &http::request::Parts, body: B) -> Result<Bytes, ProxyError>
     where
@@ -573,7 +634,8 @@ impl Proxy {
             .uri_for(path_and_query)
             .map_err(|_| ProxyError::Internal)?;
 
-        let mut headers = forwardable_headers(&parts.headers);
+        let mut headers =
+            forward::forwardable(&parts.headers, &self.config.request.forward_headers);
         // The per-client limit's header is the app's label for the sidecar, not LINE Pay's.
         if let Some(client) = &self.config.limits.per_client {
             headers.remove(&client.header);
@@ -714,32 +776,11 @@ fn milliseconds(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1e6).round() / 1e3
 }
 
-/// The app's headers that may travel on to LINE Pay.
-fn forwardable_headers(incoming: &HeaderMap) -> HeaderMap {
-    let named_by_connection = connection_named(incoming);
-    let mut headers = HeaderMap::with_capacity(incoming.len() + 4);
-    for (name, value) in incoming {
-        let text = name.as_str();
-        let dropped = HOP_BY_HOP.contains(&text)
-            || NOT_FORWARDED.contains(&text)
-            || starts_with_folded(text, "x-line-")
-            || starts_with_folded(text, "x-forwarded-")
-            || named_by_connection.contains(name);
-        if !dropped {
-            headers.append(name.clone(), value.clone());
-        }
-    }
-    headers
-}
-
-/// Some servers read `_` as `-` in header names, so `X_LINE_Authorization` counts as an
-/// `X-LINE-*` header. (Names are already lower case.)
-fn starts_with_folded(name: &str, prefix: &str) -> bool {
-    name.len() >= prefix.len()
-        && name
-            .bytes()
-            .zip(prefix.bytes())
-            .all(|(n, p)| n == p || (n == b'_' && p == b'-'))
+/// The request line and headers as they came on the wire, near enough: method, target,
+/// and `name: value\r\n` per header.
+fn head_bytes(parts: &http::request::Parts) -> usize {
+    let target = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    parts.method.as_str().len() + target + crate::upstream::head_bytes(&parts.headers) + 12
 }
 
 /// Phase 6: LINE Pay's answer, as it is, minus what described the upstream hop and
@@ -751,7 +792,7 @@ fn response_filter(response: Response<Bytes>, ids_as_strings: bool) -> Response<
         true => ids::quote_ids(&body).unwrap_or(body),
         false => body,
     };
-    let named_by_connection = connection_named(&parts.headers);
+    let named_by_connection = forward::connection_named(&parts.headers);
     for name in HOP_BY_HOP.iter().copied() {
         parts.headers.remove(name);
     }
@@ -775,51 +816,10 @@ fn quote_ids(response: Response<Bytes>, ids_as_strings: bool) -> Response<Bytes>
     Response::from_parts(parts, body)
 }
 
-/// Headers that the `Connection` header declares hop-by-hop; read before anything is
-/// removed, since removing `Connection` first would lose the list.
-fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn forged_and_hop_by_hop_headers_are_dropped() {
-        let mut incoming = HeaderMap::new();
-        for (name, value) in [
-            ("x-line-authorization", "forged"),
-            ("X-LINE-ChannelId", "999"),
-            ("x-line-channelsecret", "leak"),
-            ("authorization", "Bearer x"),
-            ("host", "evil.example"),
-            ("connection", "x-custom-hop, keep-alive"),
-            ("x-custom-hop", "1"),
-            ("keep-alive", "timeout=5"),
-            ("transfer-encoding", "chunked"),
-            ("x-forwarded-for", "10.0.0.1"),
-            ("x_line_authorization", "forged with underscores"),
-            ("accept-encoding", "gzip"),
-            ("x-request-id", "abc"),
-            ("accept-language", "zh-TW"),
-        ] {
-            incoming.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_static(value),
-            );
-        }
-        let kept = forwardable_headers(&incoming);
-        let names: Vec<&str> = kept.keys().map(HeaderName::as_str).collect();
-        assert_eq!(names, ["x-request-id", "accept-language"]);
-    }
 
     #[test]
     fn response_loses_hop_headers_only() {

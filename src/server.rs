@@ -6,43 +6,48 @@
 //! connection past the cap gets one `503 overloaded` answer here and is closed, rather
 //! than waiting unseen in the kernel's backlog.
 //!
+//! Time is bounded both ways: the request head must arrive within
+//! [`HEADER_READ_TIMEOUT`] (which also closes a keep-alive connection left idle that
+//! long), the body within `request.body_timeout`, and the runtime's socket cuts a client
+//! that leaves its answer unread for `request.write_timeout`.
+//!
 //! Each call takes one snapshot of the configuration when it starts (`ArcSwap::load_full`),
 //! so a reload never changes a call half-way.
 
-use crate::error::ProxyError;
 use crate::journal::Hold;
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, MAX_HEAD_BYTES};
 use arc_swap::ArcSwap;
 use http_body_util::Full;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use hyper_util::server::graceful::GracefulConnection;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Request line plus headers; LINE Pay calls need a few hundred bytes.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// How long a client may take to send its request headers, and how long a keep-alive
+/// connection may sit idle.
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves one accepted connection; one `overloaded` (past the cap) gets a 503 and is closed.
 /// `hold` goes with each call, so that a money call in flight holds the connection
 /// through the drain.
-pub(crate) fn connection(
-    io: TokioIo<TcpStream>,
+pub(crate) fn connection<I>(
+    io: I,
     overloaded: bool,
     proxy: Arc<ArcSwap<Proxy>>,
     hold: Hold,
-) -> impl GracefulConnection<Error = hyper::Error> + Send + 'static {
+) -> impl GracefulConnection<Error = hyper::Error> + Send + 'static
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(hold.clone());
         // One consistent snapshot per call, taken when the call starts.
         let snapshot = proxy.load_full();
         async move {
             let response = if overloaded {
-                ProxyError::Overloaded.to_response()
+                snapshot.refuse_over_capacity(request).await
             } else {
                 snapshot.handle(request).await
             };
@@ -53,7 +58,7 @@ pub(crate) fn connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEADER_BYTES)
+        .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(!overloaded);
     builder.serve_connection(io, service)
 }

@@ -59,6 +59,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 2 * 1024 * 1024;
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// What all calls together may buffer: fits, with the process's own ~20 MiB and the
+/// connections' partial heads, in the 128 Mi of deploy/kubernetes (docs/operating.md).
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 32 * 1024 * 1024;
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 pub const DEFAULT_POOL_MAX_IDLE: usize = 32;
 /// Loopback: on a VM the admin port stays on the host unless asked. In a pod the kubelet
@@ -168,6 +172,13 @@ pub struct RequestLimits {
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
     pub max_connections: usize,
+    /// Bytes all calls together may hold in memory.
+    pub max_buffered_bytes: usize,
+    /// How long an answer may stay unread by the app before its connection is cut.
+    pub write_timeout: Duration,
+    /// Request headers forwarded besides the built-in ones (checked by
+    /// `forward::check_extra`).
+    pub forward_headers: Vec<http::HeaderName>,
 }
 
 /// Everything wrong with a configuration, one problem per line.
@@ -322,6 +333,29 @@ pub fn validate(
             "request.max_connections must be between 1 and {MAX_CONNECTIONS}"
         ));
     }
+    let max_buffered_bytes = number(&raw.request.max_buffered_bytes, DEFAULT_MAX_BUFFERED_BYTES);
+    if max_buffered_bytes < max_body_bytes {
+        problems.push(format!(
+            "request.max_buffered_bytes ({max_buffered_bytes}) must be at least request.max_body_bytes ({max_body_bytes}): no call with a full body could be taken"
+        ));
+    }
+    let write_timeout = duration(&raw.request.write_timeout, DEFAULT_WRITE_TIMEOUT);
+    if write_timeout.is_zero() {
+        problems.push("request.write_timeout must be above 0");
+    }
+    let forward_headers: Vec<http::HeaderName> = raw
+        .request
+        .forward_headers
+        .iter()
+        .flat_map(|list| list.value.iter())
+        .filter_map(|entry| {
+            problems.check(
+                entry,
+                "request.forward_headers",
+                crate::forward::check_extra(&entry.value),
+            )
+        })
+        .collect();
     let max_response_bytes = number(&raw.upstream.max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES);
     if max_response_bytes == 0 {
         problems.push("upstream.max_response_bytes must be above 0");
@@ -376,6 +410,9 @@ pub fn validate(
                 max_body_bytes,
                 body_timeout: duration(&raw.request.body_timeout, DEFAULT_BODY_TIMEOUT),
                 max_connections,
+                max_buffered_bytes,
+                write_timeout,
+                forward_headers,
             },
             allowlist,
             limits,

@@ -7,7 +7,7 @@ use super::setting::{Refused, Setting};
 use super::units::{ConfigDuration, ConfigRate};
 use std::path::PathBuf;
 
-/// A YAML list of addresses, each with its own line.
+/// A YAML list of texts (addresses, header names), each with its own line.
 pub(crate) type AddressList = Vec<Setting<String>>;
 /// A YAML list of names, each with its own line.
 pub(crate) type NameList = Vec<Setting<String>>;
@@ -77,6 +77,12 @@ config_section! {
         body_timeout: value<ConfigDuration>,
         /// Concurrent app connections; past it a connection gets 503 `overloaded`.
         max_connections: value<usize>,
+        /// Bytes all calls together may hold in memory (request heads, bodies, LINE Pay's answers); past it a call gets 503 `overloaded`.
+        max_buffered_bytes: value<usize>,
+        /// How long the app may leave an answer unread before its connection is cut.
+        write_timeout: value<ConfigDuration>,
+        /// Request headers forwarded to LINE Pay besides the built-in ones (`Accept`, `Accept-Language`, `User-Agent`, `X-Request-Id`); credentials, hop-by-hop, `Host`, `X-Forwarded-*` and `X-LINE-*` names are refused.
+        forward_headers: value<AddressList>,
     }
 }
 

@@ -22,6 +22,7 @@ pub(crate) use self::seal::Seal;
 use self::seal::StoredAnswer;
 use self::store::{now_ms, Intent, KeyedCall, Outcome};
 pub use self::store::{CallRow, Filter, Store, StoreError};
+use crate::budget::{Budget, Charge};
 use crate::config::JournalConfig;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
@@ -113,6 +114,9 @@ pub(crate) struct Job {
     pub(crate) response_filter: fn(Response<Bytes>) -> Response<Bytes>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) seal: Seal,
+    /// The call's reservation in the process's memory budget: LINE Pay's answer (and a
+    /// reconciliation's) is charged to it as it arrives.
+    pub(crate) charge: Charge,
 }
 
 impl Desk {
@@ -343,6 +347,7 @@ impl Desk {
     pub(crate) async fn reconcile_interrupted(
         &self,
         upstream: Arc<Upstream>,
+        budget: Arc<Budget>,
         ask: impl Fn(&str, Signing) -> Option<Request<Full<Bytes>>>,
         metrics: Arc<Metrics>,
     ) {
@@ -380,15 +385,22 @@ impl Desk {
                 });
             let verdict = match (money, status_request, self.settings.reconcile) {
                 (Some(money), Some(request), true) => {
-                    ask_status(
-                        &upstream,
-                        request,
-                        money,
-                        &facts,
-                        row.started_at / 1000,
-                        self.settings.reconcile_timeout,
-                    )
-                    .await
+                    // Answers to start-up questions are charged to the budget too.
+                    match budget.charge(0) {
+                        Some(mut charge) => {
+                            ask_status(
+                                &upstream,
+                                request,
+                                money,
+                                &facts,
+                                row.started_at / 1000,
+                                self.settings.reconcile_timeout,
+                                &mut charge,
+                            )
+                            .await
+                        }
+                        None => Verdict::unknown("the memory budget is exhausted"),
+                    }
                 }
                 (Some(_), _, false) => {
                     Verdict::unknown("reconciliation is off (journal.reconcile)")
@@ -439,9 +451,10 @@ async fn run_call(
         response_filter,
         metrics,
         seal,
+        mut charge,
     } = job;
     let sent = Instant::now();
-    let result = upstream.send(request, timeouts).await;
+    let result = upstream.send(request, timeouts, &mut charge).await;
     let elapsed = sent.elapsed();
     let plan = &ticket.plan;
     let mut outcome = Outcome::default();
@@ -470,6 +483,7 @@ async fn run_call(
                         &plan.facts,
                         ticket.started_unix,
                         limit,
+                        &mut charge,
                     )
                     .await;
                     metrics
@@ -555,12 +569,13 @@ async fn ask_status(
     facts: &CallFacts,
     started_unix: i64,
     limit: Duration,
+    charge: &mut Charge,
 ) -> Verdict {
     let timeouts = RouteTimeouts {
         connect: limit.min(Duration::from_secs(5)),
         read: limit,
     };
-    match upstream.send(request, timeouts).await {
+    match upstream.send(request, timeouts, charge).await {
         Ok(answer) => money::judge(money, facts, answer.body(), started_unix),
         Err(UpstreamError::ReadTimeout(_)) => {
             Verdict::unknown("LINE Pay did not answer the status check in time")

@@ -9,13 +9,22 @@
 //! whatever is still open then is told to stop and dropped, except a connection whose
 //! money call is in flight (it holds a [`Hold`]): that one finishes its call, bounded
 //! by `held_limit` (the longest read timeout plus the reconciliation).
+//!
+//!
+//! Every connection's socket has a write deadline ([`WriteDeadline`]): a peer that stops
+//! reading its answers is cut after `write_timeout` instead of holding its slot. A
+//! listener may also cap the connections of one peer address (`max_per_peer`), so that
+//! one client cannot take every slot (the admin port, where probes must get through).
 
+use super::deadline::WriteDeadline;
 use super::tasks::{Role, Tasks};
 use crate::journal::{Hold, Holds};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
+use std::collections::HashMap;
 use std::fmt::Display;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -36,7 +45,15 @@ pub(crate) struct AcceptRules {
     pub(crate) drain_timeout: Duration,
     /// How long a held connection (a money call in flight) may run past the deadline.
     pub(crate) held_limit: Duration,
+    /// How long a write to the peer may stay blocked before the connection is cut.
+    pub(crate) write_timeout: Duration,
+    /// Connections from one peer address at most (`None`: no such cap). Past it, a
+    /// connection is closed at once, unread.
+    pub(crate) max_per_peer: Option<usize>,
 }
+
+/// The sockets the connection function is handed.
+pub(crate) type Socket = TokioIo<WriteDeadline<TcpStream>>;
 
 /// What a connection past the cap gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +87,7 @@ pub(crate) async fn serve<C>(
     rules: AcceptRules,
     stop: CancellationToken,
     tasks: Tasks,
-    connection: impl Fn(TokioIo<TcpStream>, Capacity, Hold) -> C,
+    connection: impl Fn(Socket, Capacity, Hold) -> C,
 ) -> Drained
 where
     C: GracefulConnection + Send + 'static,
@@ -88,7 +105,7 @@ pub(crate) async fn serve_with_permits<C>(
     permits: Arc<Semaphore>,
     stop: CancellationToken,
     tasks: Tasks,
-    connection: impl Fn(TokioIo<TcpStream>, Capacity, Hold) -> C,
+    connection: impl Fn(Socket, Capacity, Hold) -> C,
 ) -> Drained
 where
     C: GracefulConnection + Send + 'static,
@@ -99,6 +116,7 @@ where
     // Cancelled when the drain deadline passes: connections still open are dropped.
     let cut = CancellationToken::new();
     let holds = Holds::default();
+    let peers = PeerCounts::default();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -111,6 +129,11 @@ where
             },
             () = stop.cancelled() => break,
         };
+        let Some(peer_slot) = peers.enter(peer.ip(), rules.max_per_peer) else {
+            tracing::debug!(listener = name, %peer, "connection closed: too many from this peer");
+            drop(stream);
+            continue;
+        };
         let permit = permits.clone().try_acquire_owned().ok();
         let capacity = match (&permit, rules.when_full) {
             (Some(_), _) => Capacity::Within,
@@ -121,7 +144,8 @@ where
             }
         };
         let hold = holds.connection();
-        let connection = graceful.watch(connection(TokioIo::new(stream), capacity, hold.clone()));
+        let socket = TokioIo::new(WriteDeadline::new(stream, rules.write_timeout));
+        let connection = graceful.watch(connection(socket, capacity, hold.clone()));
         let cut = cut.clone();
         let held_limit = rules.held_limit;
         tasks.spawn("connection", Role::Worker, async move {
@@ -139,6 +163,7 @@ where
                 },
             }
             drop(permit);
+            drop(peer_slot);
         });
     }
 
@@ -168,6 +193,43 @@ where
             }
             Drained::DeadlinePassed {
                 open_connections: open,
+            }
+        }
+    }
+}
+
+/// Open connections per peer address, for `max_per_peer`.
+#[derive(Default, Clone)]
+struct PeerCounts(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+impl PeerCounts {
+    /// A slot for one more connection from `peer`, or `None` past `max`.
+    fn enter(&self, peer: IpAddr, max: Option<usize>) -> Option<PeerSlot> {
+        let Some(max) = max else {
+            return Some(PeerSlot(None));
+        };
+        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(peer).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot(Some((self.clone(), peer))))
+    }
+}
+
+/// Held for the life of one connection; frees its peer's slot on drop.
+struct PeerSlot(Option<(PeerCounts, IpAddr)>);
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        if let Some((counts, peer)) = self.0.take() {
+            let mut counts = counts.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(count) = counts.get_mut(&peer) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(&peer);
+                }
             }
         }
     }

@@ -20,9 +20,13 @@
 //! - `reload`: the reloader (`SIGHUP` and watched files);
 //! - `probe`: the upstream probe (the `upstream_up` gauge; readiness only if asked);
 //! - `preflight`: whether this host holds `egress.bind_address`;
-//! - `notify`: the systemd readiness protocol (`READY=1`, `RELOADING=1`, `STOPPING=1`).
+//! - `notify`: the systemd readiness protocol (`READY=1`, `RELOADING=1`, `STOPPING=1`);
+//! - `fds`: the file-descriptor limit raised to what the connection caps need;
+//! - `deadline`: the sockets' write deadline (a peer that stops reading is cut).
 
 mod accept;
+mod deadline;
+mod fds;
 mod notify;
 mod preflight;
 mod probe;
@@ -33,6 +37,7 @@ mod tasks;
 mod workers;
 
 pub use self::accept::Drained;
+pub use self::fds::FdLimitError;
 pub use self::preflight::PreflightError;
 pub use self::signals::shutdown_signal;
 pub use self::snapshot::{check_upstream, BuildError};
@@ -44,7 +49,9 @@ use self::reload::Reloader;
 use self::signals::{Hangups, Signals, Termination};
 use self::snapshot::{build_proxy, RestartOnly};
 use self::tasks::{Role, Tasks};
-use crate::admin::{self, Readiness, MAX_ADMIN_CONNECTIONS};
+use crate::admin::{
+    self, Readiness, ADMIN_WRITE_TIMEOUT, MAX_ADMIN_CONNECTIONS, MAX_ADMIN_CONNECTIONS_PER_PEER,
+};
 use crate::config::ConfigError;
 use crate::expect_ip::{ExpectIpCheck, EXPECT_IP_RECHECK_INTERVAL};
 use crate::journal::{Desk, StoreError};
@@ -74,6 +81,8 @@ pub enum RunError {
     Signals(std::io::Error),
     #[error("invalid configuration:\n{0}")]
     Config(ConfigError),
+    #[error("{0}")]
+    FdLimit(FdLimitError),
     #[error("{0}")]
     Build(BuildError),
     #[error("egress.expect_ip: {0}")]
@@ -123,6 +132,7 @@ struct Started {
 
 async fn start(source: ConfigSource) -> Result<Started, RunError> {
     let config = source.load().map_err(RunError::Config)?;
+    fds::ensure(&config).map_err(RunError::FdLimit)?;
     let metrics = Arc::new(Metrics::new());
     let fixed = RestartOnly::from_config(&config);
     let desk = Arc::new(Desk::open(&config.journal).map_err(RunError::Journal)?);
@@ -199,6 +209,9 @@ async fn serve(
                 when_full: WhenFull::Answer,
                 drain_timeout: fixed.drain_timeout,
                 held_limit,
+                write_timeout: fixed.write_timeout,
+                // The app is on loopback: every connection has the same peer.
+                max_per_peer: None,
             },
             drain.clone(),
             tasks.clone(),
@@ -223,6 +236,8 @@ async fn serve(
             when_full: WhenFull::Close,
             drain_timeout: ADMIN_DRAIN_TIMEOUT,
             held_limit: ADMIN_DRAIN_TIMEOUT,
+            write_timeout: ADMIN_WRITE_TIMEOUT,
+            max_per_peer: Some(MAX_ADMIN_CONNECTIONS_PER_PEER),
         };
         let journal = desk.store().cloned();
         tasks.spawn(
@@ -273,8 +288,10 @@ async fn serve(
         tasks.spawn("journal reconciliation", Role::Worker, async move {
             let upstream = snapshot.upstream().clone();
             let metrics = snapshot.metrics().clone();
+            let budget = snapshot.budget().clone();
             desk.reconcile_interrupted(
                 upstream,
+                budget,
                 |query, signing| snapshot.signed_get(query, signing),
                 metrics,
             )

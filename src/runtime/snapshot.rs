@@ -12,6 +12,7 @@
 //! binds and drains from it, and a reload that changes it says which keys by name.
 
 use super::preflight::{preflight, PreflightError};
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::config::JournalConfig;
 use crate::egress::ExpectIpConfig;
@@ -59,6 +60,12 @@ pub(crate) fn build_proxy(
     desk: Arc<Desk>,
     previous: Option<&Proxy>,
 ) -> Result<Proxy, BuildError> {
+    // One budget for the life of the process (its size is restart-only): a reload must
+    // not forget what the calls in flight hold.
+    let budget = match previous {
+        Some(previous) => previous.budget().clone(),
+        None => Budget::new(config.request.max_buffered_bytes),
+    };
     let settings = ClientSettings::from_config(&config);
     let upstream = match previous.filter(|p| p.upstream().settings().can_serve(&settings)) {
         Some(previous) => previous.upstream().clone(),
@@ -70,7 +77,7 @@ pub(crate) fn build_proxy(
             Limits::new(&config.limits).with_shadow_metric(metrics.rate_limited_shadow.clone()),
         ),
     };
-    Ok(Proxy::new(config, upstream, limits, metrics, desk))
+    Ok(Proxy::new(config, upstream, limits, metrics, desk, budget))
 }
 
 /// The keys read once at start-up: the running process keeps their values until it
@@ -80,6 +87,8 @@ pub(crate) struct RestartOnly {
     pub(crate) listen: SocketAddr,
     pub(crate) admin_listen: SocketAddr,
     pub(crate) max_connections: usize,
+    pub(crate) max_buffered_bytes: usize,
+    pub(crate) write_timeout: Duration,
     pub(crate) drain_timeout: Duration,
     pub(crate) expect_ip: Option<ExpectIpConfig>,
     pub(crate) journal: JournalConfig,
@@ -91,6 +100,8 @@ impl RestartOnly {
             listen: config.listen,
             admin_listen: config.admin.listen,
             max_connections: config.request.max_connections,
+            max_buffered_bytes: config.request.max_buffered_bytes,
+            write_timeout: config.request.write_timeout,
             drain_timeout: config.shutdown.drain_timeout,
             expect_ip: config.egress.expect_ip.clone(),
             journal: config.journal.clone(),
@@ -104,6 +115,8 @@ impl RestartOnly {
             listen,
             admin_listen,
             max_connections,
+            max_buffered_bytes,
+            write_timeout,
             drain_timeout,
             expect_ip,
             journal,
@@ -114,6 +127,14 @@ impl RestartOnly {
             (
                 "request.max_connections",
                 *max_connections != next.max_connections,
+            ),
+            (
+                "request.max_buffered_bytes",
+                *max_buffered_bytes != next.max_buffered_bytes,
+            ),
+            (
+                "request.write_timeout",
+                *write_timeout != next.write_timeout,
             ),
             (
                 "shutdown.drain_timeout",

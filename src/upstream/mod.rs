@@ -35,10 +35,11 @@ use self::connector::{
     ProxyTunnelError,
 };
 use self::resolve::DnsError;
+use crate::budget::Charge;
 use crate::config::UpstreamConfig;
 use crate::egress::EgressConfig;
 use crate::route::RouteTimeouts;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -103,6 +104,16 @@ pub(crate) enum UpstreamError {
     Protocol,
     #[error("LINE Pay's answer was larger than the {limit}-byte limit (upstream.max_response_bytes); the call may have been processed")]
     ResponseTooLarge { limit: usize },
+    /// More header bytes than any LINE Pay answer carries.
+    #[error("LINE Pay's answer headers were larger than the {limit}-byte limit; the call may have been processed")]
+    ResponseHeadersTooLarge { limit: usize },
+    /// A status LINE Pay never sends (1xx, `101 Switching Protocols`, 3xx, or a code
+    /// outside the registered ones): passed on, an app could read it as a success.
+    #[error("LINE Pay answered with HTTP status {0}, which is not an answer to an API call; the call may have been processed: read the payment details (GET /v3/payments) before sending it again")]
+    UnexpectedStatus(u16),
+    /// The answer did not fit in `request.max_buffered_bytes` next to the other calls.
+    #[error("LINE Pay's answer did not fit in the sidecar's memory budget (request.max_buffered_bytes, {limit} bytes); the call may have been processed: read the payment details (GET /v3/payments) before sending it again")]
+    OverBudget { limit: usize },
     /// The client has no connection pool: it was built for an allowlist without a single
     /// route, so no connect timeout. Nothing was sent.
     #[error("the sidecar could not build the upstream request")]
@@ -122,7 +133,10 @@ impl UpstreamError {
             | UpstreamError::NoPool => true,
             UpstreamError::ReadTimeout(_)
             | UpstreamError::Protocol
-            | UpstreamError::ResponseTooLarge { .. } => false,
+            | UpstreamError::UnexpectedStatus(_)
+            | UpstreamError::ResponseTooLarge { .. }
+            | UpstreamError::ResponseHeadersTooLarge { .. }
+            | UpstreamError::OverBudget { .. } => false,
         }
     }
 
@@ -136,9 +150,10 @@ impl UpstreamError {
             UpstreamError::Tls => Some("tls"),
             UpstreamError::Proxy => Some("proxy"),
             UpstreamError::ReadTimeout(_) => Some("timeout"),
-            UpstreamError::Protocol => Some("protocol"),
-            UpstreamError::ResponseTooLarge { .. } => Some("response_too_large"),
-            UpstreamError::NoPool => None,
+            UpstreamError::Protocol | UpstreamError::UnexpectedStatus(_) => Some("protocol"),
+            UpstreamError::ResponseTooLarge { .. }
+            | UpstreamError::ResponseHeadersTooLarge { .. } => Some("response_too_large"),
+            UpstreamError::NoPool | UpstreamError::OverBudget { .. } => None,
         }
     }
 }
@@ -254,11 +269,14 @@ impl Upstream {
         Ok(http::Uri::from_parts(parts)?)
     }
 
-    /// Sends one call and reads the whole answer, within the route's read timeout.
+    /// Sends one call and reads the whole answer, within the route's read timeout. The
+    /// answer's bytes are added to `charge` as they arrive (the call's share of the
+    /// memory budget); an answer that does not fit is dropped, not buffered.
     pub(crate) async fn send(
         &self,
         request: http::Request<Full<Bytes>>,
         timeouts: RouteTimeouts,
+        charge: &mut Charge,
     ) -> Result<http::Response<Bytes>, UpstreamError> {
         let client = self.client_for(timeouts.connect)?;
         let exchange = async {
@@ -266,11 +284,18 @@ impl Upstream {
                 .request(request)
                 .await
                 .map_err(|error| classify(&error, timeouts.connect))?;
+            check_answer_head(&response)?;
+            let head_bytes = head_bytes(response.headers());
+            if !charge.grow(head_bytes) {
+                return Err(UpstreamError::OverBudget {
+                    limit: charge.limit(),
+                });
+            }
             let (parts, body) = response.into_parts();
-            let body = Limited::new(body, self.max_response_bytes)
-                .collect()
-                .await
-                .map_err(|error| {
+            let mut body = Limited::new(body, self.max_response_bytes);
+            let mut collected = BytesMut::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|error| {
                     if error.is::<http_body_util::LengthLimitError>() {
                         UpstreamError::ResponseTooLarge {
                             limit: self.max_response_bytes,
@@ -278,9 +303,17 @@ impl Upstream {
                     } else {
                         UpstreamError::Protocol
                     }
-                })?
-                .to_bytes();
-            Ok(http::Response::from_parts(parts, body))
+                })?;
+                if let Ok(data) = frame.into_data() {
+                    if !charge.grow(data.len()) {
+                        return Err(UpstreamError::OverBudget {
+                            limit: charge.limit(),
+                        });
+                    }
+                    collected.extend_from_slice(&data);
+                }
+            }
+            Ok(http::Response::from_parts(parts, collected.freeze()))
         };
         tokio::time::timeout(timeouts.read, exchange)
             .await
@@ -312,8 +345,43 @@ impl Upstream {
     }
 }
 
+/// The most header bytes a LINE Pay answer may carry (its answers carry well under 1 KiB).
+pub(crate) const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
+
+/// Refuses what LINE Pay never answers to an API call: a status that is not a
+/// registered 2xx, 4xx or 5xx (1xx, `101 Switching Protocols`, 3xx, 599, 999), and more
+/// header bytes than [`MAX_RESPONSE_HEAD_BYTES`]. (hyper's own read-buffer bound is not
+/// exact when a head arrives in one read, so the size is checked here.)
+fn check_answer_head<B>(response: &http::Response<B>) -> Result<(), UpstreamError> {
+    let status = response.status();
+    if !is_api_status(status) {
+        return Err(UpstreamError::UnexpectedStatus(status.as_u16()));
+    }
+    if head_bytes(response.headers()) > MAX_RESPONSE_HEAD_BYTES {
+        return Err(UpstreamError::ResponseHeadersTooLarge {
+            limit: MAX_RESPONSE_HEAD_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// A registered 2xx, 4xx or 5xx status: what an HTTP API answers.
+pub(crate) fn is_api_status(status: http::StatusCode) -> bool {
+    let class_ok = status.is_success() || status.is_client_error() || status.is_server_error();
+    class_ok && status.canonical_reason().is_some()
+}
+
+/// The bytes a header block takes on the wire (`name: value\r\n` per header).
+pub(crate) fn head_bytes(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
+}
+
 fn pooled_client(config: &UpstreamConfig, https: Connector) -> PooledClient {
     Client::builder(TokioExecutor::new())
+        .http1_max_buf_size(MAX_RESPONSE_HEAD_BYTES + 16 * 1024)
         .pool_idle_timeout(config.pool_idle_timeout)
         .pool_max_idle_per_host(config.pool_max_idle_per_host)
         .pool_timer(TokioTimer::new())
@@ -431,6 +499,7 @@ fn classify_connect_failure(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::io;
@@ -457,6 +526,30 @@ mod tests {
         let error = io::Error::other(tunnel);
         assert_eq!(classify_connect_failure(&error, T), UpstreamError::Proxy);
         assert!(UpstreamError::Proxy.retry_safe());
+    }
+
+    #[test]
+    fn only_registered_2xx_4xx_5xx_statuses_are_api_answers() {
+        use http::StatusCode;
+        for code in [200, 201, 204, 400, 401, 404, 409, 429, 500, 502, 503, 504] {
+            assert!(is_api_status(StatusCode::from_u16(code).unwrap()), "{code}");
+        }
+        for code in [
+            100, 101, 103, 199, 299, 300, 301, 302, 304, 399, 499, 599, 600, 999,
+        ] {
+            assert!(
+                !is_api_status(StatusCode::from_u16(code).unwrap()),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn head_bytes_count_name_value_and_separators() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("a", http::HeaderValue::from_static("bc"));
+        headers.append("a", http::HeaderValue::from_static("d"));
+        assert_eq!(head_bytes(&headers), (1 + 2 + 4) + (1 + 1 + 4));
     }
 
     #[test]

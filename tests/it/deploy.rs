@@ -939,6 +939,16 @@ fn the_systemd_unit_is_hardened_and_passes_the_secret_as_a_credential() {
         reload.contains("kill") && reload.contains("-HUP") && reload.contains("$MAINPID"),
         "ExecReload must send SIGHUP to the sidecar: {reload}"
     );
+    // Descriptors for request.max_connections (default 1024) app connections, as many
+    // upstream ones, the pool and the admin port: the sidecar needs 2208 and, under
+    // `SystemCallFilter=~@resources`, may not raise its own limit.
+    let nofile: u64 = one("LimitNOFILE")
+        .parse()
+        .unwrap_or_else(|_| panic!("LimitNOFILE must be a number"));
+    assert!(
+        nofile >= 2208,
+        "LimitNOFILE={nofile} is below what the default request.max_connections needs (2208)"
+    );
     let stop = duration(&one("TimeoutStopSec"));
     assert!(
         stop > DEFAULT_DRAIN_TIMEOUT,

@@ -98,6 +98,7 @@ fn policy_modules_do_no_io_and_know_no_runtime() {
     let edges = module_imports();
     for policy in [
         "route", "limit", "egress", "sign", "inspect", "secret", "validate", "ids", "money",
+        "forward", "budget",
     ] {
         let imports = edges.get(policy).cloned().unwrap_or_default();
         for forbidden in ["runtime", "server", "admin", "upstream", "proxy", "config"] {

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A connection whose every call answers `ok` after `delay`.
 fn slow(
-    io: TokioIo<TcpStream>,
+    io: Socket,
     delay: Duration,
 ) -> impl GracefulConnection<Error = hyper::Error> + Send + 'static {
     let service = service_fn(move |_| async move {
@@ -31,6 +31,8 @@ fn rules(max_connections: usize, drain_timeout: Duration) -> AcceptRules {
         when_full: WhenFull::Close,
         drain_timeout,
         held_limit: Duration::from_secs(5),
+        write_timeout: Duration::from_secs(5),
+        max_per_peer: None,
     }
 }
 

@@ -33,6 +33,8 @@ pub struct Sidecar {
     /// The call journal of this sidecar alone (`LINEPAY_SIDECAR_JOURNAL_PATH`), unless
     /// the test names one with [`Sidecar::journal_at`].
     journal: Option<TempFile>,
+    /// A program (and its arguments) that runs the binary, e.g. `prlimit ... --`.
+    wrapper: Vec<OsString>,
 }
 
 impl Default for Sidecar {
@@ -57,6 +59,7 @@ impl Sidecar {
             config: None,
             on_spawn: None,
             journal: None,
+            wrapper: Vec::new(),
         }
         .with_own_journal()
     }
@@ -119,9 +122,28 @@ impl Sidecar {
         self
     }
 
+    /// Runs the binary under `wrapper` (a program that execs it, such as
+    /// `prlimit --nofile=256:4096 --`), so the process id is still the sidecar's.
+    pub fn wrapped_in(mut self, wrapper: &[&str]) -> Sidecar {
+        self.wrapper = wrapper.iter().map(OsString::from).collect();
+        self
+    }
+
     /// Starts the binary and waits (bounded) for its announce line.
     pub async fn start(self) -> RunningSidecar {
         let mut command = binary_command();
+        if let Some((program, arguments)) = self.wrapper.split_first() {
+            let binary = command.get_program().to_owned();
+            let mut wrapped = std::process::Command::new(program);
+            wrapped.args(arguments).arg(binary).stdin(Stdio::null());
+            for (key, value) in command.get_envs() {
+                match value {
+                    Some(value) => wrapped.env(key, value),
+                    None => wrapped.env_remove(key),
+                };
+            }
+            command = wrapped;
+        }
         command
             .args(&self.args)
             .stdout(Stdio::piped())
@@ -305,6 +327,11 @@ impl RunningSidecar {
             }
         })
         .await
+    }
+
+    /// The process id (for /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends a signal by name (`HUP`, `TERM`) with the system's `kill`.
