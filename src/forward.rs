@@ -18,11 +18,10 @@ use http::header::{self, HeaderMap, HeaderName};
 /// The app's headers that always travel on (names are lower case).
 pub(crate) const BUILT_IN: &[&str] = &["accept", "accept-language", "user-agent"];
 
-/// Names no configuration can forward: the sidecar sets them, or they describe one hop,
-/// carry credentials, reveal the app's network, or would make LINE Pay (or a proxy in
-/// front of it) read the call as another one.
-const NEVER: &[&str] = &[
-    // Hop-by-hop (RFC 9110 §7.6.1) and framing: the sidecar's own connection decides.
+/// Headers that describe one hop, never the call (RFC 9110 §7.6.1), plus the
+/// non-standard ones that proxies still see: never forwarded to LINE Pay, and removed
+/// from its answer.
+pub(crate) const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -32,6 +31,13 @@ const NEVER: &[&str] = &[
     "trailer",
     "transfer-encoding",
     "upgrade",
+];
+
+/// Names no configuration can forward besides [`HOP_BY_HOP`]: the sidecar sets them,
+/// or they carry credentials, reveal the app's network, or would make LINE Pay (or a
+/// proxy in front of it) read the call as another one.
+const NEVER: &[&str] = &[
+    // Framing: the sidecar's own connection decides.
     "host",
     "content-length",
     "content-type",
@@ -77,7 +83,8 @@ const NEVER_PREFIXES: &[&str] = &[
 
 /// Whether `name` (lower case) is one no configuration may forward.
 pub(crate) fn is_never_forwarded(name: &str) -> bool {
-    NEVER.contains(&name)
+    HOP_BY_HOP.contains(&name)
+        || NEVER.contains(&name)
         || NEVER_PREFIXES
             .iter()
             .any(|prefix| starts_with_folded(name, prefix))

@@ -61,20 +61,6 @@ pub(crate) const DEVICE_PROFILE_ID: HeaderName =
     HeaderName::from_static("x-line-merchantdeviceprofileid");
 pub(crate) const DEVICE_TYPE: HeaderName = HeaderName::from_static("x-line-merchantdevicetype");
 
-/// Headers that describe one hop, never the call (RFC 9110 §7.6.1), plus the
-/// non-standard ones that proxies still see.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
 /// The request line plus headers at most. LINE Pay calls need a few hundred bytes;
 /// hyper's own bound (`max_buf_size`) is exact only for heads that arrive in several
 /// reads, so the size is checked again here, on the parsed head.
@@ -793,7 +779,7 @@ fn response_filter(response: Response<Bytes>, ids_as_strings: bool) -> Response<
         false => body,
     };
     let named_by_connection = forward::connection_named(&parts.headers);
-    for name in HOP_BY_HOP.iter().copied() {
+    for name in forward::HOP_BY_HOP.iter().copied() {
         parts.headers.remove(name);
     }
     for name in named_by_connection {
