@@ -54,6 +54,19 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// [`HOP_BY_HOP`] as header names, for the answer's filter (a test keeps the two equal).
+static HOP_BY_HOP_NAMES: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
 /// Headers from the app that must not reach LINE Pay: the sidecar sets them itself, or
 /// they would reveal the app's network, or carry credentials the app should not hold.
 const NOT_FORWARDED: &[&str] = &[
@@ -567,15 +580,23 @@ fn starts_with_folded(name: &str, prefix: &str) -> bool {
 fn response_filter(response: Response<Bytes>) -> Response<Bytes> {
     let (mut parts, body) = response.into_parts();
     let named_by_connection = connection_named(&parts.headers);
-    for name in HOP_BY_HOP.iter().copied() {
+    // One pass over the few names the answer has, then a removal only for those present
+    // (removing every candidate by name cost ~2,000 instructions per call).
+    let unwanted: Vec<HeaderName> = parts
+        .headers
+        .keys()
+        .filter(|&name| {
+            HOP_BY_HOP_NAMES.contains(name)
+                || named_by_connection.contains(name)
+                // The body was read whole; hyper writes the length of what is actually sent.
+                || *name == header::CONTENT_LENGTH
+                || *name == crate::error::SIDECAR_ERROR_HEADER
+        })
+        .cloned()
+        .collect();
+    for name in unwanted {
         parts.headers.remove(name);
     }
-    for name in named_by_connection {
-        parts.headers.remove(name);
-    }
-    // The body was read whole; hyper writes the length of what is actually sent.
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.remove(crate::error::SIDECAR_ERROR_HEADER);
     Response::from_parts(parts, body)
 }
 
@@ -623,6 +644,12 @@ mod tests {
         let kept = forwardable_headers(&incoming);
         let names: Vec<&str> = kept.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["x-request-id", "accept-language"]);
+    }
+
+    #[test]
+    fn hop_by_hop_names_match_the_list() {
+        let names: Vec<&str> = HOP_BY_HOP_NAMES.iter().map(HeaderName::as_str).collect();
+        assert_eq!(names, HOP_BY_HOP);
     }
 
     #[test]

@@ -44,6 +44,11 @@ pub(crate) fn connection(
             Ok::<_, Infallible>(response.map(Full::new))
         }
     });
+    // An answer is written at once (head and body in one `writev`); no Nagle delay on
+    // the app's side of a keep-alive connection (the upstream side sets it too).
+    if let Err(error) = io.inner().set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY on an accepted connection");
+    }
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
