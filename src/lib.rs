@@ -32,7 +32,6 @@ pub(crate) mod error;
 pub(crate) mod expect_ip;
 pub mod inspect;
 pub(crate) mod limit;
-pub mod logwrite;
 pub(crate) mod metrics;
 pub(crate) mod proxy;
 pub mod reload;

@@ -236,8 +236,7 @@ fn init_logs(format: LogFormat, level: LogLevel) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.directive()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        // Standard error; a proxy worker's lines are batched per wake-up (logwrite).
-        .with_writer(linepay_sidecar::logwrite::LogWriter)
+        .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         // Same bytes as the default field formatter, fewer instructions (see logfmt).

@@ -17,7 +17,6 @@
 
 use super::accept::{self, AcceptRules, Capacity, Drained};
 use super::tasks::{Role, Tasks};
-use crate::logwrite;
 use crate::proxy::Proxy;
 use crate::server;
 use crate::upstream;
@@ -144,8 +143,6 @@ fn run_worker(
     upstream::enter_worker(index);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        // The log lines of what ran since the last wake-up, in one write (logwrite).
-        .on_thread_park(logwrite::flush)
         .build()
     {
         Ok(runtime) => runtime,
@@ -154,7 +151,6 @@ fn run_worker(
             return None;
         }
     };
-    logwrite::batch_this_thread();
     let drained = runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::from_std(listener) {
             Ok(listener) => listener,
@@ -185,7 +181,6 @@ fn run_worker(
     // Dropping the runtime drops what is left on it (connections cut at the drain
     // deadline, idle upstream connections), so the task tracker sees them end.
     drop(runtime);
-    logwrite::stop_batching();
     drained
 }
 
