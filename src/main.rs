@@ -15,6 +15,7 @@ use std::time::Duration;
 #[cfg(feature = "demo")]
 mod demo;
 mod healthcheck;
+mod logfmt;
 
 /// The exit codes, the same for every subcommand (docs/operating.md, "Exit codes").
 /// 0: done (a run stopped by SIGTERM/SIGINT after its drain, a valid config, a healthy
@@ -267,7 +268,8 @@ fn init_logs(format: LogFormat, level: LogLevel) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
-        LogFormat::Text => builder.init(),
+        // Same bytes as the default field formatter, fewer instructions (see logfmt).
+        LogFormat::Text => builder.fmt_fields(logfmt::PlainFields).init(),
         LogFormat::Json => builder.json().init(),
     }
 }

@@ -66,6 +66,19 @@ pub(crate) const DEVICE_TYPE: HeaderName = HeaderName::from_static("x-line-merch
 /// reads, so the size is checked again here, on the parsed head.
 pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 
+/// [`forward::HOP_BY_HOP`] as header names, for the answer's filter (a test keeps the two equal).
+static HOP_BY_HOP_NAMES: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
 /// The longest request path written to a log line.
 const MAX_LOGGED_PATH: usize = 200;
 
@@ -779,15 +792,23 @@ fn response_filter(response: Response<Bytes>, ids_as_strings: bool) -> Response<
         false => body,
     };
     let named_by_connection = forward::connection_named(&parts.headers);
-    for name in forward::HOP_BY_HOP.iter().copied() {
+    // One pass over the few names the answer has, then a removal only for those present
+    // (removing every candidate by name cost ~2,000 instructions per call).
+    let unwanted: Vec<HeaderName> = parts
+        .headers
+        .keys()
+        .filter(|&name| {
+            HOP_BY_HOP_NAMES.contains(name)
+                || named_by_connection.contains(name)
+                // The body was read whole; hyper writes the length of what is actually sent.
+                || *name == header::CONTENT_LENGTH
+                || *name == crate::error::SIDECAR_ERROR_HEADER
+        })
+        .cloned()
+        .collect();
+    for name in unwanted {
         parts.headers.remove(name);
     }
-    for name in named_by_connection {
-        parts.headers.remove(name);
-    }
-    // The body was read whole; hyper writes the length of what is actually sent.
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.remove(crate::error::SIDECAR_ERROR_HEADER);
     Response::from_parts(parts, body)
 }
 
@@ -806,6 +827,12 @@ fn quote_ids(response: Response<Bytes>, ids_as_strings: bool) -> Response<Bytes>
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hop_by_hop_names_match_the_list() {
+        let names: Vec<&str> = HOP_BY_HOP_NAMES.iter().map(HeaderName::as_str).collect();
+        assert_eq!(names, forward::HOP_BY_HOP);
+    }
 
     #[test]
     fn response_loses_hop_headers_only() {

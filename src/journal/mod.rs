@@ -552,12 +552,13 @@ async fn run_call(
             reconciled = outcome.reconciled.as_ref().map(|(state, _)| *state),
             "the app hung up before its answer; the call finished at LINE Pay and its outcome is in the journal"
         );
-        metrics.client_gone.with_label_values(&[&template]).inc();
         if let (Some(store), Some(row)) = (store, row) {
             if let Err(error) = blocking(store, move |s| s.record_client_gone(row)).await {
                 journal_failed(&metrics, "outcome", &error);
             }
         }
+        // Counted once it is on record: a dashboard that sees the count finds the row.
+        metrics.client_gone.with_label_values(&[&template]).inc();
     }
 }
 

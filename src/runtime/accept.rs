@@ -143,6 +143,11 @@ where
                 continue;
             }
         };
+        // An answer is written at once (head and body in one `writev`): no Nagle delay
+        // on the peer's side of a keep-alive connection (the upstream side sets it too).
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(listener = name, %error, "cannot set TCP_NODELAY");
+        }
         let hold = holds.connection();
         let socket = TokioIo::new(WriteDeadline::new(stream, rules.write_timeout));
         let connection = graceful.watch(connection(socket, capacity, hold.clone()));

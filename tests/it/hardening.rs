@@ -269,12 +269,18 @@ async fn calls_past_the_memory_budget_are_refused_before_they_are_buffered() {
         1,
         "only the last call reached the upstream"
     );
-    let log = sidecar.stderr_so_far();
-    assert!(
-        log.lines()
-            .any(|line| line.contains(&request_id) && line.contains("overloaded")),
-        "no log line for {request_id}:\n{log}"
-    );
+    // The line is written before the answer; the harness reads the pipe on its own.
+    eventually("the refusal is logged with its request id", || async {
+        let log = sidecar.stderr_so_far();
+        match log
+            .lines()
+            .any(|line| line.contains(&request_id) && line.contains("overloaded"))
+        {
+            true => Ok(()),
+            false => Err(format!("no log line for {request_id}:\n{log}")),
+        }
+    })
+    .await;
 }
 
 /// `prlimit --nofile=SOFT:HARD linepay-sidecar ARGS...`, environment as the harness's.
