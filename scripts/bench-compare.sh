@@ -26,6 +26,8 @@
 # run as root, else the nginx rows are skipped with a notice), python3 (free ports), cargo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The sidecar's call journal goes to a scratch file, never into the source tree.
+export LINEPAY_SIDECAR_JOURNAL_PATH="${LINEPAY_SIDECAR_JOURNAL_PATH:-$(mktemp -d)/journal.sqlite3}"
 
 duration=10
 build=1

@@ -18,6 +18,8 @@
 # not counted (this VM has no hardware counters for `perf stat -e instructions`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The sidecar's call journal goes to a scratch file, never into the source tree.
+export LINEPAY_SIDECAR_JOURNAL_PATH="${LINEPAY_SIDECAR_JOURNAL_PATH:-$(mktemp -d)/journal.sqlite3}"
 
 calls=2000
 build=1

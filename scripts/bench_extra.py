@@ -29,6 +29,12 @@ import ssl
 import sys
 import time
 import urllib.parse
+import os
+import tempfile
+
+# The sidecar's call journal goes to a scratch file, never into the source tree.
+SCRATCH_JOURNAL = os.path.join(tempfile.mkdtemp(prefix="linepay-sidecar-"), "journal.sqlite3")
+os.environ.setdefault("LINEPAY_SIDECAR_JOURNAL_PATH", SCRATCH_JOURNAL)
 
 BODY = b'{"amount":100,"currency":"TWD","orderId":"b-0001","packages":[{"id":"p1","amount":100,"products":[{"name":"Coffee","quantity":1,"price":100}]}],"redirectUrls":{"confirmUrl":"https://a.example/c","cancelUrl":"https://a.example/x"}}'
 PATH = "/v3/payments/request"

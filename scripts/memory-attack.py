@@ -19,6 +19,11 @@ import subprocess
 import sys
 import threading
 import time
+import tempfile
+
+# The sidecar's call journal goes to a scratch file, never into the source tree.
+SCRATCH_JOURNAL = os.path.join(tempfile.mkdtemp(prefix="linepay-sidecar-"), "journal.sqlite3")
+os.environ.setdefault("LINEPAY_SIDECAR_JOURNAL_PATH", SCRATCH_JOURNAL)
 
 
 def status(pid, key):
@@ -40,6 +45,8 @@ def main():
     args = parser.parse_args()
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("LINEPAY_")}
+
+    env["LINEPAY_SIDECAR_JOURNAL_PATH"] = SCRATCH_JOURNAL
     env["LINEPAY_CHANNEL_SECRET"] = "attack-secret-not-a-real-channel"
     command = [args.binary, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
                "--channel-id", "1234567890", "--upstream", "http://127.0.0.1:9"]

@@ -24,6 +24,11 @@ import subprocess
 import sys
 import threading
 import time
+import tempfile
+
+# The sidecar's call journal goes to a scratch file, never into the source tree.
+SCRATCH_JOURNAL = os.path.join(tempfile.mkdtemp(prefix="linepay-sidecar-"), "journal.sqlite3")
+os.environ.setdefault("LINEPAY_SIDECAR_JOURNAL_PATH", SCRATCH_JOURNAL)
 
 SECRET = "soak-secret-not-a-real-linepay-channel"
 CHANNEL = "1234567890"
@@ -38,6 +43,7 @@ def free_port():
 def start(binary, args, env_extra, until):
     """Starts `binary args` and returns it with its stdout lines up to the one holding `until`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LINEPAY_")}
+    env["LINEPAY_SIDECAR_JOURNAL_PATH"] = SCRATCH_JOURNAL
     env.update(env_extra)
     proc = subprocess.Popen([binary, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             env=env, text=True)
