@@ -1148,6 +1148,11 @@ mod tests {
         }
         let exactly_100 = format!("/v4/payments/orders/{}/check", "%E8%A8%82".repeat(100));
         assert!(allowed_template(&list, "GET", &exactly_100).is_some());
+        // The longest segment on the wire: 100 four-byte characters, 1,200 bytes.
+        let widest = "%F0%9F%8D%B5".repeat(100);
+        assert_eq!(widest.len(), MAX_ORDER_ID_WIRE_BYTES);
+        let widest = format!("/v4/payments/orders/{widest}/check");
+        assert!(allowed_template(&list, "GET", &widest).is_some());
     }
 
     #[test]
@@ -1236,6 +1241,27 @@ mod tests {
             "/v3/{a%}",
         ] {
             assert!(Route::new(http::Method::GET, bad, t).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn template_words_hold_letters_digits_dash_and_underscore() {
+        let t = RouteTimeouts {
+            connect: Duration::from_secs(1),
+            read: Duration::from_secs(1),
+        };
+        let route = Route::new(http::Method::GET, "/v3/pre-approved_Pay9/{reg_Key-1}", t)
+            .expect("dash and underscore are plain");
+        assert_eq!(
+            route.param("/v3/pre-approved_Pay9/RK1", "reg_Key-1"),
+            Some("RK1")
+        );
+        for (bad, error) in [
+            ("/v3/{a.b}/x", TemplateError::BadParam("/v3/{a.b}/x".into())),
+            ("/v3/{}/x", TemplateError::BadParam("/v3/{}/x".into())),
+            ("/v3/a~b/x", TemplateError::BadCharacter("/v3/a~b/x".into())),
+        ] {
+            assert_eq!(Route::new(http::Method::GET, bad, t), Err(error), "{bad}");
         }
     }
 
