@@ -1266,6 +1266,67 @@ mod tests {
     }
 
     #[test]
+    fn names_and_descriptions_are_the_documented_texts() {
+        assert_eq!(ApiFamily::UserInfo.to_string(), "user_info");
+        let t = RouteTimeouts {
+            connect: Duration::from_secs(1),
+            read: Duration::from_secs(1),
+        };
+        let route = Route::new(http::Method::POST, "/v3/payments/request", t).unwrap();
+        assert_eq!(route.to_string(), "POST /v3/payments/request");
+        let list = Allowlist::with_families(
+            Vec::new(),
+            &[ApiFamily::OnlineV4, ApiFamily::OnlineV3],
+            Duration::from_secs(1),
+            None,
+        );
+        assert_eq!(list.family_names(), "online_v3, online_v4");
+        assert_eq!(
+            PathProblem::DotSegment.describe(),
+            "the path has a `.` or `..` segment"
+        );
+        assert_eq!(
+            PathProblem::PercentEncoding.describe(),
+            "the path is percent-encoded outside an orderId parameter"
+        );
+        assert_eq!(
+            PathProblem::Ambiguous.describe(),
+            "the path has an empty segment, a backslash, a `;` or a non-printable byte"
+        );
+    }
+
+    #[test]
+    fn a_plain_parameter_refuses_every_other_character() {
+        let t = RouteTimeouts {
+            connect: Duration::from_secs(1),
+            read: Duration::from_secs(1),
+        };
+        let list = Allowlist::new(vec![
+            Route::new(http::Method::GET, "/v3/z/{code}", t).unwrap()
+        ]);
+        for good in ["a-b", "a_b", "-", "_", "Z9"] {
+            assert!(
+                allowed_template(&list, "GET", &format!("/v3/z/{good}")).is_some(),
+                "{good}"
+            );
+        }
+        for bad in ["a.b", "a~b", "a+b", "a:b", "a@b", "a!b"] {
+            let found = problem(&list, "GET", &format!("/v3/z/{bad}"))
+                .unwrap_or_else(|| panic!("{bad} accepted"));
+            assert_eq!(found.name, "code", "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_order_id_longer_than_1200_bytes_is_refused_before_it_is_decoded() {
+        // 1,203 bytes that would decode to invalid UTF-8: the length rule answers first.
+        let list = everything();
+        let path = format!("/v4/payments/orders/{}/check", "%FF".repeat(401));
+        let found = problem(&list, "GET", &path).unwrap_or_else(|| panic!("accepted"));
+        assert_eq!(found.rule, ParamKind::MerchantString.rule());
+    }
+
+    #[test]
     fn parameters_are_read_back_from_the_path() {
         let list = everything();
         let path = "/v3/payments/2021121600698709710/refund";
