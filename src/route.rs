@@ -1260,6 +1260,10 @@ mod tests {
             ("/v3/{a.b}/x", TemplateError::BadParam("/v3/{a.b}/x".into())),
             ("/v3/{}/x", TemplateError::BadParam("/v3/{}/x".into())),
             ("/v3/a~b/x", TemplateError::BadCharacter("/v3/a~b/x".into())),
+            // Each of the three is named as a bad segment, not as a bad character.
+            ("/v3//x", TemplateError::BadSegment("/v3//x".into())),
+            ("/v3/./x", TemplateError::BadSegment("/v3/./x".into())),
+            ("/v3/../x", TemplateError::BadSegment("/v3/../x".into())),
         ] {
             assert_eq!(Route::new(http::Method::GET, bad, t), Err(error), "{bad}");
         }
