@@ -441,4 +441,14 @@ mod tests {
         );
         assert!(ProxyError::OverBudget { limit: 1 }.retry_safe());
     }
+
+    #[test]
+    fn a_lost_idempotent_answer_is_a_conflict_and_never_retry_safe() {
+        // The call was sent once already: sending it again could double a payment.
+        let error = ProxyError::IdempotencyAnswerUnavailable;
+        assert_eq!(error.status(), StatusCode::CONFLICT);
+        assert!(!error.retry_safe());
+        let body: serde_json::Value = serde_json::from_slice(error.to_response().body()).unwrap();
+        assert_eq!(body["error"]["retry_safe"], false);
+    }
 }

@@ -1148,6 +1148,11 @@ mod tests {
         }
         let exactly_100 = format!("/v4/payments/orders/{}/check", "%E8%A8%82".repeat(100));
         assert!(allowed_template(&list, "GET", &exactly_100).is_some());
+        // The longest segment on the wire: 100 four-byte characters, 1,200 bytes.
+        let widest = "%F0%9F%8D%B5".repeat(100);
+        assert_eq!(widest.len(), MAX_ORDER_ID_WIRE_BYTES);
+        let widest = format!("/v4/payments/orders/{widest}/check");
+        assert!(allowed_template(&list, "GET", &widest).is_some());
     }
 
     #[test]
@@ -1237,6 +1242,92 @@ mod tests {
         ] {
             assert!(Route::new(http::Method::GET, bad, t).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn template_words_hold_letters_digits_dash_and_underscore() {
+        let t = RouteTimeouts {
+            connect: Duration::from_secs(1),
+            read: Duration::from_secs(1),
+        };
+        let route = Route::new(http::Method::GET, "/v3/pre-approved_Pay9/{reg_Key-1}", t)
+            .expect("dash and underscore are plain");
+        assert_eq!(
+            route.param("/v3/pre-approved_Pay9/RK1", "reg_Key-1"),
+            Some("RK1")
+        );
+        for (bad, error) in [
+            ("/v3/{a.b}/x", TemplateError::BadParam("/v3/{a.b}/x".into())),
+            ("/v3/{}/x", TemplateError::BadParam("/v3/{}/x".into())),
+            ("/v3/a~b/x", TemplateError::BadCharacter("/v3/a~b/x".into())),
+            // Each of the three is named as a bad segment, not as a bad character.
+            ("/v3//x", TemplateError::BadSegment("/v3//x".into())),
+            ("/v3/./x", TemplateError::BadSegment("/v3/./x".into())),
+            ("/v3/../x", TemplateError::BadSegment("/v3/../x".into())),
+        ] {
+            assert_eq!(Route::new(http::Method::GET, bad, t), Err(error), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_and_descriptions_are_the_documented_texts() {
+        assert_eq!(ApiFamily::UserInfo.to_string(), "user_info");
+        let t = RouteTimeouts {
+            connect: Duration::from_secs(1),
+            read: Duration::from_secs(1),
+        };
+        let route = Route::new(http::Method::POST, "/v3/payments/request", t).unwrap();
+        assert_eq!(route.to_string(), "POST /v3/payments/request");
+        let list = Allowlist::with_families(
+            Vec::new(),
+            &[ApiFamily::OnlineV4, ApiFamily::OnlineV3],
+            Duration::from_secs(1),
+            None,
+        );
+        assert_eq!(list.family_names(), "online_v3, online_v4");
+        assert_eq!(
+            PathProblem::DotSegment.describe(),
+            "the path has a `.` or `..` segment"
+        );
+        assert_eq!(
+            PathProblem::PercentEncoding.describe(),
+            "the path is percent-encoded outside an orderId parameter"
+        );
+        assert_eq!(
+            PathProblem::Ambiguous.describe(),
+            "the path has an empty segment, a backslash, a `;` or a non-printable byte"
+        );
+    }
+
+    #[test]
+    fn a_plain_parameter_refuses_every_other_character() {
+        let t = RouteTimeouts {
+            connect: Duration::from_secs(1),
+            read: Duration::from_secs(1),
+        };
+        let list = Allowlist::new(vec![
+            Route::new(http::Method::GET, "/v3/z/{code}", t).unwrap()
+        ]);
+        for good in ["a-b", "a_b", "-", "_", "Z9"] {
+            assert!(
+                allowed_template(&list, "GET", &format!("/v3/z/{good}")).is_some(),
+                "{good}"
+            );
+        }
+        for bad in ["a.b", "a~b", "a+b", "a:b", "a@b", "a!b"] {
+            let found = problem(&list, "GET", &format!("/v3/z/{bad}"))
+                .unwrap_or_else(|| panic!("{bad} accepted"));
+            assert_eq!(found.name, "code", "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_order_id_longer_than_1200_bytes_is_refused_before_it_is_decoded() {
+        // 1,203 bytes that would decode to invalid UTF-8: the length rule answers first.
+        let list = everything();
+        let path = format!("/v4/payments/orders/{}/check", "%FF".repeat(401));
+        let found = problem(&list, "GET", &path).unwrap_or_else(|| panic!("accepted"));
+        assert_eq!(found.rule, ParamKind::MerchantString.rule());
     }
 
     #[test]

@@ -73,6 +73,16 @@ mod tests {
         assert!(!shown.contains(RAW), "{shown}");
         assert!(!shown.contains("a917"), "{shown}");
         assert!(shown.contains(REDACTED));
+        // Each form on its own, so a blank one cannot hide behind the others.
+        assert_eq!(format!("{wrapped:?}"), "Secret([redacted])");
+        assert_eq!(wrapped.to_string(), REDACTED);
+    }
+
+    #[test]
+    fn emptiness_is_about_the_bytes() {
+        assert!(Secret::new("").is_empty());
+        assert!(Secret::from_file_contents(b" \n".to_vec()).is_empty());
+        assert!(!Secret::new(RAW).is_empty());
     }
 
     #[test]

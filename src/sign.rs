@@ -147,6 +147,8 @@ mod tests {
     #[test]
     fn debug_redacts() {
         let signer = Signer::new(&Secret::new("topsecretvalue"));
-        assert!(!format!("{signer:?}").contains("topsecret"));
+        let shown = format!("{signer:?}");
+        assert!(!shown.contains("topsecret"), "{shown}");
+        assert_eq!(shown, "Signer { secret: Secret([redacted]), .. }");
     }
 }
