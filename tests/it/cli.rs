@@ -70,10 +70,7 @@ fn check_names_the_line_and_key_of_a_bad_yaml() {
         b"listen: 127.0.0.1:0\nupstream:\n  url: http://127.0.0.1:9\n  conect_timeout: 5s\n",
     );
 
-    let output = Cli::new()
-        .arg("check")
-        .arg("--config")
-        .arg(config.path_str())
+    let output = Cli::check_config(config.path_str())
         .env("LINEPAY_CHANNEL_ID", CHANNEL_ID)
         .env("LINEPAY_CHANNEL_SECRET", CHANNEL_SECRET)
         .run();
@@ -96,10 +93,7 @@ fn check_refuses_a_secret_written_in_the_yaml_without_echoing_it() {
         .as_bytes(),
     );
 
-    let output = Cli::new()
-        .arg("check")
-        .arg("--config")
-        .arg(config.path_str())
+    let output = Cli::check_config(config.path_str())
         .env("LINEPAY_CHANNEL_SECRET", "the-env-secret-is-fine")
         .run();
 
@@ -127,10 +121,7 @@ fn check_accepts_a_good_config() {
             .as_bytes(),
     );
 
-    let output = Cli::new()
-        .arg("check")
-        .arg("--config")
-        .arg(config.path_str())
+    let output = Cli::check_config(config.path_str())
         .env("LINEPAY_CHANNEL_SECRET", CHANNEL_SECRET)
         .run();
 

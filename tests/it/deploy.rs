@@ -512,11 +512,8 @@ fn the_configmap_config_and_the_container_args_pass_the_binarys_check() {
         }
     }
     let config = TempFile::with_contents("sidecar.yaml", pod.config_text.as_bytes());
-    let mut cli = Cli::new()
-        .arg("check")
-        .arg("--config")
-        .arg(config.path_str())
-        .env("LINEPAY_CHANNEL_SECRET", CHANNEL_SECRET);
+    let mut cli =
+        Cli::check_config(config.path_str()).env("LINEPAY_CHANNEL_SECRET", CHANNEL_SECRET);
     for arg in extra {
         cli = cli.arg(arg);
     }
@@ -1040,10 +1037,7 @@ fn systemd_analyze_verifies_the_unit() {
 #[test]
 fn the_example_configs_pass_check_with_the_secret_from_the_environment() {
     for file in ["config/sidecar.yaml", "config/minimal.yaml"] {
-        let output = Cli::new()
-            .arg("check")
-            .arg("--config")
-            .arg(repo_path(file))
+        let output = Cli::check_config(repo_path(file))
             .env("LINEPAY_CHANNEL_SECRET", CHANNEL_SECRET)
             .run();
         assert!(output.status.success(), "{file}: {output:?}");
@@ -1064,10 +1058,7 @@ fn the_example_configs_pass_check_with_the_secret_from_a_file_flag() {
     let secret =
         TempFile::with_contents("channel-secret", format!("{CHANNEL_SECRET}\n").as_bytes());
     for file in ["config/sidecar.yaml", "config/minimal.yaml"] {
-        let output = Cli::new()
-            .arg("check")
-            .arg("--config")
-            .arg(repo_path(file))
+        let output = Cli::check_config(repo_path(file))
             .arg("--channel-secret-file")
             .arg(secret.path_str())
             .run();

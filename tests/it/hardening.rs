@@ -490,10 +490,7 @@ fn forward_headers_cannot_remove_the_built_in_safety() {
         "forward-bad.yaml",
         b"upstream:\n  url: http://127.0.0.1:9\nrequest:\n  forward_headers: [X-Forwarded-For, Authorization, X-LINE-Authorization]\n",
     );
-    let output = Cli::new()
-        .arg("check")
-        .arg("--config")
-        .arg(config.path_str())
+    let output = Cli::check_config(config.path_str())
         .env("LINEPAY_CHANNEL_ID", CHANNEL_ID)
         .env("LINEPAY_CHANNEL_SECRET", CHANNEL_SECRET)
         .run();

@@ -322,10 +322,7 @@ async fn shadow_mode_admits_everything_and_logs_what_it_would_refuse() {
 /// Runs `check --config` on `yaml`; returns stderr, asserting that the check failed.
 fn check_fails(yaml: &str) -> String {
     let config = TempFile::with_contents("bad-limits.yaml", yaml.as_bytes());
-    let output = Cli::new()
-        .arg("check")
-        .arg("--config")
-        .arg(config.path_str())
+    let output = Cli::check_config(config.path_str())
         .env("LINEPAY_CHANNEL_ID", "1234567890")
         .env("LINEPAY_CHANNEL_SECRET", "not-a-real-secret")
         .run();

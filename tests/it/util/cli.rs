@@ -32,6 +32,11 @@ impl Cli {
         }
     }
 
+    /// `linepay-sidecar check --config FILE`: validate a file without starting.
+    pub fn check_config(path: impl Into<OsString>) -> Cli {
+        Cli::new().arg("check").arg("--config").arg(path)
+    }
+
     pub fn arg(mut self, arg: impl Into<OsString>) -> Cli {
         self.args.push(arg.into());
         self
