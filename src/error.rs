@@ -15,7 +15,7 @@ use crate::limit::LimitError;
 use crate::money::Verdict;
 use crate::upstream::UpstreamError;
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 use std::time::Duration;
 
 /// The header that marks an answer as the sidecar's own.
@@ -107,101 +107,196 @@ impl From<UpstreamError> for ProxyError {
     }
 }
 
-impl ProxyError {
-    /// The stable, documented code: apps and alerts key on it, so never rename one.
-    pub(crate) fn code(&self) -> &'static str {
-        match self {
-            ProxyError::PathNotAllowed { .. } => "path_not_allowed",
-            ProxyError::ApiFamilyDisabled { .. } => "api_family_disabled",
-            ProxyError::InvalidPathParameter { .. } => "invalid_path_parameter",
-            ProxyError::MethodNotAllowed { .. } | ProxyError::ConnectRefused => {
-                "method_not_allowed"
+/// Declares [`Code`]: every stable code the sidecar answers with and its HTTP status,
+/// in one table. `linepay_sidecar_refusals_total` has a series for each ([`Code::ALL`]).
+macro_rules! codes {
+    ($($variant:ident => $text:literal, $status:ident;)*) => {
+        /// A stable, documented error code: apps and alerts key on it, so never rename one.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(crate) enum Code {
+            $($variant,)*
+        }
+
+        impl Code {
+            pub(crate) const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
+            pub(crate) fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $text,)*
+                }
             }
-            ProxyError::AmbiguousPath(_) => "ambiguous_path",
-            ProxyError::InvalidTarget => "invalid_target",
-            ProxyError::BodyTooLarge { .. } => "body_too_large",
-            ProxyError::BodyTimeout(_) => "body_timeout",
-            ProxyError::BodyRead => "body_read_failed",
-            ProxyError::InvalidJson(_) => "invalid_json",
-            ProxyError::UnexpectedBody(_) => "unexpected_body",
-            ProxyError::UnexpectedQuery => "unexpected_query",
-            ProxyError::InvalidRequest(_) => "invalid_request",
-            ProxyError::RateLimited(_) => "rate_limited",
-            ProxyError::HeadersTooLarge { .. } => "headers_too_large",
-            ProxyError::Overloaded | ProxyError::OverBudget { .. } => "overloaded",
-            ProxyError::Upstream(failure) => match failure {
-                UpstreamError::Dns => "upstream_dns",
-                UpstreamError::ConnectTimeout(_) => "upstream_connect_timeout",
-                UpstreamError::Unreachable => "upstream_unreachable",
-                UpstreamError::Proxy => "upstream_proxy",
-                UpstreamError::Tls => "upstream_tls",
-                UpstreamError::ReadTimeout(_) => "upstream_timeout",
-                UpstreamError::Protocol | UpstreamError::UnexpectedStatus(_) => "upstream_protocol",
-                UpstreamError::ResponseTooLarge { .. }
-                | UpstreamError::ResponseHeadersTooLarge { .. } => "upstream_response_too_large",
-                UpstreamError::OverBudget { .. } => "overloaded",
-                UpstreamError::NoPool => "internal",
-            },
-            ProxyError::Unsettled { failure, .. } => ProxyError::Upstream(failure.clone()).code(),
-            ProxyError::Internal => "internal",
-            ProxyError::CallInProgress => "call_in_progress",
-            ProxyError::IdempotencyKeyReused => "idempotency_key_reused",
-            ProxyError::IdempotencyAnswerUnavailable => "idempotency_answer_unavailable",
-            ProxyError::IdempotencyUnavailable => "idempotency_unavailable",
-            ProxyError::InvalidIdempotencyKey => "invalid_idempotency_key",
-            ProxyError::JournalUnavailable => "journal_unavailable",
+
+            pub(crate) fn status(self) -> StatusCode {
+                match self {
+                    $(Code::$variant => StatusCode::$status,)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    PathNotAllowed => "path_not_allowed", FORBIDDEN;
+    ApiFamilyDisabled => "api_family_disabled", FORBIDDEN;
+    InvalidPathParameter => "invalid_path_parameter", BAD_REQUEST;
+    MethodNotAllowed => "method_not_allowed", METHOD_NOT_ALLOWED;
+    AmbiguousPath => "ambiguous_path", BAD_REQUEST;
+    InvalidTarget => "invalid_target", BAD_REQUEST;
+    HeadersTooLarge => "headers_too_large", REQUEST_HEADER_FIELDS_TOO_LARGE;
+    BodyTooLarge => "body_too_large", PAYLOAD_TOO_LARGE;
+    BodyTimeout => "body_timeout", REQUEST_TIMEOUT;
+    BodyReadFailed => "body_read_failed", BAD_REQUEST;
+    InvalidJson => "invalid_json", BAD_REQUEST;
+    UnexpectedBody => "unexpected_body", BAD_REQUEST;
+    UnexpectedQuery => "unexpected_query", BAD_REQUEST;
+    InvalidRequest => "invalid_request", BAD_REQUEST;
+    RateLimited => "rate_limited", TOO_MANY_REQUESTS;
+    Overloaded => "overloaded", SERVICE_UNAVAILABLE;
+    UpstreamDns => "upstream_dns", BAD_GATEWAY;
+    UpstreamConnectTimeout => "upstream_connect_timeout", GATEWAY_TIMEOUT;
+    UpstreamUnreachable => "upstream_unreachable", BAD_GATEWAY;
+    UpstreamProxy => "upstream_proxy", BAD_GATEWAY;
+    UpstreamTls => "upstream_tls", BAD_GATEWAY;
+    UpstreamTimeout => "upstream_timeout", GATEWAY_TIMEOUT;
+    UpstreamProtocol => "upstream_protocol", BAD_GATEWAY;
+    UpstreamResponseTooLarge => "upstream_response_too_large", BAD_GATEWAY;
+    Internal => "internal", INTERNAL_SERVER_ERROR;
+    CallInProgress => "call_in_progress", CONFLICT;
+    IdempotencyKeyReused => "idempotency_key_reused", UNPROCESSABLE_ENTITY;
+    IdempotencyAnswerUnavailable => "idempotency_answer_unavailable", CONFLICT;
+    IdempotencyUnavailable => "idempotency_unavailable", BAD_REQUEST;
+    InvalidIdempotencyKey => "invalid_idempotency_key", BAD_REQUEST;
+    JournalUnavailable => "journal_unavailable", SERVICE_UNAVAILABLE;
+}
+
+/// Everything an error's answer says besides its message: the one place where each
+/// [`ProxyError`] is described.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Answer {
+    pub(crate) code: Code,
+    /// Whether the call certainly never reached LINE Pay, so sending it again cannot
+    /// double a payment or a refund.
+    pub(crate) retry_safe: bool,
+    /// Close the connection after answering: what it buffered is given back at once, and
+    /// a client that sent a head too large may have more of it in flight.
+    pub(crate) close: bool,
+    /// `Allow` or `Retry-After`, where the error has one.
+    pub(crate) header: Option<(HeaderName, HeaderValue)>,
+}
+
+impl Answer {
+    /// A refusal of a call that was never sent.
+    fn refusal(code: Code) -> Answer {
+        Answer {
+            code,
+            retry_safe: true,
+            close: false,
+            header: None,
         }
     }
 
-    pub(crate) fn status(&self) -> StatusCode {
-        match self {
-            ProxyError::PathNotAllowed { .. } | ProxyError::ApiFamilyDisabled { .. } => {
-                StatusCode::FORBIDDEN
-            }
-            ProxyError::MethodNotAllowed { .. } | ProxyError::ConnectRefused => {
-                StatusCode::METHOD_NOT_ALLOWED
-            }
-            ProxyError::AmbiguousPath(_)
-            | ProxyError::InvalidPathParameter { .. }
-            | ProxyError::InvalidTarget
-            | ProxyError::BodyRead
-            | ProxyError::InvalidJson(_)
-            | ProxyError::UnexpectedBody(_)
-            | ProxyError::UnexpectedQuery
-            | ProxyError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ProxyError::Overloaded | ProxyError::OverBudget { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ProxyError::Upstream(failure) => match failure {
-                UpstreamError::Dns
-                | UpstreamError::Unreachable
-                | UpstreamError::Proxy
-                | UpstreamError::Tls
-                | UpstreamError::Protocol
-                | UpstreamError::UnexpectedStatus(_)
-                | UpstreamError::ResponseTooLarge { .. }
-                | UpstreamError::ResponseHeadersTooLarge { .. } => StatusCode::BAD_GATEWAY,
-                UpstreamError::OverBudget { .. } => StatusCode::SERVICE_UNAVAILABLE,
-                UpstreamError::ConnectTimeout(_) | UpstreamError::ReadTimeout(_) => {
-                    StatusCode::GATEWAY_TIMEOUT
-                }
-                UpstreamError::NoPool => StatusCode::INTERNAL_SERVER_ERROR,
-            },
-            ProxyError::Unsettled { failure, .. } => ProxyError::Upstream(failure.clone()).status(),
-            ProxyError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            ProxyError::CallInProgress | ProxyError::IdempotencyAnswerUnavailable => {
-                StatusCode::CONFLICT
-            }
-            ProxyError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            ProxyError::IdempotencyUnavailable | ProxyError::InvalidIdempotencyKey => {
-                StatusCode::BAD_REQUEST
-            }
-            ProxyError::JournalUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+    fn closing(self) -> Answer {
+        Answer {
+            close: true,
+            ..self
         }
+    }
+
+    fn not_retry_safe(self) -> Answer {
+        Answer {
+            retry_safe: false,
+            ..self
+        }
+    }
+
+    fn with_header(self, name: HeaderName, value: HeaderValue) -> Answer {
+        Answer {
+            header: Some((name, value)),
+            ..self
+        }
+    }
+
+    /// A failed call to LINE Pay: its code, and whether it may have been processed.
+    fn of_upstream(failure: &UpstreamError) -> Answer {
+        let code = match failure {
+            UpstreamError::Dns => Code::UpstreamDns,
+            UpstreamError::ConnectTimeout(_) => Code::UpstreamConnectTimeout,
+            UpstreamError::Unreachable => Code::UpstreamUnreachable,
+            UpstreamError::Proxy => Code::UpstreamProxy,
+            UpstreamError::Tls => Code::UpstreamTls,
+            UpstreamError::ReadTimeout(_) => Code::UpstreamTimeout,
+            UpstreamError::Protocol | UpstreamError::UnexpectedStatus(_) => Code::UpstreamProtocol,
+            UpstreamError::ResponseTooLarge { .. }
+            | UpstreamError::ResponseHeadersTooLarge { .. } => Code::UpstreamResponseTooLarge,
+            UpstreamError::OverBudget { .. } => Code::Overloaded,
+            UpstreamError::NoPool => Code::Internal,
+        };
+        Answer {
+            code,
+            retry_safe: failure.retry_safe(),
+            close: matches!(failure, UpstreamError::OverBudget { .. }),
+            header: None,
+        }
+    }
+}
+
+impl ProxyError {
+    /// The one table: what the app is answered for each error.
+    pub(crate) fn answer(&self) -> Answer {
+        match self {
+            ProxyError::PathNotAllowed { .. } => Answer::refusal(Code::PathNotAllowed),
+            ProxyError::ApiFamilyDisabled { .. } => Answer::refusal(Code::ApiFamilyDisabled),
+            ProxyError::InvalidPathParameter { .. } => Answer::refusal(Code::InvalidPathParameter),
+            ProxyError::MethodNotAllowed { allowed, .. } => {
+                let answer = Answer::refusal(Code::MethodNotAllowed);
+                match HeaderValue::from_str(allowed) {
+                    Ok(value) => answer.with_header(http::header::ALLOW, value),
+                    Err(_) => answer,
+                }
+            }
+            ProxyError::ConnectRefused => Answer::refusal(Code::MethodNotAllowed)
+                .with_header(http::header::ALLOW, HeaderValue::from_static("GET, POST")),
+            ProxyError::AmbiguousPath(_) => Answer::refusal(Code::AmbiguousPath),
+            ProxyError::InvalidTarget => Answer::refusal(Code::InvalidTarget),
+            ProxyError::BodyTooLarge { .. } => Answer::refusal(Code::BodyTooLarge),
+            ProxyError::BodyTimeout(_) => Answer::refusal(Code::BodyTimeout),
+            ProxyError::BodyRead => Answer::refusal(Code::BodyReadFailed),
+            ProxyError::InvalidJson(_) => Answer::refusal(Code::InvalidJson),
+            ProxyError::UnexpectedBody(_) => Answer::refusal(Code::UnexpectedBody),
+            ProxyError::UnexpectedQuery => Answer::refusal(Code::UnexpectedQuery),
+            ProxyError::InvalidRequest(_) => Answer::refusal(Code::InvalidRequest),
+            ProxyError::RateLimited(refusal) => Answer::refusal(Code::RateLimited).with_header(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(refusal.retry_after_secs()),
+            ),
+            ProxyError::HeadersTooLarge { .. } => Answer::refusal(Code::HeadersTooLarge).closing(),
+            ProxyError::Overloaded | ProxyError::OverBudget { .. } => {
+                Answer::refusal(Code::Overloaded).closing()
+            }
+            ProxyError::Upstream(failure) | ProxyError::Unsettled { failure, .. } => {
+                Answer::of_upstream(failure)
+            }
+            ProxyError::Internal => Answer::refusal(Code::Internal),
+            ProxyError::CallInProgress => Answer::refusal(Code::CallInProgress),
+            ProxyError::IdempotencyKeyReused => Answer::refusal(Code::IdempotencyKeyReused),
+            // Sent once already: a second send could double it.
+            ProxyError::IdempotencyAnswerUnavailable => {
+                Answer::refusal(Code::IdempotencyAnswerUnavailable).not_retry_safe()
+            }
+            ProxyError::IdempotencyUnavailable => Answer::refusal(Code::IdempotencyUnavailable),
+            ProxyError::InvalidIdempotencyKey => Answer::refusal(Code::InvalidIdempotencyKey),
+            ProxyError::JournalUnavailable => Answer::refusal(Code::JournalUnavailable),
+        }
+    }
+
+    /// The stable, documented code.
+    pub(crate) fn code(&self) -> &'static str {
+        self.answer().code.as_str()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn status(&self) -> StatusCode {
+        self.answer().code.status()
     }
 
     /// The `kind` label of `linepay_sidecar_upstream_errors_total` for a failed call to
@@ -215,24 +310,20 @@ impl ProxyError {
 
     /// The body's `retry_safe`: whether the call certainly never reached LINE Pay, so
     /// sending it again cannot double a payment or a refund. Every refusal is.
+    #[cfg(test)]
     pub(crate) fn retry_safe(&self) -> bool {
-        match self {
-            ProxyError::Upstream(failure) | ProxyError::Unsettled { failure, .. } => {
-                failure.retry_safe()
-            }
-            // Sent once already: a second send could double it.
-            ProxyError::IdempotencyAnswerUnavailable => false,
-            _ => true,
-        }
+        self.answer().retry_safe
     }
 
     /// The JSON answer the app receives.
     pub(crate) fn to_response(&self) -> Response<Bytes> {
+        let answer = self.answer();
+        let code = answer.code.as_str();
         let mut body = serde_json::json!({
             "error": {
-                "code": self.code(),
+                "code": code,
                 "message": self.to_string(),
-                "retry_safe": self.retry_safe(),
+                "retry_safe": answer.retry_safe,
             }
         });
         if let ProxyError::Unsettled { reconciled, .. } = self {
@@ -242,37 +333,18 @@ impl ProxyError {
             });
         }
         let mut response = Response::new(Bytes::from(body.to_string()));
-        *response.status_mut() = self.status();
+        *response.status_mut() = answer.code.status();
         let headers = response.headers_mut();
         headers.insert(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        headers.insert(SIDECAR_ERROR_HEADER, HeaderValue::from_static(self.code()));
-        match self {
-            ProxyError::MethodNotAllowed { allowed, .. } => {
-                if let Ok(value) = HeaderValue::from_str(allowed) {
-                    headers.insert(http::header::ALLOW, value);
-                }
-            }
-            ProxyError::ConnectRefused => {
-                headers.insert(http::header::ALLOW, HeaderValue::from_static("GET, POST"));
-            }
-            ProxyError::RateLimited(refusal) => {
-                headers.insert(
-                    http::header::RETRY_AFTER,
-                    HeaderValue::from(refusal.retry_after_secs()),
-                );
-            }
-            // Close the connection: what it buffered is given back at once, and a
-            // client that sent a head too large may have more of it in flight.
-            ProxyError::Overloaded
-            | ProxyError::OverBudget { .. }
-            | ProxyError::HeadersTooLarge { .. }
-            | ProxyError::Upstream(UpstreamError::OverBudget { .. }) => {
-                headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            _ => {}
+        headers.insert(SIDECAR_ERROR_HEADER, HeaderValue::from_static(code));
+        if let Some((name, value)) = answer.header {
+            headers.insert(name, value);
+        }
+        if answer.close {
+            headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
@@ -293,6 +365,20 @@ mod tests {
         assert_eq!(body["error"]["code"], "body_too_large");
         assert!(body["error"]["message"].as_str().unwrap().contains("65536"));
         assert_eq!(body["error"]["retry_safe"], true);
+    }
+
+    #[test]
+    fn every_code_is_unique_and_snake_case() {
+        let mut seen = std::collections::BTreeSet::new();
+        for code in Code::ALL {
+            let text = code.as_str();
+            assert!(seen.insert(text), "{text} twice");
+            assert!(
+                text.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{text}"
+            );
+            assert!(code.status().is_client_error() || code.status().is_server_error());
+        }
     }
 
     #[test]

@@ -45,40 +45,10 @@ const KNOWN_RETURN_CODES: &[&str] = &[
 pub(crate) const TEMPORARY_ERROR_BUCKET: &str = "190X";
 
 /// Every `code` of `linepay_sidecar_refusals_total`: the stable codes of
-/// `ProxyError::code` (a test below keeps the two in step).
-const REFUSAL_CODES: &[&str] = &[
-    "path_not_allowed",
-    "api_family_disabled",
-    "invalid_path_parameter",
-    "method_not_allowed",
-    "ambiguous_path",
-    "invalid_target",
-    "headers_too_large",
-    "body_too_large",
-    "body_timeout",
-    "body_read_failed",
-    "invalid_json",
-    "unexpected_body",
-    "unexpected_query",
-    "invalid_request",
-    "rate_limited",
-    "overloaded",
-    "upstream_dns",
-    "upstream_connect_timeout",
-    "upstream_unreachable",
-    "upstream_proxy",
-    "upstream_tls",
-    "upstream_timeout",
-    "upstream_protocol",
-    "upstream_response_too_large",
-    "internal",
-    "call_in_progress",
-    "idempotency_key_reused",
-    "idempotency_answer_unavailable",
-    "idempotency_unavailable",
-    "invalid_idempotency_key",
-    "journal_unavailable",
-];
+/// [`crate::error::Code`], in the order of its table.
+fn refusal_codes() -> impl Iterator<Item = &'static str> {
+    crate::error::Code::ALL.iter().map(|code| code.as_str())
+}
 
 /// Every `operation` of `linepay_sidecar_journal_failures_total`.
 pub(crate) const JOURNAL_OPERATIONS: &[&str] = &["intent", "outcome", "read", "prune"];
@@ -282,7 +252,7 @@ impl Metrics {
         for result in ["success", "failure"] {
             self.config_reloads.with_label_values(&[result]);
         }
-        for code in REFUSAL_CODES {
+        for code in refusal_codes() {
             self.refusals.with_label_values(&[code]);
         }
         for kind in UPSTREAM_ERROR_KINDS {
@@ -454,7 +424,7 @@ mod tests {
     #[test]
     fn counters_with_fixed_labels_start_at_zero_before_any_event() {
         let text = Metrics::new().render();
-        for code in REFUSAL_CODES {
+        for code in refusal_codes() {
             let series = format!(r#"linepay_sidecar_refusals_total{{code="{code}"}} 0"#);
             assert!(text.contains(&series), "{series} missing:\n{text}");
         }
@@ -550,7 +520,7 @@ mod tests {
             .iter()
             .filter_map(ProxyError::upstream_kind)
             .collect();
-        assert_eq!(codes, REFUSAL_CODES.iter().copied().collect());
+        assert_eq!(codes, refusal_codes().collect());
         assert_eq!(kinds, UPSTREAM_ERROR_KINDS.iter().copied().collect());
     }
 

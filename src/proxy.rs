@@ -2,21 +2,21 @@
 //!
 //! 1. **request filter**: the target must be a plain path; the method and path must be
 //!    on the allowlist (403 / 405 otherwise). Nothing has been read yet.
-//! 2. **limit**: the global, per-route and per-client token buckets (429), still
-//!    before the body is read, so a refusal costs almost nothing.
 //! 2. **limit**, first: check-status polls of one transaction closer than
-//!    `limits.check_status_interval` (429), then the token buckets.
+//!    `limits.check_status_interval` (429), then the global, per-route and per-client
+//!    token buckets (429), still before the body is read, so a refusal costs almost
+//!    nothing.
 //! 3. **read body**: whole, capped (413) and time-boxed; POST bodies must be UTF-8 JSON;
 //!    then pre-validation against LINE Pay's documented fields (`crate::validate`:
 //!    400 `invalid_request` in `enforce` mode, a log line and a count in `warn` mode).
-//! 4. **upstream request**: of the app's headers only those on the allowlist
+//! 4. **money call** (money routes and POSTs with an `Idempotency-Key`, in
+//!    [`crate::journal`]): one per transaction at a time, idempotent replay, the intent
+//!    on disk before sending; the call then runs in its own task, its outcome on disk
+//!    (and an uncertain one reconciled) before answering.
+//! 5. **upstream request**: of the app's headers only those on the allowlist
 //!    ([`crate::forward`]: `Accept`, `Accept-Language`, `User-Agent` and the
 //!    `request.forward_headers`); then the request id, the sidecar's own `X-LINE-*`
 //!    headers and the signature over the exact bytes that will be sent.
-//! 5. **money call** (money routes and POSTs with an `Idempotency-Key`, in
-//!    [`crate::journal`]): one per transaction at a time, idempotent replay, the intent
-//!    on disk before sending, the call in its own task, the outcome on disk (and an
-//!    uncertain one reconciled) before answering.
 //! 6. **forward**: to the configured upstream only, with the route's timeouts.
 //! 7. **response filter**: LINE Pay's answer goes back as it is, minus hop-by-hop
 //!    headers; its 19-digit ids written as JSON strings when asked (`crate::ids`). (A
@@ -468,7 +468,7 @@ impl Proxy {
         }
     }
 
-    /// Phase 5: a money call, or a POST with an `Idempotency-Key`, is admitted and put on
+    /// Phase 4: a money call, or a POST with an `Idempotency-Key`, is admitted and put on
     /// record (with the signed status question a reconciliation would ask); `None` for
     /// every other call.
     async fn money_call(
@@ -605,7 +605,7 @@ impl Proxy {
         }
     }
 
-    /// Phase 4: the request LINE Pay will receive, signed over its exact bytes.
+    /// Phase 5: the request LINE Pay will receive, signed over its exact bytes.
     fn upstream_request(
         &self,
         route: &Route,
@@ -782,7 +782,7 @@ fn head_bytes(parts: &http::request::Parts) -> usize {
     parts.method.as_str().len() + target + crate::upstream::head_bytes(&parts.headers) + 12
 }
 
-/// Phase 6: LINE Pay's answer, as it is, minus what described the upstream hop and
+/// Phase 7: LINE Pay's answer, as it is, minus what described the upstream hop and
 /// minus any header that would pass it off as the sidecar's own refusal; with its id
 /// numbers spliced into strings when `ids_as_strings` (no other byte changes).
 fn response_filter(response: Response<Bytes>, ids_as_strings: bool) -> Response<Bytes> {
