@@ -4,6 +4,7 @@
 mod util;
 
 mod api_flows;
+mod browser;
 mod cli;
 mod deploy;
 mod design;
