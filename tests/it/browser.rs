@@ -374,3 +374,85 @@ fn lock(orders: &Orders) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// examples/browser (a node shop tested with playwright-core in the same chromium)
+/// passes against the real sidecar and the emulator: what docs/emulator.md tells a
+/// shop to run in its CI. Needs `npm ci` in examples/browser (.ci/run does it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_playwright_example_passes_against_the_sidecar_and_the_emulator() {
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/browser");
+    let installed = folder
+        .join("node_modules/playwright-core/package.json")
+        .exists();
+    let chromium = std::path::Path::new(crate::util::CHROMIUM).exists();
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !(installed && chromium && node) {
+        let missing = "node, chromium and examples/browser/node_modules \
+                       (apt-get install nodejs npm chromium; npm ci --prefix examples/browser)";
+        assert!(
+            !std::env::var("CI").is_ok_and(|value| value == "true"),
+            "under CI the browser example must run: .ci/run installs {missing}"
+        );
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIPPED examples/browser: needs {missing}. CI runs it. ***\n"
+        );
+        return;
+    }
+    let emulator = EmulatorSetup::new(CHANNEL_ID, CHANNEL_SECRET)
+        .wait_for_buyer()
+        .start()
+        .await;
+    let sidecar = Sidecar::new().upstream(emulator.url()).start().await;
+    let mut command = std::process::Command::new("node");
+    command
+        .args(["--test", "checkout.test.mjs"])
+        .current_dir(&folder)
+        .env("LINEPAY_SIDECAR_URL", sidecar.url())
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .stdin(std::process::Stdio::null());
+    // Off the runtime: the sidecar and emulator keep serving while node runs.
+    let output = tokio::task::spawn_blocking(move || {
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start node: {error}"));
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let read = |stream: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                if let Some(mut stream) = stream {
+                    let _ = stream.read_to_string(&mut text);
+                }
+                text
+            })
+        };
+        let out = read(stdout.map(|s| Box::new(s) as Box<dyn std::io::Read + Send>));
+        let err = read(stderr.map(|s| Box::new(s) as Box<dyn std::io::Read + Send>));
+        let status = crate::util::child_exit(&mut child, Duration::from_secs(90));
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        (
+            status,
+            out.join().unwrap_or_default(),
+            err.join().unwrap_or_default(),
+        )
+    })
+    .await
+    .unwrap_or_else(|error| panic!("the example's runner failed: {error}"));
+    let (status, stdout, stderr) = output;
+    assert!(
+        status.is_some_and(|status| status.success()),
+        "examples/browser failed ({status:?}):\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("# pass 2"), "{stdout}");
+}

@@ -35,7 +35,7 @@ mod tls;
 mod upstream;
 mod wait;
 
-pub use browser::{artefact_path, Browser};
+pub use browser::{artefact_path, Browser, CHROMIUM};
 pub use cli::{Cli, CliOutput};
 pub use client::{send_raw, Call, Reply};
 pub use connect_proxy::{ConnectProxy, Tunnelled};
