@@ -2,14 +2,15 @@
 //! payment through its states.
 //!
 //! ```text
-//!            buyer approves (at once, unless the orderId says `buyer-waits`)
+//!            buyer approves (at once, or on the payment page: `buyer-waits`, --wait-for-buyer)
 //! request ──▶ Requested ──confirm──▶ Captured ──refund──▶ (partly or fully refunded)
 //!              │  │  │                ▲
 //!              │  │  └─confirm (capture=false)─▶ Authorized ──void──▶ Voided
 //!              │  │                   └──capture (≤ authorised)──┘  │
 //!              │  └─ buyer cancels ─▶ Cancelled      (7 days) ──────┴─▶ AuthorizationExpired
 //!              └──── 20 minutes ───▶ Expired         buyer fails ─▶ Failed
-//! one-time key pay ─▶ Captured, or Authorized with capture=false (the offline API)
+//! one-time key pay ─▶ Captured, or Authorized with capture=false (the offline API;
+//!                    each key pays once, within five minutes)
 //! ```
 //! Time-driven changes (a reservation's 20 minutes, an authorisation's and a regKey's
 //! lifetime) are applied when a payment is next looked at, from the `now` each method
@@ -36,6 +37,9 @@ pub(crate) struct Ledger {
     reg_keys: HashMap<String, RegKey>,
     /// transactionReserveId (the payment page's address) → the reservation.
     pages: HashMap<String, u64>,
+    /// Every one-time key that paid or was shown: keys are single use and live five
+    /// minutes from when a POS first presents them.
+    one_time_keys: HashMap<String, SeenKey>,
     ids: TransactionIds,
     lifetimes: Lifetimes,
 }
@@ -195,6 +199,7 @@ impl Ledger {
             refunds: HashMap::new(),
             reg_keys: HashMap::new(),
             pages: HashMap::new(),
+            one_time_keys: HashMap::new(),
             ids: TransactionIds::new(now),
             lifetimes,
         }
@@ -652,9 +657,12 @@ impl Ledger {
         method: Method,
         now: u64,
     ) -> Outcome {
+        // A retried payment (same orderId) hears 1172 before anything about its key:
+        // that is what tells the POS to check the order rather than pay again.
         if self.order_ids.contains_key(&payment.order_id) {
             return Err(duplicate_order());
         }
+        self.spend_one_time_key(&payment.one_time_key, now)?;
         let order_id = payment.order_id.clone();
         let amount = payment.amount;
         let (transaction_id, date) = self.record_direct_payment(
@@ -682,6 +690,69 @@ impl Ledger {
             info["authorizationExpireDate"] = clock::iso8601(expiry).into();
         }
         Ok(Answer::success(info))
+    }
+
+    /// A fresh one-time key, as the buyer's LINE app shows one: `digits` long (12,
+    /// 18 or 19), paying by card (it starts with `4`) or from the balance, valid five
+    /// minutes from `now`. Returns the key and when it expires.
+    pub(crate) fn issue_one_time_key(
+        &mut self,
+        by_card: bool,
+        digits: usize,
+        now: u64,
+    ) -> (String, u64) {
+        loop {
+            let mut bits = random();
+            // Balance keys start with 1-3 or 5-8: never `4` (card), never `9` (the
+            // refusal test keys).
+            const FIRST: &[u8] = b"1235678";
+            let first = if by_card {
+                '4'
+            } else {
+                char::from(FIRST[(bits % 7) as usize])
+            };
+            bits /= 7;
+            let mut key = String::from(first);
+            for _ in 1..digits {
+                key.push(char::from(b'0' + (bits % 10) as u8));
+                bits /= 10;
+            }
+            if !self.one_time_keys.contains_key(&key) {
+                self.one_time_keys.insert(
+                    key.clone(),
+                    SeenKey {
+                        first_seen: now,
+                        spent: false,
+                    },
+                );
+                return (key, now.saturating_add(ONE_TIME_KEY_LIFETIME_MICROS));
+            }
+        }
+    }
+
+    /// Uses up a one-time key: refused when it already paid, or when it was first
+    /// presented more than [`ONE_TIME_KEY_LIFETIME_MICROS`] ago.
+    fn spend_one_time_key(&mut self, key: &str, now: u64) -> Result<(), Refusal> {
+        let seen = self.one_time_keys.entry(key.to_owned()).or_insert(SeenKey {
+            first_seen: now,
+            spent: false,
+        });
+        if seen.spent {
+            return Err(Refusal::new(
+                ONE_TIME_KEY_REFUSED,
+                "this oneTimeKey has already paid; a key is single use: ask the buyer to \
+                 show a new code.",
+            ));
+        }
+        if now >= seen.first_seen.saturating_add(ONE_TIME_KEY_LIFETIME_MICROS) {
+            return Err(Refusal::new(
+                ONE_TIME_KEY_REFUSED,
+                "this oneTimeKey has expired (valid five minutes): ask the buyer to show \
+                 a new code.",
+            ));
+        }
+        seen.spent = true;
+        Ok(())
     }
 
     /// The offline status check of the payment with this orderId.
@@ -935,6 +1006,21 @@ fn methods_offered(preapproved: bool) -> &'static [Method] {
         &[Method::Balance, Method::CreditCard]
     }
 }
+
+/// A one-time key the emulator has seen.
+#[derive(Debug)]
+struct SeenKey {
+    first_seen: u64,
+    spent: bool,
+}
+
+/// LINE Pay: "oneTimeKey is valid for 5 minutes from the time when LINE Pay User
+/// confirms QR/Bar code" (offline API reference).
+const ONE_TIME_KEY_LIFETIME_MICROS: u64 = 5 * 60 * 1_000_000;
+
+/// What a spent or expired one-time key answers. LINE Pay's references name no code
+/// for it; the emulator answers the parameter error.
+const ONE_TIME_KEY_REFUSED: ReturnCode = ReturnCode::ParameterError;
 
 struct DirectPayment {
     order_id: String,

@@ -16,7 +16,9 @@
 //! TLS in front, refuses, before anything else, a call from a source outside the
 //! optional IP whitelist ([`source`]), and carries out delays and dropped
 //! connections. Paths under `/__emulator/` are the emulator's own [`control`] API
-//! (clock, faults, buyer). [`cli`] is the command line both binaries share.
+//! (clock, faults, buyer, one-time keys) and the [`page`] behind `paymentUrl.web`,
+//! where a browser approves or cancels; the whitelist does not cover them. [`cli`] is
+//! the command line both binaries share.
 
 mod auth;
 pub mod cli;
@@ -299,6 +301,22 @@ impl Emulator {
     pub fn buyer(&self, transaction_id: u64, action: BuyerAction) -> Result<(), String> {
         let now = self.shared.clock.now();
         self.ledger().buyer(transaction_id, action, now)
+    }
+
+    /// A fresh one-time key (12, 18 or 19 digits) that pays by card or from the
+    /// balance, single use and valid five minutes on the emulator's clock, as
+    /// `POST /__emulator/oneTimeKeys` issues; returns it and its expiry (RFC 3339).
+    pub fn issue_one_time_key(
+        &self,
+        by_card: bool,
+        digits: usize,
+    ) -> Result<(String, String), String> {
+        if !matches!(digits, 12 | 18 | 19) {
+            return Err("a one-time key has 12, 18 or 19 digits".into());
+        }
+        let now = self.shared.clock.now();
+        let (key, expires) = self.ledger().issue_one_time_key(by_card, digits, now);
+        Ok((key, clock::iso8601(expires)))
     }
 
     /// What the payment page at `reserve_id` shows.
