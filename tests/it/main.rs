@@ -10,6 +10,7 @@ mod deploy;
 mod design;
 mod docs;
 mod egress;
+mod emulator_subcommand;
 mod examples;
 mod families;
 mod flows;

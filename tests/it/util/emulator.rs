@@ -157,7 +157,13 @@ pub struct EmulatorProcess {
 impl EmulatorProcess {
     /// Starts the subcommand with `args` and waits (bounded) for its announce line.
     pub fn start(args: &[&str]) -> EmulatorProcess {
+        EmulatorProcess::start_with_env(args, &[])
+    }
+
+    /// [`EmulatorProcess::start`] with these variables set too.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> EmulatorProcess {
         let mut command = binary_command();
+        command.envs(env.iter().copied());
         command
             .arg("emulator")
             .args(args)
