@@ -3,7 +3,10 @@
 //! alone. A module of the binary (src/main.rs), not of the library: a build without the
 //! feature compiles neither this file nor the `linepay-emulator` crate.
 
-use crate::{init_logs, process_env, LogFormat, LogLevel, ENV_LOG_LEVEL, LOG_LEVEL_HELP};
+use crate::{
+    init_logs, init_logs_filtered, process_env, LogFormat, LogLevel, ENV_LOG, ENV_LOG_LEVEL,
+    LOG_LEVEL_HELP,
+};
 use anyhow::Result;
 use clap::Args;
 use linepay_emulator::cli::{self as emulator_cli, EmulatorArgs};
@@ -25,6 +28,10 @@ pub(crate) struct DemoArgs {
     log_format: LogFormat,
     #[arg(long, value_enum, env = ENV_LOG_LEVEL, default_value_t = LogLevel::Info, help = LOG_LEVEL_HELP)]
     log_level: LogLevel,
+    /// Every payment waits for the buyer on the emulator's payment page (open
+    /// info.paymentUrl.web in a browser); without it the demo approves at once.
+    #[arg(long)]
+    wait_for_buyer: bool,
 }
 
 /// The emulator's own flags (shared with the `linepay-emulator` binary) plus the
@@ -40,7 +47,12 @@ pub(crate) struct EmulatorCommand {
 }
 
 pub(crate) async fn emulator(args: EmulatorCommand) -> Result<()> {
-    init_logs(args.log_format, args.log_level);
+    // LINEPAY_EMULATOR_LOG filters the emulator whichever binary runs it.
+    init_logs_filtered(
+        args.log_format,
+        args.log_level,
+        &[emulator_cli::ENV_LOG, ENV_LOG],
+    );
     let secret = process_env(config::ENV_CHANNEL_SECRET);
     emulator_cli::run(args.emulator, secret, shutdown_signal()).await?;
     Ok(())
@@ -51,7 +63,10 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<()> {
     let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
     let (emulator_addr, emulator_task) = emulator_cli::spawn(
         loopback,
-        EmulatorConfig::new(DEMO_CHANNEL_ID, Secret::new(DEMO_CHANNEL_SECRET)),
+        EmulatorConfig {
+            wait_for_buyer: args.wait_for_buyer,
+            ..EmulatorConfig::new(DEMO_CHANNEL_ID, Secret::new(DEMO_CHANNEL_SECRET))
+        },
     )
     .await?;
     let journal = std::env::temp_dir().join(format!(
@@ -73,7 +88,7 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<()> {
         }),
     };
     let base = format!("http://{}", args.listen);
-    eprintln!("{}", demo_walkthrough(&base));
+    eprintln!("{}", demo_walkthrough(&base, args.wait_for_buyer));
     let result = runtime::run(source).await;
     emulator_task.abort();
     for suffix in ["", "-wal", "-shm"] {
@@ -85,7 +100,17 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<()> {
     Ok(())
 }
 
-fn demo_walkthrough(base: &str) -> String {
+fn demo_walkthrough(base: &str, wait_for_buyer: bool) -> String {
+    let page = if wait_for_buyer {
+        "Every payment waits for you on the emulator's payment page: open the request's
+info.paymentUrl.web in a browser on this machine and Approve (confirm answers 1169
+until then). The browser then goes to confirmUrl with transactionId and orderId in its
+query (shop.example does not exist: read them from the address bar) and confirm works."
+    } else {
+        "The emulated buyer approves at once. To try the payment page a buyer sees, restart
+with --wait-for-buyer (or put buyer-waits in an orderId) and open the request's
+info.paymentUrl.web in a browser on this machine."
+    };
     format!(
         r#"
 The demo sidecar signs calls with a demo channel and forwards them to an embedded LINE Pay
@@ -98,6 +123,8 @@ emulator that checks every signature as LINE Pay does. Your app (or curl) sends 
   curl -s "{base}/v3/payments?transactionId=$TX"
   curl -s {base}/v3/payments/$TX/refund -d '{{"refundAmount":40}}'
   curl -s -i {base}/v3/admin          # refused by the allowlist: 403 path_not_allowed
+
+{page}
 
 Stop with Ctrl-C.
 "#

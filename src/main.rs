@@ -261,8 +261,15 @@ fn with_runtime(
 }
 
 fn init_logs(format: LogFormat, level: LogLevel) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env(ENV_LOG)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.directive()));
+    init_logs_filtered(format, level, &[ENV_LOG]);
+}
+
+/// Logs filtered by the first of `filter_vars` that holds a valid filter, else `level`.
+fn init_logs_filtered(format: LogFormat, level: LogLevel, filter_vars: &[&str]) {
+    let filter = filter_vars
+        .iter()
+        .find_map(|var| tracing_subscriber::EnvFilter::try_from_env(var).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level.directive()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

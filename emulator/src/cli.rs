@@ -19,6 +19,9 @@ use tokio::task::{JoinError, JoinHandle};
 pub const ENV_CHANNEL_ID: &str = "LINEPAY_CHANNEL_ID";
 /// Where the channel secret comes from; without it, the demo secret.
 pub const ENV_CHANNEL_SECRET: &str = "LINEPAY_CHANNEL_SECRET";
+/// A full log filter (`debug`, `info,hyper=debug`) for the emulator, whichever way it
+/// is started; when set it wins over `--log-level`.
+pub const ENV_LOG: &str = "LINEPAY_EMULATOR_LOG";
 /// The start-up line, followed by the bound address.
 pub const ANNOUNCE: &str = "linepay emulator listening on http://";
 
@@ -43,6 +46,11 @@ pub struct EmulatorArgs {
     /// them does.
     #[arg(long)]
     pub require_device_headers: bool,
+    /// Every payment waits for the buyer on the emulator's payment page
+    /// (paymentUrl.web); without it, only those whose orderId contains `buyer-waits`
+    /// do, and the others are approved at once.
+    #[arg(long)]
+    pub wait_for_buyer: bool,
 }
 
 /// Why the emulator could not start or stopped serving.
@@ -101,10 +109,18 @@ pub async fn run(
         allow_sources: args.allow_source,
         currency: args.currency,
         require_device_headers: args.require_device_headers,
+        wait_for_buyer: args.wait_for_buyer,
         ..EmulatorConfig::new(args.channel_id, Secret::new(secret))
     };
+    let wait_for_buyer = config.wait_for_buyer;
     let (local, task) = spawn(args.listen, config).await?;
     announce(&format!("{ANNOUNCE}{local}"));
+    if wait_for_buyer {
+        tracing::info!(
+            "emulator: every payment waits for the buyer on its page (info.paymentUrl.web, \
+             http://{local}/__emulator/pay/...)"
+        );
+    }
     tokio::select! {
         result = task => result.map_err(CliError::Task)?.map_err(CliError::Serve)?,
         () = shutdown => {}

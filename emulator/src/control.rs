@@ -11,6 +11,7 @@
 //! | POST | `/__emulator/faults` | a rule (below) | adds it |
 //! | DELETE | `/__emulator/faults` | | clears every rule |
 //! | POST | `/__emulator/payments/{transactionId}/buyer` | `{"action": "approve"\|"cancel"\|"fail"}` | acts as the buyer |
+//! | POST | `/__emulator/oneTimeKeys` | `{"pays": "balance"\|"card", "digits": 12\|18\|19}` | a fresh one-time key, valid five minutes |
 //!
 //! A fault rule: `{"route": "confirm", "kind": "drop", "stage": "after", "times": 1}`,
 //! `kind` one of `delay` (with `"delay": "5s"`), `drop`, `status` (with
@@ -47,6 +48,7 @@ pub(crate) fn handle(
             Ok(faults(emulator))
         }
         (&Method::POST, ["payments", id, "buyer"]) => buyer(emulator, id, body),
+        (&Method::POST, ["oneTimeKeys"]) => one_time_key(emulator, body),
         _ => {
             return reply::control(
                 StatusCode::NOT_FOUND,
@@ -182,6 +184,25 @@ fn buyer(emulator: &Emulator, id: &str, body: &[u8]) -> Result<Value, String> {
     };
     emulator.buyer(transaction_id, action)?;
     Ok(json!({ "transactionId": transaction_id, "action": object["action"] }))
+}
+
+fn one_time_key(emulator: &Emulator, body: &[u8]) -> Result<Value, String> {
+    let object = object(body, &["pays", "digits"])?;
+    let by_card = match object.get("pays") {
+        None => false,
+        Some(Value::String(pays)) if pays == "balance" => false,
+        Some(Value::String(pays)) if pays == "card" => true,
+        Some(_) => return Err("`pays` must be \"balance\" or \"card\"".into()),
+    };
+    let digits = match object.get("digits") {
+        None => 18,
+        Some(digits) => digits
+            .as_u64()
+            .and_then(|digits| usize::try_from(digits).ok())
+            .ok_or("`digits` must be 12, 18 or 19")?,
+    };
+    let (key, expires) = emulator.issue_one_time_key(by_card, digits)?;
+    Ok(json!({ "oneTimeKey": key, "expiresAt": expires }))
 }
 
 /// A JSON object body with only the `allowed` keys.

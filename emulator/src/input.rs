@@ -84,6 +84,41 @@ pub(crate) struct PaymentRequest {
     /// `false` makes confirm authorise only; capture or void must follow.
     pub capture: bool,
     pub preapproved: bool,
+    /// Where the buyer's browser goes back to from the payment page.
+    pub redirect: Redirect,
+}
+
+/// `redirectUrls` (v3, v4) or the flat `confirmUrl`, `confirmUrlType` and `cancelUrl`
+/// (v2): the only places the payment page ever sends a browser.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Redirect {
+    pub confirm_url: String,
+    pub confirm_url_type: ConfirmUrlType,
+    /// Optional in v2; required in v3 and v4.
+    pub cancel_url: Option<String>,
+}
+
+/// How LINE Pay returns to the shop after the buyer approves (`confirmUrlType`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum ConfirmUrlType {
+    /// The buyer's browser is sent to confirmUrl (the default).
+    #[default]
+    Client,
+    /// LINE Pay's server calls confirmUrl; the browser stays on LINE Pay's page.
+    Server,
+    /// Nobody is sent anywhere: the shop polls the status check.
+    None,
+}
+
+fn confirm_url_type(value: Option<&Value>, name: &str) -> Result<ConfirmUrlType, Refusal> {
+    match value.map(Value::as_str) {
+        None | Some(Some("CLIENT")) => Ok(ConfirmUrlType::Client),
+        Some(Some("SERVER")) => Ok(ConfirmUrlType::Server),
+        Some(Some("NONE")) => Ok(ConfirmUrlType::None),
+        Some(_) => Err(Refusal::parameter(format!(
+            "{name} must be CLIENT, SERVER or NONE."
+        ))),
+    }
 }
 
 /// The `{amount, currency}` body of confirm and capture, its currency already checked
@@ -163,11 +198,19 @@ fn payment_request_v3(
         .get("redirectUrls")
         .and_then(Value::as_object)
         .ok_or_else(|| Refusal::parameter("redirectUrls must be an object."))?;
-    for key in ["confirmUrl", "cancelUrl"] {
+    let url = |key: &str| {
         text(redirect, key).map_err(|_| {
             Refusal::parameter(format!("redirectUrls.{key} must be a non-empty string."))
-        })?;
-    }
+        })
+    };
+    let redirect = Redirect {
+        confirm_url: url("confirmUrl")?,
+        cancel_url: Some(url("cancelUrl")?),
+        confirm_url_type: confirm_url_type(
+            redirect.get("confirmUrlType"),
+            "redirectUrls.confirmUrlType",
+        )?,
+    };
 
     let packages = object
         .get("packages")
@@ -235,6 +278,7 @@ fn payment_request_v3(
         packages: Some(Value::Array(packages.clone())),
         capture,
         preapproved,
+        redirect,
     })
 }
 
@@ -322,7 +366,14 @@ fn payment_request_v2(
     let product_name = text(object, "productName")?;
     let amount = amount(object, "amount", Version::V2)?;
     let currency = currency(object, "currency", channel)?;
-    text(object, "confirmUrl")?;
+    let redirect = Redirect {
+        confirm_url: text(object, "confirmUrl")?,
+        confirm_url_type: confirm_url_type(object.get("confirmUrlType"), "confirmUrlType")?,
+        cancel_url: match object.get("cancelUrl") {
+            None => None,
+            Some(_) => Some(text(object, "cancelUrl")?),
+        },
+    };
     let order_id = order_id(object)?;
     let capture = match object.get("capture") {
         None => true,
@@ -339,6 +390,7 @@ fn payment_request_v2(
         packages: None,
         capture,
         preapproved,
+        redirect,
     })
 }
 
@@ -654,7 +706,7 @@ fn pay_type(value: Option<&Value>, name: &str) -> Result<bool, Refusal> {
 }
 
 /// Splits a raw query into decoded pairs (`+` is a space, `%XX` a byte).
-fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, Refusal> {
+pub(crate) fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, Refusal> {
     let Some(query) = query.filter(|query| !query.is_empty()) else {
         return Ok(Vec::new());
     };

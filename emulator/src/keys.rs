@@ -9,8 +9,9 @@
 //! - a key starting with `4` pays by credit card;
 //! - every other key pays from the LINE Pay balance.
 //!
-//! Unlike real one-time keys (valid five minutes, used once), these keep working, so
-//! the same fixed keys can sit in a merchant's test suite.
+//! Any key is single use and lives five minutes, as LINE Pay's do (the ledger keeps
+//! track, `Ledger::spend_one_time_key`); the refusal keys pay nothing, so they keep
+//! answering their code. `POST /__emulator/oneTimeKeys` issues fresh keys.
 
 use crate::ledger::Method;
 use crate::reply::ReturnCode;

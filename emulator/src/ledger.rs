@@ -2,14 +2,15 @@
 //! payment through its states.
 //!
 //! ```text
-//!            buyer approves (at once, unless the orderId says `buyer-waits`)
+//!            buyer approves (at once, or on the payment page: `buyer-waits`, --wait-for-buyer)
 //! request ──▶ Requested ──confirm──▶ Captured ──refund──▶ (partly or fully refunded)
 //!              │  │  │                ▲
 //!              │  │  └─confirm (capture=false)─▶ Authorized ──void──▶ Voided
 //!              │  │                   └──capture (≤ authorised)──┘  │
 //!              │  └─ buyer cancels ─▶ Cancelled      (7 days) ──────┴─▶ AuthorizationExpired
 //!              └──── 20 minutes ───▶ Expired         buyer fails ─▶ Failed
-//! one-time key pay ─▶ Captured, or Authorized with capture=false (the offline API)
+//! one-time key pay ─▶ Captured, or Authorized with capture=false (the offline API;
+//!                    each key pays once, within five minutes)
 //! ```
 //! Time-driven changes (a reservation's 20 minutes, an authorisation's and a regKey's
 //! lifetime) are applied when a payment is next looked at, from the `now` each method
@@ -19,6 +20,7 @@
 use crate::clock;
 use crate::input::{
     AmountCheck, Currency, DetailsQuery, OneTimeKeyPayment, PaymentRequest, PreapprovedPayment,
+    Redirect,
 };
 use crate::reply::{Answer, Outcome, Refusal, ReturnCode};
 use crate::Lifetimes;
@@ -33,6 +35,11 @@ pub(crate) struct Ledger {
     /// refundTransactionId → the payment it refunds, so details can find refunds too.
     refunds: HashMap<u64, u64>,
     reg_keys: HashMap<String, RegKey>,
+    /// transactionReserveId (the payment page's address) → the reservation.
+    pages: HashMap<String, u64>,
+    /// Every one-time key that paid or was shown: keys are single use and live five
+    /// minutes from when a POS first presents them.
+    one_time_keys: HashMap<String, SeenKey>,
     ids: TransactionIds,
     lifetimes: Lifetimes,
 }
@@ -102,6 +109,15 @@ struct Payment {
     /// When the payment was requested, then when it was confirmed.
     transaction_date: String,
     refunds: Vec<Refund>,
+    /// A reservation's payment page: its address and the token its form must carry.
+    page: Option<PageKeys>,
+}
+
+#[derive(Debug)]
+struct PageKeys {
+    redirect: Redirect,
+    /// Sent in the page's form and required back with every action (anti-CSRF).
+    token: String,
 }
 
 impl Payment {
@@ -182,6 +198,8 @@ impl Ledger {
             order_ids: HashMap::new(),
             refunds: HashMap::new(),
             reg_keys: HashMap::new(),
+            pages: HashMap::new(),
+            one_time_keys: HashMap::new(),
             ids: TransactionIds::new(now),
             lifetimes,
         }
@@ -197,13 +215,21 @@ impl Ledger {
 
     /// Reserves a payment. The answer carries the new 19-digit transaction id as a
     /// JSON number, as LINE Pay sends it.
-    pub(crate) fn request(&mut self, request: PaymentRequest, now: u64) -> Outcome {
+    /// `page_base` is where the emulator serves its payment page (`http://ADDR`);
+    /// with `every_buyer_waits`, no reservation is approved without the page.
+    pub(crate) fn request(
+        &mut self,
+        request: PaymentRequest,
+        page_base: &str,
+        every_buyer_waits: bool,
+        now: u64,
+    ) -> Outcome {
         if self.order_ids.contains_key(&request.order_id) {
             return Err(duplicate_order());
         }
         let transaction_id = self.ids.issue();
         let reserve_id = format!("{:032x}", random());
-        let buyer = if request.order_id.contains(BUYER_WAITS) {
+        let buyer = if every_buyer_waits || request.order_id.contains(BUYER_WAITS) {
             Buyer::Waiting
         } else {
             Buyer::Approved
@@ -233,14 +259,17 @@ impl Ledger {
                 authorized_at: None,
                 transaction_date: clock::iso8601(now),
                 refunds: Vec::new(),
+                page: Some(PageKeys {
+                    redirect: request.redirect,
+                    token: format!("{:032x}", random()),
+                }),
             },
         );
+        self.pages.insert(reserve_id.clone(), transaction_id);
         Ok(Answer::success(json!({
             "paymentUrl": {
-                // There is no payment page: the emulated buyer approves by itself.
-                "web": format!(
-                    "https://linepay-emulator.invalid/web/payment/wait?transactionReserveId={reserve_id}"
-                ),
+                // The emulator's own page (page.rs); the app URL is not emulated.
+                "web": format!("{page_base}{}{reserve_id}", crate::page::PATH),
                 "app": format!("line://pay/payment/{reserve_id}"),
             },
             "transactionId": transaction_id,
@@ -271,6 +300,67 @@ impl Ledger {
             BuyerAction::Fail => payment.status = Status::Failed,
         }
         Ok(())
+    }
+
+    /// What the payment page at `reserve_id` shows, `None` if there is no such page.
+    pub(crate) fn page(&mut self, reserve_id: &str, now: u64) -> Option<PageView> {
+        let id = *self.pages.get(reserve_id)?;
+        let payment = self.payment(id, now).ok()?;
+        let keys = payment.page.as_ref()?;
+        Some(PageView {
+            order_id: payment.order_id.clone(),
+            amount: payment.amount,
+            currency: payment.currency,
+            product_name: payment.product_name.clone(),
+            packages: payment.packages.clone(),
+            state: page_state(payment.status),
+            token: keys.token.clone(),
+            methods: methods_offered(payment.preapproved),
+            confirm_url_type: keys.redirect.confirm_url_type,
+        })
+    }
+
+    /// The buyer's action on the payment page: accepted only with the page's own
+    /// token, while the reservation is open (neither confirmed, cancelled, failed
+    /// nor expired). Approving chooses the payment method confirm will report.
+    pub(crate) fn page_action(
+        &mut self,
+        reserve_id: &str,
+        token: &str,
+        action: PageAction,
+        now: u64,
+    ) -> Result<PageExit, PageRefusal> {
+        let id = *self.pages.get(reserve_id).ok_or(PageRefusal::NotFound)?;
+        let payment = self.payment(id, now).map_err(|_| PageRefusal::NotFound)?;
+        let keys = payment.page.as_ref().ok_or(PageRefusal::NotFound)?;
+        let token_matches: bool =
+            subtle::ConstantTimeEq::ct_eq(keys.token.as_bytes(), token.as_bytes()).into();
+        if !token_matches {
+            return Err(PageRefusal::BadToken);
+        }
+        let state = page_state(payment.status);
+        if state != PageState::Open {
+            return Err(PageRefusal::Closed(state));
+        }
+        let redirect = keys.redirect.clone();
+        match action {
+            PageAction::Approve(method) => {
+                if !methods_offered(payment.preapproved).contains(&method) {
+                    return Err(PageRefusal::MethodNotOffered);
+                }
+                payment.method = method;
+                payment.buyer = Buyer::Approved;
+                Ok(PageExit::Approved {
+                    redirect,
+                    transaction_id: payment.transaction_id,
+                    order_id: payment.order_id.clone(),
+                })
+            }
+            PageAction::Cancel => {
+                payment.status = Status::Cancelled;
+                Ok(PageExit::Cancelled { redirect })
+            }
+        }
     }
 
     /// Completes a reservation: pays it, or only authorises it when it was requested
@@ -567,9 +657,12 @@ impl Ledger {
         method: Method,
         now: u64,
     ) -> Outcome {
+        // A retried payment (same orderId) hears 1172 before anything about its key:
+        // that is what tells the POS to check the order rather than pay again.
         if self.order_ids.contains_key(&payment.order_id) {
             return Err(duplicate_order());
         }
+        self.spend_one_time_key(&payment.one_time_key, now)?;
         let order_id = payment.order_id.clone();
         let amount = payment.amount;
         let (transaction_id, date) = self.record_direct_payment(
@@ -597,6 +690,69 @@ impl Ledger {
             info["authorizationExpireDate"] = clock::iso8601(expiry).into();
         }
         Ok(Answer::success(info))
+    }
+
+    /// A fresh one-time key, as the buyer's LINE app shows one: `digits` long (12,
+    /// 18 or 19), paying by card (it starts with `4`) or from the balance, valid five
+    /// minutes from `now`. Returns the key and when it expires.
+    pub(crate) fn issue_one_time_key(
+        &mut self,
+        by_card: bool,
+        digits: usize,
+        now: u64,
+    ) -> (String, u64) {
+        loop {
+            let mut bits = random();
+            // Balance keys start with 1-3 or 5-8: never `4` (card), never `9` (the
+            // refusal test keys).
+            const FIRST: &[u8] = b"1235678";
+            let first = if by_card {
+                '4'
+            } else {
+                char::from(FIRST[(bits % 7) as usize])
+            };
+            bits /= 7;
+            let mut key = String::from(first);
+            for _ in 1..digits {
+                key.push(char::from(b'0' + (bits % 10) as u8));
+                bits /= 10;
+            }
+            if !self.one_time_keys.contains_key(&key) {
+                self.one_time_keys.insert(
+                    key.clone(),
+                    SeenKey {
+                        first_seen: now,
+                        spent: false,
+                    },
+                );
+                return (key, now.saturating_add(ONE_TIME_KEY_LIFETIME_MICROS));
+            }
+        }
+    }
+
+    /// Uses up a one-time key: refused when it already paid, or when it was first
+    /// presented more than [`ONE_TIME_KEY_LIFETIME_MICROS`] ago.
+    fn spend_one_time_key(&mut self, key: &str, now: u64) -> Result<(), Refusal> {
+        let seen = self.one_time_keys.entry(key.to_owned()).or_insert(SeenKey {
+            first_seen: now,
+            spent: false,
+        });
+        if seen.spent {
+            return Err(Refusal::new(
+                ONE_TIME_KEY_REFUSED,
+                "this oneTimeKey has already paid; a key is single use: ask the buyer to \
+                 show a new code.",
+            ));
+        }
+        if now >= seen.first_seen.saturating_add(ONE_TIME_KEY_LIFETIME_MICROS) {
+            return Err(Refusal::new(
+                ONE_TIME_KEY_REFUSED,
+                "this oneTimeKey has expired (valid five minutes): ask the buyer to show \
+                 a new code.",
+            ));
+        }
+        seen.spent = true;
+        Ok(())
     }
 
     /// The offline status check of the payment with this orderId.
@@ -739,6 +895,7 @@ impl Ledger {
                 authorized_at: Some(now),
                 transaction_date: date.clone(),
                 refunds: Vec::new(),
+                page: None,
             },
         );
         (transaction_id, date)
@@ -768,6 +925,102 @@ impl Ledger {
         }
     }
 }
+
+/// What the payment page shows.
+#[derive(Debug)]
+pub(crate) struct PageView {
+    pub order_id: String,
+    pub amount: i64,
+    pub currency: Currency,
+    pub product_name: String,
+    /// v3/v4 `packages` as the merchant sent them (v2 has only `product_name`).
+    pub packages: Option<Value>,
+    pub state: PageState,
+    pub token: String,
+    /// The methods the buyer may choose from (one when there is no choice).
+    pub methods: &'static [Method],
+    pub confirm_url_type: crate::input::ConfirmUrlType,
+}
+
+/// A reservation as the payment page sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PageState {
+    /// The buyer may approve or cancel (the emulator may already have approved it at
+    /// once; approving again only chooses the method).
+    Open,
+    Cancelled,
+    Expired,
+    Failed,
+    /// Confirm was called: the page has nothing left to do.
+    Confirmed,
+}
+
+/// What the buyer asks on the payment page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PageAction {
+    Approve(Method),
+    Cancel,
+}
+
+/// Where the browser goes after an accepted action.
+#[derive(Debug)]
+pub(crate) enum PageExit {
+    Approved {
+        redirect: Redirect,
+        transaction_id: u64,
+        order_id: String,
+    },
+    Cancelled {
+        redirect: Redirect,
+    },
+}
+
+/// Why a page action was not taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PageRefusal {
+    NotFound,
+    /// The form did not carry this payment's token (a forged or stale form).
+    BadToken,
+    Closed(PageState),
+    MethodNotOffered,
+}
+
+fn page_state(status: Status) -> PageState {
+    match status {
+        Status::Requested => PageState::Open,
+        Status::Cancelled => PageState::Cancelled,
+        Status::Expired => PageState::Expired,
+        Status::Failed => PageState::Failed,
+        Status::Authorized | Status::AuthorizationExpired | Status::Captured | Status::Voided => {
+            PageState::Confirmed
+        }
+    }
+}
+
+/// A PREAPPROVED reservation registers a card for later automatic payments, so the
+/// card is the only choice; a NORMAL one may be paid from the balance or by card.
+fn methods_offered(preapproved: bool) -> &'static [Method] {
+    if preapproved {
+        &[Method::CreditCard]
+    } else {
+        &[Method::Balance, Method::CreditCard]
+    }
+}
+
+/// A one-time key the emulator has seen.
+#[derive(Debug)]
+struct SeenKey {
+    first_seen: u64,
+    spent: bool,
+}
+
+/// LINE Pay: "oneTimeKey is valid for 5 minutes from the time when LINE Pay User
+/// confirms QR/Bar code" (offline API reference).
+const ONE_TIME_KEY_LIFETIME_MICROS: u64 = 5 * 60 * 1_000_000;
+
+/// What a spent or expired one-time key answers. LINE Pay's references name no code
+/// for it; the emulator answers the parameter error.
+const ONE_TIME_KEY_REFUSED: ReturnCode = ReturnCode::ParameterError;
 
 struct DirectPayment {
     order_id: String,

@@ -16,7 +16,9 @@
 //! TLS in front, refuses, before anything else, a call from a source outside the
 //! optional IP whitelist ([`source`]), and carries out delays and dropped
 //! connections. Paths under `/__emulator/` are the emulator's own [`control`] API
-//! (clock, faults, buyer). [`cli`] is the command line both binaries share.
+//! (clock, faults, buyer, one-time keys) and the [`page`] behind `paymentUrl.web`,
+//! where a browser approves or cancels; the whitelist does not cover them. [`cli`] is
+//! the command line both binaries share.
 
 mod auth;
 pub mod cli;
@@ -26,6 +28,7 @@ mod fault;
 mod input;
 mod keys;
 mod ledger;
+mod page;
 mod reply;
 mod route;
 mod secret;
@@ -69,6 +72,10 @@ pub struct EmulatorConfig {
     /// Whether offline calls must carry `X-LINE-MerchantDeviceType` and
     /// `X-LINE-MerchantDeviceProfileId` (a merchant setting at LINE Pay).
     pub require_device_headers: bool,
+    /// Every reservation waits for the buyer on the payment page (`--wait-for-buyer`);
+    /// without it only those whose orderId contains `buyer-waits` do, and the others
+    /// are approved at once.
+    pub wait_for_buyer: bool,
     pub lifetimes: Lifetimes,
 }
 
@@ -81,6 +88,7 @@ impl EmulatorConfig {
             allow_sources: Vec::new(),
             currency: Currency::default(),
             require_device_headers: false,
+            wait_for_buyer: false,
             lifetimes: Lifetimes::default(),
         }
     }
@@ -142,7 +150,22 @@ struct Shared {
     ledger: Mutex<Ledger>,
     faults: Mutex<Faults>,
     calls: AtomicU64,
+    /// `http://ADDR` of the payment pages, once the emulator serves somewhere.
+    page_base: Mutex<Option<PageBase>>,
 }
+
+/// Where `paymentUrl.web` points.
+#[derive(Clone, Debug)]
+struct PageBase {
+    url: String,
+    /// Set by [`Emulator::serve_pages`]: a plain-HTTP listener of its own wins over
+    /// the API's (TLS) one.
+    dedicated: bool,
+}
+
+/// `paymentUrl.web`'s host while the emulator is not served (only [`Emulator::handle`]
+/// is called): a name that resolves nowhere.
+const UNSERVED_PAGE_BASE: &str = "http://linepay-emulator.invalid";
 
 impl std::fmt::Debug for Emulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -212,6 +235,7 @@ impl Emulator {
                 ledger: Mutex::new(ledger),
                 faults: Mutex::new(Faults::default()),
                 calls: AtomicU64::new(0),
+                page_base: Mutex::new(None),
             }),
         }
     }
@@ -277,6 +301,59 @@ impl Emulator {
     pub fn buyer(&self, transaction_id: u64, action: BuyerAction) -> Result<(), String> {
         let now = self.shared.clock.now();
         self.ledger().buyer(transaction_id, action, now)
+    }
+
+    /// A fresh one-time key (12, 18 or 19 digits) that pays by card or from the
+    /// balance, single use and valid five minutes on the emulator's clock, as
+    /// `POST /__emulator/oneTimeKeys` issues; returns it and its expiry (RFC 3339).
+    pub fn issue_one_time_key(
+        &self,
+        by_card: bool,
+        digits: usize,
+    ) -> Result<(String, String), String> {
+        if !matches!(digits, 12 | 18 | 19) {
+            return Err("a one-time key has 12, 18 or 19 digits".into());
+        }
+        let now = self.shared.clock.now();
+        let (key, expires) = self.ledger().issue_one_time_key(by_card, digits, now);
+        Ok((key, clock::iso8601(expires)))
+    }
+
+    /// What the payment page at `reserve_id` shows.
+    pub(crate) fn page_view(&self, reserve_id: &str) -> Option<ledger::PageView> {
+        let now = self.shared.clock.now();
+        self.ledger().page(reserve_id, now)
+    }
+
+    /// The buyer's action on a payment page.
+    pub(crate) fn page_action(
+        &self,
+        reserve_id: &str,
+        token: &str,
+        action: ledger::PageAction,
+    ) -> Result<ledger::PageExit, ledger::PageRefusal> {
+        let now = self.shared.clock.now();
+        let exit = self.ledger().page_action(reserve_id, token, action, now);
+        if let Ok(exit) = &exit {
+            tracing::info!(outcome = ?page_outcome(exit), "emulator: the buyer acted on the payment page");
+        }
+        exit
+    }
+
+    /// The base URL of `paymentUrl.web` (`http://127.0.0.1:9090`).
+    pub fn page_base(&self) -> String {
+        lock(&self.shared.page_base)
+            .as_ref()
+            .map_or_else(|| UNSERVED_PAGE_BASE.to_owned(), |base| base.url.clone())
+    }
+
+    /// Records where the pages are served; a dedicated page listener is never
+    /// replaced by the API listener.
+    pub(crate) fn set_page_base(&self, url: String, dedicated: bool) {
+        let mut base = lock(&self.shared.page_base);
+        if dedicated || !base.as_ref().is_some_and(|base| base.dedicated) {
+            *base = Some(PageBase { url, dedicated });
+        }
     }
 
     /// Whether a connection from `address` may call (always, without a whitelist).
@@ -347,7 +424,10 @@ impl Emulator {
         with_faults: bool,
     ) -> Prepared {
         self.count_call();
-        if path == control::PREFIX || path.starts_with("/__emulator/") {
+        if path.starts_with(page::PATH) {
+            return Prepared::Answered(page::handle(self, method, path, headers, body));
+        }
+        if is_own_path(path) {
             return Prepared::Answered(control::handle(self, method, path, body));
         }
         let Some(route) = route::route(method, path) else {
@@ -502,7 +582,15 @@ impl Emulator {
 
     /// Applies a call to the ledger and answers it.
     fn apply(&self, call: &Call) -> Response<Bytes> {
-        let outcome = self.outcome(&call.parsed);
+        let mut outcome = self.outcome(&call.parsed);
+        if adds_payment_provider(&call.route) {
+            if let Ok(reply::Answer {
+                info: Some(info), ..
+            }) = &mut outcome
+            {
+                add_payment_provider(info);
+            }
+        }
         let (path, channel_id, nonce, signature) =
             (&call.path, &call.channel_id, &call.nonce, &call.signature);
         let endpoint = call.route.endpoint.name();
@@ -528,7 +616,12 @@ impl Emulator {
         let now = self.shared.clock.now();
         let mut ledger = self.ledger();
         match parsed {
-            Parsed::Request(request) => ledger.request(request.clone(), now),
+            Parsed::Request(request) => ledger.request(
+                request.clone(),
+                &self.page_base(),
+                self.shared.config.wait_for_buyer,
+                now,
+            ),
             Parsed::Confirm(id, check) => ledger.confirm(*id, check, now),
             Parsed::Capture(id, check) => ledger.capture(*id, check, now),
             Parsed::Void(id) => ledger.void(*id, now),
@@ -577,10 +670,53 @@ impl Emulator {
     }
 
     fn faults(&self) -> MutexGuard<'_, Faults> {
-        self.shared
-            .faults
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.shared.faults)
+    }
+}
+
+/// The emulator's own paths (control API, payment pages), which are not LINE Pay's.
+pub(crate) fn is_own_path(path: &str) -> bool {
+    path == control::PREFIX || path.starts_with("/__emulator/")
+}
+
+/// Online API v4 names the payment provider (Taiwan's payment-institution rules) in
+/// the answers of confirm, capture, payment details and preapproved pay.
+fn adds_payment_provider(route: &Route) -> bool {
+    route.version == route::Version::V4
+        && matches!(
+            route.endpoint,
+            Endpoint::Confirm(_)
+                | Endpoint::Capture(_)
+                | Endpoint::Details
+                | Endpoint::PreapprovedPayment(_)
+        )
+}
+
+/// The emulator's `info.paymentProvider`: LINE Pay answers `TSP` or `EPI` by the
+/// merchant's contract; the emulator always answers this one.
+pub const PAYMENT_PROVIDER: &str = "TSP";
+
+fn add_payment_provider(info: &mut serde_json::Value) {
+    match info {
+        serde_json::Value::Object(object) => {
+            object.insert("paymentProvider".into(), PAYMENT_PROVIDER.into());
+        }
+        serde_json::Value::Array(entries) => entries.iter_mut().for_each(add_payment_provider),
+        _ => {}
+    }
+}
+
+/// A lock that a panic elsewhere did not make unusable (the data is plain values).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn page_outcome(exit: &ledger::PageExit) -> String {
+    match exit {
+        ledger::PageExit::Approved { transaction_id, .. } => {
+            format!("approved transaction {transaction_id}")
+        }
+        ledger::PageExit::Cancelled { .. } => "cancelled".to_owned(),
     }
 }
 

@@ -1,6 +1,8 @@
 //! `linepay-emulator`: the LINE Pay emulator on its own, a local upstream for a sidecar
 //! or an SDK under test. Same flags as `linepay-sidecar emulator`; logs go to stderr,
-//! filtered by `LINEPAY_EMULATOR_LOG` (default `info`).
+//! at `--log-level` (default `info`), or filtered by `LINEPAY_EMULATOR_LOG` (a full
+//! filter such as `info,hyper=debug`), which wins when set, as it does for the
+//! subcommand.
 
 use clap::{Parser, ValueEnum};
 use linepay_emulator::cli::{self, EmulatorArgs};
@@ -18,6 +20,32 @@ struct Cli {
     emulator: EmulatorArgs,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Least severe level logged; LINEPAY_EMULATOR_LOG (a full filter such as
+    /// `info,hyper=debug`) wins when set.
+    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    log_level: LogLevel,
+}
+
+#[derive(Clone, Copy, Default, ValueEnum)]
+enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    fn directive(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Default, ValueEnum)]
@@ -29,7 +57,7 @@ enum LogFormat {
 
 fn main() {
     let cli = Cli::parse();
-    init_logs(cli.log_format);
+    init_logs(cli.log_format, cli.log_level);
     if let Err(error) = serve(cli.emulator) {
         eprintln!("linepay-emulator: {error:#}");
         std::process::exit(1);
@@ -49,9 +77,9 @@ fn serve(args: EmulatorArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LINEPAY_EMULATOR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+fn init_logs(format: LogFormat, level: LogLevel) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(cli::ENV_LOG)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.directive()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -44,6 +44,10 @@ impl Emulator {
         listener: TcpListener,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> std::io::Result<()> {
+        if let Ok(local) = listener.local_addr() {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            self.set_page_base(format!("{scheme}://{}", page_host(local)), false);
+        }
         let acceptor = tls.map(TlsAcceptor::from);
         let mut connections = JoinSet::new();
         loop {
@@ -77,6 +81,73 @@ impl Emulator {
                 }
             });
         }
+    }
+
+    /// Serves the payment pages (and the control API) over plain HTTP on a listener of
+    /// their own, and points `paymentUrl.web` at it: for an emulator whose API speaks
+    /// TLS, so a browser needs no certificate to open the page. Other paths answer 404.
+    pub async fn serve_pages(self, listener: TcpListener) -> std::io::Result<()> {
+        let local = listener.local_addr()?;
+        self.set_page_base(format!("http://{}", page_host(local)), true);
+        let mut connections = JoinSet::new();
+        loop {
+            while connections.try_join_next().is_some() {}
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "emulator: accept failed (payment pages)");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            let emulator = self.clone();
+            connections.spawn(async move {
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let emulator = emulator.clone();
+                    async move {
+                        let own = crate::is_own_path(request.uri().path());
+                        match own {
+                            true => emulator
+                                .respond(request, None)
+                                .await
+                                .ok_or(DroppedOnPurpose),
+                            false => Ok(reply::not_found(request.method(), request.uri().path())
+                                .map(Full::new)),
+                        }
+                    }
+                });
+                if let Err(error) = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    tracing::debug!(%error, %peer, "emulator: page connection ended with an error");
+                }
+            });
+        }
+    }
+
+    /// `confirmUrlType` SERVER: LINE Pay's server, not the browser, calls the shop's
+    /// confirmUrl. A GET in the background (plain http only), bounded in time; the
+    /// outcome is logged, never retried.
+    pub(crate) fn notify_confirm_url(&self, url: String) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(%url, "emulator: no runtime to call confirmUrl (SERVER) from");
+            return;
+        };
+        runtime.spawn(async move {
+            let outcome = tokio::time::timeout(NOTIFY_LIMIT, get(&url)).await;
+            match outcome {
+                Ok(Ok(status)) => {
+                    tracing::info!(%url, %status, "emulator: called confirmUrl (confirmUrlType SERVER)")
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(%url, %error, "emulator: calling confirmUrl (confirmUrlType SERVER) failed")
+                }
+                Err(_) => {
+                    tracing::warn!(%url, "emulator: confirmUrl (confirmUrlType SERVER) did not answer in time")
+                }
+            }
+        });
     }
 
     async fn serve_connection<S>(
@@ -124,7 +195,9 @@ impl Emulator {
                 return Some(response.map(Full::new));
             }
         };
-        if let Some(address) = refused_source {
+        // The whitelist is LINE Pay's, for its API: the emulator's own paths (control
+        // API, payment pages) stay open, or a test could not reach them at all.
+        if let Some(address) = refused_source.filter(|_| !crate::is_own_path(parts.uri.path())) {
             self.count_call();
             tracing::info!(
                 method = %parts.method,
@@ -149,6 +222,47 @@ impl Emulator {
             Delivery::Drop => None,
         }
     }
+}
+
+/// How long the SERVER-type call to confirmUrl may take.
+const NOTIFY_LIMIT: Duration = Duration::from_secs(20);
+
+/// The host of `paymentUrl.web` for a listener: a wildcard address is reached on
+/// loopback by a browser on the same machine.
+fn page_host(local: std::net::SocketAddr) -> std::net::SocketAddr {
+    let ip = match local.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    std::net::SocketAddr::new(ip, local.port())
+}
+
+/// One GET over plain HTTP/1.1; the answer's status.
+async fn get(url: &str) -> Result<StatusCode, String> {
+    let uri: http::Uri = url.parse().map_err(|error| format!("{error}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err("only http:// confirmUrls are called by the emulator".into());
+    }
+    let authority = uri.authority().ok_or("no host")?.clone();
+    let port = authority.port_u16().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((authority.host(), port))
+        .await
+        .map_err(|error| error.to_string())?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|error| error.to_string())?;
+    tokio::spawn(connection);
+    let target = uri.path_and_query().map_or("/", |target| target.as_str());
+    let request = Request::get(target)
+        .header(http::header::HOST, authority.as_str())
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|error| error.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|error| error.to_string())?;
+    Ok(response.status())
 }
 
 /// The service's error when a rehearsed fault drops the connection.

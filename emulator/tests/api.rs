@@ -992,3 +992,81 @@ async fn bad_control_calls_say_what_to_send() {
         assert!(text.contains(message), "{path}: {text}");
     }
 }
+
+#[tokio::test]
+async fn one_time_keys_are_single_use_and_issued_keys_expire_after_five_minutes() {
+    let served = emulator().await;
+    let pay = |order_id: &str, key: &str| {
+        Call::post(
+            "/v4/payments/oneTimeKeys/pay",
+            &json!({"productName": "tea", "amount": 120, "currency": "TWD",
+                    "orderId": order_id, "oneTimeKey": key})
+            .to_string(),
+        )
+    };
+    let code = |answer: Answer| answer.code();
+    // A fixed key pays once; the same key for another order is refused...
+    assert_eq!(
+        code(served.signed(pay("key-1", "223456789012")).await),
+        "0000"
+    );
+    let again = served.signed(pay("key-2", "223456789012")).await;
+    assert_eq!(again.code(), "2101", "{}", again.body);
+    assert!(again.body.contains("single use"), "{}", again.body);
+    // ...while a retry of the same order still hears 1172 (check the order).
+    assert_eq!(
+        code(served.signed(pay("key-1", "223456789012")).await),
+        "1172"
+    );
+    // The refusal test keys keep answering their code.
+    assert_eq!(
+        code(served.signed(pay("key-3", INSUFFICIENT_BALANCE)).await),
+        "1142"
+    );
+    assert_eq!(
+        code(served.signed(pay("key-4", INSUFFICIENT_BALANCE)).await),
+        "1142"
+    );
+
+    // Issued keys: the right length and method, valid five minutes.
+    let issue = |body: &str| Call::post("/__emulator/oneTimeKeys", body);
+    let card = served
+        .control(issue(r#"{"pays":"card","digits":19}"#))
+        .await;
+    assert_eq!(card.status, 200, "{}", card.body);
+    let card_key = card.json()["oneTimeKey"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(card_key.len(), 19, "{card_key}");
+    let paid = served.signed(pay("key-5", &card_key)).await;
+    assert_eq!(paid.code(), "0000", "{}", paid.body);
+    assert_eq!(paid.json()["info"]["payInfo"][0]["method"], "CREDIT_CARD");
+
+    let late = served.control(issue(r#"{"digits":12}"#)).await;
+    let late_key = late.json()["oneTimeKey"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(late_key.len(), 12, "{late_key}");
+    served
+        .control(Call::post("/__emulator/clock", r#"{"advance":"4m59s"}"#))
+        .await;
+    let in_time = served.control(issue("{}")).await;
+    let in_time_key = in_time.json()["oneTimeKey"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    served
+        .control(Call::post("/__emulator/clock", r#"{"advance":"1s"}"#))
+        .await;
+    let expired = served.signed(pay("key-6", &late_key)).await;
+    assert_eq!(expired.code(), "2101", "{}", expired.body);
+    assert!(expired.body.contains("expired"), "{}", expired.body);
+    let fresh = served.signed(pay("key-7", &in_time_key)).await;
+    assert_eq!(fresh.code(), "0000", "{}", fresh.body);
+    assert_eq!(fresh.json()["info"]["payInfo"][0]["method"], "BALANCE");
+
+    let bad = served.control(issue(r#"{"digits":13}"#)).await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+}

@@ -30,17 +30,50 @@ fn emulator_command() -> Command {
 struct Running {
     addr: SocketAddr,
     child: Child,
+    /// Its stderr (the log) until EOF, when started with [`Running::start_logged`].
+    log: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Running {
-    fn start(mut command: Command) -> Running {
+    fn start(command: Command) -> Running {
+        Running::spawn(command, false)
+    }
+
+    /// Started with its log kept: read it with [`Running::stop_and_read_log`].
+    fn start_logged(command: Command) -> Running {
+        Running::spawn(command, true)
+    }
+
+    /// Kills the emulator and returns everything it logged.
+    fn stop_and_read_log(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.log
+            .take()
+            .map(|reader| reader.join().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    fn spawn(mut command: Command, logged: bool) -> Running {
         command
             .args(["--listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(if logged {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
         let mut child = command
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start linepay-emulator: {error}"));
+        let log = child.stderr.take().map(|mut stderr| {
+            // Ends at EOF: the kill in stop_and_read_log (or drop) guarantees it.
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = stderr.read_to_string(&mut text);
+                text
+            })
+        });
         let Some(stdout) = child.stdout.take() else {
             let _ = child.kill();
             panic!("the emulator's stdout is not captured");
@@ -56,6 +89,7 @@ impl Running {
         let mut running = Running {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             child,
+            log,
         };
         loop {
             let line = received
@@ -260,4 +294,82 @@ fn an_unknown_currency_is_refused_at_start() {
     let stderr = String::from_utf8_lossy(&stderr);
     assert!(!status.success(), "{stderr}");
     assert!(stderr.contains("TWD, JPY, THB or USD"), "{stderr}");
+}
+
+/// `POST path` with a JSON body, no credentials: (status line and head, answer).
+fn control_post(emulator: &Running, path: &str, body: &str) -> (String, serde_json::Value) {
+    emulator.exchange(&format!(
+        "POST {path} HTTP/1.1\r\nHost: emulator\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
+#[test]
+fn the_control_api_stays_open_to_every_source_under_an_allow_source_list() {
+    let mut command = emulator_command();
+    command.args(["--allow-source", "127.0.0.2/32"]);
+    let emulator = Running::start(command);
+
+    // The whitelist is LINE Pay's, for its API: a call from 127.0.0.1 is refused...
+    let answer = emulator.signed_check_answer(
+        linepay_emulator::DEMO_CHANNEL_ID,
+        linepay_emulator::DEMO_CHANNEL_SECRET,
+    );
+    assert_eq!(answer["returnCode"], "1106", "{answer}");
+    // ...but the control API, which the same test needs, is not behind it: the fault
+    // is really registered (listed back), and the clock really moves.
+    let (head, faults) = control_post(
+        &emulator,
+        "/__emulator/faults",
+        r#"{"route":"check","kind":"returnCode","returnCode":"9000"}"#,
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(faults["faults"][0]["route"], "check", "{faults}");
+    let (head, listed) = emulator
+        .exchange("GET /__emulator/faults HTTP/1.1\r\nHost: emulator\r\nConnection: close\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(
+        listed["faults"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    let (head, clock) = control_post(&emulator, "/__emulator/clock", r#"{"advance":"1m"}"#);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(clock["offset"], "1m", "{clock}");
+}
+
+#[test]
+fn log_level_sets_what_is_logged_and_linepay_emulator_log_wins() {
+    // An unknown path is logged at debug, a control call at info.
+    let probe = |emulator: &Running| {
+        let _ = emulator
+            .exchange("GET /v3/not-an-api HTTP/1.1\r\nHost: emulator\r\nConnection: close\r\n\r\n");
+        let _ = control_post(emulator, "/__emulator/clock", r#"{"advance":"1s"}"#);
+    };
+    let run = |args: &[&str], filter: Option<&str>| {
+        let mut command = emulator_command();
+        command.env_remove("LINEPAY_EMULATOR_LOG").args(args);
+        if let Some(filter) = filter {
+            command.env("LINEPAY_EMULATOR_LOG", filter);
+        }
+        let emulator = Running::start_logged(command);
+        probe(&emulator);
+        emulator.stop_and_read_log()
+    };
+    let debug_line = "not a LINE Pay API path";
+    let info_line = "emulator: control call";
+
+    let default = run(&[], None);
+    assert!(default.contains(info_line), "{default}");
+    assert!(!default.contains(debug_line), "{default}");
+
+    let warn = run(&["--log-level", "warn"], None);
+    assert!(!warn.contains(info_line), "{warn}");
+
+    let debug = run(&["--log-level", "debug"], None);
+    assert!(debug.contains(debug_line), "{debug}");
+
+    let filtered = run(&["--log-level", "warn"], Some("debug"));
+    assert!(filtered.contains(debug_line), "{filtered}");
 }

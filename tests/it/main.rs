@@ -4,11 +4,13 @@
 mod util;
 
 mod api_flows;
+mod browser;
 mod cli;
 mod deploy;
 mod design;
 mod docs;
 mod egress;
+mod emulator_subcommand;
 mod examples;
 mod families;
 mod flows;

@@ -194,3 +194,167 @@ async fn aborting_serve_closes_the_port() {
     let _ = server.await;
     assert!(TcpStream::connect(address).await.is_err());
 }
+
+/// A signed v3 request made in-process; its `info`.
+fn reserve(emulator: &Emulator, order_id: &str, redirect: serde_json::Value) -> Value {
+    let body = serde_json::json!({
+        "amount": 100, "currency": "TWD", "orderId": order_id,
+        "packages": [{"id": "p", "amount": 100,
+                      "products": [{"name": "tea", "quantity": 1, "price": 100}]}],
+        "redirectUrls": redirect,
+    })
+    .to_string();
+    let path = "/v3/payments/request";
+    let nonce = "nonce-serve-pages";
+    let mut headers = http::HeaderMap::new();
+    headers.insert("X-LINE-ChannelId", http::HeaderValue::from_static(CHANNEL));
+    headers.insert(
+        "X-LINE-Authorization-Nonce",
+        http::HeaderValue::from_static(nonce),
+    );
+    let signature = sign_for_test(SECRET.as_bytes(), path, body.as_bytes(), nonce);
+    headers.insert(
+        "X-LINE-Authorization",
+        http::HeaderValue::from_str(&signature).expect("Base64"),
+    );
+    let response = emulator.handle(&http::Method::POST, path, None, &headers, body.as_bytes());
+    let answer: Value = serde_json::from_slice(response.body()).expect("JSON");
+    assert_eq!(answer["returnCode"], "0000", "{answer}");
+    answer["info"].clone()
+}
+
+/// Waits (bounded) until `paymentUrl.web` points at `base`.
+async fn wait_for_page_base(emulator: &Emulator, base: &str) {
+    for _ in 0..500 {
+        if emulator.page_base() == base {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "paymentUrl.web points at {}, not {base}",
+        emulator.page_base()
+    );
+}
+
+/// Raw HTTP/1.1 on a new connection; the whole response as text.
+async fn raw(address: std::net::SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).await.expect("read");
+    String::from_utf8(bytes).expect("UTF-8")
+}
+
+#[tokio::test]
+async fn serve_pages_puts_the_page_of_a_tls_emulator_on_plain_http() {
+    let emulator = emulator();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .expect("self-signed certificate");
+    let certificate = CertificateDer::from(certified.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
+    let server_config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![certificate], key)
+    .expect("server certificate");
+    let (api_address, api_server) = start(emulator.clone(), Some(Arc::new(server_config))).await;
+    wait_for_page_base(&emulator, &format!("https://{api_address}")).await;
+    let pages = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let page_address = pages.local_addr().expect("address");
+    let page_server = tokio::spawn(emulator.clone().serve_pages(pages));
+    // The dedicated page listener is where paymentUrl.web points from now on, and the
+    // API listener never takes it back.
+    let expected = format!("http://{page_address}");
+    wait_for_page_base(&emulator, &expected).await;
+    emulator.set_page_base(format!("https://{api_address}"), false);
+    assert_eq!(emulator.page_base(), expected);
+
+    let info = reserve(
+        &emulator,
+        "pages-1",
+        serde_json::json!({"confirmUrl": "http://127.0.0.1:1/c", "cancelUrl": "http://127.0.0.1:1/x"}),
+    );
+    let web = info["paymentUrl"]["web"].as_str().expect("a URL");
+    let path = web.strip_prefix(&expected).expect("on the page listener");
+    let page = raw(
+        page_address,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("id=\"approve\""), "{page}");
+    // Only the emulator's own paths are served there.
+    let api = raw(
+        page_address,
+        "GET /v3/payments?transactionId=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(api.starts_with("HTTP/1.1 404"), "{api}");
+    page_server.abort();
+    api_server.abort();
+}
+
+#[tokio::test]
+async fn confirm_url_type_server_makes_the_emulator_call_confirm_url() {
+    let emulator = emulator();
+    let shop = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let shop_address = shop.local_addr().expect("address");
+    let info = reserve(
+        &emulator,
+        "server-1",
+        serde_json::json!({
+            "confirmUrl": format!("http://{shop_address}/confirm?cart=9"),
+            "confirmUrlType": "SERVER",
+            "cancelUrl": format!("http://{shop_address}/cancel"),
+        }),
+    );
+    let web = info["paymentUrl"]["web"].as_str().expect("a URL");
+    let path = web
+        .strip_prefix(crate::UNSERVED_PAGE_BASE)
+        .expect("not served: the unserved base");
+    let view = emulator
+        .page_view(path.trim_start_matches(crate::page::PATH))
+        .expect("the page");
+    let form = format!("token={}&method=BALANCE&action=approve", view.token);
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-www-form-urlencoded"),
+    );
+    let response = emulator.handle(&http::Method::POST, path, None, &headers, form.as_bytes());
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // The shop's server receives LINE Pay's GET, with the ids in the query.
+    let accepted = tokio::time::timeout(Duration::from_secs(20), shop.accept())
+        .await
+        .expect("the emulator called confirmUrl in time")
+        .expect("accept");
+    let mut stream = accepted.0;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 4096 {
+        let read = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut byte))
+            .await
+            .expect("a request head in time")
+            .expect("read");
+        if read == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let id = info["transactionId"].as_u64().expect("an id");
+    assert!(
+        head.starts_with(&format!(
+            "GET /confirm?cart=9&transactionId={id}&orderId=server-1 HTTP/1.1"
+        )),
+        "{head}"
+    );
+    let _ = stream
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .await;
+}

@@ -43,6 +43,7 @@ pub struct EmulatorSetup {
     bind: IpAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
     allow_sources: Vec<String>,
+    wait_for_buyer: bool,
 }
 
 impl EmulatorSetup {
@@ -54,7 +55,14 @@ impl EmulatorSetup {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             tls: None,
             allow_sources: Vec::new(),
+            wait_for_buyer: false,
         }
+    }
+
+    /// Every payment waits for the buyer on the emulator's payment page.
+    pub fn wait_for_buyer(mut self) -> EmulatorSetup {
+        self.wait_for_buyer = true;
+        self
     }
 
     /// Listens on this loopback address (127.0.0.0/8 is all local on Linux) instead.
@@ -95,6 +103,7 @@ impl EmulatorSetup {
                         .unwrap_or_else(|error| panic!("{range}: {error}"))
                 })
                 .collect(),
+            wait_for_buyer: self.wait_for_buyer,
             ..EmulatorConfig::new(self.channel_id, Secret::new(self.channel_secret))
         });
         let is_tls = self.tls.is_some();
@@ -123,6 +132,11 @@ impl RunningEmulator {
     pub fn calls(&self) -> u64 {
         self.emulator.calls()
     }
+
+    /// Moves the emulator's clock forward (reservations expire after 20 minutes).
+    pub fn advance_clock(&self, by: std::time::Duration) {
+        self.emulator.advance_clock(by);
+    }
 }
 
 impl Drop for RunningEmulator {
@@ -143,7 +157,13 @@ pub struct EmulatorProcess {
 impl EmulatorProcess {
     /// Starts the subcommand with `args` and waits (bounded) for its announce line.
     pub fn start(args: &[&str]) -> EmulatorProcess {
+        EmulatorProcess::start_with_env(args, &[])
+    }
+
+    /// [`EmulatorProcess::start`] with these variables set too.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> EmulatorProcess {
         let mut command = binary_command();
+        command.envs(env.iter().copied());
         command
             .arg("emulator")
             .args(args)

@@ -15,6 +15,7 @@
 //! - [`Call`] / [`send_raw`]: an HTTP/1.1 client for normal calls and for raw bytes that
 //!   a URI type would normalise or refuse.
 //! - [`TestPki`]: a private CA and a `localhost` leaf certificate (rcgen).
+//! - [`Browser`]: headless chromium over WebDriver (chromedriver), for the payment page.
 //! - [`Cli`]: runs a subcommand of the binary to completion, bounded in time.
 //! - [`naive_signature`]: the upstream's own signature check, written the plain way.
 //! - [`eventually`]: the one way to wait for background work, by polling what it changes.
@@ -23,6 +24,7 @@
 
 #![allow(dead_code)] // Not every test file uses every helper.
 
+mod browser;
 mod cli;
 mod client;
 mod connect_proxy;
@@ -33,10 +35,11 @@ mod tls;
 mod upstream;
 mod wait;
 
+pub use browser::{artefact_path, Browser, CHROMIUM};
 pub use cli::{Cli, CliOutput};
 pub use client::{send_raw, Call, Reply};
 pub use connect_proxy::{ConnectProxy, Tunnelled};
-pub use emulator::{start_emulator, EmulatorProcess, EmulatorSetup};
+pub use emulator::{start_emulator, EmulatorProcess, EmulatorSetup, RunningEmulator};
 pub use sidecar::{metric, remove_journal_sidecars, RunningSidecar, Sidecar};
 pub use tls::TestPki;
 pub use upstream::{closed_port_url, EchoServer, RawUpstream, Recorded, Upstream};
