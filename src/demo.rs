@@ -12,6 +12,7 @@ use linepay_sidecar::config::{self, Overrides};
 use linepay_sidecar::reload::ConfigSource;
 use linepay_sidecar::runtime::{self, shutdown_signal};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub(crate) struct DemoArgs {
@@ -25,6 +26,62 @@ pub(crate) struct DemoArgs {
     log_format: LogFormat,
     #[arg(long, value_enum, env = ENV_LOG_LEVEL, default_value_t = LogLevel::Info, help = LOG_LEVEL_HELP)]
     log_level: LogLevel,
+    /// The demo's call journal (`journal.path`; also LINEPAY_SIDECAR_JOURNAL_PATH), kept
+    /// when the demo stops. Unset: a file in the temporary directory, deleted on exit.
+    #[arg(long, value_name = "FILE")]
+    journal_path: Option<PathBuf>,
+    /// Keep the temporary journal when the demo stops (to read it with `calls`).
+    #[arg(long)]
+    keep_journal: bool,
+}
+
+/// The demo's journal: where it is, and whether it outlives the demo.
+struct DemoJournal {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl DemoJournal {
+    /// `--journal-path`, else `LINEPAY_SIDECAR_JOURNAL_PATH`, through the sidecar's own
+    /// precedence; a path given either way is kept. Else a temporary file, per process.
+    fn choose(args: &DemoArgs) -> Result<Self> {
+        let mut overrides = Overrides::default();
+        if let Some(path) = &args.journal_path {
+            overrides = overrides.with("journal.path", path.to_string_lossy());
+        }
+        let location = ConfigSource {
+            path: None,
+            overrides,
+            env: Box::new(process_env),
+        }
+        .journal_location()
+        .map_err(|error| anyhow::anyhow!("invalid configuration:\n{error}"))?;
+        Ok(match location.set_by {
+            Some(_) => DemoJournal {
+                path: location.path,
+                keep: true,
+            },
+            None => DemoJournal {
+                path: std::env::temp_dir().join(format!(
+                    "linepay-sidecar-demo-journal-{}.sqlite3",
+                    std::process::id()
+                )),
+                keep: args.keep_journal,
+            },
+        })
+    }
+
+    /// The journal and SQLite's files beside it, unless it is to be kept.
+    fn remove_unless_kept(&self) {
+        if self.keep {
+            return;
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = self.path.clone().into_os_string();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+    }
 }
 
 /// The emulator's own flags (shared with the `linepay-emulator` binary) plus the
@@ -54,38 +111,60 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<()> {
         EmulatorConfig::new(DEMO_CHANNEL_ID, Secret::new(DEMO_CHANNEL_SECRET)),
     )
     .await?;
-    let journal = std::env::temp_dir().join(format!(
-        "linepay-sidecar-demo-journal-{}.sqlite3",
-        std::process::id()
-    ));
+    let journal = DemoJournal::choose(&args)?;
     let source = ConfigSource {
         path: None,
         overrides: Overrides::default()
             .with("listen", args.listen.to_string())
             .with("upstream.url", format!("http://{emulator_addr}"))
             .with("admin.listen", args.admin_listen.to_string())
-            // The demo's calls are play money: its journal lives and dies with it.
-            .with("journal.path", journal.to_string_lossy()),
+            .with("journal.path", journal.path.to_string_lossy()),
         env: Box::new(|key: &str| match key {
             config::ENV_CHANNEL_ID => Some(DEMO_CHANNEL_ID.to_owned()),
             config::ENV_CHANNEL_SECRET => Some(DEMO_CHANNEL_SECRET.to_owned()),
             _ => None,
         }),
     };
-    let base = format!("http://{}", args.listen);
-    eprintln!("{}", demo_walkthrough(&base));
+    eprintln!(
+        "{}",
+        demo_walkthrough(&Walkthrough {
+            base: &format!("http://{}", args.listen),
+            admin: args.admin_listen,
+            emulator: emulator_addr,
+            journal: &journal.path,
+            keep_journal: journal.keep,
+        })
+    );
     let result = runtime::run(source).await;
     emulator_task.abort();
-    for suffix in ["", "-wal", "-shm"] {
-        let mut file = journal.clone().into_os_string();
-        file.push(suffix);
-        let _ = std::fs::remove_file(file);
-    }
+    journal.remove_unless_kept();
     result?;
     Ok(())
 }
 
-fn demo_walkthrough(base: &str) -> String {
+/// What the demo tells a newcomer at start.
+struct Walkthrough<'a> {
+    base: &'a str,
+    admin: SocketAddr,
+    emulator: SocketAddr,
+    journal: &'a Path,
+    keep_journal: bool,
+}
+
+fn demo_walkthrough(demo: &Walkthrough<'_>) -> String {
+    let Walkthrough {
+        base,
+        admin,
+        emulator,
+        journal,
+        keep_journal,
+    } = demo;
+    let journal = journal.display();
+    let journal_fate = if *keep_journal {
+        "kept when the demo stops"
+    } else {
+        "deleted when the demo stops; keep it with --keep-journal or --journal-path FILE"
+    };
     format!(
         r#"
 The demo sidecar signs calls with a demo channel and forwards them to an embedded LINE Pay
@@ -98,6 +177,14 @@ emulator that checks every signature as LINE Pay does. Your app (or curl) sends 
   curl -s "{base}/v3/payments?transactionId=$TX"
   curl -s {base}/v3/payments/$TX/refund -d '{{"refundAmount":40}}'
   curl -s -i {base}/v3/admin          # refused by the allowlist: 403 path_not_allowed
+
+Metrics and health: http://{admin}/metrics, /healthz, /readyz.
+The emulator (LINE Pay's stand-in) is http://{emulator}; its controls (docs/emulator.md):
+  curl -s http://{emulator}/__emulator/clock                          # its clock; POST {{"advance":"21m"}}
+  curl -s -X POST http://{emulator}/__emulator/faults -d '{{"route":"confirm","kind":"drop","stage":"after"}}'
+  curl -s -X POST http://{emulator}/__emulator/payments/$TX/buyer -d '{{"action":"cancel"}}'
+The call journal is {journal} ({journal_fate}):
+  linepay-sidecar calls --journal {journal}
 
 Stop with Ctrl-C.
 "#

@@ -229,3 +229,57 @@ async fn running_sidecar_announces_its_proxy_then_admin_address() {
     );
     assert!(lines[0].ends_with(')'), "{output}");
 }
+
+/// `calls` finds the journal as the sidecar does: `--journal`, then
+/// `LINEPAY_SIDECAR_JOURNAL_PATH`, then `journal.path` of `--config`, then the default;
+/// where no journal is, it says which source named the path.
+#[test]
+fn calls_finds_the_journal_with_the_sidecars_precedence() {
+    let config = TempFile::with_contents(
+        "calls-journal.yaml",
+        b"journal:\n  path: /nonexistent/from-file.sqlite3\n",
+    );
+    let calls = |flag: Option<&str>, env: Option<&str>, with_config: bool| {
+        let mut cli = Cli::new().arg("calls");
+        if let Some(path) = flag {
+            cli = cli.arg("--journal").arg(path);
+        }
+        if with_config {
+            cli = cli.arg("--config").arg(config.path_str());
+        }
+        if let Some(path) = env {
+            cli = cli.env("LINEPAY_SIDECAR_JOURNAL_PATH", path);
+        }
+        let output = cli.run();
+        assert!(!output.status.success(), "{output:?}");
+        output.stderr
+    };
+    let stderr = calls(None, None, true);
+    assert!(
+        stderr.contains("no journal at /nonexistent/from-file.sqlite3 (from ")
+            && stderr.contains("calls-journal.yaml:2)"),
+        "{stderr}"
+    );
+    let stderr = calls(None, Some("/nonexistent/from-env.sqlite3"), true);
+    assert!(
+        stderr.contains(
+            "no journal at /nonexistent/from-env.sqlite3 (from LINEPAY_SIDECAR_JOURNAL_PATH)"
+        ),
+        "{stderr}"
+    );
+    let stderr = calls(
+        Some("/nonexistent/from-flag.sqlite3"),
+        Some("/nonexistent/from-env.sqlite3"),
+        true,
+    );
+    assert!(
+        stderr.contains("no journal at /nonexistent/from-flag.sqlite3 (from --journal)"),
+        "{stderr}"
+    );
+    // No source names it: the default, which may exist where the tests run.
+    let output = Cli::new().arg("calls").run();
+    assert!(
+        output.status.success() || output.stderr.contains("(the default; give --journal"),
+        "{output:?}"
+    );
+}
