@@ -347,3 +347,160 @@ fn anchors_follow_github() {
         BTreeSet::from(["a".to_owned(), "b".to_owned(), "b-1".to_owned()])
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Shell blocks: each is run in CI, or says why it cannot be run here.
+//
+// The line before every ```sh block is one of
+//   <!-- run: FILE -->          FILE (a script .ci/run runs, or a test under tests/) runs
+//                               the block's commands; it names the page it runs them for
+//   <!-- not run: REASON -->    why not here (a server that runs until stopped, Docker,
+//                               root, a real LINE Pay channel, ...)
+// scripts/docs-check.sh runs the blocks marked `run: scripts/docs-check.sh` as written,
+// against the demo (ports rewritten to the demo's).
+
+/// Pages whose shell blocks are checked: README.md, docs/, examples/ and deploy/ READMEs.
+fn pages_with_commands() -> Vec<PathBuf> {
+    let mut pages = pages();
+    for readme in [
+        "deploy/README.md",
+        "deploy/compose/README.md",
+        "deploy/prometheus/README.md",
+        "deploy/grafana/README.md",
+    ] {
+        pages.push(repo_path(readme));
+    }
+    pages.retain(|page| page.exists());
+    pages
+}
+
+/// A ```sh block: its line and the marker line before it (blank lines skipped), if any.
+fn shell_blocks(text: &str) -> Vec<(usize, Option<String>)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut blocks = Vec::new();
+    let mut in_fence = false;
+    for (index, line) in lines.iter().enumerate() {
+        let fence = line.trim_start();
+        if !fence.starts_with("```") {
+            continue;
+        }
+        if !in_fence
+            && matches!(
+                fence.trim_end(),
+                "```sh" | "```bash" | "```shell" | "```console"
+            )
+        {
+            let marker = lines[..index]
+                .iter()
+                .rev()
+                .find(|line| !line.trim().is_empty())
+                .map(|line| line.trim().to_owned())
+                .filter(|line| line.starts_with("<!--"));
+            blocks.push((index + 1, marker));
+        }
+        in_fence = !in_fence;
+    }
+    blocks
+}
+
+/// What a marker says: `Ok(Some(file))` run by it, `Ok(None)` not run (with a reason),
+/// `Err` a marker that is neither.
+fn marker_runner(marker: &str) -> Result<Option<String>, String> {
+    let inner = marker
+        .strip_prefix("<!--")
+        .and_then(|rest| rest.strip_suffix("-->"))
+        .map(str::trim)
+        .ok_or_else(|| format!("`{marker}` is not one HTML comment"))?;
+    if let Some(reason) = inner.strip_prefix("not run:") {
+        return if reason.trim().len() >= 10 {
+            Ok(None)
+        } else {
+            Err(format!("`{marker}` gives no reason"))
+        };
+    }
+    match inner.strip_prefix("run:") {
+        Some(file) if !file.trim().is_empty() => Ok(Some(file.trim().to_owned())),
+        _ => Err(format!(
+            "`{marker}` is neither `<!-- run: FILE -->` nor `<!-- not run: REASON -->`"
+        )),
+    }
+}
+
+#[test]
+fn every_shell_block_is_run_in_ci_or_says_why_not() {
+    let ci = read(&repo_path(".ci/run"));
+    let mut problems = Vec::new();
+    let mut run = 0;
+    let mut not_run = 0;
+    for page in pages_with_commands() {
+        let name = page
+            .strip_prefix(repo_path(""))
+            .unwrap_or(&page)
+            .to_string_lossy()
+            .into_owned();
+        for (line, marker) in shell_blocks(&read(&page)) {
+            let at = format!("{name}:{line}");
+            let Some(marker) = marker else {
+                problems.push(format!(
+                    "{at}: a shell block without `<!-- run: FILE -->` or `<!-- not run: REASON -->` before it"
+                ));
+                continue;
+            };
+            match marker_runner(&marker) {
+                Err(problem) => problems.push(format!("{at}: {problem}")),
+                Ok(None) => not_run += 1,
+                Ok(Some(runner)) => {
+                    run += 1;
+                    let path = repo_path(&runner);
+                    if !path.is_file() {
+                        problems.push(format!("{at}: {runner} does not exist"));
+                        continue;
+                    }
+                    if !runner.starts_with("tests/") && runner != ".ci/run" && !ci.contains(&runner)
+                    {
+                        problems.push(format!("{at}: .ci/run does not run {runner}"));
+                    }
+                    // The runner names the page, or reads the blocks by this very marker
+                    // from every page of the page's directory (scripts/docs-check.sh).
+                    let text = read(&path);
+                    let directory = Path::new(&name)
+                        .parent()
+                        .map(|dir| dir.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let by_marker = text.contains(&marker)
+                        && !directory.is_empty()
+                        && text.contains(&format!("{directory}/*.md"));
+                    if !text.contains(&name) && !by_marker {
+                        problems.push(format!(
+                            "{at}: {runner} never names {name}: it cannot be what runs this block"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(
+        run >= 5 && not_run >= 5,
+        "{run} blocks run, {not_run} not: is the scan broken?"
+    );
+}
+
+#[test]
+fn shell_block_markers_are_read_strictly() {
+    let page = "text\n\n<!-- not run: needs Docker, not here -->\n```sh\ndocker ps\n```\n\n```sh\nls\n```\n<!-- run: scripts/docs-check.sh -->\n\n```bash\necho\n```\n";
+    let blocks = shell_blocks(page);
+    assert_eq!(blocks.len(), 3, "{blocks:?}");
+    assert_eq!(
+        marker_runner(blocks[0].1.as_deref().unwrap_or_default()),
+        Ok(None)
+    );
+    assert_eq!(blocks[1], (8, None));
+    assert_eq!(
+        marker_runner(blocks[2].1.as_deref().unwrap_or_default()),
+        Ok(Some("scripts/docs-check.sh".to_owned()))
+    );
+    assert!(marker_runner("<!-- not run: -->").is_err());
+    assert!(marker_runner("<!-- runs: x -->").is_err());
+    assert!(marker_runner("<!-- run: -->").is_err());
+}

@@ -7,6 +7,10 @@
 //! a pass proves that the client needed no secret and no signing code, and that it kept
 //! all 19 digits of the transaction id (a rounded id is unknown to the emulator).
 //!
+//! These are the commands of examples/README.md's and docs/integrating.md's shell blocks
+//! (run against a sidecar of their own instead of `cargo run -- demo &`), and the output
+//! examples/README.md shows is compared with what each client prints.
+//!
 //! A missing interpreter fails the test under CI (`CI` set: .ci/run installs them) and
 //! is skipped, loudly, elsewhere, so `cargo test` works on a machine without PHP.
 
