@@ -6,6 +6,7 @@
 //! page renamed or a heading reworded without its links fails here, not in a reader's
 //! browser.
 
+use crate::util::Cli;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -503,4 +504,138 @@ fn shell_block_markers_are_read_strictly() {
     assert!(marker_runner("<!-- not run: -->").is_err());
     assert!(marker_runner("<!-- runs: x -->").is_err());
     assert!(marker_runner("<!-- run: -->").is_err());
+}
+
+// ---------------------------------------------------------------------------------------
+// The command line the docs describe is the binary's.
+
+fn help(args: &[&str]) -> String {
+    let mut cli = Cli::new();
+    for arg in args {
+        cli = cli.arg(*arg);
+    }
+    let output = cli.run();
+    assert!(output.status.success(), "{args:?}: {output:?}");
+    output.stdout
+}
+
+/// The subcommands `linepay-sidecar --help` lists.
+fn subcommands() -> BTreeSet<String> {
+    let help = help(&["--help"]);
+    let commands = help
+        .split("Commands:")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .unwrap_or_else(|| panic!("no Commands: in --help:\n{help}"));
+    commands
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `linepay-sidecar WORD` in code (blocks and spans) names a subcommand that exists.
+#[test]
+fn every_subcommand_the_docs_run_exists() {
+    let subcommands = subcommands();
+    assert!(
+        subcommands.contains("check") && subcommands.contains("calls"),
+        "{subcommands:?}"
+    );
+    let mut wrong = Vec::new();
+    let mut checked = 0;
+    for page in pages_with_commands() {
+        let text = read(&page);
+        let spans: Vec<String> = prose_lines(&text)
+            .iter()
+            .flat_map(|line| {
+                line.split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let code = code_lines(&text).into_iter().map(str::to_owned);
+        for snippet in spans.into_iter().chain(code) {
+            let words: Vec<&str> = snippet.split_whitespace().collect();
+            for pair in words.windows(2) {
+                let [binary, word] = pair else { continue };
+                if *binary != "linepay-sidecar" || !word.chars().all(|c| c.is_ascii_lowercase()) {
+                    continue;
+                }
+                checked += 1;
+                if !subcommands.contains(*word) {
+                    wrong.push(format!(
+                        "{}: `linepay-sidecar {word}`: no such subcommand ({subcommands:?})",
+                        page.display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(
+        checked >= 10,
+        "only {checked} subcommands found: is the scan broken?"
+    );
+}
+
+/// Every flag of the sidecar that sets no configuration key, and its variable, is in
+/// docs/configuration.md's "Flags and environment without a key".
+#[test]
+fn every_flag_without_a_key_is_in_the_configuration_table() {
+    let mut key_flags = BTreeSet::new();
+    for key in linepay_sidecar::config::keys() {
+        key_flags.extend(key.flag().map(str::to_owned));
+        key_flags.extend(key.aliases().iter().map(|alias| (*alias).to_owned()));
+    }
+    let doc = read(&repo_path("docs/configuration.md"));
+    let section = doc
+        .split("## Flags and environment without a key")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .unwrap_or_else(|| {
+            panic!("docs/configuration.md has no 'Flags and environment without a key'")
+        });
+    let help = help(&["--help"]);
+    let mut missing = Vec::new();
+    let mut found = 0;
+    for line in help.lines().map(str::trim_start) {
+        let Some(flag) = line
+            .strip_prefix("--")
+            .or_else(|| line.split_once(", --").map(|(_, flag)| flag))
+        else {
+            continue;
+        };
+        let flag: String = flag
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
+        if key_flags.contains(&flag) || flag == "help" || flag == "version" {
+            continue;
+        }
+        found += 1;
+        if !section.contains(&format!("`--{flag}")) {
+            missing.push(format!("--{flag}"));
+        }
+        if let Some(env) = line
+            .split("[env: ")
+            .nth(1)
+            .and_then(|rest| rest.split('=').next())
+        {
+            if !section.contains(env) {
+                missing.push(env.to_owned());
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md's flags without a key lack: {}",
+        missing.join(", ")
+    );
+    assert!(
+        found >= 3,
+        "only {found} flags without a key: is the scan broken?"
+    );
 }
