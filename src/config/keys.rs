@@ -220,8 +220,8 @@ macro_rules! config_section {
                             match key.value.as_str() {
                                 $( stringify!($field) => {
                                     section.$field = map.next_value()?;
-                                    // A value that did not parse is left unset: its
-                                    // stand-in must not cause problems of its own.
+                                    // A value that did not parse is noted; its stand-in
+                                    // must not cause problems of its own.
                                     if $crate::config::setting::claim_pending(stringify!($field), line) {
                                         section.$field = Default::default();
                                     }

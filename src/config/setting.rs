@@ -277,21 +277,32 @@ impl Problems {
 // in `PENDING` and a stand-in value; the section that asked for it unsets the key, adds
 // the key and the line to the problem and moves it to `FOUND`, which `from_yaml_str` empties before and after reading.
 thread_local! {
-    static PENDING: RefCell<Option<String>> = const { RefCell::new(None) };
+    static PENDING: RefCell<Option<(String, StandIn)>> = const { RefCell::new(None) };
     static FOUND: RefCell<Vec<(Origin, String)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A value's problem, for the key being read to claim (see [`claim_pending`]).
-pub(crate) fn defer_value_problem(problem: String) {
-    PENDING.with(|pending| *pending.borrow_mut() = Some(problem));
+/// What becomes of the stand-in value of a value that did not parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StandIn {
+    /// Unset the key, as if absent: its default applies (a stand-in duration could
+    /// contradict another key, a connect timeout against a read timeout).
+    Unset,
+    /// Keep it: unsetting would raise a problem of its own (a bucket without its rate).
+    Keep,
 }
 
-/// Files the problem the value of `key` (read at `line`) left, if any; true if it did.
+/// A value's problem, for the key being read to claim (see [`claim_pending`]).
+pub(crate) fn defer_value_problem(problem: String, stand_in: StandIn) {
+    PENDING.with(|pending| *pending.borrow_mut() = Some((problem, stand_in)));
+}
+
+/// Files the problem the value of `key` (read at `line`) left, if any; true if the key
+/// is to be unset.
 pub(crate) fn claim_pending(key: &str, line: u64) -> bool {
     match PENDING.with(|pending| pending.borrow_mut().take()) {
-        Some(problem) => {
+        Some((problem, stand_in)) => {
             defer_problem(line, format!("{key}: {problem}"));
-            true
+            stand_in == StandIn::Unset
         }
         None => false,
     }

@@ -142,9 +142,10 @@ request:
         !error
             .problems
             .iter()
-            .any(|found| found.contains("shorter than")),
+            .any(|found| found.contains("shorter than") || found.contains("is missing")),
         "{error}"
     );
+    assert_eq!(error.problems.len(), expected.len(), "{error}");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Units a configuration value is written in, each parsed in one place for the YAML
 //! file, the flags and the environment alike: durations (`5s`, `250ms`), rates (`50/s`).
 
-use super::setting::defer_value_problem;
+use super::setting::{defer_value_problem, StandIn};
 use crate::limit::Rate;
 use serde::{Deserialize, Deserializer};
 use std::num::NonZeroU32;
@@ -27,7 +27,7 @@ impl<'de> Deserialize<'de> for ConfigDuration {
         Ok(parse_duration(&text)
             .map(ConfigDuration)
             .unwrap_or_else(|problem| {
-                defer_value_problem(problem);
+                defer_value_problem(problem, StandIn::Unset);
                 ConfigDuration(Duration::from_secs(1))
             }))
     }
@@ -70,7 +70,8 @@ impl<'de> Deserialize<'de> for ConfigRate {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         Ok(parse_rate(&text).map(ConfigRate).unwrap_or_else(|problem| {
-            defer_value_problem(problem);
+            // 1/s: a valid rate, so its bucket raises no problem of its own.
+            defer_value_problem(problem, StandIn::Keep);
             ConfigRate(Rate {
                 count: NonZeroU32::MIN,
                 period: Duration::from_secs(1),
