@@ -639,3 +639,73 @@ fn every_flag_without_a_key_is_in_the_configuration_table() {
         "only {found} flags without a key: is the scan broken?"
     );
 }
+
+/// Every file under `dir` (recursively), sorted.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for path in entries.filter_map(|entry| entry.ok().map(|entry| entry.path())) {
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// A page of the manual named in a comment of the example configs, the deploy files or
+/// the code (`docs/egress.md`) exists: a page renamed, or a section moved out of the
+/// README, cannot leave them pointing nowhere.
+#[test]
+fn pages_named_by_configs_deploy_files_and_code_exist() {
+    let mut wrong = Vec::new();
+    let mut checked = 0;
+    let mut files = files_under(&repo_path("config"));
+    files.extend(files_under(&repo_path("deploy")));
+    files.extend(files_under(&repo_path("src")));
+    files.extend(files_under(&repo_path("scripts")));
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        for (at, _) in text.match_indices("docs/") {
+            if at > 0
+                && text[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                continue;
+            }
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || "/-_.".contains(*c))
+                .collect();
+            let Some(page) = name.strip_suffix(".md").map(|stem| format!("{stem}.md")) else {
+                continue;
+            };
+            checked += 1;
+            if !repo_path(&page).is_file() {
+                wrong.push(format!(
+                    "{}: names {page}, which does not exist",
+                    file.display()
+                ));
+            }
+        }
+        if text.contains("README section") {
+            wrong.push(format!(
+                "{}: points to a README section; the manual is in docs/",
+                file.display()
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(
+        checked >= 10,
+        "only {checked} pages named: is the scan broken?"
+    );
+}
