@@ -1353,3 +1353,74 @@ fn alert_names_in_the_docs_are_the_rules() {
         "only {checked} alert names quoted: is the scan broken?"
     );
 }
+
+/// The ports written `host:PORT` on a line of `text`, with the line number.
+fn quoted_ports(text: &str) -> Vec<(usize, u16)> {
+    let mut found = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        for (at, _) in line.match_indices(':') {
+            let before = line[..at].chars().next_back();
+            // An address (`127.0.0.1:`, `localhost:`) or a bare `:PORT`, not `http:`.
+            if !before.is_some_and(|c| c.is_ascii_digit() || c == 't' || "` (".contains(c)) {
+                continue;
+            }
+            let digits: String = line[at + 1..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            if (4..=5).contains(&digits.len()) {
+                if let Ok(port) = digits.parse() {
+                    found.push((number + 1, port));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The deploy page and the deploy READMEs quote only the ports the image exposes (the
+/// proxy's and the admin port), which are the binary's defaults.
+#[test]
+fn ports_quoted_by_the_deploy_docs_are_the_images() {
+    let exposed: BTreeSet<u16> = dockerfile()
+        .iter()
+        .filter(|(instruction, _)| instruction == "EXPOSE")
+        .flat_map(|(_, ports)| {
+            ports
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .map(|port| port.parse().unwrap_or_else(|_| panic!("EXPOSE {port}")))
+        .collect();
+    let defaults: BTreeSet<u16> = [DEFAULT_LISTEN, DEFAULT_ADMIN_LISTEN]
+        .iter()
+        .map(|address| address.parse::<SocketAddr>().expect("default").port())
+        .collect();
+    assert_eq!(
+        exposed, defaults,
+        "the image exposes other ports than the defaults"
+    );
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for (page, text) in prose_pages() {
+        if page != "docs/deploying.md"
+            && !(page.starts_with("deploy/") && page.ends_with("README.md"))
+        {
+            continue;
+        }
+        for (line, port) in quoted_ports(&text) {
+            checked += 1;
+            if !exposed.contains(&port) {
+                wrong.push(format!(
+                    "{page}:{line}: port {port}, not one the image exposes {exposed:?}"
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(
+        checked >= 10,
+        "only {checked} ports quoted: is the scan broken?"
+    );
+}
