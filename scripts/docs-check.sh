@@ -102,7 +102,7 @@ for block in "$work"/blocks/*.sh; do
   where=$(head -n 1 "$block")
   echo "== ${where#\# } ($(basename "$block"))"
   ran=$((ran + 1))
-  TRANSACTION_ID=$(request "$order-block-$ran")
+  TRANSACTION_ID=$(request "$order-block-$ran-buyer-waits")
   if ! (cd "$work/run" && TRANSACTION_ID=$TRANSACTION_ID timeout 60 bash -euo pipefail "$block") >"$work/out" 2>&1; then
     cat "$work/out"
     fail "a block of ${where#\# } failed"

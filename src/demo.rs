@@ -182,7 +182,8 @@ Metrics and health: http://{admin}/metrics, /healthz, /readyz.
 The emulator (LINE Pay's stand-in) is http://{emulator}; its controls (docs/emulator.md):
   curl -s http://{emulator}/__emulator/clock                          # its clock; POST {{"advance":"21m"}}
   curl -s -X POST http://{emulator}/__emulator/faults -d '{{"route":"confirm","kind":"drop","stage":"after"}}'
-  curl -s -X POST http://{emulator}/__emulator/payments/$TX/buyer -d '{{"action":"cancel"}}'
+  # an orderId containing buyer-waits waits for the buyer until this (or "cancel"):
+  curl -s -X POST http://{emulator}/__emulator/payments/$TX/buyer -d '{{"action":"approve"}}'
 The call journal is {journal} ({journal_fate}):
   linepay-sidecar calls --journal {journal}
 
