@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The README's quick start, run as a new user would: start the demo with the README's
-# command, then request → confirm → details → refund through it with curl; every step
-# must answer returnCode 0000, and an unlisted path must be refused by the sidecar.
+# The README's quick start (README.md's first two shell blocks), run as a new user
+# would: start the demo with the README's command, then request → confirm → details →
+# refund through it with curl; every step must answer returnCode 0000, an unlisted path
+# must be refused by the sidecar, and the demo's admin port must count the calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The command exactly as the README's quick start shows it (tests/it/docs.rs checks that
@@ -43,4 +44,9 @@ expect_0000 refund "$(curl -sS --max-time 10 "$base/v3/payments/$tx/refund" -d '
 status=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' "$base/v3/admin")
 [ "$status" = "403" ] || { echo "unlisted path answered $status, not 403"; exit 1; }
 echo "unlisted path: 403"
+admin=$(sed -n 's|^linepay-sidecar admin on http://\([0-9.:]*\) .*|\1|p' "$log")
+[ -n "$admin" ] || { cat "$log"; echo "the demo did not say where its admin port is"; exit 1; }
+curl -sS --max-time 10 "http://$admin/metrics" | grep -q '^linepay_sidecar_requests_total{' ||
+  { echo "the admin port's /metrics counts no calls"; exit 1; }
+echo "metrics: linepay_sidecar_requests_total"
 echo "demo smoke OK: request, confirm, details, refund and a refusal"

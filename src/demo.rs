@@ -15,6 +15,7 @@ use linepay_sidecar::config::{self, Overrides};
 use linepay_sidecar::reload::ConfigSource;
 use linepay_sidecar::runtime::{self, shutdown_signal};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub(crate) struct DemoArgs {
@@ -32,6 +33,62 @@ pub(crate) struct DemoArgs {
     /// info.paymentUrl.web in a browser); without it the demo approves at once.
     #[arg(long)]
     wait_for_buyer: bool,
+    /// The demo's call journal (`journal.path`; also LINEPAY_SIDECAR_JOURNAL_PATH), kept
+    /// when the demo stops. Unset: a file in the temporary directory, deleted on exit.
+    #[arg(long, value_name = "FILE")]
+    journal_path: Option<PathBuf>,
+    /// Keep the temporary journal when the demo stops (to read it with `calls`).
+    #[arg(long)]
+    keep_journal: bool,
+}
+
+/// The demo's journal: where it is, and whether it outlives the demo.
+struct DemoJournal {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl DemoJournal {
+    /// `--journal-path`, else `LINEPAY_SIDECAR_JOURNAL_PATH`, through the sidecar's own
+    /// precedence; a path given either way is kept. Else a temporary file, per process.
+    fn choose(args: &DemoArgs) -> Result<Self> {
+        let mut overrides = Overrides::default();
+        if let Some(path) = &args.journal_path {
+            overrides = overrides.with("journal.path", path.to_string_lossy());
+        }
+        let location = ConfigSource {
+            path: None,
+            overrides,
+            env: Box::new(process_env),
+        }
+        .journal_location()
+        .map_err(|error| anyhow::anyhow!("invalid configuration:\n{error}"))?;
+        Ok(match location.set_by {
+            Some(_) => DemoJournal {
+                path: location.path,
+                keep: true,
+            },
+            None => DemoJournal {
+                path: std::env::temp_dir().join(format!(
+                    "linepay-sidecar-demo-journal-{}.sqlite3",
+                    std::process::id()
+                )),
+                keep: args.keep_journal,
+            },
+        })
+    }
+
+    /// The journal and SQLite's files beside it, unless it is to be kept.
+    fn remove_unless_kept(&self) {
+        if self.keep {
+            return;
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = self.path.clone().into_os_string();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+    }
 }
 
 /// The emulator's own flags (shared with the `linepay-emulator` binary) plus the
@@ -69,39 +126,58 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<()> {
         },
     )
     .await?;
-    let journal = std::env::temp_dir().join(format!(
-        "linepay-sidecar-demo-journal-{}.sqlite3",
-        std::process::id()
-    ));
+    let journal = DemoJournal::choose(&args)?;
     let source = ConfigSource {
         path: None,
         overrides: Overrides::default()
             .with("listen", args.listen.to_string())
             .with("upstream.url", format!("http://{emulator_addr}"))
             .with("admin.listen", args.admin_listen.to_string())
-            // The demo's calls are play money: its journal lives and dies with it.
-            .with("journal.path", journal.to_string_lossy()),
+            .with("journal.path", journal.path.to_string_lossy()),
         env: Box::new(|key: &str| match key {
             config::ENV_CHANNEL_ID => Some(DEMO_CHANNEL_ID.to_owned()),
             config::ENV_CHANNEL_SECRET => Some(DEMO_CHANNEL_SECRET.to_owned()),
             _ => None,
         }),
     };
-    let base = format!("http://{}", args.listen);
-    eprintln!("{}", demo_walkthrough(&base, args.wait_for_buyer));
+    eprintln!(
+        "{}",
+        demo_walkthrough(&Walkthrough {
+            base: &format!("http://{}", args.listen),
+            admin: args.admin_listen,
+            emulator: emulator_addr,
+            journal: &journal.path,
+            keep_journal: journal.keep,
+            wait_for_buyer: args.wait_for_buyer,
+        })
+    );
     let result = runtime::run(source).await;
     emulator_task.abort();
-    for suffix in ["", "-wal", "-shm"] {
-        let mut file = journal.clone().into_os_string();
-        file.push(suffix);
-        let _ = std::fs::remove_file(file);
-    }
+    journal.remove_unless_kept();
     result?;
     Ok(())
 }
 
-fn demo_walkthrough(base: &str, wait_for_buyer: bool) -> String {
-    let page = if wait_for_buyer {
+/// What the demo tells a newcomer at start.
+struct Walkthrough<'a> {
+    base: &'a str,
+    admin: SocketAddr,
+    emulator: SocketAddr,
+    journal: &'a Path,
+    keep_journal: bool,
+    wait_for_buyer: bool,
+}
+
+fn demo_walkthrough(demo: &Walkthrough<'_>) -> String {
+    let Walkthrough {
+        base,
+        admin,
+        emulator,
+        journal,
+        keep_journal,
+        wait_for_buyer,
+    } = demo;
+    let page = if *wait_for_buyer {
         "Every payment waits for you on the emulator's payment page: open the request's
 info.paymentUrl.web in a browser on this machine and Approve (confirm answers 1169
 until then). The browser then goes to confirmUrl with transactionId and orderId in its
@@ -110,6 +186,12 @@ query (shop.example does not exist: read them from the address bar) and confirm 
         "The emulated buyer approves at once. To try the payment page a buyer sees, restart
 with --wait-for-buyer (or put buyer-waits in an orderId) and open the request's
 info.paymentUrl.web in a browser on this machine."
+    };
+    let journal = journal.display();
+    let journal_fate = if *keep_journal {
+        "kept when the demo stops"
+    } else {
+        "deleted when the demo stops; keep it with --keep-journal or --journal-path FILE"
     };
     format!(
         r#"
@@ -125,6 +207,15 @@ emulator that checks every signature as LINE Pay does. Your app (or curl) sends 
   curl -s -i {base}/v3/admin          # refused by the allowlist: 403 path_not_allowed
 
 {page}
+
+Metrics and health: http://{admin}/metrics, /healthz, /readyz.
+The emulator (LINE Pay's stand-in) is http://{emulator}; its controls (docs/emulator.md):
+  curl -s http://{emulator}/__emulator/clock                          # its clock; POST {{"advance":"21m"}}
+  curl -s -X POST http://{emulator}/__emulator/faults -d '{{"route":"confirm","kind":"drop","stage":"after"}}'
+  # an orderId containing buyer-waits waits for the buyer until this (or "cancel"):
+  curl -s -X POST http://{emulator}/__emulator/payments/$TX/buyer -d '{{"action":"approve"}}'
+The call journal is {journal} ({journal_fate}):
+  linepay-sidecar calls --journal {journal}
 
 Stop with Ctrl-C.
 "#

@@ -74,7 +74,7 @@ pub(crate) enum ProxyError {
     #[error("the sidecar could not build the upstream request")]
     Internal,
     /// A money call that ended uncertain, with what LINE Pay's records said about it.
-    #[error("{failure} The sidecar asked LINE Pay: see `reconciled`.")]
+    #[error("{failure}. The sidecar asked LINE Pay: see `reconciled`.")]
     Unsettled {
         failure: UpstreamError,
         reconciled: Verdict,
@@ -379,6 +379,21 @@ mod tests {
             );
             assert!(code.status().is_client_error() || code.status().is_server_error());
         }
+    }
+
+    #[test]
+    fn an_unsettled_calls_message_is_two_sentences() {
+        let error = ProxyError::Unsettled {
+            failure: UpstreamError::ReadTimeout(Duration::from_secs(40)),
+            reconciled: Verdict::unknown("no answer"),
+        };
+        let message = error.to_string();
+        assert!(
+            message.ends_with(
+                "before sending it again. The sidecar asked LINE Pay: see `reconciled`."
+            ),
+            "{message}"
+        );
     }
 
     #[test]

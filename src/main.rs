@@ -144,12 +144,14 @@ struct SignArgs {
     channel_secret_file: Option<PathBuf>,
 }
 
-/// `healthcheck`: the sidecar's own command line (so the admin address comes from the
-/// same `--config`, `--admin-listen` and `LINEPAY_SIDECAR_ADMIN_LISTEN`), plus what to ask.
+/// `calls`: the journal the sidecar writes, found as the sidecar finds it: `--journal`,
+/// then `LINEPAY_SIDECAR_JOURNAL_PATH`, then `journal.path` of `--config`, then the
+/// default.
 #[derive(Args)]
 struct CallsArgs {
-    /// The journal file; default: journal.path from --config, else the default path.
-    #[arg(long, value_name = "FILE")]
+    /// The journal file (`journal.path`; also LINEPAY_SIDECAR_JOURNAL_PATH); default:
+    /// journal.path of --config, else the sidecar's default path.
+    #[arg(long, value_name = "FILE", visible_alias = "journal-path")]
     journal: Option<PathBuf>,
     /// The config file whose journal.path to read.
     #[arg(long, value_name = "FILE")]
@@ -168,6 +170,8 @@ struct CallsArgs {
     limit: usize,
 }
 
+/// `healthcheck`: the sidecar's own command line (so the admin address comes from the
+/// same `--config`, `--admin-listen` and `LINEPAY_SIDECAR_ADMIN_LISTEN`), plus what to ask.
 #[derive(Args)]
 struct HealthcheckArgs {
     /// Ask /readyz (can this sidecar serve calls now?) instead of /healthz (is it alive?).
@@ -321,19 +325,28 @@ async fn run(args: RunArgs) -> Result<()> {
 }
 
 fn calls_command(args: &CallsArgs) -> Result<()> {
-    let path = match (&args.journal, &args.config) {
-        (Some(path), _) => path.clone(),
-        (None, Some(config)) => {
-            let text = std::fs::read_to_string(config)
-                .with_context(|| format!("cannot read {}", config.display()))?;
-            let raw = config::from_yaml_str(&text)
-                .map_err(|error| anyhow::anyhow!("{}: {error}", config.display()))?;
-            config::journal_path(&raw)
-        }
-        (None, None) => PathBuf::from(config::DEFAULT_JOURNAL_PATH),
-    };
+    let mut overrides = Overrides::default();
+    if let Some(journal) = &args.journal {
+        overrides = overrides.set(
+            "journal.path",
+            "journal",
+            vec![journal.to_string_lossy().into_owned()],
+        );
+    }
+    let location = ConfigSource {
+        path: args.config.clone(),
+        overrides,
+        env: Box::new(process_env),
+    }
+    .journal_location()
+    .map_err(|error| anyhow::anyhow!("invalid configuration:\n{error}"))?;
+    let path = location.path;
     if !path.exists() {
-        bail!("no journal at {} (see journal.path)", path.display());
+        let set_by = location.set_by.map_or_else(
+            || "the default; give --journal, LINEPAY_SIDECAR_JOURNAL_PATH or journal.path in --config".to_owned(),
+            |origin| format!("from {origin}"),
+        );
+        bail!("no journal at {} ({set_by})", path.display());
     }
     let store = journal::Store::open_to_read(&path)?;
     let rows = store.query(&journal::Filter {

@@ -23,4 +23,9 @@ impl ConfigSource {
     pub fn admin_listen(&self) -> Result<std::net::SocketAddr, ConfigError> {
         config::load_admin_listen(self.path.as_deref(), &self.overrides, &*self.env)
     }
+
+    /// `journal.path` alone, with the same precedence and default (for `calls`, `demo`).
+    pub fn journal_location(&self) -> Result<config::JournalLocation, ConfigError> {
+        config::load_journal_location(self.path.as_deref(), &self.overrides, &*self.env)
+    }
 }

@@ -112,6 +112,8 @@ fn read_secret(
         Origin::File { .. } => SECRET_FILE_KEY.to_owned(),
         other => other.describe(config_file),
     };
+    // In messages, a key set in the file is named with its line.
+    let at = file.origin.prefix(config_file, SECRET_FILE_KEY);
     let contents = read_file(path).map_err(|error| {
         // Say what would win over a file the user may not have meant to use.
         let hint = match &file.origin {
@@ -123,11 +125,11 @@ fn read_secret(
             ),
             Origin::Flag(_) => String::new(),
         };
-        format!("{source}: cannot read {}: {error}{hint}", path.display())
+        format!("{at}: cannot read {}: {error}{hint}", path.display())
     })?;
     let secret = Secret::from_file_contents(contents);
     if secret.is_empty() {
-        return Err(format!("{source}: {} is empty", path.display()));
+        return Err(format!("{at}: {} is empty", path.display()));
     }
     Ok((secret, format!("{source} ({})", path.display())))
 }

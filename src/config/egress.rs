@@ -156,15 +156,16 @@ fn read_proxy_auth(
         Origin::File { .. } => "egress.proxy.auth_file".to_owned(),
         other => other.describe(config_file),
     };
+    let at = file.origin.prefix(config_file, "egress.proxy.auth_file");
     let contents = read_file(path)
-        .map_err(|error| format!("{source}: cannot read {}: {error}", path.display()))?;
+        .map_err(|error| format!("{at}: cannot read {}: {error}", path.display()))?;
     let credentials = Secret::from_file_contents(contents);
     let bytes = credentials.expose();
     let user_length = bytes.iter().position(|b| *b == b':');
     // Never quote the contents: they are a password.
     if !matches!(user_length, Some(1..)) || bytes.iter().any(u8::is_ascii_control) {
         return Err(format!(
-            "{source}: {} must hold one line `user:password` (a non-empty user, a colon, the password)",
+            "{at}: {} must hold one line `user:password` (a non-empty user, a colon, the password)",
             path.display()
         ));
     }
@@ -233,7 +234,7 @@ fn expect_ip(section: &Setting<RawExpectIp>, problems: &mut Problems) -> Option<
         .as_ref()
         .map_or(DEFAULT_EXPECT_IP_TIMEOUT, |d| d.value.0);
     if timeout.is_zero() {
-        problems.push("egress.expect_ip.timeout must be above 0");
+        problems.about(&raw.timeout, "egress.expect_ip.timeout", "must be above 0");
     }
     match (address, echo_url) {
         (Some(address), Some(echo_url)) if problems.len() == before => Some(ExpectIpConfig {
@@ -269,10 +270,12 @@ mod tests {
         env: &dyn Fn(&str) -> Option<String>,
         read_file: &dyn Fn(&Path) -> std::io::Result<Vec<u8>>,
     ) -> Result<EgressConfig, String> {
-        let raw = from_yaml_str(yaml)?;
+        let raw = from_yaml_str(yaml).map_err(|e| e.in_file("sidecar.yaml"))?;
         let (raw, mut problems) = crate::config::layered(raw, overrides, env);
-        validate(&raw.egress, read_file, &mut problems)
-            .ok_or_else(|| problems.into_list().join("\n"))
+        match validate(&raw.egress, read_file, &mut problems) {
+            Some(config) if problems.is_empty() => Ok(config),
+            _ => Err(problems.into_list().join("\n")),
+        }
     }
 
     fn check(yaml: &str) -> Result<EgressConfig, String> {

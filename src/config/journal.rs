@@ -18,19 +18,23 @@ pub(super) fn validate(raw: &RawJournal, problems: &mut Problems) -> JournalConf
         .as_ref()
         .map_or_else(|| PathBuf::from(DEFAULT_JOURNAL_PATH), |s| s.value.clone());
     if path.as_os_str().is_empty() {
-        problems.push("journal.path must name a file");
+        problems.about(&raw.path, "journal.path", "must name a file");
     }
     let max_age = duration(&raw.max_age, DEFAULT_JOURNAL_MAX_AGE);
     if max_age.is_zero() {
-        problems.push("journal.max_age must be above 0");
+        problems.about(&raw.max_age, "journal.max_age", "must be above 0");
     }
     let max_calls = number(&raw.max_calls, DEFAULT_JOURNAL_MAX_CALLS);
     if max_calls == 0 {
-        problems.push("journal.max_calls must be above 0");
+        problems.about(&raw.max_calls, "journal.max_calls", "must be above 0");
     }
     let reconcile_timeout = duration(&raw.reconcile_timeout, DEFAULT_RECONCILE_TIMEOUT);
     if reconcile_timeout.is_zero() || reconcile_timeout > MAX_RECONCILE_TIMEOUT {
-        problems.push("journal.reconcile_timeout must be between 1ms and 60s");
+        problems.about(
+            &raw.reconcile_timeout,
+            "journal.reconcile_timeout",
+            "must be between 1ms and 60s",
+        );
     }
     JournalConfig {
         enabled: flag(&raw.enabled, true),

@@ -190,14 +190,56 @@ macro_rules! config_section {
         }
     ) => {
         $(#[doc = $sdoc])*
-        #[derive(Debug, Default, serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
+        #[derive(Debug, Default)]
         pub(crate) struct $name {
             $(
                 $(#[doc = $doc])*
-                #[serde(default)]
                 pub(crate) $field: field_type!($kind $ty),
             )*
+        }
+
+        // By hand rather than derived: an unknown key, or a value that does not parse,
+        // is noted with its line and the reading goes on (see `setting::claim_pending`),
+        // so every problem of the file is reported at once.
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                const KEYS: &[&str] = &[$(stringify!($field)),*];
+                struct SectionVisitor;
+                impl<'de> serde::de::Visitor<'de> for SectionVisitor {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(f, "a section with the keys {}", KEYS.join(", "))
+                    }
+                    fn visit_unit<E: serde::de::Error>(self) -> Result<$name, E> {
+                        Ok($name::default())
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<$name, A::Error> {
+                        let mut section = $name::default();
+                        while let Some(key) = map.next_key::<serde_saphyr::Spanned<String>>()? {
+                            let line = key.referenced.line();
+                            match key.value.as_str() {
+                                $( stringify!($field) => {
+                                    section.$field = map.next_value()?;
+                                    // A value that did not parse is noted; its stand-in
+                                    // must not cause problems of its own.
+                                    if $crate::config::setting::claim_pending(stringify!($field), line) {
+                                        section.$field = Default::default();
+                                    }
+                                } )*
+                                other => {
+                                    $crate::config::setting::defer_problem(line, format!(
+                                        "unknown key `{other}`; this section has {}",
+                                        KEYS.join(", ")
+                                    ));
+                                    map.next_value::<serde::de::IgnoredAny>()?;
+                                }
+                            }
+                        }
+                        Ok(section)
+                    }
+                }
+                deserializer.deserialize_struct(stringify!($name), KEYS, SectionVisitor)
+            }
         }
 
         impl $crate::config::keys::Section for $name {

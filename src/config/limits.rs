@@ -289,7 +289,7 @@ mod tests {
     fn bare_number_rate_is_refused_with_its_line_and_a_suggestion() {
         let error = problems("limits:\n  global:\n    rate: 50\n");
         assert!(error.contains("50/s"), "{error}");
-        assert!(error.contains("line 3"), "{error}");
+        assert!(error.contains("sidecar.yaml:3: rate:"), "{error}");
     }
 
     #[test]

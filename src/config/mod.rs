@@ -210,30 +210,101 @@ pub fn keys() -> Vec<KeyDoc> {
     keys
 }
 
-/// The raw file, as the YAML crate reads it. The one place that crate is named.
-pub struct RawFile(RawConfig);
+/// The raw file, as the YAML crate reads it (the one place that crate is named), with
+/// the problems it could read past.
+pub struct RawFile(RawConfig, Vec<(setting::Origin, String)>);
 
-/// Parses the YAML text of a configuration file (nothing validated yet).
-pub fn from_yaml_str(text: &str) -> Result<RawFile, String> {
+/// Parses the YAML text of a configuration file (nothing validated yet). An `Err` is a
+/// problem that stops the reading (bad YAML, a value of the wrong type), with its line
+/// when known; problems it can read past wait in the [`RawFile`] for [`validate`].
+pub fn from_yaml_str(text: &str) -> Result<RawFile, YamlError> {
     if text.trim().is_empty() {
-        return Ok(RawFile(RawConfig::default()));
+        return Ok(RawFile(RawConfig::default(), Vec::new()));
     }
     // No source snippets in errors: the lines around a mistake could hold a secret
     // that someone pasted into the file.
     let options = serde_saphyr::options! { with_snippet: false };
-    serde_saphyr::from_str_with_options(text, options)
-        .map(RawFile)
-        .map_err(|error| error.to_string())
+    setting::take_deferred();
+    let result = serde_saphyr::from_str_with_options::<RawConfig>(text, options);
+    let deferred = setting::take_deferred();
+    result
+        .map(|raw| RawFile(raw, deferred))
+        .map_err(|error| YamlError {
+            line: error.location().map(|at| at.line()),
+            message: error.to_string(),
+        })
 }
 
-/// The journal file a raw configuration names (for `linepay-sidecar calls`, which needs
-/// no credentials).
-pub fn journal_path(raw: &RawFile) -> PathBuf {
-    raw.0
+/// A YAML file that cannot be read as a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct YamlError {
+    pub line: Option<u64>,
+    pub message: String,
+}
+
+impl YamlError {
+    /// `file:line: message`, as every other problem of a file is written.
+    pub fn in_file(&self, file: &str) -> String {
+        match self.line {
+            Some(line) => format!("{file}:{line}: {}", self.message),
+            None => format!("{file}: {}", self.message),
+        }
+    }
+}
+
+impl fmt::Display for YamlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl RawFile {
+    /// The problems found while reading, as `Problems` entries.
+    fn report(&self, problems: &mut Problems) {
+        for (origin, problem) in &self.1 {
+            problems.at_origin(origin, problem);
+        }
+    }
+}
+
+/// Where the call journal is, and what set it: for `calls` and `demo`, which need no
+/// credentials but must find the journal the sidecar writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalLocation {
+    pub path: PathBuf,
+    /// `--journal-path`, `LINEPAY_SIDECAR_JOURNAL_PATH` or `sidecar.yaml:12`; `None`
+    /// when no source names it and the default applies.
+    pub set_by: Option<String>,
+}
+
+/// `journal.path` alone, from the same file, variables and flags as [`load`] (same
+/// precedence, same default), without validating anything else.
+pub fn load_journal_location(
+    path: Option<&Path>,
+    overrides: &Overrides,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<JournalLocation, ConfigError> {
+    let (raw, origin) = read_file(path)?;
+    let mut problems = Problems::new(&origin);
+    raw.report(&mut problems);
+    let mut raw = raw.0;
+    sources::layer(&mut raw, &keys(), overrides, env, &mut problems);
+    let set_by = raw
         .journal
         .path
         .as_ref()
-        .map_or_else(|| PathBuf::from(DEFAULT_JOURNAL_PATH), |s| s.value.clone())
+        .map(|setting| setting.origin.describe(problems.file()));
+    let journal = journal::validate(&raw.journal, &mut problems);
+    if problems.is_empty() {
+        Ok(JournalLocation {
+            path: journal.path,
+            set_by,
+        })
+    } else {
+        Err(ConfigError {
+            problems: problems.into_list(),
+        })
+    }
 }
 
 /// Reads the file (if any), applies environment and flags, reads the secret, validates.
@@ -256,6 +327,7 @@ pub fn load_admin_listen(
 ) -> Result<SocketAddr, ConfigError> {
     let (raw, origin) = read_file(path)?;
     let mut problems = Problems::new(&origin);
+    raw.report(&mut problems);
     let mut raw = raw.0;
     sources::layer(&mut raw, &keys(), overrides, env, &mut problems);
     let admin_listen = address(
@@ -280,10 +352,13 @@ fn read_file(path: Option<&Path>) -> Result<(RawFile, String), ConfigError> {
                 ConfigError::one(format!("{}: cannot read: {error}", path.display()))
             })?;
             let raw = from_yaml_str(&text)
-                .map_err(|error| ConfigError::one(format!("{}: {error}", path.display())))?;
+                .map_err(|error| ConfigError::one(error.in_file(&path.display().to_string())))?;
             Ok((raw, path.display().to_string()))
         }
-        None => Ok((RawFile(RawConfig::default()), "flags".to_owned())),
+        None => Ok((
+            RawFile(RawConfig::default(), Vec::new()),
+            "flags".to_owned(),
+        )),
     }
 }
 
@@ -298,6 +373,7 @@ pub fn validate(
     read_file: &dyn Fn(&Path) -> std::io::Result<Vec<u8>>,
 ) -> Result<Config, ConfigError> {
     let mut problems = Problems::new(origin);
+    raw.report(&mut problems);
     let mut raw = raw.0;
     sources::layer(&mut raw, &keys(), overrides, env, &mut problems);
 
@@ -325,23 +401,35 @@ pub fn validate(
 
     let max_body_bytes = number(&raw.request.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
     if max_body_bytes == 0 {
-        problems.push("request.max_body_bytes must be above 0");
+        problems.about(
+            &raw.request.max_body_bytes,
+            "request.max_body_bytes",
+            "must be above 0",
+        );
     }
     let max_connections = number(&raw.request.max_connections, DEFAULT_MAX_CONNECTIONS);
     if max_connections == 0 || max_connections > MAX_CONNECTIONS {
-        problems.push(format!(
-            "request.max_connections must be between 1 and {MAX_CONNECTIONS}"
-        ));
+        problems.about(
+            &raw.request.max_connections,
+            "request.max_connections",
+            format!("must be between 1 and {MAX_CONNECTIONS}"),
+        );
     }
     let max_buffered_bytes = number(&raw.request.max_buffered_bytes, DEFAULT_MAX_BUFFERED_BYTES);
     if max_buffered_bytes < max_body_bytes {
-        problems.push(format!(
-            "request.max_buffered_bytes ({max_buffered_bytes}) must be at least request.max_body_bytes ({max_body_bytes}): no call with a full body could be taken"
-        ));
+        problems.about(
+            &raw.request.max_buffered_bytes,
+            "request.max_buffered_bytes",
+            format!("{max_buffered_bytes} must be at least request.max_body_bytes ({max_body_bytes}): no call with a full body could be taken"),
+        );
     }
     let write_timeout = duration(&raw.request.write_timeout, DEFAULT_WRITE_TIMEOUT);
     if write_timeout.is_zero() {
-        problems.push("request.write_timeout must be above 0");
+        problems.about(
+            &raw.request.write_timeout,
+            "request.write_timeout",
+            "must be above 0",
+        );
     }
     let forward_headers: Vec<http::HeaderName> = raw
         .request
@@ -358,7 +446,11 @@ pub fn validate(
         .collect();
     let max_response_bytes = number(&raw.upstream.max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES);
     if max_response_bytes == 0 {
-        problems.push("upstream.max_response_bytes must be above 0");
+        problems.about(
+            &raw.upstream.max_response_bytes,
+            "upstream.max_response_bytes",
+            "must be above 0",
+        );
     }
 
     let limits = allowlist
@@ -370,7 +462,11 @@ pub fn validate(
 
     let probe_interval = duration(&raw.admin.probe_interval, DEFAULT_PROBE_INTERVAL);
     if probe_interval.is_zero() {
-        problems.push("admin.probe_interval must be above 0");
+        problems.about(
+            &raw.admin.probe_interval,
+            "admin.probe_interval",
+            "must be above 0",
+        );
     }
 
     match (
@@ -485,9 +581,13 @@ pub(crate) fn limits_from_yaml(
     yaml: &str,
     allowlist: &Allowlist,
 ) -> Result<LimitsConfig, Vec<String>> {
-    let raw = from_yaml_str(yaml).map_err(|e| vec![e])?;
+    let raw = from_yaml_str(yaml).map_err(|e| vec![e.in_file("sidecar.yaml")])?;
     let mut problems = Problems::new("sidecar.yaml");
-    limits::validate(&raw.0.limits, allowlist, &mut problems).ok_or_else(|| problems.into_list())
+    raw.report(&mut problems);
+    match limits::validate(&raw.0.limits, allowlist, &mut problems) {
+        Some(limits) if problems.is_empty() => Ok(limits),
+        _ => Err(problems.into_list()),
+    }
 }
 
 /// The file with the environment and flags applied, and the problems that cost: for
@@ -499,6 +599,7 @@ pub(crate) fn layered(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> (RawConfig, Problems) {
     let mut problems = Problems::new("sidecar.yaml");
+    raw.report(&mut problems);
     let mut raw = raw.0;
     sources::layer(&mut raw, &keys(), overrides, env, &mut problems);
     (raw, problems)

@@ -5,6 +5,7 @@
 use super::units::{parse_duration, parse_rate, ConfigDuration, ConfigRate};
 use serde::{Deserialize, Deserializer};
 use serde_saphyr::Spanned;
+use std::cell::RefCell;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -27,6 +28,15 @@ impl Origin {
             Origin::File { line } => format!("{file}:{line}"),
             Origin::Env(name) => name.clone(),
             Origin::Flag(name) => name.clone(),
+        }
+    }
+
+    /// What a problem with `key`'s value starts with: `sidecar.yaml:12: upstream.url`,
+    /// or the flag or variable alone (its name says which key it set).
+    pub(crate) fn prefix(&self, file: &str, key: &str) -> String {
+        match self {
+            Origin::File { .. } => format!("{}: {key}", self.describe(file)),
+            Origin::Env(_) | Origin::Flag(_) => self.describe(file),
         }
     }
 }
@@ -201,12 +211,28 @@ impl Problems {
 
     /// A problem with the value of `key` that came from `origin`.
     pub(crate) fn at(&mut self, origin: &Origin, key: &str, problem: impl fmt::Display) {
-        let prefix = match origin {
-            Origin::File { .. } => format!("{}: {key}", origin.describe(&self.file)),
-            // The flag or variable name says which key it set.
-            Origin::Env(_) | Origin::Flag(_) => origin.describe(&self.file),
-        };
+        let prefix = origin.prefix(&self.file, key);
         self.list.push(format!("{prefix}: {problem}"));
+    }
+
+    /// A problem with the value of `key`, named at its origin when it was set (a
+    /// default that is wrong has none).
+    pub(crate) fn about<T>(
+        &mut self,
+        setting: &Option<Setting<T>>,
+        key: &str,
+        problem: impl fmt::Display,
+    ) {
+        match setting {
+            Some(setting) => self.at(&setting.origin, key, problem),
+            None => self.list.push(format!("{key}: {problem}")),
+        }
+    }
+
+    /// A problem at `origin` whose message already names what it is about.
+    pub(crate) fn at_origin(&mut self, origin: &Origin, problem: impl fmt::Display) {
+        self.list
+            .push(format!("{}: {problem}", origin.describe(&self.file)));
     }
 
     /// Keeps an `Ok` value; records an `Err` against `key` at the setting's origin.
@@ -243,4 +269,52 @@ impl Problems {
     pub(crate) fn into_list(self) -> Vec<String> {
         self.list
     }
+}
+
+// Problems the YAML reader finds but can read past (an unknown key, a duration without
+// its unit, a rate without its period): serde stops at the first error, and a user should
+// see every problem of the file at once. A value that does not parse leaves its problem
+// in `PENDING` and a stand-in value; the section that asked for it unsets the key, adds
+// the key and the line to the problem and moves it to `FOUND`, which `from_yaml_str` empties before and after reading.
+thread_local! {
+    static PENDING: RefCell<Option<(String, StandIn)>> = const { RefCell::new(None) };
+    static FOUND: RefCell<Vec<(Origin, String)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What becomes of the stand-in value of a value that did not parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StandIn {
+    /// Unset the key, as if absent: its default applies (a stand-in duration could
+    /// contradict another key, a connect timeout against a read timeout).
+    Unset,
+    /// Keep it: unsetting would raise a problem of its own (a bucket without its rate).
+    Keep,
+}
+
+/// A value's problem, for the key being read to claim (see [`claim_pending`]).
+pub(crate) fn defer_value_problem(problem: String, stand_in: StandIn) {
+    PENDING.with(|pending| *pending.borrow_mut() = Some((problem, stand_in)));
+}
+
+/// Files the problem the value of `key` (read at `line`) left, if any; true if the key
+/// is to be unset.
+pub(crate) fn claim_pending(key: &str, line: u64) -> bool {
+    match PENDING.with(|pending| pending.borrow_mut().take()) {
+        Some((problem, stand_in)) => {
+            defer_problem(line, format!("{key}: {problem}"));
+            stand_in == StandIn::Unset
+        }
+        None => false,
+    }
+}
+
+/// A problem at `line` of the file being read.
+pub(crate) fn defer_problem(line: u64, problem: String) {
+    FOUND.with(|found| found.borrow_mut().push((Origin::File { line }, problem)));
+}
+
+/// Empties the problems found so far (before a file is read, and after, to keep them).
+pub(crate) fn take_deferred() -> Vec<(Origin, String)> {
+    PENDING.with(|pending| pending.borrow_mut().take());
+    FOUND.with(|found| std::mem::take(&mut *found.borrow_mut()))
 }

@@ -26,7 +26,7 @@ fn no_files(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 fn check(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-    let raw = from_yaml_str(yaml).map_err(ConfigError::one)?;
+    let raw = from_yaml_str(yaml).map_err(|e| ConfigError::one(e.in_file("sidecar.yaml")))?;
     validate(raw, "sidecar.yaml", &Overrides::default(), env, &no_files)
 }
 
@@ -97,8 +97,91 @@ fn secret_in_yaml_is_refused_without_echoing_it() {
 fn parse_errors_never_quote_neighbouring_lines() {
     let yaml = "upstream:\n  connect_timeout: 5\ncredentials:\n  channel_secret: hunter2hunter2\n";
     let error = check(yaml, &env_with(ENV)).unwrap_err().to_string();
-    assert!(error.contains("line 2"), "{error}");
+    assert!(
+        error.contains("sidecar.yaml:2: connect_timeout:"),
+        "{error}"
+    );
     assert!(!error.contains("hunter2"), "{error}");
+}
+
+#[test]
+fn every_unit_rate_and_key_problem_of_a_file_is_reported_at_once() {
+    let yaml = "\
+upstrem: {}
+upstream:
+  connect_timeout: 5
+  read_timeout: 3x
+limits:
+  global:
+    rate: 50
+  bogus: 1
+request:
+  max_body_bytes: 0
+";
+    let error = check(yaml, &env_with(ENV)).unwrap_err();
+    let expected = [
+        "sidecar.yaml:1: unknown key `upstrem`",
+        "sidecar.yaml:3: connect_timeout: `5` needs a unit",
+        "sidecar.yaml:4: read_timeout: `3x` has an unknown unit",
+        "sidecar.yaml:7: rate: rate `50` needs a period",
+        "sidecar.yaml:8: unknown key `bogus`",
+        "sidecar.yaml:10: request.max_body_bytes: must be above 0",
+    ];
+    for problem in expected {
+        assert!(
+            error
+                .problems
+                .iter()
+                .any(|found| found.starts_with(problem)),
+            "{problem} is missing from:\n{error}"
+        );
+    }
+    // A value that did not parse is unset, not replaced by a stand-in that could raise
+    // problems of its own (a 1 s connect timeout against a read timeout, say).
+    assert!(
+        !error
+            .problems
+            .iter()
+            .any(|found| found.contains("shorter than") || found.contains("is missing")),
+        "{error}"
+    );
+    assert_eq!(error.problems.len(), expected.len(), "{error}");
+}
+
+#[test]
+fn every_problem_from_a_file_starts_with_file_and_line() {
+    let yaml = "\
+credentials:
+  channel_id: \"1\"
+  channel_secret_file: /run/missing-secret
+request:
+  max_body_bytes: 0
+  write_timeout: 0s
+upstream:
+  max_response_bytes: 0
+admin:
+  probe_interval: 0s
+journal:
+  max_calls: 0
+";
+    let error = check(yaml, &env_with(&[])).unwrap_err();
+    let mut lines: Vec<u64> = error
+        .problems
+        .iter()
+        .map(|problem| {
+            let line = problem
+                .strip_prefix("sidecar.yaml:")
+                .and_then(|rest| rest.split_once(": "))
+                .and_then(|(line, _)| line.parse().ok());
+            line.unwrap_or_else(|| panic!("no file:line: prefix on {problem}\n(all: {error})"))
+        })
+        .collect();
+    lines.sort_unstable();
+    assert_eq!(lines, [3, 5, 6, 8, 10, 12], "{error}");
+    let syntax = check("listen: [\n", &env_with(ENV))
+        .unwrap_err()
+        .to_string();
+    assert!(syntax.starts_with("sidecar.yaml:"), "{syntax}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Units a configuration value is written in, each parsed in one place for the YAML
 //! file, the flags and the environment alike: durations (`5s`, `250ms`), rates (`50/s`).
 
+use super::setting::{defer_value_problem, StandIn};
 use crate::limit::Rate;
 use serde::{Deserialize, Deserializer};
 use std::num::NonZeroU32;
@@ -21,9 +22,14 @@ pub(crate) struct ConfigDuration(pub(crate) Duration);
 impl<'de> Deserialize<'de> for ConfigDuration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        parse_duration(&text)
+        // Read past a bad duration so the rest of the file is checked too; the problem
+        // is reported with its key and line (`setting::claim_pending`).
+        Ok(parse_duration(&text)
             .map(ConfigDuration)
-            .map_err(serde::de::Error::custom)
+            .unwrap_or_else(|problem| {
+                defer_value_problem(problem, StandIn::Unset);
+                ConfigDuration(Duration::from_secs(1))
+            }))
     }
 }
 
@@ -63,9 +69,14 @@ pub(crate) struct ConfigRate(pub(crate) Rate);
 impl<'de> Deserialize<'de> for ConfigRate {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        parse_rate(&text)
-            .map(ConfigRate)
-            .map_err(serde::de::Error::custom)
+        Ok(parse_rate(&text).map(ConfigRate).unwrap_or_else(|problem| {
+            // 1/s: a valid rate, so its bucket raises no problem of its own.
+            defer_value_problem(problem, StandIn::Keep);
+            ConfigRate(Rate {
+                count: NonZeroU32::MIN,
+                period: Duration::from_secs(1),
+            })
+        }))
     }
 }
 

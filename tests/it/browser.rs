@@ -376,8 +376,8 @@ fn lock(orders: &Orders) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
 }
 
 /// examples/browser (a node shop tested with playwright-core in the same chromium)
-/// passes against the real sidecar and the emulator: what docs/emulator.md tells a
-/// shop to run in its CI. Needs `npm ci` in examples/browser (.ci/run does it).
+/// passes against the real sidecar and the emulator: what docs/emulator.md (and
+/// examples/README.md) tells a shop to run in its CI. Needs `npm ci` in examples/browser (.ci/run does it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_playwright_example_passes_against_the_sidecar_and_the_emulator() {
     let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/browser");

@@ -1,6 +1,10 @@
 //! The command line: `sign`, `check`, and what the running sidecar prints.
 
-use crate::util::{start_emulator, Call, Cli, Sidecar, TempFile, CHANNEL_ID, CHANNEL_SECRET};
+use crate::util::{
+    eventually, remove_journal_sidecars, start_emulator, Call, Cli, Sidecar, TempFile, CHANNEL_ID,
+    CHANNEL_SECRET,
+};
+use std::path::PathBuf;
 
 /// The reference vector from linepay-api.md.
 const VECTOR_SECRET: &str = "a917ab6a2367b536f8e5a6e2977e06f4";
@@ -228,4 +232,139 @@ async fn running_sidecar_announces_its_proxy_then_admin_address() {
         "{output}"
     );
     assert!(lines[0].ends_with(')'), "{output}");
+}
+
+/// `calls` finds the journal as the sidecar does: `--journal`, then
+/// `LINEPAY_SIDECAR_JOURNAL_PATH`, then `journal.path` of `--config`, then the default;
+/// where no journal is, it says which source named the path.
+#[test]
+fn calls_finds_the_journal_with_the_sidecars_precedence() {
+    let config = TempFile::with_contents(
+        "calls-journal.yaml",
+        b"journal:\n  path: /nonexistent/from-file.sqlite3\n",
+    );
+    let calls = |flag: Option<&str>, env: Option<&str>, with_config: bool| {
+        let mut cli = Cli::new().arg("calls");
+        if let Some(path) = flag {
+            cli = cli.arg("--journal").arg(path);
+        }
+        if with_config {
+            cli = cli.arg("--config").arg(config.path_str());
+        }
+        if let Some(path) = env {
+            cli = cli.env("LINEPAY_SIDECAR_JOURNAL_PATH", path);
+        }
+        let output = cli.run();
+        assert!(!output.status.success(), "{output:?}");
+        output.stderr
+    };
+    let stderr = calls(None, None, true);
+    assert!(
+        stderr.contains("no journal at /nonexistent/from-file.sqlite3 (from ")
+            && stderr.contains("calls-journal.yaml:2)"),
+        "{stderr}"
+    );
+    let stderr = calls(None, Some("/nonexistent/from-env.sqlite3"), true);
+    assert!(
+        stderr.contains(
+            "no journal at /nonexistent/from-env.sqlite3 (from LINEPAY_SIDECAR_JOURNAL_PATH)"
+        ),
+        "{stderr}"
+    );
+    let stderr = calls(
+        Some("/nonexistent/from-flag.sqlite3"),
+        Some("/nonexistent/from-env.sqlite3"),
+        true,
+    );
+    assert!(
+        stderr.contains("no journal at /nonexistent/from-flag.sqlite3 (from --journal)"),
+        "{stderr}"
+    );
+    // No source names it: the default, which may exist where the tests run.
+    let output = Cli::new().arg("calls").run();
+    assert!(
+        output.status.success() || output.stderr.contains("(the default; give --journal"),
+        "{output:?}"
+    );
+}
+
+/// The journal path the demo announced (`The call journal is PATH (...)`), and the words
+/// in parentheses after it.
+fn demo_journal(stderr: &str) -> (PathBuf, String) {
+    let line = stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("The call journal is "))
+        .unwrap_or_else(|| panic!("the demo does not say where its journal is:\n{stderr}"));
+    let (path, fate) = line
+        .split_once(" (")
+        .unwrap_or_else(|| panic!("no (fate) after the journal path: {line}"));
+    (PathBuf::from(path), fate.trim_end_matches("):").to_owned())
+}
+
+/// The demo names its journal, its emulator and the emulator's controls; a journal of
+/// its own choosing goes when it stops, unless `--keep-journal`; one named by
+/// `--journal-path` or `LINEPAY_SIDECAR_JOURNAL_PATH` is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_says_where_its_journal_is_and_keeps_it_when_asked() {
+    let dir = std::env::temp_dir().join(format!("linepay-demo-journal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let named = dir.join("named.sqlite3");
+    let named = named.to_string_lossy().into_owned();
+    let cases: [(&str, Vec<&str>, Option<&str>, bool); 4] = [
+        ("temporary", vec![], None, false),
+        (
+            "temporary, --keep-journal",
+            vec!["--keep-journal"],
+            None,
+            true,
+        ),
+        ("--journal-path", vec!["--journal-path", &named], None, true),
+        ("LINEPAY_SIDECAR_JOURNAL_PATH", vec![], Some(&named), true),
+    ];
+    for (case, args, env, kept) in cases {
+        let _ = std::fs::remove_file(&named);
+        let mut demo = Sidecar::demo().env("TMPDIR", &dir);
+        for arg in args {
+            demo = demo.arg(arg);
+        }
+        if let Some(path) = env {
+            demo = demo.env("LINEPAY_SIDECAR_JOURNAL_PATH", path);
+        }
+        let mut running = demo.start().await;
+        // Printed before the port is announced, but read by another thread.
+        let stderr = eventually("the demo's walkthrough on stderr", || {
+            let stderr = running.stderr_so_far();
+            async move {
+                if stderr.contains("Stop with Ctrl-C.") {
+                    Ok(stderr)
+                } else {
+                    Err("not yet")
+                }
+            }
+        })
+        .await;
+        let (journal, fate) = demo_journal(&stderr);
+        assert!(
+            journal.starts_with(&dir),
+            "{case}: {journal:?} is not under {dir:?}"
+        );
+        assert!(
+            journal.exists(),
+            "{case}: no journal at {journal:?} while the demo runs"
+        );
+        assert_eq!(fate.starts_with("kept"), kept, "{case}: {fate}");
+        assert!(
+            stderr.contains("/__emulator/faults")
+                && stderr.contains("The emulator (LINE Pay's stand-in) is http://127.0.0.1:"),
+            "{case}: the demo does not show its emulator's controls:\n{stderr}"
+        );
+        running.signal("TERM");
+        let status = running
+            .wait_exit(std::time::Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("{case}: the demo did not stop on SIGTERM"));
+        assert!(status.success(), "{case}: {status:?}");
+        assert_eq!(journal.exists(), kept, "{case}: {journal:?}");
+        remove_journal_sidecars(&journal);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1070,3 +1070,357 @@ fn the_example_configs_pass_check_with_the_secret_from_a_file_flag() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The prose against the deploy files: a value the docs quote from a deploy file (a grace
+// period, a file limit, a memory quantity, an alert name) is read from that file here,
+// so changing one without the other fails.
+
+/// Every page a reader takes values from: README.md, docs/, the examples' README, the
+/// example configs, and the READMEs beside the deploy files.
+fn prose_pages() -> Vec<(String, String)> {
+    let mut names = vec![
+        "README.md".to_owned(),
+        "examples/README.md".to_owned(),
+        "config/sidecar.yaml".to_owned(),
+        "config/minimal.yaml".to_owned(),
+        "deploy/README.md".to_owned(),
+    ];
+    for dir in ["docs", "deploy"] {
+        let mut found = Vec::new();
+        let mut stack = vec![repo_path(dir)];
+        while let Some(dir) = stack.pop() {
+            let entries = std::fs::read_dir(&dir)
+                .unwrap_or_else(|error| panic!("cannot list {}: {error}", dir.display()));
+            for path in entries.filter_map(|entry| entry.ok().map(|entry| entry.path())) {
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|ext| ext == "md") {
+                    let relative = path
+                        .strip_prefix(repo_path(""))
+                        .unwrap_or(&path)
+                        .to_string_lossy()
+                        .into_owned();
+                    found.push(relative);
+                }
+            }
+        }
+        found.sort();
+        names.extend(found);
+    }
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            let text = read(&name);
+            (name, text)
+        })
+        .collect()
+}
+
+/// The token after each `marker` in `text` (up to a space, backtick, quote, comma,
+/// semicolon or closing bracket), with its line number; `marker` must not follow a
+/// letter or digit (`TimeoutStopSec=` is not `XTimeoutStopSec=`).
+fn values_after<'a>(text: &'a str, marker: &str) -> Vec<(usize, &'a str)> {
+    let mut found = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let mut rest = line;
+        let mut offset = 0;
+        while let Some(at) = rest.find(marker) {
+            let before = line[..offset + at].chars().next_back();
+            let after = &rest[at + marker.len()..];
+            let end = after
+                .find(|c: char| c.is_whitespace() || "`'\",;)]".contains(c))
+                .unwrap_or(after.len());
+            if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') && end > 0 {
+                found.push((number + 1, after[..end].trim_end_matches('.')));
+            }
+            offset += at + marker.len();
+            rest = after;
+        }
+    }
+    found
+}
+
+/// A systemd time span: a bare number is seconds.
+fn systemd_span(value: &str) -> Option<Duration> {
+    if value.bytes().all(|b| b.is_ascii_digit()) {
+        return value.parse().ok().map(Duration::from_secs);
+    }
+    parse_duration(value).ok()
+}
+
+#[test]
+fn systemd_settings_quoted_in_the_docs_are_the_units() {
+    let unit = read("deploy/systemd/linepay-sidecar.service");
+    // [Service] only: the docs' `After=` and `Wants=` lines are the app's unit, ordered
+    // after this one.
+    let settings = unit_section(&unit, "Service");
+    let keys: BTreeSet<&str> = settings.iter().map(|(key, _)| key.as_str()).collect();
+    assert!(keys.contains("TimeoutStopSec") && keys.contains("LimitNOFILE"));
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for (page, text) in prose_pages() {
+        for key in &keys {
+            let values: Vec<&str> = settings
+                .iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+                .collect();
+            // Values with spaces (ExecStart, filters) are quoted in part; not compared.
+            if values
+                .iter()
+                .any(|value| value.contains(char::is_whitespace))
+            {
+                continue;
+            }
+            for (line, quoted) in values_after(&text, &format!("{key}=")) {
+                checked += 1;
+                let same = values.iter().any(|value| {
+                    *value == quoted
+                        || (key.ends_with("Sec")
+                            && systemd_span(value).is_some()
+                            && systemd_span(value) == systemd_span(quoted))
+                });
+                if !same {
+                    wrong.push(format!(
+                        "{page}:{line}: {key}={quoted}, the unit says {key}={}",
+                        values.join(" / ")
+                    ));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(
+        checked >= 3,
+        "only {checked} systemd settings quoted: is the scan broken?"
+    );
+}
+
+#[test]
+fn grace_periods_quoted_in_the_docs_are_the_deploy_files() {
+    let manifests = manifests();
+    let deployment = only(&manifests, "Deployment", None);
+    let kubernetes = deployment.doc["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("the Deployment sets terminationGracePeriodSeconds");
+    let compose: Value =
+        serde_saphyr::from_str(&read("deploy/compose/docker-compose.yaml")).expect("compose");
+    let compose = text(
+        &compose["services"]["sidecar"]["stop_grace_period"],
+        "the sidecar's stop_grace_period",
+    )
+    .to_owned();
+    let compose = parse_duration(&compose).expect("stop_grace_period is a duration");
+
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for (page, text) in prose_pages() {
+        for (line, quoted) in values_after(&text, "terminationGracePeriodSeconds: ") {
+            checked += 1;
+            if quoted.parse::<u64>().ok() != Some(kubernetes) {
+                wrong.push(format!(
+                    "{page}:{line}: terminationGracePeriodSeconds: {quoted}, the Deployment says {kubernetes}"
+                ));
+            }
+        }
+        for (line, quoted) in values_after(&text, "stop_grace_period: ") {
+            checked += 1;
+            if parse_duration(quoted).ok() != Some(compose) {
+                wrong.push(format!(
+                    "{page}:{line}: stop_grace_period: {quoted}, the compose file says {compose:?}"
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(
+        checked >= 2,
+        "only {checked} grace periods quoted: is the scan broken?"
+    );
+}
+
+/// Every memory quantity the manifests set (requests and limits of every container).
+fn manifest_memory_quantities(manifests: &[Manifest]) -> BTreeSet<String> {
+    fn walk(value: &Value, out: &mut BTreeSet<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    match (key.as_str(), value) {
+                        ("memory", Value::String(quantity)) => {
+                            out.insert(quantity.clone());
+                        }
+                        _ => walk(value, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| walk(item, out)),
+            _ => {}
+        }
+    }
+    let mut out = BTreeSet::new();
+    for manifest in manifests {
+        walk(&manifest.doc, &mut out);
+    }
+    out
+}
+
+#[test]
+fn memory_quantities_quoted_in_the_docs_are_the_manifests() {
+    let quantities = manifest_memory_quantities(&manifests());
+    assert!(quantities.contains("128Mi"), "{quantities:?}");
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for (page, text) in prose_pages() {
+        for (number, line) in text.lines().enumerate() {
+            // `128Mi` or `128 Mi` (Kubernetes' unit), not `128 MiB` (a measurement).
+            let words: Vec<&str> = line
+                .split(|c: char| c.is_whitespace() || "`'\"(),;:.".contains(c))
+                .filter(|word| !word.is_empty())
+                .collect();
+            for (index, word) in words.iter().enumerate() {
+                let quantity = if *word == "Mi" && index > 0 {
+                    words[index - 1]
+                } else if let Some(digits) = word.strip_suffix("Mi") {
+                    digits
+                } else {
+                    continue;
+                };
+                if quantity.is_empty() || !quantity.bytes().all(|b| b.is_ascii_digit()) {
+                    continue;
+                }
+                checked += 1;
+                if !quantities.contains(&format!("{quantity}Mi")) {
+                    wrong.push(format!(
+                        "{page}:{}: {quantity} Mi is set nowhere in deploy/kubernetes ({quantities:?})",
+                        number + 1
+                    ));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(
+        checked >= 2,
+        "only {checked} memory quantities quoted: is the scan broken?"
+    );
+}
+
+#[test]
+fn alert_names_in_the_docs_are_the_rules() {
+    let rules = read("deploy/prometheus/alerts.yaml");
+    let alerts: BTreeSet<String> = rules
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("- alert:"))
+        .map(|name| name.trim().to_owned())
+        .collect();
+    assert!(alerts.len() >= 5, "{alerts:?}");
+    // CamelCase names starting `LinePay` that are no alert: a Python SDK's class.
+    let not_alerts = ["LinePayApi"];
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for (page, text) in prose_pages() {
+        for (number, line) in text.lines().enumerate() {
+            let mut rest = line;
+            while let Some(at) = rest.find("LinePay") {
+                let before = line[..line.len() - rest.len() + at].chars().next_back();
+                let word: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric())
+                    .collect();
+                rest = &rest[at + "LinePay".len()..];
+                let camel = word[7..].starts_with(|c: char| c.is_ascii_uppercase());
+                if !camel
+                    || before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-')
+                    || not_alerts.contains(&word.as_str())
+                {
+                    continue;
+                }
+                checked += 1;
+                if !alerts.contains(&word) {
+                    wrong.push(format!(
+                        "{page}:{}: {word} is no alert of deploy/prometheus/alerts.yaml",
+                        number + 1
+                    ));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(
+        checked >= 5,
+        "only {checked} alert names quoted: is the scan broken?"
+    );
+}
+
+/// The ports written `host:PORT` on a line of `text`, with the line number.
+fn quoted_ports(text: &str) -> Vec<(usize, u16)> {
+    let mut found = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        for (at, _) in line.match_indices(':') {
+            let before = line[..at].chars().next_back();
+            // An address (`127.0.0.1:`, `localhost:`) or a bare `:PORT`, not `http:`.
+            if !before.is_some_and(|c| c.is_ascii_digit() || c == 't' || "` (".contains(c)) {
+                continue;
+            }
+            let digits: String = line[at + 1..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            if (4..=5).contains(&digits.len()) {
+                if let Ok(port) = digits.parse() {
+                    found.push((number + 1, port));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The deploy page and the deploy READMEs quote only the ports the image exposes (the
+/// proxy's and the admin port), which are the binary's defaults.
+#[test]
+fn ports_quoted_by_the_deploy_docs_are_the_images() {
+    let exposed: BTreeSet<u16> = dockerfile()
+        .iter()
+        .filter(|(instruction, _)| instruction == "EXPOSE")
+        .flat_map(|(_, ports)| {
+            ports
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .map(|port| port.parse().unwrap_or_else(|_| panic!("EXPOSE {port}")))
+        .collect();
+    let defaults: BTreeSet<u16> = [DEFAULT_LISTEN, DEFAULT_ADMIN_LISTEN]
+        .iter()
+        .map(|address| address.parse::<SocketAddr>().expect("default").port())
+        .collect();
+    assert_eq!(
+        exposed, defaults,
+        "the image exposes other ports than the defaults"
+    );
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for (page, text) in prose_pages() {
+        if page != "docs/deploying.md"
+            && !(page.starts_with("deploy/") && page.ends_with("README.md"))
+        {
+            continue;
+        }
+        for (line, port) in quoted_ports(&text) {
+            checked += 1;
+            if !exposed.contains(&port) {
+                wrong.push(format!(
+                    "{page}:{line}: port {port}, not one the image exposes {exposed:?}"
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(
+        checked >= 10,
+        "only {checked} ports quoted: is the scan broken?"
+    );
+}

@@ -6,6 +6,7 @@
 //! page renamed or a heading reworded without its links fails here, not in a reader's
 //! browser.
 
+use crate::util::Cli;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -345,5 +346,366 @@ fn anchors_follow_github() {
     assert_eq!(
         anchors("# A\n## B\n```\n# not a heading\n```\n## B\n"),
         BTreeSet::from(["a".to_owned(), "b".to_owned(), "b-1".to_owned()])
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Shell blocks: each is run in CI, or says why it cannot be run here.
+//
+// The line before every ```sh block is one of
+//   <!-- run: FILE -->          FILE (a script .ci/run runs, or a test under tests/) runs
+//                               the block's commands; it names the page it runs them for
+//   <!-- not run: REASON -->    why not here (a server that runs until stopped, Docker,
+//                               root, a real LINE Pay channel, ...)
+// scripts/docs-check.sh runs the blocks marked `run: scripts/docs-check.sh` as written,
+// against the demo (ports rewritten to the demo's).
+
+/// Pages whose shell blocks are checked: README.md, docs/, examples/ and deploy/ READMEs.
+fn pages_with_commands() -> Vec<PathBuf> {
+    let mut pages = pages();
+    for readme in [
+        "deploy/README.md",
+        "deploy/compose/README.md",
+        "deploy/prometheus/README.md",
+        "deploy/grafana/README.md",
+    ] {
+        pages.push(repo_path(readme));
+    }
+    pages.retain(|page| page.exists());
+    pages
+}
+
+/// A ```sh block: its line and the marker line before it (blank lines skipped), if any.
+fn shell_blocks(text: &str) -> Vec<(usize, Option<String>)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut blocks = Vec::new();
+    let mut in_fence = false;
+    for (index, line) in lines.iter().enumerate() {
+        let fence = line.trim_start();
+        if !fence.starts_with("```") {
+            continue;
+        }
+        if !in_fence
+            && matches!(
+                fence.trim_end(),
+                "```sh" | "```bash" | "```shell" | "```console"
+            )
+        {
+            let marker = lines[..index]
+                .iter()
+                .rev()
+                .find(|line| !line.trim().is_empty())
+                .map(|line| line.trim().to_owned())
+                .filter(|line| line.starts_with("<!--"));
+            blocks.push((index + 1, marker));
+        }
+        in_fence = !in_fence;
+    }
+    blocks
+}
+
+/// What a marker says: `Ok(Some(file))` run by it, `Ok(None)` not run (with a reason),
+/// `Err` a marker that is neither.
+fn marker_runner(marker: &str) -> Result<Option<String>, String> {
+    let inner = marker
+        .strip_prefix("<!--")
+        .and_then(|rest| rest.strip_suffix("-->"))
+        .map(str::trim)
+        .ok_or_else(|| format!("`{marker}` is not one HTML comment"))?;
+    if let Some(reason) = inner.strip_prefix("not run:") {
+        return if reason.trim().len() >= 10 {
+            Ok(None)
+        } else {
+            Err(format!("`{marker}` gives no reason"))
+        };
+    }
+    match inner.strip_prefix("run:") {
+        Some(file) if !file.trim().is_empty() => Ok(Some(file.trim().to_owned())),
+        _ => Err(format!(
+            "`{marker}` is neither `<!-- run: FILE -->` nor `<!-- not run: REASON -->`"
+        )),
+    }
+}
+
+#[test]
+fn every_shell_block_is_run_in_ci_or_says_why_not() {
+    let ci = read(&repo_path(".ci/run"));
+    let mut problems = Vec::new();
+    let mut run = 0;
+    let mut not_run = 0;
+    for page in pages_with_commands() {
+        let name = page
+            .strip_prefix(repo_path(""))
+            .unwrap_or(&page)
+            .to_string_lossy()
+            .into_owned();
+        for (line, marker) in shell_blocks(&read(&page)) {
+            let at = format!("{name}:{line}");
+            let Some(marker) = marker else {
+                problems.push(format!(
+                    "{at}: a shell block without `<!-- run: FILE -->` or `<!-- not run: REASON -->` before it"
+                ));
+                continue;
+            };
+            match marker_runner(&marker) {
+                Err(problem) => problems.push(format!("{at}: {problem}")),
+                Ok(None) => not_run += 1,
+                Ok(Some(runner)) => {
+                    run += 1;
+                    let path = repo_path(&runner);
+                    if !path.is_file() {
+                        problems.push(format!("{at}: {runner} does not exist"));
+                        continue;
+                    }
+                    if !runner.starts_with("tests/") && runner != ".ci/run" && !ci.contains(&runner)
+                    {
+                        problems.push(format!("{at}: .ci/run does not run {runner}"));
+                    }
+                    // The runner names the page, or reads the blocks by this very marker
+                    // from every page of the page's directory (scripts/docs-check.sh).
+                    let text = read(&path);
+                    let directory = Path::new(&name)
+                        .parent()
+                        .map(|dir| dir.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let by_marker = text.contains(&marker)
+                        && !directory.is_empty()
+                        && text.contains(&format!("{directory}/*.md"));
+                    if !text.contains(&name) && !by_marker {
+                        problems.push(format!(
+                            "{at}: {runner} never names {name}: it cannot be what runs this block"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(
+        run >= 5 && not_run >= 5,
+        "{run} blocks run, {not_run} not: is the scan broken?"
+    );
+}
+
+#[test]
+fn shell_block_markers_are_read_strictly() {
+    let page = "text\n\n<!-- not run: needs Docker, not here -->\n```sh\ndocker ps\n```\n\n```sh\nls\n```\n<!-- run: scripts/docs-check.sh -->\n\n```bash\necho\n```\n";
+    let blocks = shell_blocks(page);
+    assert_eq!(blocks.len(), 3, "{blocks:?}");
+    assert_eq!(
+        marker_runner(blocks[0].1.as_deref().unwrap_or_default()),
+        Ok(None)
+    );
+    assert_eq!(blocks[1], (8, None));
+    assert_eq!(
+        marker_runner(blocks[2].1.as_deref().unwrap_or_default()),
+        Ok(Some("scripts/docs-check.sh".to_owned()))
+    );
+    assert!(marker_runner("<!-- not run: -->").is_err());
+    assert!(marker_runner("<!-- runs: x -->").is_err());
+    assert!(marker_runner("<!-- run: -->").is_err());
+}
+
+// ---------------------------------------------------------------------------------------
+// The command line the docs describe is the binary's.
+
+fn help(args: &[&str]) -> String {
+    let mut cli = Cli::new();
+    for arg in args {
+        cli = cli.arg(*arg);
+    }
+    let output = cli.run();
+    assert!(output.status.success(), "{args:?}: {output:?}");
+    output.stdout
+}
+
+/// The subcommands `linepay-sidecar --help` lists.
+fn subcommands() -> BTreeSet<String> {
+    let help = help(&["--help"]);
+    let commands = help
+        .split("Commands:")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .unwrap_or_else(|| panic!("no Commands: in --help:\n{help}"));
+    commands
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `linepay-sidecar WORD` in code (blocks and spans) names a subcommand that exists.
+#[test]
+fn every_subcommand_the_docs_run_exists() {
+    let subcommands = subcommands();
+    assert!(
+        subcommands.contains("check") && subcommands.contains("calls"),
+        "{subcommands:?}"
+    );
+    let mut wrong = Vec::new();
+    let mut checked = 0;
+    for page in pages_with_commands() {
+        let text = read(&page);
+        let spans: Vec<String> = prose_lines(&text)
+            .iter()
+            .flat_map(|line| {
+                line.split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let code = code_lines(&text).into_iter().map(str::to_owned);
+        for snippet in spans.into_iter().chain(code) {
+            let words: Vec<&str> = snippet.split_whitespace().collect();
+            for pair in words.windows(2) {
+                let [binary, word] = pair else { continue };
+                if *binary != "linepay-sidecar" || !word.chars().all(|c| c.is_ascii_lowercase()) {
+                    continue;
+                }
+                checked += 1;
+                if !subcommands.contains(*word) {
+                    wrong.push(format!(
+                        "{}: `linepay-sidecar {word}`: no such subcommand ({subcommands:?})",
+                        page.display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(
+        checked >= 10,
+        "only {checked} subcommands found: is the scan broken?"
+    );
+}
+
+/// Every flag of the sidecar that sets no configuration key, and its variable, is in
+/// docs/configuration.md's "Flags and environment without a key".
+#[test]
+fn every_flag_without_a_key_is_in_the_configuration_table() {
+    let mut key_flags = BTreeSet::new();
+    for key in linepay_sidecar::config::keys() {
+        key_flags.extend(key.flag().map(str::to_owned));
+        key_flags.extend(key.aliases().iter().map(|alias| (*alias).to_owned()));
+    }
+    let doc = read(&repo_path("docs/configuration.md"));
+    let section = doc
+        .split("## Flags and environment without a key")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .unwrap_or_else(|| {
+            panic!("docs/configuration.md has no 'Flags and environment without a key'")
+        });
+    let help = help(&["--help"]);
+    let mut missing = Vec::new();
+    let mut found = 0;
+    for line in help.lines().map(str::trim_start) {
+        let Some(flag) = line
+            .strip_prefix("--")
+            .or_else(|| line.split_once(", --").map(|(_, flag)| flag))
+        else {
+            continue;
+        };
+        let flag: String = flag
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
+        if key_flags.contains(&flag) || flag == "help" || flag == "version" {
+            continue;
+        }
+        found += 1;
+        if !section.contains(&format!("`--{flag}")) {
+            missing.push(format!("--{flag}"));
+        }
+        if let Some(env) = line
+            .split("[env: ")
+            .nth(1)
+            .and_then(|rest| rest.split('=').next())
+        {
+            if !section.contains(env) {
+                missing.push(env.to_owned());
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md's flags without a key lack: {}",
+        missing.join(", ")
+    );
+    assert!(
+        found >= 3,
+        "only {found} flags without a key: is the scan broken?"
+    );
+}
+
+/// Every file under `dir` (recursively), sorted.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for path in entries.filter_map(|entry| entry.ok().map(|entry| entry.path())) {
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// A page of the manual named in a comment of the example configs, the deploy files or
+/// the code (`docs/egress.md`) exists: a page renamed, or a section moved out of the
+/// README, cannot leave them pointing nowhere.
+#[test]
+fn pages_named_by_configs_deploy_files_and_code_exist() {
+    let mut wrong = Vec::new();
+    let mut checked = 0;
+    let mut files = files_under(&repo_path("config"));
+    files.extend(files_under(&repo_path("deploy")));
+    files.extend(files_under(&repo_path("src")));
+    files.extend(files_under(&repo_path("scripts")));
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        for (at, _) in text.match_indices("docs/") {
+            if at > 0
+                && text[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                continue;
+            }
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || "/-_.".contains(*c))
+                .collect();
+            let Some(page) = name.strip_suffix(".md").map(|stem| format!("{stem}.md")) else {
+                continue;
+            };
+            checked += 1;
+            if !repo_path(&page).is_file() {
+                wrong.push(format!(
+                    "{}: names {page}, which does not exist",
+                    file.display()
+                ));
+            }
+        }
+        if text.contains("README section") {
+            wrong.push(format!(
+                "{}: points to a README section; the manual is in docs/",
+                file.display()
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(
+        checked >= 10,
+        "only {checked} pages named: is the scan broken?"
     );
 }

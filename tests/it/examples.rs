@@ -7,6 +7,10 @@
 //! a pass proves that the client needed no secret and no signing code, and that it kept
 //! all 19 digits of the transaction id (a rounded id is unknown to the emulator).
 //!
+//! These are the commands of examples/README.md's and docs/integrating.md's shell blocks
+//! (run against a sidecar of their own instead of `cargo run -- demo &`), and the output
+//! examples/README.md shows is compared with what each client prints.
+//!
 //! A missing interpreter fails the test under CI (`CI` set: .ci/run installs them) and
 //! is skipped, loudly, elsewhere, so `cargo test` works on a machine without PHP.
 
@@ -202,6 +206,48 @@ async fn round_trip(example: &'static Example) {
         4,
         "the four calls (and not the replayed refund) must have reached the emulator: {report}"
     );
+    assert_eq!(
+        masked(&run.stdout),
+        masked(&readme_sample_output()),
+        "examples/README.md's sample output is not what the client prints: {report}"
+    );
+}
+
+/// The sample output examples/README.md shows: its code block that starts `request:`.
+fn readme_sample_output() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/README.md");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+    let mut blocks = text.split("```").skip(1).step_by(2);
+    blocks
+        .find_map(|block| {
+            let body = block.split_once('\n').map_or("", |(_, body)| body);
+            body.starts_with("request:").then(|| body.to_owned())
+        })
+        .unwrap_or_else(|| panic!("examples/README.md shows no sample output"))
+}
+
+/// Output lines with what changes from run to run masked: numbers, and a URL's query.
+fn masked(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .map(|line| {
+            let line = line
+                .split_once('?')
+                .map_or(line.to_owned(), |(head, _)| format!("{head}?…"));
+            let mut out = String::new();
+            for c in line.chars() {
+                if c.is_ascii_digit() {
+                    if !out.ends_with('#') {
+                        out.push('#');
+                    }
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

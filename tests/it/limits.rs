@@ -334,7 +334,7 @@ fn check_fails(yaml: &str) -> String {
 fn bad_limits_stop_start_up_with_file_and_line() {
     let stderr = check_fails("limits:\n  global:\n    rate: 50\n");
     assert!(stderr.contains("50/s"), "{stderr}");
-    assert!(stderr.contains("line 3"), "{stderr}");
+    assert!(stderr.contains(".yaml:3: rate:"), "{stderr}");
 
     let stderr = check_fails(
         "limits:\n  global: {rate: 5/s}\n  routes:\n    \"POST /v3/payments/123/refund\": {rate: 1/s}\n",

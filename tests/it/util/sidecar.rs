@@ -64,6 +64,25 @@ impl Sidecar {
         .with_own_journal()
     }
 
+    /// `linepay-sidecar demo` on free loopback ports, with no variable of the tests'
+    /// own (no channel, no journal: the demo brings its own).
+    pub fn demo() -> Sidecar {
+        Sidecar {
+            args: vec![
+                "demo".into(),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--admin-listen".into(),
+                "127.0.0.1:0".into(),
+            ],
+            env: Vec::new(),
+            config: None,
+            on_spawn: None,
+            journal: None,
+            wrapper: Vec::new(),
+        }
+    }
+
     fn with_own_journal(mut self) -> Sidecar {
         // An empty file is an empty SQLite database.
         let journal = TempFile::with_contents("journal.sqlite3", b"");
