@@ -148,7 +148,8 @@ struct SignArgs {
 /// same `--config`, `--admin-listen` and `LINEPAY_SIDECAR_ADMIN_LISTEN`), plus what to ask.
 #[derive(Args)]
 struct CallsArgs {
-    /// The journal file; default: journal.path from --config, else the default path.
+    /// The journal file; default: journal.path from --config, else LINEPAY_SIDECAR_JOURNAL_PATH, else
+    /// the default path in the state directory.
     #[arg(long, value_name = "FILE")]
     journal: Option<PathBuf>,
     /// The config file whose journal.path to read.
@@ -321,9 +322,13 @@ fn calls_command(args: &CallsArgs) -> Result<()> {
                 .with_context(|| format!("cannot read {}", config.display()))?;
             let raw = config::from_yaml_str(&text)
                 .map_err(|error| anyhow::anyhow!("{}: {error}", config.display()))?;
-            config::journal_path(&raw)
+            config::journal_path(&raw, &env_var)
+                .context("journal.path is not set and there is no state directory for it")?
         }
-        (None, None) => PathBuf::from(config::DEFAULT_JOURNAL_PATH),
+        (None, None) => std::env::var_os("LINEPAY_SIDECAR_JOURNAL_PATH")
+            .map(PathBuf::from)
+            .or_else(|| config::default_journal_path(&env_var))
+            .context("no journal path: give --journal or --config (no state directory is set)")?,
     };
     if !path.exists() {
         bail!("no journal at {} (see journal.path)", path.display());
@@ -340,6 +345,10 @@ fn calls_command(args: &CallsArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&row)?);
     }
     Ok(())
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 fn healthcheck_command(args: &HealthcheckArgs) -> Result<()> {

@@ -81,7 +81,8 @@ const REFUSAL_CODES: &[&str] = &[
 ];
 
 /// Every `operation` of `linepay_sidecar_journal_failures_total`.
-pub(crate) const JOURNAL_OPERATIONS: &[&str] = &["intent", "outcome", "read", "prune"];
+pub(crate) const JOURNAL_OPERATIONS: &[&str] =
+    &["intent", "outcome", "read", "prune", "order", "probe"];
 
 /// Every `kind` of `linepay_sidecar_upstream_errors_total` (`ProxyError::upstream_kind`).
 const UPSTREAM_ERROR_KINDS: &[&str] = &[
