@@ -10,6 +10,7 @@
 //! is answered `429 calls_busy` at once.
 
 use crate::config::CallsAccess;
+use crate::error::SIDECAR_ERROR_HEADER;
 use crate::journal::{Filter, Store};
 use crate::metrics::Metrics;
 use bytes::Bytes;
@@ -50,6 +51,21 @@ impl Calls {
     /// Answers `GET /calls?{query}` from `peer` (`None` when the socket could not tell,
     /// which counts as not loopback).
     pub(crate) async fn answer(
+        &self,
+        query: &str,
+        peer: Option<IpAddr>,
+        metrics: &Metrics,
+    ) -> Response<Full<Bytes>> {
+        let response = self.lookup(query, peer, metrics).await;
+        let answer = match response.headers().get(SIDECAR_ERROR_HEADER) {
+            Some(code) => code.to_str().unwrap_or("internal"),
+            None => "ok",
+        };
+        metrics.calls_lookups.with_label_values(&[answer]).inc();
+        response
+    }
+
+    async fn lookup(
         &self,
         query: &str,
         peer: Option<IpAddr>,
@@ -179,14 +195,16 @@ fn parse(query: &str) -> Result<Filter, String> {
 }
 
 /// A JSON error with a stable code, shaped like the proxy's.
-fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+fn error(status: StatusCode, code: &'static str, message: &str) -> Response<Full<Bytes>> {
     let body = serde_json::json!({ "error": { "code": code, "message": message } }).to_string();
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    headers.insert(SIDECAR_ERROR_HEADER, HeaderValue::from_static(code));
     response
 }
 
@@ -241,6 +259,16 @@ mod tests {
         let busy = any.answer("", Some(remote), &metrics).await;
         assert_eq!(busy.status(), StatusCode::TOO_MANY_REQUESTS);
         drop(held);
+        let rendered = metrics.render();
+        for (answer, count) in [
+            ("calls_forbidden", 2),
+            ("journal_off", 2),
+            ("calls_busy", 1),
+        ] {
+            let series =
+                format!("linepay_sidecar_admin_calls_total{{answer=\"{answer}\"}} {count}");
+            assert!(rendered.contains(&series), "{series} in {rendered}");
+        }
         let off = Calls::new(Some("/nonexistent/j".into()), CallsAccess::Off);
         assert_eq!(
             status(off.answer("", Some(loopback), &metrics).await),

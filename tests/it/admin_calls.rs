@@ -267,6 +267,12 @@ async fn a_burst_of_lookups_is_capped_and_never_holds_a_money_call() {
     let bad = Call::get("/calls?limit=5000").send(admin).await;
     assert_eq!(bad.status, 400);
     assert_eq!(bad.error_code().as_deref(), Some("invalid_calls_query"));
+    let scrape = sidecar.scrape().await;
+    for answer in ["ok", "calls_busy", "invalid_calls_query"] {
+        let series = format!(r#"linepay_sidecar_admin_calls_total{{answer="{answer}"}}"#);
+        let count = crate::util::metric(&scrape, &series).unwrap_or(0.0);
+        assert!(count >= 1.0, "{series} is {count}");
+    }
     drop(sidecar);
     remove_journal_sidecars(&journal.path);
 }
