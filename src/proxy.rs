@@ -420,6 +420,10 @@ impl Proxy {
             let hold = parts.extensions.get::<Hold>();
             let (answer, elapsed) = self.desk.send(ticket, job, hold).await;
             call.upstream_elapsed = Some(elapsed);
+            // A `/payments/request` with an Idempotency-Key comes this way.
+            if let (Ok(response), Some(order_id)) = (&answer, call.order_id.clone()) {
+                self.remember_order(route, response, order_id).await;
+            }
             return answer.map(|answer| quote_ids(answer, ids_as_strings));
         }
         let sent = Instant::now();
@@ -430,13 +434,19 @@ impl Proxy {
         call.upstream_elapsed = Some(sent.elapsed());
         let response = response?;
         if let Some(order_id) = call.order_id.clone() {
-            if let Some(transaction_id) = requested_transaction(route, &response) {
-                self.desk
-                    .remember_order(transaction_id, order_id, &self.metrics)
-                    .await;
-            }
+            self.remember_order(route, &response, order_id).await;
         }
         Ok(response_filter(response, ids_as_strings))
+    }
+
+    /// After a successful `POST …/payments/request`: the journal learns which orderId
+    /// its transaction was requested with, for the transaction's later money calls.
+    async fn remember_order(&self, route: &Route, response: &Response<Bytes>, order_id: String) {
+        if let Some(transaction_id) = requested_transaction(route, response) {
+            self.desk
+                .remember_order(transaction_id, order_id, &self.metrics)
+                .await;
+        }
     }
 
     /// Phase 3, last: the body against LINE Pay's documented fields, for routes whose

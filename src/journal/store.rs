@@ -897,4 +897,97 @@ mod tests {
         side.probe(3).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn json_pages_separate_their_rows_and_order_ids_are_pruned_by_count() {
+        let dir = scratch();
+        let path = dir.join("j.sqlite3");
+        let store = Store::open(&path).unwrap();
+        for _ in 0..3 {
+            store.record_intent(&intent(None)).unwrap();
+        }
+        let mut out = Vec::new();
+        let all = Filter::default();
+        assert_eq!(store.write_json(&all, &mut out).unwrap(), 3);
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let ids: Vec<i64> = json["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ids, [3, 2, 1], "newest first");
+        let mut empty = Vec::new();
+        let none = Filter {
+            request_id: Some("nobody".into()),
+            ..Filter::default()
+        };
+        assert_eq!(store.write_json(&none, &mut empty).unwrap(), 0);
+        assert_eq!(empty, b"{\"calls\":[]}");
+        let side = SideWriter::open(&path).unwrap();
+        for (n, tx) in ["1", "2", "3"].iter().enumerate() {
+            side.remember_order(tx, "o", 5_000 + i64::try_from(n).unwrap())
+                .unwrap();
+        }
+        store.prune(5_000, Duration::from_secs(1), 2).unwrap();
+        let kept: Vec<String> = store
+            .with(|c| {
+                let mut statement =
+                    c.prepare("SELECT transaction_id FROM orders ORDER BY transaction_id")?;
+                let rows = statement.query_map([], |row| row.get(0))?;
+                rows.collect()
+            })
+            .unwrap();
+        assert_eq!(kept, ["2", "3"], "the newest max_calls order ids stay");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_desk_records_orders_and_probes_writes_and_counts_failures() {
+        use crate::journal::Desk;
+        use crate::metrics::Metrics;
+        let dir = scratch();
+        let path = dir.join("j.sqlite3");
+        let mut settings = Desk::disabled().settings.clone();
+        assert_eq!(Desk::disabled().probe_journal().await, None, "journal off");
+        settings.enabled = true;
+        settings.path = path.clone();
+        settings.max_calls = 100;
+        settings.max_age = Duration::from_secs(3600);
+        let desk = Desk::open(&settings).unwrap();
+        let metrics = Metrics::new();
+        assert_eq!(desk.probe_journal().await, Some(Ok(())));
+        desk.remember_order("42".into(), "order-1".into(), &metrics)
+            .await;
+        let store = desk.store().unwrap();
+        store.record_intent(&intent(None)).unwrap();
+        let rows = store
+            .query(&Filter {
+                order_id: Some("order-1".into()),
+                ..Filter::default()
+            })
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+
+        let holder = Connection::open(&path).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let refused = desk.probe_journal().await.unwrap().unwrap_err();
+        assert!(
+            refused.starts_with("cannot be written (") && refused.contains("locked"),
+            "{refused}"
+        );
+        assert!(!refused.contains("j.sqlite3"), "no path: {refused}");
+        desk.remember_order("43".into(), "order-2".into(), &metrics)
+            .await;
+        assert!(
+            metrics
+                .render()
+                .contains("linepay_sidecar_journal_failures_total{operation=\"order\"} 1"),
+            "{}",
+            metrics.render()
+        );
+        holder.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(desk.probe_journal().await, Some(Ok(())));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
