@@ -18,7 +18,7 @@ pub(crate) struct DemoArgs {
     /// Address of the demo sidecar.
     #[arg(long, default_value = config::DEFAULT_LISTEN)]
     listen: SocketAddr,
-    /// Address of the demo's /metrics, /healthz and /readyz.
+    /// Address of the demo's /metrics, /healthz, /readyz and /calls.
     #[arg(long, default_value = config::DEFAULT_ADMIN_LISTEN)]
     admin_listen: SocketAddr,
     #[arg(long, value_enum, env = "LINEPAY_SIDECAR_LOG_FORMAT", default_value_t = LogFormat::Text)]
@@ -73,10 +73,11 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<()> {
         }),
     };
     let base = format!("http://{}", args.listen);
-    eprintln!("{}", demo_walkthrough(&base));
+    let admin = format!("http://{}", args.admin_listen);
+    eprintln!("{}", demo_walkthrough(&base, &admin));
     let result = runtime::run(source).await;
     emulator_task.abort();
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", "-held-calls"] {
         let mut file = journal.clone().into_os_string();
         file.push(suffix);
         let _ = std::fs::remove_file(file);
@@ -85,7 +86,7 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<()> {
     Ok(())
 }
 
-fn demo_walkthrough(base: &str) -> String {
+fn demo_walkthrough(base: &str, admin: &str) -> String {
     format!(
         r#"
 The demo sidecar signs calls with a demo channel and forwards them to an embedded LINE Pay
@@ -98,6 +99,11 @@ emulator that checks every signature as LINE Pay does. Your app (or curl) sends 
   curl -s "{base}/v3/payments?transactionId=$TX"
   curl -s {base}/v3/payments/$TX/refund -d '{{"refundAmount":40}}'
   curl -s -i {base}/v3/admin          # refused by the allowlist: 403 path_not_allowed
+
+The admin port serves /metrics, /healthz, /readyz and /calls (the call journal, to
+loopback peers), e.g. the confirm and refund of order-1:
+
+  curl -s "{admin}/calls?orderId=order-1"
 
 Stop with Ctrl-C.
 "#
