@@ -296,6 +296,12 @@ fn load_config(args: &RunArgs) -> Result<Config> {
 fn check(args: &RunArgs) -> Result<()> {
     init_logs(args.log_format, args.log_level);
     let config = load_config(args)?;
+    if config.journal.enabled && config.journal.path.as_os_str().is_empty() {
+        bail!(
+            "invalid configuration:\njournal.path is not set and there is no state directory \
+             for its default (STATE_DIRECTORY, XDG_STATE_HOME or HOME): set journal.path"
+        );
+    }
     let upstream = runtime::check_upstream(&config)?;
     println!(
         "configuration OK: listen {}, upstream {}, {} allowed routes (routes.apis: [{}]), channel secret from {}",

@@ -6,7 +6,6 @@ use super::{
     default_journal_path, duration, flag, number, JournalConfig, DEFAULT_JOURNAL_MAX_AGE,
     DEFAULT_JOURNAL_MAX_CALLS, DEFAULT_RECONCILE_TIMEOUT,
 };
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// The longest a reconciliation may take: it holds a drain and an app's answer.
@@ -17,18 +16,11 @@ pub(super) fn validate(
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Problems,
 ) -> JournalConfig {
-    let enabled = flag(&raw.enabled, true);
+    // Without a state directory the path stays empty, and opening the journal at start
+    // fails naming journal.path (never a file in the working directory).
     let path = match &raw.path {
         Some(setting) => setting.value.clone(),
-        None => default_journal_path(env).unwrap_or_else(|| {
-            if enabled {
-                problems.push(
-                    "journal.path is not set and there is no state directory for it \
-                     (STATE_DIRECTORY, XDG_STATE_HOME or HOME): set journal.path",
-                );
-            }
-            PathBuf::new()
-        }),
+        None => default_journal_path(env).unwrap_or_default(),
     };
     if raw
         .path
@@ -50,7 +42,7 @@ pub(super) fn validate(
         problems.push("journal.reconcile_timeout must be between 1ms and 60s");
     }
     JournalConfig {
-        enabled,
+        enabled: flag(&raw.enabled, true),
         path,
         max_age,
         max_calls,

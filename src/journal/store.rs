@@ -207,6 +207,15 @@ impl Store {
     /// Opens (creating if needed) the journal for writing. Refuses a journal that is
     /// missing or empty while its marker says it held calls.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if path.as_os_str().is_empty() {
+            // SQLite would open a temporary database, lost at exit.
+            return Err(StoreError::refused(
+                path,
+                "journal.path is not set and there is no state directory for its default \
+                 (STATE_DIRECTORY, XDG_STATE_HOME or HOME): set journal.path"
+                    .to_owned(),
+            ));
+        }
         check_not_lost(path)?;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             if !parent.exists() {
@@ -862,6 +871,12 @@ mod tests {
         std::fs::remove_file(marker_path(&path)).unwrap();
         drop(Store::open(&path).unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_unset_path_is_refused_rather_than_a_temporary_database() {
+        let refused = Store::open(Path::new("")).err().unwrap().to_string();
+        assert!(refused.contains("set journal.path"), "{refused}");
     }
 
     #[test]
