@@ -730,8 +730,17 @@ mod tests {
         let dir = scratch();
         let path = dir.join("j.sqlite3");
         drop(Store::open(&path).unwrap());
-        // The admin port's connection: read only, opened after the writer made the schema.
+        // The admin port's connection: read only, opened after the writer made the schema,
+        // with a small page cache (a negative cache_size is KiB, a positive one pages).
         let store = Store::open_to_read(&path).unwrap();
+        let cache: i64 = store
+            .with(|c| c.query_row("PRAGMA cache_size", [], |row| row.get(0)))
+            .unwrap();
+        assert_eq!(cache, -READ_CACHE_KIB);
+        assert!(
+            store.with(|c| c.execute("DELETE FROM calls", [])).is_err(),
+            "read only"
+        );
         let one = |f: fn(&mut Filter)| {
             let mut filter = Filter::default();
             f(&mut filter);
