@@ -443,3 +443,121 @@ fn remove_journal_sidecars_but_the_marker(journal: &std::path::Path) {
         let _ = std::fs::remove_file(name);
     }
 }
+
+/// A tmpfs mounted for one test, unmounted on drop.
+struct TinyTmpfs {
+    dir: std::path::PathBuf,
+}
+
+impl TinyTmpfs {
+    /// `None` where mounting is not permitted (not root, no CAP_SYS_ADMIN).
+    fn mount(size: &str) -> Option<TinyTmpfs> {
+        let dir = std::env::temp_dir().join(format!(
+            "linepay-sidecar-it-tmpfs-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4()
+        ));
+        std::fs::create_dir_all(&dir).expect("mount point");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if mounted {
+            Some(TinyTmpfs { dir })
+        } else {
+            let _ = std::fs::remove_dir(&dir);
+            None
+        }
+    }
+}
+
+impl Drop for TinyTmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// The same with a full disk, where the test may mount a file system (as root): the
+// journal on a 2 MiB tmpfs, filled up by the test and emptied again. Where mounting is
+// not permitted it says so and checks nothing (the lock test above always runs).
+#[tokio::test]
+async fn readyz_fails_while_the_journals_disk_is_full_and_recovers() {
+    let Some(tmpfs) = TinyTmpfs::mount("2m") else {
+        eprintln!("skipped: mounting a tmpfs is not permitted here (needs root)");
+        return;
+    };
+    let ledger = Ledger::start().await;
+    ledger.paid(TX);
+    let journal = tmpfs.dir.join("journal.sqlite3");
+    let sidecar = Sidecar::new()
+        .upstream(&ledger.url)
+        .journal_at(journal.to_str().expect("UTF-8 path"))
+        .start()
+        .await;
+    let readyz = || async { Call::get("/readyz").send(sidecar.admin_addr).await };
+    eventually("ready", || async {
+        let reply = readyz().await;
+        if reply.status == 200 {
+            Ok(())
+        } else {
+            Err(reply.text())
+        }
+    })
+    .await;
+    // Fill the file system (bounded: 2 MiB in 4 KiB writes).
+    let filler = tmpfs.dir.join("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).expect("filler");
+        for _ in 0..1024 {
+            if file
+                .write_all(&[0; 4096])
+                .and_then(|()| file.flush())
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
+    let reason = eventually("not ready while the disk is full", || async {
+        let reply = readyz().await;
+        if reply.status == 503 {
+            Ok(reply.text())
+        } else {
+            Err(reply.text())
+        }
+    })
+    .await;
+    assert!(
+        reason.contains("journal: cannot be written (database or disk is full)"),
+        "{reason}"
+    );
+    let refused = Call::post(
+        &format!("/v3/payments/{TX}/refund"),
+        r#"{"refundAmount":10}"#,
+    )
+    .send(sidecar.addr)
+    .await;
+    refused.assert_sidecar_error(503, "journal_unavailable");
+    std::fs::remove_file(&filler).expect("empty the disk");
+    eventually("ready again once the disk has room", || async {
+        let reply = readyz().await;
+        if reply.status == 200 {
+            Ok(())
+        } else {
+            Err(reply.text())
+        }
+    })
+    .await;
+    let refund = Call::post(
+        &format!("/v3/payments/{TX}/refund"),
+        r#"{"refundAmount":10}"#,
+    )
+    .send(sidecar.addr)
+    .await;
+    assert_eq!(refund.status, 200, "{}", refund.text());
+    drop(sidecar);
+}
