@@ -217,6 +217,9 @@ impl Store {
             ));
         }
         check_not_lost(path)?;
+        if let Ok(cwd) = std::env::current_dir() {
+            check_no_old_default(path, &cwd)?;
+        }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             if !parent.exists() {
                 create_private_dir(parent).map_err(|error| {
@@ -497,6 +500,30 @@ fn check_not_lost(path: &Path) -> Result<(), StoreError> {
             "the journal is {state}, but {} says it held calls: restore the journal from a \
              backup, or delete that marker to start a new, empty journal on purpose",
             marker.display()
+        ),
+    ))
+}
+
+/// The journal's default path before it moved to a state directory: a file in the
+/// working directory.
+const OLD_DEFAULT_PATH: &str = "linepay-sidecar-journal.sqlite3";
+
+/// Refuses to start a journal elsewhere while a journal at the old default path sits in
+/// the working directory: an upgrade that relied on that default would otherwise start
+/// on a new, empty journal and forget its idempotency keys and pending calls.
+fn check_no_old_default(path: &Path, cwd: &Path) -> Result<(), StoreError> {
+    let old = cwd.join(OLD_DEFAULT_PATH);
+    let held = std::fs::metadata(&old).is_ok_and(|metadata| metadata.len() > 0);
+    if !held || cwd.join(path) == old {
+        return Ok(());
+    }
+    Err(StoreError::refused(
+        path,
+        format!(
+            "{} is a journal at the old default path (the working directory); journal.path \
+             now defaults to a state directory: move that file (with its -wal and -shm) to \
+             this path, or set journal.path to it",
+            old.display()
         ),
     ))
 }
@@ -880,6 +907,34 @@ mod tests {
         std::fs::remove_file(marker_path(&path)).unwrap();
         drop(Store::open(&path).unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_journal_left_at_the_old_default_path_is_never_silently_replaced() {
+        let cwd = scratch();
+        let elsewhere = cwd.join("state/journal.sqlite3");
+        assert!(
+            check_no_old_default(&elsewhere, &cwd).is_ok(),
+            "nothing there"
+        );
+        std::fs::write(cwd.join(OLD_DEFAULT_PATH), b"").unwrap();
+        assert!(
+            check_no_old_default(&elsewhere, &cwd).is_ok(),
+            "0 bytes: no journal"
+        );
+        std::fs::write(cwd.join(OLD_DEFAULT_PATH), b"SQLite format 3\0").unwrap();
+        let refused = check_no_old_default(&elsewhere, &cwd)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            refused.contains("old default path") && refused.contains("set journal.path"),
+            "{refused}"
+        );
+        // Named on purpose, relative or absolute: fine.
+        assert!(check_no_old_default(Path::new(OLD_DEFAULT_PATH), &cwd).is_ok());
+        assert!(check_no_old_default(&cwd.join(OLD_DEFAULT_PATH), &cwd).is_ok());
+        std::fs::remove_dir_all(&cwd).unwrap();
     }
 
     #[test]
