@@ -1,10 +1,12 @@
 //! The admin listener's answers: `/metrics`, `/healthz`, `/readyz`, and `/calls` (the
-//! call journal, read only), on a port of its own
+//! call journal, read only, to loopback peers by default: [`calls`]), on a port of its own
 //! so that it can never collide with a proxied path, and with no route to LINE Pay at
 //! all: this module holds no proxy, no signer and no upstream client. Its accept loop is
 //! the runtime's, shared with the proxy listener.
 
-use crate::journal::{Filter, Store};
+mod calls;
+
+pub(crate) use self::calls::Calls;
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -13,6 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioTimer;
 use hyper_util::server::graceful::GracefulConnection;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -127,30 +130,27 @@ impl Readiness {
 /// [`MAX_ADMIN_CONNECTIONS`] are the runtime's).
 pub(crate) fn connection<I>(
     io: I,
+    peer: Option<IpAddr>,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
-    journal: Option<Arc<Store>>,
+    calls: Arc<Calls>,
 ) -> impl GracefulConnection<Error = hyper::Error> + Send + 'static
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-        let calls =
-            (request.uri().path() == "/calls" && request.method() == Method::GET).then(|| {
-                (
-                    request.uri().query().unwrap_or("").to_owned(),
-                    journal.clone(),
-                )
-            });
-        let response = match calls {
+        let lookup = (request.uri().path() == "/calls" && request.method() == Method::GET)
+            .then(|| request.uri().query().unwrap_or("").to_owned());
+        let response = match lookup {
             Some(_) => None,
             None => Some(answer(&request, &metrics, &readiness)),
         };
         let metrics = metrics.clone();
+        let calls = calls.clone();
         async move {
-            Ok::<_, Infallible>(match (response, calls) {
+            Ok::<_, Infallible>(match (response, lookup) {
                 (Some(response), _) => response,
-                (None, Some((query, journal))) => calls_answer(&query, journal, &metrics).await,
+                (None, Some(query)) => calls.answer(&query, peer, &metrics).await,
                 (None, None) => text(StatusCode::INTERNAL_SERVER_ERROR, "internal\n"),
             })
         }
@@ -191,65 +191,6 @@ fn answer<B>(
             StatusCode::NOT_FOUND,
             "the admin port serves /metrics, /healthz, /readyz and /calls only; LINE Pay calls go to the proxy port\n",
         ),
-    }
-}
-
-/// `GET /calls?transactionId=…|orderId=…|request_id=…[&pending=true][&limit=N]`: the
-/// journal's calls as JSON, newest first (never a stored answer).
-async fn calls_answer(
-    query: &str,
-    journal: Option<Arc<Store>>,
-    metrics: &Metrics,
-) -> Response<Full<Bytes>> {
-    let Some(journal) = journal else {
-        return text(
-            StatusCode::NOT_FOUND,
-            "the call journal is off (journal.enabled: false)\n",
-        );
-    };
-    let mut filter = Filter::default();
-    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = value.to_owned();
-        match key {
-            "transactionId" => filter.transaction_id = Some(value),
-            "orderId" => filter.order_id = Some(value),
-            "request_id" => filter.request_id = Some(value),
-            "pending" => filter.pending = value == "true",
-            "limit" => filter.limit = value.parse().unwrap_or(100).min(1000),
-            _ => {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    "/calls takes transactionId, orderId, request_id, pending and limit\n",
-                )
-            }
-        }
-    }
-    let path = journal.path().to_owned();
-    // A connection of its own: a read never waits behind the proxy's writes (WAL).
-    let rows = tokio::task::spawn_blocking(move || {
-        Store::open_to_read(&path).and_then(|store| store.query(&filter))
-    })
-    .await;
-    match rows {
-        Ok(Ok(rows)) => {
-            let body = serde_json::json!({ "calls": rows }).to_string();
-            let mut response = text(StatusCode::OK, &body);
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            response
-        }
-        Ok(Err(error)) => {
-            metrics.journal_failures.with_label_values(&["read"]).inc();
-            tracing::error!(%error, "journal read failed");
-            text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the journal cannot be read; the log says why\n",
-            )
-        }
-        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "internal\n"),
     }
 }
 

@@ -22,7 +22,7 @@ pub(crate) struct DemoArgs {
     /// Address of the demo sidecar.
     #[arg(long, default_value = config::DEFAULT_LISTEN)]
     listen: SocketAddr,
-    /// Address of the demo's /metrics, /healthz and /readyz.
+    /// Address of the demo's /metrics, /healthz, /readyz and /calls.
     #[arg(long, default_value = config::DEFAULT_ADMIN_LISTEN)]
     admin_listen: SocketAddr,
     #[arg(long, value_enum, env = "LINEPAY_SIDECAR_LOG_FORMAT", default_value_t = LogFormat::Text)]
@@ -83,7 +83,7 @@ impl DemoJournal {
         if self.keep {
             return;
         }
-        for suffix in ["", "-wal", "-shm"] {
+        for suffix in ["", "-wal", "-shm", "-held-calls"] {
             let mut file = self.path.clone().into_os_string();
             file.push(suffix);
             let _ = std::fs::remove_file(file);
@@ -208,7 +208,9 @@ emulator that checks every signature as LINE Pay does. Your app (or curl) sends 
 
 {page}
 
-Metrics and health: http://{admin}/metrics, /healthz, /readyz.
+The admin port http://{admin} serves /metrics, /healthz, /readyz and /calls (the call
+journal, to loopback peers), e.g. the confirm and refund of order-1:
+  curl -s "http://{admin}/calls?orderId=order-1"
 The emulator (LINE Pay's stand-in) is http://{emulator}; its controls (docs/emulator.md):
   curl -s http://{emulator}/__emulator/clock                          # its clock; POST {{"advance":"21m"}}
   curl -s -X POST http://{emulator}/__emulator/faults -d '{{"route":"confirm","kind":"drop","stage":"after"}}'

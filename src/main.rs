@@ -306,6 +306,12 @@ fn load_config(args: &RunArgs) -> Result<Config> {
 fn check(args: &RunArgs) -> Result<()> {
     init_logs(args.log_format, args.log_level);
     let config = load_config(args)?;
+    if config.journal.enabled && config.journal.path.as_os_str().is_empty() {
+        bail!(
+            "invalid configuration:\njournal.path is not set and there is no state directory \
+             for its default (STATE_DIRECTORY, XDG_STATE_HOME or HOME): set journal.path"
+        );
+    }
     let upstream = runtime::check_upstream(&config)?;
     println!(
         "configuration OK: listen {}, upstream {}, {} allowed routes (routes.apis: [{}]), channel secret from {}",
@@ -341,6 +347,9 @@ fn calls_command(args: &CallsArgs) -> Result<()> {
     .journal_location()
     .map_err(|error| anyhow::anyhow!("invalid configuration:\n{error}"))?;
     let path = location.path;
+    if path.as_os_str().is_empty() {
+        bail!("no journal path: no state directory is set ($STATE_DIRECTORY, $XDG_STATE_HOME or $HOME); give --journal, LINEPAY_SIDECAR_JOURNAL_PATH or journal.path in --config");
+    }
     if !path.exists() {
         let set_by = location.set_by.map_or_else(
             || "the default; give --journal, LINEPAY_SIDECAR_JOURNAL_PATH or journal.path in --config".to_owned(),

@@ -51,7 +51,20 @@ fn refusal_codes() -> impl Iterator<Item = &'static str> {
 }
 
 /// Every `operation` of `linepay_sidecar_journal_failures_total`.
-pub(crate) const JOURNAL_OPERATIONS: &[&str] = &["intent", "outcome", "read", "prune"];
+pub(crate) const JOURNAL_OPERATIONS: &[&str] =
+    &["intent", "outcome", "read", "prune", "order", "probe"];
+
+/// Every `answer` of `linepay_sidecar_admin_calls_total`: `ok` or a refusal's code.
+pub(crate) const CALLS_ANSWERS: &[&str] = &[
+    "ok",
+    "invalid_calls_query",
+    "calls_forbidden",
+    "calls_off",
+    "journal_off",
+    "calls_busy",
+    "journal_unavailable",
+    "internal",
+];
 
 /// Every `kind` of `linepay_sidecar_upstream_errors_total` (`ProxyError::upstream_kind`).
 const UPSTREAM_ERROR_KINDS: &[&str] = &[
@@ -101,6 +114,8 @@ pub(crate) struct Metrics {
     pub(crate) reconciliations: IntCounterVec,
     pub(crate) idempotent_replays: IntCounter,
     pub(crate) journal_failures: IntCounterVec,
+    /// `GET /calls` on the admin port, by answer (`ok` or the refusal's code).
+    pub(crate) calls_lookups: IntCounterVec,
 }
 
 impl Metrics {
@@ -230,9 +245,17 @@ impl Metrics {
             journal_failures: IntCounterVec::new(
                 Opts::new(
                     "linepay_sidecar_journal_failures_total",
-                    "Journal reads and writes that failed, by operation (intent, outcome, read, prune).",
+                    "Journal reads and writes that failed, by operation (intent, outcome, read, prune, order, probe).",
                 ),
                 &["operation"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            calls_lookups: IntCounterVec::new(
+                Opts::new(
+                    "linepay_sidecar_admin_calls_total",
+                    "GET /calls on the admin port, by answer (ok, or the refusal's code).",
+                ),
+                &["answer"],
             )
             .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
             registry,
@@ -274,6 +297,9 @@ impl Metrics {
         for operation in JOURNAL_OPERATIONS {
             self.journal_failures.with_label_values(&[operation]);
         }
+        for answer in CALLS_ANSWERS {
+            self.calls_lookups.with_label_values(&[answer]);
+        }
     }
 
     /// The `client_gone` series of each money route of an allowlist, at 0 (the routes
@@ -285,7 +311,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
             Box::new(self.requests.clone()),
             Box::new(self.upstream_duration.clone()),
             Box::new(self.signing_duration.clone()),
@@ -303,6 +329,7 @@ impl Metrics {
             Box::new(self.reconciliations.clone()),
             Box::new(self.idempotent_replays.clone()),
             Box::new(self.journal_failures.clone()),
+            Box::new(self.calls_lookups.clone()),
         ];
         for collector in collectors {
             // Names are distinct constants, so registration cannot collide.

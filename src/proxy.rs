@@ -420,6 +420,10 @@ impl Proxy {
             let hold = parts.extensions.get::<Hold>();
             let (answer, elapsed) = self.desk.send(ticket, job, hold).await;
             call.upstream_elapsed = Some(elapsed);
+            // A `/payments/request` with an Idempotency-Key comes this way.
+            if let (Ok(response), Some(order_id)) = (&answer, call.order_id.clone()) {
+                self.remember_order(route, response, order_id).await;
+            }
             return answer.map(|answer| quote_ids(answer, ids_as_strings));
         }
         let sent = Instant::now();
@@ -428,7 +432,21 @@ impl Proxy {
             .send(upstream_request, route.timeouts, &mut charge)
             .await;
         call.upstream_elapsed = Some(sent.elapsed());
-        Ok(response_filter(response?, ids_as_strings))
+        let response = response?;
+        if let Some(order_id) = call.order_id.clone() {
+            self.remember_order(route, &response, order_id).await;
+        }
+        Ok(response_filter(response, ids_as_strings))
+    }
+
+    /// After a successful `POST …/payments/request`: the journal learns which orderId
+    /// its transaction was requested with, for the transaction's later money calls.
+    async fn remember_order(&self, route: &Route, response: &Response<Bytes>, order_id: String) {
+        if let Some(transaction_id) = requested_transaction(route, response) {
+            self.desk
+                .remember_order(transaction_id, order_id, &self.metrics)
+                .await;
+        }
     }
 
     /// Phase 3, last: the body against LINE Pay's documented fields, for routes whose
@@ -810,6 +828,20 @@ fn response_filter(response: Response<Bytes>, ids_as_strings: bool) -> Response<
         parts.headers.remove(name);
     }
     Response::from_parts(parts, body)
+}
+
+/// The transactionId LINE Pay gave a successful `POST …/payments/request` (the only
+/// plain call whose later money calls name no order), read from its answer.
+fn requested_transaction(route: &Route, response: &Response<Bytes>) -> Option<String> {
+    if route.method != http::Method::POST || !route.template.ends_with("/payments/request") {
+        return None;
+    }
+    if inspect::string_field(response.body(), "returnCode") != Some("0000") {
+        return None;
+    }
+    inspect::id_field(response.body(), "transactionId")
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
 }
 
 /// An answer already filtered (a replay from the journal, or one the journal kept byte

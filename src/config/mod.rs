@@ -72,7 +72,8 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(2);
-pub const DEFAULT_JOURNAL_PATH: &str = "linepay-sidecar-journal.sqlite3";
+/// The journal's file name in its state directory (see [`default_journal_path`]).
+pub const JOURNAL_FILE_NAME: &str = "journal.sqlite3";
 pub const DEFAULT_JOURNAL_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const DEFAULT_JOURNAL_MAX_CALLS: usize = 1_000_000;
 pub const DEFAULT_RECONCILE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -121,6 +122,51 @@ pub struct AdminConfig {
     /// A native sidecar's readiness is the pod's, so `true` takes a shop out of its
     /// Service through a LINE Pay outage.
     pub ready_requires_upstream: bool,
+    /// Who may read the call journal on `GET /calls`.
+    pub calls: CallsAccess,
+}
+
+/// `admin.calls`: which peers of the admin listener `/calls` answers. The journal names
+/// transactions, orders, amounts and idempotency keys, and the admin port has no
+/// authentication; a pod's admin listener is on the pod IP for the kubelet and
+/// Prometheus, so by default `/calls` answers loopback peers only (`kubectl
+/// port-forward` and `kubectl exec` arrive on loopback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallsAccess {
+    /// Peers on 127.0.0.0/8 and ::1 only (the default).
+    Loopback,
+    /// Every peer that reaches the admin listener (its network protects it).
+    Any,
+    /// Nobody: `/calls` answers 404 `calls_off`.
+    Off,
+}
+
+impl CallsAccess {
+    pub fn parse(text: &str) -> Option<CallsAccess> {
+        match text {
+            "loopback" => Some(CallsAccess::Loopback),
+            "any" => Some(CallsAccess::Any),
+            "off" => Some(CallsAccess::Off),
+            _ => None,
+        }
+    }
+
+    /// Whether a peer at `peer` may read `/calls`.
+    pub fn allows(self, peer: std::net::IpAddr) -> bool {
+        match self {
+            CallsAccess::Loopback => peer.is_loopback() || is_mapped_loopback(peer),
+            CallsAccess::Any => true,
+            CallsAccess::Off => false,
+        }
+    }
+}
+
+/// `::ffff:127.0.0.1`, how a dual-stack listener sees an IPv4 loopback peer.
+fn is_mapped_loopback(peer: std::net::IpAddr) -> bool {
+    match peer {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        std::net::IpAddr::V4(_) => false,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -294,7 +340,7 @@ pub fn load_journal_location(
         .path
         .as_ref()
         .map(|setting| setting.origin.describe(problems.file()));
-    let journal = journal::validate(&raw.journal, &mut problems);
+    let journal = journal::validate(&raw.journal, env, &mut problems);
     if problems.is_empty() {
         Ok(JournalLocation {
             path: journal.path,
@@ -305,6 +351,26 @@ pub fn load_journal_location(
             problems: problems.into_list(),
         })
     }
+}
+
+/// Where the journal goes without `journal.path`: a state directory, never the working
+/// directory (which a restart in another directory would lose). `$STATE_DIRECTORY`
+/// (systemd's `StateDirectory=`; its first entry), else
+/// `$XDG_STATE_HOME/linepay-sidecar/`, else `$HOME/.local/state/linepay-sidecar/`, each
+/// only when absolute; `None` when none is set.
+pub fn default_journal_path(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let absolute = |name: &str| {
+        env(name)
+            .map(PathBuf::from)
+            .filter(|path| path.is_absolute())
+    };
+    let state_directory = env("STATE_DIRECTORY")
+        .and_then(|list| list.split(':').next().map(PathBuf::from))
+        .filter(|path| path.is_absolute());
+    let dir = state_directory
+        .or_else(|| absolute("XDG_STATE_HOME").map(|base| base.join("linepay-sidecar")))
+        .or_else(|| absolute("HOME").map(|home| home.join(".local/state/linepay-sidecar")))?;
+    Some(dir.join(JOURNAL_FILE_NAME))
 }
 
 /// Reads the file (if any), applies environment and flags, reads the secret, validates.
@@ -458,8 +524,19 @@ pub fn validate(
         .and_then(|allowlist| limits::validate(&raw.limits, allowlist, &mut problems));
     let egress = egress::validate(&raw.egress, read_file, &mut problems);
     let prevalidation = prevalidation::validate(&raw.prevalidation, &mut problems);
-    let journal = journal::validate(&raw.journal, &mut problems);
+    let journal = journal::validate(&raw.journal, env, &mut problems);
 
+    let calls_access = match &raw.admin.calls {
+        None => CallsAccess::Loopback,
+        Some(setting) => CallsAccess::parse(&setting.value).unwrap_or_else(|| {
+            problems.about(
+                &raw.admin.calls,
+                "admin.calls",
+                format!("must be loopback, any or off, not {:?}", setting.value),
+            );
+            CallsAccess::Loopback
+        }),
+    };
     let probe_interval = duration(&raw.admin.probe_interval, DEFAULT_PROBE_INTERVAL);
     if probe_interval.is_zero() {
         problems.about(
@@ -521,6 +598,7 @@ pub fn validate(
                 listen: admin_listen,
                 probe_interval,
                 ready_requires_upstream: flag(&raw.admin.ready_requires_upstream, false),
+                calls: calls_access,
             },
             shutdown: ShutdownConfig {
                 drain_timeout: duration(&raw.shutdown.drain_timeout, DEFAULT_DRAIN_TIMEOUT),

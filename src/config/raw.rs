@@ -232,10 +232,12 @@ config_section! {
 }
 
 config_section! {
-    /// `admin:` the port of `/metrics`, `/healthz` and `/readyz`.
+    /// `admin:` the port of `/metrics`, `/healthz`, `/readyz` and `/calls`.
     RawAdmin {
-        /// Address of `/metrics`, `/healthz` and `/readyz`.
+        /// Address of `/metrics`, `/healthz`, `/readyz` and `/calls`.
         listen: value<String> [flag "admin-listen"],
+        /// Who may read the call journal on `/calls`: `loopback` (peers on 127.0.0.0/8 and ::1), `any` (every peer that reaches the admin listener) or `off`.
+        calls: value<String> [flag "admin-calls"],
         /// How often `/readyz`'s upstream check opens a connection to LINE Pay.
         probe_interval: value<ConfigDuration>,
         /// Whether an unreachable LINE Pay fails `/readyz` (off: LINE Pay's health is the `upstream_up` gauge).

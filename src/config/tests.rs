@@ -16,6 +16,8 @@ fn env_with(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> 
 const ENV: &[(&str, &str)] = &[
     (ENV_CHANNEL_ID, "1234567890"),
     (ENV_CHANNEL_SECRET, "s3cr3t-value"),
+    // The journal's default directory is under it.
+    ("HOME", "/home/shop"),
 ];
 
 fn no_files(path: &Path) -> std::io::Result<Vec<u8>> {
@@ -34,6 +36,11 @@ fn check(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Con
 fn defaults_with_only_env_credentials() {
     let config = check("", &env_with(ENV)).unwrap();
     assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(
+        config.journal.path,
+        PathBuf::from("/home/shop/.local/state/linepay-sidecar/journal.sqlite3")
+    );
+    assert_eq!(config.admin.calls, CallsAccess::Loopback);
     assert_eq!(
         config.upstream.url.to_string(),
         "https://sandbox-api-pay.line.me/"
@@ -200,7 +207,7 @@ fn plain_http_only_to_loopback() {
 
 #[test]
 fn missing_credentials_are_all_reported() {
-    let error = check("", &env_with(&[])).unwrap_err();
+    let error = check("", &env_with(&[("HOME", "/home/shop")])).unwrap_err();
     assert_eq!(error.problems.len(), 2, "{error}");
     assert!(error.to_string().contains(ENV_CHANNEL_ID));
     assert!(error.to_string().contains(ENV_CHANNEL_SECRET));
@@ -211,7 +218,8 @@ fn secret_file_is_read_and_trimmed() {
     let raw =
         from_yaml_str("credentials:\n  channel_id: \"42\"\n  channel_secret_file: /run/secret\n")
             .unwrap();
-    let config = validate(raw, "f", &Overrides::default(), &env_with(&[]), &|_| {
+    let home = env_with(&[("HOME", "/home/shop")]);
+    let config = validate(raw, "f", &Overrides::default(), &home, &|_| {
         Ok(b"from-file\n".to_vec())
     })
     .unwrap();
@@ -305,6 +313,7 @@ fn routes_apis_comes_from_a_flag_or_a_variable_too() {
         (ENV_CHANNEL_ID, "1234567890"),
         (ENV_CHANNEL_SECRET, "s3cr3t-value"),
         ("LINEPAY_SIDECAR_ROUTES_APIS", "offline_v2, offline_v4"),
+        ("HOME", "/home/shop"),
     ];
     let config = check("", &env_with(VARIABLE)).unwrap();
     assert_eq!(
@@ -381,7 +390,8 @@ fn shipped_example_configs_are_valid() {
         ),
     ] {
         let raw = from_yaml_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let config = validate(raw, name, &Overrides::default(), &env_with(&[]), &|_| {
+        let home = env_with(&[("HOME", "/home/shop")]);
+        let config = validate(raw, name, &Overrides::default(), &home, &|_| {
             Ok(b"mounted-secret\n".to_vec())
         })
         .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -469,6 +479,7 @@ fn a_flag_beats_its_variable_which_beats_the_file() {
         "LINEPAY_SIDECAR_UPSTREAM_READ_TIMEOUT" => Some("25s".to_owned()),
         ENV_CHANNEL_ID => Some("1".to_owned()),
         ENV_CHANNEL_SECRET => Some("s".to_owned()),
+        "HOME" => Some("/home/shop".to_owned()),
         _ => None,
     };
     let raw = from_yaml_str(file).unwrap();
@@ -605,4 +616,34 @@ fn bad_prevalidation_and_check_status_keys_are_named_with_their_lines() {
     ] {
         assert!(error.contains(expected), "{expected:?} not in:\n{error}");
     }
+}
+
+#[test]
+fn without_a_state_directory_the_journal_path_is_left_empty_never_relative() {
+    const BARE: &[(&str, &str)] = &[
+        (ENV_CHANNEL_ID, "1234567890"),
+        (ENV_CHANNEL_SECRET, "s3cr3t-value"),
+    ];
+    // Opening it fails at start (journal::store), naming journal.path.
+    assert_eq!(
+        check("", &env_with(BARE)).unwrap().journal.path,
+        PathBuf::new()
+    );
+    let given = check("journal:\n  path: /srv/j.sqlite3\n", &env_with(BARE)).unwrap();
+    assert_eq!(given.journal.path, PathBuf::from("/srv/j.sqlite3"));
+}
+
+#[test]
+fn admin_calls_is_loopback_any_or_off() {
+    let config = check("admin:\n  calls: any\n", &env_with(ENV)).unwrap();
+    assert_eq!(config.admin.calls, CallsAccess::Any);
+    let config = check("admin:\n  calls: \"off\"\n", &env_with(ENV)).unwrap();
+    assert_eq!(config.admin.calls, CallsAccess::Off);
+    let problems = check("admin:\n  calls: everyone\n", &env_with(ENV))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        problems.contains("admin.calls: must be loopback, any or off"),
+        "{problems}"
+    );
 }

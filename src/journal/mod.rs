@@ -20,7 +20,7 @@ pub mod store;
 
 pub(crate) use self::seal::Seal;
 use self::seal::StoredAnswer;
-use self::store::{now_ms, Intent, KeyedCall, Outcome};
+use self::store::{now_ms, Intent, KeyedCall, Outcome, SideWriter};
 pub use self::store::{CallRow, Filter, Store, StoreError};
 use crate::budget::{Budget, Charge};
 use crate::config::JournalConfig;
@@ -57,6 +57,8 @@ pub(crate) const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
 /// in-flight set, and the task tracker of the calls' own tasks.
 pub(crate) struct Desk {
     store: Option<Arc<Store>>,
+    /// The journal's connection for writes that need no fsync of their own.
+    side: Option<Arc<SideWriter>>,
     settings: JournalConfig,
     in_flight: Arc<Mutex<HashSet<String>>>,
     tasks: TaskTracker,
@@ -122,20 +124,22 @@ pub(crate) struct Job {
 impl Desk {
     /// Opens the journal (when enabled) and prunes it once.
     pub(crate) fn open(settings: &JournalConfig) -> Result<Desk, StoreError> {
-        let (store, interrupted) = if settings.enabled {
+        let (store, side, interrupted) = if settings.enabled {
             let store = Store::open(&settings.path)?;
+            let side = SideWriter::open(&settings.path)?;
             store.prune(now_ms(), settings.max_age, settings.max_calls)?;
             let interrupted = store.query(&Filter {
                 pending: true,
                 limit: MAX_RECONCILED_AT_START,
                 ..Filter::default()
             })?;
-            (Some(Arc::new(store)), interrupted)
+            (Some(Arc::new(store)), Some(Arc::new(side)), interrupted)
         } else {
-            (None, Vec::new())
+            (None, None, Vec::new())
         };
         Ok(Desk {
             store,
+            side,
             settings: settings.clone(),
             in_flight: Arc::default(),
             tasks: TaskTracker::new(),
@@ -148,6 +152,7 @@ impl Desk {
     pub(crate) fn disabled() -> Desk {
         Desk {
             store: None,
+            side: None,
             settings: JournalConfig {
                 enabled: false,
                 path: "unused".into(),
@@ -164,6 +169,41 @@ impl Desk {
 
     pub(crate) fn store(&self) -> Option<&Arc<Store>> {
         self.store.as_ref()
+    }
+
+    /// Records the orderId a transaction was requested with, so that its later calls
+    /// (an online confirm or refund names no order) are found by order. No fsync: see
+    /// [`SideWriter`]. A failure is logged and counted; the app's answer goes on.
+    pub(crate) async fn remember_order(
+        &self,
+        transaction_id: String,
+        order_id: String,
+        metrics: &Metrics,
+    ) {
+        let Some(side) = self.side.clone() else {
+            return;
+        };
+        let written = tokio::task::spawn_blocking(move || {
+            side.remember_order(&transaction_id, &order_id, now_ms())
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => journal_failed(metrics, "order", &error),
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        }
+    }
+
+    /// Whether the journal can be written now (`None` when it is off): one small write
+    /// on the side connection, for `/readyz`.
+    pub(crate) async fn probe_journal(&self) -> Option<Result<(), String>> {
+        let side = self.side.clone()?;
+        let written = tokio::task::spawn_blocking(move || side.probe(now_ms())).await;
+        Some(match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(format!("cannot be written ({})", error.cause())),
+            Err(_) => Err("the write probe panicked".to_owned()),
+        })
     }
 
     /// Describes a call, or `None` when it is neither a money call nor a keyed POST.

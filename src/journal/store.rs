@@ -4,6 +4,14 @@
 //! WAL mode: readers (the admin port's `/calls`, `linepay-sidecar calls` in another
 //! process) never block the sidecar's writes and see every committed row. Blocking
 //! calls: the async side runs them with `spawn_blocking`.
+//!
+//! Every read is one indexed lookup: a filter picks its index (transaction, order,
+//! request id, or the partial index of calls without an outcome), never a scan of the
+//! table; a unit test reads SQLite's query plans to hold that.
+//!
+//! Beside the journal, a marker file (`<journal>-held-calls`) is written once the
+//! journal holds a call: a journal found missing or empty while the marker is there was
+//! lost or truncated, and the sidecar refuses to start on a new, empty one.
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use serde::Serialize;
@@ -43,7 +51,30 @@ CREATE INDEX IF NOT EXISTS calls_order ON calls(order_id);
 CREATE INDEX IF NOT EXISTS calls_request ON calls(request_id);
 CREATE INDEX IF NOT EXISTS calls_key ON calls(channel_id, idempotency_key);
 CREATE INDEX IF NOT EXISTS calls_started ON calls(started_at);
+CREATE INDEX IF NOT EXISTS calls_pending ON calls(id) WHERE outcome IS NULL;
+CREATE TABLE IF NOT EXISTS orders (
+    transaction_id TEXT PRIMARY KEY,
+    order_id TEXT NOT NULL,
+    recorded_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS orders_recorded ON orders(recorded_at);
+CREATE TABLE IF NOT EXISTS health (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    written_at INTEGER NOT NULL
+);
 ";
+
+/// The marker's name beside the journal, after SQLite's own `-wal` and `-shm`.
+const MARKER_SUFFIX: &str = "-held-calls";
+const MARKER_TEXT: &str = "linepay-sidecar: the call journal beside this file held calls.\n\
+If that journal is missing or empty, it was lost: restore it from a backup. Delete this\n\
+file only to start a new, empty journal on purpose.\n";
+/// A read connection's page cache: `/calls` pages are small and indexed, so a few
+/// hundred KiB per connection is plenty (SQLite's default is 2 MiB).
+const READ_CACHE_KIB: i64 = 256;
+/// How long the side connection (order ids, the write probe) waits for the write lock:
+/// short, so that a journal someone else holds locked shows in `/readyz` quickly.
+const SIDE_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why the journal could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +82,32 @@ CREATE INDEX IF NOT EXISTS calls_started ON calls(started_at);
 pub struct StoreError {
     path: String,
     error: rusqlite::Error,
+}
+
+impl StoreError {
+    fn new(path: &Path, error: rusqlite::Error) -> StoreError {
+        StoreError {
+            path: path.display().to_string(),
+            error,
+        }
+    }
+
+    /// What went wrong, without the path (for `/readyz`, which names no file).
+    pub fn cause(&self) -> String {
+        self.error.to_string()
+    }
+
+    /// A failure of ours, not SQLite's, told in SQLite's error type so every caller keeps
+    /// one error to handle.
+    fn refused(path: &Path, message: String) -> StoreError {
+        StoreError::new(
+            path,
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(message),
+            ),
+        )
+    }
 }
 
 /// A call about to be sent.
@@ -147,25 +204,42 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the journal for writing.
+    /// Opens (creating if needed) the journal for writing. Refuses a journal that is
+    /// missing or empty while its marker says it held calls.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let error = |error| StoreError {
-            path: path.display().to_string(),
-            error,
-        };
-        let connection = Connection::open(path).map_err(error)?;
+        if path.as_os_str().is_empty() {
+            // SQLite would open a temporary database, lost at exit.
+            return Err(StoreError::refused(
+                path,
+                "journal.path is not set and there is no state directory for its default \
+                 (STATE_DIRECTORY, XDG_STATE_HOME or HOME): set journal.path"
+                    .to_owned(),
+            ));
+        }
+        check_not_lost(path)?;
+        if let Some(warning) = std::env::current_dir()
+            .ok()
+            .and_then(|cwd| old_default_left_behind(path, &cwd))
+        {
+            tracing::warn!("{warning}");
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.exists() {
+                create_private_dir(parent).map_err(|error| {
+                    StoreError::refused(
+                        path,
+                        format!("cannot create {}: {error}", parent.display()),
+                    )
+                })?;
+            }
+        }
+        let connection = connect(path, Duration::from_secs(5), "FULL")?;
+        // FULL: each commit is fsynced before it returns, so an intent is on disk before
+        // the call is sent.
         connection
-            .busy_timeout(Duration::from_secs(5))
-            .map_err(error)?;
-        // WAL: readers in other processes never block a write; FULL: each commit is
-        // fsynced before it returns, so an intent is on disk before the call is sent.
-        connection
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(error)?;
-        connection
-            .pragma_update(None, "synchronous", "FULL")
-            .map_err(error)?;
-        connection.execute_batch(SCHEMA).map_err(error)?;
+            .execute_batch(SCHEMA)
+            .map_err(|error| StoreError::new(path, error))?;
+        mark_if_held(&connection, path)?;
         Ok(Store {
             path: path.to_owned(),
             connection: Mutex::new(connection),
@@ -173,12 +247,10 @@ impl Store {
     }
 
     /// Opens an existing journal to read it, from this process or another one, while
-    /// the sidecar runs or not.
+    /// the sidecar runs or not. Its page cache is small ([`READ_CACHE_KIB`]): the admin
+    /// port keeps a few of these open.
     pub fn open_to_read(path: &Path) -> Result<Store, StoreError> {
-        let error = |error| StoreError {
-            path: path.display().to_string(),
-            error,
-        };
+        let error = |error| StoreError::new(path, error);
         let connection = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -189,6 +261,9 @@ impl Store {
             .map_err(error)?;
         connection
             .pragma_update(None, "query_only", true)
+            .map_err(error)?;
+        connection
+            .pragma_update(None, "cache_size", -READ_CACHE_KIB)
             .map_err(error)?;
         Ok(Store {
             path: path.to_owned(),
@@ -216,10 +291,14 @@ impl Store {
 
     pub(crate) fn record_intent(&self, intent: &Intent) -> Result<i64, StoreError> {
         self.with(|c| {
+            // A call without an orderId of its own (an online confirm, refund, ...) gets the
+            // one its transaction was requested with, when `/payments/request` was seen.
             c.execute(
                 "INSERT INTO calls (request_id, started_at, route, method, operation, channel_id, \
                  order_id, transaction_id, amount, currency, refund_amount, idempotency_key, body_hash) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
+                 COALESCE(?7, (SELECT order_id FROM orders WHERE transaction_id = ?8)), \
+                 ?8, ?9, ?10, ?11, ?12, ?13)",
                 params![
                     intent.request_id,
                     intent.started_at,
@@ -300,26 +379,35 @@ impl Store {
         })
     }
 
+    /// The calls `filter` selects, newest first, at most its limit (100 when 0).
     pub fn query(&self, filter: &Filter) -> Result<Vec<CallRow>, StoreError> {
-        let limit = if filter.limit == 0 { 100 } else { filter.limit };
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (sql, values) = select(filter);
         self.with(|c| {
-            let mut statement = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM calls WHERE (?1 IS NULL OR transaction_id = ?1) \
-                 AND (?2 IS NULL OR order_id = ?2) AND (?3 IS NULL OR request_id = ?3) \
-                 AND (?4 = 0 OR outcome IS NULL) ORDER BY id DESC LIMIT ?5"
-            ))?;
-            let rows = statement.query_map(
-                params![
-                    filter.transaction_id,
-                    filter.order_id,
-                    filter.request_id,
-                    filter.pending,
-                    limit
-                ],
-                call_row,
-            )?;
+            let mut statement = c.prepare_cached(&sql)?;
+            let rows = statement.query_map(rusqlite::params_from_iter(values), call_row)?;
             rows.collect()
+        })
+    }
+
+    /// The same calls as [`Store::query`], written as `{"calls":[…]}` JSON into `out`
+    /// row by row as SQLite yields them (no list of rows is held); returns the count.
+    pub fn write_json(&self, filter: &Filter, out: &mut Vec<u8>) -> Result<usize, StoreError> {
+        let (sql, values) = select(filter);
+        self.with(|c| {
+            let mut statement = c.prepare_cached(&sql)?;
+            let mut rows = statement.query(rusqlite::params_from_iter(values))?;
+            out.extend_from_slice(b"{\"calls\":[");
+            let mut count = 0;
+            while let Some(row) = rows.next()? {
+                if count > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, &call_row(row)?)
+                    .map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))?;
+                count += 1;
+            }
+            out.extend_from_slice(b"]}");
+            Ok(count)
         })
     }
 
@@ -343,8 +431,205 @@ impl Store {
                  (SELECT id FROM calls ORDER BY id DESC LIMIT ?1)",
                 [keep],
             )?;
+            // The order ids of requested transactions age out with the calls.
+            c.execute("DELETE FROM orders WHERE recorded_at < ?1", [cutoff])?;
+            c.execute(
+                "DELETE FROM orders WHERE transaction_id IN (SELECT transaction_id FROM orders \
+                 ORDER BY recorded_at DESC LIMIT -1 OFFSET ?1)",
+                [keep],
+            )?;
             Ok(aged + over)
         })
+    }
+}
+
+/// The statement and its bound values for `filter`: only the conditions asked for, so
+/// that SQLite can use the index of each (`(?1 IS NULL OR col = ?1)` would defeat them).
+fn select(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {
+    let mut conditions = Vec::new();
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    for (column, value) in [
+        ("transaction_id", &filter.transaction_id),
+        ("order_id", &filter.order_id),
+        ("request_id", &filter.request_id),
+    ] {
+        if let Some(value) = value {
+            values.push(value.clone().into());
+            conditions.push(format!("{column} = ?{}", values.len()));
+        }
+    }
+    if filter.pending {
+        // The partial index `calls_pending` holds exactly these rows.
+        conditions.push("outcome IS NULL".to_owned());
+    }
+    let limit = if filter.limit == 0 { 100 } else { filter.limit };
+    values.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+    let filter = match conditions.is_empty() {
+        true => String::new(),
+        false => format!(" WHERE {}", conditions.join(" AND ")),
+    };
+    (
+        format!(
+            "SELECT {COLUMNS} FROM calls{filter} ORDER BY id DESC LIMIT ?{}",
+            values.len()
+        ),
+        values,
+    )
+}
+
+/// The marker file beside `journal`.
+pub fn marker_path(journal: &Path) -> PathBuf {
+    let mut name = journal.as_os_str().to_owned();
+    name.push(MARKER_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Refuses a journal that is missing or 0 bytes long while its marker says it held
+/// calls: it was deleted or truncated, and a new one would forget every idempotency key
+/// and every call still to reconcile.
+fn check_not_lost(path: &Path) -> Result<(), StoreError> {
+    let marker = marker_path(path);
+    if !marker.exists() {
+        return Ok(());
+    }
+    let state = match std::fs::metadata(path) {
+        Ok(metadata) if metadata.len() > 0 => return Ok(()),
+        Ok(_) => "empty (0 bytes)",
+        Err(_) => "missing",
+    };
+    Err(StoreError::refused(
+        path,
+        format!(
+            "the journal is {state}, but {} says it held calls: restore the journal from a \
+             backup, or delete that marker to start a new, empty journal on purpose",
+            marker.display()
+        ),
+    ))
+}
+
+/// The journal's default path before it moved to a state directory: a file in the
+/// working directory.
+const OLD_DEFAULT_PATH: &str = "linepay-sidecar-journal.sqlite3";
+
+/// A journal at the old default path in the working directory while this one is
+/// elsewhere: an upgrade that relied on that default now starts on a new journal, and
+/// the old one's idempotency keys and pending calls are not seen. Said loudly at start
+/// (not refused: a `journal.path` set on purpose must start).
+fn old_default_left_behind(path: &Path, cwd: &Path) -> Option<String> {
+    let old = cwd.join(OLD_DEFAULT_PATH);
+    let held = std::fs::metadata(&old).is_ok_and(|metadata| metadata.len() > 0);
+    if !held || cwd.join(path) == old {
+        return None;
+    }
+    Some(format!(
+        "{} is a journal at the old default path (the working directory), but this sidecar \
+         writes {}: its idempotency keys and unreconciled calls are not seen; move that file \
+         (with its -wal and -shm) to this path, or set journal.path to it",
+        old.display(),
+        path.display()
+    ))
+}
+
+/// Writes the marker once the journal holds a call.
+fn mark_if_held(connection: &Connection, path: &Path) -> Result<(), StoreError> {
+    let marker = marker_path(path);
+    if marker.exists() {
+        return Ok(());
+    }
+    let held: bool = connection
+        .query_row("SELECT EXISTS (SELECT 1 FROM calls)", [], |row| row.get(0))
+        .map_err(|error| StoreError::new(path, error))?;
+    if held {
+        std::fs::write(&marker, MARKER_TEXT).map_err(|error| {
+            StoreError::refused(path, format!("cannot write {}: {error}", marker.display()))
+        })?;
+    }
+    Ok(())
+}
+
+/// A write connection in WAL mode with `synchronous` as given.
+fn connect(path: &Path, busy: Duration, synchronous: &str) -> Result<Connection, StoreError> {
+    let error = |error| StoreError::new(path, error);
+    let connection = Connection::open(path).map_err(error)?;
+    connection.busy_timeout(busy).map_err(error)?;
+    // WAL: readers in other processes never block a write.
+    connection
+        .pragma_update(None, "journal_mode", "WAL")
+        .map_err(error)?;
+    connection
+        .pragma_update(None, "synchronous", synchronous)
+        .map_err(error)?;
+    Ok(connection)
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// The journal's second write connection, for what needs no fsync of its own: the
+/// orderId each requested transaction was asked with, and the write probe behind
+/// `/readyz`. `synchronous=NORMAL` in WAL mode: a commit appends to the WAL without an
+/// fsync, and becomes durable with the next money call's fsynced commit (the same WAL),
+/// at the latest before that call is sent.
+pub(crate) struct SideWriter {
+    path: PathBuf,
+    connection: Mutex<Connection>,
+}
+
+impl SideWriter {
+    /// Opens the side connection of a journal [`Store::open`] has created.
+    pub(crate) fn open(path: &Path) -> Result<SideWriter, StoreError> {
+        Ok(SideWriter {
+            path: path.to_owned(),
+            connection: Mutex::new(connect(path, SIDE_BUSY_TIMEOUT, "NORMAL")?),
+        })
+    }
+
+    fn with<T>(
+        &self,
+        work: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let connection = self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        work(&connection).map_err(|error| StoreError::new(&self.path, error))
+    }
+
+    /// Remembers which orderId a transaction was requested with.
+    pub(crate) fn remember_order(
+        &self,
+        transaction_id: &str,
+        order_id: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO orders (transaction_id, order_id, recorded_at) \
+                 VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![transaction_id, order_id, now_ms])
+            .map(drop)
+        })
+    }
+
+    /// Writes one small row: `Ok` when the journal can be written now. Also writes the
+    /// marker once the journal holds a call.
+    pub(crate) fn probe(&self, now_ms: i64) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.prepare_cached("INSERT OR REPLACE INTO health (id, written_at) VALUES (1, ?1)")?
+                .execute([now_ms])
+                .map(drop)
+        })?;
+        let connection = self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        mark_if_held(&connection, &self.path)
     }
 }
 
@@ -445,6 +730,342 @@ mod tests {
             1
         );
         assert_eq!(store.query(&Filter::default()).unwrap().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn scratch() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("journal-store-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// SQLite's plan for `filter`'s statement, one line per step.
+    fn plan(store: &Store, filter: &Filter) -> String {
+        let (sql, values) = select(filter);
+        store
+            .with(|c| {
+                let mut statement = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
+                    row.get::<_, String>(3)
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .unwrap()
+            .join("\n")
+    }
+
+    #[test]
+    fn every_filter_is_one_indexed_lookup_never_a_scan() {
+        let dir = scratch();
+        let path = dir.join("j.sqlite3");
+        drop(Store::open(&path).unwrap());
+        // The admin port's connection: read only, opened after the writer made the schema,
+        // with a small page cache (a negative cache_size is KiB, a positive one pages).
+        let store = Store::open_to_read(&path).unwrap();
+        let cache: i64 = store
+            .with(|c| c.query_row("PRAGMA cache_size", [], |row| row.get(0)))
+            .unwrap();
+        assert_eq!(cache, -READ_CACHE_KIB);
+        assert!(
+            store.with(|c| c.execute("DELETE FROM calls", [])).is_err(),
+            "read only"
+        );
+        let one = |f: fn(&mut Filter)| {
+            let mut filter = Filter::default();
+            f(&mut filter);
+            plan(&store, &filter)
+        };
+        for (filter, index) in [
+            (
+                one(|f| f.transaction_id = Some("42".into())),
+                "calls_transaction",
+            ),
+            (one(|f| f.order_id = Some("order-1".into())), "calls_order"),
+            (one(|f| f.request_id = Some("r1".into())), "calls_request"),
+            (one(|f| f.pending = true), "calls_pending"),
+        ] {
+            assert!(
+                filter.contains(&format!("USING INDEX {index}"))
+                    || filter.contains(&format!("USING COVERING INDEX {index}")),
+                "{index}: {filter}"
+            );
+            assert!(
+                !filter.contains("TEMP B-TREE"),
+                "sorted in memory: {filter}"
+            );
+        }
+        // Two filters still use an index; none reads the newest rows by rowid.
+        let both = one(|f| {
+            f.order_id = Some("order-1".into());
+            f.pending = true;
+        });
+        assert!(both.contains("INDEX"), "{both}");
+        assert_eq!(one(|_| {}), "SCAN calls");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_filter_binds_its_values_and_its_limit() {
+        let (sql, values) = select(&Filter {
+            order_id: Some("o' OR 1=1".into()),
+            pending: true,
+            limit: 7,
+            ..Filter::default()
+        });
+        assert!(
+            sql.ends_with("WHERE order_id = ?1 AND outcome IS NULL ORDER BY id DESC LIMIT ?2"),
+            "{sql}"
+        );
+        assert_eq!(values, vec!["o' OR 1=1".to_owned().into(), 7_i64.into()]);
+        let (sql, values) = select(&Filter::default());
+        assert!(
+            sql.ends_with("FROM calls ORDER BY id DESC LIMIT ?1"),
+            "{sql}"
+        );
+        assert_eq!(values, vec![100_i64.into()]);
+    }
+
+    #[test]
+    fn a_confirm_gets_the_order_its_transaction_was_requested_with() {
+        let dir = scratch();
+        let path = dir.join("j.sqlite3");
+        let store = Store::open(&path).unwrap();
+        let side = SideWriter::open(&path).unwrap();
+        side.remember_order("42", "order-1", 1_000).unwrap();
+        store.record_intent(&intent(None)).unwrap();
+        let mut own = intent(None);
+        own.order_id = Some("its own".into());
+        store.record_intent(&own).unwrap();
+        let mut other = intent(None);
+        other.transaction_id = Some("43".into());
+        store.record_intent(&other).unwrap();
+        let by_order = |order: &str| {
+            store
+                .query(&Filter {
+                    order_id: Some(order.into()),
+                    ..Filter::default()
+                })
+                .unwrap()
+        };
+        assert_eq!(by_order("order-1").len(), 1, "the order filled in");
+        assert_eq!(by_order("its own").len(), 1, "a call's own orderId wins");
+        let mut out = Vec::new();
+        assert_eq!(
+            store
+                .write_json(
+                    &Filter {
+                        transaction_id: Some("43".into()),
+                        ..Filter::default()
+                    },
+                    &mut out
+                )
+                .unwrap(),
+            1
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(json["calls"][0]["order_id"], serde_json::Value::Null);
+        assert_eq!(json["calls"][0]["transaction_id"], "43");
+        // Order ids age out with the calls.
+        store.prune(10_000, Duration::from_millis(1), 100).unwrap();
+        let left: i64 = store
+            .with(|c| c.query_row("SELECT COUNT(*) FROM orders", [], |row| row.get(0)))
+            .unwrap();
+        assert_eq!(left, 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_journal_that_held_calls_and_went_missing_or_empty_is_refused() {
+        let dir = scratch();
+        let path = dir.join("j.sqlite3");
+        let store = Store::open(&path).unwrap();
+        assert!(!marker_path(&path).exists(), "no call yet, no marker");
+        let side = SideWriter::open(&path).unwrap();
+        side.probe(1).unwrap();
+        assert!(!marker_path(&path).exists());
+        store.record_intent(&intent(None)).unwrap();
+        side.probe(2).unwrap();
+        assert!(
+            marker_path(&path).exists(),
+            "the probe marks a journal with calls"
+        );
+        drop((store, side));
+        // Reopened as it is: fine.
+        drop(Store::open(&path).unwrap());
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        std::fs::write(&path, b"").unwrap();
+        let refused = Store::open(&path).err().unwrap().to_string();
+        assert!(
+            refused.contains("empty (0 bytes)") && refused.contains("-held-calls"),
+            "{refused}"
+        );
+        std::fs::remove_file(&path).unwrap();
+        let refused = Store::open(&path).err().unwrap().to_string();
+        assert!(refused.contains("missing"), "{refused}");
+        assert!(!path.exists(), "nothing created in its place");
+        // Deleting the marker is the way to start over on purpose.
+        std::fs::remove_file(marker_path(&path)).unwrap();
+        drop(Store::open(&path).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_journal_left_at_the_old_default_path_is_never_silently_replaced() {
+        let cwd = scratch();
+        let elsewhere = cwd.join("state/journal.sqlite3");
+        assert!(
+            old_default_left_behind(&elsewhere, &cwd).is_none(),
+            "nothing there"
+        );
+        std::fs::write(cwd.join(OLD_DEFAULT_PATH), b"").unwrap();
+        assert!(
+            old_default_left_behind(&elsewhere, &cwd).is_none(),
+            "0 bytes: no journal"
+        );
+        std::fs::write(cwd.join(OLD_DEFAULT_PATH), b"SQLite format 3\0").unwrap();
+        let warning = old_default_left_behind(&elsewhere, &cwd).unwrap();
+        assert!(
+            warning.contains("old default path") && warning.contains("set journal.path"),
+            "{warning}"
+        );
+        // Named on purpose, relative or absolute: fine.
+        assert!(old_default_left_behind(Path::new(OLD_DEFAULT_PATH), &cwd).is_none());
+        assert!(old_default_left_behind(&cwd.join(OLD_DEFAULT_PATH), &cwd).is_none());
+        std::fs::remove_dir_all(&cwd).unwrap();
+    }
+
+    #[test]
+    fn an_unset_path_is_refused_rather_than_a_temporary_database() {
+        let refused = Store::open(Path::new("")).err().unwrap().to_string();
+        assert!(refused.contains("set journal.path"), "{refused}");
+    }
+
+    #[test]
+    fn a_journal_at_start_with_calls_is_marked_and_its_directory_made() {
+        let dir = scratch();
+        let path = dir.join("state/linepay-sidecar/j.sqlite3");
+        let store = Store::open(&path).unwrap();
+        store.record_intent(&intent(None)).unwrap();
+        drop(store);
+        drop(Store::open(&path).unwrap());
+        assert!(marker_path(&path).exists());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_probe_fails_while_another_connection_holds_the_write_lock() {
+        let dir = scratch();
+        let path = dir.join("j.sqlite3");
+        drop(Store::open(&path).unwrap());
+        let side = SideWriter::open(&path).unwrap();
+        side.probe(1).unwrap();
+        let holder = Connection::open(&path).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let busy = side.probe(2).err().unwrap();
+        assert!(busy.cause().contains("locked"), "{busy}");
+        holder.execute_batch("ROLLBACK").unwrap();
+        side.probe(3).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn json_pages_separate_their_rows_and_order_ids_are_pruned_by_count() {
+        let dir = scratch();
+        let path = dir.join("j.sqlite3");
+        let store = Store::open(&path).unwrap();
+        for _ in 0..3 {
+            store.record_intent(&intent(None)).unwrap();
+        }
+        let mut out = Vec::new();
+        let all = Filter::default();
+        assert_eq!(store.write_json(&all, &mut out).unwrap(), 3);
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let ids: Vec<i64> = json["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ids, [3, 2, 1], "newest first");
+        let mut empty = Vec::new();
+        let none = Filter {
+            request_id: Some("nobody".into()),
+            ..Filter::default()
+        };
+        assert_eq!(store.write_json(&none, &mut empty).unwrap(), 0);
+        assert_eq!(empty, b"{\"calls\":[]}");
+        let side = SideWriter::open(&path).unwrap();
+        for (n, tx) in ["1", "2", "3"].iter().enumerate() {
+            side.remember_order(tx, "o", 5_000 + i64::try_from(n).unwrap())
+                .unwrap();
+        }
+        store.prune(5_000, Duration::from_secs(1), 2).unwrap();
+        let kept: Vec<String> = store
+            .with(|c| {
+                let mut statement =
+                    c.prepare("SELECT transaction_id FROM orders ORDER BY transaction_id")?;
+                let rows = statement.query_map([], |row| row.get(0))?;
+                rows.collect()
+            })
+            .unwrap();
+        assert_eq!(kept, ["2", "3"], "the newest max_calls order ids stay");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_desk_records_orders_and_probes_writes_and_counts_failures() {
+        use crate::journal::Desk;
+        use crate::metrics::Metrics;
+        let dir = scratch();
+        let path = dir.join("j.sqlite3");
+        let mut settings = Desk::disabled().settings.clone();
+        assert_eq!(Desk::disabled().probe_journal().await, None, "journal off");
+        settings.enabled = true;
+        settings.path = path.clone();
+        settings.max_calls = 100;
+        settings.max_age = Duration::from_secs(3600);
+        let desk = Desk::open(&settings).unwrap();
+        let metrics = Metrics::new();
+        assert_eq!(desk.probe_journal().await, Some(Ok(())));
+        desk.remember_order("42".into(), "order-1".into(), &metrics)
+            .await;
+        let store = desk.store().unwrap();
+        store.record_intent(&intent(None)).unwrap();
+        let rows = store
+            .query(&Filter {
+                order_id: Some("order-1".into()),
+                ..Filter::default()
+            })
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+
+        let holder = Connection::open(&path).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let refused = desk.probe_journal().await.unwrap().unwrap_err();
+        assert!(
+            refused.starts_with("cannot be written (") && refused.contains("locked"),
+            "{refused}"
+        );
+        assert!(!refused.contains("j.sqlite3"), "no path: {refused}");
+        desk.remember_order("43".into(), "order-2".into(), &metrics)
+            .await;
+        assert!(
+            metrics
+                .render()
+                .contains("linepay_sidecar_journal_failures_total{operation=\"order\"} 1"),
+            "{}",
+            metrics.render()
+        );
+        holder.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(desk.probe_journal().await, Some(Ok(())));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

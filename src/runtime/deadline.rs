@@ -32,6 +32,11 @@ impl<T> WriteDeadline<T> {
         }
     }
 
+    /// The wrapped stream (e.g. to ask a socket for its peer's address).
+    pub(crate) fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
     /// What a blocked write does: arm the timer on the first `Pending`, fail once it
     /// fires.
     fn on_pending<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {

@@ -239,7 +239,10 @@ async fn serve(
             write_timeout: ADMIN_WRITE_TIMEOUT,
             max_per_peer: Some(MAX_ADMIN_CONNECTIONS_PER_PEER),
         };
-        let journal = desk.store().cloned();
+        let calls = Arc::new(admin::Calls::new(
+            desk.store().map(|store| store.path().to_owned()),
+            fixed.admin_calls,
+        ));
         tasks.spawn(
             "admin listener",
             Role::Listener,
@@ -248,8 +251,9 @@ async fn serve(
                 rules,
                 stop.clone(),
                 tasks.clone(),
-                move |io, _, _| {
-                    admin::connection(io, metrics.clone(), readiness.clone(), journal.clone())
+                move |io: accept::Socket, _, _| {
+                    let peer = io.inner().get_ref().peer_addr().ok().map(|peer| peer.ip());
+                    admin::connection(io, peer, metrics.clone(), readiness.clone(), calls.clone())
                 },
             ),
         );
@@ -299,6 +303,16 @@ async fn serve(
         });
     }
     tasks.spawn(
+        "journal write probe",
+        Role::Worker,
+        probe::probe_journal(
+            desk.clone(),
+            readiness.clone(),
+            metrics.clone(),
+            stop.clone(),
+        ),
+    );
+    tasks.spawn(
         "journal pruning",
         Role::Worker,
         desk.clone()
@@ -331,7 +345,7 @@ async fn serve(
         "linepay-sidecar listening on http://{proxy_addr} (upstream {upstream_base})"
     ));
     announce(&format!(
-        "linepay-sidecar admin on http://{admin_addr} (/metrics /healthz /readyz)"
+        "linepay-sidecar admin on http://{admin_addr} (/metrics /healthz /readyz /calls)"
     ));
     // Both listeners are bound (connections queue in their backlogs until the accept
     // loops, already spawned, take them): a unit ordered After= this one may call now.

@@ -5,6 +5,7 @@
 
 use crate::admin::Readiness;
 use crate::error::ProxyError;
+use crate::journal::Desk;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use arc_swap::ArcSwap;
@@ -49,6 +50,46 @@ pub(crate) async fn probe_upstream(
         drop(snapshot);
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// How often the journal's write probe runs.
+pub(crate) const JOURNAL_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Writes one small row to the journal every [`JOURNAL_PROBE_INTERVAL`] until `stop`:
+/// while that fails (a full or read-only disk, a file someone else holds locked), every
+/// money call would be refused (`503 journal_unavailable`), so `/readyz` fails with
+/// `journal: cannot be written (…)`, and turns ready again with the first write that
+/// works. Nothing to do when the journal is off.
+pub(crate) async fn probe_journal(
+    desk: Arc<Desk>,
+    readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let mut was_ok = true;
+    loop {
+        let result = tokio::select! {
+            result = desk.probe_journal() => result,
+            () = stop.cancelled() => return,
+        };
+        let Some(result) = result else { return };
+        match (&result, was_ok) {
+            (Err(reason), _) => {
+                metrics.journal_failures.with_label_values(&["probe"]).inc();
+                if was_ok {
+                    tracing::error!(%reason, "the journal cannot be written: not ready, money calls are refused");
+                }
+            }
+            (Ok(()), false) => tracing::info!("the journal can be written again: ready"),
+            (Ok(()), true) => {}
+        }
+        was_ok = result.is_ok();
+        readiness.set_check("journal", result);
+        tokio::select! {
+            () = tokio::time::sleep(JOURNAL_PROBE_INTERVAL) => {}
             () = stop.cancelled() => return,
         }
     }

@@ -14,7 +14,7 @@
 use super::preflight::{preflight, PreflightError};
 use crate::budget::Budget;
 use crate::config::Config;
-use crate::config::JournalConfig;
+use crate::config::{CallsAccess, JournalConfig};
 use crate::egress::ExpectIpConfig;
 use crate::journal::Desk;
 use crate::limit::Limits;
@@ -86,6 +86,7 @@ pub(crate) fn build_proxy(
 pub(crate) struct RestartOnly {
     pub(crate) listen: SocketAddr,
     pub(crate) admin_listen: SocketAddr,
+    pub(crate) admin_calls: CallsAccess,
     pub(crate) max_connections: usize,
     pub(crate) max_buffered_bytes: usize,
     pub(crate) write_timeout: Duration,
@@ -99,6 +100,7 @@ impl RestartOnly {
         RestartOnly {
             listen: config.listen,
             admin_listen: config.admin.listen,
+            admin_calls: config.admin.calls,
             max_connections: config.request.max_connections,
             max_buffered_bytes: config.request.max_buffered_bytes,
             write_timeout: config.request.write_timeout,
@@ -114,6 +116,7 @@ impl RestartOnly {
         let RestartOnly {
             listen,
             admin_listen,
+            admin_calls,
             max_connections,
             max_buffered_bytes,
             write_timeout,
@@ -124,6 +127,7 @@ impl RestartOnly {
         [
             ("listen", *listen != next.listen),
             ("admin.listen", *admin_listen != next.admin_listen),
+            ("admin.calls", *admin_calls != next.admin_calls),
             (
                 "request.max_connections",
                 *max_connections != next.max_connections,

@@ -228,7 +228,7 @@ async fn running_sidecar_announces_its_proxy_then_admin_address() {
     assert!(lines[0].starts_with(&expected), "{output}");
     assert_eq!(
         lines[1],
-        format!("linepay-sidecar admin on http://{admin_addr} (/metrics /healthz /readyz)"),
+        format!("linepay-sidecar admin on http://{admin_addr} (/metrics /healthz /readyz /calls)"),
         "{output}"
     );
     assert!(lines[0].ends_with(')'), "{output}");

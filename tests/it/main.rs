@@ -3,6 +3,7 @@
 
 mod util;
 
+mod admin_calls;
 mod api_flows;
 mod browser;
 mod cli;

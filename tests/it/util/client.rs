@@ -122,6 +122,8 @@ pub struct Call {
     target: String,
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Bytes,
+    /// The local address the connection leaves from (`None`: the system's choice).
+    source: Option<std::net::IpAddr>,
 }
 
 impl Call {
@@ -131,7 +133,15 @@ impl Call {
             target: target.to_owned(),
             headers: Vec::new(),
             body: Bytes::new(),
+            source: None,
         }
+    }
+
+    /// Connects from `source` (e.g. `127.0.0.7`, another loopback peer, or one of the
+    /// host's own non-loopback addresses).
+    pub fn from(mut self, source: std::net::IpAddr) -> Call {
+        self.source = Some(source);
+        self
     }
 
     /// A POST with `Content-Type: application/json` and these exact body bytes.
@@ -164,7 +174,17 @@ impl Call {
     /// Sends the call on a new connection and reads the whole answer (bounded in time).
     pub async fn send(self, addr: SocketAddr) -> Reply {
         let exchange = async {
-            let stream = TcpStream::connect(addr).await?;
+            let stream = match self.source {
+                None => TcpStream::connect(addr).await?,
+                Some(source) => {
+                    let socket = match source {
+                        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+                    };
+                    socket.bind(SocketAddr::new(source, 0))?;
+                    socket.connect(addr).await?
+                }
+            };
             let (mut sender, connection) =
                 hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             let driver = tokio::spawn(connection);

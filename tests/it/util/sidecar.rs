@@ -99,6 +99,14 @@ impl Sidecar {
         self.env("LINEPAY_SIDECAR_JOURNAL_PATH", path)
     }
 
+    /// Replaces the default `--admin-listen 127.0.0.1:0`, e.g. with a pod's `0.0.0.0:0`.
+    pub fn admin_listen(mut self, address: &str) -> Sidecar {
+        if let Some(at) = self.args.iter().position(|arg| arg == "--admin-listen") {
+            self.args[at + 1] = address.into();
+        }
+        self
+    }
+
     pub fn upstream(self, url: impl Into<OsString>) -> Sidecar {
         self.arg("--upstream").arg(url)
     }
@@ -402,9 +410,9 @@ impl Drop for RunningSidecar {
 }
 
 /// Removes SQLite's `-wal` and `-shm` files beside a journal (a killed process leaves
-/// them).
+/// them), and the sidecar's `-held-calls` marker.
 pub fn remove_journal_sidecars(journal: &std::path::Path) {
-    for suffix in ["-wal", "-shm"] {
+    for suffix in ["-wal", "-shm", "-held-calls"] {
         let mut name = journal.as_os_str().to_owned();
         name.push(suffix);
         let _ = std::fs::remove_file(name);
