@@ -256,13 +256,8 @@ impl Desk {
             method: ticket.plan.method.clone(),
             operation: ticket.plan.money.map(|m| m.operation.as_str()),
             channel_id: ticket.plan.channel_id.clone(),
-            order_id: ticket.plan.facts.order_id.clone(),
-            transaction_id: ticket.plan.facts.transaction_id.clone(),
-            amount: ticket.plan.facts.amount.clone(),
-            currency: ticket.plan.facts.currency.clone(),
-            refund_amount: ticket.plan.facts.refund_amount.clone(),
+            facts: ticket.plan.facts.clone(),
             idempotency_key: ticket.plan.key.clone(),
-            body_hash: ticket.plan.facts.body_hash.clone(),
         };
         let row = blocking(store, move |s| s.record_intent(&intent))
             .await
@@ -366,14 +361,7 @@ impl Desk {
                 .parse::<http::Method>()
                 .ok()
                 .and_then(|method| money::classify(&method, &row.route));
-            let facts = CallFacts {
-                order_id: row.order_id.clone(),
-                transaction_id: row.transaction_id.clone(),
-                amount: row.amount.clone(),
-                currency: row.currency.clone(),
-                refund_amount: row.refund_amount.clone(),
-                body_hash: row.body_hash.clone(),
-            };
+            let facts = row.facts.clone();
             let status_request = money
                 .and_then(|m| money::status_query(&row.route, m, &facts))
                 .and_then(|query| {
@@ -414,8 +402,8 @@ impl Desk {
             tracing::warn!(
                 request_id = %row.request_id,
                 route = %row.route,
-                transaction_id = row.transaction_id.as_deref(),
-                order_id = row.order_id.as_deref(),
+                transaction_id = row.facts.transaction_id.as_deref(),
+                order_id = row.facts.order_id.as_deref(),
                 reconciled = verdict.state.as_str(),
                 reason = %verdict.reason,
                 "a call was interrupted by a stop of the sidecar; LINE Pay's records were checked"

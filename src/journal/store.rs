@@ -5,6 +5,7 @@
 //! process) never block the sidecar's writes and see every committed row. Blocking
 //! calls: the async side runs them with `spawn_blocking`.
 
+use crate::money::CallFacts;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -62,13 +63,8 @@ pub(crate) struct Intent {
     pub(crate) method: String,
     pub(crate) operation: Option<&'static str>,
     pub(crate) channel_id: String,
-    pub(crate) order_id: Option<String>,
-    pub(crate) transaction_id: Option<String>,
-    pub(crate) amount: Option<String>,
-    pub(crate) currency: Option<String>,
-    pub(crate) refund_amount: Option<String>,
+    pub(crate) facts: CallFacts,
     pub(crate) idempotency_key: Option<String>,
-    pub(crate) body_hash: String,
 }
 
 /// How a call ended.
@@ -96,13 +92,9 @@ pub struct CallRow {
     pub method: String,
     pub operation: Option<String>,
     pub channel_id: String,
-    pub order_id: Option<String>,
-    pub transaction_id: Option<String>,
-    pub amount: Option<String>,
-    pub currency: Option<String>,
-    pub refund_amount: Option<String>,
+    #[serde(flatten)]
+    pub facts: CallFacts,
     pub idempotency_key: Option<String>,
-    pub body_hash: String,
     pub finished_at: Option<i64>,
     pub outcome: Option<String>,
     pub status: Option<u16>,
@@ -227,13 +219,13 @@ impl Store {
                     intent.method,
                     intent.operation,
                     intent.channel_id,
-                    intent.order_id,
-                    intent.transaction_id,
-                    intent.amount,
-                    intent.currency,
-                    intent.refund_amount,
+                    intent.facts.order_id,
+                    intent.facts.transaction_id,
+                    intent.facts.amount,
+                    intent.facts.currency,
+                    intent.facts.refund_amount,
                     intent.idempotency_key,
-                    intent.body_hash,
+                    intent.facts.body_hash,
                 ],
             )?;
             Ok(c.last_insert_rowid())
@@ -357,13 +349,15 @@ fn call_row(row: &Row<'_>) -> rusqlite::Result<CallRow> {
         method: row.get(4)?,
         operation: row.get(5)?,
         channel_id: row.get(6)?,
-        order_id: row.get(7)?,
-        transaction_id: row.get(8)?,
-        amount: row.get(9)?,
-        currency: row.get(10)?,
-        refund_amount: row.get(11)?,
+        facts: CallFacts {
+            order_id: row.get(7)?,
+            transaction_id: row.get(8)?,
+            amount: row.get(9)?,
+            currency: row.get(10)?,
+            refund_amount: row.get(11)?,
+            body_hash: row.get(13)?,
+        },
         idempotency_key: row.get(12)?,
-        body_hash: row.get(13)?,
         finished_at: row.get(14)?,
         outcome: row.get(15)?,
         status: row.get(16)?,
@@ -396,13 +390,15 @@ mod tests {
             method: "POST".into(),
             operation: Some("refund"),
             channel_id: "c".into(),
-            order_id: None,
-            transaction_id: Some("42".into()),
-            amount: None,
-            currency: None,
-            refund_amount: Some("10".into()),
+            facts: CallFacts {
+                order_id: None,
+                transaction_id: Some("42".into()),
+                amount: None,
+                currency: None,
+                refund_amount: Some("10".into()),
+                body_hash: "h".into(),
+            },
             idempotency_key: key.map(str::to_owned),
-            body_hash: "h".into(),
         }
     }
 
@@ -436,6 +432,13 @@ mod tests {
         };
         let rows = store.query(&by_tx).unwrap();
         assert_eq!(rows[0].return_code.as_deref(), Some("0000"));
+        // The facts are flattened into the row's JSON (`/calls`, `calls`), as before.
+        let json = serde_json::to_value(&rows[0]).unwrap();
+        assert_eq!(json["transaction_id"], "42");
+        assert_eq!(json["refund_amount"], "10");
+        assert_eq!(json["body_hash"], "h");
+        assert_eq!(json["idempotency_key"], "k");
+        assert!(json.get("facts").is_none(), "{json}");
         assert_eq!(store.find_key("c", "k").unwrap().unwrap().status, Some(200));
         assert!(store.find_key("other channel", "k").unwrap().is_none());
         // A pending call survives any pruning; a finished one ages out.
