@@ -14,6 +14,7 @@ mod families;
 mod flows;
 mod fuzz;
 mod hardening;
+mod idempotency;
 mod lifecycle;
 mod limits;
 mod money;
