@@ -35,7 +35,7 @@ impl KeyUse<'_> {
             self.target,
             &self.facts.body_hash,
         ];
-        let mut framed = Vec::with_capacity(fields.iter().map(|f| 4 + f.len()).sum());
+        let mut framed = Vec::new();
         for field in fields {
             let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
             framed.extend_from_slice(&len.to_be_bytes());

@@ -170,3 +170,25 @@ fn an_answer_swapped_in_from_another_row_or_of_the_old_seal_is_unavailable() {
         "{error:?}"
     );
 }
+
+#[test]
+fn a_plan_binds_its_key_to_its_own_fields() {
+    let plan = super::Plan {
+        template: TEMPLATE.into(),
+        method: "POST".into(),
+        target: "/v3/payments/1/refund?x=1".into(),
+        money: None,
+        facts: facts("1"),
+        key: Some("k-9".into()),
+        request_id: "r".into(),
+        channel_id: "1657002468".into(),
+    };
+    let bound = plan.key_use().unwrap();
+    assert_eq!(
+        (bound.channel_id, bound.key, bound.method, bound.target),
+        ("1657002468", "k-9", "POST", "/v3/payments/1/refund?x=1")
+    );
+    assert_eq!((bound.template, bound.facts), (TEMPLATE, &plan.facts));
+    let unkeyed = super::Plan { key: None, ..plan };
+    assert!(unkeyed.key_use().is_none());
+}

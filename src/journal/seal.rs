@@ -65,12 +65,9 @@ impl Seal {
         let content_type = &content_type[..usize::from(type_len)];
         let mut nonce = [0u8; aead::NONCE_LEN];
         self.random.fill(&mut nonce).ok()?;
-        let mut sealed = Vec::with_capacity(
-            1 + nonce.len() + 4 + content_type.len() + answer.body.len() + aead::MAX_TAG_LEN,
-        );
-        sealed.push(VERSION);
+        let mut sealed = vec![VERSION];
         sealed.extend_from_slice(&nonce);
-        let mut plain = Vec::with_capacity(4 + content_type.len() + answer.body.len());
+        let mut plain = Vec::new();
         plain.extend_from_slice(&answer.status.to_be_bytes());
         plain.extend_from_slice(&type_len.to_be_bytes());
         plain.extend_from_slice(content_type);
