@@ -81,9 +81,9 @@ pub(crate) enum ProxyError {
     },
     #[error("a call for this transaction or order, or with this Idempotency-Key, is still in flight; it was not sent again: wait for the first one's answer, then retry")]
     CallInProgress,
-    #[error("this Idempotency-Key was used for a call with another body; it was not sent: use a new key for a new call")]
+    #[error("this Idempotency-Key was used for another call (another transaction, route or body); it was not sent: use a new key for a new call")]
     IdempotencyKeyReused,
-    #[error("this Idempotency-Key's call was already sent, but its stored answer cannot be read (the channel secret changed since); it was not sent again: read the payment details")]
+    #[error("this Idempotency-Key's call was already sent, but its stored answer cannot be read (the channel secret changed since, it was stored by an older sidecar, or the journal row was altered); it was not sent again: read the payment details")]
     IdempotencyAnswerUnavailable,
     #[error("Idempotency-Key needs the call journal (journal.enabled); the call was not sent: turn the journal on or send the call without the header")]
     IdempotencyUnavailable,

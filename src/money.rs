@@ -114,8 +114,10 @@ fn is_version(segment: &str) -> bool {
 }
 
 /// What the journal records of one call, read from its path and body (never the body
-/// itself: it may name products; only its SHA-256).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// itself: it may name products; only its SHA-256). The one definition: the journal's
+/// intent, its rows as read back (`/calls`, `linepay-sidecar calls`, flattened into the
+/// row's JSON) and a key's stored call all embed it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CallFacts {
     pub order_id: Option<String>,
     pub transaction_id: Option<String>,

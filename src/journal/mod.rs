@@ -4,8 +4,9 @@
 //!
 //! 1. **admit**: one call per transaction (or offline order) and per idempotency key at
 //!    a time (an in-memory set, per process: `409 call_in_progress`); a key seen before
-//!    replays its stored answer, or is refused when the body differs
-//!    (`422 idempotency_key_reused`); the intent is written and flushed to disk.
+//!    replays its stored answer when it comes with the same call, and is refused on any
+//!    other (`422 idempotency_key_reused`: [`binding`]); the intent is written and
+//!    flushed to disk.
 //! 2. **send**: in a task of its own, so an app that hangs up cannot cancel a call that
 //!    LINE Pay may already be processing. The outcome (status and returnCode, or the
 //!    uncertain failure) is flushed to disk before the app is answered; an uncertain
@@ -15,9 +16,11 @@
 //! The journal file itself is [`store`]; stored answers are sealed ([`seal`]). A
 //! connection whose call is in here holds a [`Hold`], which the drain waits for.
 
+mod binding;
 mod seal;
 pub mod store;
 
+use self::binding::KeyUse;
 pub(crate) use self::seal::Seal;
 use self::seal::StoredAnswer;
 use self::store::{now_ms, Intent, KeyedCall, Outcome, SideWriter};
@@ -72,6 +75,8 @@ pub(crate) struct Desk {
 pub(crate) struct Plan {
     pub(crate) template: String,
     pub(crate) method: String,
+    /// The path and query as the app sent them (an idempotency key is bound to them).
+    pub(crate) target: String,
     pub(crate) money: Option<MoneyRoute>,
     pub(crate) facts: CallFacts,
     pub(crate) key: Option<String>,
@@ -79,8 +84,22 @@ pub(crate) struct Plan {
     pub(crate) channel_id: String,
 }
 
+impl Plan {
+    /// The call its idempotency key (if any) is bound to.
+    fn key_use(&self) -> Option<KeyUse<'_>> {
+        self.key.as_deref().map(|key| KeyUse {
+            channel_id: &self.channel_id,
+            key,
+            method: &self.method,
+            target: &self.target,
+            template: &self.template,
+            facts: &self.facts,
+        })
+    }
+}
+
 pub(crate) enum Admission<T = Ticket> {
-    /// The stored answer of an earlier call with the same key and body.
+    /// The stored answer of an earlier use of the same key on the same call.
     Replay(Response<Bytes>),
     Send(T),
 }
@@ -230,6 +249,10 @@ impl Desk {
         Ok(Some(Plan {
             template: route.template.clone(),
             method: route.method.to_string(),
+            target: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned()),
             money,
             facts: facts(),
             key,
@@ -282,8 +305,8 @@ impl Desk {
                 journal_failed(metrics, "read", &error);
                 ProxyError::JournalUnavailable
             })?;
-            if let Some(known) = known {
-                if let Some(answer) = replay(&known, &ticket.plan.facts.body_hash, seal)? {
+            if let (Some(known), Some(call)) = (known, ticket.plan.key_use()) {
+                if let Some(answer) = replay(&known, &call, seal)? {
                     metrics.idempotent_replays.inc();
                     return Ok(Admission::Replay(answer));
                 }
@@ -296,13 +319,9 @@ impl Desk {
             method: ticket.plan.method.clone(),
             operation: ticket.plan.money.map(|m| m.operation.as_str()),
             channel_id: ticket.plan.channel_id.clone(),
-            order_id: ticket.plan.facts.order_id.clone(),
-            transaction_id: ticket.plan.facts.transaction_id.clone(),
-            amount: ticket.plan.facts.amount.clone(),
-            currency: ticket.plan.facts.currency.clone(),
-            refund_amount: ticket.plan.facts.refund_amount.clone(),
+            facts: ticket.plan.facts.clone(),
             idempotency_key: ticket.plan.key.clone(),
-            body_hash: ticket.plan.facts.body_hash.clone(),
+            key_binding: ticket.plan.key_use().map(|call| call.digest()),
         };
         let row = blocking(store, move |s| s.record_intent(&intent))
             .await
@@ -406,14 +425,7 @@ impl Desk {
                 .parse::<http::Method>()
                 .ok()
                 .and_then(|method| money::classify(&method, &row.route));
-            let facts = CallFacts {
-                order_id: row.order_id.clone(),
-                transaction_id: row.transaction_id.clone(),
-                amount: row.amount.clone(),
-                currency: row.currency.clone(),
-                refund_amount: row.refund_amount.clone(),
-                body_hash: row.body_hash.clone(),
-            };
+            let facts = row.facts.clone();
             let status_request = money
                 .and_then(|m| money::status_query(&row.route, m, &facts))
                 .and_then(|query| {
@@ -454,8 +466,8 @@ impl Desk {
             tracing::warn!(
                 request_id = %row.request_id,
                 route = %row.route,
-                transaction_id = row.transaction_id.as_deref(),
-                order_id = row.order_id.as_deref(),
+                transaction_id = row.facts.transaction_id.as_deref(),
+                order_id = row.facts.order_id.as_deref(),
                 reconciled = verdict.state.as_str(),
                 reason = %verdict.reason,
                 "a call was interrupted by a stop of the sidecar; LINE Pay's records were checked"
@@ -555,12 +567,18 @@ async fn run_call(
         &result,
         Err(ProxyError::Unsettled { reconciled, .. }) if reconciled.state == ReconciledState::NotApplied
     );
-    if plan.key.is_some() && !not_applied {
+    if let Some(call) = plan.key_use().filter(|_| !not_applied) {
         let answer = match &result {
             Ok(response) => stored(response),
             Err(error) => stored(&error.to_response()),
         };
-        outcome.answer = Some(seal.seal(&answer));
+        outcome.answer = seal.seal(&call, &answer);
+        if outcome.answer.is_none() {
+            tracing::error!(
+                request_id = %plan.request_id,
+                "the system's random source failed: this key's answer is not stored and cannot be replayed"
+            );
+        }
     }
     outcome.finished_at = now_ms();
     if let (Some(store), Some(row)) = (store.clone(), ticket.row) {
@@ -632,10 +650,10 @@ async fn ask_status(
 /// used again (its first call was not applied).
 fn replay(
     known: &KeyedCall,
-    body_hash: &str,
+    call: &KeyUse<'_>,
     seal: &Seal,
 ) -> Result<Option<Response<Bytes>>, ProxyError> {
-    if known.body_hash != body_hash {
+    if !call.is_call_of(known) {
         return Err(ProxyError::IdempotencyKeyReused);
     }
     if known.outcome.is_none() {
@@ -647,7 +665,13 @@ fn replay(
     {
         return Ok(None);
     }
-    let Some(answer) = known.answer.as_deref().and_then(|sealed| seal.open(sealed)) else {
+    // Opens only for the call it was sealed for: an answer moved in from another row
+    // fails here, as one sealed under an older secret or construction does.
+    let Some(answer) = known
+        .answer
+        .as_deref()
+        .and_then(|sealed| seal.open(call, sealed))
+    else {
         tracing::debug!(status = known.status, "a stored answer cannot be opened");
         return Err(ProxyError::IdempotencyAnswerUnavailable);
     };
@@ -757,3 +781,6 @@ impl Drop for HoldGuard {
         self.0.all.fetch_sub(1, Ordering::SeqCst);
     }
 }
+
+#[cfg(test)]
+mod replay_tests;

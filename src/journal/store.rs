@@ -13,6 +13,7 @@
 //! journal holds a call: a journal found missing or empty while the marker is there was
 //! lost or truncated, and the sidecar refuses to start on a new, empty one.
 
+use crate::money::CallFacts;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -44,7 +45,8 @@ CREATE TABLE IF NOT EXISTS calls (
     reconciled_state TEXT,
     reconciled_reason TEXT,
     reconciled_at INTEGER,
-    answer BLOB
+    answer BLOB,
+    key_binding TEXT
 );
 CREATE INDEX IF NOT EXISTS calls_transaction ON calls(transaction_id);
 CREATE INDEX IF NOT EXISTS calls_order ON calls(order_id);
@@ -75,6 +77,11 @@ const READ_CACHE_KIB: i64 = 256;
 /// How long the side connection (order ids, the write probe) waits for the write lock:
 /// short, so that a journal someone else holds locked shows in `/readyz` quickly.
 const SIDE_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+/// Columns added since the first schema, each with its type: a journal file written by
+/// an older sidecar gets them (`ALTER TABLE … ADD COLUMN`, NULL in its rows) when it is
+/// opened for writing. `key_binding`: what a row's idempotency key is bound to
+/// (`super::binding`); NULL in rows stored before it was.
+const ADDED_COLUMNS: [(&str, &str); 1] = [("key_binding", "TEXT")];
 
 /// Why the journal could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -119,13 +126,10 @@ pub(crate) struct Intent {
     pub(crate) method: String,
     pub(crate) operation: Option<&'static str>,
     pub(crate) channel_id: String,
-    pub(crate) order_id: Option<String>,
-    pub(crate) transaction_id: Option<String>,
-    pub(crate) amount: Option<String>,
-    pub(crate) currency: Option<String>,
-    pub(crate) refund_amount: Option<String>,
+    pub(crate) facts: CallFacts,
     pub(crate) idempotency_key: Option<String>,
-    pub(crate) body_hash: String,
+    /// [`super::binding::KeyUse::digest`], for a keyed call.
+    pub(crate) key_binding: Option<String>,
 }
 
 /// How a call ended.
@@ -153,13 +157,9 @@ pub struct CallRow {
     pub method: String,
     pub operation: Option<String>,
     pub channel_id: String,
-    pub order_id: Option<String>,
-    pub transaction_id: Option<String>,
-    pub amount: Option<String>,
-    pub currency: Option<String>,
-    pub refund_amount: Option<String>,
+    #[serde(flatten)]
+    pub facts: CallFacts,
     pub idempotency_key: Option<String>,
-    pub body_hash: String,
     pub finished_at: Option<i64>,
     pub outcome: Option<String>,
     pub status: Option<u16>,
@@ -174,7 +174,11 @@ pub struct CallRow {
 /// The latest call with one idempotency key.
 #[derive(Debug, Clone)]
 pub(crate) struct KeyedCall {
-    pub(crate) body_hash: String,
+    pub(crate) method: String,
+    pub(crate) route: String,
+    pub(crate) facts: CallFacts,
+    /// NULL in rows stored before bindings were.
+    pub(crate) key_binding: Option<String>,
     pub(crate) outcome: Option<String>,
     pub(crate) status: Option<u16>,
     pub(crate) reconciled_state: Option<String>,
@@ -239,6 +243,7 @@ impl Store {
         connection
             .execute_batch(SCHEMA)
             .map_err(|error| StoreError::new(path, error))?;
+        add_missing_columns(&connection).map_err(|error| StoreError::new(path, error))?;
         mark_if_held(&connection, path)?;
         Ok(Store {
             path: path.to_owned(),
@@ -295,10 +300,10 @@ impl Store {
             // one its transaction was requested with, when `/payments/request` was seen.
             c.execute(
                 "INSERT INTO calls (request_id, started_at, route, method, operation, channel_id, \
-                 order_id, transaction_id, amount, currency, refund_amount, idempotency_key, body_hash) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
+                 order_id, transaction_id, amount, currency, refund_amount, idempotency_key, body_hash, \
+                 key_binding) VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
                  COALESCE(?7, (SELECT order_id FROM orders WHERE transaction_id = ?8)), \
-                 ?8, ?9, ?10, ?11, ?12, ?13)",
+                 ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 params![
                     intent.request_id,
                     intent.started_at,
@@ -306,13 +311,14 @@ impl Store {
                     intent.method,
                     intent.operation,
                     intent.channel_id,
-                    intent.order_id,
-                    intent.transaction_id,
-                    intent.amount,
-                    intent.currency,
-                    intent.refund_amount,
+                    intent.facts.order_id,
+                    intent.facts.transaction_id,
+                    intent.facts.amount,
+                    intent.facts.currency,
+                    intent.facts.refund_amount,
                     intent.idempotency_key,
-                    intent.body_hash,
+                    intent.facts.body_hash,
+                    intent.key_binding,
                 ],
             )?;
             Ok(c.last_insert_rowid())
@@ -362,16 +368,27 @@ impl Store {
     ) -> Result<Option<KeyedCall>, StoreError> {
         self.with(|c| {
             c.query_row(
-                "SELECT body_hash, outcome, status, reconciled_state, answer FROM calls \
+                "SELECT method, route, order_id, transaction_id, amount, currency, refund_amount, \
+                 body_hash, key_binding, outcome, status, reconciled_state, answer FROM calls \
                  WHERE channel_id = ?1 AND idempotency_key = ?2 ORDER BY id DESC LIMIT 1",
                 params![channel_id, key],
                 |row| {
                     Ok(KeyedCall {
-                        body_hash: row.get(0)?,
-                        outcome: row.get(1)?,
-                        status: row.get(2)?,
-                        reconciled_state: row.get(3)?,
-                        answer: row.get(4)?,
+                        method: row.get(0)?,
+                        route: row.get(1)?,
+                        facts: CallFacts {
+                            order_id: row.get(2)?,
+                            transaction_id: row.get(3)?,
+                            amount: row.get(4)?,
+                            currency: row.get(5)?,
+                            refund_amount: row.get(6)?,
+                            body_hash: row.get(7)?,
+                        },
+                        key_binding: row.get(8)?,
+                        outcome: row.get(9)?,
+                        status: row.get(10)?,
+                        reconciled_state: row.get(11)?,
+                        answer: row.get(12)?,
                     })
                 },
             )
@@ -642,13 +659,15 @@ fn call_row(row: &Row<'_>) -> rusqlite::Result<CallRow> {
         method: row.get(4)?,
         operation: row.get(5)?,
         channel_id: row.get(6)?,
-        order_id: row.get(7)?,
-        transaction_id: row.get(8)?,
-        amount: row.get(9)?,
-        currency: row.get(10)?,
-        refund_amount: row.get(11)?,
+        facts: CallFacts {
+            order_id: row.get(7)?,
+            transaction_id: row.get(8)?,
+            amount: row.get(9)?,
+            currency: row.get(10)?,
+            refund_amount: row.get(11)?,
+            body_hash: row.get(13)?,
+        },
         idempotency_key: row.get(12)?,
-        body_hash: row.get(13)?,
         finished_at: row.get(14)?,
         outcome: row.get(15)?,
         status: row.get(16)?,
@@ -659,6 +678,20 @@ fn call_row(row: &Row<'_>) -> rusqlite::Result<CallRow> {
         reconciled_reason: row.get(21)?,
         reconciled_at: row.get(22)?,
     })
+}
+
+/// Adds the [`ADDED_COLUMNS`] an older journal file lacks.
+fn add_missing_columns(connection: &Connection) -> rusqlite::Result<()> {
+    let present: Vec<String> = connection
+        .prepare("SELECT name FROM pragma_table_info('calls')")?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (name, kind) in ADDED_COLUMNS {
+        if !present.iter().any(|column| column == name) {
+            connection.execute_batch(&format!("ALTER TABLE calls ADD COLUMN {name} {kind}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Milliseconds since the Unix epoch.
@@ -681,20 +714,75 @@ mod tests {
             method: "POST".into(),
             operation: Some("refund"),
             channel_id: "c".into(),
-            order_id: None,
-            transaction_id: Some("42".into()),
-            amount: None,
-            currency: None,
-            refund_amount: Some("10".into()),
+            facts: CallFacts {
+                order_id: None,
+                transaction_id: Some("42".into()),
+                amount: None,
+                currency: None,
+                refund_amount: Some("10".into()),
+                body_hash: "h".into(),
+            },
             idempotency_key: key.map(str::to_owned),
-            body_hash: "h".into(),
+            key_binding: key.map(|k| format!("binding of {k}")),
         }
+    }
+
+    fn scratch() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("journal-store-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// The table as the sidecar created it before `key_binding` (6867889).
+    const FIRST_SCHEMA: &str = "CREATE TABLE calls (
+        id INTEGER PRIMARY KEY, request_id TEXT NOT NULL, started_at INTEGER NOT NULL,
+        route TEXT NOT NULL, method TEXT NOT NULL, operation TEXT, channel_id TEXT NOT NULL,
+        order_id TEXT, transaction_id TEXT, amount TEXT, currency TEXT, refund_amount TEXT,
+        idempotency_key TEXT, body_hash TEXT NOT NULL, finished_at INTEGER, outcome TEXT,
+        status INTEGER, return_code TEXT, failure TEXT, client_gone INTEGER NOT NULL DEFAULT 0,
+        reconciled_state TEXT, reconciled_reason TEXT, reconciled_at INTEGER, answer BLOB);";
+
+    #[test]
+    fn a_journal_of_the_first_schema_gains_key_binding_and_keeps_its_rows() {
+        let dir = scratch();
+        let path = dir.join("old.sqlite3");
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(FIRST_SCHEMA).unwrap();
+            old.execute(
+                "INSERT INTO calls (request_id, started_at, route, method, channel_id, \
+                 transaction_id, refund_amount, idempotency_key, body_hash, outcome, status, answer) \
+                 VALUES ('r0', 1, '/v3/payments/{transactionId}/refund', 'POST', 'c', '42', '10', \
+                 'old-key', 'h', 'answered', 200, x'01')",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let old = store.find_key("c", "old-key").unwrap().unwrap();
+        assert_eq!(old.key_binding, None);
+        assert_eq!(old.method, "POST");
+        assert_eq!(old.route, "/v3/payments/{transactionId}/refund");
+        assert_eq!(old.facts.transaction_id.as_deref(), Some("42"));
+        assert_eq!(old.facts.refund_amount.as_deref(), Some("10"));
+        assert_eq!(old.facts.body_hash, "h");
+        assert_eq!(old.answer.as_deref(), Some(&[1u8][..]));
+        // New rows carry their binding in the migrated file.
+        store.record_intent(&intent(Some("k"))).unwrap();
+        let new = store.find_key("c", "k").unwrap().unwrap();
+        assert_eq!(new.key_binding.as_deref(), Some("binding of k"));
+        assert_eq!(store.query(&Filter::default()).unwrap().len(), 2);
+        drop(store);
+        // Opening it again finds nothing more to add.
+        let again = Store::open(&path).unwrap();
+        assert_eq!(again.query(&Filter::default()).unwrap().len(), 2);
+        drop(again);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn an_intent_then_its_outcome_read_back_and_pruned() {
-        let dir = std::env::temp_dir().join(format!("journal-store-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch();
         let store = Store::open(&dir.join("j.sqlite3")).unwrap();
         let id = store.record_intent(&intent(Some("k"))).unwrap();
         let pending = Filter {
@@ -721,6 +809,15 @@ mod tests {
         };
         let rows = store.query(&by_tx).unwrap();
         assert_eq!(rows[0].return_code.as_deref(), Some("0000"));
+        // The facts are flattened into the row's JSON (`/calls`, `calls`), as before.
+        let json = serde_json::to_value(&rows[0]).unwrap();
+        assert_eq!(json["transaction_id"], "42");
+        assert_eq!(json["refund_amount"], "10");
+        assert_eq!(json["body_hash"], "h");
+        assert_eq!(json["idempotency_key"], "k");
+        assert!(json.get("facts").is_none(), "{json}");
+        // The binding stays in the file: /calls does not print it.
+        assert!(json.get("key_binding").is_none(), "{json}");
         assert_eq!(store.find_key("c", "k").unwrap().unwrap().status, Some(200));
         assert!(store.find_key("other channel", "k").unwrap().is_none());
         // A pending call survives any pruning; a finished one ages out.
@@ -731,12 +828,6 @@ mod tests {
         );
         assert_eq!(store.query(&Filter::default()).unwrap().len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    fn scratch() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("journal-store-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
     }
 
     /// SQLite's plan for `filter`'s statement, one line per step.
@@ -834,10 +925,10 @@ mod tests {
         side.remember_order("42", "order-1", 1_000).unwrap();
         store.record_intent(&intent(None)).unwrap();
         let mut own = intent(None);
-        own.order_id = Some("its own".into());
+        own.facts.order_id = Some("its own".into());
         store.record_intent(&own).unwrap();
         let mut other = intent(None);
-        other.transaction_id = Some("43".into());
+        other.facts.transaction_id = Some("43".into());
         store.record_intent(&other).unwrap();
         let by_order = |order: &str| {
             store

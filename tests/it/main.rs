@@ -17,6 +17,7 @@ mod families;
 mod flows;
 mod fuzz;
 mod hardening;
+mod idempotency;
 mod lifecycle;
 mod limits;
 mod money;
