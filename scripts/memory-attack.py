@@ -9,6 +9,7 @@ were held (VmHWM, reset at the start of each round), how they were answered, and
   cargo build --release -p linepay-sidecar --no-default-features   # as the Dockerfile
   python3 scripts/memory-attack.py                                   # the defaults
   python3 scripts/memory-attack.py --rounds 1 --config no-budget.yaml
+  python3 scripts/memory-attack.py --small-heads   # what one open connection costs
 
 It starts its own sidecar (release binary, an upstream that is never reached). Loopback
 only; every round is bounded (30 s to send, --hold, --settle).
@@ -94,6 +95,23 @@ def one_round(port, pid, args, payload):
     return peak, answers, status(pid, "VmRSS")
 
 
+def small_heads(port, pid, count):
+    """What every open connection holds whatever it sends: `count` connections that
+    each sent the start of a small head, held 2 s."""
+    idle = status(pid, "VmRSS")
+    sockets = []
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"POST /v3/payments/request HTTP/1.1\r\nHost: a\r\n")
+        sockets.append(s)
+    time.sleep(2)
+    held = status(pid, "VmRSS")
+    print(f"{count} connections with part of a small head: rss {idle:.1f} -> {held:.1f} MiB, "
+          f"{(held - idle) * 1024 / count:.1f} KiB each")
+    for s in sockets:
+        s.close()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--binary", default="target/release/linepay-sidecar")
@@ -104,6 +122,8 @@ def main():
     parser.add_argument("--settle", type=float, default=3)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--config")
+    parser.add_argument("--small-heads", action="store_true",
+                        help="instead of the attack: the RSS of --connections small, unfinished heads")
     args = parser.parse_args()
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("LINEPAY_")}
@@ -128,6 +148,9 @@ def main():
         pid = sidecar.pid
         idle = status(pid, "VmRSS")
         print(f"idle:     rss {idle:6.1f} MiB")
+        if args.small_heads:
+            small_heads(port, pid, args.connections)
+            return
         payload = attack_payload(args.head_bytes, args.body_bytes)
         peaks, afters = [], []
         for number in range(1, args.rounds + 1):
