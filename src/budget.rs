@@ -7,7 +7,9 @@
 //! what it will buffer *before* buffering it (its head, then the body its
 //! `Content-Length` declares, then LINE Pay's answer chunk by chunk), and a charge that
 //! does not fit is refused (`503 overloaded`) instead of allocated. Charges are freed
-//! when the call ends. Pure bookkeeping: no I/O, no waiting.
+//! when the call ends. A proxy connection also charges hyper's read buffer as a large
+//! head makes it grow, for as long as the connection lives (`runtime::meter`). Pure
+//! bookkeeping: no I/O, no waiting.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -39,11 +41,16 @@ impl Budget {
 
     /// A charge of `bytes`, or `None` when they do not fit.
     pub(crate) fn charge(self: &Arc<Self>, bytes: usize) -> Option<Charge> {
-        let mut charge = Charge {
+        let mut charge = self.nothing();
+        charge.grow(bytes).then_some(charge)
+    }
+
+    /// A charge of nothing yet, to [`Charge::grow`] later (a connection's read buffer).
+    pub(crate) fn nothing(self: &Arc<Self>) -> Charge {
+        Charge {
             budget: self.clone(),
             bytes: 0,
-        };
-        charge.grow(bytes).then_some(charge)
+        }
     }
 
     fn reserve(&self, bytes: usize) -> bool {
@@ -73,7 +80,7 @@ impl Charge {
         fits
     }
 
-    #[cfg(test)]
+    /// Bytes this charge holds.
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
@@ -112,6 +119,18 @@ mod tests {
         drop(first);
         assert_eq!(budget.used(), 0);
         assert_eq!(budget.limit(), 100);
+    }
+
+    #[test]
+    fn a_charge_of_nothing_grows_and_gives_back_what_it_grew() {
+        let budget = Budget::new(100);
+        let mut charge = budget.nothing();
+        assert_eq!((charge.bytes(), budget.used()), (0, 0));
+        assert!(charge.grow(70));
+        assert!(!charge.grow(31));
+        assert_eq!((charge.bytes(), budget.used()), (70, 70));
+        drop(charge);
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use linepay_sidecar::sign::{self, Signer};
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod allocator;
 #[cfg(feature = "demo")]
 mod demo;
 mod healthcheck;
@@ -326,6 +327,7 @@ fn check(args: &RunArgs) -> Result<()> {
 
 async fn run(args: RunArgs) -> Result<()> {
     init_logs(args.log_format, args.log_level);
+    allocator::return_freed_memory_in_the_background();
     runtime::run(config_source(&args)).await?;
     Ok(())
 }

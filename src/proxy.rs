@@ -207,7 +207,21 @@ impl Proxy {
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        self.answer(request, false).await
+        self.answer(request, Some(ProxyError::Overloaded)).await
+    }
+
+    /// Answers a connection whose request head did not fit in the memory budget while
+    /// it arrived (`runtime::meter`): `503 overloaded`, logged and counted like every
+    /// refusal. The head was not read, so the call has no path; `method` is the first
+    /// word that arrived, when it was one.
+    pub(crate) async fn refuse_unread_head(&self, method: Option<Method>) -> Response<Bytes> {
+        let mut request = Request::new(http_body_util::Empty::<Bytes>::new());
+        *request.method_mut() =
+            method.unwrap_or_else(|| Method::from_bytes(b"UNREAD").unwrap_or_default());
+        let refusal = ProxyError::OverBudget {
+            limit: self.budget.limit(),
+        };
+        self.answer(request, Some(refusal)).await
     }
 
     /// Handles one call from the app; never fails: every problem becomes an answer.
@@ -216,12 +230,12 @@ impl Proxy {
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        self.answer(request, true).await
+        self.answer(request, None).await
     }
 
-    /// Forwards the call (or, past the connection cap, refuses it) and turns the outcome
+    /// Forwards the call (or, with a `refusal`, refuses it unread) and turns the outcome
     /// into the answer, with the request id, the one log line and the metrics.
-    async fn answer<B>(&self, request: Request<B>, within_capacity: bool) -> Response<Bytes>
+    async fn answer<B>(&self, request: Request<B>, refusal: Option<ProxyError>) -> Response<Bytes>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -231,10 +245,9 @@ impl Proxy {
         let method = request.method().clone();
         let request_id = request_id(request.headers());
         let mut call = CallRecord::default();
-        let outcome = if within_capacity {
-            self.forward(request, &request_id, &mut call).await
-        } else {
-            Err(ProxyError::Overloaded)
+        let outcome = match refusal {
+            None => self.forward(request, &request_id, &mut call).await,
+            Some(refusal) => Err(refusal),
         };
         let mut response = match outcome {
             Ok(response) => response,

@@ -31,17 +31,20 @@ pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves one accepted connection; one `overloaded` (past the cap) gets a 503 and is closed.
 /// `hold` goes with each call, so that a money call in flight holds the connection
-/// through the drain.
+/// through the drain; `call_started` runs as each call starts (the socket's memory meter,
+/// `runtime::meter`, charges the read buffer only between calls).
 pub(crate) fn connection<I>(
     io: I,
     overloaded: bool,
     proxy: Arc<ArcSwap<Proxy>>,
     hold: Hold,
+    call_started: impl Fn() + Send + 'static,
 ) -> impl GracefulConnection<Error = hyper::Error> + Send + 'static
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        call_started();
         request.extensions_mut().insert(hold.clone());
         // One consistent snapshot per call, taken when the call starts.
         let snapshot = proxy.load_full();

@@ -22,11 +22,14 @@
 //! - `preflight`: whether this host holds `egress.bind_address`;
 //! - `notify`: the systemd readiness protocol (`READY=1`, `RELOADING=1`, `STOPPING=1`);
 //! - `fds`: the file-descriptor limit raised to what the connection caps need;
-//! - `deadline`: the sockets' write deadline (a peer that stops reading is cut).
+//! - `deadline`: the sockets' write deadline (a peer that stops reading is cut);
+//! - `meter`: a proxy connection's read buffer charged to the memory budget as a large
+//!   head makes it grow; a head that does not fit is refused before it is read.
 
 mod accept;
 mod deadline;
 mod fds;
+mod meter;
 mod notify;
 mod preflight;
 mod probe;

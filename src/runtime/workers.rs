@@ -16,11 +16,13 @@
 //! tasks (admin port, reloader, probes, signals) stay on the main runtime.
 
 use super::accept::{self, AcceptRules, Capacity, Drained};
+use super::meter::{CallPhase, Metered, Refusal};
 use super::tasks::{Role, Tasks};
 use crate::proxy::Proxy;
 use crate::server;
 use crate::upstream;
 use arc_swap::ArcSwap;
+use hyper_util::rt::TokioIo;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -170,7 +172,11 @@ fn run_worker(
                     drain,
                     tasks.clone(),
                     move |io, capacity, hold| {
-                        server::connection(io, capacity == Capacity::Over, proxy.clone(), hold)
+                        let phase = Arc::new(CallPhase::default());
+                        let io = metered(io, &proxy, phase.clone());
+                        let overloaded = capacity == Capacity::Over;
+                        let call_started = move || phase.call_started();
+                        server::connection(io, overloaded, proxy.clone(), hold, call_started)
                     },
                 ),
             )
@@ -182,6 +188,23 @@ fn run_worker(
     // deadline, idle upstream connections), so the task tracker sees them end.
     drop(runtime);
     drained
+}
+
+/// The socket with its reads charged to the process's memory budget (`meter`); a head
+/// that does not fit gets the proxy's `503 overloaded`.
+fn metered(
+    io: accept::Socket,
+    proxy: &Arc<ArcSwap<Proxy>>,
+    phase: Arc<CallPhase>,
+) -> TokioIo<Metered> {
+    let budget = proxy.load().budget().clone();
+    let proxy = proxy.clone();
+    let refusal: Refusal = Box::new(move |method| {
+        // The snapshot of the moment of the refusal, like any call's.
+        let snapshot = proxy.load_full();
+        Box::pin(async move { snapshot.refuse_unread_head(method).await })
+    });
+    TokioIo::new(Metered::new(io.into_inner(), &budget, phase, refusal))
 }
 
 #[cfg(test)]
