@@ -1,11 +1,13 @@
 //! Cost of pre-validation and of the id rewrite, per call, against the parse they
 //! cannot avoid.
 //!
-//! - `validate/parse_only/<body>`: `serde_json::from_slice::<Value>` of the body: the
-//!   floor, since the rules need the parsed tree.
+//! - `validate/parse_only/<body>`: `serde_json::from_slice::<Value>` of the body: what
+//!   the walk paid for its tree before it read a borrowed one (src/validate/node.rs);
+//!   kept as the yardstick of the README's before/after ratio.
 //! - `validate/request/<body>`: [`validate::findings`] for `POST /v3/payments/request`
-//!   (parse, walk every field against the table, the package and total sums). What the
-//!   request path adds in `warn` or `enforce` mode; `off` adds nothing.
+//!   (parse into the borrowed tree, walk every field against the table, the package and
+//!   total sums). What the request path adds in `warn` or `enforce` mode; `off` adds
+//!   nothing.
 //! - `ids/quote/<answer>`: [`ids::quote_ids`] on a payment-details answer: what
 //!   `ids_as_strings` adds to a call.
 //!

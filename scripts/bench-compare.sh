@@ -160,11 +160,9 @@ wait_announce() { # file pattern → the URL after it
 
 start_sidecar() { # name upstream-url → sets sidecar_pid, sidecar_addr
   local name=$1
-  # Up to 64 idle upstream connections per worker, as nginx's `keepalive 64` per worker
-  # process below (the default, 32, makes a worker that holds more than 32 of wrk's 64
-  # connections open and close upstream connections under load).
+  # Defaults only: the default upstream pool (64 idle connections per worker) matches
+  # nginx's `keepalive 64` per worker process below, so nothing is tuned for the bench.
   LINEPAY_CHANNEL_SECRET=bench-channel-secret-not-real LINEPAY_CHANNEL_ID=1234567890 \
-    LINEPAY_SIDECAR_UPSTREAM_POOL_MAX_IDLE_PER_HOST=64 \
     "$binary" --upstream "$2" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
     >"$work/$name.out" 2>"$work/$name.log" &
   sidecar_pid=$!
@@ -338,11 +336,8 @@ if [ "$have_nginx" = 1 ]; then
   for _ in $(seq 50); do grep -q "relay listening" "$work/relay.out" && break; sleep 0.1; done
   direct_tls=$(python3 scripts/bench_extra.py tls-client "https://127.0.0.1:$relay_port" "$work/ca.pem" 100 30)
   echo "  PHP → LINE Pay directly, new TLS connection per call:   $direct_tls"
-  # Up to 64 idle upstream connections per worker, as nginx's `keepalive 64` per worker
-  # process below (the default, 32, makes a worker that holds more than 32 of wrk's 64
-  # connections open and close upstream connections under load).
+  # Defaults only, as above (the default upstream pool is 64 idle connections per worker).
   LINEPAY_CHANNEL_SECRET=bench-channel-secret-not-real LINEPAY_CHANNEL_ID=1234567890 \
-    LINEPAY_SIDECAR_UPSTREAM_POOL_MAX_IDLE_PER_HOST=64 \
     "$binary" --upstream "https://127.0.0.1:$relay_port" --upstream-ca-file "$work/ca.pem" \
     --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 >"$work/tls-sidecar.out" 2>"$work/tls-sidecar.log" &
   pids+=($!)

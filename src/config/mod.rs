@@ -64,7 +64,13 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 32 * 1024 * 1024;
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-pub const DEFAULT_POOL_MAX_IDLE: usize = 32;
+/// Idle upstream connections kept per proxy worker. The pool is per worker (one per core,
+/// src/runtime/workers.rs) and a burst of callers may all land on one worker: 64 keeps a
+/// warm connection for each of 64 callers there (nginx's `keepalive 64` per worker), so
+/// the default is the fast configuration. With 32, a worker holding more than 32 of 64
+/// benchmark connections opened and closed upstream connections under load
+/// (benches/README.md). Each costs a file descriptor, counted in `runtime::fds::needed`.
+pub const DEFAULT_POOL_MAX_IDLE: usize = 64;
 /// Loopback: on a VM the admin port stays on the host unless asked. In a pod the kubelet
 /// and Prometheus come over the pod IP, so the Kubernetes and compose examples set
 /// `0.0.0.0:9464` explicitly.

@@ -16,6 +16,7 @@
 //! logs and counts the findings; `off` does not look at the body. A body without
 //! findings is always forwarded byte for byte: validation reads, never rewrites.
 
+mod node;
 mod offline;
 mod online;
 mod schema;

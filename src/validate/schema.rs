@@ -1,13 +1,22 @@
 //! The rule language and the walker that checks a parsed body against it.
 //!
+//! The body is read into a [`Node`] tree that borrows from its bytes, and a finding's
+//! JSON path is only written out when the finding is reported ([`Path`]): a body that
+//! passes costs the parse, a handful of `Vec`s and no string copies.
+//!
 //! A route's rules are a [`Table`]: the fields of its body ([`Field`], each with a
 //! [`Kind`]) and the arithmetic LINE Pay checks on it ([`Check`]). The walker reports
 //! every problem it finds as a [`Finding`] (a JSON path, a [`Rule`], and the LINE Pay
 //! `returnCode` that LINE Pay would have answered), up to [`MAX_FINDINGS`]; it never
 //! stops at the first one, so `warn` mode logs the whole picture.
 
-use serde_json::{Map, Number, Value};
+use super::node::{member, Node};
+use serde_json::Number;
+use std::borrow::Cow;
 use std::fmt;
+
+/// An object's members as [`Node`] holds them.
+type Members<'a> = [(Cow<'a, str>, Node<'a>)];
 
 /// More findings than this in one body are not listed (one is enough to refuse).
 pub(crate) const MAX_FINDINGS: usize = 8;
@@ -201,7 +210,7 @@ pub(crate) fn check(table: &Table, body: &[u8]) -> Vec<Finding> {
     if body.iter().all(u8::is_ascii_whitespace) {
         if table.body == Body::Required {
             walk.push(
-                "$".to_owned(),
+                &Path::Root,
                 Rule::Required,
                 "the body is empty; this call takes a JSON object".to_owned(),
                 PARAMETER,
@@ -209,28 +218,28 @@ pub(crate) fn check(table: &Table, body: &[u8]) -> Vec<Finding> {
         }
         return walk.findings;
     }
-    let value: Value = match serde_json::from_slice(body) {
+    let value: Node = match serde_json::from_slice(body) {
         Ok(value) => value,
         // The request path has already refused what is not JSON (invalid_json).
         Err(_) => return walk.findings,
     };
-    let Value::Object(object) = &value else {
+    let Node::Object(object) = &value else {
         walk.push(
-            "$".to_owned(),
+            &Path::Root,
             Rule::NotObject,
             "the body must be a JSON object".to_owned(),
             JSON_FORMAT,
         );
         return walk.findings;
     };
-    walk.scale = match object.get("currency").and_then(Value::as_str) {
+    walk.scale = match member(object, "currency").and_then(Node::as_str) {
         Some(code) => CURRENCIES
             .iter()
             .find(|(known, _)| *known == code)
             .map(|(_, places)| *places),
         None => None,
     };
-    walk.object("$", object, table.fields);
+    walk.object(&Path::Root, object, table.fields);
     for check in table.checks {
         match check {
             Check::PackageSums => walk.package_sums(object),
@@ -239,6 +248,9 @@ pub(crate) fn check(table: &Table, body: &[u8]) -> Vec<Finding> {
     walk.findings
 }
 
+/// `$.packages`, the parent of the package sums' findings.
+const PACKAGES: Path<'static> = Path::Member(&Path::Root, "packages");
+
 #[derive(Default)]
 struct Walk {
     findings: Vec<Finding>,
@@ -246,11 +258,29 @@ struct Walk {
     scale: Option<u32>,
 }
 
+/// Where a value sits, written out (`$.packages[0].amount`) only for a finding.
+#[derive(Clone, Copy)]
+enum Path<'p> {
+    Root,
+    Member(&'p Path<'p>, &'p str),
+    Index(&'p Path<'p>, usize),
+}
+
+impl Path<'_> {
+    fn render(&self) -> String {
+        match self {
+            Path::Root => "$".to_owned(),
+            Path::Member(parent, key) => member_path(&parent.render(), key),
+            Path::Index(parent, index) => format!("{}[{index}]", parent.render()),
+        }
+    }
+}
+
 impl Walk {
-    fn push(&mut self, path: String, rule: Rule, detail: String, code: &'static str) {
+    fn push(&mut self, path: &Path<'_>, rule: Rule, detail: String, code: &'static str) {
         if self.findings.len() < MAX_FINDINGS {
             self.findings.push(Finding {
-                path,
+                path: path.render(),
                 rule,
                 detail,
                 code,
@@ -258,11 +288,20 @@ impl Walk {
         }
     }
 
-    fn object(&mut self, path: &str, object: &Map<String, Value>, fields: &[Field]) {
-        for key in object.keys() {
-            if !fields.iter().any(|field| field.name == key) {
+    fn object(&mut self, path: &Path<'_>, object: &Members<'_>, fields: &[Field]) {
+        let known = |key: &str| fields.iter().any(|field| field.name == key);
+        if !object.iter().all(|(key, _)| known(key)) {
+            // Sorted, each once: the order serde_json's map gave them in.
+            let mut unknown: Vec<&str> = object
+                .iter()
+                .map(|(key, _)| key.as_ref())
+                .filter(|key| !known(key))
+                .collect();
+            unknown.sort_unstable();
+            unknown.dedup();
+            for key in unknown {
                 self.push(
-                    member_path(path, key),
+                    &Path::Member(path, key),
                     Rule::UnknownField,
                     "not a LINE Pay field".to_owned(),
                     JSON_FORMAT,
@@ -270,35 +309,35 @@ impl Walk {
             }
         }
         for field in fields {
-            let here = member_path(path, field.name);
-            match object.get(field.name) {
-                None | Some(Value::Null) if field.required => {
-                    self.push(here, Rule::Required, "required".to_owned(), PARAMETER)
+            let here = Path::Member(path, field.name);
+            match member(object, field.name) {
+                None | Some(Node::Null) if field.required => {
+                    self.push(&here, Rule::Required, "required".to_owned(), PARAMETER)
                 }
-                None | Some(Value::Null) => {}
-                Some(value) => self.value(here, value, &field.kind, field.required),
+                None | Some(Node::Null) => {}
+                Some(value) => self.value(&here, value, &field.kind, field.required),
             }
         }
     }
 
-    fn value(&mut self, path: String, value: &Value, kind: &Kind, required: bool) {
+    fn value(&mut self, path: &Path<'_>, value: &Node<'_>, kind: &Kind, required: bool) {
         match (kind, value) {
-            (Kind::Object(fields), Value::Object(object)) => self.object(&path, object, fields),
-            (Kind::OpenObject, Value::Object(_)) => {}
-            (Kind::Array { item, min }, Value::Array(items)) => {
+            (Kind::Object(fields), Node::Object(object)) => self.object(path, object, fields),
+            (Kind::OpenObject, Node::Object(_)) => {}
+            (Kind::Array { item, min }, Node::Array(items)) => {
                 if items.len() < *min {
                     self.push(
-                        path.clone(),
+                        path,
                         Rule::Required,
                         format!("must hold at least {min} item(s)"),
                         PARAMETER,
                     );
                 }
                 for (index, element) in items.iter().enumerate() {
-                    self.value(format!("{path}[{index}]"), element, item, true);
+                    self.value(&Path::Index(path, index), element, item, true);
                 }
             }
-            (Kind::Text { max }, Value::String(text)) => {
+            (Kind::Text { max }, Node::Text(text)) => {
                 if required && text.is_empty() {
                     self.push(
                         path,
@@ -315,8 +354,8 @@ impl Walk {
                     );
                 }
             }
-            (Kind::OneOf(allowed), Value::String(text)) => {
-                if !allowed.contains(&text.as_str()) {
+            (Kind::OneOf(allowed), Node::Text(text)) => {
+                if !allowed.contains(&&**text) {
                     self.push(
                         path,
                         Rule::Value,
@@ -325,8 +364,8 @@ impl Walk {
                     );
                 }
             }
-            (Kind::Currency, Value::String(code)) => {
-                if !CURRENCIES.iter().any(|(known, _)| known == code) {
+            (Kind::Currency, Node::Text(code)) => {
+                if !CURRENCIES.iter().any(|(known, _)| *known == &**code) {
                     self.push(
                         path,
                         Rule::Currency,
@@ -335,8 +374,8 @@ impl Walk {
                     );
                 }
             }
-            (Kind::Amount(min), Value::Number(number)) => self.amount(path, number, *min),
-            (Kind::Count, Value::Number(number)) => {
+            (Kind::Amount(min), Node::Number(number)) => self.amount(path, number, *min),
+            (Kind::Count, Node::Number(number)) => {
                 if number.as_u64().is_none_or(|count| count == 0) {
                     self.push(
                         path,
@@ -346,7 +385,7 @@ impl Walk {
                     );
                 }
             }
-            (Kind::Flag, Value::Bool(_)) => {}
+            (Kind::Flag, Node::Bool(_)) => {}
             (kind, _) => self.push(
                 path,
                 Rule::Type,
@@ -356,7 +395,7 @@ impl Walk {
         }
     }
 
-    fn amount(&mut self, path: String, number: &Number, min: Min) {
+    fn amount(&mut self, path: &Path<'_>, number: &Number, min: Min) {
         let Some(decimal) = Decimal::of(number) else {
             self.push(
                 path,
@@ -369,7 +408,7 @@ impl Walk {
         match self.scale {
             Some(0) if decimal.places > 0 || decimal.written_as_float => {
                 self.push(
-                    path.clone(),
+                    path,
                     Rule::WholeAmount,
                     "must be a whole number for this currency (no decimal point)".to_owned(),
                     AMOUNT_INFO,
@@ -377,7 +416,7 @@ impl Walk {
             }
             Some(places) if decimal.places > places => {
                 self.push(
-                    path.clone(),
+                    path,
                     Rule::Scale,
                     format!("has more than {places} decimal places"),
                     AMOUNT_INFO,
@@ -401,37 +440,38 @@ impl Walk {
 
     /// The request's arithmetic; any value that is not an exact amount was reported
     /// by the field rules already and makes its sum unknowable, so it is skipped.
-    fn package_sums(&mut self, object: &Map<String, Value>) {
-        let Some(packages) = object.get("packages").and_then(Value::as_array) else {
+    fn package_sums(&mut self, object: &Members<'_>) {
+        let Some(packages) = member(object, "packages").and_then(Node::as_array) else {
             return;
         };
         let mut total: Option<Hundredths> = Some(0);
         for (index, package) in packages.iter().enumerate() {
-            let Some(package) = package.as_object() else {
+            if !matches!(package, Node::Object(_)) {
                 total = None;
                 continue;
-            };
+            }
             let amount = package.get("amount").and_then(hundredths);
             let fee = match package.get("userFee") {
-                None | Some(Value::Null) => Some(0),
+                None | Some(Node::Null) => Some(0),
                 Some(fee) => hundredths(fee),
             };
             total = match (total, amount, fee) {
                 (Some(total), Some(amount), Some(fee)) => total.checked_add(amount + fee),
                 _ => None,
             };
-            let products = package.get("products").and_then(Value::as_array);
+            let products = package.get("products").and_then(Node::as_array);
             let sum = products.and_then(|products| {
                 products.iter().try_fold(0 as Hundredths, |sum, product| {
-                    let quantity = product.get("quantity").and_then(Value::as_u64)?;
+                    let quantity = product.get("quantity").and_then(Node::as_u64)?;
                     let price = product.get("price").and_then(hundredths)?;
                     sum.checked_add(price.checked_mul(Hundredths::from(quantity))?)
                 })
             });
             if let (Some(amount), Some(sum)) = (amount, sum) {
                 if amount != sum {
+                    let package = Path::Index(&PACKAGES, index);
                     self.push(
-                        format!("$.packages[{index}].amount"),
+                        &Path::Member(&package, "amount"),
                         Rule::PackageSum,
                         format!(
                             "{} is not the sum of products[].quantity × price ({})",
@@ -443,19 +483,18 @@ impl Walk {
                 }
             }
         }
-        let shipping = object
-            .get("options")
+        let shipping = member(object, "options")
             .and_then(|options| options.get("shipping"))
             .and_then(|shipping| shipping.get("feeAmount"));
         let total = match shipping {
-            None | Some(Value::Null) => total,
+            None | Some(Node::Null) => total,
             Some(fee) => total.zip(hundredths(fee)).map(|(total, fee)| total + fee),
         };
-        let amount = object.get("amount").and_then(hundredths);
+        let amount = member(object, "amount").and_then(hundredths);
         if let (Some(amount), Some(total)) = (amount, total) {
             if amount != total {
                 self.push(
-                    "$.amount".to_owned(),
+                    &Path::Member(&Path::Root, "amount"),
                     Rule::AmountSum,
                     format!(
                         "{} is not the sum of packages[].amount + packages[].userFee + options.shipping.feeAmount ({})",
@@ -545,9 +584,9 @@ impl Decimal {
 }
 
 /// An amount in hundredths, when it is exact.
-fn hundredths(value: &Value) -> Option<Hundredths> {
+fn hundredths(value: &Node<'_>) -> Option<Hundredths> {
     match value {
-        Value::Number(number) => Decimal::of(number)?.hundredths,
+        Node::Number(number) => Decimal::of(number)?.hundredths,
         _ => None,
     }
 }
@@ -593,6 +632,7 @@ fn member_path(parent: &str, key: &str) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn decimal(text: &str) -> Option<Decimal> {
         let value: Value = serde_json::from_str(text).unwrap();

@@ -551,3 +551,31 @@ fn each_mistake_is_refused_by_both() {
         );
     }
 }
+
+/// The walk reads a borrowed tree, not serde_json's map: a key sent twice still counts
+/// with its last value, unknown keys are still named in sorted order once each, an
+/// escaped key is named as it decodes, and the currency sets the scale wherever it sits.
+#[test]
+fn repeated_escaped_and_late_keys_read_as_serde_json_reads_them() {
+    let table = table_for(CONFIRM).unwrap();
+    let body = br#"{"zz":1,"amount":1.5,"b\u0061d":true,"currency":"USD","zz":2,"currency":"XXX","currency":"JPY"}"#;
+    let found: Vec<String> = check(table, body).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        found,
+        [
+            "$.bad: not a LINE Pay field (LINE Pay would answer 2102)",
+            "$.zz: not a LINE Pay field (LINE Pay would answer 2102)",
+            "$.amount: must be a whole number for this currency (no decimal point) (LINE Pay would answer 1124)",
+        ]
+    );
+    let found = check(table, br#"{"currency":"TWD","amount":5,"amount":null}"#);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (found[0].path.as_str(), found[0].rule),
+        ("$.amount", Rule::Required)
+    );
+    assert_eq!(
+        check(table, br#"{"amount":0.0,"amount":5,"currency":"TWD"}"#),
+        []
+    );
+}

@@ -937,14 +937,14 @@ fn the_systemd_unit_is_hardened_and_passes_the_secret_as_a_credential() {
         "ExecReload must send SIGHUP to the sidecar: {reload}"
     );
     // Descriptors for request.max_connections (default 1024) app connections, as many
-    // upstream ones, the pool and the admin port: the sidecar needs 2208 and, under
+    // upstream ones, the pool and the admin port: the sidecar needs 2240 and, under
     // `SystemCallFilter=~@resources`, may not raise its own limit.
     let nofile: u64 = one("LimitNOFILE")
         .parse()
         .unwrap_or_else(|_| panic!("LimitNOFILE must be a number"));
     assert!(
-        nofile >= 2208,
-        "LimitNOFILE={nofile} is below what the default request.max_connections needs (2208)"
+        nofile >= 2240,
+        "LimitNOFILE={nofile} is below what the default request.max_connections needs (2240)"
     );
     let stop = duration(&one("TimeoutStopSec"));
     assert!(
