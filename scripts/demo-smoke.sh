@@ -46,7 +46,10 @@ status=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' "$base/v3/admin")
 echo "unlisted path: 403"
 admin=$(sed -n 's|^linepay-sidecar admin on http://\([0-9.:]*\) .*|\1|p' "$log")
 [ -n "$admin" ] || { cat "$log"; echo "the demo did not say where its admin port is"; exit 1; }
-curl -sS --max-time 10 "http://$admin/metrics" | grep -q '^linepay_sidecar_requests_total{' ||
+# Read whole, then searched: `curl | grep -q` fails under pipefail when grep stops
+# reading before curl has written everything (curl: (23)).
+metrics="$(curl -sS --max-time 10 "http://$admin/metrics")"
+grep -q '^linepay_sidecar_requests_total{' <<<"$metrics" ||
   { echo "the admin port's /metrics counts no calls"; exit 1; }
 echo "metrics: linepay_sidecar_requests_total"
 echo "demo smoke OK: request, confirm, details, refund and a refusal"
