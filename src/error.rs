@@ -81,6 +81,14 @@ pub(crate) enum ProxyError {
     },
     #[error("a call for this transaction or order, or with this Idempotency-Key, is still in flight; it was not sent again: wait for the first one's answer, then retry")]
     CallInProgress,
+    /// A call on this transaction or key ended without a certain answer and waits until
+    /// LINE Pay can no longer be processing it before its records are checked.
+    #[error("a call for this transaction or order, or with this Idempotency-Key, ended without a certain answer and LINE Pay may still be processing it; it was not sent again: retry after Retry-After seconds, when LINE Pay's records have been checked")]
+    AwaitingCheck { retry_after_secs: u64 },
+    #[error("this Idempotency-Key's call was cut short (e.g. the sidecar was stopped), and LINE Pay's records show it took effect; it was not sent again: treat it as done")]
+    CallApplied,
+    #[error("this Idempotency-Key's call was cut short (e.g. the sidecar was stopped), and LINE Pay's records could not show whether it took effect; it is never sent again automatically: read the payment details, then send a new call with a new key if it had no effect")]
+    CallOutcomeUnknown,
     #[error("this Idempotency-Key was used for a call with another body; it was not sent: use a new key for a new call")]
     IdempotencyKeyReused,
     #[error("this Idempotency-Key's call was already sent, but its stored answer cannot be read (the channel secret changed since); it was not sent again: read the payment details")]
@@ -144,7 +152,9 @@ impl ProxyError {
             },
             ProxyError::Unsettled { failure, .. } => ProxyError::Upstream(failure.clone()).code(),
             ProxyError::Internal => "internal",
-            ProxyError::CallInProgress => "call_in_progress",
+            ProxyError::CallInProgress | ProxyError::AwaitingCheck { .. } => "call_in_progress",
+            ProxyError::CallApplied => "call_applied",
+            ProxyError::CallOutcomeUnknown => "call_outcome_unknown",
             ProxyError::IdempotencyKeyReused => "idempotency_key_reused",
             ProxyError::IdempotencyAnswerUnavailable => "idempotency_answer_unavailable",
             ProxyError::IdempotencyUnavailable => "idempotency_unavailable",
@@ -193,9 +203,11 @@ impl ProxyError {
             },
             ProxyError::Unsettled { failure, .. } => ProxyError::Upstream(failure.clone()).status(),
             ProxyError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            ProxyError::CallInProgress | ProxyError::IdempotencyAnswerUnavailable => {
-                StatusCode::CONFLICT
-            }
+            ProxyError::CallInProgress
+            | ProxyError::AwaitingCheck { .. }
+            | ProxyError::CallApplied
+            | ProxyError::CallOutcomeUnknown
+            | ProxyError::IdempotencyAnswerUnavailable => StatusCode::CONFLICT,
             ProxyError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ProxyError::IdempotencyUnavailable | ProxyError::InvalidIdempotencyKey => {
                 StatusCode::BAD_REQUEST
@@ -221,7 +233,9 @@ impl ProxyError {
                 failure.retry_safe()
             }
             // Sent once already: a second send could double it.
-            ProxyError::IdempotencyAnswerUnavailable => false,
+            ProxyError::IdempotencyAnswerUnavailable
+            | ProxyError::CallApplied
+            | ProxyError::CallOutcomeUnknown => false,
             _ => true,
         }
     }
@@ -262,6 +276,12 @@ impl ProxyError {
                 headers.insert(
                     http::header::RETRY_AFTER,
                     HeaderValue::from(refusal.retry_after_secs()),
+                );
+            }
+            ProxyError::AwaitingCheck { retry_after_secs } => {
+                headers.insert(
+                    http::header::RETRY_AFTER,
+                    HeaderValue::from(*retry_after_secs),
                 );
             }
             // Close the connection: what it buffered is given back at once, and a

@@ -164,7 +164,7 @@ impl Ledger {
     }
 }
 
-async fn answer(state: &Mutex<State>, request: &Recorded) -> Response<Full<Bytes>> {
+async fn answer(state: &Arc<Mutex<State>>, request: &Recorded) -> Response<Full<Bytes>> {
     let segments: Vec<&str> = request.path().trim_start_matches('/').split('/').collect();
     if request.method == Method::GET && segments == ["v3", "payments"] {
         return details(state, request.query().unwrap_or(""));
@@ -187,8 +187,15 @@ async fn answer(state: &Mutex<State>, request: &Recorded) -> Response<Full<Bytes
     let apply = || apply(state, operation, id, refund_amount);
     match behaviour {
         Behaviour::Slow(delay) => {
-            tokio::time::sleep(delay).await;
-            apply();
+            // Like LINE Pay, the processing goes on when the caller hangs up or dies
+            // (hyper drops this future then): it runs in a task of its own.
+            let state = state.clone();
+            let id = id.to_owned();
+            let processing = tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                self::apply(&state, operation, &id, refund_amount);
+            });
+            let _ = processing.await;
         }
         Behaviour::ApplyThenStall(stall) => {
             apply();
