@@ -17,14 +17,18 @@
 //! | preapproved pay | a payment with the call's `orderId` is listed | `1150`, or not listed |
 //! | capture | `payStatus` `CAPTURE` | `payStatus` `AUTHORIZATION` or a voided/expired one, `1150` |
 //! | void | `payStatus` `VOIDED_AUTHORIZATION` | `payStatus` `AUTHORIZATION` or `CAPTURE`, `1150` |
-//! | refund | a `refundList` entry of the call's amount (a `PAYMENT_REFUND` for a full refund) dated from the call's start (less 5 min of clock skew) | no such entry, `1150` |
+//! | refund | more `refundList` entries of the call's amount (a `PAYMENT_REFUND` for a full refund) dated from the call's start (less 5 min of clock skew) than the journal's earlier refunds of that amount ([`EarlierRefunds`]) | no such entry, `1150` |
 //! | offline pay | `status` `COMPLETE` or `AUTHORIZATION` | `status` `FAIL`, `1150` |
 //! | offline capture | `status` `COMPLETE` | `status` `AUTHORIZATION`, `1150` |
 //! | offline void | `status` `VOIDED_AUTHORIZATION`, `VOID` or `CANCEL` | `status` `AUTHORIZATION`, `1150` |
-//! | offline refund | `status` `REFUND` or `PARTIAL_REFUND` | `status` `COMPLETE`, `1150` |
+//! | offline refund | `status` `REFUND` or `PARTIAL_REFUND`, and no earlier refund of the order in the journal | `status` `COMPLETE`, `1150` |
 //!
-//! Anything else (another returnCode, a status this table does not name, an answer
-//! that is not JSON) is `unknown`: the app must look for itself.
+//! Anything else is `unknown`: another returnCode, a status this table does not name,
+//! an answer that is not JSON or has no list of payments, a refund entry whose amount,
+//! type or date cannot be read, a call amount that is not a number, refund entries the
+//! earlier refunds can explain. `not_applied` is only ever LINE Pay's records proving the
+//! call absent; the caller asks only once LINE Pay can no longer be processing the call
+//! (see [`crate::journal`]).
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};

@@ -1209,7 +1209,11 @@ mod tests {
         ] {
             let mut row = with(&|r| r.return_code = None);
             change(&mut row);
-            assert_eq!(count(std::slice::from_ref(&row), online), uncertain(1), "{row:?}");
+            assert_eq!(
+                count(std::slice::from_ref(&row), online),
+                uncertain(1),
+                "{row:?}"
+            );
         }
         // Refused by LINE Pay, never sent, or reconciled not applied: not counted.
         for change in [

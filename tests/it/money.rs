@@ -420,6 +420,54 @@ async fn a_keyed_refund_cut_by_kill_9_is_held_until_line_pay_is_done_and_sent_on
     remove_journal_sidecars(&journal.path);
 }
 
+/// An early broken connection is judged like an interrupted call: only once LINE Pay can
+/// no longer be processing it (connect + read timeout after the send, + 1 s), with the
+/// key and transaction held meanwhile. (At 6867889 it was judged 1 s after the break:
+/// `not_applied` for a refund LINE Pay applied 2 s after it arrived.)
+#[tokio::test]
+async fn a_refund_whose_connection_breaks_early_is_judged_after_its_timeouts() {
+    let ledger = Ledger::start().await;
+    ledger.paid(TX);
+    ledger.behave("refund", Behaviour::HangUpThenApply(Duration::from_secs(2)));
+    let sidecar = Sidecar::new()
+        .upstream(&ledger.url)
+        .arg("--connect-timeout")
+        .arg("500ms")
+        .arg("--read-timeout")
+        .arg("3s")
+        .start()
+        .await;
+    let refund = || {
+        Call::post(&refund_path(TX), r#"{"refundAmount":30}"#)
+            .header("Idempotency-Key", "refund-30-broken")
+    };
+    let addr = sidecar.addr;
+    let first = tokio::spawn(refund().send(addr));
+    wait_for_arrivals(&ledger, "POST", &refund_path(TX), 1).await;
+    // Refused while the first is sent, then with Retry-After while it waits.
+    eventually("a retry is told when the first is checked", || async {
+        let held = refund().send(addr).await;
+        held.assert_sidecar_error(409, "call_in_progress");
+        held.header("retry-after")
+            .map(|_| ())
+            .ok_or_else(|| format!("{:?}", held.headers))
+    })
+    .await;
+    let first = first.await.expect("the first refund");
+    first.assert_sidecar_error(502, "upstream_protocol");
+    assert_eq!(
+        first.json()["error"]["reconciled"]["state"],
+        "applied",
+        "{}",
+        first.text()
+    );
+    // Applied: the retry replays the stored answer; LINE Pay saw one refund.
+    let again = refund().send(addr).await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body, first.body);
+    assert_eq!(ledger.count("POST", &refund_path(TX)), 1);
+}
+
 #[tokio::test]
 async fn the_journal_survives_a_restart_holds_no_secret_and_honours_retention() {
     let ledger = Ledger::start().await;
