@@ -594,18 +594,15 @@ impl Desk {
         {
             let money = money_route(&row.method, &row.route);
             let facts = row_facts(&row);
-            let status_request = money
-                .and_then(|m| money::status_query(&row.route, m, &facts))
-                .and_then(|query| {
+            let query = money.and_then(|m| money::status_query(&row.route, m, &facts));
+            let verdict = match (money, query, self.settings.reconcile) {
+                (Some(money), Some(query), true) => {
+                    tokio::time::sleep_until(due.into()).await;
+                    // Signed once due, with the signing scheme of the call's API version.
                     let signing = match row.route.starts_with("/v2/") {
                         true => Signing::ChannelSecret,
                         false => Signing::Hmac,
                     };
-                    ask(&query, signing)
-                });
-            let verdict = match (money, status_request, self.settings.reconcile) {
-                (Some(money), Some(request), true) => {
-                    tokio::time::sleep_until(due.into()).await;
                     let earlier = earlier_refunds_of(
                         Some(&store),
                         &metrics,
@@ -617,8 +614,9 @@ impl Desk {
                     )
                     .await;
                     // Answers to start-up questions are charged to the budget too.
-                    match budget.charge(0) {
-                        Some(mut charge) => {
+                    match (ask(&query, signing), budget.charge(0)) {
+                        (None, _) => Verdict::unknown("the status check could not be signed"),
+                        (Some(request), Some(mut charge)) => {
                             ask_status(
                                 &upstream,
                                 request,
@@ -630,13 +628,16 @@ impl Desk {
                             )
                             .await
                         }
-                        None => Verdict::unknown("the memory budget is exhausted"),
+                        (Some(_), None) => Verdict::unknown("the memory budget is exhausted"),
                     }
                 }
                 (Some(_), _, false) => {
                     Verdict::unknown("reconciliation is off (journal.reconcile)")
                 }
-                _ => Verdict::unknown("not a money call: nothing to ask LINE Pay"),
+                (Some(_), None, true) => {
+                    Verdict::unknown("the call named no transaction or order to ask about")
+                }
+                (None, _, _) => Verdict::unknown("not a money call: nothing to ask LINE Pay"),
             };
             metrics
                 .reconciliations
