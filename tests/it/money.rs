@@ -368,21 +368,29 @@ async fn a_keyed_refund_cut_by_kill_9_is_held_until_line_pay_is_done_and_sent_on
     cut.abort();
 
     let second = start().await;
-    // While LINE Pay may still be processing it: the retry is held, never sent.
-    let early = refund().send(second.addr).await;
-    assert_eq!(
-        ledger.count("POST", &refund_path(TX)),
-        1,
-        "the retry during the wait reached LINE Pay: {}",
-        early.text()
-    );
-    early.assert_sidecar_error(409, "call_in_progress");
-    assert_eq!(early.retry_safe(), Some(true));
-    let retry_after: u64 = early
-        .header("retry-after")
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("no Retry-After: {:?}", early.headers));
-    assert!((1..=6).contains(&retry_after), "Retry-After {retry_after}");
+    // While LINE Pay may still be processing it: the retry is held, never sent, and told
+    // when to come back (asked until it is: a first look may find the call still being
+    // read from the journal).
+    let early = eventually("a retry during the wait gets Retry-After", || async {
+        let reply = refund().send(second.addr).await;
+        assert_eq!(
+            ledger.count("POST", &refund_path(TX)),
+            1,
+            "a retry during the wait reached LINE Pay, a second refund: {}",
+            reply.text()
+        );
+        reply.assert_sidecar_error(409, "call_in_progress");
+        match reply
+            .header("retry-after")
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            Some(seconds) => Ok((reply.retry_safe(), seconds)),
+            None => Err(format!("no Retry-After: {:?}", reply.headers)),
+        }
+    })
+    .await;
+    assert_eq!(early.0, Some(true));
+    assert!((1..=6).contains(&early.1), "Retry-After {}", early.1);
     // Another money call on the transaction is held too.
     let other = Call::post(&refund_path(TX), r#"{"refundAmount":5}"#)
         .send(second.addr)
@@ -447,6 +455,12 @@ async fn a_refund_whose_connection_breaks_early_is_judged_after_its_timeouts() {
     // Refused while the first is sent, then with Retry-After while it waits.
     eventually("a retry is told when the first is checked", || async {
         let held = refund().send(addr).await;
+        assert_eq!(
+            ledger.count("POST", &refund_path(TX)),
+            1,
+            "a retry reached LINE Pay, a second refund: {}",
+            held.text()
+        );
         held.assert_sidecar_error(409, "call_in_progress");
         held.header("retry-after")
             .map(|_| ())
