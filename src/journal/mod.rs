@@ -1397,6 +1397,16 @@ mod tests {
             store
                 .record_intent(&intent(Some("k2"), "/v3/payments/request", "2"))
                 .unwrap();
+            // A call with its outcome is not interrupted: nothing of it is held.
+            let done = store
+                .record_intent(&intent(Some("k3"), refund, "3"))
+                .unwrap();
+            let outcome = Outcome {
+                finished_at: now_ms(),
+                outcome: "answered",
+                ..Outcome::default()
+            };
+            store.record_outcome(done, &outcome).unwrap();
         }
         let allowlist = Allowlist::new(vec![Route::new(
             http::Method::POST,
