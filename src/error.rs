@@ -81,6 +81,14 @@ pub(crate) enum ProxyError {
     },
     #[error("a call for this transaction or order, or with this Idempotency-Key, is still in flight; it was not sent again: wait for the first one's answer, then retry")]
     CallInProgress,
+    /// A call on this transaction or key ended without a certain answer and waits until
+    /// LINE Pay can no longer be processing it before its records are checked.
+    #[error("a call for this transaction or order, or with this Idempotency-Key, ended without a certain answer and LINE Pay may still be processing it; it was not sent again: retry after Retry-After seconds, when LINE Pay's records have been checked")]
+    AwaitingCheck { retry_after_secs: u64 },
+    #[error("this Idempotency-Key's call was cut short (e.g. the sidecar was stopped), and LINE Pay's records show it took effect; it was not sent again: treat it as done")]
+    CallApplied,
+    #[error("this Idempotency-Key's call was cut short (e.g. the sidecar was stopped), and LINE Pay's records could not show whether it took effect; it is never sent again automatically: read the payment details, then send a new call with a new key if it had no effect")]
+    CallOutcomeUnknown,
     #[error("this Idempotency-Key was used for another call (another transaction, route or body); it was not sent: use a new key for a new call")]
     IdempotencyKeyReused,
     #[error("this Idempotency-Key's call was already sent, but its stored answer cannot be read (the channel secret changed since, it was stored by an older sidecar, or the journal row was altered); it was not sent again: read the payment details")]
@@ -162,6 +170,8 @@ codes! {
     UpstreamResponseTooLarge => "upstream_response_too_large", BAD_GATEWAY;
     Internal => "internal", INTERNAL_SERVER_ERROR;
     CallInProgress => "call_in_progress", CONFLICT;
+    CallApplied => "call_applied", CONFLICT;
+    CallOutcomeUnknown => "call_outcome_unknown", CONFLICT;
     IdempotencyKeyReused => "idempotency_key_reused", UNPROCESSABLE_ENTITY;
     IdempotencyAnswerUnavailable => "idempotency_answer_unavailable", CONFLICT;
     IdempotencyUnavailable => "idempotency_unavailable", BAD_REQUEST;
@@ -278,6 +288,16 @@ impl ProxyError {
             }
             ProxyError::Internal => Answer::refusal(Code::Internal),
             ProxyError::CallInProgress => Answer::refusal(Code::CallInProgress),
+            ProxyError::AwaitingCheck { retry_after_secs } => Answer::refusal(Code::CallInProgress)
+                .with_header(
+                    http::header::RETRY_AFTER,
+                    HeaderValue::from(*retry_after_secs),
+                ),
+            // Sent once already (and cut short): a second send could double it.
+            ProxyError::CallApplied => Answer::refusal(Code::CallApplied).not_retry_safe(),
+            ProxyError::CallOutcomeUnknown => {
+                Answer::refusal(Code::CallOutcomeUnknown).not_retry_safe()
+            }
             ProxyError::IdempotencyKeyReused => Answer::refusal(Code::IdempotencyKeyReused),
             // Sent once already: a second send could double it.
             ProxyError::IdempotencyAnswerUnavailable => {

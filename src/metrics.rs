@@ -536,6 +536,11 @@ mod tests {
             ProxyError::Upstream(UpstreamError::NoPool),
             ProxyError::Internal,
             ProxyError::CallInProgress,
+            ProxyError::AwaitingCheck {
+                retry_after_secs: 1,
+            },
+            ProxyError::CallApplied,
+            ProxyError::CallOutcomeUnknown,
             ProxyError::IdempotencyKeyReused,
             ProxyError::IdempotencyAnswerUnavailable,
             ProxyError::IdempotencyUnavailable,

@@ -17,14 +17,18 @@
 //! | preapproved pay | a payment with the call's `orderId` is listed | `1150`, or not listed |
 //! | capture | `payStatus` `CAPTURE` | `payStatus` `AUTHORIZATION` or a voided/expired one, `1150` |
 //! | void | `payStatus` `VOIDED_AUTHORIZATION` | `payStatus` `AUTHORIZATION` or `CAPTURE`, `1150` |
-//! | refund | a `refundList` entry of the call's amount (a `PAYMENT_REFUND` for a full refund) dated from the call's start (less 5 min of clock skew) | no such entry, `1150` |
+//! | refund | more `refundList` entries of the call's amount (a `PAYMENT_REFUND` for a full refund) dated from the call's start (less 5 min of clock skew) than the journal's earlier refunds of that amount ([`EarlierRefunds`]) | no such entry, `1150` |
 //! | offline pay | `status` `COMPLETE` or `AUTHORIZATION` | `status` `FAIL`, `1150` |
 //! | offline capture | `status` `COMPLETE` | `status` `AUTHORIZATION`, `1150` |
 //! | offline void | `status` `VOIDED_AUTHORIZATION`, `VOID` or `CANCEL` | `status` `AUTHORIZATION`, `1150` |
-//! | offline refund | `status` `REFUND` or `PARTIAL_REFUND` | `status` `COMPLETE`, `1150` |
+//! | offline refund | `status` `REFUND` or `PARTIAL_REFUND`, and no earlier refund of the order in the journal | `status` `COMPLETE`, `1150` |
 //!
-//! Anything else (another returnCode, a status this table does not name, an answer
-//! that is not JSON) is `unknown`: the app must look for itself.
+//! Anything else is `unknown`: another returnCode, a status this table does not name,
+//! an answer that is not JSON or has no list of payments, a refund entry whose amount,
+//! type or date cannot be read, a call amount that is not a number, refund entries the
+//! earlier refunds can explain. `not_applied` is only ever LINE Pay's records proving the
+//! call absent; the caller asks only once LINE Pay can no longer be processing the call
+//! (see [`crate::journal`]).
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -132,7 +136,15 @@ impl CallFacts {
     /// `transaction_id` and `order_id` as the request path and query gave them (the
     /// body's `orderId` is used when the path has none).
     pub fn read(transaction_id: Option<&str>, order_id: Option<&str>, body: &[u8]) -> CallFacts {
-        let field = |key: &str| crate::inspect::id_field(body, key).map(str::to_owned);
+        // Amounts whole, decimals included (THB has them): a refund of 30.5 recorded as
+        // 30 would never be found in LINE Pay's refund list.
+        let parsed = serde_json::from_slice::<Value>(body).ok();
+        let field = |key: &str| match parsed.as_ref().and_then(|body| body.get(key)) {
+            Some(Value::Number(number)) => Some(number.to_string()),
+            Some(Value::String(text)) => Some(text.clone()),
+            Some(_) => None,
+            None => crate::inspect::id_field(body, key).map(str::to_owned),
+        };
         CallFacts {
             order_id: order_id
                 .map(str::to_owned)
@@ -241,12 +253,39 @@ fn percent_encode(text: &str) -> String {
 }
 
 /// Clock skew allowed between the sidecar and LINE Pay when dating a refund entry.
-const REFUND_SKEW_SECS: i64 = 300;
+pub(crate) const REFUND_SKEW_SECS: i64 = 300;
+
+/// The refunds the journal shows were sent before this one on the same transaction
+/// (offline: the same order) close enough in time for LINE Pay to list them beside it:
+/// what keeps an earlier refund from passing for this one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EarlierRefunds {
+    /// LINE Pay answered `0000`, or their reconciliation found them applied.
+    pub applied: usize,
+    /// Their fate is not known: uncertain, interrupted, or reconciled `unknown`.
+    pub uncertain: usize,
+}
+
+impl EarlierRefunds {
+    fn any(self) -> usize {
+        self.applied + self.uncertain
+    }
+}
 
 /// Reads LINE Pay's answer to [`status_query`]: did the call take effect? `started_unix`
-/// is when the call was sent (seconds since the epoch), to tell a refund entry it made
-/// from an older one of the same amount.
-pub fn judge(route: MoneyRoute, facts: &CallFacts, answer: &[u8], started_unix: i64) -> Verdict {
+/// is when the call was sent (seconds since the epoch) and `earlier` the refunds sent
+/// before it, to tell a refund entry it made from an older one of the same amount.
+///
+/// `not_applied` only when LINE Pay's records prove the call absent; an answer that
+/// cannot prove it (not the expected shape, an entry that cannot be read, a refund that
+/// may be an earlier one) is `unknown`.
+pub fn judge(
+    route: MoneyRoute,
+    facts: &CallFacts,
+    answer: &[u8],
+    started_unix: i64,
+    earlier: EarlierRefunds,
+) -> Verdict {
     let Ok(answer) = serde_json::from_slice::<Value>(answer) else {
         return Verdict::unknown("the status answer is not JSON");
     };
@@ -266,9 +305,11 @@ pub fn judge(route: MoneyRoute, facts: &CallFacts, answer: &[u8], started_unix: 
     }
     let info = answer.get("info").unwrap_or(&Value::Null);
     if route.offline {
-        return judge_offline(route.operation, info);
+        return judge_offline(route.operation, info, earlier);
     }
-    let entries = info.as_array().map(Vec::as_slice).unwrap_or_default();
+    let Some(entries) = info.as_array() else {
+        return Verdict::unknown("payment details have no list of payments");
+    };
     let entry = entries.iter().find(|entry| match &facts.transaction_id {
         Some(id) => text(entry.get("transactionId")).as_deref() == Some(id),
         None => text(entry.get("orderId")) == facts.order_id,
@@ -301,49 +342,102 @@ pub fn judge(route: MoneyRoute, facts: &CallFacts, answer: &[u8], started_unix: 
             }
             other => Verdict::unknown(format!("payStatus {}", other.unwrap_or("absent"))),
         },
-        Operation::Refund => judge_refund(entry, facts, started_unix),
+        Operation::Refund => judge_refund(entry, facts, started_unix, earlier),
     }
 }
 
-fn judge_refund(entry: &Value, facts: &CallFacts, started_unix: i64) -> Verdict {
-    let wanted: Option<i64> = facts.refund_amount.as_deref().and_then(|a| a.parse().ok());
-    let refunds = entry
-        .get("refundList")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let made = refunds.iter().any(|refund| {
-        let amount_matches = match wanted {
-            Some(wanted) => refund
-                .get("refundAmount")
-                .and_then(Value::as_i64)
-                .is_some_and(|amount| amount.abs() == wanted),
-            None => refund.get("transactionType").and_then(Value::as_str) == Some("PAYMENT_REFUND"),
+/// A refund is this call's when `refundList` has more entries of its amount (a full
+/// refund: more `PAYMENT_REFUND` entries) dated since the call (less the clock skew)
+/// than the journal's earlier refunds can account for; absent when there is none.
+fn judge_refund(
+    entry: &Value,
+    facts: &CallFacts,
+    started_unix: i64,
+    earlier: EarlierRefunds,
+) -> Verdict {
+    let wanted = match facts.refund_amount.as_deref() {
+        None => None,
+        Some(text) => match parse_amount(text) {
+            Some(amount) => Some(amount),
+            None => return Verdict::unknown("the call's refundAmount is not a number"),
+        },
+    };
+    let refunds: &[Value] = match entry.get("refundList") {
+        None | Some(Value::Null) => &[],
+        Some(Value::Array(list)) => list,
+        Some(_) => return Verdict::unknown("refundList is not a list"),
+    };
+    let since = started_unix - REFUND_SKEW_SECS;
+    let mut listed = 0;
+    for refund in refunds {
+        let same = match wanted {
+            Some(wanted) => match refund.get("refundAmount").and_then(json_amount) {
+                Some(amount) => amount.abs() == wanted,
+                None => return Verdict::unknown("a refundList entry has no readable refundAmount"),
+            },
+            None => match refund.get("transactionType").and_then(Value::as_str) {
+                Some(kind) => kind == "PAYMENT_REFUND",
+                None => return Verdict::unknown("a refundList entry has no transactionType"),
+            },
         };
-        let recent = refund
-            .get("refundTransactionDate")
-            .and_then(Value::as_str)
-            .and_then(|date| humantime::parse_rfc3339_weak(date).ok())
-            .and_then(|date| date.duration_since(std::time::UNIX_EPOCH).ok())
-            .is_none_or(|date| {
-                i64::try_from(date.as_secs()).unwrap_or(i64::MAX) >= started_unix - REFUND_SKEW_SECS
-            });
-        amount_matches && recent
-    });
-    if made {
-        verdict(
-            ReconciledState::Applied,
-            "refundList has a refund of this amount made since the call",
-        )
-    } else {
+        if !same {
+            continue;
+        }
+        match refund_date(refund) {
+            Some(date) if date < since => {}
+            Some(_) => listed += 1,
+            None => {
+                return Verdict::unknown(
+                    "a refundList entry of this amount has no readable refundTransactionDate",
+                )
+            }
+        }
+    }
+    if listed == 0 {
         verdict(
             ReconciledState::NotApplied,
             "refundList has no refund of this amount made since the call",
         )
+    } else if listed > earlier.any() {
+        verdict(
+            ReconciledState::Applied,
+            format!(
+                "refundList has {listed} refund(s) of this amount since the call; the journal \
+                 knows of {} earlier one(s)",
+                earlier.any()
+            ),
+        )
+    } else {
+        Verdict::unknown(format!(
+            "refundList's {listed} refund(s) of this amount since the call may all be the {} \
+             earlier one(s) the journal knows of",
+            earlier.any()
+        ))
     }
 }
 
-fn judge_offline(operation: Operation, info: &Value) -> Verdict {
+/// An amount as the app or LINE Pay wrote it: a JSON number or a numeric string.
+fn json_amount(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(number) => number.as_f64(),
+        Value::String(text) => parse_amount(text),
+        _ => None,
+    }
+}
+
+fn parse_amount(text: &str) -> Option<f64> {
+    text.trim().parse::<f64>().ok().filter(|a| a.is_finite())
+}
+
+/// A refund entry's `refundTransactionDate`, in seconds since the epoch.
+fn refund_date(refund: &Value) -> Option<i64> {
+    let date = refund.get("refundTransactionDate")?.as_str()?;
+    let date = humantime::parse_rfc3339_weak(date).ok()?;
+    let secs = date.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    i64::try_from(secs).ok()
+}
+
+fn judge_offline(operation: Operation, info: &Value, earlier: EarlierRefunds) -> Verdict {
     let status = info.get("status").and_then(Value::as_str).unwrap_or("");
     let applied: &[&str] = match operation {
         Operation::OneTimeKeyPay => &["COMPLETE", "AUTHORIZATION"],
@@ -358,7 +452,12 @@ fn judge_offline(operation: Operation, info: &Value) -> Verdict {
         Operation::Refund => &["COMPLETE"],
         Operation::Confirm | Operation::PreapprovedPay => &[],
     };
-    if applied.contains(&status) {
+    if applied.contains(&status) && operation == Operation::Refund && earlier.any() > 0 {
+        // One status per order: an earlier refund of the order reads the same.
+        Verdict::unknown(format!(
+            "order status {status}, which an earlier refund of the order may explain"
+        ))
+    } else if applied.contains(&status) {
         verdict(ReconciledState::Applied, format!("order status {status}"))
     } else if not_applied.contains(&status) {
         verdict(
@@ -395,6 +494,11 @@ mod tests {
     use super::*;
     use http::Method;
 
+    const NONE: EarlierRefunds = EarlierRefunds {
+        applied: 0,
+        uncertain: 0,
+    };
+
     fn money(template: &str) -> Option<(Operation, bool)> {
         classify(&Method::POST, template).map(|r| (r.operation, r.offline))
     }
@@ -429,6 +533,15 @@ mod tests {
             ("/v3/payments/requests/{transactionId}/check", None),
             ("/v4/payments/{transactionId}/userInfo", None),
             ("/payments/{transactionId}/refund", None),
+            // A version needs digits, and the second segment is `payments`.
+            ("/x3/payments/{transactionId}/refund", None),
+            ("/v/payments/{transactionId}/refund", None),
+            ("/va/payments/{transactionId}/refund", None),
+            ("/v3/orders/{transactionId}/refund", None),
+            // `payment` only after preapprovedPay, `pay` only after oneTimeKeys.
+            ("/v3/payments/{transactionId}/payment", None),
+            ("/v4/payments/orders/{orderId}/pay", None),
+            ("/v3/payments/authorizations/{transactionId}/other", None),
         ];
         for (template, expected) in table {
             assert_eq!(money(template), expected, "{template}");
@@ -502,21 +615,21 @@ mod tests {
         let facts = CallFacts::read(Some("2021121600698709710"), None, b"{}");
         let listed = br#"{"returnCode":"0000","info":[{"transactionId":2021121600698709710}]}"#;
         assert_eq!(
-            judge(confirm, &facts, listed, 0).state,
+            judge(confirm, &facts, listed, 0, NONE).state,
             ReconciledState::Applied
         );
         let missing = br#"{"returnCode":"1150","returnMessage":"not found"}"#;
         assert_eq!(
-            judge(confirm, &facts, missing, 0).state,
+            judge(confirm, &facts, missing, 0, NONE).state,
             ReconciledState::NotApplied
         );
         let busy = br#"{"returnCode":"9000"}"#;
         assert_eq!(
-            judge(confirm, &facts, busy, 0).state,
+            judge(confirm, &facts, busy, 0, NONE).state,
             ReconciledState::Unknown
         );
         assert_eq!(
-            judge(confirm, &facts, b"<html>", 0).state,
+            judge(confirm, &facts, b"<html>", 0, NONE).state,
             ReconciledState::Unknown
         );
     }
@@ -540,7 +653,7 @@ mod tests {
             (void, "SOMETHING_NEW", Unknown),
         ] {
             assert_eq!(
-                judge(call, &facts, details(status).as_bytes(), 0).state,
+                judge(call, &facts, details(status).as_bytes(), 0, NONE).state,
                 state,
                 "{status}"
             );
@@ -565,13 +678,23 @@ mod tests {
             (-30, "2026-12-30T00:00:00Z", NotApplied),
         ] {
             assert_eq!(
-                judge(refund, &facts, details(amount, date).as_bytes(), started).state,
+                judge(
+                    refund,
+                    &facts,
+                    details(amount, date).as_bytes(),
+                    started,
+                    NONE
+                )
+                .state,
                 state,
                 "{amount} {date}"
             );
         }
         let no_refunds = br#"{"returnCode":"0000","info":[{"transactionId":1}]}"#;
-        assert_eq!(judge(refund, &facts, no_refunds, started).state, NotApplied);
+        assert_eq!(
+            judge(refund, &facts, no_refunds, started, NONE).state,
+            NotApplied
+        );
     }
 
     #[test]
@@ -584,20 +707,412 @@ mod tests {
         };
         use ReconciledState::*;
         assert_eq!(
-            judge(pay, &facts, check("COMPLETE").as_bytes(), 0).state,
+            judge(pay, &facts, check("COMPLETE").as_bytes(), 0, NONE).state,
             Applied
         );
         assert_eq!(
-            judge(pay, &facts, check("FAIL").as_bytes(), 0).state,
+            judge(pay, &facts, check("FAIL").as_bytes(), 0, NONE).state,
             NotApplied
         );
         assert_eq!(
-            judge(refund, &facts, check("REFUND").as_bytes(), 0).state,
+            judge(refund, &facts, check("REFUND").as_bytes(), 0, NONE).state,
             Applied
         );
         assert_eq!(
-            judge(refund, &facts, check("COMPLETE").as_bytes(), 0).state,
+            judge(refund, &facts, check("COMPLETE").as_bytes(), 0, NONE).state,
             NotApplied
         );
+    }
+
+    #[test]
+    fn names_are_stable_and_parse_back() {
+        use Operation::*;
+        let names: Vec<String> = [
+            Confirm,
+            Capture,
+            Void,
+            Refund,
+            PreapprovedPay,
+            OneTimeKeyPay,
+        ]
+        .into_iter()
+        .map(|operation| {
+            assert_eq!(Operation::parse(operation.as_str()), Some(operation));
+            operation.to_string()
+        })
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "confirm",
+                "capture",
+                "void",
+                "refund",
+                "preapproved_pay",
+                "one_time_key_pay"
+            ]
+        );
+        assert_eq!(Operation::parse("xyzzy"), None);
+        let states: Vec<&str> = ReconciledState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(states, ["applied", "not_applied", "unknown"]);
+    }
+
+    #[test]
+    fn facts_keep_whole_amounts_and_lock_on_the_transaction_else_the_order() {
+        let facts = CallFacts::read(
+            None,
+            None,
+            br#"{"amount":"100","refundAmount":30.5,"currency":"THB","orderId":"o-2"}"#,
+        );
+        assert_eq!(facts.amount.as_deref(), Some("100"));
+        assert_eq!(facts.refund_amount.as_deref(), Some("30.5"));
+        assert_eq!(facts.currency.as_deref(), Some("THB"));
+        assert_eq!(facts.lock_key().as_deref(), Some("order o-2"));
+        let empty = CallFacts::read(None, None, br#"{"amount":"","refundAmount":true}"#);
+        assert_eq!(empty.amount, None);
+        assert_eq!(empty.refund_amount, None);
+        assert_eq!(empty.lock_key(), None);
+        // Not JSON: the digits the raw reader finds.
+        let raw = CallFacts::read(None, None, br#"{"amount":70,"#);
+        assert_eq!(raw.amount.as_deref(), Some("70"));
+        assert_eq!(
+            body_hash(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn status_questions_need_something_to_ask_about() {
+        let online = route("/v3/payments/preapprovedPay/{regKey}/payment");
+        let by_order = CallFacts::read(None, Some("a-b.c_d~e"), b"{}");
+        assert_eq!(
+            status_query(
+                "/v3/payments/preapprovedPay/{regKey}/payment",
+                online,
+                &by_order
+            )
+            .as_deref(),
+            Some("/v3/payments?orderId=a-b.c_d~e")
+        );
+        let nothing = CallFacts::read(None, None, b"{}");
+        assert_eq!(status_query("/v3/x", online, &nothing), None);
+        let offline = route("/v4/payments/orders/{orderId}/refund");
+        assert_eq!(status_query("/v4/x", offline, &nothing), None);
+    }
+
+    #[test]
+    fn the_transaction_is_found_by_id_as_number_or_text_else_by_order() {
+        let confirm = route("/v3/payments/{transactionId}/confirm");
+        let facts = CallFacts::read(Some("77"), None, b"{}");
+        use ReconciledState::*;
+        for (info, state) in [
+            (r#"[{"transactionId":"77"}]"#, Applied),
+            (r#"[{"transactionId":76},{"transactionId":77}]"#, Applied),
+            (r#"[{"transactionId":76}]"#, NotApplied),
+            (r#"[{"transactionId":true}]"#, NotApplied),
+            (r#"[]"#, NotApplied),
+        ] {
+            let answer = format!(r#"{{"returnCode":"0000","info":{info}}}"#);
+            assert_eq!(
+                judge(confirm, &facts, answer.as_bytes(), 0, NONE).state,
+                state,
+                "{info}"
+            );
+        }
+        let pay = route("/v3/payments/preapprovedPay/{regKey}/payment");
+        let facts = CallFacts::read(None, Some("o-9"), b"{}");
+        let listed = br#"{"returnCode":"0000","info":[{"orderId":"o-9","transactionId":1}]}"#;
+        assert_eq!(judge(pay, &facts, listed, 0, NONE).state, Applied);
+        let other = br#"{"returnCode":"0000","info":[{"orderId":"o-8","transactionId":1}]}"#;
+        assert_eq!(judge(pay, &facts, other, 0, NONE).state, NotApplied);
+    }
+
+    #[test]
+    fn every_pay_status_is_judged_for_capture_and_void() {
+        let facts = CallFacts::read(Some("1"), None, b"{}");
+        let capture = route("/v3/payments/authorizations/{transactionId}/capture");
+        let void = route("/v3/payments/authorizations/{transactionId}/void");
+        use ReconciledState::*;
+        for (call, status, state) in [
+            (capture, Some("CAPTURE"), Applied),
+            (capture, Some("AUTHORIZATION"), NotApplied),
+            (capture, Some("VOIDED_AUTHORIZATION"), NotApplied),
+            (capture, Some("EXPIRED_AUTHORIZATION"), NotApplied),
+            (capture, Some("SOMETHING_NEW"), Unknown),
+            (capture, None, Unknown),
+            (void, Some("VOIDED_AUTHORIZATION"), Applied),
+            (void, Some("AUTHORIZATION"), NotApplied),
+            (void, Some("CAPTURE"), NotApplied),
+            (void, Some("EXPIRED_AUTHORIZATION"), Unknown),
+            (void, None, Unknown),
+        ] {
+            let mut entry = serde_json::json!({"transactionId": 1});
+            if let Some(status) = status {
+                entry["payStatus"] = status.into();
+            }
+            let answer = serde_json::json!({"returnCode": "0000", "info": [entry]}).to_string();
+            let verdict = judge(call, &facts, answer.as_bytes(), 0, NONE);
+            assert_eq!(verdict.state, state, "{:?} {status:?}", call.operation);
+            assert_eq!(
+                verdict.reason,
+                format!("payStatus {}", status.unwrap_or("absent"))
+            );
+        }
+    }
+
+    /// A refund entry for [`refund_judged`]: amount, type, date.
+    fn refund_entry(amount: Value, kind: &str, date: Option<&str>) -> Value {
+        let mut entry = serde_json::json!({"refundAmount": amount, "transactionType": kind});
+        if let Some(date) = date {
+            entry["refundTransactionDate"] = date.into();
+        }
+        entry
+    }
+
+    /// How a refund of `amount` (`None`: a full refund) sent at 2026-12-31T00:00:00Z is
+    /// judged against this `refundList`.
+    fn refund_judged(amount: Option<&str>, list: Value, earlier: EarlierRefunds) -> Verdict {
+        let refund = route("/v3/payments/{transactionId}/refund");
+        let facts = CallFacts {
+            refund_amount: amount.map(str::to_owned),
+            ..CallFacts::read(Some("1"), None, b"{}")
+        };
+        let answer = serde_json::json!({
+            "returnCode": "0000",
+            "info": [{"transactionId": 1, "refundList": list}],
+        })
+        .to_string();
+        judge(refund, &facts, answer.as_bytes(), 1_798_675_200, earlier)
+    }
+
+    #[test]
+    fn a_refund_counts_the_entries_of_its_amount_against_the_earlier_refunds() {
+        use serde_json::json;
+        use ReconciledState::*;
+        let at = |date: &str| refund_entry(json!(-30), "PARTIAL_REFUND", Some(date));
+        let after = "2026-12-31T00:00:02Z";
+        // Exactly the skew before the start still counts; a second earlier does not.
+        let edge = "2026-12-30T23:55:00Z";
+        let before_edge = "2026-12-30T23:54:59Z";
+        let one = |applied, uncertain| EarlierRefunds { applied, uncertain };
+        for (list, earlier, state) in [
+            (json!([at(after)]), NONE, Applied),
+            (json!([at(edge)]), NONE, Applied),
+            (json!([at(before_edge)]), NONE, NotApplied),
+            (json!([at("2026-12-30T23:59:00Z")]), NONE, Applied),
+            // An earlier refund of the same amount the journal knows can explain one
+            // entry, applied or not known: then this one is not proven either way.
+            (json!([at(after)]), one(1, 0), Unknown),
+            (json!([at(after)]), one(0, 1), Unknown),
+            (json!([at(edge), at(after)]), one(1, 0), Applied),
+            (json!([at(edge), at(after)]), one(0, 1), Applied),
+            (json!([at(edge), at(after)]), one(1, 1), Unknown),
+            (json!([at(edge), at(after), at(after)]), one(1, 1), Applied),
+            (json!([at(before_edge), at(after)]), one(1, 0), Unknown),
+            (json!([]), one(1, 0), NotApplied),
+            (json!(null), NONE, NotApplied),
+        ] {
+            assert_eq!(
+                refund_judged(Some("30"), list.clone(), earlier).state,
+                state,
+                "{list} {earlier:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refund_amount_is_read_as_a_number_in_any_form() {
+        use serde_json::json;
+        use ReconciledState::*;
+        let date = Some("2026-12-31T00:00:02Z");
+        for (wanted, listed, state) in [
+            ("30", json!(-30), Applied),
+            ("30", json!(30), Applied),
+            ("30", json!(-30.0), Applied),
+            ("30", json!("-30"), Applied),
+            (" 30 ", json!(-30), Applied),
+            ("30.5", json!(-30.5), Applied),
+            ("30.5", json!(-30), NotApplied),
+            ("30", json!(-31), NotApplied),
+        ] {
+            let list = json!([refund_entry(listed.clone(), "PARTIAL_REFUND", date)]);
+            assert_eq!(
+                refund_judged(Some(wanted), list, NONE).state,
+                state,
+                "{wanted} {listed}"
+            );
+        }
+        // A full refund is the PAYMENT_REFUND entry, whatever its amount.
+        let full = json!([refund_entry(json!(-100), "PAYMENT_REFUND", date)]);
+        assert_eq!(refund_judged(None, full, NONE).state, Applied);
+        let partial = json!([refund_entry(json!(-100), "PARTIAL_REFUND", date)]);
+        assert_eq!(refund_judged(None, partial, NONE).state, NotApplied);
+    }
+
+    #[test]
+    fn an_unproven_absence_is_unknown_for_every_operation() {
+        use serde_json::json;
+        let date = Some("2026-12-31T00:00:02Z");
+        let unknown = |verdict: Verdict, what: &str| {
+            assert_eq!(
+                verdict.state,
+                ReconciledState::Unknown,
+                "{what}: {verdict:?}"
+            );
+        };
+        // Refund: an entry that cannot be read may be this call's.
+        for (wanted, list) in [
+            (
+                Some("30"),
+                json!([refund_entry(json!(true), "PARTIAL_REFUND", date)]),
+            ),
+            (Some("30"), json!([{"transactionType": "PARTIAL_REFUND"}])),
+            (
+                Some("30"),
+                json!([refund_entry(json!(-30), "PARTIAL_REFUND", None)]),
+            ),
+            (
+                Some("30"),
+                json!([refund_entry(
+                    json!(-30),
+                    "PARTIAL_REFUND",
+                    Some("yesterday")
+                )]),
+            ),
+            (Some("30"), json!({"refundAmount": -30})),
+            (None, json!([{"refundAmount": -100}])),
+            (Some("thirty"), json!([])),
+            (Some("NaN"), json!([])),
+            (Some("inf"), json!([])),
+        ] {
+            unknown(
+                refund_judged(wanted, list.clone(), NONE),
+                &format!("{wanted:?} {list}"),
+            );
+        }
+        // Another amount's undated entry proves nothing about this one: still absent.
+        let other = json!([refund_entry(json!(-20), "PARTIAL_REFUND", None)]);
+        assert_eq!(
+            refund_judged(Some("30"), other, NONE).state,
+            ReconciledState::NotApplied
+        );
+        // Every online operation: an answer that is no list of payments, another
+        // returnCode, no returnCode, not JSON.
+        let facts = CallFacts::read(Some("1"), Some("o-1"), br#"{"refundAmount":30}"#);
+        for template in [
+            "/v3/payments/{transactionId}/confirm",
+            "/v3/payments/preapprovedPay/{regKey}/payment",
+            "/v3/payments/authorizations/{transactionId}/capture",
+            "/v3/payments/authorizations/{transactionId}/void",
+            "/v3/payments/{transactionId}/refund",
+            "/v4/payments/oneTimeKeys/pay",
+            "/v4/payments/orders/{orderId}/capture",
+            "/v4/payments/orders/{orderId}/void",
+            "/v4/payments/orders/{orderId}/refund",
+        ] {
+            let call = route(template);
+            for answer in [
+                r#"{"returnCode":"0000"}"#,
+                r#"{"returnCode":"0000","info":{"transactionId":1}}"#,
+                r#"{"returnCode":"0000","info":"none"}"#,
+                r#"{"returnCode":"9000"}"#,
+                r#"{"returnCode":"1198"}"#,
+                r#"{"info":[]}"#,
+                "<html>",
+            ] {
+                unknown(
+                    judge(call, &facts, answer.as_bytes(), 0, NONE),
+                    &format!("{template} {answer}"),
+                );
+            }
+            // 1150: LINE Pay has no record of the transaction or order at all.
+            let missing = br#"{"returnCode":"1150"}"#;
+            assert_eq!(
+                judge(call, &facts, missing, 0, NONE).state,
+                ReconciledState::NotApplied,
+                "{template}"
+            );
+        }
+        // Offline: a status the table does not name, or none.
+        let check = |status: &str| {
+            format!(r#"{{"returnCode":"0000","info":{{"orderId":"o-1","status":"{status}"}}}}"#)
+        };
+        for template in [
+            "/v4/payments/oneTimeKeys/pay",
+            "/v4/payments/orders/{orderId}/capture",
+            "/v4/payments/orders/{orderId}/void",
+            "/v4/payments/orders/{orderId}/refund",
+        ] {
+            let verdict = judge(route(template), &facts, check("").as_bytes(), 0, NONE);
+            assert_eq!(verdict.reason, "order status absent");
+            unknown(verdict, template);
+            let verdict = judge(route(template), &facts, check("NEW").as_bytes(), 0, NONE);
+            assert_eq!(verdict.reason, "order status NEW");
+            unknown(verdict, template);
+        }
+    }
+
+    #[test]
+    fn every_offline_status_is_judged() {
+        let facts = CallFacts::read(None, Some("pos-1"), b"{}");
+        let check = |status: &str| {
+            format!(r#"{{"returnCode":"0000","info":{{"orderId":"pos-1","status":"{status}"}}}}"#)
+        };
+        let pay = route("/v4/payments/oneTimeKeys/pay");
+        let capture = route("/v4/payments/orders/{orderId}/capture");
+        let void = route("/v4/payments/orders/{orderId}/void");
+        let refund = route("/v4/payments/orders/{orderId}/refund");
+        // Confirm and preapproved pay have no offline form: nothing proves anything.
+        let confirm = MoneyRoute {
+            operation: Operation::Confirm,
+            offline: true,
+        };
+        let preapproved = MoneyRoute {
+            operation: Operation::PreapprovedPay,
+            offline: true,
+        };
+        let earlier = EarlierRefunds {
+            applied: 1,
+            uncertain: 0,
+        };
+        use ReconciledState::*;
+        #[rustfmt::skip]
+        let table = [
+            (pay, "COMPLETE", NONE, Applied),
+            (pay, "AUTHORIZATION", NONE, Applied),
+            (pay, "FAIL", NONE, NotApplied),
+            (pay, "REFUND", NONE, Unknown),
+            // An earlier refund matters to a refund only.
+            (pay, "COMPLETE", earlier, Applied),
+            (capture, "COMPLETE", NONE, Applied),
+            (capture, "AUTHORIZATION", NONE, NotApplied),
+            (capture, "FAIL", NONE, Unknown),
+            (void, "VOIDED_AUTHORIZATION", NONE, Applied),
+            (void, "VOID", NONE, Applied),
+            (void, "CANCEL", NONE, Applied),
+            (void, "AUTHORIZATION", NONE, NotApplied),
+            (void, "COMPLETE", NONE, Unknown),
+            (refund, "REFUND", NONE, Applied),
+            (refund, "PARTIAL_REFUND", NONE, Applied),
+            (refund, "COMPLETE", NONE, NotApplied),
+            (refund, "AUTHORIZATION", NONE, Unknown),
+            // One status per order: an earlier refund (applied or not known) reads the same.
+            (refund, "PARTIAL_REFUND", earlier, Unknown),
+            (refund, "REFUND", EarlierRefunds { applied: 0, uncertain: 1 }, Unknown),
+            (refund, "COMPLETE", earlier, NotApplied),
+            (confirm, "COMPLETE", NONE, Unknown),
+            (confirm, "AUTHORIZATION", NONE, Unknown),
+            (preapproved, "COMPLETE", NONE, Unknown),
+            (preapproved, "FAIL", NONE, Unknown),
+        ];
+        for (call, status, earlier, state) in table {
+            let verdict = judge(call, &facts, check(status).as_bytes(), 0, earlier);
+            assert_eq!(
+                verdict.state, state,
+                "{:?} {status} {earlier:?}",
+                call.operation
+            );
+            assert!(verdict.reason.contains(status), "{verdict:?}");
+        }
     }
 }

@@ -13,6 +13,20 @@
 //!    money call is first checked against LINE Pay's records (reconciliation). If the
 //!    app is gone by then, the outcome is logged at WARN and counted.
 //!
+//! **Reconciliation waits.** LINE Pay is asked about an uncertain call only once it can
+//! no longer be processing it: the route's connect and read timeouts after the send
+//! (for a read timeout: when it fired), plus [`RECONCILE_SETTLE`]. Asked earlier, its
+//! records could show nothing yet and a retry would send the call twice. Meanwhile the
+//! call's key and transaction (or order) stay in the in-flight set with the time of the
+//! check, so a retry or another money call on the transaction gets `409
+//! call_in_progress` with `Retry-After`. The same holds for the calls a previous process
+//! left without an outcome (`kill -9`, OOM): [`Desk::open`] puts them in the in-flight
+//! set before any call is admitted, due at their journaled `started_at` plus their
+//! route's timeouts, and [`Desk::reconcile_interrupted`] asks about each when it is due.
+//! After the check a retry with the same key is sent again only for `not_applied`;
+//! `applied` and `unknown` are refused (`call_applied`, `call_outcome_unknown`) unless
+//! the app's answer is stored to replay.
+//!
 //! The journal file itself is [`store`]; stored answers are sealed ([`seal`]). A
 //! connection whose call is in here holds a [`Hold`], which the drain waits for.
 
@@ -29,14 +43,16 @@ use crate::budget::{Budget, Charge};
 use crate::config::JournalConfig;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
+use crate::money::EarlierRefunds;
 use crate::money::{self, CallFacts, MoneyRoute, ReconciledState, Verdict};
+use crate::route::Allowlist;
 use crate::route::Signing;
 use crate::route::{Route, RouteTimeouts};
 use crate::upstream::{Upstream, UpstreamError};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response};
 use http_body_util::Full;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -48,13 +64,22 @@ pub(crate) const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempote
 /// Marks an answer replayed from the journal.
 pub(crate) const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 const MAX_KEY_LEN: usize = 255;
-/// How long LINE Pay is given to finish what it was doing before it is asked.
+/// Added to the time LINE Pay can no longer be processing a call (its route's connect and
+/// read timeouts after the send) before it is asked: its records are written by then.
 const RECONCILE_SETTLE: Duration = Duration::from_secs(1);
-/// How often old calls are pruned.
-/// Interrupted calls reconciled at one start at most (the rest at the next start).
+/// Interrupted calls held and reconciled at one start at most (the rest at the next
+/// start; until then a retry with one of their keys gets `409 call_in_progress`).
 const MAX_RECONCILED_AT_START: usize = 1000;
-
+/// Earlier refunds of a transaction (or order) read from the journal at most, to judge a
+/// refund (see [`EarlierRefunds`]).
+const MAX_EARLIER_REFUNDS: usize = 100;
+/// How often old calls are pruned.
 pub(crate) const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// The calls in flight, per process: their entries (`key <channel> <key>`, `<channel>
+/// transaction <id>`, `<channel> order <id>`), each with the time its reconciliation is
+/// due while it waits for one (what `Retry-After` says), `None` while it is being sent.
+type InFlight = Arc<Mutex<HashMap<String, Option<Instant>>>>;
 
 /// What the runtime builds once and every proxy snapshot shares: the journal, the
 /// in-flight set, and the task tracker of the calls' own tasks.
@@ -63,12 +88,21 @@ pub(crate) struct Desk {
     /// The journal's connection for writes that need no fsync of their own.
     side: Option<Arc<SideWriter>>,
     settings: JournalConfig,
-    in_flight: Arc<Mutex<HashSet<String>>>,
+    in_flight: InFlight,
     tasks: TaskTracker,
     /// The intents a previous process left without an outcome, read when the journal is
     /// opened, before this process admits any call: a call in flight now is never
-    /// mistaken for an interrupted one.
-    interrupted: Mutex<Vec<CallRow>>,
+    /// mistaken for an interrupted one. Their entries are held in the in-flight set
+    /// until each is reconciled.
+    interrupted: Mutex<Vec<Interrupted>>,
+}
+
+/// A call a previous process left without an outcome, held until it is reconciled.
+struct Interrupted {
+    row: CallRow,
+    /// When LINE Pay can no longer be processing it (plus [`RECONCILE_SETTLE`]).
+    due: Instant,
+    reservation: Reservation,
 }
 
 /// One call, described before it is admitted.
@@ -108,21 +142,169 @@ pub(crate) enum Admission<T = Ticket> {
 pub(crate) struct Ticket {
     plan: Plan,
     row: Option<i64>,
-    reserved: Vec<String>,
-    in_flight: Arc<Mutex<HashSet<String>>>,
-    started_unix: i64,
+    reservation: Reservation,
+    started_ms: i64,
 }
 
-impl Drop for Ticket {
+/// One call's entries in the in-flight set, released on drop.
+struct Reservation {
+    entries: Vec<String>,
+    in_flight: InFlight,
+}
+
+impl Reservation {
+    /// Reserves `entries`, unless a call in flight holds one of them.
+    fn take(in_flight: &InFlight, entries: Vec<String>) -> Result<Reservation, ProxyError> {
+        let mut set = in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut busy = entries.iter().filter_map(|entry| set.get(entry)).peekable();
+        if busy.peek().is_some() {
+            // The latest check of the calls that hold them: free by then at the latest.
+            return Err(match busy.flatten().max() {
+                Some(due) => ProxyError::AwaitingCheck {
+                    retry_after_secs: retry_after_secs(*due, Instant::now()),
+                },
+                None => ProxyError::CallInProgress,
+            });
+        }
+        set.extend(entries.iter().map(|entry| (entry.clone(), None)));
+        drop(set);
+        Ok(Reservation {
+            entries,
+            in_flight: in_flight.clone(),
+        })
+    }
+
+    /// The call waits for a reconciliation due at `due`: a retry is told when.
+    fn await_check(&self, due: Instant) {
+        let mut set = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for entry in &self.entries {
+            set.insert(entry.clone(), Some(due));
+        }
+    }
+}
+
+impl Drop for Reservation {
     fn drop(&mut self) {
         let mut set = self
             .in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        for entry in &self.reserved {
+        for entry in &self.entries {
             set.remove(entry);
         }
     }
+}
+
+/// Whole seconds from `now` until `due`, at least 1 (`Retry-After: 0` invites a busy loop).
+fn retry_after_secs(due: Instant, now: Instant) -> u64 {
+    let left = due.saturating_duration_since(now);
+    let whole = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    whole.max(1)
+}
+
+/// The in-flight entries of one call: its key, and for a money call its transaction (or
+/// order).
+fn entries(channel: &str, key: Option<&str>, money: bool, facts: &CallFacts) -> Vec<String> {
+    let mut entries = Vec::new();
+    if let Some(key) = key {
+        entries.push(format!("key {channel} {key}"));
+    }
+    if money {
+        if let Some(lock) = facts.lock_key() {
+            entries.push(format!("{channel} {lock}"));
+        }
+    }
+    entries
+}
+
+/// When LINE Pay can no longer be processing a call sent at `sent` that failed at
+/// `failed` (plus [`RECONCILE_SETTLE`]): a read timeout fired when the call had had its
+/// whole read timeout; any other failure (a broken connection, an oversized answer) may
+/// come early, so the call is given its whole connect and read timeouts from the send.
+fn check_due(
+    sent: Instant,
+    failed: Instant,
+    timeouts: RouteTimeouts,
+    read_timed_out: bool,
+) -> Instant {
+    let done = match read_timed_out {
+        true => failed,
+        false => failed.max(sent + timeouts.connect + timeouts.read),
+    };
+    done + RECONCILE_SETTLE
+}
+
+/// How long from `now_ms` until an interrupted call journaled at `started_ms` is due: its
+/// route's connect and read timeouts after its start, plus [`RECONCILE_SETTLE`].
+fn interrupted_wait(started_ms: i64, now_ms: i64, timeouts: RouteTimeouts) -> Duration {
+    let since = u64::try_from(now_ms.saturating_sub(started_ms)).unwrap_or(0);
+    (timeouts.connect + timeouts.read + RECONCILE_SETTLE)
+        .saturating_sub(Duration::from_millis(since))
+}
+
+/// A journaled call's route timeouts: its route's in `allowlist`; the longest there when
+/// the route is gone from it (the configuration changed), so the wait is never short.
+fn journaled_timeouts(allowlist: &Allowlist, method: &str, template: &str) -> RouteTimeouts {
+    let routes = allowlist.routes();
+    routes
+        .iter()
+        .find(|route| route.method.as_str() == method && route.template == template)
+        .map(|route| route.timeouts)
+        .unwrap_or_else(|| RouteTimeouts {
+            connect: routes
+                .iter()
+                .map(|r| r.timeouts.connect)
+                .max()
+                .unwrap_or_default(),
+            read: routes
+                .iter()
+                .map(|r| r.timeouts.read)
+                .max()
+                .unwrap_or_default(),
+        })
+}
+
+/// The refunds of `rows` (the journal's calls on a refund's transaction or order) sent
+/// before the refund of row `this`, started at `started_ms`, that LINE Pay may list
+/// beside it: online, those of the same amount not finished before the refund's own
+/// window of refund dates opened; offline (one status per order), every one.
+fn earlier_refunds(
+    rows: &[CallRow],
+    this: i64,
+    channel: &str,
+    money: MoneyRoute,
+    facts: &CallFacts,
+    started_ms: i64,
+) -> EarlierRefunds {
+    let window_opens = started_ms - 2 * money::REFUND_SKEW_SECS * 1000;
+    let mut earlier = EarlierRefunds::default();
+    for row in rows {
+        let relevant = row.id < this
+            && row.channel_id == channel
+            && row.operation.as_deref() == Some(money::Operation::Refund.as_str())
+            && (money.offline
+                || (row.facts.refund_amount == facts.refund_amount
+                    && row.finished_at.is_none_or(|at| at >= window_opens)));
+        if !relevant {
+            continue;
+        }
+        let reconciled = row.reconciled_state.as_deref();
+        let answered = row.outcome.as_deref() == Some("answered");
+        if reconciled == Some(ReconciledState::Applied.as_str())
+            || (answered && row.return_code.as_deref() == Some("0000"))
+        {
+            earlier.applied += 1;
+        } else if !(answered
+            || reconciled == Some(ReconciledState::NotApplied.as_str())
+            || row.outcome.as_deref() == Some("not_sent"))
+        {
+            earlier.uncertain += 1;
+        }
+    }
+    earlier
 }
 
 /// What the call's task needs, all owned.
@@ -141,17 +323,59 @@ pub(crate) struct Job {
 }
 
 impl Desk {
-    /// Opens the journal (when enabled) and prunes it once.
-    pub(crate) fn open(settings: &JournalConfig) -> Result<Desk, StoreError> {
+    /// Opens the journal (when enabled) and prunes it once. The calls a previous process
+    /// left without an outcome are held in the in-flight set from now until each is
+    /// reconciled, due when `allowlist`'s timeouts of its route have passed since it
+    /// started.
+    pub(crate) fn open(
+        settings: &JournalConfig,
+        allowlist: &Allowlist,
+    ) -> Result<Desk, StoreError> {
+        let in_flight = InFlight::default();
         let (store, side, interrupted) = if settings.enabled {
             let store = Store::open(&settings.path)?;
             let side = SideWriter::open(&settings.path)?;
             store.prune(now_ms(), settings.max_age, settings.max_calls)?;
-            let interrupted = store.query(&Filter {
+            let rows = store.query(&Filter {
                 pending: true,
                 limit: MAX_RECONCILED_AT_START,
                 ..Filter::default()
             })?;
+            let (now, opened) = (now_ms(), Instant::now());
+            let interrupted =
+                rows.into_iter()
+                    .map(|row| {
+                        let money = money_route(&row.method, &row.route);
+                        let held = entries(
+                            &row.channel_id,
+                            row.idempotency_key.as_deref(),
+                            money.is_some(),
+                            &row.facts,
+                        );
+                        // Two rows can name one transaction only when a stop cut the
+                        // first's outcome; both are reconciled in turn either way.
+                        let reservation = Reservation::take(&in_flight, held.clone())
+                            .unwrap_or_else(|_| Reservation {
+                                entries: Vec::new(),
+                                in_flight: in_flight.clone(),
+                            });
+                        // Nothing to wait for when nothing will be asked.
+                        let due = match (money.is_some(), settings.reconcile) {
+                            (true, true) => {
+                                let timeouts =
+                                    journaled_timeouts(allowlist, &row.method, &row.route);
+                                opened + interrupted_wait(row.started_at, now, timeouts)
+                            }
+                            _ => opened,
+                        };
+                        reservation.await_check(due);
+                        Interrupted {
+                            row,
+                            due,
+                            reservation,
+                        }
+                    })
+                    .collect();
             (Some(Arc::new(store)), Some(Arc::new(side)), interrupted)
         } else {
             (None, None, Vec::new())
@@ -160,7 +384,7 @@ impl Desk {
             store,
             side,
             settings: settings.clone(),
-            in_flight: Arc::default(),
+            in_flight,
             tasks: TaskTracker::new(),
             interrupted: Mutex::new(interrupted),
         })
@@ -269,31 +493,18 @@ impl Desk {
         seal: &Seal,
         metrics: &Metrics,
     ) -> Result<Admission, ProxyError> {
-        let mut reserved = Vec::new();
-        if let Some(key) = &plan.key {
-            reserved.push(format!("key {} {key}", plan.channel_id));
-        }
-        if plan.money.is_some() {
-            if let Some(lock) = plan.facts.lock_key() {
-                reserved.push(format!("{} {lock}", plan.channel_id));
-            }
-        }
-        {
-            let mut set = self
-                .in_flight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if reserved.iter().any(|entry| set.contains(entry)) {
-                return Err(ProxyError::CallInProgress);
-            }
-            set.extend(reserved.iter().cloned());
-        }
+        let reserved = entries(
+            &plan.channel_id,
+            plan.key.as_deref(),
+            plan.money.is_some(),
+            &plan.facts,
+        );
+        let reservation = Reservation::take(&self.in_flight, reserved)?;
         let mut ticket = Ticket {
             plan,
             row: None,
-            reserved,
-            in_flight: self.in_flight.clone(),
-            started_unix: now_ms() / 1000,
+            reservation,
+            started_ms: now_ms(),
         };
         let Some(store) = self.store.clone() else {
             return Ok(Admission::Send(ticket));
@@ -314,7 +525,7 @@ impl Desk {
         }
         let intent = Intent {
             request_id: ticket.plan.request_id.clone(),
-            started_at: now_ms(),
+            started_at: ticket.started_ms,
             route: ticket.plan.template.clone(),
             method: ticket.plan.method.clone(),
             operation: ticket.plan.money.map(|m| m.operation.as_str()),
@@ -400,9 +611,11 @@ impl Desk {
         }
     }
 
-    /// At start-up: every call a stop interrupted (an intent without an outcome) is
-    /// checked with LINE Pay and its outcome recorded. `ask` signs a GET for a path and
-    /// query with the signing scheme of the call's API version.
+    /// After start-up: every call a stop interrupted (an intent without an outcome) is
+    /// checked with LINE Pay once it is due (see [`Desk::open`]), in the order they fall
+    /// due, and its outcome recorded; only then are its key and transaction released.
+    /// `ask` signs a GET for a path and query with the signing scheme of the call's API
+    /// version.
     pub(crate) async fn reconcile_interrupted(
         &self,
         upstream: Arc<Upstream>,
@@ -413,51 +626,65 @@ impl Desk {
         let Some(store) = self.store.clone() else {
             return;
         };
-        let rows = std::mem::take(
+        let mut held = std::mem::take(
             &mut *self
                 .interrupted
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         );
-        for row in rows {
-            let money = row
-                .method
-                .parse::<http::Method>()
-                .ok()
-                .and_then(|method| money::classify(&method, &row.route));
+        held.sort_by_key(|call| call.due);
+        for Interrupted {
+            row,
+            due,
+            reservation,
+        } in held
+        {
+            let money = money_route(&row.method, &row.route);
             let facts = row.facts.clone();
-            let status_request = money
-                .and_then(|m| money::status_query(&row.route, m, &facts))
-                .and_then(|query| {
+            let query = money.and_then(|m| money::status_query(&row.route, m, &facts));
+            let verdict = match (money, query, self.settings.reconcile) {
+                (Some(money), Some(query), true) => {
+                    tokio::time::sleep_until(due.into()).await;
+                    // Signed once due, with the signing scheme of the call's API version.
                     let signing = match row.route.starts_with("/v2/") {
                         true => Signing::ChannelSecret,
                         false => Signing::Hmac,
                     };
-                    ask(&query, signing)
-                });
-            let verdict = match (money, status_request, self.settings.reconcile) {
-                (Some(money), Some(request), true) => {
+                    let earlier = earlier_refunds_of(
+                        Some(&store),
+                        &metrics,
+                        Some(row.id),
+                        &row.channel_id,
+                        money,
+                        &facts,
+                        row.started_at,
+                    )
+                    .await;
                     // Answers to start-up questions are charged to the budget too.
-                    match budget.charge(0) {
-                        Some(mut charge) => {
+                    match (ask(&query, signing), budget.charge(0)) {
+                        (None, _) => Verdict::unknown("the status check could not be signed"),
+                        (Some(request), Some(mut charge)) => {
                             ask_status(
                                 &upstream,
                                 request,
                                 money,
                                 &facts,
-                                row.started_at / 1000,
+                                (row.started_at / 1000, earlier),
                                 self.settings.reconcile_timeout,
                                 &mut charge,
                             )
                             .await
                         }
-                        None => Verdict::unknown("the memory budget is exhausted"),
+                        (Some(_), None) => Verdict::unknown("the memory budget is exhausted"),
                     }
                 }
                 (Some(_), _, false) => {
                     Verdict::unknown("reconciliation is off (journal.reconcile)")
                 }
-                _ => Verdict::unknown("not a money call: nothing to ask LINE Pay"),
+                (Some(_), None, true) => {
+                    Verdict::unknown("the call named no transaction or order to ask about")
+                }
+                (None, _, _) => Verdict::unknown("not a money call: nothing to ask LINE Pay"),
             };
             metrics
                 .reconciliations
@@ -478,11 +705,59 @@ impl Desk {
                 reconciled: Some((verdict.state.as_str(), verdict.reason)),
                 ..Outcome::default()
             };
+            let id = row.id;
             if let Err(error) =
-                blocking(store.clone(), move |s| s.record_outcome(row.id, &outcome)).await
+                blocking(store.clone(), move |s| s.record_outcome(id, &outcome)).await
             {
                 journal_failed(&metrics, "outcome", &error);
             }
+            // Released only now: a retry sees the recorded state, never a half-written one.
+            drop(reservation);
+        }
+    }
+}
+
+/// What a route's method and template say about money.
+fn money_route(method: &str, template: &str) -> Option<MoneyRoute> {
+    let method = method.parse::<http::Method>().ok()?;
+    money::classify(&method, template)
+}
+
+/// [`earlier_refunds`] of a refund, read from the journal (none for another call, or
+/// without a journal); `None` when the journal cannot be read (logged and counted).
+async fn earlier_refunds_of(
+    store: Option<&Arc<Store>>,
+    metrics: &Metrics,
+    this: Option<i64>,
+    channel: &str,
+    money: MoneyRoute,
+    facts: &CallFacts,
+    started_ms: i64,
+) -> Option<EarlierRefunds> {
+    let (Some(store), Some(this)) = (store, this) else {
+        return Some(EarlierRefunds::default());
+    };
+    // Online refunds name their transaction; offline ones, their order.
+    let filter = match (money.operation, money.offline) {
+        (money::Operation::Refund, false) if facts.transaction_id.is_some() => Filter {
+            transaction_id: facts.transaction_id.clone(),
+            limit: MAX_EARLIER_REFUNDS,
+            ..Filter::default()
+        },
+        (money::Operation::Refund, true) if facts.order_id.is_some() => Filter {
+            order_id: facts.order_id.clone(),
+            limit: MAX_EARLIER_REFUNDS,
+            ..Filter::default()
+        },
+        _ => return Some(EarlierRefunds::default()),
+    };
+    match blocking(store.clone(), move |s| s.query(&filter)).await {
+        Ok(rows) => Some(earlier_refunds(
+            &rows, this, channel, money, facts, started_ms,
+        )),
+        Err(error) => {
+            journal_failed(metrics, "read", &error);
+            None
         }
     }
 }
@@ -507,7 +782,8 @@ async fn run_call(
     } = job;
     let sent = Instant::now();
     let result = upstream.send(request, timeouts, &mut charge).await;
-    let elapsed = sent.elapsed();
+    let failed = Instant::now();
+    let elapsed = failed - sent;
     let plan = &ticket.plan;
     let mut outcome = Outcome::default();
     let result = match result {
@@ -527,13 +803,29 @@ async fn run_call(
             outcome.outcome = "uncertain";
             let verdict = match (plan.money, status_request, reconcile) {
                 (Some(money), Some(request), Some(limit)) => {
-                    tokio::time::sleep(RECONCILE_SETTLE).await;
+                    // Asked only once LINE Pay can no longer be processing the call; the
+                    // app waits (or hangs up: the task goes on), and a retry meanwhile is
+                    // told when to come back.
+                    let read_timed_out = matches!(failure, UpstreamError::ReadTimeout(_));
+                    let due = check_due(sent, failed, timeouts, read_timed_out);
+                    ticket.reservation.await_check(due);
+                    tokio::time::sleep_until(due.into()).await;
+                    let earlier = earlier_refunds_of(
+                        store.as_ref(),
+                        &metrics,
+                        ticket.row,
+                        &plan.channel_id,
+                        money,
+                        &plan.facts,
+                        ticket.started_ms,
+                    )
+                    .await;
                     let verdict = ask_status(
                         &upstream,
                         request,
                         money,
                         &plan.facts,
-                        ticket.started_unix,
+                        (ticket.started_ms / 1000, earlier),
                         limit,
                         &mut charge,
                     )
@@ -561,13 +853,15 @@ async fn run_call(
     if let Err(error) = &result {
         outcome.failure = Some(error.code());
     }
-    // A keyed call stores the answer the app gets, to replay it; except a call LINE
-    // Pay's records show was not applied: its key may be used again.
-    let not_applied = matches!(
-        &result,
-        Err(ProxyError::Unsettled { reconciled, .. }) if reconciled.state == ReconciledState::NotApplied
-    );
-    if let Some(call) = plan.key_use().filter(|_| !not_applied) {
+    // A keyed call stores the answer the app gets, to replay it; except a call that
+    // never reached LINE Pay, or that LINE Pay's records show was not applied: its key
+    // may be used again (the app was told so: `retry_safe: true`, or `not_applied`).
+    let may_send_again = outcome.outcome == "not_sent"
+        || matches!(
+            &result,
+            Err(ProxyError::Unsettled { reconciled, .. }) if reconciled.state == ReconciledState::NotApplied
+        );
+    if let Some(call) = plan.key_use().filter(|_| !may_send_again) {
         let answer = match &result {
             Ok(response) => stored(response),
             Err(error) => stored(&error.to_response()),
@@ -620,22 +914,27 @@ async fn run_call(
     }
 }
 
-/// Asks LINE Pay about a call, within `limit`, and reads the answer.
+/// Asks LINE Pay about a call, within `limit`, and reads the answer. `known` is when the
+/// call started (seconds since the epoch) and its earlier refunds (`None`: the journal
+/// could not say, so a refund cannot be told from an earlier one).
 async fn ask_status(
     upstream: &Upstream,
     request: Request<Full<Bytes>>,
     money: MoneyRoute,
     facts: &CallFacts,
-    started_unix: i64,
+    known: (i64, Option<EarlierRefunds>),
     limit: Duration,
     charge: &mut Charge,
 ) -> Verdict {
+    let (started_unix, Some(earlier)) = known else {
+        return Verdict::unknown("the journal's earlier refunds of the transaction cannot be read");
+    };
     let timeouts = RouteTimeouts {
         connect: limit.min(Duration::from_secs(5)),
         read: limit,
     };
     match upstream.send(request, timeouts, charge).await {
-        Ok(answer) => money::judge(money, facts, answer.body(), started_unix),
+        Ok(answer) => money::judge(money, facts, answer.body(), started_unix, earlier),
         Err(UpstreamError::ReadTimeout(_)) => {
             Verdict::unknown("LINE Pay did not answer the status check in time")
         }
@@ -660,10 +959,19 @@ fn replay(
         // Interrupted by a stop and not reconciled yet.
         return Err(ProxyError::CallInProgress);
     }
-    if known.reconciled_state.as_deref() == Some(ReconciledState::NotApplied.as_str())
-        && known.answer.is_none()
-    {
+    // Never sent (the app was told `retry_safe: true`): the key may be used again.
+    if known.outcome.as_deref() == Some("not_sent") {
         return Ok(None);
+    }
+    // No stored answer: the call was interrupted by a stop, or (not_applied) its answer
+    // was not kept so that the key may be used again.
+    if known.answer.is_none() {
+        match known.reconciled_state.as_deref().and_then(reconciled_state) {
+            Some(ReconciledState::NotApplied) => return Ok(None),
+            Some(ReconciledState::Applied) => return Err(ProxyError::CallApplied),
+            Some(ReconciledState::Unknown) => return Err(ProxyError::CallOutcomeUnknown),
+            None => {}
+        }
     }
     // Opens only for the call it was sealed for: an answer moved in from another row
     // fails here, as one sealed under an older secret or construction does.
@@ -690,6 +998,12 @@ fn replay(
         .headers_mut()
         .insert(REPLAYED, HeaderValue::from_static("true"));
     Ok(Some(response))
+}
+
+fn reconciled_state(text: &str) -> Option<ReconciledState> {
+    ReconciledState::ALL
+        .into_iter()
+        .find(|state| state.as_str() == text)
 }
 
 fn stored(response: &Response<Bytes>) -> StoredAnswer {
@@ -779,6 +1093,367 @@ impl Drop for HoldGuard {
     fn drop(&mut self) {
         self.0.this.fetch_sub(1, Ordering::SeqCst);
         self.0.all.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::money::Operation;
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn timeouts(connect: u64, read: u64) -> RouteTimeouts {
+        RouteTimeouts {
+            connect: secs(connect),
+            read: secs(read),
+        }
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds_and_is_never_zero() {
+        let now = Instant::now();
+        assert_eq!(retry_after_secs(now, now), 1);
+        assert_eq!(retry_after_secs(now, now + secs(3)), 1);
+        assert_eq!(retry_after_secs(now + secs(3), now), 3);
+        assert_eq!(retry_after_secs(now + Duration::from_millis(3001), now), 4);
+        assert_eq!(retry_after_secs(now + Duration::from_millis(1500), now), 2);
+    }
+
+    #[test]
+    fn a_call_is_checked_once_line_pay_can_no_longer_be_processing_it() {
+        let sent = Instant::now();
+        let route = timeouts(2, 20);
+        // A read timeout fired: the call had its whole read timeout already.
+        let fired = sent + secs(21);
+        assert_eq!(
+            check_due(sent, fired, route, true),
+            fired + RECONCILE_SETTLE
+        );
+        // A connection broken early: the whole connect and read timeouts from the send.
+        let early = sent + secs(1);
+        assert_eq!(check_due(sent, early, route, false), sent + secs(23));
+        // Never before the failure itself.
+        let late = sent + secs(30);
+        assert_eq!(check_due(sent, late, route, false), late + RECONCILE_SETTLE);
+    }
+
+    #[test]
+    fn an_interrupted_call_waits_from_its_journaled_start() {
+        let route = timeouts(1, 3);
+        assert_eq!(interrupted_wait(10_000, 12_000, route), secs(3));
+        assert_eq!(
+            interrupted_wait(10_000, 10_500, route),
+            Duration::from_millis(4_500)
+        );
+        assert_eq!(interrupted_wait(10_000, 15_000, route), Duration::ZERO);
+        assert_eq!(interrupted_wait(10_000, 60_000, route), Duration::ZERO);
+        // A clock set back since: the whole wait, never less.
+        assert_eq!(interrupted_wait(10_000, 9_000, route), secs(5));
+    }
+
+    #[test]
+    fn a_journaled_route_keeps_its_timeouts_or_gets_the_longest() {
+        let route = |method, template: &str, connect, read| {
+            Route::new(method, template, timeouts(connect, read)).unwrap()
+        };
+        let allowlist = Allowlist::new(vec![
+            route(
+                http::Method::POST,
+                "/v3/payments/{transactionId}/refund",
+                1,
+                20,
+            ),
+            route(
+                http::Method::GET,
+                "/v3/payments/{transactionId}/refund",
+                7,
+                5,
+            ),
+            route(
+                http::Method::POST,
+                "/v3/payments/{transactionId}/confirm",
+                2,
+                40,
+            ),
+        ]);
+        let refund = "/v3/payments/{transactionId}/refund";
+        assert_eq!(
+            journaled_timeouts(&allowlist, "POST", refund),
+            timeouts(1, 20)
+        );
+        assert_eq!(
+            journaled_timeouts(&allowlist, "GET", refund),
+            timeouts(7, 5)
+        );
+        assert_eq!(
+            journaled_timeouts(&allowlist, "POST", "/v3/payments/{transactionId}/gone"),
+            timeouts(7, 40)
+        );
+        assert_eq!(
+            journaled_timeouts(&Allowlist::new(Vec::new()), "POST", refund),
+            timeouts(0, 0)
+        );
+    }
+
+    fn row(id: i64) -> CallRow {
+        CallRow {
+            id,
+            request_id: format!("r{id}"),
+            started_at: 1_000_000,
+            route: "/v3/payments/{transactionId}/refund".into(),
+            method: "POST".into(),
+            operation: Some("refund".into()),
+            channel_id: "c".into(),
+            facts: CallFacts {
+                order_id: None,
+                transaction_id: Some("1".into()),
+                amount: None,
+                currency: None,
+                refund_amount: Some("30".into()),
+                body_hash: "h".into(),
+            },
+            idempotency_key: None,
+            finished_at: Some(1_000_500),
+            outcome: Some("answered".into()),
+            status: Some(200),
+            return_code: Some("0000".into()),
+            failure: None,
+            client_gone: false,
+            reconciled_state: None,
+            reconciled_reason: None,
+            reconciled_at: None,
+        }
+    }
+
+    #[test]
+    fn earlier_refunds_are_the_journals_refunds_before_this_one_that_may_be_listed() {
+        let online = MoneyRoute {
+            operation: Operation::Refund,
+            offline: false,
+        };
+        let offline = MoneyRoute {
+            operation: Operation::Refund,
+            offline: true,
+        };
+        let facts = row(9).facts;
+        let started = 1_600_000;
+        let count = |rows: &[CallRow], money| earlier_refunds(rows, 9, "c", money, &facts, started);
+        let with = |change: &dyn Fn(&mut CallRow)| {
+            let mut row = row(5);
+            change(&mut row);
+            row
+        };
+        let applied = |applied| EarlierRefunds {
+            applied,
+            uncertain: 0,
+        };
+        let uncertain = |uncertain| EarlierRefunds {
+            applied: 0,
+            uncertain,
+        };
+        // Answered 0000, or reconciled applied: applied.
+        assert_eq!(count(&[row(5)], online), applied(1));
+        let reconciled = with(&|r| {
+            r.outcome = Some("uncertain".into());
+            r.return_code = None;
+            r.reconciled_state = Some("applied".into());
+        });
+        assert_eq!(count(&[reconciled, row(6)], online), applied(2));
+        // Uncertain, interrupted, pending, reconciled unknown: not known.
+        for change in [
+            &(|r: &mut CallRow| r.outcome = Some("uncertain".into())) as &dyn Fn(&mut CallRow),
+            &|r| {
+                r.outcome = Some("interrupted".into());
+                r.reconciled_state = Some("unknown".into());
+            },
+            &|r| {
+                r.outcome = None;
+                r.finished_at = None;
+            },
+        ] {
+            let mut row = with(&|r| r.return_code = None);
+            change(&mut row);
+            assert_eq!(
+                count(std::slice::from_ref(&row), online),
+                uncertain(1),
+                "{row:?}"
+            );
+        }
+        // Refused by LINE Pay, never sent, or reconciled not applied: not counted.
+        for change in [
+            &(|r: &mut CallRow| r.return_code = Some("1165".into())) as &dyn Fn(&mut CallRow),
+            &|r| {
+                r.outcome = Some("not_sent".into());
+                r.return_code = None;
+            },
+            &|r| {
+                r.outcome = Some("uncertain".into());
+                r.return_code = None;
+                r.reconciled_state = Some("not_applied".into());
+            },
+            // Not before this one, another channel, not a refund, another amount.
+            &|r| r.id = 9,
+            &|r| r.id = 10,
+            &|r| r.channel_id = "d".into(),
+            &|r| r.operation = Some("capture".into()),
+            &|r| r.facts.refund_amount = Some("31".into()),
+            // Finished before this refund's window of dates opened (2 × 5 min).
+            &|r| r.finished_at = Some(started - 600_001),
+        ] {
+            let row = with(change);
+            assert_eq!(
+                count(std::slice::from_ref(&row), online),
+                EarlierRefunds::default(),
+                "{row:?}"
+            );
+        }
+        assert_eq!(
+            count(
+                &[with(&|r| r.finished_at = Some(started - 600_000))],
+                online
+            ),
+            applied(1)
+        );
+        // Offline: every earlier refund of the order, of any amount, at any time.
+        let old_other_amount = with(&|r| {
+            r.facts.refund_amount = Some("31".into());
+            r.finished_at = Some(0);
+        });
+        assert_eq!(count(&[old_other_amount], offline), applied(1));
+    }
+
+    fn in_flight_entries(in_flight: &InFlight) -> Vec<(String, Option<Instant>)> {
+        let mut entries: Vec<_> = in_flight
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        entries.sort();
+        entries
+    }
+
+    #[test]
+    fn a_reservation_holds_its_entries_and_says_when_a_waiting_call_is_checked() {
+        let in_flight = InFlight::default();
+        let facts = CallFacts::read(Some("1"), None, b"{}");
+        let held = entries("c", Some("k"), true, &facts);
+        assert_eq!(held, ["key c k", "c transaction 1"]);
+        assert_eq!(entries("c", None, false, &facts), Vec::<String>::new());
+        let first = Reservation::take(&in_flight, held.clone()).unwrap();
+        assert!(matches!(
+            Reservation::take(&in_flight, vec!["c transaction 1".into()]),
+            Err(ProxyError::CallInProgress)
+        ));
+        // Another transaction of the channel is free.
+        let other = Reservation::take(&in_flight, vec!["c transaction 2".into()]).unwrap();
+        let due = Instant::now() + secs(5);
+        first.await_check(due);
+        match Reservation::take(&in_flight, vec!["key c k".into()]) {
+            Err(ProxyError::AwaitingCheck { retry_after_secs }) => {
+                assert!((4..=5).contains(&retry_after_secs), "{retry_after_secs}")
+            }
+            other => panic!("{:?}", other.err()),
+        }
+        assert_eq!(
+            in_flight_entries(&in_flight)[0],
+            ("c transaction 1".into(), Some(due))
+        );
+        drop(first);
+        assert_eq!(
+            in_flight_entries(&in_flight),
+            [("c transaction 2".to_owned(), None)]
+        );
+        let again = Reservation::take(&in_flight, held).unwrap();
+        drop((again, other));
+        assert!(in_flight_entries(&in_flight).is_empty());
+    }
+
+    #[test]
+    fn interrupted_calls_are_held_from_the_start_until_due() {
+        let dir = std::env::temp_dir().join(format!("journal-desk-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let settings = JournalConfig {
+            enabled: true,
+            path: dir.join("j.sqlite3"),
+            max_age: secs(3600),
+            max_calls: 100,
+            reconcile: true,
+            reconcile_timeout: secs(1),
+        };
+        let refund = "/v3/payments/{transactionId}/refund";
+        let intent = |key: Option<&str>, route: &str, tx: &str| Intent {
+            request_id: "r".into(),
+            started_at: now_ms(),
+            route: route.into(),
+            method: "POST".into(),
+            operation: Some("refund"),
+            channel_id: "c".into(),
+            facts: CallFacts {
+                order_id: None,
+                transaction_id: Some(tx.into()),
+                amount: None,
+                currency: None,
+                refund_amount: Some("30".into()),
+                body_hash: "h".into(),
+            },
+            idempotency_key: key.map(str::to_owned),
+            key_binding: None,
+        };
+        {
+            let store = Store::open(&settings.path).unwrap();
+            store
+                .record_intent(&intent(Some("k"), refund, "1"))
+                .unwrap();
+            store
+                .record_intent(&intent(Some("k2"), "/v3/payments/request", "2"))
+                .unwrap();
+            // A call with its outcome is not interrupted: nothing of it is held.
+            let done = store
+                .record_intent(&intent(Some("k3"), refund, "3"))
+                .unwrap();
+            let outcome = Outcome {
+                finished_at: now_ms(),
+                outcome: "answered",
+                ..Outcome::default()
+            };
+            store.record_outcome(done, &outcome).unwrap();
+        }
+        let allowlist = Allowlist::new(vec![Route::new(
+            http::Method::POST,
+            refund,
+            timeouts(1, 20),
+        )
+        .unwrap()]);
+        let opened = Instant::now();
+        let desk = Desk::open(&settings, &allowlist).unwrap();
+        let held = in_flight_entries(&desk.in_flight);
+        let names: Vec<&str> = held.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["c transaction 1", "key c k", "key c k2"]);
+        // The refund: its route's 1 + 20 s and the settling second from its start.
+        let due = held[0].1.unwrap();
+        assert!(
+            due >= opened + secs(21) && due <= Instant::now() + secs(22),
+            "{due:?}"
+        );
+        assert_eq!(held[1].1, Some(due));
+        // Not a money call: nothing to ask, nothing to wait for.
+        assert!(held[2].1.unwrap() <= Instant::now());
+        drop(desk);
+        let off = JournalConfig {
+            reconcile: false,
+            ..settings.clone()
+        };
+        let desk = Desk::open(&off, &allowlist).unwrap();
+        assert!(in_flight_entries(&desk.in_flight)
+            .iter()
+            .all(|(_, due)| due.unwrap() <= Instant::now()));
+        drop(desk);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 

@@ -126,14 +126,14 @@ fn a_call_reconciled_not_applied_without_answer_may_be_sent_again() {
     let mut answered = row_of(&here, Some(&answer("0000")));
     answered.reconciled_state = Some("not_applied".into());
     assert!(replay(&answered, &here, &seal()).unwrap().is_some());
-    // Applied (or unknown) and no answer: never sent again.
-    for state in ["applied", "unknown"] {
+    // Applied (or unknown) and no answer: never sent again, and said which.
+    for (state, code) in [
+        ("applied", "call_applied"),
+        ("unknown", "call_outcome_unknown"),
+    ] {
         known.reconciled_state = Some(state.into());
         let error = refused(replay(&known, &here, &seal()));
-        assert!(
-            matches!(error, ProxyError::IdempotencyAnswerUnavailable),
-            "{state}: {error:?}"
-        );
+        assert_eq!(error.code(), code, "{state}: {error:?}");
     }
 }
 
@@ -191,4 +191,63 @@ fn a_plan_binds_its_key_to_its_own_fields() {
     assert_eq!((bound.template, bound.facts), (TEMPLATE, &plan.facts));
     let unkeyed = super::Plan { key: None, ..plan };
     assert!(unkeyed.key_use().is_none());
+}
+
+/// A row a stop interrupted, then reconciled as `state`, with no stored answer.
+fn reconciled_row(call: &KeyUse<'_>, state: Option<&str>) -> KeyedCall {
+    KeyedCall {
+        outcome: Some("interrupted".into()),
+        status: None,
+        reconciled_state: state.map(str::to_owned),
+        ..row_of(call, None)
+    }
+}
+
+fn verdict(result: Result<Option<http::Response<Bytes>>, ProxyError>) -> &'static str {
+    match result {
+        Ok(Some(_)) => "replayed",
+        Ok(None) => "send",
+        Err(error) => error.code(),
+    }
+}
+
+#[test]
+fn a_key_after_reconciliation_is_sent_again_only_when_not_applied_or_never_sent() {
+    let f = facts("1");
+    let here = call(&f, "/v3/payments/1/refund");
+    let seal = seal();
+    let with = |state| verdict(replay(&reconciled_row(&here, state), &here, &seal));
+    assert_eq!(with(Some("not_applied")), "send");
+    assert_eq!(with(Some("applied")), "call_applied");
+    assert_eq!(with(Some("unknown")), "call_outcome_unknown");
+    assert_eq!(with(None), "idempotency_answer_unavailable");
+    let pending = KeyedCall {
+        outcome: None,
+        ..reconciled_row(&here, None)
+    };
+    assert_eq!(verdict(replay(&pending, &here, &seal)), "call_in_progress");
+    // Never reached LINE Pay (the app was told retry_safe: true): sent again, even with
+    // an answer stored by an older sidecar.
+    let not_sent = KeyedCall {
+        outcome: Some("not_sent".into()),
+        ..row_of(&here, Some(&answer("0000")))
+    };
+    assert_eq!(verdict(replay(&not_sent, &here, &seal)), "send");
+    // Another call with the key: refused whatever the state.
+    let g = facts("2");
+    let other = call(&g, "/v3/payments/2/refund");
+    assert_eq!(
+        verdict(replay(
+            &reconciled_row(&here, Some("unknown")),
+            &other,
+            &seal
+        )),
+        "idempotency_key_reused"
+    );
+    // A stored answer (the app's, with its reconciled state) is replayed.
+    let stored = KeyedCall {
+        reconciled_state: Some("unknown".into()),
+        ..row_of(&here, Some(&answer("0000")))
+    };
+    assert_eq!(verdict(replay(&stored, &here, &seal)), "replayed");
 }

@@ -1123,7 +1123,7 @@ mod tests {
         settings.path = path.clone();
         settings.max_calls = 100;
         settings.max_age = Duration::from_secs(3600);
-        let desk = Desk::open(&settings).unwrap();
+        let desk = Desk::open(&settings, &crate::route::Allowlist::new(Vec::new())).unwrap();
         let metrics = Metrics::new();
         assert_eq!(desk.probe_journal().await, Some(Ok(())));
         desk.remember_order("42".into(), "order-1".into(), &metrics)

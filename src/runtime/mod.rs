@@ -138,7 +138,7 @@ async fn start(source: ConfigSource) -> Result<Started, RunError> {
     fds::ensure(&config).map_err(RunError::FdLimit)?;
     let metrics = Arc::new(Metrics::new());
     let fixed = RestartOnly::from_config(&config);
-    let desk = Arc::new(Desk::open(&config.journal).map_err(RunError::Journal)?);
+    let desk = Arc::new(Desk::open(&config.journal, &config.allowlist).map_err(RunError::Journal)?);
     let proxy =
         build_proxy(config, metrics.clone(), desk.clone(), None).map_err(RunError::Build)?;
     // egress.expect_ip: ask the echo service once before serving (bounded by its

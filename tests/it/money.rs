@@ -269,11 +269,18 @@ async fn a_capture_cut_by_kill_9_is_reconciled_at_the_next_start() {
         Behaviour::ApplyThenStall(Duration::from_secs(30)),
     );
     let journal = TempFile::with_contents("journal.sqlite3", b"");
-    let mut first = Sidecar::new()
-        .upstream(&ledger.url)
-        .journal_at(journal.path_str())
-        .start()
-        .await;
+    // Short timeouts: the restart waits them out (from the call's start) before asking.
+    let start = || {
+        Sidecar::new()
+            .upstream(&ledger.url)
+            .journal_at(journal.path_str())
+            .arg("--connect-timeout")
+            .arg("500ms")
+            .arg("--read-timeout")
+            .arg("2s")
+            .start()
+    };
+    let mut first = start().await;
     let mut app = tokio::net::TcpStream::connect(first.addr)
         .await
         .expect("connect");
@@ -300,11 +307,7 @@ async fn a_capture_cut_by_kill_9_is_reconciled_at_the_next_start() {
         "the intent is on disk: {pending:?}"
     );
 
-    let second = Sidecar::new()
-        .upstream(&ledger.url)
-        .journal_at(journal.path_str())
-        .start()
-        .await;
+    let second = start().await;
     eventually("the interrupted capture is reconciled", || async {
         let calls = journal_calls(&second, TX).await;
         match calls.first() {
@@ -329,6 +332,154 @@ async fn a_capture_cut_by_kill_9_is_reconciled_at_the_next_start() {
     .await;
     drop(second);
     remove_journal_sidecars(&journal.path);
+}
+
+/// Issue 17: a keyed partial refund cut by `kill -9` while LINE Pay is still processing
+/// it. The restarted sidecar holds its key and transaction until LINE Pay can no longer
+/// be processing it (connect + read timeout from the journaled start, + 1 s), then finds
+/// the refund applied: LINE Pay sees one refund, however the app retries. (At 6867889 the
+/// restart asked at once, read `not_applied` and sent the retry: two refunds.)
+#[tokio::test]
+async fn a_keyed_refund_cut_by_kill_9_is_held_until_line_pay_is_done_and_sent_once() {
+    let ledger = Ledger::start().await;
+    ledger.paid(TX);
+    // LINE Pay applies the refund 2 s after it arrives; the sidecar dies before that.
+    ledger.behave("refund", Behaviour::Slow(Duration::from_secs(2)));
+    let journal = TempFile::with_contents("journal.sqlite3", b"");
+    let start = || {
+        Sidecar::new()
+            .upstream(&ledger.url)
+            .journal_at(journal.path_str())
+            .arg("--connect-timeout")
+            .arg("500ms")
+            .arg("--read-timeout")
+            .arg("4s")
+            .start()
+    };
+    let refund = || {
+        Call::post(&refund_path(TX), r#"{"refundAmount":30}"#)
+            .header("Idempotency-Key", "refund-30-first")
+    };
+    let mut first = start().await;
+    let cut = tokio::spawn(refund().send(first.addr));
+    wait_for_arrivals(&ledger, "POST", &refund_path(TX), 1).await;
+    first.signal("KILL");
+    first.wait_exit(Duration::from_secs(10)).expect("killed");
+    cut.abort();
+
+    let second = start().await;
+    // While LINE Pay may still be processing it: the retry is held, never sent, and told
+    // when to come back (asked until it is: a first look may find the call still being
+    // read from the journal).
+    let early = eventually("a retry during the wait gets Retry-After", || async {
+        let reply = refund().send(second.addr).await;
+        assert_eq!(
+            ledger.count("POST", &refund_path(TX)),
+            1,
+            "a retry during the wait reached LINE Pay, a second refund: {}",
+            reply.text()
+        );
+        reply.assert_sidecar_error(409, "call_in_progress");
+        match reply
+            .header("retry-after")
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            Some(seconds) => Ok((reply.retry_safe(), seconds)),
+            None => Err(format!("no Retry-After: {:?}", reply.headers)),
+        }
+    })
+    .await;
+    assert_eq!(early.0, Some(true));
+    assert!((1..=6).contains(&early.1), "Retry-After {}", early.1);
+    // Another money call on the transaction is held too.
+    let other = Call::post(&refund_path(TX), r#"{"refundAmount":5}"#)
+        .send(second.addr)
+        .await;
+    other.assert_sidecar_error(409, "call_in_progress");
+    assert!(other.header("retry-after").is_some());
+    assert_eq!(ledger.count("POST", &refund_path(TX)), 1);
+
+    let call = eventually("the interrupted refund is reconciled", || async {
+        let calls = journal_calls(&second, TX).await;
+        match calls.first() {
+            Some(call) if call["outcome"] == "interrupted" => Ok(call.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(call["reconciled_state"], "applied", "{call}");
+    assert_eq!(call["idempotency_key"], "refund-30-first");
+    // After the check: the same key is never sent again, and says why.
+    let late = refund().send(second.addr).await;
+    assert_eq!(
+        ledger.count("POST", &refund_path(TX)),
+        1,
+        "the retry after the check reached LINE Pay: {}",
+        late.text()
+    );
+    late.assert_sidecar_error(409, "call_applied");
+    assert_eq!(late.retry_safe(), Some(false));
+    // The transaction is free again for a new refund.
+    let next = Call::post(&refund_path(TX), r#"{"refundAmount":5}"#)
+        .send(second.addr)
+        .await;
+    assert_eq!(next.status, 200, "{}", next.text());
+    drop(second);
+    remove_journal_sidecars(&journal.path);
+}
+
+/// An early broken connection is judged like an interrupted call: only once LINE Pay can
+/// no longer be processing it (connect + read timeout after the send, + 1 s), with the
+/// key and transaction held meanwhile. (At 6867889 it was judged 1 s after the break:
+/// `not_applied` for a refund LINE Pay applied 2 s after it arrived.)
+#[tokio::test]
+async fn a_refund_whose_connection_breaks_early_is_judged_after_its_timeouts() {
+    let ledger = Ledger::start().await;
+    ledger.paid(TX);
+    ledger.behave("refund", Behaviour::HangUpThenApply(Duration::from_secs(2)));
+    let sidecar = Sidecar::new()
+        .upstream(&ledger.url)
+        .arg("--connect-timeout")
+        .arg("500ms")
+        .arg("--read-timeout")
+        .arg("3s")
+        .start()
+        .await;
+    let refund = || {
+        Call::post(&refund_path(TX), r#"{"refundAmount":30}"#)
+            .header("Idempotency-Key", "refund-30-broken")
+    };
+    let addr = sidecar.addr;
+    let first = tokio::spawn(refund().send(addr));
+    wait_for_arrivals(&ledger, "POST", &refund_path(TX), 1).await;
+    // Refused while the first is sent, then with Retry-After while it waits.
+    eventually("a retry is told when the first is checked", || async {
+        let held = refund().send(addr).await;
+        assert_eq!(
+            ledger.count("POST", &refund_path(TX)),
+            1,
+            "a retry reached LINE Pay, a second refund: {}",
+            held.text()
+        );
+        held.assert_sidecar_error(409, "call_in_progress");
+        held.header("retry-after")
+            .map(|_| ())
+            .ok_or_else(|| format!("{:?}", held.headers))
+    })
+    .await;
+    let first = first.await.expect("the first refund");
+    first.assert_sidecar_error(502, "upstream_protocol");
+    assert_eq!(
+        first.json()["error"]["reconciled"]["state"],
+        "applied",
+        "{}",
+        first.text()
+    );
+    // Applied: the retry replays the stored answer; LINE Pay saw one refund.
+    let again = refund().send(addr).await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body, first.body);
+    assert_eq!(ledger.count("POST", &refund_path(TX)), 1);
 }
 
 #[tokio::test]

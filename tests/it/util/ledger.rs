@@ -16,7 +16,18 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::convert::Infallible;
+
+/// The service's "error": the double hangs up without answering.
+#[derive(Debug)]
+struct HungUp;
+
+impl std::fmt::Display for HungUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the ledger hung up on purpose")
+    }
+}
+
+impl std::error::Error for HungUp {}
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -34,6 +45,9 @@ pub enum Behaviour {
     ApplyThenStall(Duration),
     /// Stalls this long and never applies (then answers `9000`).
     StallWithoutApplying(Duration),
+    /// Closes the connection at once without an answer, and applies this long after
+    /// (LINE Pay still processing a call whose connection broke early).
+    HangUpThenApply(Duration),
 }
 
 #[derive(Debug, Default, Clone)]
@@ -105,7 +119,8 @@ impl Ledger {
                                     peer,
                                 };
                                 lock(&state).requests.push(recorded.clone());
-                                Ok::<_, Infallible>(answer(&state, &recorded).await)
+                                // No answer: hyper closes the connection.
+                                answer(&state, &recorded).await.ok_or(HungUp)
                             }
                         });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -164,17 +179,17 @@ impl Ledger {
     }
 }
 
-async fn answer(state: &Mutex<State>, request: &Recorded) -> Response<Full<Bytes>> {
+async fn answer(state: &Arc<Mutex<State>>, request: &Recorded) -> Option<Response<Full<Bytes>>> {
     let segments: Vec<&str> = request.path().trim_start_matches('/').split('/').collect();
     if request.method == Method::GET && segments == ["v3", "payments"] {
-        return details(state, request.query().unwrap_or(""));
+        return Some(details(state, request.query().unwrap_or("")));
     }
     let (operation, id) = match segments.as_slice() {
         ["v3", "payments", id, "confirm"] => ("confirm", *id),
         ["v3", "payments", id, "refund"] => ("refund", *id),
         ["v3", "payments", "authorizations", id, "capture"] => ("capture", *id),
         ["v3", "payments", "authorizations", id, "void"] => ("void", *id),
-        _ => return reply(StatusCode::NOT_FOUND, json!({"returnCode": "9000"})),
+        _ => return Some(reply(StatusCode::NOT_FOUND, json!({"returnCode": "9000"}))),
     };
     let behaviour = lock(state)
         .behaviours
@@ -187,8 +202,15 @@ async fn answer(state: &Mutex<State>, request: &Recorded) -> Response<Full<Bytes
     let apply = || apply(state, operation, id, refund_amount);
     match behaviour {
         Behaviour::Slow(delay) => {
-            tokio::time::sleep(delay).await;
-            apply();
+            // Like LINE Pay, the processing goes on when the caller hangs up or dies
+            // (hyper drops this future then): it runs in a task of its own.
+            let state = state.clone();
+            let id = id.to_owned();
+            let processing = tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                self::apply(&state, operation, &id, refund_amount);
+            });
+            let _ = processing.await;
         }
         Behaviour::ApplyThenStall(stall) => {
             apply();
@@ -196,10 +218,19 @@ async fn answer(state: &Mutex<State>, request: &Recorded) -> Response<Full<Bytes
         }
         Behaviour::StallWithoutApplying(stall) => {
             tokio::time::sleep(stall).await;
-            return reply(
+            return Some(reply(
                 StatusCode::OK,
                 json!({"returnCode": "9000", "returnMessage": "internal error"}),
-            );
+            ));
+        }
+        Behaviour::HangUpThenApply(delay) => {
+            let state = state.clone();
+            let id = id.to_owned();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                self::apply(&state, operation, &id, refund_amount);
+            });
+            return None;
         }
     }
     let info = match operation {
@@ -213,10 +244,10 @@ async fn answer(state: &Mutex<State>, request: &Recorded) -> Response<Full<Bytes
         }
         _ => json!({"transactionId": id.parse::<u64>().unwrap_or_default()}),
     };
-    reply(
+    Some(reply(
         StatusCode::OK,
         json!({"returnCode": "0000", "returnMessage": "Success.", "info": info}),
-    )
+    ))
 }
 
 fn apply(state: &Mutex<State>, operation: &str, id: &str, refund_amount: Option<i64>) {
