@@ -131,11 +131,13 @@ async fn proxy_connections_that_stop_reading_are_cut_after_the_write_timeout() {
         .await;
     let sidecar = Sidecar::new()
         .upstream(upstream.url())
-        // A short write timeout, so that the cut comes well within the wait below even
-        // on a loaded machine.
+        // A write timeout long enough that the cap is seen before the cut even on a
+        // loaded machine (at 3 s the cut sometimes came first, and with the slots free
+        // again the cap was never reached), short enough that the cut comes well within
+        // the wait below.
         .config_yaml(
             "stalled.yaml",
-            "request:\n  max_connections: 4\n  write_timeout: 3s\n",
+            "request:\n  max_connections: 4\n  write_timeout: 10s\n",
         )
         .start()
         .await;
