@@ -133,9 +133,16 @@ pub struct CallFacts {
 }
 
 impl CallFacts {
-    /// `transaction_id` and `order_id` as the request path and query gave them (the
-    /// body's `orderId` is used when the path has none).
-    pub fn read(transaction_id: Option<&str>, order_id: Option<&str>, body: &[u8]) -> CallFacts {
+    /// `transaction_id` and `order_id_in_path` as the request path gave them, still
+    /// percent-encoded (the body's `orderId` is used when the path has none). The
+    /// orderId is recorded decoded, once: the order as LINE Pay means it, so that the
+    /// journal, the in-flight lock and the status question ([`status_query`], which
+    /// encodes it exactly once) all name the same order however the app spelled it.
+    pub fn read(
+        transaction_id: Option<&str>,
+        order_id_in_path: Option<&str>,
+        body: &[u8],
+    ) -> CallFacts {
         // Amounts whole, decimals included (THB has them): a refund of 30.5 recorded as
         // 30 would never be found in LINE Pay's refund list.
         let parsed = serde_json::from_slice::<Value>(body).ok();
@@ -146,9 +153,10 @@ impl CallFacts {
             None => crate::inspect::id_field(body, key).map(str::to_owned),
         };
         CallFacts {
-            order_id: order_id
-                .map(str::to_owned)
-                .or_else(|| crate::inspect::string_field(body, "orderId").map(str::to_owned)),
+            order_id: match order_id_in_path {
+                Some(raw) => order_id_from_path(raw),
+                None => crate::inspect::string_field(body, "orderId").map(str::to_owned),
+            },
             transaction_id: transaction_id.map(str::to_owned),
             amount: field("amount").filter(|a| !a.is_empty()),
             currency: crate::inspect::string_field(body, "currency").map(str::to_owned),
@@ -165,6 +173,16 @@ impl CallFacts {
             (None, None) => None,
         }
     }
+}
+
+/// The orderId a path segment names: its percent-encoding decoded once. `None` when it
+/// does not decode to UTF-8 (the allowlist refuses such a segment before any call gets
+/// here); never a lossy guess, which would name, and ask LINE Pay about, another order.
+pub fn order_id_from_path(raw: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()
+        .map(std::borrow::Cow::into_owned)
 }
 
 /// Lower-case hex SHA-256 of `body`.
@@ -779,6 +797,49 @@ mod tests {
             body_hash(b""),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+    }
+
+    #[test]
+    fn a_path_order_id_is_decoded_once_and_asked_about_encoded_once() {
+        let refund = route("/v4/payments/orders/{orderId}/refund");
+        let template = "/v4/payments/orders/{orderId}/refund";
+        // Two spellings of one order: one record, one lock, one question.
+        for spelling in ["order%281%29", "order(1)", "%6Frder(1%29"] {
+            let facts = CallFacts::read(None, Some(spelling), b"{}");
+            assert_eq!(facts.order_id.as_deref(), Some("order(1)"), "{spelling}");
+            assert_eq!(facts.lock_key().as_deref(), Some("order order(1)"));
+            assert_eq!(
+                status_query(template, refund, &facts).as_deref(),
+                Some("/v4/payments/orders/order%281%29/check"),
+                "{spelling}"
+            );
+        }
+        // A `%` that is the order's own character stays one: decoded once, never twice.
+        let percent = CallFacts::read(None, Some("50%2541"), b"{}");
+        assert_eq!(percent.order_id.as_deref(), Some("50%41"));
+        assert_eq!(
+            status_query(template, refund, &percent).as_deref(),
+            Some("/v4/payments/orders/50%2541/check")
+        );
+        let accented = CallFacts::read(None, Some("caf%C3%A9%20no.1"), b"{}");
+        assert_eq!(accented.order_id.as_deref(), Some("caf\u{e9} no.1"));
+        assert_eq!(
+            status_query(template, refund, &accented).as_deref(),
+            Some("/v4/payments/orders/caf%C3%A9%20no.1/check")
+        );
+        // The path's orderId wins over the body's, decoded or not.
+        let both = CallFacts::read(None, Some("a%2Db"), br#"{"orderId":"other"}"#);
+        assert_eq!(both.order_id.as_deref(), Some("a-b"));
+        // Not UTF-8 once decoded (the allowlist refuses it first): no order, no guess at
+        // one, so nothing is locked on or asked about in its name.
+        assert_eq!(order_id_from_path("%FF%FE"), None);
+        let broken = CallFacts::read(None, Some("order%FF"), br#"{"orderId":"other"}"#);
+        assert_eq!(broken.order_id, None);
+        assert_eq!(broken.lock_key(), None);
+        assert_eq!(status_query(template, refund, &broken), None);
+        // A transaction in the path is recorded as sent (digits only, never encoded).
+        let by_transaction = CallFacts::read(Some("123"), None, b"{}");
+        assert_eq!(by_transaction.transaction_id.as_deref(), Some("123"));
     }
 
     #[test]

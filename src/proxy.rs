@@ -373,12 +373,10 @@ impl Proxy {
             .param(parts.uri.path(), "transactionId")
             .map(str::to_owned);
         // The offline API's orderId travels in the path (checked: at most 100
-        // characters, no control characters); logged decoded.
-        call.order_id = route.param(parts.uri.path(), "orderId").map(|raw| {
-            percent_encoding::percent_decode_str(raw)
-                .decode_utf8_lossy()
-                .into_owned()
-        });
+        // characters, UTF-8, no control characters); logged decoded, as journaled.
+        call.order_id = route
+            .param(parts.uri.path(), "orderId")
+            .and_then(money::order_id_from_path);
         let expected = head_bytes + self.expected_body_bytes(&parts);
         let mut charge = self.budget.charge(expected).ok_or(ProxyError::OverBudget {
             limit: self.budget.limit(),
@@ -511,6 +509,8 @@ impl Proxy {
     ) -> Result<Option<Admission<(journal::Ticket, Option<Request<Full<Bytes>>>)>>, ProxyError>
     {
         let path = parts.uri.path();
+        // The parameters as sent: `read` decodes the orderId once (the key binding
+        // keeps binding the raw target).
         let facts = || {
             CallFacts::read(
                 route.param(path, "transactionId"),

@@ -434,6 +434,12 @@ async fn path_parameters_that_break_their_rule_never_reach_line_pay() {
             "orderId",
         ),
         (
+            "orderId of invalid UTF-8 in a refund".into(),
+            "POST",
+            "/v4/payments/orders/order%FF/refund".into(),
+            "orderId",
+        ),
+        (
             "orderId with a cut %".into(),
             "GET",
             "/v4/payments/orders/ab%4/check".into(),

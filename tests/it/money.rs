@@ -4,7 +4,7 @@
 
 use crate::util::ledger::{Behaviour, Ledger, LONG_STALL, PRODUCT_NAME};
 use crate::util::{
-    eventually, remove_journal_sidecars, Call, Cli, RunningSidecar, Sidecar, TempFile,
+    eventually, remove_journal_sidecars, Call, Cli, RunningSidecar, Sidecar, TempFile, Upstream,
     CHANNEL_SECRET,
 };
 use serde_json::Value;
@@ -565,5 +565,136 @@ async fn the_journal_survives_a_restart_holds_no_secret_and_honours_retention() 
     tokio::time::sleep(Duration::from_millis(1100)).await;
     drop(start("journal:\n  max_age: 1s\n").await);
     assert_eq!(count(&journal), 0);
+    remove_journal_sidecars(&journal.path);
+}
+
+/// An offline orderId that needs percent-encoding is one order however the app spells
+/// it: the status check asks LINE Pay about it encoded once, the in-flight lock holds
+/// both spellings, and `/calls` finds it by its plain text. (At 779a0ab the check asked
+/// about `order%25281%2529`, LINE Pay answered 1150, the refund read `not_applied`, and
+/// the retry with the same key sent it a second time.)
+#[tokio::test]
+async fn an_offline_refund_of_an_encoded_order_id_is_checked_by_that_order_and_sent_once() {
+    const REFUND: &str = "/v4/payments/orders/order%281%29/refund";
+    const CHECK: &str = "/v4/payments/orders/order%281%29/check";
+    // LINE Pay takes longer than the read timeout over the refund, then lists it; any
+    // other order is unknown to it (1150).
+    let upstream = Upstream::recording()
+        .respond_with(200, r#"{"returnCode":"1150","returnMessage":"No record."}"#)
+        .answer_target(
+            REFUND,
+            200,
+            r#"{"returnCode":"0000","returnMessage":"Success."}"#,
+            Duration::from_secs(3),
+        )
+        .answer_target(
+            CHECK,
+            200,
+            r#"{"returnCode":"0000","info":{"orderId":"order(1)","status":"REFUND"}}"#,
+            Duration::ZERO,
+        )
+        .start()
+        .await;
+    let journal = TempFile::with_contents("journal.sqlite3", b"");
+    let sidecar = Sidecar::new()
+        .upstream(upstream.url())
+        .journal_at(journal.path_str())
+        .arg("--apis")
+        .arg("offline_v4")
+        .arg("--read-timeout")
+        .arg("1s")
+        .arg("--connect-timeout")
+        .arg("500ms")
+        .start()
+        .await;
+    let refund =
+        || Call::post(REFUND, r#"{"refundAmount":10}"#).header("Idempotency-Key", "order-1-refund");
+    let refunds_sent = || {
+        upstream
+            .requests()
+            .iter()
+            .filter(|r| r.method == http::Method::POST)
+            .count()
+    };
+    let addr = sidecar.addr;
+    let first = tokio::spawn(refund().send(addr));
+    eventually("the refund reaches LINE Pay", || async {
+        match refunds_sent() {
+            0 => Err("not yet".to_owned()),
+            _ => Ok(()),
+        }
+    })
+    .await;
+    // The same order spelled plainly, under another key: held by the same lock.
+    let other_spelling = Call::post(
+        "/v4/payments/orders/order(1)/refund",
+        r#"{"refundAmount":10}"#,
+    )
+    .header("Idempotency-Key", "order-1-refund-plain")
+    .send(addr)
+    .await;
+    other_spelling.assert_sidecar_error(409, "call_in_progress");
+
+    let first = first.await.expect("the first refund");
+    first.assert_sidecar_error(504, "upstream_timeout");
+    assert_eq!(
+        first.json()["error"]["reconciled"]["state"],
+        "applied",
+        "{}",
+        first.text()
+    );
+    let checks: Vec<String> = upstream
+        .requests()
+        .iter()
+        .filter(|r| r.method == http::Method::GET)
+        .map(|r| r.target.clone())
+        .collect();
+    assert_eq!(
+        checks,
+        [CHECK],
+        "the status check named the order once encoded"
+    );
+    // Applied: the retry with the same key is never sent again.
+    let retry = refund().send(addr).await;
+    assert_eq!(
+        refunds_sent(),
+        1,
+        "the retry reached LINE Pay, a second refund: {}",
+        retry.text()
+    );
+    assert_ne!(retry.status, 200, "{}", retry.text());
+
+    // On record by the order's plain text, found by either spelling of it.
+    for filter in ["order(1)", "order%281%29"] {
+        let reply = Call::get(&format!("/calls?orderId={filter}"))
+            .send(sidecar.admin_addr)
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let calls = reply.json()["calls"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(calls.len(), 1, "/calls?orderId={filter}: {calls:?}");
+        assert_eq!(calls[0]["order_id"], "order(1)");
+        assert_eq!(calls[0]["reconciled_state"], "applied");
+    }
+    // A `%` of the order's own is decoded once, not taken for encoding a second time.
+    let percent = Call::post(
+        "/v4/payments/orders/50%25off/refund",
+        r#"{"refundAmount":10}"#,
+    )
+    .send(addr)
+    .await;
+    assert_eq!(percent.status, 200, "{}", percent.text());
+    let reply = Call::get("/calls?orderId=50%25off")
+        .send(sidecar.admin_addr)
+        .await;
+    let calls = reply.json()["calls"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["order_id"], "50%off");
+    drop(sidecar);
     remove_journal_sidecars(&journal.path);
 }

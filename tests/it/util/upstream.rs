@@ -3,7 +3,7 @@
 //! [`Upstream`] is a real HTTP/1.1 server (hyper) that records every request it gets:
 //! method, the request target exactly as received, every header (duplicates kept), the
 //! exact body bytes and the peer address of the connection it came on. It answers with
-//! a fixed response, optionally after a delay.
+//! a fixed response, optionally after a delay, or a target's own answer when one is set.
 //!
 //! [`RawUpstream`] speaks no HTTP at all: it reads a request head and writes fixed bytes
 //! back, then closes; for answers no HTTP library would produce.
@@ -74,9 +74,38 @@ pub struct UpstreamBuilder {
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Bytes,
     delay: Duration,
+    /// Answers to particular request targets (exact path and query as received).
+    targets: Vec<TargetAnswer>,
+}
+
+/// The answer to one exact request target, after its own delay.
+struct TargetAnswer {
+    target: String,
+    status: StatusCode,
+    body: Bytes,
+    delay: Duration,
 }
 
 impl UpstreamBuilder {
+    /// Answer requests for exactly `target` (path and query as they arrive, encoding and
+    /// all) with this status and body after `delay`, whatever the default answer is.
+    pub fn answer_target(
+        mut self,
+        target: &str,
+        status: u16,
+        body: impl Into<Bytes>,
+        delay: Duration,
+    ) -> UpstreamBuilder {
+        self.targets.push(TargetAnswer {
+            target: target.to_owned(),
+            status: StatusCode::from_u16(status)
+                .unwrap_or_else(|error| panic!("bad status {status}: {error}")),
+            body: body.into(),
+            delay,
+        });
+        self
+    }
+
     /// Answer with this status and body (instead of a LINE Pay `0000`).
     pub fn respond_with(mut self, status: u16, body: impl Into<Bytes>) -> UpstreamBuilder {
         self.status = StatusCode::from_u16(status)
@@ -134,21 +163,27 @@ impl UpstreamBuilder {
                                     .await
                                     .map(|collected| collected.to_bytes())
                                     .unwrap_or_default();
+                                let target = parts
+                                    .uri
+                                    .path_and_query()
+                                    .map_or_else(|| parts.uri.to_string(), |pq| pq.to_string());
+                                let own = answer.targets.iter().find(|t| t.target == target);
                                 lock(&recorded).push(Recorded {
                                     method: parts.method,
-                                    target: parts
-                                        .uri
-                                        .path_and_query()
-                                        .map_or_else(|| parts.uri.to_string(), |pq| pq.to_string()),
+                                    target,
                                     headers: parts.headers,
                                     body,
                                     peer,
                                 });
-                                if !answer.delay.is_zero() {
-                                    tokio::time::sleep(answer.delay).await;
+                                let (status, body, delay) = match own {
+                                    Some(own) => (own.status, own.body.clone(), own.delay),
+                                    None => (answer.status, answer.body.clone(), answer.delay),
+                                };
+                                if !delay.is_zero() {
+                                    tokio::time::sleep(delay).await;
                                 }
-                                let mut response = Response::new(Full::new(answer.body.clone()));
-                                *response.status_mut() = answer.status;
+                                let mut response = Response::new(Full::new(body));
+                                *response.status_mut() = status;
                                 for (name, value) in &answer.headers {
                                     response.headers_mut().append(name.clone(), value.clone());
                                 }
@@ -188,6 +223,7 @@ impl Upstream {
             )],
             body: Bytes::from_static(br#"{"returnCode":"0000","returnMessage":"Success."}"#),
             delay: Duration::ZERO,
+            targets: Vec::new(),
         }
     }
 
