@@ -9,14 +9,23 @@
 //! request id, or the partial index of calls without an outcome), never a scan of the
 //! table; a unit test reads SQLite's query plans to hold that.
 //!
-//! Beside the journal, a marker file (`<journal>-held-calls`) is written once the
-//! journal holds a call: a journal found missing or empty while the marker is there was
-//! lost or truncated, and the sidecar refuses to start on a new, empty one.
+//! Beside the journal, a marker file (`<journal>-held-calls`) is written with the first
+//! call it records (before that call is sent), and names the highest call id the journal
+//! is known to have held (rewritten at open, at each prune and by the write probe when
+//! that grew). A journal found missing, empty, without its `calls` table or with fewer
+//! calls than the marker names (a copy without its `-wal`, an older backup) was lost,
+//! and the sidecar refuses to start on it. The highest id survives pruning in the
+//! `high_water` table, never pruned: pruning may delete every finished call.
+//!
+//! The journal's file (device and inode) is remembered at open: when the path no longer
+//! leads to it (deleted or replaced while the sidecar runs), every call written would be
+//! lost at the next start, so money calls are refused and the write probe fails.
 
 use crate::money::CallFacts;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -64,13 +73,21 @@ CREATE TABLE IF NOT EXISTS health (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     written_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS high_water (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    last_call_id INTEGER NOT NULL
+);
 ";
 
 /// The marker's name beside the journal, after SQLite's own `-wal` and `-shm`.
 const MARKER_SUFFIX: &str = "-held-calls";
 const MARKER_TEXT: &str = "linepay-sidecar: the call journal beside this file held calls.\n\
-If that journal is missing or empty, it was lost: restore it from a backup. Delete this\n\
-file only to start a new, empty journal on purpose.\n";
+If that journal is missing, empty, or holds fewer calls than said below, it was lost:\n\
+restore it (with its -wal file) from a backup. Delete this file only to start a new,\n\
+empty journal on purpose.\n";
+/// The marker's line naming the highest call id the journal held (absent in markers
+/// written before it was).
+const MARKER_HIGH_WATER: &str = "highest call id: ";
 /// A read connection's page cache: `/calls` pages are small and indexed, so a few
 /// hundred KiB per connection is plenty (SQLite's default is 2 MiB).
 const READ_CACHE_KIB: i64 = 256;
@@ -205,6 +222,10 @@ const COLUMNS: &str =
 pub struct Store {
     path: PathBuf,
     connection: Mutex<Connection>,
+    /// The file opened for writing (`None` for a reader).
+    file: Option<FileId>,
+    /// Whether the marker exists: the first intent writes it otherwise.
+    marked: AtomicBool,
 }
 
 impl Store {
@@ -238,6 +259,8 @@ impl Store {
             }
         }
         let connection = connect(path, Duration::from_secs(5), "FULL")?;
+        let file = FileId::of(path)?;
+        check_holds_marked_calls(&connection, path)?;
         // FULL: each commit is fsynced before it returns, so an intent is on disk before
         // the call is sent.
         connection
@@ -248,6 +271,8 @@ impl Store {
         Ok(Store {
             path: path.to_owned(),
             connection: Mutex::new(connection),
+            file: Some(file),
+            marked: AtomicBool::new(marker_path(path).exists()),
         })
     }
 
@@ -273,6 +298,8 @@ impl Store {
         Ok(Store {
             path: path.to_owned(),
             connection: Mutex::new(connection),
+            file: None,
+            marked: AtomicBool::new(true),
         })
     }
 
@@ -294,35 +321,35 @@ impl Store {
         })
     }
 
+    /// Records a call before it is sent. Refused when the journal's path no longer leads
+    /// to the file opened (the row would be lost at the next start). The first call
+    /// also writes the marker, in the same transaction: no call is sent unmarked.
     pub(crate) fn record_intent(&self, intent: &Intent) -> Result<i64, StoreError> {
-        self.with(|c| {
-            // A call without an orderId of its own (an online confirm, refund, ...) gets the
-            // one its transaction was requested with, when `/payments/request` was seen.
-            c.execute(
-                "INSERT INTO calls (request_id, started_at, route, method, operation, channel_id, \
-                 order_id, transaction_id, amount, currency, refund_amount, idempotency_key, body_hash, \
-                 key_binding) VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
-                 COALESCE(?7, (SELECT order_id FROM orders WHERE transaction_id = ?8)), \
-                 ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-                params![
-                    intent.request_id,
-                    intent.started_at,
-                    intent.route,
-                    intent.method,
-                    intent.operation,
-                    intent.channel_id,
-                    intent.facts.order_id,
-                    intent.facts.transaction_id,
-                    intent.facts.amount,
-                    intent.facts.currency,
-                    intent.facts.refund_amount,
-                    intent.idempotency_key,
-                    intent.facts.body_hash,
-                    intent.key_binding,
-                ],
-            )?;
-            Ok(c.last_insert_rowid())
-        })
+        if let Some(file) = &self.file {
+            file.check(&self.path)?;
+        }
+        if self.marked.load(Ordering::Acquire) {
+            return self.with(|c| insert_intent(c, intent));
+        }
+        let connection = self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let error = |error| StoreError::new(&self.path, error);
+        let transaction = connection.unchecked_transaction().map_err(error)?;
+        let id = insert_intent(&transaction, intent).map_err(error)?;
+        // Written before the commit, so it names the calls before this one: a commit that
+        // fails leaves no marker ahead of the journal. The transaction is rolled back
+        // (dropped) when the marker cannot be written.
+        write_marker(&self.path, id - 1)?;
+        transaction.commit().map_err(error)?;
+        drop(connection);
+        self.marked.store(true, Ordering::Release);
+        // And now this one, when it can (the write probe catches up otherwise).
+        if let Err(error) = write_marker(&self.path, id) {
+            tracing::warn!(%error, "the journal's marker was not brought up to date");
+        }
+        Ok(id)
     }
 
     pub(crate) fn record_outcome(&self, id: i64, outcome: &Outcome) -> Result<(), StoreError> {
@@ -438,7 +465,14 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let cutoff = now_ms.saturating_sub(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX));
         let keep = i64::try_from(max_calls).unwrap_or(i64::MAX);
-        self.with(|c| {
+        let deleted = self.with(|c| {
+            // The highest id first: it outlives the rows pruned (all of them, maybe).
+            if let Some(high) = journal_high_water(c)?.filter(|high| *high > 0) {
+                c.execute(
+                    "INSERT OR REPLACE INTO high_water (id, last_call_id) VALUES (1, ?1)",
+                    [high],
+                )?;
+            }
             let aged = c.execute(
                 "DELETE FROM calls WHERE outcome IS NOT NULL AND started_at < ?1",
                 [cutoff],
@@ -456,8 +490,47 @@ impl Store {
                 [keep],
             )?;
             Ok(aged + over)
-        })
+        })?;
+        let connection = self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        mark_if_held(&connection, &self.path)?;
+        Ok(deleted)
     }
+}
+
+/// Inserts `intent`'s row; returns its id.
+fn insert_intent(c: &Connection, intent: &Intent) -> rusqlite::Result<i64> {
+    // A call without an orderId of its own (an online confirm, refund, ...) gets the
+    // one its transaction was requested with, when `/payments/request` was seen.
+    // Its id follows the highest ever held, even when pruning deleted every call (SQLite
+    // would start again from 1): the marker's check relies on ids that never go back.
+    c.execute(
+        "INSERT INTO calls (id, request_id, started_at, route, method, operation, channel_id, \
+         order_id, transaction_id, amount, currency, refund_amount, idempotency_key, body_hash, \
+         key_binding) VALUES (1 + MAX(COALESCE((SELECT MAX(id) FROM calls), 0), \
+         COALESCE((SELECT last_call_id FROM high_water WHERE id = 1), 0)), ?1, ?2, ?3, ?4, ?5, ?6, \
+         COALESCE(?7, (SELECT order_id FROM orders WHERE transaction_id = ?8)), \
+         ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        params![
+            intent.request_id,
+            intent.started_at,
+            intent.route,
+            intent.method,
+            intent.operation,
+            intent.channel_id,
+            intent.facts.order_id,
+            intent.facts.transaction_id,
+            intent.facts.amount,
+            intent.facts.currency,
+            intent.facts.refund_amount,
+            intent.idempotency_key,
+            intent.facts.body_hash,
+            intent.key_binding,
+        ],
+    )?;
+    Ok(c.last_insert_rowid())
 }
 
 /// The statement and its bound values for `filter`: only the conditions asked for, so
@@ -503,7 +576,7 @@ pub fn marker_path(journal: &Path) -> PathBuf {
 
 /// Refuses a journal that is missing or 0 bytes long while its marker says it held
 /// calls: it was deleted or truncated, and a new one would forget every idempotency key
-/// and every call still to reconcile.
+/// and every call still to reconcile. (Before SQLite opens, and so creates, it.)
 fn check_not_lost(path: &Path) -> Result<(), StoreError> {
     let marker = marker_path(path);
     if !marker.exists() {
@@ -517,11 +590,136 @@ fn check_not_lost(path: &Path) -> Result<(), StoreError> {
     Err(StoreError::refused(
         path,
         format!(
-            "the journal is {state}, but {} says it held calls: restore the journal from a \
-             backup, or delete that marker to start a new, empty journal on purpose",
+            "the journal is {state}, but {} says it held calls: {RESTORE}",
             marker.display()
         ),
     ))
+}
+
+/// What to do about a journal that was lost.
+const RESTORE: &str = "restore the journal together with its -wal file (a copy of the \
+    main file alone misses the latest calls), or delete that marker to start a new, empty \
+    journal on purpose";
+
+/// Refuses a journal, opened but not yet given its schema, that holds fewer calls than
+/// its marker says it held: no `calls` table (a main file whose rows were all still in
+/// its `-wal`), or a highest call id below the marker's (a copy without its `-wal`, an
+/// older backup). The idempotency keys and pending calls of the missing rows would be
+/// forgotten: a retried refund would be sent again.
+fn check_holds_marked_calls(connection: &Connection, path: &Path) -> Result<(), StoreError> {
+    let marker = marker_path(path);
+    let Some(marked) = read_marker(&marker) else {
+        return Ok(());
+    };
+    let held = journal_high_water(connection).map_err(|error| StoreError::new(path, error))?;
+    let state = match (held, marked) {
+        (None, _) => "has no calls table".to_owned(),
+        (Some(held), Some(marked)) if held < marked => {
+            format!("holds calls up to id {held} only (the marker says {marked})")
+        }
+        _ => return Ok(()),
+    };
+    Err(StoreError::refused(
+        path,
+        format!(
+            "the journal {state}, but {} says it held calls: {RESTORE}",
+            marker.display()
+        ),
+    ))
+}
+
+/// The highest call id the journal ever held: its newest row's, or the one pruning kept
+/// in `high_water` (0 when it never held a call); `None` without a `calls` table.
+fn journal_high_water(connection: &Connection) -> rusqlite::Result<Option<i64>> {
+    let tables: Vec<String> = connection
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' \
+             AND name IN ('calls', 'high_water')",
+        )?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if !tables.iter().any(|table| table == "calls") {
+        return Ok(None);
+    }
+    let newest: i64 =
+        connection.query_row("SELECT COALESCE(MAX(id), 0) FROM calls", [], |row| {
+            row.get(0)
+        })?;
+    let kept: i64 = match tables.iter().any(|table| table == "high_water") {
+        true => connection.query_row(
+            "SELECT COALESCE(MAX(last_call_id), 0) FROM high_water",
+            [],
+            |row| row.get(0),
+        )?,
+        false => 0,
+    };
+    Ok(Some(newest.max(kept)))
+}
+
+/// The marker at `marker`, if there is one, with the highest call id it names (`None`
+/// in a marker written before it named one, or that cannot be read: it still says the
+/// journal held calls).
+fn read_marker(marker: &Path) -> Option<Option<i64>> {
+    match std::fs::read_to_string(marker) {
+        Ok(text) => Some(text.lines().find_map(|line| {
+            line.strip_prefix(MARKER_HIGH_WATER)
+                .and_then(|id| id.trim().parse().ok())
+        })),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(_) => Some(None),
+    }
+}
+
+/// Writes the marker beside the journal at `path`, naming `high` as the highest call id
+/// it held: a whole file or none (written aside, synced, renamed over the old one).
+fn write_marker(path: &Path, high: i64) -> Result<(), StoreError> {
+    use std::io::Write;
+    let marker = marker_path(path);
+    let mut aside = marker.as_os_str().to_owned();
+    aside.push(".new");
+    let aside = PathBuf::from(aside);
+    let written = std::fs::File::create(&aside)
+        .and_then(|mut file| {
+            file.write_all(format!("{MARKER_TEXT}{MARKER_HIGH_WATER}{high}\n").as_bytes())?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&aside, &marker));
+    written.map_err(|error| {
+        StoreError::refused(path, format!("cannot write {}: {error}", marker.display()))
+    })
+}
+
+/// The journal file's identity: the device and inode its path led to when it was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    device: u64,
+    inode: u64,
+}
+
+impl FileId {
+    fn of(path: &Path) -> Result<FileId, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path)
+            .map(|metadata| FileId {
+                device: metadata.dev(),
+                inode: metadata.ino(),
+            })
+            .map_err(|error| StoreError::refused(path, format!("cannot read it: {error}")))
+    }
+
+    /// `Ok` while `path` still leads to this file. A journal deleted or replaced while
+    /// the sidecar runs takes every call written since with it at the next start.
+    fn check(&self, path: &Path) -> Result<(), StoreError> {
+        match FileId::of(path) {
+            Ok(now) if now == *self => Ok(()),
+            _ => Err(StoreError::refused(
+                path,
+                "the journal file was removed or replaced since the sidecar opened it: \
+                 calls written now would be lost; restore it, or restart the sidecar"
+                    .to_owned(),
+            )),
+        }
+    }
 }
 
 /// The journal's default path before it moved to a state directory: a file in the
@@ -547,21 +745,19 @@ fn old_default_left_behind(path: &Path, cwd: &Path) -> Option<String> {
     ))
 }
 
-/// Writes the marker once the journal holds a call.
+/// Writes the marker once the journal holds a call, and again when the journal's highest
+/// call id passed the marker's.
 fn mark_if_held(connection: &Connection, path: &Path) -> Result<(), StoreError> {
-    let marker = marker_path(path);
-    if marker.exists() {
+    let high = journal_high_water(connection)
+        .map_err(|error| StoreError::new(path, error))?
+        .unwrap_or(0);
+    if high == 0 {
         return Ok(());
     }
-    let held: bool = connection
-        .query_row("SELECT EXISTS (SELECT 1 FROM calls)", [], |row| row.get(0))
-        .map_err(|error| StoreError::new(path, error))?;
-    if held {
-        std::fs::write(&marker, MARKER_TEXT).map_err(|error| {
-            StoreError::refused(path, format!("cannot write {}: {error}", marker.display()))
-        })?;
+    match read_marker(&marker_path(path)) {
+        Some(Some(marked)) if marked >= high => Ok(()),
+        _ => write_marker(path, high),
     }
-    Ok(())
 }
 
 /// A write connection in WAL mode with `synchronous` as given.
@@ -595,14 +791,18 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 pub(crate) struct SideWriter {
     path: PathBuf,
     connection: Mutex<Connection>,
+    /// The file this connection opened.
+    file: FileId,
 }
 
 impl SideWriter {
     /// Opens the side connection of a journal [`Store::open`] has created.
     pub(crate) fn open(path: &Path) -> Result<SideWriter, StoreError> {
+        let connection = connect(path, SIDE_BUSY_TIMEOUT, "NORMAL")?;
         Ok(SideWriter {
             path: path.to_owned(),
-            connection: Mutex::new(connect(path, SIDE_BUSY_TIMEOUT, "NORMAL")?),
+            connection: Mutex::new(connection),
+            file: FileId::of(path)?,
         })
     }
 
@@ -634,9 +834,10 @@ impl SideWriter {
         })
     }
 
-    /// Writes one small row: `Ok` when the journal can be written now. Also writes the
-    /// marker once the journal holds a call.
+    /// Writes one small row: `Ok` when the journal can be written now, and its path still
+    /// leads to the file opened. Also keeps the marker up to date.
     pub(crate) fn probe(&self, now_ms: i64) -> Result<(), StoreError> {
+        self.file.check(&self.path)?;
         self.with(|c| {
             c.prepare_cached("INSERT OR REPLACE INTO health (id, written_at) VALUES (1, ?1)")?
                 .execute([now_ms])
@@ -975,11 +1176,11 @@ mod tests {
         side.probe(1).unwrap();
         assert!(!marker_path(&path).exists());
         store.record_intent(&intent(None)).unwrap();
-        side.probe(2).unwrap();
         assert!(
             marker_path(&path).exists(),
-            "the probe marks a journal with calls"
+            "the first intent marks the journal"
         );
+        side.probe(2).unwrap();
         drop((store, side));
         // Reopened as it is: fine.
         drop(Store::open(&path).unwrap());
@@ -999,6 +1200,145 @@ mod tests {
         // Deleting the marker is the way to start over on purpose.
         std::fs::remove_file(marker_path(&path)).unwrap();
         drop(Store::open(&path).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Copies the journal's main file alone (as a move that forgot its `-wal` would) and
+    /// its marker into a new directory; returns the copy's path.
+    fn copy_without_wal(path: &Path) -> PathBuf {
+        let dir = scratch();
+        let copy = dir.join("j.sqlite3");
+        std::fs::copy(path, &copy).unwrap();
+        std::fs::copy(marker_path(path), marker_path(&copy)).unwrap();
+        copy
+    }
+
+    #[test]
+    fn the_first_intent_writes_the_marker_before_its_call_is_sent_or_is_refused() {
+        let dir = scratch();
+        let path = dir.join("j.sqlite3");
+        let store = Store::open(&path).unwrap();
+        assert_eq!(read_marker(&marker_path(&path)), None);
+        assert_eq!(store.record_intent(&intent(None)).unwrap(), 1);
+        assert_eq!(read_marker(&marker_path(&path)), Some(Some(1)));
+        assert!(std::fs::read_to_string(marker_path(&path))
+            .unwrap()
+            .contains("with its -wal file"));
+        // No marker can be written: the intent is refused and leaves no row.
+        let other = dir.join("k.sqlite3");
+        let store = Store::open(&other).unwrap();
+        std::fs::create_dir(format!("{}.new", marker_path(&other).display())).unwrap();
+        let refused = store
+            .record_intent(&intent(None))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(refused.contains("cannot write"), "{refused}");
+        assert!(store.query(&Filter::default()).unwrap().is_empty());
+        assert!(!marker_path(&other).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_journal_without_its_wal_is_refused() {
+        let dir = scratch();
+        let path = dir.join("j.sqlite3");
+        // A first run killed after its first call: the main file has no calls table.
+        let store = Store::open(&path).unwrap();
+        store.record_intent(&intent(Some("k"))).unwrap();
+        let copy = copy_without_wal(&path);
+        let refused = Store::open(&copy).err().unwrap().to_string();
+        assert!(
+            refused.contains("has no calls table")
+                && refused.contains("-held-calls")
+                && refused.contains("together with its -wal file")
+                && refused.contains("delete that marker"),
+            "{refused}"
+        );
+        // Calls 1 and 2 in the main file (a clean stop checkpoints), call 3 in the -wal.
+        store.record_intent(&intent(None)).unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(read_marker(&marker_path(&path)), Some(Some(2)), "at open");
+        assert_eq!(store.record_intent(&intent(None)).unwrap(), 3);
+        // The marker exists: the write probe (every 2 s) brings it up to date.
+        assert_eq!(read_marker(&marker_path(&path)), Some(Some(2)));
+        SideWriter::open(&path).unwrap().probe(1).unwrap();
+        assert_eq!(read_marker(&marker_path(&path)), Some(Some(3)));
+        let copy = copy_without_wal(&path);
+        let refused = Store::open(&copy).err().unwrap().to_string();
+        assert!(
+            refused.contains("holds calls up to id 2 only (the marker says 3)"),
+            "{refused}"
+        );
+        // Deleting the marker starts on that journal on purpose; the journal itself,
+        // with its -wal, opens.
+        std::fs::remove_file(marker_path(&copy)).unwrap();
+        drop(Store::open(&copy).unwrap());
+        drop(store);
+        drop(Store::open(&path).unwrap());
+        // A marker written before it named an id still asks for a calls table.
+        let copy = copy_without_wal(&path);
+        std::fs::write(marker_path(&copy), MARKER_TEXT).unwrap();
+        drop(Store::open(&copy).unwrap());
+        assert_eq!(read_marker(&marker_path(&copy)), Some(Some(3)), "rewritten");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn pruning_every_call_is_no_loss_and_ids_never_go_back() {
+        let dir = scratch();
+        let path = dir.join("j.sqlite3");
+        let store = Store::open(&path).unwrap();
+        for _ in 0..2 {
+            let id = store.record_intent(&intent(None)).unwrap();
+            store
+                .record_outcome(
+                    id,
+                    &Outcome {
+                        finished_at: 2_000,
+                        outcome: "answered",
+                        ..Outcome::default()
+                    },
+                )
+                .unwrap();
+        }
+        assert_eq!(store.prune(10_000, Duration::from_millis(1), 0).unwrap(), 2);
+        assert!(store.query(&Filter::default()).unwrap().is_empty());
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.record_intent(&intent(None)).unwrap(), 3);
+        drop(store);
+        drop(Store::open(&path).unwrap());
+        assert_eq!(read_marker(&marker_path(&path)), Some(Some(3)));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_journal_removed_or_replaced_while_open_is_neither_probed_nor_written() {
+        let dir = scratch();
+        let path = dir.join("j.sqlite3");
+        let store = Store::open(&path).unwrap();
+        let side = SideWriter::open(&path).unwrap();
+        store.record_intent(&intent(None)).unwrap();
+        side.probe(1).unwrap();
+        for replaced in [false, true] {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+            if replaced {
+                drop(Store::open_to_read(&path).err());
+                std::fs::write(&path, b"SQLite format 3\0").unwrap();
+            }
+            let gone = side.probe(2).err().unwrap().cause();
+            assert!(
+                gone.contains("the journal file was removed or replaced"),
+                "{gone}"
+            );
+            assert!(!gone.contains("j.sqlite3"), "no path: {gone}");
+            let refused = store.record_intent(&intent(None)).err().unwrap().cause();
+            assert_eq!(refused, gone);
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

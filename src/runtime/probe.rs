@@ -59,7 +59,8 @@ pub(crate) async fn probe_upstream(
 pub(crate) const JOURNAL_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Writes one small row to the journal every [`JOURNAL_PROBE_INTERVAL`] until `stop`:
-/// while that fails (a full or read-only disk, a file someone else holds locked), every
+/// while that fails (a full or read-only disk, a file someone else holds locked, a file
+/// deleted or replaced since the start: see `Store::record_intent`), every
 /// money call would be refused (`503 journal_unavailable`), so `/readyz` fails with
 /// `journal: cannot be written (…)`, and turns ready again with the first write that
 /// works. Nothing to do when the journal is off.

@@ -373,22 +373,7 @@ async fn a_journal_that_held_calls_and_was_emptied_stops_the_start() {
     remove_journal_sidecars_but_the_marker(&journal.path);
     std::fs::write(&journal.path, b"").expect("truncate the journal");
 
-    let mut cli = Cli::new();
-    for arg in [
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--channel-id",
-        CHANNEL_ID,
-        "--upstream",
-        &ledger.url,
-        "--journal-path",
-        journal.path_str(),
-    ] {
-        cli = cli.arg(arg);
-    }
-    let refused = cli.env("LINEPAY_CHANNEL_SECRET", CHANNEL_SECRET).run();
+    let refused = start_refused(&ledger.url, journal.path_str());
     assert!(!refused.status.success(), "{refused:?}");
     assert!(
         refused.stderr.contains("the journal is empty (0 bytes)")
@@ -407,6 +392,142 @@ async fn a_journal_that_held_calls_and_was_emptied_stops_the_start() {
     let calls = calls_of(&Call::get("/calls").send(second.admin_addr).await);
     assert!(calls.is_empty(), "{calls:?}");
     drop(second);
+    remove_journal_sidecars(&journal.path);
+}
+
+/// Runs the sidecar on `journal` to its exit (the harness's limit panics on a start
+/// that is not refused).
+fn start_refused(upstream: &str, journal: &str) -> crate::util::CliOutput {
+    let mut cli = Cli::new();
+    for arg in [
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--channel-id",
+        CHANNEL_ID,
+        "--upstream",
+        upstream,
+        "--journal-path",
+        journal,
+    ] {
+        cli = cli.arg(arg);
+    }
+    cli.env("LINEPAY_CHANNEL_SECRET", CHANNEL_SECRET).run()
+}
+
+// A journal moved without its -wal after a kill -9 (its calls all in the -wal, the main
+// file a bare header) started as a new one, and a retried keyed refund reached LINE Pay
+// a second time; the first call of a run killed within the probe's 2 s left no marker
+// at all. The marker is written with the first call, and such a journal refused.
+#[tokio::test]
+async fn a_journal_moved_without_its_wal_stops_the_start_and_no_refund_is_sent_twice() {
+    let ledger = Ledger::start().await;
+    ledger.paid(TX);
+    let journal = TempFile::with_contents("journal.sqlite3", b"");
+    let refund_path = format!("/v3/payments/{TX}/refund");
+    let start = || {
+        Sidecar::new()
+            .upstream(&ledger.url)
+            .journal_at(journal.path_str())
+            .start()
+    };
+    let refund = |addr| {
+        Call::post(&refund_path, r#"{"refundAmount":10}"#)
+            .header("Idempotency-Key", "K3")
+            .send(addr)
+    };
+    let mut first = start().await;
+    let done = refund(first.addr).await;
+    assert_eq!(done.status, 200, "{}", done.text());
+    // At once (no probe waited for): the marker was written before the call was sent.
+    let marker = format!("{}-held-calls", journal.path_str());
+    assert!(std::path::Path::new(&marker).exists(), "no marker");
+    first.signal("KILL");
+    first.wait_exit(Duration::from_secs(10)).expect("killed");
+    let wal = format!("{}-wal", journal.path_str());
+    let kept_wal = std::fs::read(&wal).expect("the calls are in the -wal");
+    remove_journal_sidecars_but_the_marker(&journal.path);
+    assert!(std::fs::metadata(&journal.path).is_ok_and(|m| m.len() > 0));
+
+    let refused = start_refused(&ledger.url, journal.path_str());
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(
+        refused.stderr.contains("has no calls table")
+            && refused.stderr.contains("-held-calls")
+            && refused.stderr.contains("together with its -wal file")
+            && refused.stderr.contains("delete that marker"),
+        "{refused:?}"
+    );
+
+    // Restored with its -wal, as the refusal says: the retry is answered from the journal.
+    remove_journal_sidecars_but_the_marker(&journal.path);
+    std::fs::write(&wal, kept_wal).expect("restore the -wal");
+    let second = start().await;
+    let retry = refund(second.addr).await;
+    assert_eq!(retry.status, 200, "{}", retry.text());
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    assert_eq!(ledger.count("POST", &refund_path), 1, "sent once");
+    drop(second);
+    remove_journal_sidecars(&journal.path);
+}
+
+// A journal deleted while the sidecar ran went unnoticed: /readyz stayed ready and money
+// calls were journaled into the unlinked file, lost at the next start.
+#[tokio::test]
+async fn a_journal_deleted_while_running_fails_readiness_and_refuses_money_calls() {
+    let ledger = Ledger::start().await;
+    ledger.paid(TX);
+    let journal = TempFile::with_contents("journal.sqlite3", b"");
+    let refund_path = format!("/v3/payments/{TX}/refund");
+    let sidecar = Sidecar::new()
+        .upstream(&ledger.url)
+        .journal_at(journal.path_str())
+        .start()
+        .await;
+    let refund = |amount: u32, key: &'static str| {
+        Call::post(&refund_path, format!(r#"{{"refundAmount":{amount}}}"#))
+            .header("Idempotency-Key", key)
+            .send(sidecar.addr)
+    };
+    let first = refund(1, "K6").await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let readyz = || async { Call::get("/readyz").send(sidecar.admin_addr).await };
+    eventually("ready", || async {
+        let reply = readyz().await;
+        if reply.status == 200 {
+            Ok(())
+        } else {
+            Err(reply.text())
+        }
+    })
+    .await;
+
+    for suffix in ["", "-wal", "-shm"] {
+        std::fs::remove_file(format!("{}{suffix}", journal.path_str())).expect("delete");
+    }
+    // At once, before the probe has seen it: nothing is written to a file that is gone.
+    let refused = refund(2, "K7").await;
+    refused.assert_sidecar_error(503, "journal_unavailable");
+    let reason = eventually("not ready once the journal is gone", || async {
+        let reply = readyz().await;
+        if reply.status == 503 {
+            Ok(reply.text())
+        } else {
+            Err(reply.text())
+        }
+    })
+    .await;
+    assert!(
+        reason.contains("the journal file was removed or replaced"),
+        "{reason}"
+    );
+    assert!(!reason.contains(journal.path_str()), "no path: {reason}");
+    refund(3, "K8")
+        .await
+        .assert_sidecar_error(503, "journal_unavailable");
+    assert_eq!(ledger.count("POST", &refund_path), 1, "only the first");
+    drop(sidecar);
     remove_journal_sidecars(&journal.path);
 }
 
