@@ -15,7 +15,10 @@
 //!
 //! **Reconciliation waits.** LINE Pay is asked about an uncertain call only once it can
 //! no longer be processing it: the route's connect and read timeouts after the send
-//! (for a read timeout: when it fired), plus [`RECONCILE_SETTLE`]. Asked earlier, its
+//! (for a read timeout: when it fired), the read timeout never shorter than LINE Pay's
+//! documented processing limit for the call ([`MoneyRoute::processing_limit`]: a shorter
+//! configured one ends the call sooner, not LINE Pay's processing), plus
+//! [`RECONCILE_SETTLE`]. Asked earlier, its
 //! records could show nothing yet and a retry would send the call twice. Meanwhile the
 //! call's key and transaction (or order) stay in the in-flight set with the time of the
 //! check, so a retry or another money call on the transaction gets `409
@@ -221,28 +224,60 @@ fn entries(channel: &str, key: Option<&str>, money: bool, facts: &CallFacts) -> 
 }
 
 /// When LINE Pay can no longer be processing a call sent at `sent` that failed at
-/// `failed` (plus [`RECONCILE_SETTLE`]): a read timeout fired when the call had had its
-/// whole read timeout; any other failure (a broken connection, an oversized answer) may
-/// come early, so the call is given its whole connect and read timeouts from the send.
+/// `failed` (plus [`RECONCILE_SETTLE`]): the route's connect and read timeouts after the
+/// send, the read timeout raised to `limit`, LINE Pay's own processing limit for the call
+/// ([`MoneyRoute::processing_limit`]): a read timeout configured shorter does not make
+/// LINE Pay finish sooner. A read timeout fired once the read timeout had passed since the
+/// request went out, so LINE Pay is done `limit` after that; any other failure (a broken
+/// connection, an oversized answer) may come early, so the call is given its whole
+/// connect and read timeouts from the send.
 fn check_due(
     sent: Instant,
     failed: Instant,
     timeouts: RouteTimeouts,
+    limit: Duration,
     read_timed_out: bool,
 ) -> Instant {
     let done = match read_timed_out {
-        true => failed,
-        false => failed.max(sent + timeouts.connect + timeouts.read),
+        true => failed + limit.saturating_sub(timeouts.read),
+        false => failed.max(sent + timeouts.connect + timeouts.read.max(limit)),
     };
     done + RECONCILE_SETTLE
 }
 
 /// How long from `now_ms` until an interrupted call journaled at `started_ms` is due: its
-/// route's connect and read timeouts after its start, plus [`RECONCILE_SETTLE`].
-fn interrupted_wait(started_ms: i64, now_ms: i64, timeouts: RouteTimeouts) -> Duration {
+/// route's connect and read timeouts after its start, the read timeout raised to `limit`
+/// (LINE Pay's processing limit for the call, see [`check_due`]), plus
+/// [`RECONCILE_SETTLE`].
+fn interrupted_wait(
+    started_ms: i64,
+    now_ms: i64,
+    timeouts: RouteTimeouts,
+    limit: Duration,
+) -> Duration {
     let since = u64::try_from(now_ms.saturating_sub(started_ms)).unwrap_or(0);
-    (timeouts.connect + timeouts.read + RECONCILE_SETTLE)
+    (timeouts.connect + timeouts.read.max(limit) + RECONCILE_SETTLE)
         .saturating_sub(Duration::from_millis(since))
+}
+
+/// Logs at WARN each money route whose read timeout is shorter than LINE Pay's documented
+/// processing limit for it: such a call more often ends uncertain, and its check still
+/// waits for the limit.
+fn warn_short_read_timeouts(allowlist: &Allowlist) {
+    for route in allowlist.routes() {
+        let Some(money) = money::classify(&route.method, &route.template) else {
+            continue;
+        };
+        let limit = money.processing_limit();
+        if route.timeouts.read < limit {
+            tracing::warn!(
+                route = %route.template,
+                read_timeout_ms = u64::try_from(route.timeouts.read.as_millis()).unwrap_or(u64::MAX),
+                line_pay_limit_secs = limit.as_secs(),
+                "a money route's read timeout is shorter than LINE Pay's documented processing limit: its calls may end uncertain more often, and their reconciliation still waits for the limit"
+            );
+        }
+    }
 }
 
 /// A journaled call's route timeouts: its route's in `allowlist`; the longest there when
@@ -331,6 +366,7 @@ impl Desk {
         settings: &JournalConfig,
         allowlist: &Allowlist,
     ) -> Result<Desk, StoreError> {
+        warn_short_read_timeouts(allowlist);
         let in_flight = InFlight::default();
         let (store, side, interrupted) = if settings.enabled {
             let store = Store::open(&settings.path)?;
@@ -364,7 +400,14 @@ impl Desk {
                             (true, true) => {
                                 let timeouts =
                                     journaled_timeouts(allowlist, &row.method, &row.route);
-                                opened + interrupted_wait(row.started_at, now, timeouts)
+                                let limit = money.map(MoneyRoute::processing_limit);
+                                opened
+                                    + interrupted_wait(
+                                        row.started_at,
+                                        now,
+                                        timeouts,
+                                        limit.unwrap_or_default(),
+                                    )
                             }
                             _ => opened,
                         };
@@ -807,7 +850,8 @@ async fn run_call(
                     // app waits (or hangs up: the task goes on), and a retry meanwhile is
                     // told when to come back.
                     let read_timed_out = matches!(failure, UpstreamError::ReadTimeout(_));
-                    let due = check_due(sent, failed, timeouts, read_timed_out);
+                    let processing = money.processing_limit();
+                    let due = check_due(sent, failed, timeouts, processing, read_timed_out);
                     ticket.reservation.await_check(due);
                     tokio::time::sleep_until(due.into()).await;
                     let earlier = earlier_refunds_of(
@@ -1127,32 +1171,81 @@ mod tests {
     fn a_call_is_checked_once_line_pay_can_no_longer_be_processing_it() {
         let sent = Instant::now();
         let route = timeouts(2, 20);
+        let limit = secs(20);
         // A read timeout fired: the call had its whole read timeout already.
         let fired = sent + secs(21);
         assert_eq!(
-            check_due(sent, fired, route, true),
+            check_due(sent, fired, route, limit, true),
             fired + RECONCILE_SETTLE
         );
         // A connection broken early: the whole connect and read timeouts from the send.
         let early = sent + secs(1);
-        assert_eq!(check_due(sent, early, route, false), sent + secs(23));
+        assert_eq!(check_due(sent, early, route, limit, false), sent + secs(23));
         // Never before the failure itself.
         let late = sent + secs(30);
-        assert_eq!(check_due(sent, late, route, false), late + RECONCILE_SETTLE);
+        assert_eq!(
+            check_due(sent, late, route, limit, false),
+            late + RECONCILE_SETTLE
+        );
+        // A read timeout longer than LINE Pay's limit is waited out whole.
+        assert_eq!(
+            check_due(sent, early, route, secs(10), false),
+            sent + secs(23)
+        );
+        assert_eq!(
+            check_due(sent, fired, route, secs(10), true),
+            fired + RECONCILE_SETTLE
+        );
+    }
+
+    /// A read timeout configured shorter than LINE Pay's processing limit (`--read-timeout
+    /// 1s`) does not make LINE Pay finish sooner: the check waits for the limit.
+    #[test]
+    fn a_short_read_timeout_still_waits_for_line_pays_processing_limit() {
+        let sent = Instant::now();
+        let route = timeouts(1, 1);
+        let refund = secs(20);
+        // The read timeout fired 1 s after the request went out: LINE Pay may go on for
+        // the rest of its 20 s.
+        let fired = sent + secs(2);
+        assert_eq!(
+            check_due(sent, fired, route, refund, true),
+            fired + secs(19) + RECONCILE_SETTLE
+        );
+        // Broken early: connect plus the limit from the send.
+        assert_eq!(
+            check_due(sent, sent + secs(1), route, refund, false),
+            sent + secs(21) + RECONCILE_SETTLE
+        );
+        let capture = secs(60);
+        assert_eq!(
+            check_due(sent, sent + secs(1), route, capture, false),
+            sent + secs(61) + RECONCILE_SETTLE
+        );
     }
 
     #[test]
     fn an_interrupted_call_waits_from_its_journaled_start() {
         let route = timeouts(1, 3);
-        assert_eq!(interrupted_wait(10_000, 12_000, route), secs(3));
+        let short = secs(2);
+        assert_eq!(interrupted_wait(10_000, 12_000, route, short), secs(3));
         assert_eq!(
-            interrupted_wait(10_000, 10_500, route),
+            interrupted_wait(10_000, 10_500, route, short),
             Duration::from_millis(4_500)
         );
-        assert_eq!(interrupted_wait(10_000, 15_000, route), Duration::ZERO);
-        assert_eq!(interrupted_wait(10_000, 60_000, route), Duration::ZERO);
+        assert_eq!(
+            interrupted_wait(10_000, 15_000, route, short),
+            Duration::ZERO
+        );
+        assert_eq!(
+            interrupted_wait(10_000, 60_000, route, short),
+            Duration::ZERO
+        );
         // A clock set back since: the whole wait, never less.
-        assert_eq!(interrupted_wait(10_000, 9_000, route), secs(5));
+        assert_eq!(interrupted_wait(10_000, 9_000, route, short), secs(5));
+        // A read timeout shorter than LINE Pay's limit: the limit.
+        assert_eq!(interrupted_wait(10_000, 12_000, route, secs(20)), secs(20));
+        assert_eq!(interrupted_wait(10_000, 10_000, route, secs(40)), secs(42));
     }
 
     #[test]
@@ -1423,18 +1516,18 @@ mod tests {
             };
             store.record_outcome(done, &outcome).unwrap();
         }
-        let allowlist = Allowlist::new(vec![Route::new(
-            http::Method::POST,
-            refund,
-            timeouts(1, 20),
-        )
-        .unwrap()]);
+        let allowlist =
+            Allowlist::new(vec![
+                Route::new(http::Method::POST, refund, timeouts(1, 2)).unwrap()
+            ]);
         let opened = Instant::now();
         let desk = Desk::open(&settings, &allowlist).unwrap();
         let held = in_flight_entries(&desk.in_flight);
         let names: Vec<&str> = held.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(names, ["c transaction 1", "key c k", "key c k2"]);
-        // The refund: its route's 1 + 20 s and the settling second from its start.
+        // The refund: its route's 1 s connect timeout, LINE Pay's 20 s processing limit
+        // for a refund (the route's 2 s read timeout is shorter) and the settling second,
+        // from its start.
         let due = held[0].1.unwrap();
         assert!(
             due >= opened + secs(21) && due <= Instant::now() + secs(22),
