@@ -6,7 +6,10 @@
 //!    a time (an in-memory set, per process: `409 call_in_progress`); a key seen before
 //!    replays its stored answer when it comes with the same call, and is refused on any
 //!    other (`422 idempotency_key_reused`: [`binding`]); the intent is written and
-//!    flushed to disk.
+//!    flushed to disk, in a task of its own: a call whose intent is written but that is
+//!    never sent (the app hung up during the write, it failed before it was sent)
+//!    records `not_sent` when its [`Ticket`] is dropped, and keeps its key and
+//!    transaction until then.
 //! 2. **send**: in a task of its own, so an app that hangs up cannot cancel a call that
 //!    LINE Pay may already be processing. The outcome (status and returnCode, or the
 //!    uncertain failure) is flushed to disk before the app is answered; an uncertain
@@ -147,6 +150,66 @@ pub(crate) struct Ticket {
     row: Option<i64>,
     reservation: Reservation,
     started_ms: i64,
+    /// Set from the intent's write until the call's task takes the ticket over: a ticket
+    /// dropped meanwhile (the app hung up during the write, the call failed before it
+    /// was sent) was never sent, and records so (see `Drop`).
+    unsent: Option<Unsent>,
+}
+
+/// What a ticket whose intent is written needs to record `not_sent` when it is dropped
+/// unsent.
+struct Unsent {
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    tasks: TaskTracker,
+    /// Counts the ticket as a task of the tracker, so that a drain waits for its outcome.
+    _tracked: tokio_util::task::task_tracker::TaskTrackerToken,
+}
+
+impl Drop for Ticket {
+    /// A journaled call dropped before its task took it over was never sent: its
+    /// outcome `not_sent` is written (off the async threads, tracked) and only then are
+    /// its key and transaction released. Without it the row would have no outcome and
+    /// its key would answer `409 call_in_progress` until a restart.
+    fn drop(&mut self) {
+        let (Some(unsent), Some(row)) = (self.unsent.take(), self.row) else {
+            return;
+        };
+        let in_flight = self.reservation.in_flight.clone();
+        let reservation = std::mem::replace(
+            &mut self.reservation,
+            Reservation {
+                entries: Vec::new(),
+                in_flight,
+            },
+        );
+        let request_id = self.plan.request_id.clone();
+        let template = self.plan.template.clone();
+        let tasks = unsent.tasks.clone();
+        let record = move || {
+            let outcome = Outcome {
+                finished_at: now_ms(),
+                outcome: "not_sent",
+                ..Outcome::default()
+            };
+            match unsent.store.record_outcome(row, &outcome) {
+                Ok(()) => tracing::warn!(
+                    request_id,
+                    route = %template,
+                    "a call admitted was never sent (the app hung up, or it failed before it was sent): recorded not_sent"
+                ),
+                Err(error) => journal_failed(&unsent.metrics, "outcome", &error),
+            }
+            // Released only now: a retry sees the recorded outcome.
+            drop(reservation);
+            drop(unsent);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(tasks.spawn_blocking_on(record, &handle)),
+            // No runtime to hand the write to (a test, the end of the process).
+            Err(_) => record(),
+        }
+    }
 }
 
 /// One call's entries in the in-flight set, released on drop.
@@ -534,7 +597,7 @@ impl Desk {
         &self,
         plan: Plan,
         seal: &Seal,
-        metrics: &Metrics,
+        metrics: &Arc<Metrics>,
     ) -> Result<Admission, ProxyError> {
         let reserved = entries(
             &plan.channel_id,
@@ -548,6 +611,7 @@ impl Desk {
             row: None,
             reservation,
             started_ms: now_ms(),
+            unsent: None,
         };
         let Some(store) = self.store.clone() else {
             return Ok(Admission::Send(ticket));
@@ -577,14 +641,31 @@ impl Desk {
             idempotency_key: ticket.plan.key.clone(),
             key_binding: ticket.plan.key_use().map(|call| call.digest()),
         };
-        let row = blocking(store, move |s| s.record_intent(&intent))
-            .await
-            .map_err(|error| {
+        // Written in a task of its own that arms the ticket once the row exists: if the
+        // app hangs up meanwhile (this future is dropped), the ticket is dropped armed
+        // and records `not_sent` (see `Ticket`'s `Drop`), never left without an outcome.
+        let unsent = Unsent {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            tasks: self.tasks.clone(),
+            _tracked: self.tasks.token(),
+        };
+        let written = self.tasks.spawn(async move {
+            let row = blocking(store, move |s| s.record_intent(&intent)).await?;
+            ticket.row = Some(row);
+            ticket.unsent = Some(unsent);
+            Ok::<_, StoreError>(ticket)
+        });
+        match written.await {
+            Ok(Ok(ticket)) => Ok(Admission::Send(ticket)),
+            Ok(Err(error)) => {
                 journal_failed(metrics, "intent", &error);
-                ProxyError::JournalUnavailable
-            })?;
-        ticket.row = Some(row);
-        Ok(Admission::Send(ticket))
+                Err(ProxyError::JournalUnavailable)
+            }
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // Cancelled: the runtime is shutting down.
+            Err(_) => Err(ProxyError::Internal),
+        }
     }
 
     /// Phase "send": the call runs in its own task; this waits for its answer. When the
@@ -813,6 +894,9 @@ async fn run_call(
     reconcile: Option<Duration>,
     reply: oneshot::Sender<(Result<Response<Bytes>, ProxyError>, Duration)>,
 ) {
+    let mut ticket = ticket;
+    // This task records the call's outcome from here on, whatever happens.
+    ticket.unsent = None;
     let Job {
         upstream,
         request,
@@ -1545,6 +1629,74 @@ mod tests {
         assert!(in_flight_entries(&desk.in_flight)
             .iter()
             .all(|(_, due)| due.unwrap() <= Instant::now()));
+        drop(desk);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A ticket whose intent is written and that no task took over (the app hung up, or
+    /// the call failed before it was sent) records `not_sent`, and only then releases its
+    /// key and transaction; a ticket taken over by its task records nothing on drop.
+    #[tokio::test]
+    async fn a_ticket_dropped_unsent_records_not_sent_before_its_key_is_free() {
+        let dir = std::env::temp_dir().join(format!("journal-unsent-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let settings = JournalConfig {
+            enabled: true,
+            path: dir.join("j.sqlite3"),
+            max_age: secs(3600),
+            max_calls: 100,
+            reconcile: true,
+            reconcile_timeout: secs(1),
+        };
+        let desk = Desk::open(&settings, &Allowlist::new(Vec::new())).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let seal = Seal::new(&crate::secret::Secret::new("s1"));
+        let plan = |key: &str| Plan {
+            template: "/v3/payments/{transactionId}/refund".into(),
+            method: "POST".into(),
+            target: "/v3/payments/1/refund".into(),
+            money: money::classify(&http::Method::POST, "/v3/payments/{transactionId}/refund"),
+            facts: CallFacts::read(Some("1"), None, b"{}"),
+            key: Some(key.into()),
+            request_id: "r".into(),
+            channel_id: "c".into(),
+        };
+        let Ok(Admission::Send(ticket)) = desk.admit(plan("k"), &seal, &metrics).await else {
+            panic!("not admitted");
+        };
+        let row = ticket.row.unwrap();
+        assert!(ticket.unsent.is_some());
+        // Another writer holds the journal: the outcome cannot be written yet.
+        let other = rusqlite::Connection::open(&settings.path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        drop(ticket);
+        // Held until the outcome is written.
+        assert!(matches!(
+            desk.admit(plan("k"), &seal, &metrics).await,
+            Err(ProxyError::CallInProgress)
+        ));
+        other.execute_batch("COMMIT").unwrap();
+        desk.tasks.close();
+        desk.tasks.wait().await;
+        assert!(in_flight_entries(&desk.in_flight).is_empty());
+        let store = desk.store.clone().unwrap();
+        let rows = store.query(&Filter::default()).unwrap();
+        let dropped = rows.iter().find(|r| r.id == row).unwrap();
+        assert_eq!(dropped.outcome.as_deref(), Some("not_sent"));
+        assert!(dropped.finished_at.is_some());
+        // `not_sent`: the key may be used again.
+        let Ok(Admission::Send(mut again)) = desk.admit(plan("k"), &seal, &metrics).await else {
+            panic!("the key is not usable again");
+        };
+        // Taken over by its task: nothing is recorded on drop.
+        let second = again.row.unwrap();
+        again.unsent = None;
+        drop(again);
+        desk.tasks.wait().await;
+        let rows = store.query(&Filter::default()).unwrap();
+        let taken = rows.iter().find(|r| r.id == second).unwrap();
+        assert_eq!(taken.outcome, None);
+        assert!(in_flight_entries(&desk.in_flight).is_empty());
         drop(desk);
         std::fs::remove_dir_all(&dir).unwrap();
     }
