@@ -86,6 +86,24 @@ pub struct MoneyRoute {
     pub offline: bool,
 }
 
+impl MoneyRoute {
+    /// How long LINE Pay may go on processing a call of this route after it arrives: the
+    /// read timeout its documentation asks callers to allow (confirm 40 s, online capture
+    /// 60 s, preapproved pay 40 s as the SDKs use, offline one-time-key pay 40 s, every
+    /// other call 20 s). A call is judged uncertain only after this much time at least,
+    /// whatever the configured read timeout: asked earlier, LINE Pay's records may not
+    /// show it yet. A floor, never lowered by configuration.
+    pub fn processing_limit(self) -> std::time::Duration {
+        let secs = match (self.operation, self.offline) {
+            (Operation::Confirm, _) => 40,
+            (Operation::Capture, false) => 60,
+            (Operation::PreapprovedPay, _) | (Operation::OneTimeKeyPay, _) => 40,
+            (Operation::Capture, true) | (Operation::Void, _) | (Operation::Refund, _) => 20,
+        };
+        std::time::Duration::from_secs(secs)
+    }
+}
+
 /// Whether `method template` moves or releases money, and how.
 pub fn classify(method: &http::Method, template: &str) -> Option<MoneyRoute> {
     if method != http::Method::POST {
@@ -1175,5 +1193,39 @@ mod tests {
             );
             assert!(verdict.reason.contains(status), "{verdict:?}");
         }
+    }
+
+    #[test]
+    fn processing_limits_are_line_pays_documented_read_timeouts() {
+        let limit = |method: &str, template: &str| {
+            let method = method.parse::<http::Method>().unwrap();
+            classify(&method, template)
+                .unwrap()
+                .processing_limit()
+                .as_secs()
+        };
+        assert_eq!(limit("POST", "/v3/payments/{transactionId}/confirm"), 40);
+        assert_eq!(limit("POST", "/v4/payments/{transactionId}/confirm"), 40);
+        assert_eq!(
+            limit(
+                "POST",
+                "/v3/payments/authorizations/{transactionId}/capture"
+            ),
+            60
+        );
+        assert_eq!(
+            limit("POST", "/v3/payments/authorizations/{transactionId}/void"),
+            20
+        );
+        assert_eq!(limit("POST", "/v3/payments/{transactionId}/refund"), 20);
+        assert_eq!(
+            limit("POST", "/v3/payments/preapprovedPay/{regKey}/payment"),
+            40
+        );
+        assert_eq!(limit("POST", "/v4/payments/oneTimeKeys/pay"), 40);
+        assert_eq!(limit("POST", "/v2/payments/oneTimeKeys/pay"), 40);
+        assert_eq!(limit("POST", "/v4/payments/orders/{orderId}/capture"), 20);
+        assert_eq!(limit("POST", "/v4/payments/orders/{orderId}/void"), 20);
+        assert_eq!(limit("POST", "/v4/payments/orders/{orderId}/refund"), 20);
     }
 }

@@ -6,7 +6,10 @@
 //!    a time (an in-memory set, per process: `409 call_in_progress`); a key seen before
 //!    replays its stored answer when it comes with the same call, and is refused on any
 //!    other (`422 idempotency_key_reused`: [`binding`]); the intent is written and
-//!    flushed to disk.
+//!    flushed to disk, in a task of its own: a call whose intent is written but that is
+//!    never sent (the app hung up during the write, it failed before it was sent)
+//!    records `not_sent` when its [`Ticket`] is dropped, and keeps its key and
+//!    transaction until then.
 //! 2. **send**: in a task of its own, so an app that hangs up cannot cancel a call that
 //!    LINE Pay may already be processing. The outcome (status and returnCode, or the
 //!    uncertain failure) is flushed to disk before the app is answered; an uncertain
@@ -15,7 +18,10 @@
 //!
 //! **Reconciliation waits.** LINE Pay is asked about an uncertain call only once it can
 //! no longer be processing it: the route's connect and read timeouts after the send
-//! (for a read timeout: when it fired), plus [`RECONCILE_SETTLE`]. Asked earlier, its
+//! (for a read timeout: when it fired), the read timeout never shorter than LINE Pay's
+//! documented processing limit for the call ([`MoneyRoute::processing_limit`]: a shorter
+//! configured one ends the call sooner, not LINE Pay's processing), plus
+//! [`RECONCILE_SETTLE`]. Asked earlier, its
 //! records could show nothing yet and a retry would send the call twice. Meanwhile the
 //! call's key and transaction (or order) stay in the in-flight set with the time of the
 //! check, so a retry or another money call on the transaction gets `409
@@ -144,6 +150,66 @@ pub(crate) struct Ticket {
     row: Option<i64>,
     reservation: Reservation,
     started_ms: i64,
+    /// Set from the intent's write until the call's task takes the ticket over: a ticket
+    /// dropped meanwhile (the app hung up during the write, the call failed before it
+    /// was sent) was never sent, and records so (see `Drop`).
+    unsent: Option<Unsent>,
+}
+
+/// What a ticket whose intent is written needs to record `not_sent` when it is dropped
+/// unsent.
+struct Unsent {
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    tasks: TaskTracker,
+    /// Counts the ticket as a task of the tracker, so that a drain waits for its outcome.
+    _tracked: tokio_util::task::task_tracker::TaskTrackerToken,
+}
+
+impl Drop for Ticket {
+    /// A journaled call dropped before its task took it over was never sent: its
+    /// outcome `not_sent` is written (off the async threads, tracked) and only then are
+    /// its key and transaction released. Without it the row would have no outcome and
+    /// its key would answer `409 call_in_progress` until a restart.
+    fn drop(&mut self) {
+        let (Some(unsent), Some(row)) = (self.unsent.take(), self.row) else {
+            return;
+        };
+        let in_flight = self.reservation.in_flight.clone();
+        let reservation = std::mem::replace(
+            &mut self.reservation,
+            Reservation {
+                entries: Vec::new(),
+                in_flight,
+            },
+        );
+        let request_id = self.plan.request_id.clone();
+        let template = self.plan.template.clone();
+        let tasks = unsent.tasks.clone();
+        let record = move || {
+            let outcome = Outcome {
+                finished_at: now_ms(),
+                outcome: "not_sent",
+                ..Outcome::default()
+            };
+            match unsent.store.record_outcome(row, &outcome) {
+                Ok(()) => tracing::warn!(
+                    request_id,
+                    route = %template,
+                    "a call admitted was never sent (the app hung up, or it failed before it was sent): recorded not_sent"
+                ),
+                Err(error) => journal_failed(&unsent.metrics, "outcome", &error),
+            }
+            // Released only now: a retry sees the recorded outcome.
+            drop(reservation);
+            drop(unsent);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(tasks.spawn_blocking_on(record, &handle)),
+            // No runtime to hand the write to (a test, the end of the process).
+            Err(_) => record(),
+        }
+    }
 }
 
 /// One call's entries in the in-flight set, released on drop.
@@ -221,28 +287,60 @@ fn entries(channel: &str, key: Option<&str>, money: bool, facts: &CallFacts) -> 
 }
 
 /// When LINE Pay can no longer be processing a call sent at `sent` that failed at
-/// `failed` (plus [`RECONCILE_SETTLE`]): a read timeout fired when the call had had its
-/// whole read timeout; any other failure (a broken connection, an oversized answer) may
-/// come early, so the call is given its whole connect and read timeouts from the send.
+/// `failed` (plus [`RECONCILE_SETTLE`]): the route's connect and read timeouts after the
+/// send, the read timeout raised to `limit`, LINE Pay's own processing limit for the call
+/// ([`MoneyRoute::processing_limit`]): a read timeout configured shorter does not make
+/// LINE Pay finish sooner. A read timeout fired once the read timeout had passed since the
+/// request went out, so LINE Pay is done `limit` after that; any other failure (a broken
+/// connection, an oversized answer) may come early, so the call is given its whole
+/// connect and read timeouts from the send.
 fn check_due(
     sent: Instant,
     failed: Instant,
     timeouts: RouteTimeouts,
+    limit: Duration,
     read_timed_out: bool,
 ) -> Instant {
     let done = match read_timed_out {
-        true => failed,
-        false => failed.max(sent + timeouts.connect + timeouts.read),
+        true => failed + limit.saturating_sub(timeouts.read),
+        false => failed.max(sent + timeouts.connect + timeouts.read.max(limit)),
     };
     done + RECONCILE_SETTLE
 }
 
 /// How long from `now_ms` until an interrupted call journaled at `started_ms` is due: its
-/// route's connect and read timeouts after its start, plus [`RECONCILE_SETTLE`].
-fn interrupted_wait(started_ms: i64, now_ms: i64, timeouts: RouteTimeouts) -> Duration {
+/// route's connect and read timeouts after its start, the read timeout raised to `limit`
+/// (LINE Pay's processing limit for the call, see [`check_due`]), plus
+/// [`RECONCILE_SETTLE`].
+fn interrupted_wait(
+    started_ms: i64,
+    now_ms: i64,
+    timeouts: RouteTimeouts,
+    limit: Duration,
+) -> Duration {
     let since = u64::try_from(now_ms.saturating_sub(started_ms)).unwrap_or(0);
-    (timeouts.connect + timeouts.read + RECONCILE_SETTLE)
+    (timeouts.connect + timeouts.read.max(limit) + RECONCILE_SETTLE)
         .saturating_sub(Duration::from_millis(since))
+}
+
+/// Logs at WARN each money route whose read timeout is shorter than LINE Pay's documented
+/// processing limit for it: such a call more often ends uncertain, and its check still
+/// waits for the limit.
+fn warn_short_read_timeouts(allowlist: &Allowlist) {
+    for route in allowlist.routes() {
+        let Some(money) = money::classify(&route.method, &route.template) else {
+            continue;
+        };
+        let limit = money.processing_limit();
+        if route.timeouts.read < limit {
+            tracing::warn!(
+                route = %route.template,
+                read_timeout_ms = u64::try_from(route.timeouts.read.as_millis()).unwrap_or(u64::MAX),
+                line_pay_limit_secs = limit.as_secs(),
+                "a money route's read timeout is shorter than LINE Pay's documented processing limit: its calls may end uncertain more often, and their reconciliation still waits for the limit"
+            );
+        }
+    }
 }
 
 /// A journaled call's route timeouts: its route's in `allowlist`; the longest there when
@@ -331,6 +429,7 @@ impl Desk {
         settings: &JournalConfig,
         allowlist: &Allowlist,
     ) -> Result<Desk, StoreError> {
+        warn_short_read_timeouts(allowlist);
         let in_flight = InFlight::default();
         let (store, side, interrupted) = if settings.enabled {
             let store = Store::open(&settings.path)?;
@@ -364,7 +463,14 @@ impl Desk {
                             (true, true) => {
                                 let timeouts =
                                     journaled_timeouts(allowlist, &row.method, &row.route);
-                                opened + interrupted_wait(row.started_at, now, timeouts)
+                                let limit = money.map(MoneyRoute::processing_limit);
+                                opened
+                                    + interrupted_wait(
+                                        row.started_at,
+                                        now,
+                                        timeouts,
+                                        limit.unwrap_or_default(),
+                                    )
                             }
                             _ => opened,
                         };
@@ -491,7 +597,7 @@ impl Desk {
         &self,
         plan: Plan,
         seal: &Seal,
-        metrics: &Metrics,
+        metrics: &Arc<Metrics>,
     ) -> Result<Admission, ProxyError> {
         let reserved = entries(
             &plan.channel_id,
@@ -505,6 +611,7 @@ impl Desk {
             row: None,
             reservation,
             started_ms: now_ms(),
+            unsent: None,
         };
         let Some(store) = self.store.clone() else {
             return Ok(Admission::Send(ticket));
@@ -534,14 +641,31 @@ impl Desk {
             idempotency_key: ticket.plan.key.clone(),
             key_binding: ticket.plan.key_use().map(|call| call.digest()),
         };
-        let row = blocking(store, move |s| s.record_intent(&intent))
-            .await
-            .map_err(|error| {
+        // Written in a task of its own that arms the ticket once the row exists: if the
+        // app hangs up meanwhile (this future is dropped), the ticket is dropped armed
+        // and records `not_sent` (see `Ticket`'s `Drop`), never left without an outcome.
+        let unsent = Unsent {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            tasks: self.tasks.clone(),
+            _tracked: self.tasks.token(),
+        };
+        let written = self.tasks.spawn(async move {
+            let row = blocking(store, move |s| s.record_intent(&intent)).await?;
+            ticket.row = Some(row);
+            ticket.unsent = Some(unsent);
+            Ok::<_, StoreError>(ticket)
+        });
+        match written.await {
+            Ok(Ok(ticket)) => Ok(Admission::Send(ticket)),
+            Ok(Err(error)) => {
                 journal_failed(metrics, "intent", &error);
-                ProxyError::JournalUnavailable
-            })?;
-        ticket.row = Some(row);
-        Ok(Admission::Send(ticket))
+                Err(ProxyError::JournalUnavailable)
+            }
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // Cancelled: the runtime is shutting down.
+            Err(_) => Err(ProxyError::Internal),
+        }
     }
 
     /// Phase "send": the call runs in its own task; this waits for its answer. When the
@@ -770,6 +894,9 @@ async fn run_call(
     reconcile: Option<Duration>,
     reply: oneshot::Sender<(Result<Response<Bytes>, ProxyError>, Duration)>,
 ) {
+    let mut ticket = ticket;
+    // This task records the call's outcome from here on, whatever happens.
+    ticket.unsent = None;
     let Job {
         upstream,
         request,
@@ -807,7 +934,8 @@ async fn run_call(
                     // app waits (or hangs up: the task goes on), and a retry meanwhile is
                     // told when to come back.
                     let read_timed_out = matches!(failure, UpstreamError::ReadTimeout(_));
-                    let due = check_due(sent, failed, timeouts, read_timed_out);
+                    let processing = money.processing_limit();
+                    let due = check_due(sent, failed, timeouts, processing, read_timed_out);
                     ticket.reservation.await_check(due);
                     tokio::time::sleep_until(due.into()).await;
                     let earlier = earlier_refunds_of(
@@ -1127,32 +1255,81 @@ mod tests {
     fn a_call_is_checked_once_line_pay_can_no_longer_be_processing_it() {
         let sent = Instant::now();
         let route = timeouts(2, 20);
+        let limit = secs(20);
         // A read timeout fired: the call had its whole read timeout already.
         let fired = sent + secs(21);
         assert_eq!(
-            check_due(sent, fired, route, true),
+            check_due(sent, fired, route, limit, true),
             fired + RECONCILE_SETTLE
         );
         // A connection broken early: the whole connect and read timeouts from the send.
         let early = sent + secs(1);
-        assert_eq!(check_due(sent, early, route, false), sent + secs(23));
+        assert_eq!(check_due(sent, early, route, limit, false), sent + secs(23));
         // Never before the failure itself.
         let late = sent + secs(30);
-        assert_eq!(check_due(sent, late, route, false), late + RECONCILE_SETTLE);
+        assert_eq!(
+            check_due(sent, late, route, limit, false),
+            late + RECONCILE_SETTLE
+        );
+        // A read timeout longer than LINE Pay's limit is waited out whole.
+        assert_eq!(
+            check_due(sent, early, route, secs(10), false),
+            sent + secs(23)
+        );
+        assert_eq!(
+            check_due(sent, fired, route, secs(10), true),
+            fired + RECONCILE_SETTLE
+        );
+    }
+
+    /// A read timeout configured shorter than LINE Pay's processing limit (`--read-timeout
+    /// 1s`) does not make LINE Pay finish sooner: the check waits for the limit.
+    #[test]
+    fn a_short_read_timeout_still_waits_for_line_pays_processing_limit() {
+        let sent = Instant::now();
+        let route = timeouts(1, 1);
+        let refund = secs(20);
+        // The read timeout fired 1 s after the request went out: LINE Pay may go on for
+        // the rest of its 20 s.
+        let fired = sent + secs(2);
+        assert_eq!(
+            check_due(sent, fired, route, refund, true),
+            fired + secs(19) + RECONCILE_SETTLE
+        );
+        // Broken early: connect plus the limit from the send.
+        assert_eq!(
+            check_due(sent, sent + secs(1), route, refund, false),
+            sent + secs(21) + RECONCILE_SETTLE
+        );
+        let capture = secs(60);
+        assert_eq!(
+            check_due(sent, sent + secs(1), route, capture, false),
+            sent + secs(61) + RECONCILE_SETTLE
+        );
     }
 
     #[test]
     fn an_interrupted_call_waits_from_its_journaled_start() {
         let route = timeouts(1, 3);
-        assert_eq!(interrupted_wait(10_000, 12_000, route), secs(3));
+        let short = secs(2);
+        assert_eq!(interrupted_wait(10_000, 12_000, route, short), secs(3));
         assert_eq!(
-            interrupted_wait(10_000, 10_500, route),
+            interrupted_wait(10_000, 10_500, route, short),
             Duration::from_millis(4_500)
         );
-        assert_eq!(interrupted_wait(10_000, 15_000, route), Duration::ZERO);
-        assert_eq!(interrupted_wait(10_000, 60_000, route), Duration::ZERO);
+        assert_eq!(
+            interrupted_wait(10_000, 15_000, route, short),
+            Duration::ZERO
+        );
+        assert_eq!(
+            interrupted_wait(10_000, 60_000, route, short),
+            Duration::ZERO
+        );
         // A clock set back since: the whole wait, never less.
-        assert_eq!(interrupted_wait(10_000, 9_000, route), secs(5));
+        assert_eq!(interrupted_wait(10_000, 9_000, route, short), secs(5));
+        // A read timeout shorter than LINE Pay's limit: the limit.
+        assert_eq!(interrupted_wait(10_000, 12_000, route, secs(20)), secs(20));
+        assert_eq!(interrupted_wait(10_000, 10_000, route, secs(40)), secs(42));
     }
 
     #[test]
@@ -1423,18 +1600,18 @@ mod tests {
             };
             store.record_outcome(done, &outcome).unwrap();
         }
-        let allowlist = Allowlist::new(vec![Route::new(
-            http::Method::POST,
-            refund,
-            timeouts(1, 20),
-        )
-        .unwrap()]);
+        let allowlist =
+            Allowlist::new(vec![
+                Route::new(http::Method::POST, refund, timeouts(1, 2)).unwrap()
+            ]);
         let opened = Instant::now();
         let desk = Desk::open(&settings, &allowlist).unwrap();
         let held = in_flight_entries(&desk.in_flight);
         let names: Vec<&str> = held.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(names, ["c transaction 1", "key c k", "key c k2"]);
-        // The refund: its route's 1 + 20 s and the settling second from its start.
+        // The refund: its route's 1 s connect timeout, LINE Pay's 20 s processing limit
+        // for a refund (the route's 2 s read timeout is shorter) and the settling second,
+        // from its start.
         let due = held[0].1.unwrap();
         assert!(
             due >= opened + secs(21) && due <= Instant::now() + secs(22),
@@ -1452,6 +1629,74 @@ mod tests {
         assert!(in_flight_entries(&desk.in_flight)
             .iter()
             .all(|(_, due)| due.unwrap() <= Instant::now()));
+        drop(desk);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A ticket whose intent is written and that no task took over (the app hung up, or
+    /// the call failed before it was sent) records `not_sent`, and only then releases its
+    /// key and transaction; a ticket taken over by its task records nothing on drop.
+    #[tokio::test]
+    async fn a_ticket_dropped_unsent_records_not_sent_before_its_key_is_free() {
+        let dir = std::env::temp_dir().join(format!("journal-unsent-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let settings = JournalConfig {
+            enabled: true,
+            path: dir.join("j.sqlite3"),
+            max_age: secs(3600),
+            max_calls: 100,
+            reconcile: true,
+            reconcile_timeout: secs(1),
+        };
+        let desk = Desk::open(&settings, &Allowlist::new(Vec::new())).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let seal = Seal::new(&crate::secret::Secret::new("s1"));
+        let plan = |key: &str| Plan {
+            template: "/v3/payments/{transactionId}/refund".into(),
+            method: "POST".into(),
+            target: "/v3/payments/1/refund".into(),
+            money: money::classify(&http::Method::POST, "/v3/payments/{transactionId}/refund"),
+            facts: CallFacts::read(Some("1"), None, b"{}"),
+            key: Some(key.into()),
+            request_id: "r".into(),
+            channel_id: "c".into(),
+        };
+        let Ok(Admission::Send(ticket)) = desk.admit(plan("k"), &seal, &metrics).await else {
+            panic!("not admitted");
+        };
+        let row = ticket.row.unwrap();
+        assert!(ticket.unsent.is_some());
+        // Another writer holds the journal: the outcome cannot be written yet.
+        let other = rusqlite::Connection::open(&settings.path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        drop(ticket);
+        // Held until the outcome is written.
+        assert!(matches!(
+            desk.admit(plan("k"), &seal, &metrics).await,
+            Err(ProxyError::CallInProgress)
+        ));
+        other.execute_batch("COMMIT").unwrap();
+        desk.tasks.close();
+        desk.tasks.wait().await;
+        assert!(in_flight_entries(&desk.in_flight).is_empty());
+        let store = desk.store.clone().unwrap();
+        let rows = store.query(&Filter::default()).unwrap();
+        let dropped = rows.iter().find(|r| r.id == row).unwrap();
+        assert_eq!(dropped.outcome.as_deref(), Some("not_sent"));
+        assert!(dropped.finished_at.is_some());
+        // `not_sent`: the key may be used again.
+        let Ok(Admission::Send(mut again)) = desk.admit(plan("k"), &seal, &metrics).await else {
+            panic!("the key is not usable again");
+        };
+        // Taken over by its task: nothing is recorded on drop.
+        let second = again.row.unwrap();
+        again.unsent = None;
+        drop(again);
+        desk.tasks.wait().await;
+        let rows = store.query(&Filter::default()).unwrap();
+        let taken = rows.iter().find(|r| r.id == second).unwrap();
+        assert_eq!(taken.outcome, None);
+        assert!(in_flight_entries(&desk.in_flight).is_empty());
         drop(desk);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -4,7 +4,9 @@
 //! (rusqlite) where a row is tampered with or written in the old schema.
 
 use crate::util::ledger::{Behaviour, Ledger};
-use crate::util::{remove_journal_sidecars, Call, RunningSidecar, Sidecar, TempFile, CHANNEL_ID};
+use crate::util::{
+    eventually, remove_journal_sidecars, Call, RunningSidecar, Sidecar, TempFile, CHANNEL_ID,
+};
 use rusqlite::{params, Connection};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -238,5 +240,80 @@ async fn a_key_stored_before_bindings_is_refused_clearly_never_replayed_elsewher
         .expect("the new row has a key_binding column");
     assert_eq!(bound.map(|b| b.len()), Some(64));
     drop(file);
+    remove_journal_sidecars(&journal.path);
+}
+
+/// An app that hangs up while its call's intent is being written (another writer holds
+/// the journal for 3 s; the app gives up after 1 s) leaves a call that was never sent:
+/// it is recorded `not_sent` once the intent is written, and its key may be used again.
+/// (At 779a0ab the row stayed without an outcome and every retry with the key got
+/// `409 call_in_progress` until a restart.)
+#[tokio::test]
+async fn an_app_that_hangs_up_while_its_intent_is_written_leaves_its_key_usable() {
+    let ledger = Ledger::start().await;
+    ledger.paid(TX_A);
+    let journal = TempFile::with_contents("journal.sqlite3", b"");
+    let sidecar = start(&ledger, &journal).await;
+    let path = journal.path.clone();
+    let (locked, is_locked) = std::sync::mpsc::channel();
+    // Within the journal's 5 s busy timeout: the intent is written once this commits.
+    let holder = std::thread::spawn(move || {
+        let file = Connection::open(&path).expect("open the journal");
+        file.execute_batch("BEGIN IMMEDIATE")
+            .expect("take the write lock");
+        locked.send(()).expect("the test waits");
+        std::thread::sleep(Duration::from_secs(3));
+        file.execute_batch("COMMIT")
+            .expect("release the write lock");
+    });
+    is_locked.recv().expect("the journal is locked");
+
+    let gone = tokio::time::timeout(
+        Duration::from_secs(1),
+        keyed(&refund_path(TX_A), "{}", "k-gone").send(sidecar.addr),
+    )
+    .await;
+    assert!(gone.is_err(), "answered while the journal was locked");
+    tokio::task::spawn_blocking(move || holder.join().expect("the lock holder"))
+        .await
+        .expect("joined");
+
+    // The key is free once the first call's `not_sent` is recorded: a retry is sent.
+    let retry = eventually("a retry with the key is sent", || async {
+        let reply = keyed(&refund_path(TX_A), "{}", "k-gone")
+            .send(sidecar.addr)
+            .await;
+        match reply.status {
+            200 => Ok(reply),
+            _ => Err(reply.text()),
+        }
+    })
+    .await;
+    assert_eq!(
+        retry.return_code().as_deref(),
+        Some("0000"),
+        "{}",
+        retry.text()
+    );
+    assert_eq!(ledger.count("POST", &refund_path(TX_A)), 1);
+
+    let calls = Call::get(&format!("/calls?transactionId={TX_A}"))
+        .send(sidecar.admin_addr)
+        .await;
+    assert_eq!(calls.status, 200, "{}", calls.text());
+    let mut outcomes: Vec<String> = calls.json()["calls"]
+        .as_array()
+        .expect("a list of calls")
+        .iter()
+        .map(|call| call["outcome"].as_str().unwrap_or("none").to_owned())
+        .collect();
+    outcomes.sort();
+    assert_eq!(outcomes, ["answered", "not_sent"], "{}", calls.text());
+    assert!(
+        sidecar.stderr_so_far().contains("was never sent"),
+        "the unsent call is logged: {}",
+        sidecar.stderr_so_far()
+    );
+    stop(sidecar).await;
     remove_journal_sidecars(&journal.path);
 }

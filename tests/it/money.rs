@@ -4,8 +4,8 @@
 
 use crate::util::ledger::{Behaviour, Ledger, LONG_STALL, PRODUCT_NAME};
 use crate::util::{
-    eventually, remove_journal_sidecars, Call, Cli, RunningSidecar, Sidecar, TempFile, Upstream,
-    CHANNEL_SECRET,
+    eventually, eventually_within, remove_journal_sidecars, Call, Cli, RunningSidecar, Sidecar,
+    TempFile, Upstream, CHANNEL_SECRET,
 };
 use serde_json::Value;
 use std::time::Duration;
@@ -23,9 +23,15 @@ fn confirm_path(tx: &str) -> String {
     format!("/v3/payments/{tx}/confirm")
 }
 
-fn capture_path(tx: &str) -> String {
-    format!("/v3/payments/authorizations/{tx}/capture")
+fn void_path(tx: &str) -> String {
+    format!("/v3/payments/authorizations/{tx}/void")
 }
+
+/// How long a test waits for a money call that is reconciled: the sidecar asks LINE Pay
+/// only after its documented processing limit for the call (20 s for a refund or void,
+/// 40 s for a confirm), whatever the configured read timeout, plus the connect timeout
+/// and a settling second.
+const RECONCILED_WITHIN: Duration = Duration::from_secs(60);
 
 async fn sidecar(ledger: &Ledger) -> RunningSidecar {
     Sidecar::new().upstream(&ledger.url).start().await
@@ -219,9 +225,25 @@ async fn an_uncertain_confirm_is_reconciled_applied_or_not_applied() {
         .start()
         .await;
     let body = r#"{"amount":100,"currency":"TWD"}"#;
-
+    let addr = sidecar.addr;
+    // Each is asked about only after LINE Pay's 40 s limit for a confirm (the 1 s read
+    // timeout is shorter): both are sent at once, and the ledger's behaviour is set for
+    // each as it arrives.
     ledger.behave("confirm", Behaviour::ApplyThenStall(LONG_STALL));
-    let processed = Call::post(&confirm_path(TX), body).send(sidecar.addr).await;
+    let processed = tokio::spawn(
+        Call::post(&confirm_path(TX), body)
+            .within(RECONCILED_WITHIN)
+            .send(addr),
+    );
+    wait_for_arrivals(&ledger, "POST", &confirm_path(TX), 1).await;
+    ledger.behave("confirm", Behaviour::StallWithoutApplying(LONG_STALL));
+    let lost = tokio::spawn(
+        Call::post(&confirm_path(TX2), body)
+            .within(RECONCILED_WITHIN)
+            .send(addr),
+    );
+
+    let processed = processed.await.expect("the first confirm");
     processed.assert_sidecar_error(504, "upstream_timeout");
     assert_eq!(processed.retry_safe(), Some(false));
     assert_eq!(
@@ -230,11 +252,7 @@ async fn an_uncertain_confirm_is_reconciled_applied_or_not_applied() {
         "{}",
         processed.text()
     );
-
-    ledger.behave("confirm", Behaviour::StallWithoutApplying(LONG_STALL));
-    let lost = Call::post(&confirm_path(TX2), body)
-        .send(sidecar.addr)
-        .await;
+    let lost = lost.await.expect("the second confirm");
     lost.assert_sidecar_error(504, "upstream_timeout");
     assert_eq!(
         lost.json()["error"]["reconciled"]["state"],
@@ -260,16 +278,17 @@ async fn an_uncertain_confirm_is_reconciled_applied_or_not_applied() {
     }
 }
 
+/// A void (LINE Pay's processing limit 20 s; a capture's is 60 s, too long a test) cut
+/// by `kill -9` is reconciled by the next start once the limit has passed since it
+/// started, and never sent again.
 #[tokio::test]
-async fn a_capture_cut_by_kill_9_is_reconciled_at_the_next_start() {
+async fn a_void_cut_by_kill_9_is_reconciled_at_the_next_start() {
     let ledger = Ledger::start().await;
     ledger.authorized(TX);
-    ledger.behave(
-        "capture",
-        Behaviour::ApplyThenStall(Duration::from_secs(30)),
-    );
+    ledger.behave("void", Behaviour::ApplyThenStall(Duration::from_secs(30)));
     let journal = TempFile::with_contents("journal.sqlite3", b"");
-    // Short timeouts: the restart waits them out (from the call's start) before asking.
+    // Short timeouts: the restart still waits out LINE Pay's 20 s limit for a void (from
+    // the call's start) before asking.
     let start = || {
         Sidecar::new()
             .upstream(&ledger.url)
@@ -287,11 +306,11 @@ async fn a_capture_cut_by_kill_9_is_reconciled_at_the_next_start() {
     let body = r#"{"amount":100,"currency":"TWD"}"#;
     let request = format!(
         "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        capture_path(TX),
+        void_path(TX),
         body.len()
     );
     app.write_all(request.as_bytes()).await.expect("write");
-    wait_for_arrivals(&ledger, "POST", &capture_path(TX), 1).await;
+    wait_for_arrivals(&ledger, "POST", &void_path(TX), 1).await;
     first.signal("KILL");
     first.wait_exit(Duration::from_secs(10)).expect("killed");
 
@@ -308,19 +327,23 @@ async fn a_capture_cut_by_kill_9_is_reconciled_at_the_next_start() {
     );
 
     let second = start().await;
-    eventually("the interrupted capture is reconciled", || async {
-        let calls = journal_calls(&second, TX).await;
-        match calls.first() {
-            Some(call) if call["outcome"] == "interrupted" => Ok(call.clone()),
-            other => Err(format!("{other:?}")),
-        }
-    })
+    eventually_within(
+        RECONCILED_WITHIN,
+        "the interrupted void is reconciled",
+        || async {
+            let calls = journal_calls(&second, TX).await;
+            match calls.first() {
+                Some(call) if call["outcome"] == "interrupted" => Ok(call.clone()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
     .await;
     let calls = journal_calls(&second, TX).await;
     assert_eq!(calls[0]["reconciled_state"], "applied", "{calls:?}");
-    assert_eq!(ledger.pay_status(TX), Some("CAPTURE"));
-    // Never sent again: one capture reached LINE Pay.
-    assert_eq!(ledger.count("POST", &capture_path(TX)), 1);
+    assert_eq!(ledger.pay_status(TX), Some("VOIDED_AUTHORIZATION"));
+    // Never sent again: one void reached LINE Pay.
+    assert_eq!(ledger.count("POST", &void_path(TX)), 1);
     eventually("the interrupted call is logged", || async {
         let log = second.stderr_so_far();
         if log.contains("interrupted by a stop") {
@@ -336,7 +359,8 @@ async fn a_capture_cut_by_kill_9_is_reconciled_at_the_next_start() {
 
 /// Issue 17: a keyed partial refund cut by `kill -9` while LINE Pay is still processing
 /// it. The restarted sidecar holds its key and transaction until LINE Pay can no longer
-/// be processing it (connect + read timeout from the journaled start, + 1 s), then finds
+/// be processing it (connect timeout + LINE Pay's 20 s refund limit, longer than the 4 s
+/// read timeout, from the journaled start, + 1 s), then finds
 /// the refund applied: LINE Pay sees one refund, however the app retries. (At 6867889 the
 /// restart asked at once, read `not_applied` and sent the retry: two refunds.)
 #[tokio::test]
@@ -390,7 +414,8 @@ async fn a_keyed_refund_cut_by_kill_9_is_held_until_line_pay_is_done_and_sent_on
     })
     .await;
     assert_eq!(early.0, Some(true));
-    assert!((1..=6).contains(&early.1), "Retry-After {}", early.1);
+    // Due 21.5 s after the call's start: LINE Pay's limit, not the 4 s read timeout.
+    assert!((5..=22).contains(&early.1), "Retry-After {}", early.1);
     // Another money call on the transaction is held too.
     let other = Call::post(&refund_path(TX), r#"{"refundAmount":5}"#)
         .send(second.addr)
@@ -399,13 +424,17 @@ async fn a_keyed_refund_cut_by_kill_9_is_held_until_line_pay_is_done_and_sent_on
     assert!(other.header("retry-after").is_some());
     assert_eq!(ledger.count("POST", &refund_path(TX)), 1);
 
-    let call = eventually("the interrupted refund is reconciled", || async {
-        let calls = journal_calls(&second, TX).await;
-        match calls.first() {
-            Some(call) if call["outcome"] == "interrupted" => Ok(call.clone()),
-            other => Err(format!("{other:?}")),
-        }
-    })
+    let call = eventually_within(
+        RECONCILED_WITHIN,
+        "the interrupted refund is reconciled",
+        || async {
+            let calls = journal_calls(&second, TX).await;
+            match calls.first() {
+                Some(call) if call["outcome"] == "interrupted" => Ok(call.clone()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
     .await;
     assert_eq!(call["reconciled_state"], "applied", "{call}");
     assert_eq!(call["idempotency_key"], "refund-30-first");
@@ -429,7 +458,8 @@ async fn a_keyed_refund_cut_by_kill_9_is_held_until_line_pay_is_done_and_sent_on
 }
 
 /// An early broken connection is judged like an interrupted call: only once LINE Pay can
-/// no longer be processing it (connect + read timeout after the send, + 1 s), with the
+/// no longer be processing it (connect timeout + LINE Pay's 20 s refund limit after the
+/// send, + 1 s), with the
 /// key and transaction held meanwhile. (At 6867889 it was judged 1 s after the break:
 /// `not_applied` for a refund LINE Pay applied 2 s after it arrived.)
 #[tokio::test]
@@ -450,7 +480,7 @@ async fn a_refund_whose_connection_breaks_early_is_judged_after_its_timeouts() {
             .header("Idempotency-Key", "refund-30-broken")
     };
     let addr = sidecar.addr;
-    let first = tokio::spawn(refund().send(addr));
+    let first = tokio::spawn(refund().within(RECONCILED_WITHIN).send(addr));
     wait_for_arrivals(&ledger, "POST", &refund_path(TX), 1).await;
     // Refused while the first is sent, then with Retry-After while it waits.
     eventually("a retry is told when the first is checked", || async {
@@ -568,6 +598,60 @@ async fn the_journal_survives_a_restart_holds_no_secret_and_honours_retention() 
     remove_journal_sidecars(&journal.path);
 }
 
+/// A read timeout configured shorter than LINE Pay's processing limit (`--read-timeout
+/// 1s`; a refund's limit is 20 s) does not bring the check forward: LINE Pay applies the
+/// refund 3 s after it arrives, and the check 21 s after the send finds it. (At 779a0ab the
+/// check came 1 s after the timeout, read `not_applied`, and the same key's retry was
+/// sent: LINE Pay received two refunds.)
+#[tokio::test]
+async fn a_read_timeout_shorter_than_line_pays_limit_does_not_judge_a_refund_too_early() {
+    let ledger = Ledger::start().await;
+    ledger.paid(TX);
+    ledger.behave("refund", Behaviour::Slow(Duration::from_secs(3)));
+    let sidecar = Sidecar::new()
+        .upstream(&ledger.url)
+        .arg("--connect-timeout")
+        .arg("200ms")
+        .arg("--read-timeout")
+        .arg("1s")
+        .start()
+        .await;
+    eventually(
+        "the short read timeout is warned about at start",
+        || async {
+            let log = sidecar.stderr_so_far();
+            match log.lines().any(|line| {
+                line.contains("WARN")
+                    && line.contains("shorter than LINE Pay's documented processing limit")
+                    && line.contains("/v3/payments/{transactionId}/refund")
+            }) {
+                true => Ok(()),
+                false => Err(log),
+            }
+        },
+    )
+    .await;
+    let refund =
+        || Call::post(&refund_path(TX), r#"{"refundAmount":30}"#).header("Idempotency-Key", "rk");
+    let first = refund().within(RECONCILED_WITHIN).send(sidecar.addr).await;
+    first.assert_sidecar_error(504, "upstream_timeout");
+    assert_eq!(
+        first.json()["error"]["reconciled"]["state"],
+        "applied",
+        "{}",
+        first.text()
+    );
+    let retry = refund().send(sidecar.addr).await;
+    assert_eq!(
+        ledger.count("POST", &refund_path(TX)),
+        1,
+        "the retry reached LINE Pay, a second refund: {}",
+        retry.text()
+    );
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    assert_eq!(retry.body, first.body);
+}
+
 /// An offline orderId that needs percent-encoding is one order however the app spells
 /// it: the status check asks LINE Pay about it encoded once, the in-flight lock holds
 /// both spellings, and `/calls` finds it by its plain text. (At 779a0ab the check asked
@@ -607,8 +691,13 @@ async fn an_offline_refund_of_an_encoded_order_id_is_checked_by_that_order_and_s
         .arg("500ms")
         .start()
         .await;
-    let refund =
-        || Call::post(REFUND, r#"{"refundAmount":10}"#).header("Idempotency-Key", "order-1-refund");
+    // Judged once LINE Pay's 20 s limit for a refund has passed, whatever the 1 s read
+    // timeout: the app waits that long.
+    let refund = || {
+        Call::post(REFUND, r#"{"refundAmount":10}"#)
+            .header("Idempotency-Key", "order-1-refund")
+            .within(Duration::from_secs(45))
+    };
     let refunds_sent = || {
         upstream
             .requests()

@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -124,6 +125,8 @@ pub struct Call {
     body: Bytes,
     /// The local address the connection leaves from (`None`: the system's choice).
     source: Option<std::net::IpAddr>,
+    /// How long to wait for the whole answer.
+    limit: Duration,
 }
 
 impl Call {
@@ -134,7 +137,16 @@ impl Call {
             headers: Vec::new(),
             body: Bytes::new(),
             source: None,
+            limit: WAIT_LIMIT,
         }
+    }
+
+    /// Waits this long for the answer instead of [`WAIT_LIMIT`]: for a call the sidecar
+    /// answers only after LINE Pay's processing limit (a money call reconciled after 20 s
+    /// or more).
+    pub fn within(mut self, limit: Duration) -> Call {
+        self.limit = limit;
+        self
     }
 
     /// Connects from `source` (e.g. `127.0.0.7`, another loopback peer, or one of the
@@ -173,6 +185,7 @@ impl Call {
 
     /// Sends the call on a new connection and reads the whole answer (bounded in time).
     pub async fn send(self, addr: SocketAddr) -> Reply {
+        let limit = self.limit;
         let exchange = async {
             let stream = match self.source {
                 None => TcpStream::connect(addr).await?,
@@ -219,10 +232,10 @@ impl Call {
                 body,
             })
         };
-        match tokio::time::timeout(WAIT_LIMIT, exchange).await {
+        match tokio::time::timeout(limit, exchange).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(error)) => panic!("call to {addr} failed: {error}"),
-            Err(_) => panic!("no answer from {addr} within {WAIT_LIMIT:?}"),
+            Err(_) => panic!("no answer from {addr} within {limit:?}"),
         }
     }
 }
