@@ -141,12 +141,25 @@ async fn proxy_connections_that_stop_reading_are_cut_after_the_write_timeout() {
         )
         .start()
         .await;
-    let call = b"GET /v3/payments?orderId=o1 HTTP/1.1\r\nHost: a\r\n\r\n".repeat(64);
+    // One order per stalled connection: LINE Pay seeing all four means each holds a slot
+    // (a connection over the cap is answered 503 and never forwarded).
+    let target = |n: usize| format!("/v3/payments?orderId=stalled{n}");
     let mut stalled = Vec::new();
-    for _ in 0..4 {
+    for n in 0..4 {
+        let call = format!("GET {} HTTP/1.1\r\nHost: a\r\n\r\n", target(n)).repeat(64);
         let stream = connect_from("127.0.0.1", sidecar.addr).await;
-        stalled.push(pipeline_and_never_read(stream, call.clone()));
+        stalled.push(pipeline_and_never_read(stream, call.into_bytes()));
     }
+    // Probing earlier raced them: a probe could take a slot first, leaving a stalled
+    // connection refused and the cap never reached.
+    eventually("every stalled connection holds a slot", || async {
+        let seen: Vec<String> = upstream.requests().into_iter().map(|r| r.target).collect();
+        match (0..4).find(|n| !seen.contains(&target(*n))) {
+            None => Ok(()),
+            Some(n) => Err(format!("no call of connection {n} forwarded yet")),
+        }
+    })
+    .await;
     // While they hold every slot, a fifth connection is refused, visibly (finding 8).
     // Generous bounds: 4 connections each pipelining 64 calls with 512 KiB answers keep
     // a 2-core machine busy; what is proved is that the cap answers and the cut comes.
