@@ -21,6 +21,19 @@ fn calls_of(reply: &Reply) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// Polls `/readyz` until it answers `status`; its last body (the reason when not ready).
+async fn readyz_becomes(admin: SocketAddr, status: u16, what: &str) -> String {
+    eventually(what, || async {
+        let reply = Call::get("/readyz").send(admin).await;
+        if reply.status == status {
+            Ok(reply.text())
+        } else {
+            Err(reply.text())
+        }
+    })
+    .await
+}
+
 // Issue 22.2: an online confirm and refund name no order; the order the transaction was
 // requested with is filled in, so "what happened to order X" has an answer.
 #[tokio::test(flavor = "multi_thread")]
@@ -265,29 +278,17 @@ async fn readyz_fails_while_the_journal_cannot_be_written_and_recovers() {
         .journal_at(journal.path_str())
         .start()
         .await;
-    let readyz = || async { Call::get("/readyz").send(sidecar.admin_addr).await };
-    eventually("ready", || async {
-        let reply = readyz().await;
-        if reply.status == 200 {
-            Ok(())
-        } else {
-            Err(reply.text())
-        }
-    })
-    .await;
+    readyz_becomes(sidecar.admin_addr, 200, "ready").await;
 
     let holder = rusqlite::Connection::open(&journal.path).expect("open the journal");
     holder
         .execute_batch("BEGIN IMMEDIATE")
         .expect("take the write lock");
-    let reason = eventually("not ready while the journal is locked", || async {
-        let reply = readyz().await;
-        if reply.status == 503 {
-            Ok(reply.text())
-        } else {
-            Err(reply.text())
-        }
-    })
+    let reason = readyz_becomes(
+        sidecar.admin_addr,
+        503,
+        "not ready while the journal is locked",
+    )
     .await;
     assert!(
         reason.contains("journal: cannot be written (database is locked)"),
@@ -313,14 +314,11 @@ async fn readyz_fails_while_the_journal_cannot_be_written_and_recovers() {
         .execute_batch("ROLLBACK")
         .expect("release the write lock");
     drop(holder);
-    eventually("ready again once the journal can be written", || async {
-        let reply = readyz().await;
-        if reply.status == 200 {
-            Ok(())
-        } else {
-            Err(reply.text())
-        }
-    })
+    readyz_becomes(
+        sidecar.admin_addr,
+        200,
+        "ready again once the journal can be written",
+    )
     .await;
     let refund = Call::post(
         &format!("/v3/payments/{TX}/refund"),
@@ -492,16 +490,7 @@ async fn a_journal_deleted_while_running_fails_readiness_and_refuses_money_calls
     };
     let first = refund(1, "K6").await;
     assert_eq!(first.status, 200, "{}", first.text());
-    let readyz = || async { Call::get("/readyz").send(sidecar.admin_addr).await };
-    eventually("ready", || async {
-        let reply = readyz().await;
-        if reply.status == 200 {
-            Ok(())
-        } else {
-            Err(reply.text())
-        }
-    })
-    .await;
+    readyz_becomes(sidecar.admin_addr, 200, "ready").await;
 
     for suffix in ["", "-wal", "-shm"] {
         std::fs::remove_file(format!("{}{suffix}", journal.path_str())).expect("delete");
@@ -509,14 +498,11 @@ async fn a_journal_deleted_while_running_fails_readiness_and_refuses_money_calls
     // At once, before the probe has seen it: nothing is written to a file that is gone.
     let refused = refund(2, "K7").await;
     refused.assert_sidecar_error(503, "journal_unavailable");
-    let reason = eventually("not ready once the journal is gone", || async {
-        let reply = readyz().await;
-        if reply.status == 503 {
-            Ok(reply.text())
-        } else {
-            Err(reply.text())
-        }
-    })
+    let reason = readyz_becomes(
+        sidecar.admin_addr,
+        503,
+        "not ready once the journal is gone",
+    )
     .await;
     assert!(
         reason.contains("the journal file was removed or replaced"),
@@ -592,16 +578,7 @@ async fn readyz_fails_while_the_journals_disk_is_full_and_recovers() {
         .journal_at(journal.to_str().expect("UTF-8 path"))
         .start()
         .await;
-    let readyz = || async { Call::get("/readyz").send(sidecar.admin_addr).await };
-    eventually("ready", || async {
-        let reply = readyz().await;
-        if reply.status == 200 {
-            Ok(())
-        } else {
-            Err(reply.text())
-        }
-    })
-    .await;
+    readyz_becomes(sidecar.admin_addr, 200, "ready").await;
     // Fill the file system (bounded: 2 MiB in 4 KiB writes).
     let filler = tmpfs.dir.join("filler");
     {
@@ -617,15 +594,7 @@ async fn readyz_fails_while_the_journals_disk_is_full_and_recovers() {
             }
         }
     }
-    let reason = eventually("not ready while the disk is full", || async {
-        let reply = readyz().await;
-        if reply.status == 503 {
-            Ok(reply.text())
-        } else {
-            Err(reply.text())
-        }
-    })
-    .await;
+    let reason = readyz_becomes(sidecar.admin_addr, 503, "not ready while the disk is full").await;
     assert!(
         reason.contains("journal: cannot be written (database or disk is full)"),
         "{reason}"
@@ -638,14 +607,11 @@ async fn readyz_fails_while_the_journals_disk_is_full_and_recovers() {
     .await;
     refused.assert_sidecar_error(503, "journal_unavailable");
     std::fs::remove_file(&filler).expect("empty the disk");
-    eventually("ready again once the disk has room", || async {
-        let reply = readyz().await;
-        if reply.status == 200 {
-            Ok(())
-        } else {
-            Err(reply.text())
-        }
-    })
+    readyz_becomes(
+        sidecar.admin_addr,
+        200,
+        "ready again once the disk has room",
+    )
     .await;
     let refund = Call::post(
         &format!("/v3/payments/{TX}/refund"),
