@@ -432,7 +432,7 @@ impl Proxy {
             let (answer, elapsed) = self.desk.send(ticket, job, hold).await;
             call.upstream_elapsed = Some(elapsed);
             // A `/payments/request` with an Idempotency-Key comes this way.
-            if let (Ok(response), Some(order_id)) = (&answer, call.order_id.clone()) {
+            if let (Ok(response), Some(order_id)) = (&answer, call.order_id.as_deref()) {
                 self.remember_order(route, response, order_id).await;
             }
             return answer.map(|answer| quote_ids(answer, ids_as_strings));
@@ -444,7 +444,7 @@ impl Proxy {
             .await;
         call.upstream_elapsed = Some(sent.elapsed());
         let response = response?;
-        if let Some(order_id) = call.order_id.clone() {
+        if let Some(order_id) = call.order_id.as_deref() {
             self.remember_order(route, &response, order_id).await;
         }
         Ok(response_filter(response, ids_as_strings))
@@ -452,10 +452,11 @@ impl Proxy {
 
     /// After a successful `POST …/payments/request`: the journal learns which orderId
     /// its transaction was requested with, for the transaction's later money calls.
-    async fn remember_order(&self, route: &Route, response: &Response<Bytes>, order_id: String) {
+    async fn remember_order(&self, route: &Route, response: &Response<Bytes>, order_id: &str) {
+        // Checked first: every other call with an orderId costs nothing here.
         if let Some(transaction_id) = requested_transaction(route, response) {
             self.desk
-                .remember_order(transaction_id, order_id, &self.metrics)
+                .remember_order(transaction_id, order_id.to_owned(), &self.metrics)
                 .await;
         }
     }
