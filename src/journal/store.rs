@@ -229,6 +229,19 @@ pub struct Store {
 }
 
 impl Store {
+    /// The orderId remembered for `transaction_id` (tests of `super::orders`).
+    #[cfg(test)]
+    pub(crate) fn order_of(&self, transaction_id: &str) -> Result<Option<String>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT order_id FROM orders WHERE transaction_id = ?1",
+                [transaction_id],
+                |row| row.get(0),
+            )
+            .optional()
+        })
+    }
+
     /// Opens (creating if needed) the journal for writing. Refuses a journal that is
     /// missing or empty while its marker says it held calls.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -818,6 +831,7 @@ impl SideWriter {
     }
 
     /// Remembers which orderId a transaction was requested with.
+    #[cfg(test)]
     pub(crate) fn remember_order(
         &self,
         transaction_id: &str,
@@ -831,6 +845,28 @@ impl SideWriter {
             )?
             .execute(params![transaction_id, order_id, now_ms])
             .map(drop)
+        })
+    }
+
+    /// Remembers a batch of `(transactionId, orderId)` pairs in one transaction
+    /// (`super::orders`).
+    pub(crate) fn remember_orders(
+        &self,
+        pairs: &[(String, String)],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            let transaction = c.unchecked_transaction()?;
+            {
+                let mut insert = transaction.prepare_cached(
+                    "INSERT OR REPLACE INTO orders (transaction_id, order_id, recorded_at) \
+                     VALUES (?1, ?2, ?3)",
+                )?;
+                for (transaction_id, order_id) in pairs {
+                    insert.execute(params![transaction_id, order_id, now_ms])?;
+                }
+            }
+            transaction.commit()
         })
     }
 
@@ -1464,10 +1500,12 @@ mod tests {
         settings.max_calls = 100;
         settings.max_age = Duration::from_secs(3600);
         let desk = Desk::open(&settings, &crate::route::Allowlist::new(Vec::new())).unwrap();
-        let metrics = Metrics::new();
+        let metrics = std::sync::Arc::new(Metrics::new());
         assert_eq!(desk.probe_journal().await, Some(Ok(())));
         desk.remember_order("42".into(), "order-1".into(), &metrics)
             .await;
+        // Queued; written before any intent (what `Desk::admit` does first).
+        desk.flush_orders(&metrics).await;
         let store = desk.store().unwrap();
         store.record_intent(&intent(None)).unwrap();
         let rows = store
@@ -1488,6 +1526,7 @@ mod tests {
         assert!(!refused.contains("j.sqlite3"), "no path: {refused}");
         desk.remember_order("43".into(), "order-2".into(), &metrics)
             .await;
+        desk.flush_orders(&metrics).await;
         assert!(
             metrics
                 .render()
