@@ -5,9 +5,12 @@
 //!   the walk paid for its tree before it read a borrowed one (src/validate/node.rs);
 //!   kept as the yardstick of the README's before/after ratio.
 //! - `validate/request/<body>`: [`validate::findings`] for `POST /v3/payments/request`
-//!   (parse into the borrowed tree, walk every field against the table, the package and
-//!   total sums). What the request path adds in `warn` or `enforce` mode; `off` adds
+//!   (the streaming pass; for a body with a finding, then the parse into the borrowed
+//!   tree and the walk of every field against the table, the package and total sums). What the request path adds in `warn` or `enforce` mode; `off` adds
 //!   nothing.
+//! - `validate/walk/<body>`: the same findings by the walk over the borrowed tree alone,
+//!   what `validate/request` cost before the streaming pass (src/validate/stream.rs) that
+//!   now decides a clean body without a tree: the before/after ratio in one run.
 //! - `ids/quote/<answer>`: [`ids::quote_ids`] on a payment-details answer: what
 //!   `ids_as_strings` adds to a call.
 //!
@@ -83,8 +86,16 @@ fn bench(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("parse_only", name), body, |b, body| {
             b.iter(|| serde_json::from_slice::<Value>(black_box(body)).map(|_| ()))
         });
+        assert_eq!(
+            validate::findings_by_walk(REQUEST, body),
+            Some(Vec::new()),
+            "the {name} body must pass the walk too"
+        );
         group.bench_with_input(BenchmarkId::new("request", name), body, |b, body| {
             b.iter(|| validate::findings(REQUEST, black_box(body)))
+        });
+        group.bench_with_input(BenchmarkId::new("walk", name), body, |b, body| {
+            b.iter(|| validate::findings_by_walk(REQUEST, black_box(body)))
         });
     }
     group.finish();

@@ -20,6 +20,7 @@ mod node;
 mod offline;
 mod online;
 mod schema;
+mod stream;
 #[cfg(test)]
 mod tests;
 
@@ -132,8 +133,17 @@ fn same_shape(key: &str, template: &str) -> bool {
     }
 }
 
-/// The findings of `body` against `table`; empty when it passes.
+/// The findings of `body` against `table`; empty when it passes. A body the streaming
+/// pass (`stream`) finds clean costs that pass alone; any other is walked as a tree,
+/// which writes the findings.
 pub(crate) fn check(table: &Table, body: &[u8]) -> Vec<Finding> {
+    if stream::passes(table, body) {
+        debug_assert!(
+            schema::check(table, body).is_empty(),
+            "pre-validation's fast pass passed a body the walk finds fault with"
+        );
+        return Vec::new();
+    }
     schema::check(table, body)
 }
 
@@ -144,6 +154,19 @@ pub(crate) fn check(table: &Table, body: &[u8]) -> Vec<Finding> {
 pub fn findings(template: &str, body: &[u8]) -> Option<Vec<String>> {
     let table = table_for(template)?;
     Some(check(table, body).iter().map(Finding::to_string).collect())
+}
+
+/// [`findings`] by the tree walk alone, without the streaming pass first: the bench's
+/// before/after in one run (`benches/validate.rs`).
+#[doc(hidden)]
+pub fn findings_by_walk(template: &str, body: &[u8]) -> Option<Vec<String>> {
+    let table = table_for(template)?;
+    Some(
+        schema::check(table, body)
+            .iter()
+            .map(Finding::to_string)
+            .collect(),
+    )
 }
 
 /// The refusal message: the findings, `; `-separated.

@@ -198,11 +198,11 @@ const CURRENCY: &str = "1178";
 
 /// The currencies LINE Pay takes (TWD, THB and USD in the current documentation; JPY in
 /// the older one and the Japanese service), with their decimal places (ISO 4217).
-const CURRENCIES: &[(&str, u32)] = &[("TWD", 0), ("JPY", 0), ("THB", 2), ("USD", 2)];
+pub(super) const CURRENCIES: &[(&str, u32)] = &[("TWD", 0), ("JPY", 0), ("THB", 2), ("USD", 2)];
 
 /// An amount in hundredths, exact: every currency LINE Pay takes has at most two
 /// decimal places, so sums are compared in integers, never in floating point.
-type Hundredths = i128;
+pub(super) type Hundredths = i128;
 
 /// Checks `body` against `table`.
 pub(crate) fn check(table: &Table, body: &[u8]) -> Vec<Finding> {
@@ -525,16 +525,16 @@ impl Kind {
 /// other numbers through their shortest round-trip text (`1.5`, `100.0`), which has the
 /// decimals the app wrote for any amount of up to 15 significant digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Decimal {
-    hundredths: Option<Hundredths>,
-    places: u32,
-    negative: bool,
+pub(super) struct Decimal {
+    pub(super) hundredths: Option<Hundredths>,
+    pub(super) places: u32,
+    pub(super) negative: bool,
     /// Written with a decimal point or exponent (`100.0`), even if its value is whole.
-    written_as_float: bool,
+    pub(super) written_as_float: bool,
 }
 
 impl Decimal {
-    fn of(number: &Number) -> Option<Decimal> {
+    pub(super) fn of(number: &Number) -> Option<Decimal> {
         if let Some(whole) = number.as_i64() {
             return Some(Decimal {
                 hundredths: Some(Hundredths::from(whole) * 100),
@@ -578,7 +578,7 @@ impl Decimal {
         })
     }
 
-    fn is_zero(&self) -> bool {
+    pub(super) fn is_zero(&self) -> bool {
         self.hundredths == Some(0)
     }
 }
