@@ -293,6 +293,9 @@ impl Upstream {
             }
             let (parts, body) = response.into_parts();
             let mut body = Limited::new(body, self.max_response_bytes);
+            // The answer usually comes as one frame: kept as it is, not copied; a second
+            // frame joins them into one buffer.
+            let mut single: Option<Bytes> = None;
             let mut collected = BytesMut::new();
             while let Some(frame) = body.frame().await {
                 let frame = frame.map_err(|error| {
@@ -310,10 +313,19 @@ impl Upstream {
                             limit: charge.limit(),
                         });
                     }
-                    collected.extend_from_slice(&data);
+                    match single.take() {
+                        None if collected.is_empty() => single = Some(data),
+                        None => collected.extend_from_slice(&data),
+                        Some(first) => {
+                            collected.reserve(first.len() + data.len());
+                            collected.extend_from_slice(&first);
+                            collected.extend_from_slice(&data);
+                        }
+                    }
                 }
             }
-            Ok(http::Response::from_parts(parts, collected.freeze()))
+            let answer = single.unwrap_or_else(|| collected.freeze());
+            Ok(http::Response::from_parts(parts, answer))
         };
         tokio::time::timeout(timeouts.read, exchange)
             .await
