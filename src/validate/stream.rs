@@ -27,8 +27,14 @@ use std::fmt;
 
 /// Whether `body` surely has no finding against `table` (see the module doc).
 pub(super) fn passes(table: &Table, body: &[u8]) -> bool {
+    // The request path has checked the body is UTF-8; reading it as a `str` spares
+    // serde_json a UTF-8 check of every string it meets (most of its time on a body
+    // of short strings, by callgrind).
+    let Ok(text) = std::str::from_utf8(body) else {
+        return false;
+    };
     let mut tally = Tally::default();
-    let mut reader = serde_json::Deserializer::from_slice(body);
+    let mut reader = serde_json::Deserializer::from_str(text);
     let seed = Value {
         kind: &Kind::Object(&[]),
         fields: Some(table.fields),
