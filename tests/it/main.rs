@@ -6,6 +6,7 @@ mod util;
 mod admin_calls;
 mod api_flows;
 mod browser;
+mod channels;
 mod cli;
 mod deploy;
 mod design;

@@ -16,6 +16,8 @@
 //!   a URI type would normalise or refuse.
 //! - [`TestPki`]: a private CA and a `localhost` leaf certificate (rcgen).
 //! - [`Browser`]: headless chromium over WebDriver (chromedriver), for the payment page.
+//! - [`channels`]: a config with a `channels:` map, a secret file per channel, and the
+//!   emulator serving the same channels (issue 19).
 //! - [`Cli`]: runs a subcommand of the binary to completion, bounded in time.
 //! - [`naive_signature`]: the upstream's own signature check, written the plain way.
 //! - [`eventually`]: the one way to wait for background work, by polling what it changes.
@@ -25,6 +27,7 @@
 #![allow(dead_code)] // Not every test file uses every helper.
 
 mod browser;
+pub mod channels;
 mod cli;
 mod client;
 mod connect_proxy;

@@ -131,6 +131,15 @@ impl Sidecar {
         self.arg("--upstream-ca-file").arg(pki.ca_file.path_str())
     }
 
+    /// Drops the default `--channel-id` and `LINEPAY_CHANNEL_SECRET`: for a config that
+    /// names its channels itself (`channels:`, which `credentials:` may not join).
+    pub fn without_default_channel(mut self) -> Sidecar {
+        if let Some(at) = self.args.iter().position(|arg| arg == "--channel-id") {
+            self.args.drain(at..at + 2);
+        }
+        self.without_env("LINEPAY_CHANNEL_SECRET")
+    }
+
     /// Drops a default environment variable, e.g. the secret, to test another source.
     pub fn without_env(mut self, key: &str) -> Sidecar {
         self.env.retain(|(name, _)| name != key);
