@@ -5,8 +5,9 @@
 //!
 //! - a web channel (online v3: request → confirm → refund) on one port and a POS
 //!   channel (offline v4: one-time-key pay → order check → refund, with its device
-//!   headers) on another both complete their flows, and each port keeps to its
-//!   channel's API families;
+//!   headers) on another both complete their flows, each port keeps to its channel's
+//!   API families, refuses a header naming the other channel (400 `channel_mismatch`),
+//!   and the metrics count each channel's answers;
 //! - on the shared port, `X-LinePay-Channel` picks the channel (its id, secret and
 //!   currency), and is never forwarded;
 //! - a missing or unknown channel name is refused (400 `channel_required`,
@@ -177,7 +178,7 @@ async fn a_web_channel_and_a_pos_channel_complete_their_flows_on_their_own_ports
     let config = ChannelsConfig::new("")
         .channel_on_own_port(&WEB)
         .channel_on_own_port(&POS);
-    let _sidecar = config.sidecar().upstream(emulator.url()).start().await;
+    let sidecar = config.sidecar().upstream(emulator.url()).start().await;
     config.wait_for_own_ports().await;
     let (web, pos) = (config.listen_addr("web"), config.listen_addr("pos"));
 
@@ -197,6 +198,46 @@ async fn a_web_channel_and_a_pos_channel_complete_their_flows_on_their_own_ports
         .send(pos)
         .await;
     online_on_pos.assert_sidecar_error(403, "api_family_disabled");
+
+    // On a channel's own port, a header naming the other channel is refused: which
+    // secret the app meant is unknowable. Nothing reaches LINE Pay.
+    let before = emulator.calls();
+    let mismatch = Call::post("/v3/payments/request", order("web-flow-3", "TWD"))
+        .header(CHANNEL_HEADER, "pos")
+        .send(web)
+        .await;
+    mismatch.assert_sidecar_error(400, "channel_mismatch");
+    assert_eq!(emulator.calls(), before, "a refused call reached LINE Pay");
+    // Naming the port's own channel is fine.
+    let named = Call::post("/v3/payments/request", order("web-flow-4", "TWD"))
+        .header(CHANNEL_HEADER, "web")
+        .send(web)
+        .await;
+    assert_eq!(code(&named), "0000", "{}", named.text());
+
+    // The metrics tell the channels apart: web answered 0000 five times (request,
+    // confirm, details, refund, the named request), pos three times.
+    let scrape = sidecar.scrape().await;
+    assert_eq!(channel_answers(&scrape, "web", "0000"), 5.0, "{scrape}");
+    assert_eq!(channel_answers(&scrape, "pos", "0000"), 3.0, "{scrape}");
+}
+
+/// The calls `channel` answered with `return_code`, summed over the other labels of
+/// `linepay_sidecar_channel_requests_total`.
+fn channel_answers(scrape: &str, channel: &str, return_code: &str) -> f64 {
+    let (channel, return_code) = (
+        format!("channel=\"{channel}\""),
+        format!("return_code=\"{return_code}\""),
+    );
+    scrape
+        .lines()
+        .filter(|line| {
+            line.starts_with("linepay_sidecar_channel_requests_total{")
+                && line.contains(&channel)
+                && line.contains(&return_code)
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread")]
