@@ -222,10 +222,12 @@ impl Ledger {
     }
 
     /// The orderId of a payment (or of the payment a refund id belongs to).
-    pub(crate) fn order_of(&self, transaction_id: u64) -> Option<&str> {
+    /// Only `channel`'s: another channel's payment has no orderId for it.
+    pub(crate) fn order_of(&self, channel: ChannelKey, transaction_id: u64) -> Option<&str> {
         let id = self.refunds.get(&transaction_id).unwrap_or(&transaction_id);
         self.payments
             .get(id)
+            .filter(|payment| payment.channel == channel)
             .map(|payment| payment.order_id.as_str())
     }
 

@@ -570,7 +570,7 @@ impl Emulator {
             }
         };
         let fault = if with_faults {
-            self.fault_for(&route.endpoint, &parsed)
+            self.fault_for(&route.endpoint, channel, &parsed)
         } else {
             None
         };
@@ -672,8 +672,14 @@ impl Emulator {
     }
 
     /// The fault asked for on this call, by a rule or by its payment's orderId.
-    fn fault_for(&self, endpoint: &Endpoint, parsed: &Parsed) -> Option<Fault> {
-        let by_id = |id: &u64| self.ledger().order_of(*id).map(str::to_owned);
+    /// The orderId is looked up in the caller's channel only.
+    fn fault_for(
+        &self,
+        endpoint: &Endpoint,
+        channel: ChannelKey,
+        parsed: &Parsed,
+    ) -> Option<Fault> {
+        let by_id = |id: &u64| self.ledger().order_of(channel, *id).map(str::to_owned);
         let (order_id, creates) = match parsed {
             Parsed::Request(request) => (Some(request.order_id.clone()), true),
             Parsed::Preapproved(_, payment) => (Some(payment.order_id.clone()), true),

@@ -273,8 +273,9 @@ async fn on_the_shared_port_the_header_picks_the_channel() {
     assert_eq!(code(&paid), "0000", "{}", paid.text());
 
     // A web payment is the web channel's: confirmed under the POS channel it is not
-    // (the sidecar's journal or the emulator refuses it), and the web channel then
-    // confirms it.
+    // (the sidecar refuses it from its journal, 409 transaction_of_another_channel, or
+    // LINE Pay answers 1150), and that mistaken call must not lock the web channel out
+    // of its own payment: the web channel then confirms it.
     let (reserved, transaction_id) = web_request(sidecar.addr, Some("web"), "shared-5").await;
     assert_eq!(reserved, "0000");
     let transaction_id = transaction_id.expect("transactionId");

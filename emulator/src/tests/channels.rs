@@ -460,3 +460,40 @@ fn a_channel_id_given_twice_is_found() {
     let twice = two.with_channel(ChannelConfig::new(WEB_ID, Secret::new(POS_SECRET)));
     assert_eq!(twice.duplicate_channel_id().as_deref(), Some(WEB_ID));
 }
+
+/// A GET through [`Emulator::deliver`], where rehearsed faults act.
+async fn delivered(caller: &Caller<'_>, path: &str) -> Value {
+    let headers = caller.headers(path, b"");
+    match caller
+        .emulator
+        .deliver(&Method::GET, path, None, &headers, b"")
+        .await
+    {
+        Delivery::Respond(response) => answer_of(&response),
+        Delivery::Drop => panic!("{path}: the connection was dropped"),
+    }
+}
+
+#[tokio::test]
+async fn a_fault_for_an_order_waits_for_a_call_of_its_own_channel() {
+    let emulator = two_channels();
+    let reserved = web(&emulator).post(
+        "/v3/payments/request",
+        &request_body("faulty-order", 100, json!({})),
+    );
+    let id = transaction_id(&reserved["info"]);
+    emulator
+        .add_fault(FaultRule {
+            route: "check".into(),
+            kind: FaultKind::ReturnCode("9000".into()),
+            stage: FaultStage::Before,
+            times: 1,
+            order_id: Some("faulty-order".into()),
+        })
+        .expect("a valid rule");
+    let path = format!("/v3/payments/requests/{id}/check");
+    // The POS channel's call on the web payment finds nothing, and takes no fault.
+    assert_eq!(code(&delivered(&pos(&emulator), &path).await), "1150");
+    assert_eq!(code(&delivered(&web(&emulator), &path).await), "9000");
+    assert_eq!(code(&delivered(&web(&emulator), &path).await), "0110");
+}
