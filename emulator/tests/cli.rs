@@ -468,12 +468,57 @@ fn a_second_channel_from_the_command_line_has_its_own_secret_currency_and_device
     assert_eq!(emulator.signed_pay(pos, "pos-3", "THB", false), "1106");
     assert_eq!(emulator.signed_pay(web, "web-1", "THB", false), "1178");
 
+    // The control API lists the channels, never a secret...
+    let (head, listed) = emulator.exchange(
+        "GET /__emulator/channels HTTP/1.1\r\nHost: emulator\r\nConnection: close\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(
+        listed,
+        serde_json::json!({"channels": [
+            {"channelId": CHANNEL_ID, "currency": "TWD", "requireDeviceHeaders": false},
+            {"channelId": POS_ID, "currency": "THB", "requireDeviceHeaders": true},
+        ]})
+    );
+    // ...and rotates one channel's secret, as a merchant does at LINE Pay.
+    const ROTATED: &str = "pos-secret-rotated-71c0e5a9";
+    let (head, answer) = control_post(
+        &emulator,
+        &format!("/__emulator/channels/{POS_ID}/secret"),
+        &format!(r#"{{"secret":"{ROTATED}"}}"#),
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!answer.to_string().contains(ROTATED), "{answer}");
+    assert_eq!(emulator.signed_check(POS_ID, POS_SECRET), "1106");
+    assert_eq!(emulator.signed_check(POS_ID, ROTATED), "1150");
+    assert_eq!(emulator.signed_check(web.0, web.1), "1150", "web untouched");
+    let (head, refused) = control_post(
+        &emulator,
+        "/__emulator/channels/3000000003/secret",
+        r#"{"secret":"x"}"#,
+    );
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("3000000003")),
+        "{refused}"
+    );
+    let (head, _) = control_post(
+        &emulator,
+        &format!("/__emulator/channels/{POS_ID}/secret"),
+        r#"{"secret":""}"#,
+    );
+    assert!(head.starts_with("HTTP/1.1 400"), "an empty secret: {head}");
+
     let log = emulator.stop_and_read_log();
     assert!(
         log.contains("serving channel") && log.contains(POS_ID) && log.contains("THB"),
         "{log}"
     );
-    assert!(!log.contains(POS_SECRET), "the log shows a secret: {log}");
+    for secret in [POS_SECRET, ROTATED] {
+        assert!(!log.contains(secret), "the log shows a secret: {log}");
+    }
 }
 
 /// Runs the emulator with `args` and expects it to refuse to start: its stderr.
