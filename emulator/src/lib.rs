@@ -9,14 +9,16 @@
 //! its own code ([`auth`]), as LINE Pay would, answering like LINE Pay: HTTP 200 with a
 //! `returnCode` for every business outcome.
 //!
-//! A call travels: [`route`](route::route) (404 if not in the API) → [`auth`] (1106)
-//! → [`input`] (2101/2102/1178/1124) → [`fault`] (a rehearsed failure, if one was
-//! asked for) → [`ledger`] (state rules, on the emulator's [`clock`]) → [`reply`]
-//! (the JSON body). [`Emulator::serve`] (in `server.rs`) puts HTTP/1.1 and optional
+//! A call travels: [`route`](route::route) (404 if not in the API) → [`auth`] (the
+//! channel its `X-LINE-ChannelId` names, and that channel's secret, else 1106) →
+//! [`input`] (2101/2102/1178/1124, in the channel's currency) → [`fault`] (a
+//! rehearsed failure, if one was asked for) → [`ledger`] (state rules, on the
+//! emulator's [`clock`], among the channel's own payments) → [`reply`] (the JSON
+//! body). Several channels may be served at once ([`EmulatorConfig::more_channels`]). [`Emulator::serve`] (in `server.rs`) puts HTTP/1.1 and optional
 //! TLS in front, refuses, before anything else, a call from a source outside the
 //! optional IP whitelist ([`source`]), and carries out delays and dropped
 //! connections. Paths under `/__emulator/` are the emulator's own [`control`] API
-//! (clock, faults, buyer, one-time keys) and the [`page`] behind `paymentUrl.web`,
+//! (clock, faults, buyer, one-time keys, channels) and the [`page`] behind `paymentUrl.web`,
 //! where a browser approves or cancels; the whitelist does not cover them. [`cli`] is
 //! the command line both binaries share.
 
