@@ -21,7 +21,7 @@
 //! One test runs today: one single-channel sidecar per channel, both in front of the
 //! same two-channel emulator (the set-up issue 19 replaces, which must keep working).
 
-use crate::util::channels::{emulator_for, ChannelSpec, ChannelsConfig, POS, WEB};
+use crate::util::channels::{channel_addr, emulator_for, ChannelSpec, ChannelsConfig, POS, WEB};
 use crate::util::{naive_signature, raw_json_number, Call, Reply, Sidecar, Upstream, WAIT_LIMIT};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -179,8 +179,7 @@ async fn a_web_channel_and_a_pos_channel_complete_their_flows_on_their_own_ports
         .channel_on_own_port(&WEB)
         .channel_on_own_port(&POS);
     let sidecar = config.sidecar().upstream(emulator.url()).start().await;
-    config.wait_for_own_ports().await;
-    let (web, pos) = (config.listen_addr("web"), config.listen_addr("pos"));
+    let (web, pos) = (channel_addr(&sidecar, "web"), channel_addr(&sidecar, "pos"));
 
     let web_transaction = web_flow(web, "web-flow-1").await;
     let pos_transaction = pos_flow(pos, "till-7-0001", "123456789012").await;
@@ -469,8 +468,7 @@ async fn one_channels_rotated_secret_applies_on_reload_while_the_other_keeps_ans
         .channel_on_own_port(&WEB)
         .channel_on_own_port(&POS);
     let sidecar = config.sidecar().upstream(emulator.url()).start().await;
-    config.wait_for_own_ports().await;
-    let (web, pos) = (config.listen_addr("web"), config.listen_addr("pos"));
+    let (web, pos) = (channel_addr(&sidecar, "web"), channel_addr(&sidecar, "pos"));
     // Fresh one-time keys, one per payment (12 digits, paid from the balance).
     let pos_pay = |n: u32| {
         Call::post(

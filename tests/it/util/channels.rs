@@ -5,11 +5,13 @@
 //! [`ChannelsConfig`] writes the YAML of the agreed schema (`channels.NAME.channel_id`,
 //! `channel_secret_file`, `apis`, `listen`, device headers; `default_channel`) and
 //! keeps the secret files for as long as it lives, so a test can rotate one
-//! ([`ChannelsConfig::rotate_secret`]) before a reload. [`WEB`] and [`POS`] are the two
+//! ([`ChannelsConfig::rotate_secret`]) before a reload. A channel's own port is
+//! `127.0.0.1:0`, and [`channel_addr`] reads the bound one from the sidecar's announce
+//! line (no port picked ahead, so no race with other tests). [`WEB`] and [`POS`] are the two
 //! channels of the issue: a web shop on the online API in TWD, and shop-floor
 //! terminals on the offline API in THB.
 
-use super::{eventually, EmulatorSetup, Sidecar, TempFile};
+use super::{EmulatorSetup, RunningSidecar, Sidecar, TempFile};
 use std::net::SocketAddr;
 
 /// One channel: what the sidecar's config names, and what the emulator checks.
@@ -82,7 +84,8 @@ pub struct ChannelsConfig {
     /// in a newline.
     top: String,
     default_channel: Option<&'static str>,
-    channels: Vec<(ChannelSpec, Option<SocketAddr>, TempFile)>,
+    /// Each channel, whether it has a port of its own, and its secret file.
+    channels: Vec<(ChannelSpec, bool, TempFile)>,
 }
 
 impl ChannelsConfig {
@@ -98,17 +101,16 @@ impl ChannelsConfig {
 
     /// Adds `channel`, served on the shared port (by its header) only.
     pub fn channel(self, channel: &ChannelSpec) -> ChannelsConfig {
-        self.add(channel, None)
+        self.add(channel, false)
     }
 
-    /// Adds `channel` with a port of its own (`listen`), found free on 127.0.0.1;
-    /// [`ChannelsConfig::listen_addr`] says which.
+    /// Adds `channel` with a port of its own (`listen: 127.0.0.1:0`); [`channel_addr`]
+    /// reads which one it got from the sidecar's announce line.
     pub fn channel_on_own_port(self, channel: &ChannelSpec) -> ChannelsConfig {
-        let addr = free_loopback_addr();
-        self.add(channel, Some(addr))
+        self.add(channel, true)
     }
 
-    fn add(mut self, channel: &ChannelSpec, listen: Option<SocketAddr>) -> ChannelsConfig {
+    fn add(mut self, channel: &ChannelSpec, listen: bool) -> ChannelsConfig {
         let file = TempFile::with_contents(
             &format!("{}-channel-secret", channel.name),
             channel.secret.as_bytes(),
@@ -121,15 +123,6 @@ impl ChannelsConfig {
     pub fn default_channel(mut self, name: &'static str) -> ChannelsConfig {
         self.default_channel = Some(name);
         self
-    }
-
-    /// The channel's own port, given with [`ChannelsConfig::channel_on_own_port`].
-    pub fn listen_addr(&self, name: &str) -> SocketAddr {
-        self.channels
-            .iter()
-            .find(|(channel, _, _)| channel.name == name)
-            .and_then(|(_, listen, _)| *listen)
-            .unwrap_or_else(|| panic!("channel {name} has no port of its own"))
     }
 
     /// Writes a new secret into the channel's secret file (the sidecar reads it on its
@@ -166,8 +159,8 @@ impl ChannelsConfig {
                     "    merchant_device_profile_id: {profile}\n    merchant_device_type: {kind}\n"
                 ));
             }
-            if let Some(listen) = listen {
-                yaml.push_str(&format!("    listen: {listen}\n"));
+            if *listen {
+                yaml.push_str("    listen: 127.0.0.1:0\n");
             }
         }
         yaml
@@ -181,33 +174,22 @@ impl ChannelsConfig {
             .without_default_channel()
             .config_yaml("channels.yaml", self.yaml())
     }
-
-    /// Waits (bounded) until every channel's own port takes connections.
-    pub async fn wait_for_own_ports(&self) {
-        for (channel, listen, _) in &self.channels {
-            let Some(addr) = *listen else { continue };
-            eventually(
-                &format!("channel {} listens on {addr}", channel.name),
-                || async move {
-                    tokio::net::TcpStream::connect(addr)
-                        .await
-                        .map(drop)
-                        .map_err(|error| error.to_string())
-                },
-            )
-            .await;
-        }
-    }
 }
 
-/// A 127.0.0.1 address nothing listens on now: a port bound and released, for a
-/// config key that must name a port before the sidecar starts.
-pub fn free_loopback_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap_or_else(|error| panic!("cannot bind: {error}"));
-    listener
-        .local_addr()
-        .unwrap_or_else(|error| panic!("no address: {error}"))
+/// The address the channel `name`'s own port was bound to: the sidecar announces each
+/// as `linepay-sidecar channel NAME listening on http://ADDR`, before its admin line
+/// (so before [`Sidecar::start`] returns), and binds it before announcing.
+pub fn channel_addr(sidecar: &RunningSidecar, name: &str) -> SocketAddr {
+    let stdout = sidecar.stdout_so_far();
+    parse_channel_announce(&stdout, name)
+        .unwrap_or_else(|| panic!("the sidecar announced no port of channel {name}:\n{stdout}"))
+}
+
+fn parse_channel_announce(stdout: &str, name: &str) -> Option<SocketAddr> {
+    let prefix = format!("linepay-sidecar channel {name} listening on http://");
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.trim_end().parse().ok())
 }
 
 #[test]
@@ -217,14 +199,13 @@ fn the_config_follows_the_agreed_schema() {
         .channel(&WEB)
         .channel_on_own_port(&POS);
     let yaml = config.yaml();
-    let pos_port = config.listen_addr("pos");
     let expected_start = "reload:\n  watch_interval: 0s\ndefault_channel: web\nchannels:\n  web:\n    channel_id: \"1000000001\"\n    channel_secret_file: \"";
     assert!(yaml.starts_with(expected_start), "{yaml}");
     assert!(yaml.contains("    apis: [online_v3]\n  pos:\n"), "{yaml}");
     assert!(
-        yaml.ends_with(&format!(
-            "    apis: [offline_v4]\n    merchant_device_profile_id: TILL-07\n    merchant_device_type: POS\n    listen: {pos_port}\n"
-        )),
+        yaml.ends_with(
+            "    apis: [offline_v4]\n    merchant_device_profile_id: TILL-07\n    merchant_device_type: POS\n    listen: 127.0.0.1:0\n"
+        ),
         "{yaml}"
     );
     // The secrets are in their files, never in the YAML.
@@ -238,4 +219,20 @@ fn the_config_follows_the_agreed_schema() {
         std::fs::read_to_string(&file.path).ok().as_deref(),
         Some("rotated")
     );
+}
+
+#[test]
+fn a_channel_announce_line_is_parsed_strictly() {
+    let stdout = "linepay-sidecar channel web listening on http://127.0.0.1:4321\n\
+                  linepay-sidecar channel web-eu listening on http://127.0.0.1:4322\n\
+                  linepay-sidecar listening on http://127.0.0.1:4000 (upstream http://x/)\n";
+    assert_eq!(
+        parse_channel_announce(stdout, "web"),
+        Some(SocketAddr::from(([127, 0, 0, 1], 4321)))
+    );
+    assert_eq!(
+        parse_channel_announce(stdout, "web-eu"),
+        Some(SocketAddr::from(([127, 0, 0, 1], 4322)))
+    );
+    assert_eq!(parse_channel_announce(stdout, "pos"), None);
 }

@@ -385,6 +385,11 @@ impl RunningSidecar {
         child_exit(&mut self.child, limit)
     }
 
+    /// What the process has written on stdout so far (it keeps running).
+    pub fn stdout_so_far(&self) -> String {
+        String::from_utf8_lossy(&lock(&self.stdout)).into_owned()
+    }
+
     /// What the process has written on stderr so far (it keeps running).
     pub fn stderr_so_far(&self) -> String {
         String::from_utf8_lossy(&lock(&self.stderr)).into_owned()
