@@ -21,7 +21,7 @@
 //! One test runs today: one single-channel sidecar per channel, both in front of the
 //! same two-channel emulator (the set-up issue 19 replaces, which must keep working).
 
-use crate::util::channels::{channel_addr, emulator_for, ChannelSpec, ChannelsConfig, POS, WEB};
+use crate::util::channels::{emulator_for, ChannelSpec, ChannelsConfig, POS, WEB};
 use crate::util::{naive_signature, raw_json_number, Call, Reply, Sidecar, Upstream, WAIT_LIMIT};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -139,7 +139,7 @@ async fn one_sidecar_per_channel_in_front_of_one_emulator_serving_both() {
     let emulator = emulator_for(&WEB, &[&POS]).start().await;
     let single = |channel: &ChannelSpec, yaml: &str| {
         Sidecar::new()
-            .without_default_channel()
+            .without_credentials()
             .arg("--channel-id")
             .arg(channel.channel_id)
             .env("LINEPAY_CHANNEL_SECRET", channel.secret)
@@ -160,7 +160,7 @@ async fn one_sidecar_per_channel_in_front_of_one_emulator_serving_both() {
 
     // A sidecar given one channel's id with the other's secret: LINE Pay's 1106.
     let crossed = Sidecar::new()
-        .without_default_channel()
+        .without_credentials()
         .arg("--channel-id")
         .arg(WEB.channel_id)
         .env("LINEPAY_CHANNEL_SECRET", POS.secret)
@@ -179,7 +179,7 @@ async fn a_web_channel_and_a_pos_channel_complete_their_flows_on_their_own_ports
         .channel_on_own_port(&WEB)
         .channel_on_own_port(&POS);
     let sidecar = config.sidecar().upstream(emulator.url()).start().await;
-    let (web, pos) = (channel_addr(&sidecar, "web"), channel_addr(&sidecar, "pos"));
+    let (web, pos) = (sidecar.channel_addr("web"), sidecar.channel_addr("pos"));
 
     let web_transaction = web_flow(web, "web-flow-1").await;
     let pos_transaction = pos_flow(pos, "till-7-0001", "123456789012").await;
@@ -468,7 +468,7 @@ async fn one_channels_rotated_secret_applies_on_reload_while_the_other_keeps_ans
         .channel_on_own_port(&WEB)
         .channel_on_own_port(&POS);
     let sidecar = config.sidecar().upstream(emulator.url()).start().await;
-    let (web, pos) = (channel_addr(&sidecar, "web"), channel_addr(&sidecar, "pos"));
+    let (web, pos) = (sidecar.channel_addr("web"), sidecar.channel_addr("pos"));
     // Fresh one-time keys, one per payment (12 digits, paid from the balance).
     let pos_pay = |n: u32| {
         Call::post(

@@ -64,7 +64,7 @@ async fn the_subcommand_serves_a_further_channel_given_with_channel() {
     );
     let emulator = EmulatorProcess::start(&["--listen", "127.0.0.1:0", "--channel", &channel]);
     let pos = Sidecar::new()
-        .without_default_channel()
+        .without_credentials()
         .arg("--channel-id")
         .arg(POS.channel_id)
         .env("LINEPAY_CHANNEL_SECRET", POS.secret)

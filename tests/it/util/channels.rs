@@ -6,13 +6,12 @@
 //! `channel_secret_file`, `apis`, `listen`, device headers; `default_channel`) and
 //! keeps the secret files for as long as it lives, so a test can rotate one
 //! ([`ChannelsConfig::rotate_secret`]) before a reload. A channel's own port is
-//! `127.0.0.1:0`, and [`channel_addr`] reads the bound one from the sidecar's announce
-//! line (no port picked ahead, so no race with other tests). [`WEB`] and [`POS`] are the two
+//! `127.0.0.1:0`, and `RunningSidecar::channel_addr` gives the bound one, from the
+//! sidecar's announce line (no port picked ahead, so no race with other tests). [`WEB`] and [`POS`] are the two
 //! channels of the issue: a web shop on the online API in TWD, and shop-floor
 //! terminals on the offline API in THB.
 
-use super::{EmulatorSetup, RunningSidecar, Sidecar, TempFile};
-use std::net::SocketAddr;
+use super::{EmulatorSetup, Sidecar, TempFile};
 
 /// One channel: what the sidecar's config names, and what the emulator checks.
 #[derive(Clone, Debug)]
@@ -104,8 +103,8 @@ impl ChannelsConfig {
         self.add(channel, false)
     }
 
-    /// Adds `channel` with a port of its own (`listen: 127.0.0.1:0`); [`channel_addr`]
-    /// reads which one it got from the sidecar's announce line.
+    /// Adds `channel` with a port of its own (`listen: 127.0.0.1:0`);
+    /// `RunningSidecar::channel_addr` says which one it got.
     pub fn channel_on_own_port(self, channel: &ChannelSpec) -> ChannelsConfig {
         self.add(channel, true)
     }
@@ -171,25 +170,9 @@ impl ChannelsConfig {
     /// 127.0.0.1:0` as always.
     pub fn sidecar(&self) -> Sidecar {
         Sidecar::new()
-            .without_default_channel()
+            .without_credentials()
             .config_yaml("channels.yaml", self.yaml())
     }
-}
-
-/// The address the channel `name`'s own port was bound to: the sidecar announces each
-/// as `linepay-sidecar channel NAME listening on http://ADDR`, before its admin line
-/// (so before [`Sidecar::start`] returns), and binds it before announcing.
-pub fn channel_addr(sidecar: &RunningSidecar, name: &str) -> SocketAddr {
-    let stdout = sidecar.stdout_so_far();
-    parse_channel_announce(&stdout, name)
-        .unwrap_or_else(|| panic!("the sidecar announced no port of channel {name}:\n{stdout}"))
-}
-
-fn parse_channel_announce(stdout: &str, name: &str) -> Option<SocketAddr> {
-    let prefix = format!("linepay-sidecar channel {name} listening on http://");
-    stdout
-        .lines()
-        .find_map(|line| line.strip_prefix(&prefix)?.trim_end().parse().ok())
 }
 
 #[test]
@@ -219,20 +202,4 @@ fn the_config_follows_the_agreed_schema() {
         std::fs::read_to_string(&file.path).ok().as_deref(),
         Some("rotated")
     );
-}
-
-#[test]
-fn a_channel_announce_line_is_parsed_strictly() {
-    let stdout = "linepay-sidecar channel web listening on http://127.0.0.1:4321\n\
-                  linepay-sidecar channel web-eu listening on http://127.0.0.1:4322\n\
-                  linepay-sidecar listening on http://127.0.0.1:4000 (upstream http://x/)\n";
-    assert_eq!(
-        parse_channel_announce(stdout, "web"),
-        Some(SocketAddr::from(([127, 0, 0, 1], 4321)))
-    );
-    assert_eq!(
-        parse_channel_announce(stdout, "web-eu"),
-        Some(SocketAddr::from(([127, 0, 0, 1], 4322)))
-    );
-    assert_eq!(parse_channel_announce(stdout, "pos"), None);
 }

@@ -131,11 +131,11 @@ impl Sidecar {
         self.arg("--upstream-ca-file").arg(pki.ca_file.path_str())
     }
 
-    /// Drops the default `--channel-id` and `LINEPAY_CHANNEL_SECRET`: for a config that
-    /// names its channels itself (`channels:`, which `credentials:` may not join).
-    pub fn without_default_channel(mut self) -> Sidecar {
+    /// Without the default channel (`--channel-id`, `LINEPAY_CHANNEL_SECRET`): for a
+    /// config with `channels:`, which refuses `credentials:` beside it.
+    pub fn without_credentials(mut self) -> Sidecar {
         if let Some(at) = self.args.iter().position(|arg| arg == "--channel-id") {
-            self.args.drain(at..at + 2);
+            self.args.drain(at..(at + 2).min(self.args.len()));
         }
         self.without_env("LINEPAY_CHANNEL_SECRET")
     }
@@ -223,6 +223,7 @@ impl Sidecar {
             readers,
             config: self.config,
             journal: self.journal,
+            channel_addrs: Vec::new(),
         };
 
         let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
@@ -240,6 +241,9 @@ impl Sidecar {
             };
             if let Some(addr) = parse_announce(&line) {
                 running.addr = addr;
+            }
+            if let Some(channel) = parse_channel_announce(&line) {
+                running.channel_addrs.push(channel);
             }
             if let Some(addr) = parse_admin_announce(&line) {
                 running.admin_addr = addr;
@@ -261,6 +265,14 @@ fn parse_admin_announce(line: &str) -> Option<SocketAddr> {
 }
 
 /// `linepay-sidecar listening on http://127.0.0.1:PORT (upstream ...)` → the address.
+/// `linepay-sidecar channel NAME listening on http://127.0.0.1:PORT` → the name and address.
+fn parse_channel_announce(line: &str) -> Option<(String, SocketAddr)> {
+    let rest = line.strip_prefix("linepay-sidecar channel ")?;
+    let (name, rest) = rest.split_once(' ')?;
+    let addr = rest.trim_end().strip_prefix("listening on http://")?;
+    Some((name.to_owned(), addr.parse().ok()?))
+}
+
 fn parse_announce(line: &str) -> Option<SocketAddr> {
     let rest = line.strip_prefix(ANNOUNCE_PREFIX)?;
     let (addr, upstream) = rest.split_once(' ')?;
@@ -308,6 +320,8 @@ pub struct RunningSidecar {
     readers: Vec<JoinHandle<()>>,
     config: Option<TempFile>,
     journal: Option<TempFile>,
+    /// Each channel's own port (`channels.<name>.listen`), as announced.
+    channel_addrs: Vec<(String, SocketAddr)>,
 }
 
 /// Everything a stopped sidecar wrote.
@@ -329,6 +343,20 @@ impl std::fmt::Display for Output {
 
 impl RunningSidecar {
     /// `http://127.0.0.1:PORT`.
+    /// The port of channel `name`'s own `listen`; panics when it has none.
+    pub fn channel_addr(&self, name: &str) -> SocketAddr {
+        self.channel_addrs
+            .iter()
+            .find(|(channel, _)| channel == name)
+            .map(|(_, addr)| *addr)
+            .unwrap_or_else(|| {
+                panic!(
+                    "channel `{name}` announced no port: {:?}",
+                    self.channel_addrs
+                )
+            })
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -383,11 +411,6 @@ impl RunningSidecar {
     /// Waits (bounded) for the process to exit by itself; `None` if it is still running.
     pub fn wait_exit(&mut self, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
         child_exit(&mut self.child, limit)
-    }
-
-    /// What the process has written on stdout so far (it keeps running).
-    pub fn stdout_so_far(&self) -> String {
-        String::from_utf8_lossy(&lock(&self.stdout)).into_owned()
     }
 
     /// What the process has written on stderr so far (it keeps running).
