@@ -115,9 +115,8 @@ impl std::str::FromStr for ChannelArg {
         for part in text.split(',') {
             match part.split_once('=') {
                 Some(("id", id)) => channel_id = Some(channel_id_value(id)?),
-                Some(("secret-file", path)) if !path.is_empty() => {
-                    secret_file = Some(PathBuf::from(path));
-                }
+                Some(("secret-file", "")) => return Err("secret-file= needs a path".into()),
+                Some(("secret-file", path)) => secret_file = Some(PathBuf::from(path)),
                 Some(("currency", code)) => currency = code.parse()?,
                 None if part == "require-device-headers" => require_device_headers = true,
                 // Only the key is shown: a value typed in the wrong place may be a secret.
@@ -288,4 +287,53 @@ fn announce(line: &str) {
     // A closed stdout must not stop the emulator.
     let _ = writeln!(stdout, "{line}");
     let _ = stdout.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_value_names_its_id_secret_file_currency_and_devices() {
+        let parsed: ChannelArg =
+            "id=2000000002,secret-file=/run/secrets/pos,currency=THB,require-device-headers"
+                .parse()
+                .expect("a valid value");
+        assert_eq!(
+            parsed,
+            ChannelArg {
+                channel_id: "2000000002".into(),
+                secret_file: "/run/secrets/pos".into(),
+                currency: Currency::Thb,
+                require_device_headers: true,
+            }
+        );
+        let plain: ChannelArg = "secret-file=/s,id=7".parse().expect("any order");
+        assert_eq!(
+            (plain.currency, plain.require_device_headers),
+            (Currency::Twd, false)
+        );
+    }
+
+    #[test]
+    fn a_channel_value_without_its_id_or_file_or_with_another_key_is_refused() {
+        for (value, mentions) in [
+            ("id=7", "id=ID and secret-file=PATH"),
+            ("secret-file=/s", "id=ID and secret-file=PATH"),
+            ("id=7,secret-file=", "needs a path"),
+            ("id=,secret-file=/s", "printable ASCII"),
+            ("id=7 8,secret-file=/s", "printable ASCII"),
+            ("id=7,secret-file=/s,currency=EUR", "TWD, JPY, THB or USD"),
+            ("id=7,secret-file=/s,device", "`device`"),
+        ] {
+            let error = value.parse::<ChannelArg>().expect_err(value);
+            assert!(error.contains(mentions), "{value}: {error}");
+        }
+        // A value put under a wrong key is not repeated: it may be a secret.
+        let error = "id=7,secret=hunter2-secret"
+            .parse::<ChannelArg>()
+            .expect_err("no such key");
+        assert!(error.contains("`secret`"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
 }
