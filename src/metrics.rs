@@ -116,6 +116,15 @@ pub(crate) struct Metrics {
     pub(crate) journal_failures: IntCounterVec,
     /// `GET /calls` on the admin port, by answer (`ok` or the refusal's code).
     pub(crate) calls_lookups: IntCounterVec,
+    /// Redis commands answered, by operation (`state.backend: redis`).
+    pub(crate) state_duration: HistogramVec,
+    /// Redis commands without a usable answer, by kind.
+    pub(crate) state_errors: IntCounterVec,
+    /// 1 while the Redis connection is up; 0 without one (and with `state.backend: local`).
+    pub(crate) state_up: IntGauge,
+    /// Calls whose shared rate limit was decided by the local fallback because Redis
+    /// could not answer, by limit.
+    pub(crate) rate_limit_fallbacks: IntCounterVec,
 }
 
 impl Metrics {
@@ -258,6 +267,38 @@ impl Metrics {
                 &["answer"],
             )
             .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            state_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "linepay_sidecar_state_duration_seconds",
+                    "Time from sending a command to Redis to its answer, by operation.",
+                )
+                .buckets(vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                ]),
+                &["operation"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            state_errors: IntCounterVec::new(
+                Opts::new(
+                    "linepay_sidecar_state_errors_total",
+                    "Redis commands without a usable answer, by kind (timeout, unavailable, connection, server, protocol).",
+                ),
+                &["kind"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            state_up: IntGauge::new(
+                "linepay_sidecar_state_up",
+                "1 while the connection to Redis (state.backend: redis) is up, else 0.",
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            rate_limit_fallbacks: IntCounterVec::new(
+                Opts::new(
+                    "linepay_sidecar_rate_limit_fallback_total",
+                    "Calls whose shared rate limit was decided by the local fallback limiter because Redis could not answer, by limit.",
+                ),
+                &["limit"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
             registry,
         };
         metrics
@@ -300,6 +341,21 @@ impl Metrics {
         for answer in CALLS_ANSWERS {
             self.calls_lookups.with_label_values(&[answer]);
         }
+        for kind in crate::state::ERROR_KINDS {
+            self.state_errors.with_label_values(&[kind]);
+        }
+        // Only the global and route buckets are shared; a route's series appears with its
+        // first fallback, as its refusals' do.
+        self.rate_limit_fallbacks.with_label_values(&["global"]);
+    }
+
+    /// The Redis client's handles on its metrics.
+    pub(crate) fn state_metrics(&self) -> crate::state::StateMetrics {
+        crate::state::StateMetrics {
+            duration: self.state_duration.clone(),
+            errors: self.state_errors.clone(),
+            up: self.state_up.clone(),
+        }
     }
 
     /// The `client_gone` series of each money route of an allowlist, at 0 (the routes
@@ -311,7 +367,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 22] = [
             Box::new(self.requests.clone()),
             Box::new(self.upstream_duration.clone()),
             Box::new(self.signing_duration.clone()),
@@ -330,6 +386,10 @@ impl Metrics {
             Box::new(self.idempotent_replays.clone()),
             Box::new(self.journal_failures.clone()),
             Box::new(self.calls_lookups.clone()),
+            Box::new(self.state_duration.clone()),
+            Box::new(self.state_errors.clone()),
+            Box::new(self.state_up.clone()),
+            Box::new(self.rate_limit_fallbacks.clone()),
         ];
         for collector in collectors {
             // Names are distinct constants, so registration cannot collide.

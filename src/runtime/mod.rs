@@ -61,6 +61,7 @@ use crate::journal::{Desk, StoreError};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::ConfigSource;
+use crate::state::SharedState;
 use crate::upstream;
 use arc_swap::ArcSwap;
 use std::io::Write;
@@ -99,6 +100,8 @@ pub enum RunError {
         "cannot open the call journal (journal.path; journal.enabled: false turns it off): {0}"
     )]
     Journal(StoreError),
+    #[error("{0} (state.redis)")]
+    State(String),
     #[error("the {task} task panicked and the sidecar stopped (its log line says why)")]
     TaskPanicked { task: &'static str },
 }
@@ -126,6 +129,9 @@ struct Started {
     metrics: Arc<Metrics>,
     proxy: Proxy,
     desk: Arc<Desk>,
+    /// The shared state (local, or the Redis client): started before the proxy, so its
+    /// connection lives on this main runtime.
+    state: SharedState,
     fixed: RestartOnly,
     expect_ip: Option<ExpectIpCheck>,
     /// One per proxy worker, all on the same address.
@@ -139,6 +145,12 @@ async fn start(source: ConfigSource) -> Result<Started, RunError> {
     let metrics = Arc::new(Metrics::new());
     let fixed = RestartOnly::from_config(&config);
     let desk = Arc::new(Desk::open(&config.journal, &config.allowlist).map_err(RunError::Journal)?);
+    let state = SharedState::start(
+        &config.state,
+        config.credentials.channel_id.to_str().unwrap_or_default(),
+        metrics.state_metrics(),
+    )
+    .map_err(|error| RunError::State(error.to_string()))?;
     let proxy =
         build_proxy(config, metrics.clone(), desk.clone(), None).map_err(RunError::Build)?;
     // egress.expect_ip: ask the echo service once before serving (bounded by its
@@ -157,6 +169,7 @@ async fn start(source: ConfigSource) -> Result<Started, RunError> {
         metrics,
         proxy,
         desk,
+        state,
         fixed,
         expect_ip,
         listeners,
@@ -174,6 +187,7 @@ async fn serve(
         metrics,
         proxy,
         desk,
+        state,
         fixed,
         expect_ip,
         listeners,
@@ -334,6 +348,7 @@ async fn serve(
     );
 
     tracing::info!(
+        state = state.name(),
         listen = %proxy_addr,
         admin_listen = %admin_addr,
         upstream = %upstream_base,

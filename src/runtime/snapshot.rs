@@ -20,6 +20,7 @@ use crate::journal::Desk;
 use crate::limit::Limits;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
+use crate::state::StateConfig;
 use crate::upstream::{ClientSettings, Upstream, UpstreamBuildError};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -93,6 +94,7 @@ pub(crate) struct RestartOnly {
     pub(crate) drain_timeout: Duration,
     pub(crate) expect_ip: Option<ExpectIpConfig>,
     pub(crate) journal: JournalConfig,
+    pub(crate) state: StateConfig,
 }
 
 impl RestartOnly {
@@ -107,6 +109,7 @@ impl RestartOnly {
             drain_timeout: config.shutdown.drain_timeout,
             expect_ip: config.egress.expect_ip.clone(),
             journal: config.journal.clone(),
+            state: config.state.clone(),
         }
     }
 
@@ -123,6 +126,7 @@ impl RestartOnly {
             drain_timeout,
             expect_ip,
             journal,
+            state,
         } = self;
         [
             ("listen", *listen != next.listen),
@@ -146,6 +150,7 @@ impl RestartOnly {
             ),
             ("egress.expect_ip", *expect_ip != next.expect_ip),
             ("journal", *journal != next.journal),
+            ("state", *state != next.state),
         ]
         .into_iter()
         .filter_map(|(key, differs)| differs.then_some(key))

@@ -25,6 +25,7 @@ mod operability;
 mod platform;
 mod prevalidation;
 mod proxy;
+mod redis_limits;
 mod refusals;
 mod robustness;
 mod route_guards;
