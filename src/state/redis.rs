@@ -236,7 +236,10 @@ impl RedisClient {
     ) -> Result<T, StateError> {
         let by_hash = script.command("EVALSHA", &script.hash, keys, args);
         match self.query(operation, &by_hash).await {
-            Err(StateError::Server(message)) if message.contains("NOSCRIPT") => {
+            // redis-rs spells the code `NoScript`, Redis `NOSCRIPT`.
+            Err(StateError::Server(message))
+                if message.to_ascii_uppercase().contains("NOSCRIPT") =>
+            {
                 let by_text = script.command("EVAL", script.code, keys, args);
                 self.query(operation, &by_text).await
             }
