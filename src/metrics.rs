@@ -51,6 +51,9 @@ fn refusal_codes() -> impl Iterator<Item = &'static str> {
 }
 
 /// Every `operation` of `linepay_sidecar_journal_failures_total`.
+/// The `operation` label of `linepay_sidecar_money_guard_failures_total`.
+pub(crate) const MONEY_GUARD_OPERATIONS: &[&str] =
+    &["claim", "await", "complete", "takeover", "sweep"];
 pub(crate) const JOURNAL_OPERATIONS: &[&str] =
     &["intent", "outcome", "read", "prune", "order", "probe"];
 
@@ -114,6 +117,15 @@ pub(crate) struct Metrics {
     pub(crate) reconciliations: IntCounterVec,
     pub(crate) idempotent_replays: IntCounter,
     pub(crate) journal_failures: IntCounterVec,
+    /// The shared money-call guards (`state.backend: redis`): Redis steps that failed,
+    /// by operation; calls admitted by this pod's guards alone meanwhile
+    /// (`state.redis.money_fallback: local`); claims taken over after their owner's
+    /// lease ended, by who found them (`request`, `sweeper`); the sweeper's checks, by
+    /// reconciled state.
+    pub(crate) money_guard_failures: IntCounterVec,
+    pub(crate) money_guard_fallbacks: IntCounter,
+    pub(crate) lease_takeovers: IntCounterVec,
+    pub(crate) sweeper_reconciliations: IntCounterVec,
     /// `GET /calls` on the admin port, by answer (`ok` or the refusal's code).
     pub(crate) calls_lookups: IntCounterVec,
     /// Redis commands answered, by operation (`state.backend: redis`).
@@ -259,6 +271,35 @@ impl Metrics {
                 &["operation"],
             )
             .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            money_guard_failures: IntCounterVec::new(
+                Opts::new(
+                    "linepay_sidecar_money_guard_failures_total",
+                    "Shared money-call guard steps on Redis that failed or timed out, by operation (claim, await, complete, takeover, sweep).",
+                ),
+                &["operation"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            money_guard_fallbacks: IntCounter::new(
+                "linepay_sidecar_money_guard_fallbacks_total",
+                "Money calls admitted with this sidecar's own guards while Redis could not answer (state.redis.money_fallback: local).",
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            lease_takeovers: IntCounterVec::new(
+                Opts::new(
+                    "linepay_sidecar_lease_takeovers_total",
+                    "Shared claims taken over after their owner's lease ended without an outcome, by who found them (request, sweeper).",
+                ),
+                &["by"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            sweeper_reconciliations: IntCounterVec::new(
+                Opts::new(
+                    "linepay_sidecar_sweeper_reconciliations_total",
+                    "Orphaned shared claims the sweeper checked against LINE Pay's records, by state (applied, not_applied, unknown).",
+                ),
+                &["state"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
             calls_lookups: IntCounterVec::new(
                 Opts::new(
                     "linepay_sidecar_admin_calls_total",
@@ -347,6 +388,16 @@ impl Metrics {
         // Only the global and route buckets are shared; a route's series appears with its
         // first fallback, as its refusals' do.
         self.rate_limit_fallbacks.with_label_values(&["global"]);
+        for operation in MONEY_GUARD_OPERATIONS {
+            self.money_guard_failures.with_label_values(&[operation]);
+        }
+        for by in ["request", "sweeper"] {
+            self.lease_takeovers.with_label_values(&[by]);
+        }
+        for state in crate::money::ReconciledState::ALL {
+            self.sweeper_reconciliations
+                .with_label_values(&[state.as_str()]);
+        }
     }
 
     /// The Redis client's handles on its metrics.
@@ -391,7 +442,13 @@ impl Metrics {
             Box::new(self.state_up.clone()),
             Box::new(self.rate_limit_fallbacks.clone()),
         ];
-        for collector in collectors {
+        let money_guards: [Box<dyn prometheus::core::Collector>; 4] = [
+            Box::new(self.money_guard_failures.clone()),
+            Box::new(self.money_guard_fallbacks.clone()),
+            Box::new(self.lease_takeovers.clone()),
+            Box::new(self.sweeper_reconciliations.clone()),
+        ];
+        for collector in collectors.into_iter().chain(money_guards) {
             // Names are distinct constants, so registration cannot collide.
             if let Err(error) = self.registry.register(collector) {
                 tracing::error!(%error, "metric registration failed");
@@ -606,6 +663,7 @@ mod tests {
             ProxyError::IdempotencyUnavailable,
             ProxyError::InvalidIdempotencyKey,
             ProxyError::JournalUnavailable,
+            ProxyError::StateUnavailable,
         ];
         let codes: BTreeSet<&str> = every_error.iter().map(ProxyError::code).collect();
         let kinds: BTreeSet<&str> = every_error

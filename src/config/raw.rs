@@ -306,5 +306,9 @@ config_section! {
         connect_timeout: value<ConfigDuration>,
         /// While Redis cannot answer, each sidecar limits alone at this share of every shared rate and burst (`0.5`, `50%`): set it to 1 / the number of sidecars.
         fallback_share: value<String>,
+        /// How long a key's answer (sealed) stays in Redis for any sidecar to replay (`24h`).
+        answer_ttl: value<ConfigDuration>,
+        /// What a money call (or keyed call) gets while Redis cannot answer: `refuse` (`503 state_unavailable`, not sent; the default) or `local` (this sidecar's own guards alone).
+        money_fallback: value<String>,
     }
 }

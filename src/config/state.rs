@@ -7,8 +7,8 @@ use super::raw::RawState;
 use super::setting::{Problems, Setting};
 use crate::secret::Secret;
 use crate::state::{
-    RedisConfig, Share, StateConfig, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_FALLBACK_SHARE, DEFAULT_KEY_PREFIX,
+    MoneyFallback, RedisConfig, Share, StateConfig, DEFAULT_ANSWER_TTL, DEFAULT_COMMAND_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_FALLBACK_SHARE, DEFAULT_KEY_PREFIX,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,6 +17,8 @@ use std::time::Duration;
 /// state has lost more than a fallback saves.
 const MAX_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The shortest `state.redis.answer_ttl`.
+const MIN_ANSWER_TTL: Duration = Duration::from_secs(60);
 
 pub(super) fn validate(
     raw: &RawState,
@@ -116,6 +118,25 @@ pub(super) fn validate(
             )
             .unwrap_or(DEFAULT_FALLBACK_SHARE),
     };
+    let answer_ttl = duration(&redis.answer_ttl, DEFAULT_ANSWER_TTL);
+    if answer_ttl < MIN_ANSWER_TTL {
+        problems.about(
+            &redis.answer_ttl,
+            "state.redis.answer_ttl",
+            "must be at least 1m: a key's answer must outlive the app's retries",
+        );
+    }
+    let money_fallback = match &redis.money_fallback {
+        None => MoneyFallback::default(),
+        Some(fallback) => problems
+            .check(
+                fallback,
+                "state.redis.money_fallback",
+                MoneyFallback::parse(fallback.value.trim())
+                    .ok_or_else(|| format!("must be refuse or local, not {:?}", fallback.value)),
+            )
+            .unwrap_or_default(),
+    };
     StateConfig::Redis(RedisConfig {
         url,
         password,
@@ -125,6 +146,8 @@ pub(super) fn validate(
         command_timeout,
         connect_timeout,
         fallback_share,
+        answer_ttl,
+        money_fallback,
     })
 }
 

@@ -109,6 +109,34 @@ pub struct RedisConfig {
     /// Share (0, 1] of each shared rate and burst a sidecar uses alone while Redis
     /// cannot answer.
     pub fallback_share: Share,
+    /// How long a key's answer stays replayable by any sidecar (`state.redis.answer_ttl`).
+    pub answer_ttl: Duration,
+    /// What a money call (or keyed call) gets while Redis cannot answer
+    /// (`state.redis.money_fallback`).
+    pub money_fallback: MoneyFallback,
+}
+
+/// `state.redis.answer_ttl` when unset: a day, as payment APIs keep idempotency keys.
+pub const DEFAULT_ANSWER_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// `state.redis.money_fallback`: what the money-call guards do while Redis cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MoneyFallback {
+    /// `refuse` (the default): `503 state_unavailable`, the call is not sent.
+    #[default]
+    Refuse,
+    /// `local`: admitted with this sidecar's own guards alone (logged and counted).
+    Local,
+}
+
+impl MoneyFallback {
+    pub fn parse(text: &str) -> Option<MoneyFallback> {
+        match text {
+            "refuse" => Some(MoneyFallback::Refuse),
+            "local" => Some(MoneyFallback::Local),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -121,6 +149,8 @@ impl std::fmt::Debug for RedisConfig {
             .field("command_timeout", &self.command_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("fallback_share", &self.fallback_share)
+            .field("answer_ttl", &self.answer_ttl)
+            .field("money_fallback", &self.money_fallback)
             .finish()
     }
 }

@@ -29,6 +29,7 @@ mod redis_limits;
 mod refusals;
 mod robustness;
 mod route_guards;
+mod shared_money;
 mod sign_vectors;
 mod supervision;
 mod tls;
