@@ -350,3 +350,82 @@ async fn money_fallback_local_admits_with_this_pods_guards_while_redis_is_down()
         "{scrape}"
     );
 }
+
+/// No retry comes for the refund of a killed pod: once its lease has ended, the sweeper
+/// (one pod at a time) takes the claim over, asks LINE Pay, records the reconciled state
+/// in its journal and frees the transaction. LINE Pay saw the refund once.
+#[tokio::test]
+async fn the_sweeper_checks_and_records_the_refund_of_a_killed_pod_that_no_retry_asks_about() {
+    let redis = RedisServer::start();
+    let ledger = Ledger::start().await;
+    ledger.paid(TX);
+    ledger.behave("refund", Behaviour::Slow(Duration::from_secs(2)));
+    let start = || {
+        pod(&ledger, &redis, "sweeper")
+            .arg("--connect-timeout")
+            .arg("500ms")
+            .arg("--read-timeout")
+            .arg("4s")
+            .env("LINEPAY_SIDECAR_JOURNAL_RECONCILE_TIMEOUT", "2s")
+            .start()
+    };
+    let mut a = start().await;
+    let b = start().await;
+    connected(&a).await;
+    connected(&b).await;
+    let cut = tokio::spawn(Call::post(&refund_path(TX), r#"{"refundAmount":30}"#).send(a.addr));
+    eventually("the refund reaches LINE Pay", || async {
+        match ledger.count("POST", &refund_path(TX)) {
+            0 => Err("not yet".to_owned()),
+            _ => Ok(()),
+        }
+    })
+    .await;
+    a.signal("KILL");
+    a.wait_exit(Duration::from_secs(10)).expect("killed");
+    cut.abort();
+
+    let swept = eventually_within(
+        Duration::from_secs(60),
+        "the sweeper checks the orphan",
+        || async {
+            let calls = journal_calls(&b, TX).await;
+            match calls.first() {
+                Some(call) if call["outcome"] == "interrupted" => Ok(call.clone()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(swept["reconciled_state"], "applied", "{swept}");
+    assert!(
+        swept["reconciled_reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("taken over")),
+        "{swept}"
+    );
+    let scrape = b.scrape().await;
+    assert_eq!(
+        metric(
+            &scrape,
+            r#"linepay_sidecar_sweeper_reconciliations_total{state="applied"}"#
+        ),
+        Some(1.0),
+        "{scrape}"
+    );
+    assert_eq!(
+        metric(
+            &scrape,
+            r#"linepay_sidecar_lease_takeovers_total{by="sweeper"}"#
+        ),
+        Some(1.0)
+    );
+    // Nothing is left to sweep, and the transaction is free.
+    let left: Vec<String> = redis.command("ZRANGE", &["sweeper:1657002468:claims", "0", "-1"]);
+    assert!(left.is_empty(), "{left:?}");
+    let next = Call::post(&refund_path(TX), r#"{"refundAmount":5}"#)
+        .send(b.addr)
+        .await;
+    assert_eq!(next.status, 200, "{}", next.text());
+    assert_eq!(ledger.count("POST", &refund_path(TX)), 2);
+}
