@@ -150,6 +150,25 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - 1, 'LIMIT', 0, tonumbe
     )
 });
 
+static RELEASE_UNANSWERED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local released = 0
+for i = 2, 3 do
+  if KEYS[i] ~= '' then
+    local seen = redis.call('HMGET', KEYS[i], 'claim_id', 'state')
+    if seen[1] == ARGV[1] and seen[2] == 'claimed' then
+      redis.call('DEL', KEYS[i])
+      redis.call('ZREM', KEYS[1], KEYS[i])
+      released = released + 1
+    end
+  end
+end
+return released
+",
+    )
+});
+
 /// A claim held by this pod: its fence and the records it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Claim {
@@ -284,6 +303,22 @@ impl Claims {
             under_key: found == 1,
             now_ms,
         })
+    }
+
+    /// Releases the claim of `record` (by its `claim_id`) whose answer was lost (the
+    /// claim timed out, or its connection broke): it may have been written, and its call
+    /// was not sent. The number of records released.
+    pub(crate) async fn release_unanswered(
+        &self,
+        record: &SharedRecord,
+    ) -> Result<i64, StateError> {
+        let keys = [
+            self.index_name(),
+            record.idem_record.clone().unwrap_or_default(),
+            record.txn_record.clone().unwrap_or_default(),
+        ];
+        let args = vec![record.claim_id.as_bytes().to_vec()];
+        self.run("release", &RELEASE_UNANSWERED, &keys, &args).await
     }
 
     /// The claim's call waits for its check with LINE Pay, due in `due_in`.
@@ -501,6 +536,7 @@ mod tests {
             lease_until_ms: 0,
             due_ms: None,
             pod: claims.pod.clone(),
+            claim_id: uuid::Uuid::new_v4().to_string(),
             channel_id: "c".into(),
             request_id: "r".into(),
             started_at_ms: 1,
@@ -605,6 +641,26 @@ mod tests {
             .unwrap()
             .iter()
             .all(|n| n != "t:c:idem:k"));
+    }
+
+    #[tokio::test]
+    async fn a_claim_whose_answer_was_lost_is_released_by_its_own_id_only() {
+        let server = redis_server();
+        let claims = claims(&server, "pod-a").await;
+        let call = record(&claims, Some("k"), "7");
+        held(claims.claim(&call, LONG).await.unwrap());
+        let mut other = call.clone();
+        other.claim_id = "another".into();
+        assert_eq!(claims.release_unanswered(&other).await.unwrap(), 0);
+        assert_eq!(claims.release_unanswered(&call).await.unwrap(), 2);
+        assert_eq!(claims.read("t:c:idem:k").await.unwrap(), None);
+        assert_eq!(claims.read("t:c:txn:7").await.unwrap(), None);
+        // Completed, it is no longer a claim to release.
+        let claim = held(claims.claim(&call, LONG).await.unwrap());
+        let keep = Completion::Keep(vec![("outcome", b"answered".to_vec())]);
+        assert!(claims.complete(&claim, &keep).await.unwrap());
+        assert_eq!(claims.release_unanswered(&call).await.unwrap(), 0);
+        assert!(claims.read("t:c:idem:k").await.unwrap().is_some());
     }
 
     #[tokio::test]

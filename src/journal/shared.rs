@@ -73,6 +73,9 @@ pub(crate) struct SharedRecord {
     pub(crate) due_ms: Option<i64>,
     /// The pod that owns the claim (`state.redis` instance name).
     pub(crate) pod: String,
+    /// A random id of this one claim: a claim whose answer was lost (a timeout) is
+    /// released by it, never another call's.
+    pub(crate) claim_id: String,
     pub(crate) channel_id: String,
     pub(crate) request_id: String,
     pub(crate) started_at_ms: i64,
@@ -100,6 +103,7 @@ impl SharedRecord {
     pub(crate) fn claim_fields(&self) -> Vec<(&'static str, Vec<u8>)> {
         let mut fields = vec![
             ("pod", self.pod.as_bytes().to_vec()),
+            ("claim_id", self.claim_id.as_bytes().to_vec()),
             ("channel_id", self.channel_id.as_bytes().to_vec()),
             ("request_id", self.request_id.as_bytes().to_vec()),
             ("started_at", self.started_at_ms.to_string().into_bytes()),
@@ -142,6 +146,7 @@ impl SharedRecord {
             lease_until_ms: number("lease_until")?,
             due_ms: number("due"),
             pod: text("pod").unwrap_or_default(),
+            claim_id: text("claim_id").unwrap_or_default(),
             channel_id: text("channel_id").unwrap_or_default(),
             request_id: text("request_id").unwrap_or_default(),
             started_at_ms: number("started_at")?,
@@ -293,6 +298,7 @@ mod tests {
             lease_until_ms: 10_000,
             due_ms: None,
             pod: "pod-a".into(),
+            claim_id: "c-1".into(),
             channel_id: "c".into(),
             request_id: "r-1".into(),
             started_at_ms: 1_000,
@@ -391,15 +397,18 @@ mod tests {
         pairs.push(("state".into(), b"sent".to_vec()));
         assert_eq!(SharedRecord::from_fields(&pairs), None);
         let mut pairs = stored(&record());
-        pairs.retain(|(name, _)| !["pod", "request_id", "channel_id"].contains(&name.as_str()));
+        pairs.retain(|(name, _)| {
+            !["pod", "request_id", "channel_id", "claim_id"].contains(&name.as_str())
+        });
         let read = SharedRecord::from_fields(&pairs).unwrap();
         assert_eq!(
             (
                 read.pod.as_str(),
                 read.request_id.as_str(),
-                read.channel_id.as_str()
+                read.channel_id.as_str(),
+                read.claim_id.as_str()
             ),
-            ("", "", "")
+            ("", "", "", "")
         );
     }
 

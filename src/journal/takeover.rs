@@ -129,6 +129,34 @@ impl Drop for SharedClaim {
     }
 }
 
+/// Pauses before each try to release a claim whose answer was lost.
+const RELEASE_PAUSES: [Duration; 3] = [
+    Duration::from_millis(200),
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+];
+
+/// Releases, in a task of its own, a claim whose answer was lost: tried a few times,
+/// then left to its lease (and to the pod that finds it orphaned).
+fn release_unanswered(claims: Arc<Claims>, record: SharedRecord, metrics: Arc<Metrics>) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    drop(handle.spawn(async move {
+        for pause in RELEASE_PAUSES {
+            tokio::time::sleep(pause).await;
+            match claims.release_unanswered(&record).await {
+                Ok(_) => return,
+                Err(error) => state_failed(&metrics, "claim", &error),
+            }
+        }
+        tracing::warn!(
+            request_id = %record.request_id,
+            "a claim whose answer was lost could not be released: it ends with its lease"
+        );
+    }));
+}
+
 fn state_failed(metrics: &Metrics, operation: &'static str, error: &StateError) {
     metrics
         .money_guard_failures
@@ -175,6 +203,7 @@ impl Desk {
             lease_until_ms: 0,
             due_ms: None,
             pod: guards.claims.pod().to_owned(),
+            claim_id: uuid::Uuid::new_v4().simple().to_string(),
             channel_id: plan.channel_id.clone(),
             request_id: plan.request_id.clone(),
             started_at_ms: ticket.started_ms,
@@ -201,6 +230,12 @@ impl Desk {
                 Ok(claimed) => claimed,
                 Err(error) => {
                     state_failed(metrics, "claim", &error);
+                    // The claim may have been written and its answer lost: released in
+                    // the background, or it would hold its key and transaction for its
+                    // whole lease.
+                    if matches!(error, StateError::Timeout(_) | StateError::Connection(_)) {
+                        release_unanswered(guards.claims.clone(), record.clone(), metrics.clone());
+                    }
                     if guards.fallback_local {
                         metrics.money_guard_fallbacks.inc();
                         tracing::warn!(
