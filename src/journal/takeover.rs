@@ -195,6 +195,10 @@ impl Desk {
             .money
             .and_then(|_| plan.facts.lock_key())
             .map(|lock| guards.claims.txn_name(&lock));
+        if lock.is_none() && plan.key.is_none() {
+            // Nothing to claim: a money call that names no transaction or order.
+            return Ok(None);
+        }
         let call = plan.key_use();
         let binding = call.as_ref().map(super::binding::KeyUse::digest);
         let record = SharedRecord {
