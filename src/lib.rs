@@ -57,5 +57,6 @@ pub mod secret;
 pub(crate) mod server;
 pub mod sign;
 pub(crate) mod state;
+pub(crate) mod throttle;
 pub(crate) mod upstream;
 pub mod validate;

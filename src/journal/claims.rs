@@ -512,13 +512,16 @@ mod tests {
             up: prometheus::IntGauge::new("u", "u").unwrap(),
         };
         let client = RedisClient::start(&config, metrics).unwrap();
+        let ping = ::redis::cmd("PING");
+        let mut connected = false;
         for _ in 0..100 {
-            if client.is_connected() {
+            if client.query::<String>("test", &ping).await.is_ok() {
+                connected = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(client.is_connected());
+        assert!(connected, "no connection to the test's Redis");
         let redis = SharedRedis {
             client,
             keys: KeySpace::new("t", "c"),

@@ -50,19 +50,24 @@
 mod client_store;
 mod config;
 mod poll;
+mod shared;
 
 pub(crate) use config::{
-    Bucket, ClientLimit, LimitsConfig, PollingConfig, QueueConfig, Rate, RouteLimit,
+    Bucket, ClientLimit, LimitsConfig, PollingConfig, QueueConfig, Rate, RouteLimit, Share,
     DEFAULT_CHECK_STATUS_INTERVAL, DEFAULT_CHECK_STATUS_MAX_TRACKED,
 };
 
+pub(crate) use shared::{GcraShape, SharedBuckets, TakeFuture, Unanswered};
+
 use crate::route::Route;
+use crate::throttle::Throttle;
 use client_store::{ClientKey, SharedClientStore};
 use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{NotUntil, RateLimiter};
 use http::{HeaderMap, HeaderName, Method};
+use shared::SharedBucketSpec;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -71,6 +76,8 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// When every client slot is taken, forgotten buckets are swept at most this often.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// "The shared limits fall back" is logged at most this often.
+const FALLBACK_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------
 // The running limiters.
@@ -97,7 +104,7 @@ type ClientLimiter<C> =
 pub(crate) struct Limits<C: LimitClock = DefaultClock> {
     clock: C,
     shadow: bool,
-    global: Option<DirectLimiter<C>>,
+    global: Option<BucketLimiter<C>>,
     routes: Vec<RouteLimiter<C>>,
     clients: Option<Clients<C>>,
     queue: Option<Queue>,
@@ -106,6 +113,9 @@ pub(crate) struct Limits<C: LimitClock = DefaultClock> {
     /// `linepay_sidecar_rate_limited_shadow_total{limit}`, when metrics are wired: the
     /// one count of shadow-mode refusals.
     shadow_metric: Option<prometheus::IntCounterVec>,
+    /// `linepay_sidecar_rate_limit_fallback_total{limit}`, when metrics are wired.
+    fallback_metric: Option<prometheus::IntCounterVec>,
+    fallback_log: Throttle,
 }
 
 struct RouteLimiter<C: LimitClock> {
@@ -113,7 +123,26 @@ struct RouteLimiter<C: LimitClock> {
     template: String,
     /// `route POST /v3/...`, the name a refusal carries.
     name: Arc<str>,
-    limiter: DirectLimiter<C>,
+    limiter: BucketLimiter<C>,
+}
+
+/// A global or route bucket: this process's own, or shared by every sidecar of the
+/// channel through a store, with a local bucket for when the store cannot answer.
+enum BucketLimiter<C: LimitClock> {
+    Local(DirectLimiter<C>),
+    Shared {
+        store: Arc<dyn SharedBuckets>,
+        spec: SharedBucketSpec,
+        fallback: DirectLimiter<C>,
+    },
+}
+
+/// Where the shared buckets are kept, and the share of each rate a sidecar uses alone
+/// while the store cannot answer.
+#[derive(Clone)]
+pub(crate) struct SharedLimits {
+    pub(crate) store: Arc<dyn SharedBuckets>,
+    pub(crate) fallback_share: Share,
 }
 
 struct Clients<C: LimitClock> {
@@ -145,16 +174,33 @@ struct Waiting<'a, I> {
 }
 
 impl Limits {
-    /// Limits on governor's default clock and tokio's timer.
-    pub(crate) fn new(config: &LimitsConfig) -> Limits {
-        Limits::with_clock(config, DefaultClock::default())
+    /// Limits on governor's default clock and tokio's timer; the global and route
+    /// buckets in `shared` when given, else in this process.
+    pub(crate) fn new(config: &LimitsConfig, shared: Option<SharedLimits>) -> Limits {
+        Limits::with_clock(config, DefaultClock::default(), shared)
     }
 }
 
 impl<C: LimitClock> Limits<C> {
-    fn with_clock(config: &LimitsConfig, clock: C) -> Limits<C> {
+    fn with_clock(config: &LimitsConfig, clock: C, shared: Option<SharedLimits>) -> Limits<C> {
         let direct =
             |bucket: &Bucket| RateLimiter::direct_with_clock(bucket.quota(), clock.clone());
+        let bucket = |label: &str, bucket: &Bucket| match &shared {
+            None => BucketLimiter::Local(direct(bucket)),
+            Some(shared) => {
+                let spec = SharedBucketSpec::new(
+                    shared.store.as_ref(),
+                    label,
+                    bucket,
+                    shared.fallback_share,
+                );
+                BucketLimiter::Shared {
+                    store: shared.store.clone(),
+                    fallback: direct(&spec.fallback),
+                    spec,
+                }
+            }
+        };
         let clients = config.per_client.as_ref().map(|client| {
             let store = SharedClientStore::new(client.max_clients.get());
             Clients {
@@ -166,15 +212,22 @@ impl<C: LimitClock> Limits<C> {
         });
         Limits {
             shadow: config.shadow,
-            global: config.global.as_ref().map(direct),
+            global: config
+                .global
+                .as_ref()
+                .map(|global| bucket(LimitName::Global.label(), global)),
             routes: config
                 .routes
                 .iter()
-                .map(|route| RouteLimiter {
-                    method: route.method.clone(),
-                    template: route.template.clone(),
-                    name: format!("route {} {}", route.method, route.template).into(),
-                    limiter: direct(&route.bucket),
+                .map(|route| {
+                    let name: Arc<str> =
+                        format!("route {} {}", route.method, route.template).into();
+                    RouteLimiter {
+                        method: route.method.clone(),
+                        template: route.template.clone(),
+                        limiter: bucket(&name, &route.bucket),
+                        name,
+                    }
                 })
                 .collect(),
             clients,
@@ -184,6 +237,8 @@ impl<C: LimitClock> Limits<C> {
             }),
             polling: poll::Polling::new(&config.polling),
             shadow_metric: None,
+            fallback_metric: None,
+            fallback_log: Throttle::new(FALLBACK_LOG_INTERVAL),
             clock,
         }
     }
@@ -228,6 +283,12 @@ impl<C: LimitClock> Limits<C> {
         self
     }
 
+    /// Counts the calls a shared bucket's local fallback decided, labelled by limit.
+    pub(crate) fn with_fallback_metric(mut self, metric: prometheus::IntCounterVec) -> Self {
+        self.fallback_metric = Some(metric);
+        self
+    }
+
     /// Admits the call, after waiting for a token in queue mode, or refuses it with
     /// a [`LimitError`] naming the limit. Checks client → route → global.
     pub(crate) async fn admit(&self, route: &Route, headers: &HeaderMap) -> Result<(), LimitError> {
@@ -243,7 +304,14 @@ impl<C: LimitClock> Limits<C> {
             let verdict = self
                 .pass(
                     &mut waiting,
-                    || clients.limiter.check_key(&key),
+                    || {
+                        std::future::ready(
+                            clients
+                                .limiter
+                                .check_key(&key)
+                                .map_err(|not_until| not_until.wait_time_from(self.clock.now())),
+                        )
+                    },
                     || LimitName::Client,
                 )
                 .await;
@@ -257,11 +325,12 @@ impl<C: LimitClock> Limits<C> {
             .iter()
             .find(|r| r.method == route.method && r.template == route.template);
         if let Some(limiter) = route_limiter {
+            let name = || LimitName::Route(limiter.name.clone());
             let verdict = self
                 .pass(
                     &mut waiting,
-                    || limiter.limiter.check(),
-                    || LimitName::Route(limiter.name.clone()),
+                    || self.check_bucket(&limiter.limiter, name),
+                    name,
                 )
                 .await?;
             if verdict == Verdict::ShadowRefused {
@@ -269,23 +338,69 @@ impl<C: LimitClock> Limits<C> {
             }
         }
         if let Some(global) = &self.global {
-            self.pass(&mut waiting, || global.check(), || LimitName::Global)
+            let name = || LimitName::Global;
+            self.pass(&mut waiting, || self.check_bucket(global, name), name)
                 .await?;
         }
         Ok(())
     }
 
-    /// One bucket: a token now, a token after a bounded wait, or a refusal.
-    async fn pass<'a>(
+    /// Takes a token from a global or route bucket, or says how long until it has one.
+    /// A shared bucket asks its store; when the store cannot answer, the local fallback
+    /// bucket decides, counted and logged (at most every [`FALLBACK_LOG_INTERVAL`]).
+    async fn check_bucket(
+        &self,
+        bucket: &BucketLimiter<C>,
+        name: impl Fn() -> LimitName,
+    ) -> Result<(), Duration> {
+        let local = |limiter: &DirectLimiter<C>| {
+            limiter.check().map_err(|not_until: NotUntil<C::Instant>| {
+                not_until.wait_time_from(self.clock.now())
+            })
+        };
+        let (store, spec, fallback) = match bucket {
+            BucketLimiter::Local(limiter) => return local(limiter),
+            BucketLimiter::Shared {
+                store,
+                spec,
+                fallback,
+            } => (store, spec, fallback),
+        };
+        match store.take(&spec.key, spec.shape).await {
+            Ok(None) => Ok(()),
+            Ok(Some(wait)) => Err(wait),
+            Err(Unanswered) => {
+                let limit = name();
+                if let Some(metric) = &self.fallback_metric {
+                    metric.with_label_values(&[limit.label()]).inc();
+                }
+                if let Some(suppressed) = self.fallback_log.ready() {
+                    tracing::warn!(
+                        limit = %limit,
+                        suppressed,
+                        "the shared rate limit store did not answer in time; this sidecar limits alone at state.redis.fallback_share of the rate"
+                    );
+                }
+                local(fallback)
+            }
+        }
+    }
+
+    /// One bucket: a token now, a token after a bounded wait, or a refusal. `check`
+    /// takes a token or says how long until there is one.
+    async fn pass<'a, F>(
         &'a self,
         waiting: &mut Waiting<'a, C::Instant>,
-        check: impl Fn() -> Result<(), NotUntil<C::Instant>>,
+        check: impl Fn() -> F,
         name: impl Fn() -> LimitName,
-    ) -> Result<Verdict, LimitError> {
+    ) -> Result<Verdict, LimitError>
+    where
+        F: Future<Output = Result<(), Duration>>,
+    {
         loop {
-            let wait = match check() {
+            let wait = match check().await {
                 Ok(()) => return Ok(Verdict::Admitted),
-                Err(not_until) => not_until.wait_time_from(self.clock.now()),
+                Err(wait) => wait,
             };
             let max_wait = self.queue.as_ref().map_or(Duration::ZERO, |q| q.max_wait);
             if self.shadow {
@@ -347,6 +462,15 @@ impl<C: LimitClock> Limits<C> {
     }
 }
 
+impl<C: LimitClock> Limits<C> {
+    /// Whether any bucket is kept in a shared store.
+    fn is_shared(&self) -> bool {
+        let shared = |bucket: &BucketLimiter<C>| matches!(bucket, BucketLimiter::Shared { .. });
+        self.global.as_ref().is_some_and(shared)
+            || self.routes.iter().any(|route| shared(&route.limiter))
+    }
+}
+
 impl<C: LimitClock> fmt::Debug for Limits<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Limits")
@@ -358,6 +482,7 @@ impl<C: LimitClock> fmt::Debug for Limits<C> {
             )
             .field("per_client", &self.clients.as_ref().map(|c| &c.header))
             .field("queue", &self.queue.as_ref().map(|q| q.max_wait))
+            .field("shared", &self.is_shared())
             .finish()
     }
 }

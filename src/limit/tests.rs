@@ -84,7 +84,7 @@ impl LimitClock for TestClock {
 pub(super) fn limits(yaml: &str) -> (Arc<Limits<TestClock>>, TestClock) {
     let clock = TestClock::default();
     (
-        Arc::new(Limits::with_clock(&config(yaml), clock.clone())),
+        Arc::new(Limits::with_clock(&config(yaml), clock.clone(), None)),
         clock,
     )
 }
@@ -97,8 +97,8 @@ fn shadow_limits(yaml: &str) -> (Limits<TestClock>, prometheus::IntCounterVec) {
         &["limit"],
     )
     .unwrap();
-    let limits =
-        Limits::with_clock(&config(yaml), TestClock::default()).with_shadow_metric(metric.clone());
+    let limits = Limits::with_clock(&config(yaml), TestClock::default(), None)
+        .with_shadow_metric(metric.clone());
     (limits, metric)
 }
 
@@ -384,4 +384,143 @@ async fn shadow_mode_never_waits_and_counts_only_waits_beyond_max_wait() {
     call(&beyond, &request, &HeaderMap::new()).await.unwrap();
     call(&beyond, &request, &HeaderMap::new()).await.unwrap();
     assert_eq!(counted(&beyond_shadow, "global"), 1);
+}
+
+// --- shared buckets (state.backend: redis) ------------------------------------------
+
+/// A store that answers from a script of answers, and records what it was asked.
+#[derive(Default)]
+struct ScriptedStore {
+    answers: std::sync::Mutex<std::collections::VecDeque<Result<Option<Duration>, Unanswered>>>,
+    asked: std::sync::Mutex<Vec<(String, GcraShape)>>,
+}
+
+impl SharedBuckets for ScriptedStore {
+    fn bucket_key(&self, label: &str) -> String {
+        format!("test:{label}")
+    }
+
+    fn take<'a>(&'a self, key: &'a str, shape: GcraShape) -> TakeFuture<'a> {
+        self.asked.lock().unwrap().push((key.to_owned(), shape));
+        let answer = self
+            .answers
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Err(Unanswered));
+        Box::pin(std::future::ready(answer))
+    }
+}
+
+fn shared_limits(
+    yaml: &str,
+    answers: Vec<Result<Option<Duration>, Unanswered>>,
+) -> (
+    Limits<TestClock>,
+    Arc<ScriptedStore>,
+    prometheus::IntCounterVec,
+) {
+    let store = Arc::new(ScriptedStore {
+        answers: std::sync::Mutex::new(answers.into()),
+        ..ScriptedStore::default()
+    });
+    let metric = prometheus::IntCounterVec::new(
+        prometheus::Opts::new("rate_limit_fallback", "fallbacks by limit"),
+        &["limit"],
+    )
+    .unwrap();
+    let shared = SharedLimits {
+        store: store.clone(),
+        fallback_share: Share::HALF,
+    };
+    let limits = Limits::with_clock(&config(yaml), TestClock::default(), Some(shared))
+        .with_fallback_metric(metric.clone());
+    (limits, store, metric)
+}
+
+#[tokio::test]
+async fn a_shared_bucket_is_decided_by_the_store_with_its_wait_as_retry_after() {
+    let (limits, store, fallbacks) = shared_limits(
+        "limits:\n  global: { rate: 10/s, burst: 4 }\n  routes:\n    POST /v3/payments/{transactionId}/refund: { rate: 2/s }\n",
+        vec![Ok(None), Ok(None), Ok(None), Ok(Some(Duration::from_millis(2500)))],
+    );
+    let refund = route("POST", REFUND);
+    call(&limits, &refund, &HeaderMap::new()).await.unwrap();
+    // The route's bucket took its token, the global one refused: 2.5 s, rounded up.
+    assert_eq!(
+        refused(call(&limits, &refund, &HeaderMap::new()).await),
+        ("global".to_owned(), 3)
+    );
+    let asked = store.asked.lock().unwrap().clone();
+    let route_key = "test:route POST /v3/payments/{transactionId}/refund".to_owned();
+    let route_shape = GcraShape {
+        emission_interval: Duration::from_millis(500),
+        burst: 2,
+    };
+    let global_shape = GcraShape {
+        emission_interval: Duration::from_millis(100),
+        burst: 4,
+    };
+    assert_eq!(
+        asked,
+        vec![
+            (route_key.clone(), route_shape),
+            ("test:global".to_owned(), global_shape),
+            (route_key, route_shape),
+            ("test:global".to_owned(), global_shape),
+        ]
+    );
+    assert_eq!(counted(&fallbacks, "global"), 0);
+    // A route without a bucket of its own asks for the global one only (the script has
+    // run out of answers: the fallback decides, and counts).
+    let request = route("POST", REQUEST);
+    call(&limits, &request, &HeaderMap::new()).await.unwrap();
+    let asked = store.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 5);
+    assert_eq!(asked[4].0, "test:global");
+    assert_eq!(counted(&fallbacks, "global"), 1);
+}
+
+#[tokio::test]
+async fn without_an_answer_a_shared_bucket_falls_back_to_its_share_locally_and_counts_it() {
+    // The store never answers: each call is decided by the fallback bucket, half the
+    // global bucket (5 of burst 10), and counted.
+    let (limits, store, fallbacks) =
+        shared_limits("limits:\n  global: { rate: 10/s, burst: 10 }\n", vec![]);
+    let request = route("POST", REQUEST);
+    for _ in 0..5 {
+        call(&limits, &request, &HeaderMap::new()).await.unwrap();
+    }
+    let (limit, retry_after) = refused(call(&limits, &request, &HeaderMap::new()).await);
+    assert_eq!((limit.as_str(), retry_after), ("global", 1));
+    assert_eq!(counted(&fallbacks, "global"), 6);
+    assert_eq!(store.asked.lock().unwrap().len(), 6);
+}
+
+#[tokio::test]
+async fn the_store_answering_again_takes_over_from_the_fallback() {
+    let (limits, _store, fallbacks) = shared_limits(
+        "limits:\n  global: { rate: 1/s, burst: 1 }\n",
+        vec![Err(Unanswered), Ok(None), Ok(None), Err(Unanswered)],
+    );
+    let request = route("POST", REQUEST);
+    // Fallback: the local half-bucket (1, rounded up) admits one...
+    call(&limits, &request, &HeaderMap::new()).await.unwrap();
+    // ...then the store decides again, whatever the local bucket holds.
+    call(&limits, &request, &HeaderMap::new()).await.unwrap();
+    call(&limits, &request, &HeaderMap::new()).await.unwrap();
+    // Back on the fallback, whose one token is spent.
+    refused(call(&limits, &request, &HeaderMap::new()).await);
+    assert_eq!(counted(&fallbacks, "global"), 2);
+}
+
+#[tokio::test]
+async fn shadow_mode_on_a_shared_bucket_admits_what_the_store_refuses() {
+    let (limits, _store, _fallbacks) = shared_limits(
+        "limits:\n  shadow: true\n  global: { rate: 1/s }\n",
+        vec![Ok(Some(Duration::from_secs(1)))],
+    );
+    call(&limits, &route("POST", REQUEST), &HeaderMap::new())
+        .await
+        .unwrap();
 }

@@ -164,8 +164,8 @@ async fn start(source: ConfigSource) -> Result<Started, RunError> {
     )
     .map_err(|error| RunError::State(error.to_string()))?;
     let desk = Arc::new(share_money_guards(desk, &state, &config.state));
-    let proxy =
-        build_proxy(config, metrics.clone(), desk.clone(), None).map_err(RunError::Build)?;
+    let proxy = build_proxy(config, metrics.clone(), desk.clone(), &state, None)
+        .map_err(RunError::Build)?;
     // egress.expect_ip: ask the echo service once before serving (bounded by its
     // timeout); a mismatch is logged loudly and fails /readyz, never the start.
     let expect_ip = ExpectIpCheck::at_start_up(&proxy.config().egress, &proxy.config().upstream)
@@ -373,6 +373,7 @@ async fn serve(
         proxy.clone(),
         metrics.clone(),
         notifier.clone(),
+        state.clone(),
     ));
     tasks.spawn(
         "reloader",

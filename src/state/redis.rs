@@ -25,13 +25,17 @@
 //! `linepay_sidecar_state_duration_seconds{operation}` (every answered command),
 //! `linepay_sidecar_state_errors_total{kind}`, `linepay_sidecar_state_up`.
 
-use super::{RedisConfig, Throttle};
+use super::RedisConfig;
+use crate::throttle::Throttle;
 use arc_swap::ArcSwapOption;
 use prometheus::{HistogramVec, IntCounterVec, IntGauge};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, IntoConnectionInfo, RedisError};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, FromRedisValue, IntoConnectionInfo, PushInfo, PushKind,
+    RedisError,
+};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// Timeouts in a row after which the connection is replaced.
@@ -74,6 +78,10 @@ pub(crate) enum StateError {
     Protocol(String),
     #[error("cannot set up the Redis client: {0}")]
     Setup(String),
+    /// `NOSCRIPT`: `EVALSHA` of a script this Redis does not have (nothing ran);
+    /// [`RedisClient::run_script`] sends it by its text then.
+    #[error("Redis does not know the script (NOSCRIPT)")]
+    NoScript,
 }
 
 impl StateError {
@@ -83,13 +91,18 @@ impl StateError {
             StateError::Timeout(_) => "timeout",
             StateError::Unavailable => "unavailable",
             StateError::Connection(_) => "connection",
-            StateError::Server(_) => "server",
+            StateError::Server(_) | StateError::NoScript => "server",
             StateError::Protocol(_) | StateError::Setup(_) => "protocol",
         }
     }
 
     fn from_redis(error: &RedisError) -> StateError {
-        if error.is_io_error() || error.is_connection_dropped() || error.is_unrecoverable_error() {
+        if error.code() == Some("NOSCRIPT") {
+            StateError::NoScript
+        } else if error.is_io_error()
+            || error.is_connection_dropped()
+            || error.is_unrecoverable_error()
+        {
             StateError::Connection(error.to_string())
         } else if error.code().is_some() {
             StateError::Server(error.to_string())
@@ -104,6 +117,12 @@ impl StateError {
     }
 }
 
+/// One connection, numbered so that news of a disconnect reaches only its own.
+struct Live {
+    generation: u64,
+    connection: MultiplexedConnection,
+}
+
 /// The shared client; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct RedisClient(Arc<Inner>);
@@ -111,7 +130,9 @@ pub(crate) struct RedisClient(Arc<Inner>);
 struct Inner {
     client: Client,
     connection_config: AsyncConnectionConfig,
-    connection: ArcSwapOption<MultiplexedConnection>,
+    connection: ArcSwapOption<Live>,
+    /// The generation of the next connection (which one a disconnect is about).
+    next_generation: AtomicU64,
     /// Set while the reconnect task runs, so there is one at a time.
     connecting: AtomicBool,
     timeouts_in_a_row: AtomicU32,
@@ -139,6 +160,14 @@ impl RedisClient {
             let settings = info.redis_settings().clone().set_password(password);
             info = info.set_redis_settings(settings);
         }
+        // RESP3 (Redis 6 and later, every Valkey): redis-rs reports a connection's end
+        // as a push only on RESP3, and that is what replaces a dead connection before a
+        // call has to fail on it.
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        info = info.set_redis_settings(settings);
         let client = match &config.ca_pem {
             Some(pem) => Client::build_with_tls(
                 info,
@@ -161,6 +190,7 @@ impl RedisClient {
             client,
             connection_config,
             connection: ArcSwapOption::empty(),
+            next_generation: AtomicU64::new(0),
             connecting: AtomicBool::new(false),
             timeouts_in_a_row: AtomicU32::new(0),
             runtime,
@@ -170,11 +200,6 @@ impl RedisClient {
         }));
         client.reconnect(None);
         Ok(client)
-    }
-
-    /// Whether a connection is up now (it may still fail the next command).
-    pub(crate) fn is_connected(&self) -> bool {
-        self.0.connection.load().is_some()
     }
 
     /// Sends `command` once and reads its answer, within the command timeout. Counted
@@ -189,7 +214,7 @@ impl RedisClient {
             self.reconnect(None);
             return Err(self.failed(StateError::Unavailable));
         };
-        let mut handle = MultiplexedConnection::clone(&connection);
+        let mut handle = connection.connection.clone();
         let started = Instant::now();
         let answer =
             tokio::time::timeout(inner.command_timeout, command.query_async::<T>(&mut handle))
@@ -236,10 +261,7 @@ impl RedisClient {
     ) -> Result<T, StateError> {
         let by_hash = script.command("EVALSHA", &script.hash, keys, args);
         match self.query(operation, &by_hash).await {
-            // redis-rs spells the code `NoScript`, Redis `NOSCRIPT`.
-            Err(StateError::Server(message))
-                if message.to_ascii_uppercase().contains("NOSCRIPT") =>
-            {
+            Err(StateError::NoScript) => {
                 let by_text = script.command("EVAL", script.code, keys, args);
                 self.query(operation, &by_text).await
             }
@@ -249,6 +271,10 @@ impl RedisClient {
 
     /// Counts a failed command by kind (the guard that sent it logs what it did instead).
     fn failed(&self, error: StateError) -> StateError {
+        if error == StateError::NoScript {
+            // Expected once per script after a Redis restart; answered by `EVAL`.
+            return error;
+        }
         self.0
             .metrics
             .errors
@@ -259,7 +285,7 @@ impl RedisClient {
 
     /// Drops `broken` (when it is still the current connection) and starts the reconnect
     /// task unless it runs already.
-    fn reconnect(&self, broken: Option<&Arc<MultiplexedConnection>>) {
+    fn reconnect(&self, broken: Option<&Arc<Live>>) {
         let inner = &self.0;
         if let Some(broken) = broken {
             let previous = inner.connection.compare_and_swap(broken, None);
@@ -285,14 +311,24 @@ impl RedisClient {
         let mut backoff = FIRST_BACKOFF;
         let mut failures: u64 = 0;
         loop {
+            let generation = inner.next_generation.fetch_add(1, Ordering::Relaxed);
+            // Told when the connection ends (Redis stopped, the network cut it), so it is
+            // replaced at once rather than by the next command's failure.
+            let config = inner
+                .connection_config
+                .clone()
+                .set_push_sender(on_disconnect(Arc::downgrade(&self.0), generation));
             match inner
                 .client
-                .get_multiplexed_async_connection_with_config(&inner.connection_config)
+                .get_multiplexed_async_connection_with_config(&config)
                 .await
             {
                 Ok(connection) => {
                     inner.timeouts_in_a_row.store(0, Ordering::Relaxed);
-                    inner.connection.store(Some(Arc::new(connection)));
+                    inner.connection.store(Some(Arc::new(Live {
+                        generation,
+                        connection,
+                    })));
                     inner.metrics.up.set(1);
                     inner.connecting.store(false, Ordering::Release);
                     tracing::info!(
@@ -317,6 +353,27 @@ impl RedisClient {
                 }
             }
         }
+    }
+}
+
+/// The push handler of connection `generation`: on its disconnect, drop it (if it is
+/// still the current one) and reconnect.
+fn on_disconnect(
+    inner: Weak<Inner>,
+    generation: u64,
+) -> impl Fn(PushInfo) -> Result<(), std::convert::Infallible> + Send + Sync + 'static {
+    move |push: PushInfo| {
+        if push.kind != PushKind::Disconnection {
+            return Ok(());
+        }
+        if let Some(inner) = inner.upgrade() {
+            let client = RedisClient(inner);
+            let current = client.0.connection.load_full();
+            if let Some(current) = current.filter(|live| live.generation == generation) {
+                client.reconnect(Some(&current));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,6 +1,11 @@
 //! `state.backend: redis` (docs/redis.md), against a real redis-server on loopback.
 
-use crate::util::{eventually, Call, RedisServer, Sidecar, TempFile, Upstream};
+use crate::util::{
+    eventually, metric, Call, RedisServer, Reply, RunningSidecar, Sidecar, TempFile, Upstream,
+};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A sidecar on `redis` with `extra` YAML, against `upstream`.
 fn on_redis(redis_url: &str, upstream: &Upstream, extra: &str) -> Sidecar {
@@ -51,7 +56,7 @@ async fn a_sidecar_starts_ready_while_redis_is_down_and_connects_when_it_comes_u
     let ready = Call::get("/readyz").send(sidecar.admin_addr).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
     assert_eq!(
-        crate::util::metric(&sidecar.scrape().await, "linepay_sidecar_state_up"),
+        metric(&sidecar.scrape().await, "linepay_sidecar_state_up"),
         Some(0.0)
     );
     redis.restart();
@@ -67,4 +72,205 @@ async fn a_sidecar_starts_ready_while_redis_is_down_and_connects_when_it_comes_u
         }
     })
     .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Shared rate limits.
+
+const REQUEST: &str = "/v3/payments/request";
+const FALLBACKS: &str = r#"linepay_sidecar_rate_limit_fallback_total{limit="global"}"#;
+/// The global bucket's key for the harness's channel.
+const GLOBAL_KEY: &str = "linepay-sidecar:1657002468:limit:global";
+
+/// Two sidecars of one channel on `redis`, `global: 10/s, burst 10`. The command timeout
+/// is 200 ms rather than the default 20 ms: this machine is shared and a debug build under
+/// load can take longer than 20 ms to get an answer it would get in 1 ms alone, which
+/// would make the shared path flake into the fallback.
+async fn two_sidecars(
+    redis: &RedisServer,
+    upstream: &Upstream,
+) -> (RunningSidecar, RunningSidecar) {
+    let extra = "    command_timeout: 200ms\n    fallback_share: 0.5\nlimits:\n  global: {rate: 10/s, burst: 10}\n";
+    let a = on_redis(&redis.url(), upstream, extra).start().await;
+    let b = on_redis(&redis.url(), upstream, extra).start().await;
+    a.wait_for_metric("linepay_sidecar_state_up", 1.0).await;
+    b.wait_for_metric("linepay_sidecar_state_up", 1.0).await;
+    (a, b)
+}
+
+async fn post(sidecar: &RunningSidecar) -> Reply {
+    Call::post(REQUEST, r#"{"amount":1,"currency":"TWD"}"#)
+        .send(sidecar.addr)
+        .await
+}
+
+/// A 429 `rate_limited` from the global limit, with a whole-second `Retry-After`.
+#[track_caller]
+fn assert_refused_by_global(reply: &Reply) {
+    reply.assert_sidecar_error(429, "rate_limited");
+    let message = reply.error_message().unwrap_or_default();
+    assert!(message.contains("the global rate limit"), "{message}");
+    let retry_after = reply
+        .header("retry-after")
+        .and_then(|value| value.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no whole-second Retry-After: {:?}", reply.headers));
+    assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
+}
+
+/// Calls from `workers` concurrent loops for `duration` (at most `max_calls` in all),
+/// each loop alternating between the sidecars; every answer with the sidecar it came
+/// from (0 or 1).
+async fn drive(
+    sidecars: [&RunningSidecar; 2],
+    duration: Duration,
+    max_calls: usize,
+) -> Vec<(usize, Reply)> {
+    let deadline = Instant::now() + duration;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let addrs = [sidecars[0].addr, sidecars[1].addr];
+    let workers: Vec<_> = (0..4)
+        .map(|worker| {
+            let sent = sent.clone();
+            tokio::spawn(async move {
+                let mut replies = Vec::new();
+                let mut turn = worker;
+                while Instant::now() < deadline && sent.fetch_add(1, Ordering::Relaxed) < max_calls
+                {
+                    let which = turn % 2;
+                    turn += 1;
+                    let reply = Call::post(REQUEST, r#"{"amount":1,"currency":"TWD"}"#)
+                        .send(addrs[which])
+                        .await;
+                    replies.push((which, reply));
+                }
+                replies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(
+            worker
+                .await
+                .unwrap_or_else(|error| panic!("driver: {error}")),
+        );
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_sidecars_on_one_redis_share_the_global_limit() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::recording().start().await;
+    let (a, b) = two_sidecars(&redis, &upstream).await;
+
+    let started = Instant::now();
+    let replies = drive([&a, &b], Duration::from_secs(3), 2_000).await;
+    let elapsed = started.elapsed();
+
+    let admitted = replies
+        .iter()
+        .filter(|(_, reply)| reply.status == 200)
+        .count();
+    for (_, reply) in replies.iter().filter(|(_, reply)| reply.status != 200) {
+        assert_refused_by_global(reply);
+    }
+    // What one bucket of burst 10 refilling at 10/s can give in `elapsed` (Redis's clock
+    // runs within this window), plus one token for the refill that lands on the edge.
+    let bound = 10 + (elapsed.as_secs_f64() * 10.0).ceil() as usize + 1;
+    assert_eq!(
+        upstream.count(),
+        admitted,
+        "every admitted call reached the upstream"
+    );
+    assert!(
+        admitted <= bound,
+        "{admitted} calls admitted in {elapsed:?} by two sidecars sharing 10/s burst 10 (at most {bound})"
+    );
+    // Per process, the local limiters would have admitted up to twice as many; shared,
+    // the bucket was used (not just refused): well above one burst.
+    assert!(admitted >= 25, "only {admitted} admitted in {elapsed:?}");
+    // Both processes admitted and refused: the bucket is one, whichever pod asks.
+    for which in [0, 1] {
+        let theirs = || replies.iter().filter(move |(from, _)| *from == which);
+        assert!(
+            theirs().any(|(_, reply)| reply.status == 200),
+            "sidecar {which} admitted none"
+        );
+        assert!(
+            theirs().any(|(_, reply)| reply.status == 429),
+            "sidecar {which} refused none"
+        );
+    }
+    for sidecar in [&a, &b] {
+        assert_eq!(metric(&sidecar.scrape().await, FALLBACKS), Some(0.0));
+    }
+    assert_eq!(redis.command::<i64>("EXISTS", &[GLOBAL_KEY]), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_redis_down_the_limits_fall_back_locally_and_share_again_when_it_returns() {
+    let mut redis = RedisServer::start();
+    let upstream = Upstream::recording().start().await;
+    let (a, b) = two_sidecars(&redis, &upstream).await;
+    assert_eq!(post(&a).await.status, 200);
+    assert_eq!(redis.command::<i64>("EXISTS", &[GLOBAL_KEY]), 1);
+
+    redis.stop();
+    // Told by its connection, not by a failed call: b sends nothing meanwhile.
+    b.wait_for_metric("linepay_sidecar_state_up", 0.0).await;
+    // Each sidecar alone, at half the bucket: 5 of burst, 5/s.
+    let before = upstream.count();
+    let started = Instant::now();
+    let mut refused = 0;
+    for _ in 0..20 {
+        let reply = post(&a).await;
+        if reply.status != 200 {
+            assert_refused_by_global(&reply);
+            refused += 1;
+        }
+    }
+    let admitted = upstream.count() - before;
+    let bound = 5 + (started.elapsed().as_secs_f64() * 5.0).ceil() as usize + 1;
+    assert!(
+        admitted <= bound,
+        "{admitted} admitted alone (at most {bound})"
+    );
+    assert!(
+        refused > 0 && admitted >= 1,
+        "admitted {admitted}, refused {refused}"
+    );
+    let fallbacks = metric(&a.scrape().await, FALLBACKS).unwrap_or_default();
+    assert!(fallbacks >= 20.0, "fallbacks counted: {fallbacks}");
+    let ready = Call::get("/readyz").send(a.admin_addr).await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    assert!(
+        a.stderr_so_far()
+            .matches("state.redis.fallback_share")
+            .count()
+            <= 2,
+        "the fallback is logged once per interval, not per call:\n{}",
+        a.stderr_so_far()
+    );
+
+    redis.restart();
+    a.wait_for_metric("linepay_sidecar_state_up", 1.0).await;
+    b.wait_for_metric("linepay_sidecar_state_up", 1.0).await;
+    // The restarted Redis has neither the script nor the bucket: EVALSHA's NOSCRIPT is
+    // answered by EVAL, and the bucket is in Redis again, decided there.
+    let counted_a = metric(&a.scrape().await, FALLBACKS).unwrap_or_default();
+    let counted_b = metric(&b.scrape().await, FALLBACKS).unwrap_or_default();
+    for sidecar in [&b, &a] {
+        let reply = post(sidecar).await;
+        assert!(
+            reply.status == 200 || reply.status == 429,
+            "{}",
+            reply.text()
+        );
+    }
+    assert_eq!(redis.command::<i64>("EXISTS", &[GLOBAL_KEY]), 1);
+    // Neither fell back: b, idle through the outage, had replaced its dead connection
+    // when it ended, not on this call.
+    assert_eq!(metric(&a.scrape().await, FALLBACKS), Some(counted_a));
+    assert_eq!(metric(&b.scrape().await, FALLBACKS), Some(counted_b));
 }
