@@ -274,3 +274,41 @@ async fn with_redis_down_the_limits_fall_back_locally_and_share_again_when_it_re
     assert_eq!(metric(&a.scrape().await, FALLBACKS), Some(counted_a));
     assert_eq!(metric(&b.scrape().await, FALLBACKS), Some(counted_b));
 }
+
+#[test]
+fn the_shared_redis_example_config_passes_check() {
+    let password = TempFile::with_contents("redis-password", b"example-password\n");
+    let ca = TempFile::with_contents("redis-ca.crt", b"-----BEGIN CERTIFICATE-----\n");
+    let output = crate::util::Cli::check_config(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sidecar-redis.yaml"),
+    )
+    .env("LINEPAY_CHANNEL_SECRET", crate::util::CHANNEL_SECRET)
+    .arg("--state-redis-password-file")
+    .arg(password.path_str())
+    .arg("--state-redis-ca-file")
+    .arg(ca.path_str())
+    .run();
+    assert!(output.status.success(), "{output:?}");
+    assert!(!format!("{output:?}").contains("example-password"));
+}
+
+#[test]
+fn a_password_in_the_redis_url_is_refused_without_being_quoted() {
+    let output = crate::util::Cli::new()
+        .arg("check")
+        .env("LINEPAY_CHANNEL_ID", crate::util::CHANNEL_ID)
+        .env("LINEPAY_CHANNEL_SECRET", crate::util::CHANNEL_SECRET)
+        .env("LINEPAY_SIDECAR_STATE_BACKEND", "redis")
+        .env(
+            "LINEPAY_SIDECAR_STATE_REDIS_URL",
+            "redis://sidecar:hunter2-in-url@127.0.0.1:6379",
+        )
+        .run();
+    assert!(!output.status.success(), "{output:?}");
+    assert!(
+        output.stderr.contains("LINEPAY_SIDECAR_STATE_REDIS_URL")
+            && output.stderr.contains("state.redis.password_file"),
+        "{output:?}"
+    );
+    assert!(!format!("{output:?}").contains("hunter2"), "{output:?}");
+}
