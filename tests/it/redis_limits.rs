@@ -90,7 +90,8 @@ async fn two_sidecars(
     redis: &RedisServer,
     upstream: &Upstream,
 ) -> (RunningSidecar, RunningSidecar) {
-    let extra = "    command_timeout: 200ms\n    fallback_share: 0.5\nlimits:\n  global: {rate: 10/s, burst: 10}\n";
+    // A route bucket too, wide open: the route's and the global bucket are one round trip.
+    let extra = "    command_timeout: 200ms\n    fallback_share: 0.5\nlimits:\n  global: {rate: 10/s, burst: 10}\n  routes:\n    POST /v3/payments/request: {rate: 1000/s}\n";
     let a = on_redis(&redis.url(), upstream, extra).start().await;
     let b = on_redis(&redis.url(), upstream, extra).start().await;
     a.wait_for_metric("linepay_sidecar_state_up", 1.0).await;
@@ -165,7 +166,7 @@ async fn two_sidecars_on_one_redis_share_the_global_limit() {
     let (a, b) = two_sidecars(&redis, &upstream).await;
 
     let started = Instant::now();
-    let replies = drive([&a, &b], Duration::from_secs(3), 2_000).await;
+    let replies = drive([&a, &b], Duration::from_secs(3), 10_000).await;
     let elapsed = started.elapsed();
 
     let admitted = replies
@@ -206,6 +207,31 @@ async fn two_sidecars_on_one_redis_share_the_global_limit() {
         assert_eq!(metric(&sidecar.scrape().await, FALLBACKS), Some(0.0));
     }
     assert_eq!(redis.command::<i64>("EXISTS", &[GLOBAL_KEY]), 1);
+    // One script run per call, route and global bucket together; the first call of each
+    // sidecar adds two (its EVALSHA answered NOSCRIPT, then the EVAL).
+    let runs = script_runs(&redis);
+    assert!(
+        (replies.len()..=replies.len() + 4).contains(&runs),
+        "{runs} script runs for {} calls",
+        replies.len()
+    );
+}
+
+/// EVALSHA and EVAL commands Redis ran (INFO commandstats).
+fn script_runs(redis: &RedisServer) -> usize {
+    let stats: String = redis.command("INFO", &["commandstats"]);
+    stats
+        .lines()
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
+        .filter_map(|line| {
+            line.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread")]
