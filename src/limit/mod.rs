@@ -16,6 +16,13 @@
 //! caller or the route that caused it, and a flood from one client or on one route never
 //! drains the shared global bucket with calls that are then refused anyway.
 //!
+//! # Shared buckets
+//! With `state.backend: redis` (`shared.rs`), the global and route buckets live in a
+//! store every sidecar of the channel asks: a call's route and global bucket in one step,
+//! a token from both or from neither, so there the cost of a global refusal stays with
+//! no one. When the store cannot answer, local buckets at `fallback_share` of each rate
+//! decide, in the order above. Client buckets and the polling discipline stay local.
+//!
 //! # Queue mode
 //! With `queue`, a call that would be refused waits for its token instead, when the wait
 //! fits in what is left of `max_wait` and a queue slot (`max_queued`) is free; otherwise
@@ -43,7 +50,8 @@
 //! # Files
 //! This file holds admission: the running limiters, queue and shadow mode. `config.rs`
 //! holds the typed settings ([`LimitsConfig`]) that `crate::config` builds from the
-//! `limits:` section; `client_store.rs` keeps the per-client buckets, bounded; `tests.rs`
+//! `limits:` section; `client_store.rs` keeps the per-client buckets, bounded; `shared.rs`
+//! says what a shared store is asked; `tests.rs`
 //! holds the unit tests of admission. The public names are re-exported here, so callers
 //! write `crate::limit::LimitsConfig` whichever file defines it.
 
@@ -57,7 +65,7 @@ pub(crate) use config::{
     DEFAULT_CHECK_STATUS_INTERVAL, DEFAULT_CHECK_STATUS_MAX_TRACKED,
 };
 
-pub(crate) use shared::{GcraShape, SharedBuckets, TakeFuture, Unanswered};
+pub(crate) use shared::{SharedBucketSpec, SharedBuckets, TakeFuture, Unanswered};
 
 use crate::route::Route;
 use crate::throttle::Throttle;
@@ -67,7 +75,7 @@ use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{NotUntil, RateLimiter};
 use http::{HeaderMap, HeaderName, Method};
-use shared::SharedBucketSpec;
+
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -104,8 +112,12 @@ type ClientLimiter<C> =
 pub(crate) struct Limits<C: LimitClock = DefaultClock> {
     clock: C,
     shadow: bool,
-    global: Option<BucketLimiter<C>>,
+    /// The global bucket: this process's own, or with `shared`, the local fallback at
+    /// `fallback_share`.
+    global: Option<DirectLimiter<C>>,
     routes: Vec<RouteLimiter<C>>,
+    /// The global and route buckets in a store every sidecar of the channel shares.
+    shared: Option<SharedSpecs>,
     clients: Option<Clients<C>>,
     queue: Option<Queue>,
     /// Check-status polls per transaction (`poll.rs`); `None` when turned off.
@@ -123,18 +135,16 @@ struct RouteLimiter<C: LimitClock> {
     template: String,
     /// `route POST /v3/...`, the name a refusal carries.
     name: Arc<str>,
-    limiter: BucketLimiter<C>,
+    /// Its own bucket, or with `shared`, the local fallback at `fallback_share`.
+    limiter: DirectLimiter<C>,
 }
 
-/// A global or route bucket: this process's own, or shared by every sidecar of the
-/// channel through a store, with a local bucket for when the store cannot answer.
-enum BucketLimiter<C: LimitClock> {
-    Local(DirectLimiter<C>),
-    Shared {
-        store: Arc<dyn SharedBuckets>,
-        spec: SharedBucketSpec,
-        fallback: DirectLimiter<C>,
-    },
+/// The shared global and route buckets: the store, and each bucket's key and shape
+/// (`routes` in the order of [`Limits::routes`]).
+struct SharedSpecs {
+    store: Arc<dyn SharedBuckets>,
+    global: Option<SharedBucketSpec>,
+    routes: Vec<SharedBucketSpec>,
 }
 
 /// Where the shared buckets are kept, and the share of each rate a sidecar uses alone
@@ -185,21 +195,28 @@ impl<C: LimitClock> Limits<C> {
     fn with_clock(config: &LimitsConfig, clock: C, shared: Option<SharedLimits>) -> Limits<C> {
         let direct =
             |bucket: &Bucket| RateLimiter::direct_with_clock(bucket.quota(), clock.clone());
-        let bucket = |label: &str, bucket: &Bucket| match &shared {
-            None => BucketLimiter::Local(direct(bucket)),
-            Some(shared) => {
-                let spec = SharedBucketSpec::new(
-                    shared.store.as_ref(),
-                    label,
-                    bucket,
-                    shared.fallback_share,
-                );
-                BucketLimiter::Shared {
-                    store: shared.store.clone(),
-                    fallback: direct(&spec.fallback),
-                    spec,
-                }
-            }
+        let spec = |shared: &SharedLimits, label: &str, bucket: &Bucket| {
+            SharedBucketSpec::new(shared.store.as_ref(), label, bucket)
+        };
+        let route_name = |route: &RouteLimit| -> Arc<str> {
+            format!("route {} {}", route.method, route.template).into()
+        };
+        let shared_specs = shared.as_ref().map(|shared| SharedSpecs {
+            store: shared.store.clone(),
+            global: config
+                .global
+                .as_ref()
+                .map(|global| spec(shared, LimitName::Global.label(), global)),
+            routes: config
+                .routes
+                .iter()
+                .map(|route| spec(shared, &route_name(route), &route.bucket))
+                .collect(),
+        });
+        // This process's buckets: the whole bucket, or the fallback's share of it.
+        let bucket = |bucket: &Bucket| match &shared {
+            None => direct(bucket),
+            Some(shared) => direct(&shared.fallback_share.of_bucket(bucket)),
         };
         let clients = config.per_client.as_ref().map(|client| {
             let store = SharedClientStore::new(client.max_clients.get());
@@ -212,24 +229,18 @@ impl<C: LimitClock> Limits<C> {
         });
         Limits {
             shadow: config.shadow,
-            global: config
-                .global
-                .as_ref()
-                .map(|global| bucket(LimitName::Global.label(), global)),
+            global: config.global.as_ref().map(bucket),
             routes: config
                 .routes
                 .iter()
-                .map(|route| {
-                    let name: Arc<str> =
-                        format!("route {} {}", route.method, route.template).into();
-                    RouteLimiter {
-                        method: route.method.clone(),
-                        template: route.template.clone(),
-                        limiter: bucket(&name, &route.bucket),
-                        name,
-                    }
+                .map(|route| RouteLimiter {
+                    method: route.method.clone(),
+                    template: route.template.clone(),
+                    limiter: bucket(&route.bucket),
+                    name: route_name(route),
                 })
                 .collect(),
+            shared: shared_specs,
             clients,
             queue: config.queue.map(|queue| Queue {
                 max_wait: queue.max_wait,
@@ -302,86 +313,116 @@ impl<C: LimitClock> Limits<C> {
         if let Some(clients) = &self.clients {
             let key = ClientKey::from_headers(headers, &clients.header);
             let verdict = self
-                .pass(
-                    &mut waiting,
-                    || {
-                        std::future::ready(
-                            clients
-                                .limiter
-                                .check_key(&key)
-                                .map_err(|not_until| not_until.wait_time_from(self.clock.now())),
-                        )
-                    },
-                    || LimitName::Client,
-                )
+                .pass(&mut waiting, || {
+                    std::future::ready(
+                        self.local(clients.limiter.check_key(&key), || LimitName::Client),
+                    )
+                })
                 .await;
             self.sweep_if_full(clients);
             if verdict? == Verdict::ShadowRefused {
                 return Ok(());
             }
         }
-        let route_limiter = self
+        let route_index = self
             .routes
             .iter()
-            .find(|r| r.method == route.method && r.template == route.template);
-        if let Some(limiter) = route_limiter {
-            let name = || LimitName::Route(limiter.name.clone());
+            .position(|r| r.method == route.method && r.template == route.template);
+        if let Some(shared) = &self.shared {
+            // Route and global bucket in one round trip, taken together or not at all.
+            let route_spec = route_index.and_then(|index| shared.routes.get(index));
+            let specs: Vec<&SharedBucketSpec> = route_spec
+                .into_iter()
+                .chain(shared.global.as_ref())
+                .collect();
+            if !specs.is_empty() {
+                self.pass(&mut waiting, || {
+                    self.check_shared(shared, &specs, route_index)
+                })
+                .await?;
+            }
+            return Ok(());
+        }
+        if let Some(limiter) = route_index.and_then(|index| self.routes.get(index)) {
             let verdict = self
-                .pass(
-                    &mut waiting,
-                    || self.check_bucket(&limiter.limiter, name),
-                    name,
-                )
+                .pass(&mut waiting, || {
+                    std::future::ready(self.local(limiter.limiter.check(), || {
+                        LimitName::Route(limiter.name.clone())
+                    }))
+                })
                 .await?;
             if verdict == Verdict::ShadowRefused {
                 return Ok(());
             }
         }
         if let Some(global) = &self.global {
-            let name = || LimitName::Global;
-            self.pass(&mut waiting, || self.check_bucket(global, name), name)
-                .await?;
+            self.pass(&mut waiting, || {
+                std::future::ready(self.local(global.check(), || LimitName::Global))
+            })
+            .await?;
         }
         Ok(())
     }
 
-    /// Takes a token from a global or route bucket, or says how long until it has one.
-    /// A shared bucket asks its store; when the store cannot answer, the local fallback
-    /// bucket decides, counted and logged (at most every [`FALLBACK_LOG_INTERVAL`]).
-    async fn check_bucket(
+    /// A local bucket's answer as [`Limits::pass`] takes it.
+    fn local(
         &self,
-        bucket: &BucketLimiter<C>,
+        checked: Result<(), NotUntil<C::Instant>>,
         name: impl Fn() -> LimitName,
-    ) -> Result<(), Duration> {
-        let local = |limiter: &DirectLimiter<C>| {
-            limiter.check().map_err(|not_until: NotUntil<C::Instant>| {
-                not_until.wait_time_from(self.clock.now())
-            })
-        };
-        let (store, spec, fallback) = match bucket {
-            BucketLimiter::Local(limiter) => return local(limiter),
-            BucketLimiter::Shared {
-                store,
-                spec,
-                fallback,
-            } => (store, spec, fallback),
-        };
-        match store.take(&spec.key, spec.shape).await {
+    ) -> Result<(), (Duration, LimitName)> {
+        checked.map_err(|not_until| (not_until.wait_time_from(self.clock.now()), name()))
+    }
+
+    /// The shared route and global buckets of a call (`specs`: the route's first, if it
+    /// has one): a token from each, or how long until the first that refused has one. When
+    /// the store cannot answer, the local fallback buckets decide in the same order,
+    /// counted per bucket and logged (at most every [`FALLBACK_LOG_INTERVAL`]).
+    async fn check_shared(
+        &self,
+        shared: &SharedSpecs,
+        specs: &[&SharedBucketSpec],
+        route_index: Option<usize>,
+    ) -> Result<(), (Duration, LimitName)> {
+        let route = route_index.and_then(|index| self.routes.get(index));
+        let route_name = || route.map(|route| LimitName::Route(route.name.clone()));
+        match shared.store.take(specs).await {
             Ok(None) => Ok(()),
-            Ok(Some(wait)) => Err(wait),
+            Ok(Some((index, wait))) => {
+                // The route's bucket comes first when the call has one.
+                let limit = match (index, route_name()) {
+                    (0, Some(route)) => route,
+                    _ => LimitName::Global,
+                };
+                Err((wait, limit))
+            }
             Err(Unanswered) => {
-                let limit = name();
-                if let Some(metric) = &self.fallback_metric {
-                    metric.with_label_values(&[limit.label()]).inc();
-                }
-                if let Some(suppressed) = self.fallback_log.ready() {
-                    tracing::warn!(
-                        limit = %limit,
-                        suppressed,
-                        "the shared rate limit store did not answer in time; this sidecar limits alone at state.redis.fallback_share of the rate"
+                let locals = route
+                    .map(|route| (&route.limiter, LimitName::Route(route.name.clone())))
+                    .into_iter()
+                    .chain(
+                        self.global
+                            .as_ref()
+                            .map(|global| (global, LimitName::Global)),
                     );
+                let mut logged = false;
+                for (limiter, limit) in locals {
+                    if let Some(metric) = &self.fallback_metric {
+                        metric.with_label_values(&[limit.label()]).inc();
+                    }
+                    if !logged {
+                        logged = true;
+                        if let Some(suppressed) = self.fallback_log.ready() {
+                            tracing::warn!(
+                                limit = %limit,
+                                suppressed,
+                                "the shared rate limit store did not answer in time; this sidecar limits alone at state.redis.fallback_share of the rate"
+                            );
+                        }
+                    }
+                    let limit_name = limit.clone();
+                    self.local(limiter.check(), move || limit_name.clone())?;
                 }
-                local(fallback)
+                Ok(())
             }
         }
     }
@@ -392,16 +433,16 @@ impl<C: LimitClock> Limits<C> {
         &'a self,
         waiting: &mut Waiting<'a, C::Instant>,
         check: impl Fn() -> F,
-        name: impl Fn() -> LimitName,
     ) -> Result<Verdict, LimitError>
     where
-        F: Future<Output = Result<(), Duration>>,
+        F: Future<Output = Result<(), (Duration, LimitName)>>,
     {
         loop {
-            let wait = match check().await {
+            let (wait, limit) = match check().await {
                 Ok(()) => return Ok(Verdict::Admitted),
-                Err(wait) => wait,
+                Err(refused) => refused,
             };
+            let name = || limit.clone();
             let max_wait = self.queue.as_ref().map_or(Duration::ZERO, |q| q.max_wait);
             if self.shadow {
                 // Nothing waits in shadow mode; count what would have been refused
@@ -463,11 +504,9 @@ impl<C: LimitClock> Limits<C> {
 }
 
 impl<C: LimitClock> Limits<C> {
-    /// Whether any bucket is kept in a shared store.
+    /// Whether the global and route buckets are kept in a shared store.
     fn is_shared(&self) -> bool {
-        let shared = |bucket: &BucketLimiter<C>| matches!(bucket, BucketLimiter::Shared { .. });
-        self.global.as_ref().is_some_and(shared)
-            || self.routes.iter().any(|route| shared(&route.limiter))
+        self.shared.is_some()
     }
 }
 

@@ -1,13 +1,13 @@
 //! Buckets shared by every sidecar of a channel (`state.backend: redis`): the global and
-//! route buckets, decided by a store all of them ask (GCRA on the store's own clock),
-//! with a local bucket at `state.redis.fallback_share` of the rate for when the store
-//! cannot answer in time.
+//! route buckets, decided by a store all of them ask (GCRA on the store's own clock) in
+//! one step for a call's route and global bucket, with local buckets at
+//! `state.redis.fallback_share` of the rate for when the store cannot answer in time.
 //!
 //! This file knows the store only as [`SharedBuckets`]: what to ask and what an answer
 //! means. The store itself (the Lua script, the connection, its timeout) is mechanism,
 //! in `crate::state`.
 
-use super::config::{Bucket, Share};
+use super::config::Bucket;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -18,14 +18,15 @@ pub(crate) trait SharedBuckets: Send + Sync {
     /// `route POST /v3/...`), computed once when the limits are built.
     fn bucket_key(&self, label: &str) -> String;
 
-    /// Takes one token from bucket `key` of shape `shape` if it has one: `Ok(None)`
-    /// admitted (the token is taken), `Ok(Some(wait))` refused for `wait` (nothing taken),
-    /// `Err` no answer to rely on (the caller falls back).
-    fn take<'a>(&'a self, key: &'a str, shape: GcraShape) -> TakeFuture<'a>;
+    /// Takes one token from each of `buckets` if every one has a token, in one step:
+    /// `Ok(None)` admitted (the tokens are taken), `Ok(Some((index, wait)))` refused by
+    /// `buckets[index]`, the first without a token, for `wait` (nothing is taken from
+    /// any), `Err` no answer to rely on (the caller falls back).
+    fn take<'a>(&'a self, buckets: &'a [&'a SharedBucketSpec]) -> TakeFuture<'a>;
 }
 
 pub(crate) type TakeFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Option<Duration>, Unanswered>> + Send + 'a>>;
+    Pin<Box<dyn Future<Output = Result<Option<(usize, Duration)>, Unanswered>> + Send + 'a>>;
 
 /// The store gave no answer to rely on (slow, down, or an error answer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,25 +49,18 @@ impl GcraShape {
     }
 }
 
-/// How a shared bucket is checked: its key in the store, its shape, and the local bucket
-/// (`share` of it) that decides while the store cannot answer.
+/// A shared bucket as the store sees it: its key and its shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SharedBucketSpec {
     pub(crate) key: String,
     pub(crate) shape: GcraShape,
-    pub(crate) fallback: Bucket,
 }
 
 impl SharedBucketSpec {
-    pub(crate) fn new(
-        store: &dyn SharedBuckets,
-        label: &str,
-        bucket: &Bucket,
-        share: Share,
-    ) -> Self {
+    pub(crate) fn new(store: &dyn SharedBuckets, label: &str, bucket: &Bucket) -> Self {
         SharedBucketSpec {
             key: store.bucket_key(label),
             shape: GcraShape::of(bucket),
-            fallback: share.of_bucket(bucket),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! `client_store.rs`'s tests.
 
 use super::config::tests::{allowlist, config};
+use super::shared::GcraShape;
 use super::*;
 use crate::route::Match;
 use governor::clock::FakeRelativeClock;
@@ -388,11 +389,13 @@ async fn shadow_mode_never_waits_and_counts_only_waits_beyond_max_wait() {
 
 // --- shared buckets (state.backend: redis) ------------------------------------------
 
+type Answer = Result<Option<(usize, Duration)>, Unanswered>;
+
 /// A store that answers from a script of answers, and records what it was asked.
 #[derive(Default)]
 struct ScriptedStore {
-    answers: std::sync::Mutex<std::collections::VecDeque<Result<Option<Duration>, Unanswered>>>,
-    asked: std::sync::Mutex<Vec<(String, GcraShape)>>,
+    answers: std::sync::Mutex<std::collections::VecDeque<Answer>>,
+    asked: std::sync::Mutex<Vec<Vec<SharedBucketSpec>>>,
 }
 
 impl SharedBuckets for ScriptedStore {
@@ -400,8 +403,9 @@ impl SharedBuckets for ScriptedStore {
         format!("test:{label}")
     }
 
-    fn take<'a>(&'a self, key: &'a str, shape: GcraShape) -> TakeFuture<'a> {
-        self.asked.lock().unwrap().push((key.to_owned(), shape));
+    fn take<'a>(&'a self, buckets: &'a [&'a SharedBucketSpec]) -> TakeFuture<'a> {
+        let asked = buckets.iter().map(|bucket| (*bucket).clone()).collect();
+        self.asked.lock().unwrap().push(asked);
         let answer = self
             .answers
             .lock()
@@ -414,7 +418,7 @@ impl SharedBuckets for ScriptedStore {
 
 fn shared_limits(
     yaml: &str,
-    answers: Vec<Result<Option<Duration>, Unanswered>>,
+    answers: Vec<Answer>,
 ) -> (
     Limits<TestClock>,
     Arc<ScriptedStore>,
@@ -438,63 +442,85 @@ fn shared_limits(
     (limits, store, metric)
 }
 
+fn spec(key: &str, emission_ms: u64, burst: u32) -> SharedBucketSpec {
+    SharedBucketSpec {
+        key: key.to_owned(),
+        shape: GcraShape {
+            emission_interval: Duration::from_millis(emission_ms),
+            burst,
+        },
+    }
+}
+
+const REFUND_LIMIT: &str = "route POST /v3/payments/{transactionId}/refund";
+
 #[tokio::test]
-async fn a_shared_bucket_is_decided_by_the_store_with_its_wait_as_retry_after() {
+async fn a_calls_route_and_global_buckets_are_asked_in_one_step_and_the_refusing_one_is_named() {
     let (limits, store, fallbacks) = shared_limits(
         "limits:\n  global: { rate: 10/s, burst: 4 }\n  routes:\n    POST /v3/payments/{transactionId}/refund: { rate: 2/s }\n",
-        vec![Ok(None), Ok(None), Ok(None), Ok(Some(Duration::from_millis(2500)))],
+        vec![
+            Ok(None),
+            Ok(Some((1, Duration::from_millis(2500)))),
+            Ok(Some((0, Duration::from_millis(400)))),
+        ],
     );
     let refund = route("POST", REFUND);
     call(&limits, &refund, &HeaderMap::new()).await.unwrap();
-    // The route's bucket took its token, the global one refused: 2.5 s, rounded up.
+    // The store says which bucket refused: the global one, 2.5 s, rounded up...
     assert_eq!(
         refused(call(&limits, &refund, &HeaderMap::new()).await),
         ("global".to_owned(), 3)
     );
-    let asked = store.asked.lock().unwrap().clone();
-    let route_key = "test:route POST /v3/payments/{transactionId}/refund".to_owned();
-    let route_shape = GcraShape {
-        emission_interval: Duration::from_millis(500),
-        burst: 2,
-    };
-    let global_shape = GcraShape {
-        emission_interval: Duration::from_millis(100),
-        burst: 4,
-    };
+    // ...then the route's own.
     assert_eq!(
-        asked,
-        vec![
-            (route_key.clone(), route_shape),
-            ("test:global".to_owned(), global_shape),
-            (route_key, route_shape),
-            ("test:global".to_owned(), global_shape),
-        ]
+        refused(call(&limits, &refund, &HeaderMap::new()).await),
+        (REFUND_LIMIT.to_owned(), 1)
+    );
+    let both = vec![
+        spec(&format!("test:{REFUND_LIMIT}"), 500, 2),
+        spec("test:global", 100, 4),
+    ];
+    assert_eq!(
+        *store.asked.lock().unwrap(),
+        vec![both.clone(), both.clone(), both]
     );
     assert_eq!(counted(&fallbacks, "global"), 0);
     // A route without a bucket of its own asks for the global one only (the script has
     // run out of answers: the fallback decides, and counts).
-    let request = route("POST", REQUEST);
-    call(&limits, &request, &HeaderMap::new()).await.unwrap();
+    call(&limits, &route("POST", REQUEST), &HeaderMap::new())
+        .await
+        .unwrap();
     let asked = store.asked.lock().unwrap().clone();
-    assert_eq!(asked.len(), 5);
-    assert_eq!(asked[4].0, "test:global");
+    assert_eq!(asked[3], vec![spec("test:global", 100, 4)]);
     assert_eq!(counted(&fallbacks, "global"), 1);
+    assert_eq!(counted(&fallbacks, REFUND_LIMIT), 0);
 }
 
 #[tokio::test]
-async fn without_an_answer_a_shared_bucket_falls_back_to_its_share_locally_and_counts_it() {
-    // The store never answers: each call is decided by the fallback bucket, half the
-    // global bucket (5 of burst 10), and counted.
-    let (limits, store, fallbacks) =
-        shared_limits("limits:\n  global: { rate: 10/s, burst: 10 }\n", vec![]);
+async fn without_an_answer_the_shared_buckets_fall_back_to_their_share_locally_and_count_it() {
+    // The store never answers: each call is decided by the fallback buckets, half of
+    // each (route 2/s burst 4 -> 2; global 10/s burst 10 -> 5), route first, and counted.
+    let (limits, store, fallbacks) = shared_limits(
+        "limits:\n  global: { rate: 10/s, burst: 10 }\n  routes:\n    POST /v3/payments/{transactionId}/refund: { rate: 2/s, burst: 4 }\n",
+        vec![],
+    );
+    let refund = route("POST", REFUND);
     let request = route("POST", REQUEST);
-    for _ in 0..5 {
+    for _ in 0..2 {
+        call(&limits, &refund, &HeaderMap::new()).await.unwrap();
+    }
+    let (limit, retry_after) = refused(call(&limits, &refund, &HeaderMap::new()).await);
+    assert_eq!((limit.as_str(), retry_after), (REFUND_LIMIT, 1));
+    // The global fallback has 3 of its 5 left.
+    for _ in 0..3 {
         call(&limits, &request, &HeaderMap::new()).await.unwrap();
     }
-    let (limit, retry_after) = refused(call(&limits, &request, &HeaderMap::new()).await);
-    assert_eq!((limit.as_str(), retry_after), ("global", 1));
-    assert_eq!(counted(&fallbacks, "global"), 6);
-    assert_eq!(store.asked.lock().unwrap().len(), 6);
+    let (limit, _) = refused(call(&limits, &request, &HeaderMap::new()).await);
+    assert_eq!(limit, "global");
+    assert_eq!(counted(&fallbacks, REFUND_LIMIT), 3);
+    // The refund refused by its route's fallback never reached the global one.
+    assert_eq!(counted(&fallbacks, "global"), 2 + 4);
+    assert_eq!(store.asked.lock().unwrap().len(), 7);
 }
 
 #[tokio::test]
@@ -515,10 +541,10 @@ async fn the_store_answering_again_takes_over_from_the_fallback() {
 }
 
 #[tokio::test]
-async fn shadow_mode_on_a_shared_bucket_admits_what_the_store_refuses() {
+async fn shadow_mode_on_shared_buckets_admits_what_the_store_refuses() {
     let (limits, _store, _fallbacks) = shared_limits(
         "limits:\n  shadow: true\n  global: { rate: 1/s }\n",
-        vec![Ok(Some(Duration::from_secs(1)))],
+        vec![Ok(Some((0, Duration::from_secs(1))))],
     );
     call(&limits, &route("POST", REQUEST), &HeaderMap::new())
         .await

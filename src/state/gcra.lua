@@ -1,27 +1,36 @@
--- GCRA (the generic cell rate algorithm, as governor runs it in one process) for one
--- bucket shared by every sidecar of a channel, in one round trip, on Redis's own clock:
--- sidecars whose clocks disagree still agree on the bucket.
+-- GCRA (the generic cell rate algorithm, as governor runs it in one process) for the
+-- buckets of one call (its route's, then the global one), shared by every sidecar of a
+-- channel: one round trip, on Redis's own clock, so sidecars whose clocks disagree still
+-- agree on the buckets. A token is taken from every bucket or from none.
 --
--- KEYS[1]  the bucket: its theoretical arrival time (TAT), in microseconds of Redis's
---          clock, the moment the bucket is full again.
--- ARGV[1]  the emission interval (time between two tokens), in microseconds.
--- ARGV[2]  the burst: how many tokens a full bucket holds.
+-- KEYS[i]        bucket i: its theoretical arrival time (TAT), in microseconds of
+--                Redis's clock, the moment the bucket is full again.
+-- ARGV[2i-1]     bucket i's emission interval (time between two tokens), microseconds.
+-- ARGV[2i]       bucket i's burst: how many tokens it holds when full.
 --
--- Answers 0 when a token was taken, else how many microseconds until this call would
--- get one (nothing is taken then). The key expires once the bucket is full again.
+-- Answers {0, 0} when a token was taken from each, else {i, wait}: bucket i, the first
+-- without a token, has one in `wait` microseconds (nothing was taken). Each key expires
+-- once its bucket is full again.
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
-local emission = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then
-  tat = now
+local new_tats = {}
+for i, key in ipairs(KEYS) do
+  local emission = tonumber(ARGV[2 * i - 1])
+  local burst = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', key)) or now
+  if tat < now then
+    tat = now
+  end
+  local new_tat = tat + emission
+  local allowed_at = new_tat - emission * burst
+  if allowed_at > now then
+    return {i, allowed_at - now}
+  end
+  new_tats[i] = new_tat
 end
-local new_tat = tat + emission
-local allowed_at = new_tat - emission * burst
-if allowed_at > now then
-  return allowed_at - now
+for i, key in ipairs(KEYS) do
+  -- %d: Lua 5.1 would write a number this large as 1.7e+15, losing the microseconds.
+  redis.call('SET', key, string.format('%d', new_tats[i]), 'PX',
+    math.ceil((new_tats[i] - now) / 1000) + 1)
 end
--- %d: Lua 5.1 would write a number this large as 1.7e+15, losing the microseconds.
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
-return 0
+return {0, 0}

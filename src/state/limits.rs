@@ -1,9 +1,10 @@
 //! The shared rate limits' store on Redis: each global or route bucket is one key, and
-//! taking a token is one `EVALSHA` of a GCRA script (`gcra.lua`) that reads Redis's own
-//! clock, so sidecars whose clocks are skewed still agree on the bucket.
+//! taking a call's tokens (its route's and the global one) is one `EVALSHA` of a GCRA
+//! script (`gcra.lua`) that reads Redis's own clock, so sidecars whose clocks are skewed
+//! still agree on the buckets.
 
 use super::{KeySpace, RedisClient, Script};
-use crate::limit::{GcraShape, SharedBuckets, TakeFuture, Unanswered};
+use crate::limit::{SharedBucketSpec, SharedBuckets, TakeFuture, Unanswered};
 use std::time::Duration;
 
 const GCRA: &str = include_str!("gcra.lua");
@@ -32,24 +33,41 @@ impl SharedBuckets for RedisBuckets {
         self.keys.key("limit", &[label])
     }
 
-    fn take<'a>(&'a self, key: &'a str, shape: GcraShape) -> TakeFuture<'a> {
+    fn take<'a>(&'a self, buckets: &'a [&'a SharedBucketSpec]) -> TakeFuture<'a> {
         Box::pin(async move {
-            let emission = shape.emission_interval.as_micros().max(1).to_string();
-            let burst = shape.burst.to_string();
-            let wait: i64 = self
+            let keys: Vec<&str> = buckets.iter().map(|bucket| bucket.key.as_str()).collect();
+            let shapes: Vec<String> = buckets
+                .iter()
+                .flat_map(|bucket| {
+                    [
+                        bucket
+                            .shape
+                            .emission_interval
+                            .as_micros()
+                            .max(1)
+                            .to_string(),
+                        bucket.shape.burst.to_string(),
+                    ]
+                })
+                .collect();
+            let args: Vec<&[u8]> = shapes.iter().map(|arg| arg.as_bytes()).collect();
+            let (refused_by, wait): (i64, i64) = self
                 .client
-                .run_script(
-                    "limit",
-                    &self.script,
-                    &[key],
-                    &[emission.as_bytes(), burst.as_bytes()],
-                )
+                .run_script("limit", &self.script, &keys, &args)
                 .await
                 .map_err(|_| Unanswered)?;
-            Ok(u64::try_from(wait)
+            // Lua counts from 1; 0 is "every bucket gave its token".
+            let Some(index) = usize::try_from(refused_by)
                 .ok()
-                .filter(|wait| *wait > 0)
-                .map(Duration::from_micros))
+                .and_then(|i| i.checked_sub(1))
+            else {
+                return Ok(None);
+            };
+            if index >= buckets.len() {
+                return Err(Unanswered);
+            }
+            let wait = u64::try_from(wait).unwrap_or(0).max(1);
+            Ok(Some((index, Duration::from_micros(wait))))
         })
     }
 }

@@ -90,7 +90,8 @@ async fn two_sidecars(
     redis: &RedisServer,
     upstream: &Upstream,
 ) -> (RunningSidecar, RunningSidecar) {
-    let extra = "    command_timeout: 200ms\n    fallback_share: 0.5\nlimits:\n  global: {rate: 10/s, burst: 10}\n";
+    // A route bucket too, wide open: the route's and the global bucket are one round trip.
+    let extra = "    command_timeout: 200ms\n    fallback_share: 0.5\nlimits:\n  global: {rate: 10/s, burst: 10}\n  routes:\n    POST /v3/payments/request: {rate: 1000/s}\n";
     let a = on_redis(&redis.url(), upstream, extra).start().await;
     let b = on_redis(&redis.url(), upstream, extra).start().await;
     a.wait_for_metric("linepay_sidecar_state_up", 1.0).await;
@@ -165,7 +166,7 @@ async fn two_sidecars_on_one_redis_share_the_global_limit() {
     let (a, b) = two_sidecars(&redis, &upstream).await;
 
     let started = Instant::now();
-    let replies = drive([&a, &b], Duration::from_secs(3), 2_000).await;
+    let replies = drive([&a, &b], Duration::from_secs(3), 10_000).await;
     let elapsed = started.elapsed();
 
     let admitted = replies
@@ -206,6 +207,31 @@ async fn two_sidecars_on_one_redis_share_the_global_limit() {
         assert_eq!(metric(&sidecar.scrape().await, FALLBACKS), Some(0.0));
     }
     assert_eq!(redis.command::<i64>("EXISTS", &[GLOBAL_KEY]), 1);
+    // One script run per call, route and global bucket together; the first call of each
+    // sidecar adds two (its EVALSHA answered NOSCRIPT, then the EVAL).
+    let runs = script_runs(&redis);
+    assert!(
+        (replies.len()..=replies.len() + 4).contains(&runs),
+        "{runs} script runs for {} calls",
+        replies.len()
+    );
+}
+
+/// EVALSHA and EVAL commands Redis ran (INFO commandstats).
+fn script_runs(redis: &RedisServer) -> usize {
+    let stats: String = redis.command("INFO", &["commandstats"]);
+    stats
+        .lines()
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
+        .filter_map(|line| {
+            line.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -273,4 +299,42 @@ async fn with_redis_down_the_limits_fall_back_locally_and_share_again_when_it_re
     // when it ended, not on this call.
     assert_eq!(metric(&a.scrape().await, FALLBACKS), Some(counted_a));
     assert_eq!(metric(&b.scrape().await, FALLBACKS), Some(counted_b));
+}
+
+#[test]
+fn the_shared_redis_example_config_passes_check() {
+    let password = TempFile::with_contents("redis-password", b"example-password\n");
+    let ca = TempFile::with_contents("redis-ca.crt", b"-----BEGIN CERTIFICATE-----\n");
+    let output = crate::util::Cli::check_config(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sidecar-redis.yaml"),
+    )
+    .env("LINEPAY_CHANNEL_SECRET", crate::util::CHANNEL_SECRET)
+    .arg("--state-redis-password-file")
+    .arg(password.path_str())
+    .arg("--state-redis-ca-file")
+    .arg(ca.path_str())
+    .run();
+    assert!(output.status.success(), "{output:?}");
+    assert!(!format!("{output:?}").contains("example-password"));
+}
+
+#[test]
+fn a_password_in_the_redis_url_is_refused_without_being_quoted() {
+    let output = crate::util::Cli::new()
+        .arg("check")
+        .env("LINEPAY_CHANNEL_ID", crate::util::CHANNEL_ID)
+        .env("LINEPAY_CHANNEL_SECRET", crate::util::CHANNEL_SECRET)
+        .env("LINEPAY_SIDECAR_STATE_BACKEND", "redis")
+        .env(
+            "LINEPAY_SIDECAR_STATE_REDIS_URL",
+            "redis://sidecar:hunter2-in-url@127.0.0.1:6379",
+        )
+        .run();
+    assert!(!output.status.success(), "{output:?}");
+    assert!(
+        output.stderr.contains("LINEPAY_SIDECAR_STATE_REDIS_URL")
+            && output.stderr.contains("state.redis.password_file"),
+        "{output:?}"
+    );
+    assert!(!format!("{output:?}").contains("hunter2"), "{output:?}");
 }
