@@ -99,6 +99,10 @@ pub(crate) enum ProxyError {
     InvalidIdempotencyKey,
     #[error("the call journal cannot be written, so the money call was not sent (nothing would record it); the sidecar's log says why")]
     JournalUnavailable,
+    /// The shared state (Redis) that guards money calls across pods did not answer in
+    /// time: the call was not sent (`state.redis.money_fallback` decides).
+    #[error("the shared state that guards money calls across sidecars (Redis) cannot answer, so the call was not sent; retry shortly, or see the sidecar's log")]
+    StateUnavailable,
 }
 
 /// A rate limit's refusal is answered 429 with `Retry-After`.
@@ -177,6 +181,7 @@ codes! {
     IdempotencyUnavailable => "idempotency_unavailable", BAD_REQUEST;
     InvalidIdempotencyKey => "invalid_idempotency_key", BAD_REQUEST;
     JournalUnavailable => "journal_unavailable", SERVICE_UNAVAILABLE;
+    StateUnavailable => "state_unavailable", SERVICE_UNAVAILABLE;
 }
 
 /// Everything an error's answer says besides its message: the one place where each
@@ -306,6 +311,7 @@ impl ProxyError {
             ProxyError::IdempotencyUnavailable => Answer::refusal(Code::IdempotencyUnavailable),
             ProxyError::InvalidIdempotencyKey => Answer::refusal(Code::InvalidIdempotencyKey),
             ProxyError::JournalUnavailable => Answer::refusal(Code::JournalUnavailable),
+            ProxyError::StateUnavailable => Answer::refusal(Code::StateUnavailable),
         }
     }
 

@@ -13,6 +13,8 @@
 //!   keys, the intent and outcome on disk, reconciliation, the drain's hold.
 //! - [`limit`]: rate limits and the check-status polling discipline, checked before the
 //!   body is read.
+//! - `state`: where guarantees shared by several sidecars of a channel live: this
+//!   process (`local`) or one Redis (`redis`), with its client.
 //! - [`validate`]: pre-validation of the body against LINE Pay's documented fields, after
 //!   it is read and before it is signed.
 //! - [`sign`]: LINE Pay v3 HMAC signing, pure and streamed.
@@ -54,5 +56,7 @@ pub mod runtime;
 pub mod secret;
 pub(crate) mod server;
 pub mod sign;
+pub(crate) mod state;
+pub(crate) mod throttle;
 pub(crate) mod upstream;
 pub mod validate;

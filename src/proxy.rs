@@ -530,12 +530,21 @@ impl Proxy {
             .money
             .and_then(|money| money::status_query(&route.template, money, &plan.facts))
             .and_then(|query| self.signed_get(&query, route.signing));
-        Ok(Some(
-            match self.desk.admit(plan, &self.seal, &self.metrics).await? {
-                Admission::Replay(answer) => Admission::Replay(answer),
-                Admission::Send(ticket) => Admission::Send((ticket, status_request)),
-            },
-        ))
+        // Asks LINE Pay about another pod's call whose lease ended (shared state only).
+        let ask = |query: &str, signing| self.signed_get(query, signing);
+        let check = journal::Check {
+            upstream: &self.upstream,
+            budget: &self.budget,
+            ask: &ask,
+        };
+        let admitted = self
+            .desk
+            .admit_checked(plan, &self.seal, &self.metrics, Some(&check))
+            .await?;
+        Ok(Some(match admitted {
+            Admission::Replay(answer) => Admission::Replay(answer),
+            Admission::Send(ticket) => Admission::Send((ticket, status_request)),
+        }))
     }
 
     /// Phase 1: is this call allowed at all? A refused call that still names a route or

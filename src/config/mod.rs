@@ -28,6 +28,7 @@ mod raw;
 mod routes;
 mod setting;
 mod sources;
+mod state;
 mod units;
 mod urls;
 
@@ -42,6 +43,7 @@ use crate::egress::EgressConfig;
 use crate::limit::LimitsConfig;
 use crate::route::Allowlist;
 use crate::secret::Secret;
+use crate::state::StateConfig;
 use crate::validate::PrevalidationConfig;
 use http::HeaderValue;
 use keys::Section;
@@ -103,6 +105,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub reload: ReloadConfig,
     pub journal: JournalConfig,
+    /// `state:`: local, or shared by every sidecar of the channel on Redis.
+    pub(crate) state: StateConfig,
 }
 
 /// `journal:`: where money calls are recorded, for how long, and whether uncertain
@@ -531,6 +535,7 @@ pub fn validate(
     let egress = egress::validate(&raw.egress, read_file, &mut problems);
     let prevalidation = prevalidation::validate(&raw.prevalidation, &mut problems);
     let journal = journal::validate(&raw.journal, env, &mut problems);
+    let state = state::validate(&raw.state, read_file, &mut problems);
 
     let calls_access = match &raw.admin.calls {
         None => CallsAccess::Loopback,
@@ -613,6 +618,7 @@ pub fn validate(
                 watch_interval: duration(&raw.reload.watch_interval, DEFAULT_WATCH_INTERVAL),
             },
             journal,
+            state,
         }),
         _ => Err(ConfigError {
             problems: problems.into_list(),

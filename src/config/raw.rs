@@ -29,6 +29,7 @@ config_section! {
         shutdown: section<RawShutdown>,
         reload: section<RawReload>,
         journal: section<RawJournal>,
+        state: section<RawState>,
     }
 }
 
@@ -276,5 +277,38 @@ config_section! {
         reconcile: value<bool>,
         /// How long that question may take, on top of the call's own read timeout.
         reconcile_timeout: value<ConfigDuration>,
+    }
+}
+
+config_section! {
+    /// `state:` where the guarantees shared by several sidecars of one channel (rate limits, idempotency keys, transaction leases) are kept.
+    RawState {
+        /// `local` (this process only, the default) or `redis` (every sidecar of the channel on one Redis or Valkey).
+        backend: value<String> [flag "state-backend"],
+        redis: section<RawRedis>,
+    }
+}
+
+config_section! {
+    /// `state.redis`: the Redis (or Valkey) the sidecars share, with `state.backend: redis`.
+    RawRedis {
+        /// `redis://host:port/db` or `rediss://host:port/db` (TLS, rustls); an ACL user name may stand before the host, a password never (see `password_file`).
+        url: value<String> [flag "state-redis-url"],
+        /// File holding the Redis password (`AUTH`); never the password in the YAML or the URL.
+        password_file: value<PathBuf> [flag "state-redis-password-file"],
+        /// PEM file of the CA certificates that sign the Redis server's certificate (`rediss://`); unset, the public web roots.
+        ca_file: value<PathBuf> [flag "state-redis-ca-file"],
+        /// Start of every key the sidecar writes (`{prefix}:{channel_id}:...`), so several shops share one Redis.
+        key_prefix: value<String> [flag "state-redis-key-prefix"],
+        /// The longest a call waits for one Redis answer; past it the call goes on without Redis (rate limits: the local fallback).
+        command_timeout: value<ConfigDuration> [flag "state-redis-command-timeout"],
+        /// How long one attempt to (re)connect to Redis may take.
+        connect_timeout: value<ConfigDuration>,
+        /// While Redis cannot answer, each sidecar limits alone at this share of every shared rate and burst (`0.5`, `50%`): set it to 1 / the number of sidecars.
+        fallback_share: value<String>,
+        /// How long a key's answer (sealed) stays in Redis for any sidecar to replay (`24h`).
+        answer_ttl: value<ConfigDuration>,
+        /// What a money call (or keyed call) gets while Redis cannot answer: `refuse` (`503 state_unavailable`, not sent; the default) or `local` (this sidecar's own guards alone).
+        money_fallback: value<String>,
     }
 }

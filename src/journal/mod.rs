@@ -37,14 +37,20 @@
 //! connection whose call is in here holds a [`Hold`], which the drain waits for.
 
 mod binding;
+mod claims;
 mod seal;
+mod shared;
 pub mod store;
+mod takeover;
 
 use self::binding::KeyUse;
+pub(crate) use self::claims::Claims;
 pub(crate) use self::seal::Seal;
 use self::seal::StoredAnswer;
 use self::store::{now_ms, Intent, KeyedCall, Outcome, SideWriter};
 pub use self::store::{CallRow, Filter, Store, StoreError};
+use self::takeover::SharedClaim;
+pub(crate) use self::takeover::{Check, Checker, SharedGuards};
 use crate::budget::{Budget, Charge};
 use crate::config::JournalConfig;
 use crate::error::ProxyError;
@@ -101,6 +107,8 @@ pub(crate) struct Desk {
     /// mistaken for an interrupted one. Their entries are held in the in-flight set
     /// until each is reconciled.
     interrupted: Mutex<Vec<Interrupted>>,
+    /// The guards shared with the other pods of the channel (`state.backend: redis`).
+    shared: Option<SharedGuards>,
 }
 
 /// A call a previous process left without an outcome, held until it is reconciled.
@@ -122,6 +130,8 @@ pub(crate) struct Plan {
     pub(crate) key: Option<String>,
     pub(crate) request_id: String,
     pub(crate) channel_id: String,
+    /// The route's timeouts: a shared claim's lease outlives them.
+    pub(crate) timeouts: RouteTimeouts,
 }
 
 impl Plan {
@@ -154,6 +164,8 @@ pub(crate) struct Ticket {
     /// dropped meanwhile (the app hung up during the write, the call failed before it
     /// was sent) was never sent, and records so (see `Drop`).
     unsent: Option<Unsent>,
+    /// The call's claim in the shared state (`state.backend: redis`).
+    shared: Option<SharedClaim>,
 }
 
 /// What a ticket whose intent is written needs to record `not_sent` when it is dropped
@@ -493,6 +505,7 @@ impl Desk {
             in_flight,
             tasks: TaskTracker::new(),
             interrupted: Mutex::new(interrupted),
+            shared: None,
         })
     }
 
@@ -513,6 +526,7 @@ impl Desk {
             in_flight: Arc::default(),
             tasks: TaskTracker::new(),
             interrupted: Mutex::default(),
+            shared: None,
         }
     }
 
@@ -588,16 +602,31 @@ impl Desk {
             key,
             request_id: request_id.to_str().unwrap_or("-").to_owned(),
             channel_id: channel_id.to_str().unwrap_or("-").to_owned(),
+            timeouts: route.timeouts,
         }))
     }
 
-    /// Phase "admit": refuses a duplicate in flight, replays or refuses a known key,
-    /// and writes the intent to disk.
+    /// Phase "admit" without a way to check an orphaned shared claim with LINE Pay.
+    #[cfg(test)]
     pub(crate) async fn admit(
         &self,
         plan: Plan,
         seal: &Seal,
         metrics: &Arc<Metrics>,
+    ) -> Result<Admission, ProxyError> {
+        self.admit_checked(plan, seal, metrics, None).await
+    }
+
+    /// Phase "admit": refuses a duplicate in flight, replays or refuses a known key,
+    /// claims the key and the transaction in the shared state (when there is one:
+    /// `check` asks LINE Pay about a claim whose owner's lease ended), and writes the
+    /// intent to disk.
+    pub(crate) async fn admit_checked(
+        &self,
+        plan: Plan,
+        seal: &Seal,
+        metrics: &Arc<Metrics>,
+        check: Option<&Check<'_>>,
     ) -> Result<Admission, ProxyError> {
         let reserved = entries(
             &plan.channel_id,
@@ -612,8 +641,12 @@ impl Desk {
             reservation,
             started_ms: now_ms(),
             unsent: None,
+            shared: None,
         };
         let Some(store) = self.store.clone() else {
+            if let Some(answer) = self.claim_shared(&mut ticket, seal, metrics, check).await? {
+                return Ok(Admission::Replay(answer));
+            }
             return Ok(Admission::Send(ticket));
         };
         if let Some(key) = ticket.plan.key.clone() {
@@ -629,6 +662,10 @@ impl Desk {
                     return Ok(Admission::Replay(answer));
                 }
             }
+        }
+        // Across pods: the key and the transaction are claimed in the shared state.
+        if let Some(answer) = self.claim_shared(&mut ticket, seal, metrics, check).await? {
+            return Ok(Admission::Replay(answer));
         }
         let intent = Intent {
             request_id: ticket.plan.request_id.clone(),
@@ -897,6 +934,12 @@ async fn run_call(
     let mut ticket = ticket;
     // This task records the call's outcome from here on, whatever happens.
     ticket.unsent = None;
+    let mut shared_claim = ticket.shared.take();
+    if let Some(shared) = shared_claim.as_mut() {
+        // Sent from here on: a claim dropped now is left to its lease, never released
+        // as unsent.
+        shared.sent = true;
+    }
     let Job {
         upstream,
         request,
@@ -937,6 +980,9 @@ async fn run_call(
                     let processing = money.processing_limit();
                     let due = check_due(sent, failed, timeouts, processing, read_timed_out);
                     ticket.reservation.await_check(due);
+                    if let Some(shared) = &shared_claim {
+                        shared.await_check(due, &metrics).await;
+                    }
                     tokio::time::sleep_until(due.into()).await;
                     let earlier = earlier_refunds_of(
                         store.as_ref(),
@@ -1008,6 +1054,18 @@ async fn run_call(
         if let Err(error) = blocking(store, move |s| s.record_outcome(row, &outcome)).await {
             journal_failed(&metrics, "outcome", &error);
         }
+    }
+    // The shared record next, by compare-and-set: another pod's retry then replays
+    // the answer, or sees the reconciled state.
+    if let Some(shared) = shared_claim {
+        let completion = shared::completion(
+            may_send_again,
+            outcome.outcome,
+            outcome.status,
+            outcome.reconciled.as_ref().map(|(state, _)| *state),
+            outcome.answer.as_deref(),
+        );
+        shared.finish(&completion, &plan.request_id, &metrics).await;
     }
     // Released only now: a retry sees the recorded outcome, never a half-written one.
     let template = plan.template.clone();
@@ -1660,6 +1718,7 @@ mod tests {
             key: Some(key.into()),
             request_id: "r".into(),
             channel_id: "c".into(),
+            timeouts: timeouts(1, 1),
         };
         let Ok(Admission::Send(ticket)) = desk.admit(plan("k"), &seal, &metrics).await else {
             panic!("not admitted");

@@ -335,6 +335,11 @@ impl Store {
             .connection
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        // Another first call marked it while this one waited for the connection.
+        if self.marked.load(Ordering::Acquire) {
+            return insert_intent(&connection, intent)
+                .map_err(|error| StoreError::new(&self.path, error));
+        }
         let error = |error| StoreError::new(&self.path, error);
         let transaction = connection.unchecked_transaction().map_err(error)?;
         let id = insert_intent(&transaction, intent).map_err(error)?;
@@ -343,12 +348,13 @@ impl Store {
         // (dropped) when the marker cannot be written.
         write_marker(&self.path, id - 1)?;
         transaction.commit().map_err(error)?;
-        drop(connection);
         self.marked.store(true, Ordering::Release);
-        // And now this one, when it can (the write probe catches up otherwise).
+        // And now this one, when it can (the write probe catches up otherwise); still
+        // under the connection's lock, so no other first call writes the marker meanwhile.
         if let Err(error) = write_marker(&self.path, id) {
             tracing::warn!(%error, "the journal's marker was not brought up to date");
         }
+        drop(connection);
         Ok(id)
     }
 
@@ -675,8 +681,15 @@ fn read_marker(marker: &Path) -> Option<Option<i64>> {
 fn write_marker(path: &Path, high: i64) -> Result<(), StoreError> {
     use std::io::Write;
     let marker = marker_path(path);
+    // A file aside of this write's own: two writers (a call's intent and the write
+    // probe, on two connections) never rename each other's file away.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut aside = marker.as_os_str().to_owned();
-    aside.push(".new");
+    aside.push(format!(
+        ".new.{}.{}",
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
     let aside = PathBuf::from(aside);
     let written = std::fs::File::create(&aside)
         .and_then(|mut file| {
@@ -1227,7 +1240,9 @@ mod tests {
         // No marker can be written: the intent is refused and leaves no row.
         let other = dir.join("k.sqlite3");
         let store = Store::open(&other).unwrap();
-        std::fs::create_dir(format!("{}.new", marker_path(&other).display())).unwrap();
+        // A directory (not empty) where the marker goes: it cannot be renamed over.
+        std::fs::create_dir(marker_path(&other)).unwrap();
+        std::fs::write(marker_path(&other).join("x"), b"").unwrap();
         let refused = store
             .record_intent(&intent(None))
             .err()
@@ -1235,7 +1250,29 @@ mod tests {
             .to_string();
         assert!(refused.contains("cannot write"), "{refused}");
         assert!(store.query(&Filter::default()).unwrap().is_empty());
-        assert!(!marker_path(&other).exists());
+        assert!(marker_path(&other).is_dir());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Concurrent first calls of a fresh journal: every intent is written (each marker
+    /// write has a file aside of its own, and a call that waited for the first one's
+    /// transaction finds the journal marked).
+    #[test]
+    fn concurrent_first_intents_are_all_written() {
+        let dir = scratch();
+        let path = dir.join("j.sqlite3");
+        let store = std::sync::Arc::new(Store::open(&path).unwrap());
+        let writers: Vec<_> = (0..16)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || store.record_intent(&intent(None)))
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap().unwrap();
+        }
+        assert_eq!(store.query(&Filter::default()).unwrap().len(), 16);
+        assert!(read_marker(&marker_path(&path)).unwrap().unwrap() >= 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

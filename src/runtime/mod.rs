@@ -57,10 +57,11 @@ use crate::admin::{
 };
 use crate::config::ConfigError;
 use crate::expect_ip::{ExpectIpCheck, EXPECT_IP_RECHECK_INTERVAL};
-use crate::journal::{Desk, StoreError};
+use crate::journal::{Checker, Claims, Desk, SharedGuards, StoreError};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::ConfigSource;
+use crate::state::{MoneyFallback, SharedState, StateConfig};
 use crate::upstream;
 use arc_swap::ArcSwap;
 use std::io::Write;
@@ -99,6 +100,8 @@ pub enum RunError {
         "cannot open the call journal (journal.path; journal.enabled: false turns it off): {0}"
     )]
     Journal(StoreError),
+    #[error("{0} (state.redis)")]
+    State(String),
     #[error("the {task} task panicked and the sidecar stopped (its log line says why)")]
     TaskPanicked { task: &'static str },
 }
@@ -126,6 +129,9 @@ struct Started {
     metrics: Arc<Metrics>,
     proxy: Proxy,
     desk: Arc<Desk>,
+    /// The shared state (local, or the Redis client): started before the proxy, so its
+    /// connection lives on this main runtime.
+    state: SharedState,
     fixed: RestartOnly,
     expect_ip: Option<ExpectIpCheck>,
     /// One per proxy worker, all on the same address.
@@ -133,14 +139,33 @@ struct Started {
     admin_listener: TcpListener,
 }
 
+/// With `state.backend: redis`, the desk's idempotency keys and transaction guards are
+/// shared with the channel's other sidecars (docs/money-calls.md).
+fn share_money_guards(desk: Desk, state: &SharedState, config: &StateConfig) -> Desk {
+    match (state.redis(), config) {
+        (Some(redis), StateConfig::Redis(settings)) => desk.share(SharedGuards {
+            claims: Arc::new(Claims::new(redis.clone(), settings.answer_ttl)),
+            fallback_local: settings.money_fallback == MoneyFallback::Local,
+        }),
+        _ => desk,
+    }
+}
+
 async fn start(source: ConfigSource) -> Result<Started, RunError> {
     let config = source.load().map_err(RunError::Config)?;
     fds::ensure(&config).map_err(RunError::FdLimit)?;
     let metrics = Arc::new(Metrics::new());
     let fixed = RestartOnly::from_config(&config);
-    let desk = Arc::new(Desk::open(&config.journal, &config.allowlist).map_err(RunError::Journal)?);
-    let proxy =
-        build_proxy(config, metrics.clone(), desk.clone(), None).map_err(RunError::Build)?;
+    let desk = Desk::open(&config.journal, &config.allowlist).map_err(RunError::Journal)?;
+    let state = SharedState::start(
+        &config.state,
+        config.credentials.channel_id.to_str().unwrap_or_default(),
+        metrics.state_metrics(),
+    )
+    .map_err(|error| RunError::State(error.to_string()))?;
+    let desk = Arc::new(share_money_guards(desk, &state, &config.state));
+    let proxy = build_proxy(config, metrics.clone(), desk.clone(), &state, None)
+        .map_err(RunError::Build)?;
     // egress.expect_ip: ask the echo service once before serving (bounded by its
     // timeout); a mismatch is logged loudly and fails /readyz, never the start.
     let expect_ip = ExpectIpCheck::at_start_up(&proxy.config().egress, &proxy.config().upstream)
@@ -157,6 +182,7 @@ async fn start(source: ConfigSource) -> Result<Started, RunError> {
         metrics,
         proxy,
         desk,
+        state,
         fixed,
         expect_ip,
         listeners,
@@ -174,6 +200,7 @@ async fn serve(
         metrics,
         proxy,
         desk,
+        state,
         fixed,
         expect_ip,
         listeners,
@@ -321,11 +348,32 @@ async fn serve(
         desk.clone()
             .prune_periodically(metrics.clone(), stop.clone()),
     );
+    if desk.claims().is_some() {
+        // Claims of pods that are gone: one pod at a time checks and records them.
+        let proxy = proxy.clone();
+        tasks.spawn(
+            "money-call sweeper",
+            Role::Worker,
+            desk.clone().sweep_periodically(
+                move || {
+                    let snapshot = proxy.load_full();
+                    Checker {
+                        upstream: snapshot.upstream().clone(),
+                        budget: snapshot.budget().clone(),
+                        ask: Arc::new(move |query, signing| snapshot.signed_get(query, signing)),
+                    }
+                },
+                metrics.clone(),
+                stop.clone(),
+            ),
+        );
+    }
     let reloader = Arc::new(Reloader::new(
         source,
         proxy.clone(),
         metrics.clone(),
         notifier.clone(),
+        state.clone(),
     ));
     tasks.spawn(
         "reloader",
@@ -334,6 +382,7 @@ async fn serve(
     );
 
     tracing::info!(
+        state = state.name(),
         listen = %proxy_addr,
         admin_listen = %admin_addr,
         upstream = %upstream_base,

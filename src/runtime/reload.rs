@@ -18,6 +18,7 @@ use crate::config::ConfigError;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::ConfigSource;
+use crate::state::SharedState;
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -40,6 +41,8 @@ pub(crate) struct Reloader {
     notifier: Arc<Notifier>,
     /// What the watched files held at the last reload attempt.
     fingerprint: Mutex<Vec<u8>>,
+    /// The shared state of the process (restart-only), for limits a reload rebuilds.
+    state: SharedState,
 }
 
 impl Reloader {
@@ -48,6 +51,7 @@ impl Reloader {
         proxy: Arc<ArcSwap<Proxy>>,
         metrics: Arc<Metrics>,
         notifier: Arc<Notifier>,
+        state: SharedState,
     ) -> Reloader {
         let reloader = Reloader {
             source,
@@ -55,6 +59,7 @@ impl Reloader {
             metrics,
             notifier,
             fingerprint: Mutex::new(Vec::new()),
+            state,
         };
         let current = reloader.fingerprint_now();
         *reloader.lock_fingerprint() = current;
@@ -88,6 +93,7 @@ impl Reloader {
                     config,
                     self.metrics.clone(),
                     current.desk().clone(),
+                    &self.state,
                     Some(&current),
                 )
                 .map_err(ReloadError::Build)

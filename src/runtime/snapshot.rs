@@ -20,6 +20,7 @@ use crate::journal::Desk;
 use crate::limit::Limits;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
+use crate::state::{SharedState, StateConfig};
 use crate::upstream::{ClientSettings, Upstream, UpstreamBuildError};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,6 +59,7 @@ pub(crate) fn build_proxy(
     config: Config,
     metrics: Arc<Metrics>,
     desk: Arc<Desk>,
+    state: &SharedState,
     previous: Option<&Proxy>,
 ) -> Result<Proxy, BuildError> {
     // One budget for the life of the process (its size is restart-only): a reload must
@@ -74,7 +76,9 @@ pub(crate) fn build_proxy(
     let limits = match previous.filter(|p| p.config().limits == config.limits) {
         Some(previous) => previous.limits().clone(),
         None => Arc::new(
-            Limits::new(&config.limits).with_shadow_metric(metrics.rate_limited_shadow.clone()),
+            Limits::new(&config.limits, state.limits())
+                .with_shadow_metric(metrics.rate_limited_shadow.clone())
+                .with_fallback_metric(metrics.rate_limit_fallbacks.clone()),
         ),
     };
     Ok(Proxy::new(config, upstream, limits, metrics, desk, budget))
@@ -93,6 +97,7 @@ pub(crate) struct RestartOnly {
     pub(crate) drain_timeout: Duration,
     pub(crate) expect_ip: Option<ExpectIpConfig>,
     pub(crate) journal: JournalConfig,
+    pub(crate) state: StateConfig,
 }
 
 impl RestartOnly {
@@ -107,6 +112,7 @@ impl RestartOnly {
             drain_timeout: config.shutdown.drain_timeout,
             expect_ip: config.egress.expect_ip.clone(),
             journal: config.journal.clone(),
+            state: config.state.clone(),
         }
     }
 
@@ -123,6 +129,7 @@ impl RestartOnly {
             drain_timeout,
             expect_ip,
             journal,
+            state,
         } = self;
         [
             ("listen", *listen != next.listen),
@@ -146,6 +153,7 @@ impl RestartOnly {
             ),
             ("egress.expect_ip", *expect_ip != next.expect_ip),
             ("journal", *journal != next.journal),
+            ("state", *state != next.state),
         ]
         .into_iter()
         .filter_map(|(key, differs)| differs.then_some(key))
@@ -200,20 +208,34 @@ mod tests {
     fn a_reload_reuses_the_client_and_limiters_only_when_their_settings_are_equal() {
         let metrics = Arc::new(Metrics::new());
         let desk = Arc::new(Desk::disabled());
-        let first = build_proxy(config(), metrics.clone(), desk.clone(), None).unwrap();
+        let first = build_proxy(
+            config(),
+            metrics.clone(),
+            desk.clone(),
+            &SharedState::Local,
+            None,
+        )
+        .unwrap();
 
         let mut rotated = config();
         rotated.credentials.channel_secret = Secret::new("rotated-secret");
         // Restart-only, and not the client's: the client stays.
         rotated.egress.expect_ip = Some(expect_ip());
-        let second = build_proxy(rotated, metrics.clone(), desk.clone(), Some(&first)).unwrap();
+        let second = build_proxy(
+            rotated,
+            metrics.clone(),
+            desk.clone(),
+            &SharedState::Local,
+            Some(&first),
+        )
+        .unwrap();
         assert!(Arc::ptr_eq(first.upstream(), second.upstream()));
         assert!(Arc::ptr_eq(first.limits(), second.limits()));
 
         let mut pinned = config();
         pinned.egress.pin = vec!["127.0.0.1".parse().unwrap()];
         pinned.limits.shadow = !pinned.limits.shadow;
-        let third = build_proxy(pinned, metrics, desk, Some(&second)).unwrap();
+        let third = build_proxy(pinned, metrics, desk, &SharedState::Local, Some(&second)).unwrap();
         assert!(!Arc::ptr_eq(second.upstream(), third.upstream()));
         assert!(!Arc::ptr_eq(second.limits(), third.limits()));
     }
