@@ -63,6 +63,12 @@ BODY = json.dumps(
         },
     }
 ).encode()
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+    + str(len(ANSWER)).encode()
+    + b"\r\n\r\n"
+    + ANSWER
+)
 LIMITS = """limits:
   global: {rate: 1000000/s, burst: 1000000}
   routes:
@@ -81,11 +87,9 @@ class Upstream(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         self.rfile.read(int(self.headers.get("content-length", "0")))
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(ANSWER)))
-        self.end_headers()
-        self.wfile.write(ANSWER)
+        # Head and body in one write: two small writes would meet Nagle's algorithm and
+        # the sidecar's delayed ACK (40 ms per call).
+        self.wfile.write(RESPONSE)
 
     def log_message(self, *args):
         pass
@@ -230,8 +234,11 @@ def main():
         before = script_calls(redis_port)
         times = {name: [] for name in connections}
         deadline = time.time() + 300
-        for _ in range(args.calls):
-            for name in connections:
+        names = list(connections)
+        for round_number in range(args.calls):
+            # Each sidecar goes first in turn: no place in the round is favoured.
+            shift = round_number % len(names)
+            for name in names[shift:] + names[:shift]:
                 times[name].append(call(name))
             if time.time() > deadline:
                 raise SystemExit("over 300 s: stopped")

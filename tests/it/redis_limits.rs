@@ -338,3 +338,57 @@ fn a_password_in_the_redis_url_is_refused_without_being_quoted() {
     );
     assert!(!format!("{output:?}").contains("hunter2"), "{output:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_redis_holds_a_call_no_longer_than_the_command_timeout_and_the_limit_falls_back() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::recording().start().await;
+    let sidecar = on_redis(
+        &redis.url(),
+        &upstream,
+        "    command_timeout: 50ms\nlimits:\n  global: {rate: 10/s, burst: 10}\n",
+    )
+    .start()
+    .await;
+    sidecar
+        .wait_for_metric("linepay_sidecar_state_up", 1.0)
+        .await;
+    assert_eq!(post(&sidecar).await.status, 200);
+    // Redis answers nobody for 2 s (the connection stays up: a slow Redis, not a down one).
+    let _: String = redis.command("CLIENT", &["PAUSE", "2000", "ALL"]);
+    let started = Instant::now();
+    let reply = post(&sidecar).await;
+    let took = started.elapsed();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(
+        took < Duration::from_millis(1500),
+        "the call waited {took:?} for Redis"
+    );
+    let scrape = sidecar.scrape().await;
+    let timeouts = r#"linepay_sidecar_state_errors_total{kind="timeout"}"#;
+    assert!(
+        metric(&scrape, FALLBACKS).unwrap_or_default() >= 1.0,
+        "{scrape}"
+    );
+    assert!(
+        metric(&scrape, timeouts).unwrap_or_default() >= 1.0,
+        "{scrape}"
+    );
+    // Redis answers again: a call is decided there, without falling back.
+    let pong: String = redis.command("PING", &[]);
+    assert_eq!(pong, "PONG");
+    eventually("a call decided by Redis again", || async {
+        let before = metric(&sidecar.scrape().await, FALLBACKS);
+        let reply = post(&sidecar).await;
+        let after = metric(&sidecar.scrape().await, FALLBACKS);
+        if reply.status == 200 && before == after {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} fallbacks {before:?} -> {after:?}",
+                reply.status
+            ))
+        }
+    })
+    .await;
+}
