@@ -99,6 +99,18 @@ pub(crate) enum ProxyError {
     InvalidIdempotencyKey,
     #[error("the call journal cannot be written, so the money call was not sent (nothing would record it); the sidecar's log says why")]
     JournalUnavailable,
+    /// The shared port with several channels, no `X-LinePay-Channel` and no
+    /// `default_channel`.
+    #[error("this sidecar serves several LINE Pay channels and the call names none; the call was not sent: send the header X-LinePay-Channel with the channel's name, or call the channel's own port")]
+    ChannelRequired,
+    /// The message never lists the configured names: an app learns only its own.
+    #[error("X-LinePay-Channel names no channel of this sidecar (or is sent twice); the call was not sent: use the channel name from the sidecar's configuration")]
+    UnknownChannel,
+    #[error("this port serves one LINE Pay channel and X-LinePay-Channel names another; the call was not sent: drop the header or call the shared port")]
+    ChannelMismatch,
+    /// A money call on a transaction the journal recorded under another channel.
+    #[error("the journal records this transaction or order under another LINE Pay channel; the call was not sent: make it as that channel")]
+    TransactionOfAnotherChannel,
 }
 
 /// A rate limit's refusal is answered 429 with `Retry-After`.
@@ -109,6 +121,17 @@ impl From<LimitError> for ProxyError {
 }
 
 /// A failed call to LINE Pay is answered 502 or 504 (500 for the sidecar's own fault).
+/// No channel selected: answered 400 before anything is read or signed.
+impl From<crate::channel::Refusal> for ProxyError {
+    fn from(refusal: crate::channel::Refusal) -> ProxyError {
+        match refusal {
+            crate::channel::Refusal::Required => ProxyError::ChannelRequired,
+            crate::channel::Refusal::Unknown => ProxyError::UnknownChannel,
+            crate::channel::Refusal::Mismatch => ProxyError::ChannelMismatch,
+        }
+    }
+}
+
 impl From<UpstreamError> for ProxyError {
     fn from(failure: UpstreamError) -> ProxyError {
         ProxyError::Upstream(failure)
@@ -177,6 +200,10 @@ codes! {
     IdempotencyUnavailable => "idempotency_unavailable", BAD_REQUEST;
     InvalidIdempotencyKey => "invalid_idempotency_key", BAD_REQUEST;
     JournalUnavailable => "journal_unavailable", SERVICE_UNAVAILABLE;
+    ChannelRequired => "channel_required", BAD_REQUEST;
+    UnknownChannel => "unknown_channel", BAD_REQUEST;
+    ChannelMismatch => "channel_mismatch", BAD_REQUEST;
+    TransactionOfAnotherChannel => "transaction_of_another_channel", CONFLICT;
 }
 
 /// Everything an error's answer says besides its message: the one place where each
@@ -306,6 +333,12 @@ impl ProxyError {
             ProxyError::IdempotencyUnavailable => Answer::refusal(Code::IdempotencyUnavailable),
             ProxyError::InvalidIdempotencyKey => Answer::refusal(Code::InvalidIdempotencyKey),
             ProxyError::JournalUnavailable => Answer::refusal(Code::JournalUnavailable),
+            ProxyError::ChannelRequired => Answer::refusal(Code::ChannelRequired),
+            ProxyError::UnknownChannel => Answer::refusal(Code::UnknownChannel),
+            ProxyError::ChannelMismatch => Answer::refusal(Code::ChannelMismatch),
+            ProxyError::TransactionOfAnotherChannel => {
+                Answer::refusal(Code::TransactionOfAnotherChannel)
+            }
         }
     }
 

@@ -405,6 +405,15 @@ fn earlier_refunds(
     earlier
 }
 
+/// The rows of a transaction read to learn which channel it belongs to, at most.
+const MAX_OWNER_ROWS: usize = 64;
+
+/// Whether `rows` (the journal's calls naming one transaction) show it under another
+/// channel id than `channel`.
+fn recorded_under_another_channel(rows: &[CallRow], channel: &str) -> bool {
+    rows.iter().any(|row| row.channel_id != channel)
+}
+
 /// What the call's task needs, all owned.
 pub(crate) struct Job {
     pub(crate) upstream: Arc<Upstream>,
@@ -630,6 +639,27 @@ impl Desk {
                 }
             }
         }
+        // A money call on a transaction recorded under another channel is that channel's
+        // (LINE Pay would answer another merchant's transaction as unknown, or worse):
+        // refused before anything is written or sent.
+        if let (Some(_), Some(transaction_id)) =
+            (ticket.plan.money, ticket.plan.facts.transaction_id.clone())
+        {
+            let filter = Filter {
+                transaction_id: Some(transaction_id),
+                limit: MAX_OWNER_ROWS,
+                ..Filter::default()
+            };
+            let rows = blocking(store.clone(), move |s| s.query(&filter))
+                .await
+                .map_err(|error| {
+                    journal_failed(metrics, "read", &error);
+                    ProxyError::JournalUnavailable
+                })?;
+            if recorded_under_another_channel(&rows, &ticket.plan.channel_id) {
+                return Err(ProxyError::TransactionOfAnotherChannel);
+            }
+        }
         let intent = Intent {
             request_id: ticket.plan.request_id.clone(),
             started_at: ticket.started_ms,
@@ -742,9 +772,10 @@ impl Desk {
     /// version.
     pub(crate) async fn reconcile_interrupted(
         &self,
-        upstream: Arc<Upstream>,
         budget: Arc<Budget>,
-        ask: impl Fn(&str, Signing) -> Option<Request<Full<Bytes>>>,
+        // The row's channel id, the question, its signing scheme → the question signed as
+        // that channel, and that channel's upstream client.
+        ask: impl Fn(&str, &str, Signing) -> Option<(Arc<Upstream>, Request<Full<Bytes>>)>,
         metrics: Arc<Metrics>,
     ) {
         let Some(store) = self.store.clone() else {
@@ -785,9 +816,9 @@ impl Desk {
                     )
                     .await;
                     // Answers to start-up questions are charged to the budget too.
-                    match (ask(&query, signing), budget.charge(0)) {
-                        (None, _) => Verdict::unknown("the status check could not be signed"),
-                        (Some(request), Some(mut charge)) => {
+                    match (ask(&row.channel_id, &query, signing), budget.charge(0)) {
+                        (None, _) => Verdict::unknown("the status check could not be signed (no configured channel has the row's channel id)"),
+                        (Some((upstream, request)), Some(mut charge)) => {
                             ask_status(
                                 &upstream,
                                 request,
@@ -1404,6 +1435,24 @@ mod tests {
             reconciled_reason: None,
             reconciled_at: None,
         }
+    }
+
+    #[test]
+    fn a_transaction_belongs_to_the_channel_that_recorded_it() {
+        let mine = row(1);
+        let mut theirs = row(2);
+        theirs.channel_id = "d".into();
+        assert!(!recorded_under_another_channel(&[], "c"));
+        assert!(!recorded_under_another_channel(
+            std::slice::from_ref(&mine),
+            "c"
+        ));
+        assert!(recorded_under_another_channel(
+            &[mine.clone(), theirs.clone()],
+            "c"
+        ));
+        assert!(recorded_under_another_channel(&[mine], "d"));
+        assert!(!recorded_under_another_channel(&[theirs], "d"));
     }
 
     #[test]

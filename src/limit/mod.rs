@@ -47,10 +47,12 @@
 //! holds the unit tests of admission. The public names are re-exported here, so callers
 //! write `crate::limit::LimitsConfig` whichever file defines it.
 
+mod channel;
 mod client_store;
 mod config;
 mod poll;
 
+pub(crate) use channel::ChannelLimiter;
 pub(crate) use config::{
     Bucket, ClientLimit, LimitsConfig, PollingConfig, QueueConfig, Rate, RouteLimit,
     DEFAULT_CHECK_STATUS_INTERVAL, DEFAULT_CHECK_STATUS_MAX_TRACKED,
@@ -399,6 +401,8 @@ pub(crate) enum LimitName {
     Client,
     /// The polling discipline of check-status calls (`check_status_interval`).
     CheckStatus,
+    /// A channel's own bucket (`channels.<name>.limits.channel`).
+    Channel,
 }
 
 impl LimitName {
@@ -410,6 +414,7 @@ impl LimitName {
             LimitName::Route(label) => label,
             LimitName::Client => "client",
             LimitName::CheckStatus => "check_status",
+            LimitName::Channel => "channel",
         }
     }
 }
