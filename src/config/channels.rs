@@ -239,17 +239,19 @@ fn allowlist(
 /// the shared port gets when it names none. With one channel, that one.
 pub(super) fn default_channel(
     setting: &Option<Setting<String>>,
-    channels: &[ChannelConfig],
+    raw: &RawConfig,
     problems: &mut Problems,
 ) -> Option<String> {
+    // The file's names, valid or not: a channel refused for its secret is reported
+    // once, not again as an unknown default.
+    let names: Vec<&str> = raw.channels.keys().map(String::as_str).collect();
     match setting {
         Some(setting) => {
             let name = setting.value.trim();
-            if channels.iter().any(|channel| channel.name == name) {
+            if names.contains(&name) {
                 Some(name.to_owned())
             } else {
                 // The configured names are the operator's own file: naming them helps.
-                let names: Vec<&str> = channels.iter().map(|c| c.name.as_str()).collect();
                 problems.at(
                     &setting.origin,
                     "default_channel",
@@ -261,8 +263,8 @@ pub(super) fn default_channel(
                 None
             }
         }
-        None => match channels {
-            [only] => Some(only.name.clone()),
+        None => match names.as_slice() {
+            [only] => Some((*only).to_owned()),
             _ => None,
         },
     }
@@ -291,5 +293,268 @@ mod tests {
         assert!(same_port(a, b));
         assert!(!same_port(zero, zero));
         assert!(!same_port(a, "127.0.0.1:8082".parse().unwrap()));
+    }
+}
+
+/// Whole files with `channels:`, through [`super::validate`].
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod file_tests {
+    use super::super::*;
+    use crate::route::ApiFamily;
+
+    const TWO: &str = r#"
+listen: 127.0.0.1:8080
+default_channel: web
+routes:
+  apis: [online_v3, online_v4]
+channels:
+  web:
+    channel_id: "1000000001"
+    channel_secret_file: /run/secrets/web
+    upstream: { url: "http://127.0.0.1:9001" }
+    listen: 127.0.0.1:8081
+    limits: { channel: 50/s }
+  pos:
+    channel_id: "2000000002"
+    channel_secret_file: /run/secrets/pos
+    apis: [offline_v4]
+    merchant_device_profile_id: POS-0001
+    merchant_device_type: POS
+    listen: 127.0.0.1:8082
+"#;
+
+    fn home(key: &str) -> Option<String> {
+        (key == "HOME").then(|| "/home/shop".to_owned())
+    }
+
+    fn secrets(path: &Path) -> std::io::Result<Vec<u8>> {
+        match path.to_str() {
+            Some("/run/secrets/web") => Ok(b"web-secret\n".to_vec()),
+            Some("/run/secrets/pos") => Ok(b"pos-secret".to_vec()),
+            Some("/run/secrets/other") => Ok(b"other-secret".to_vec()),
+            _ => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "missing")),
+        }
+    }
+
+    fn load(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<String>> {
+        let raw = from_yaml_str(yaml).map_err(|e| vec![e.in_file("sidecar.yaml")])?;
+        validate(raw, "sidecar.yaml", &Overrides::default(), env, &secrets)
+            .map_err(|error| error.problems)
+    }
+
+    fn one_problem(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
+        let problems = load(yaml, env).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        problems[0].clone()
+    }
+
+    #[test]
+    fn each_channel_has_its_own_credentials_apis_upstream_and_port() {
+        let config = load(TWO, &home).unwrap();
+        let names: Vec<&str> = config.channels.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["pos", "web"]);
+        let (pos, web) = (&config.channels[0], &config.channels[1]);
+        assert_eq!(web.credentials.channel_id, "1000000001");
+        assert_eq!(web.credentials.channel_secret.expose(), b"web-secret");
+        assert_eq!(pos.credentials.channel_secret.expose(), b"pos-secret");
+        assert_eq!(
+            web.allowlist.families(),
+            [ApiFamily::OnlineV3, ApiFamily::OnlineV4]
+        );
+        assert_eq!(pos.allowlist.families(), [ApiFamily::OfflineV4]);
+        assert_eq!(web.upstream.url.to_string(), "http://127.0.0.1:9001/");
+        assert_eq!(web.environment(), "other");
+        // What a channel leaves out comes from the top level.
+        assert_eq!(
+            pos.upstream.url.to_string(),
+            "https://sandbox-api-pay.line.me/"
+        );
+        assert_eq!(pos.environment(), "sandbox");
+        assert_eq!(
+            pos.upstream.max_response_bytes,
+            config.upstream.max_response_bytes
+        );
+        assert_eq!(
+            pos.credentials.merchant_device_type.as_ref().unwrap(),
+            "POS"
+        );
+        assert!(web.credentials.merchant_device_type.is_none());
+        assert_eq!(web.listen, Some("127.0.0.1:8081".parse().unwrap()));
+        assert!(web.limit.is_some() && pos.limit.is_none());
+        assert_eq!(config.default_channel.as_deref(), Some("web"));
+        // The primary channel is the default one; the union of families is checked.
+        assert_eq!(config.credentials.channel_id, "1000000001");
+        assert_eq!(
+            config.allowlist.families(),
+            [
+                ApiFamily::OnlineV3,
+                ApiFamily::OnlineV4,
+                ApiFamily::OfflineV4
+            ]
+        );
+        assert!(web
+            .credentials
+            .secret_source
+            .contains("channels.web.channel_secret_file"));
+    }
+
+    #[test]
+    fn the_old_credentials_block_is_one_channel_named_default() {
+        let yaml = "credentials:\n  channel_id: \"42\"\n  channel_secret_file: /run/secrets/web\n";
+        let config = load(yaml, &home).unwrap();
+        assert_eq!(config.channels.len(), 1);
+        let channel = &config.channels[0];
+        assert_eq!(channel.name, LEGACY_CHANNEL);
+        assert_eq!(channel.credentials.channel_id, "42");
+        assert_eq!(channel.credentials.channel_secret.expose(), b"web-secret");
+        assert_eq!(channel.allowlist.families(), config.allowlist.families());
+        assert_eq!(channel.upstream, config.upstream);
+        assert_eq!(config.default_channel.as_deref(), Some(LEGACY_CHANNEL));
+        assert!(channel.listen.is_none());
+    }
+
+    #[test]
+    fn credentials_and_channels_together_are_refused() {
+        let yaml = format!("credentials:\n  channel_id: \"42\"\n{TWO}");
+        let problem = one_problem(&yaml, &home);
+        assert!(
+            problem.contains("channels: and credentials: are both set"),
+            "{problem}"
+        );
+        assert!(
+            problem.contains("credentials.channel_id (line 2)"),
+            "{problem}"
+        );
+        // The legacy secret variable too: it would sign for no channel in particular.
+        let env = |key: &str| match key {
+            "LINEPAY_CHANNEL_SECRET" => Some("x".to_owned()),
+            other => home(other),
+        };
+        let problem = one_problem(TWO, &env);
+        assert!(problem.contains("LINEPAY_CHANNEL_SECRET"), "{problem}");
+        assert!(
+            !problem.contains("web-secret")
+                && !problem.contains('x'.to_string().repeat(2).as_str())
+        );
+    }
+
+    #[test]
+    fn a_channel_secret_file_and_id_come_from_its_variables() {
+        let env = |key: &str| match key {
+            "LINEPAY_SIDECAR_CHANNELS_WEB_CHANNEL_SECRET_FILE" => {
+                Some("/run/secrets/other".to_owned())
+            }
+            "LINEPAY_SIDECAR_CHANNELS_POS_CHANNEL_ID" => Some("3000000003".to_owned()),
+            other => home(other),
+        };
+        let config = load(TWO, &env).unwrap();
+        let (pos, web) = (&config.channels[0], &config.channels[1]);
+        assert_eq!(web.credentials.channel_secret.expose(), b"other-secret");
+        assert!(web
+            .credentials
+            .secret_source
+            .contains("LINEPAY_SIDECAR_CHANNELS_WEB_CHANNEL_SECRET_FILE"));
+        assert_eq!(pos.credentials.channel_id, "3000000003");
+        assert_eq!(pos.credentials.channel_secret.expose(), b"pos-secret");
+    }
+
+    #[test]
+    fn a_channel_without_secret_or_with_one_in_the_yaml_is_refused() {
+        let yaml = "channels:\n  web:\n    channel_id: \"1\"\n";
+        let problem = one_problem(yaml, &home);
+        assert!(
+            problem.contains("channel `web` has no channel secret"),
+            "{problem}"
+        );
+        assert!(problem.contains("LINEPAY_SIDECAR_CHANNELS_WEB_CHANNEL_SECRET_FILE"));
+        let yaml = "channels:\n  web:\n    channel_id: \"1\"\n    channel_secret: hunter2hunter2\n    channel_secret_file: /run/secrets/web\n";
+        let problem = one_problem(yaml, &home);
+        assert!(
+            problem.starts_with("sidecar.yaml:4: channels.web.channel_secret"),
+            "{problem}"
+        );
+        assert!(!problem.contains("hunter2"), "{problem}");
+        let yaml =
+            "channels:\n  web:\n    channel_id: \"1\"\n    channel_secret_file: /run/missing\n";
+        let problem = one_problem(yaml, &home);
+        assert!(
+            problem.contains("channels.web.channel_secret_file: cannot read /run/missing"),
+            "{problem}"
+        );
+    }
+
+    #[test]
+    fn bad_names_ids_ports_and_defaults_are_refused() {
+        let bad_name =
+            "channels:\n  Web:\n    channel_id: \"1\"\n    channel_secret_file: /run/secrets/web\n";
+        assert!(one_problem(bad_name, &home).contains("`Web` is not a channel name"));
+
+        let same_id = TWO.replace("2000000002", "1000000001");
+        assert!(one_problem(&same_id, &home).contains("have the same channel_id"));
+
+        let same_port = TWO.replace("127.0.0.1:8082", "127.0.0.1:8081");
+        let problem = one_problem(&same_port, &home);
+        assert!(
+            problem.contains("shares its port with channel `pos`'s listen")
+                || problem.contains("shares its port with channel"),
+            "{problem}"
+        );
+        let shared = TWO.replace("127.0.0.1:8082", "127.0.0.1:8080");
+        assert!(one_problem(&shared, &home)
+            .contains("channels.pos.listen: 127.0.0.1:8080 shares its port with listen"));
+
+        let unknown_default = TWO.replace("default_channel: web", "default_channel: shop");
+        let problem = one_problem(&unknown_default, &home);
+        assert!(
+            problem.contains("`shop` is not a configured channel; the channels are pos, web"),
+            "{problem}"
+        );
+
+        let env_clash = "channels:\n  a-b:\n    channel_id: \"1\"\n    channel_secret_file: /run/secrets/web\n  a_b:\n    channel_id: \"2\"\n    channel_secret_file: /run/secrets/pos\n";
+        assert!(one_problem(env_clash, &home).contains("have the same variables"));
+
+        let bad_apis = TWO.replace("apis: [offline_v4]", "apis: [offline_v9]");
+        assert!(one_problem(&bad_apis, &home).contains("`offline_v9` is not an API family"));
+        let no_apis = TWO.replace("apis: [offline_v4]", "apis: []");
+        assert!(one_problem(&no_apis, &home).contains("channels.pos.apis: allows no route"));
+
+        let bad_url = TWO.replace("http://127.0.0.1:9001", "http://example.com");
+        assert!(one_problem(&bad_url, &home).contains("channels.web.upstream.url"));
+
+        let legacy_default = "default_channel: web\ncredentials:\n  channel_id: \"1\"\n  channel_secret_file: /run/secrets/web\n";
+        assert!(one_problem(legacy_default, &home).contains("without channels:, the one channel"));
+    }
+
+    #[test]
+    fn without_default_channel_several_channels_have_none_and_one_is_its_own() {
+        let config = load(&TWO.replace("default_channel: web\n", ""), &home).unwrap();
+        assert!(config.default_channel.is_none());
+        // The primary is then the first by name.
+        assert_eq!(config.credentials.channel_id, "2000000002");
+        let one =
+            "channels:\n  web:\n    channel_id: \"1\"\n    channel_secret_file: /run/secrets/web\n";
+        let config = load(one, &home).unwrap();
+        assert_eq!(config.default_channel.as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn a_route_timeout_for_another_channels_route_is_not_a_problem() {
+        let yaml = format!(
+            "{TWO}  \nupstream:\n  read_timeout: 30s\n"
+        )
+        .replace(
+            "routes:\n  apis: [online_v3, online_v4]\n",
+            "routes:\n  apis: [online_v3, online_v4]\n  timeouts:\n    \"POST /v4/payments/oneTimeKeys/pay\": {read_timeout: 60s}\n",
+        );
+        let config = load(&yaml, &home).unwrap();
+        let pos = &config.channels[0];
+        let pay = pos
+            .allowlist
+            .routes()
+            .iter()
+            .find(|r| r.template == "/v4/payments/oneTimeKeys/pay")
+            .unwrap();
+        assert_eq!(pay.timeouts.read, std::time::Duration::from_secs(60));
     }
 }

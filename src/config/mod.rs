@@ -629,9 +629,15 @@ pub fn validate(
             // what limits, timeouts and the journal are checked against.
             let before = problems.len();
             let _ = routes::top_families(&raw.routes, &mut problems);
-            let mut families: Vec<crate::route::ApiFamily> = channels
-                .iter()
-                .flat_map(|channel| channel.allowlist.families().iter().copied())
+            // From the file's channels, not the valid ones: a channel refused for its
+            // secret must not make another's route timeouts look unknown.
+            let mut quiet = Problems::new(origin);
+            let mut families: Vec<crate::route::ApiFamily> = raw
+                .channels
+                .values()
+                .flat_map(|channel| {
+                    routes::channel_families(&raw.routes, channel.value.apis.as_ref(), &mut quiet)
+                })
                 .collect();
             families.sort();
             families.dedup();
@@ -639,7 +645,7 @@ pub fn validate(
                 routes::build(&raw.routes, families, &raw.upstream, &mut problems, true)
                     .filter(|_| problems.len() == before);
             let default_channel =
-                channels::default_channel(&raw.default_channel, &channels, &mut problems);
+                channels::default_channel(&raw.default_channel, &raw, &mut problems);
             let primary = default_channel
                 .as_deref()
                 .and_then(|name| channels.iter().find(|c| c.name == name))
