@@ -558,3 +558,31 @@ channels:
         assert_eq!(pay.timeouts.read, std::time::Duration::from_secs(60));
     }
 }
+
+/// The shipped example of several channels passes validation.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod example_tests {
+    use super::super::*;
+
+    #[test]
+    fn the_channels_example_is_valid() {
+        let raw = from_yaml_str(include_str!("../../config/channels.yaml")).unwrap();
+        let home = |key: &str| (key == "HOME").then(|| "/home/shop".to_owned());
+        let config = validate(
+            raw,
+            "config/channels.yaml",
+            &Overrides::default(),
+            &home,
+            &|_| Ok(b"a-secret".to_vec()),
+        )
+        .unwrap();
+        let names: Vec<&str> = config.channels.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["pos", "web"]);
+        assert!(config
+            .channels
+            .iter()
+            .all(|c| c.environment() == "production"));
+        assert_eq!(config.default_channel.as_deref(), Some("web"));
+    }
+}
