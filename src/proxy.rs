@@ -990,3 +990,6 @@ mod tests {
         assert!(filtered.headers().get("x-linepay-sidecar-error").is_none());
     }
 }
+
+#[cfg(test)]
+mod channel_signing;
