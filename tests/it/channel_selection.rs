@@ -29,7 +29,9 @@ impl Setup {
     fn yaml(&self, web_upstream: &str, pos_upstream: &str, default: Option<&str>) -> String {
         let default = default.map_or(String::new(), |name| format!("default_channel: {name}\n"));
         format!(
-            r#"{default}routes:
+            r#"{default}reload:
+  watch_interval: 0s
+routes:
   apis: [online_v3, online_v4]
 channels:
   web:
@@ -266,4 +268,69 @@ fn check_prints_the_channels_and_refuses_credentials_beside_them() {
         "{}",
         refused.stderr
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_channels_rotated_secret_applies_on_reload_and_adding_a_channel_needs_a_restart() {
+    let web_upstream = Upstream::recording().start().await;
+    let pos_upstream = Upstream::recording().start().await;
+    let setup = Setup::new();
+    let yaml = setup.yaml(&web_upstream.url(), &pos_upstream.url(), Some("web"));
+    let mut sidecar = Sidecar::new()
+        .without_credentials()
+        .config_yaml("channels.yaml", &yaml)
+        .start()
+        .await;
+    let web_call = || Call::get("/v3/payments?transactionId=1");
+    assert_eq!(web_call().send(sidecar.addr).await.status, 200);
+    assert_signed_with(&web_upstream.requests()[0], WEB_SECRET, POS_SECRET);
+
+    // Rotate web's secret only.
+    let rotated = "web-rotated-secret-fedcba987654";
+    std::fs::write(&setup.web_secret.path, rotated).expect("rotate the secret");
+    sidecar.signal("HUP");
+    sidecar
+        .wait_for_metric(
+            r#"linepay_sidecar_config_reloads_total{result="success"}"#,
+            1.0,
+        )
+        .await;
+    assert_eq!(web_call().send(sidecar.addr).await.status, 200);
+    assert_signed_with(&web_upstream.requests()[1], rotated, WEB_SECRET);
+    let pos_port = sidecar.channel_addr("pos");
+    let pos = Call::get("/v4/payments/orders/o-1/check")
+        .send(pos_port)
+        .await;
+    assert_eq!(pos.status, 200, "{}", pos.text());
+    assert_signed_with(&pos_upstream.only_request(), POS_SECRET, rotated);
+
+    // A new channel needs a restart: the reload is refused, the running one serves on.
+    let added = format!(
+        "{yaml}  tw:\n    channel_id: \"3000000003\"\n    channel_secret_file: {}\n",
+        setup.pos_secret.path_str()
+    );
+    std::fs::write(&sidecar.config_file().path, added).expect("add a channel");
+    sidecar.signal("HUP");
+    sidecar
+        .wait_for_metric(
+            r#"linepay_sidecar_config_reloads_total{result="failure"}"#,
+            1.0,
+        )
+        .await;
+    assert_eq!(web_call().send(sidecar.addr).await.status, 200);
+    assert_signed_with(&web_upstream.requests()[2], rotated, WEB_SECRET);
+    Call::get("/v3/payments?transactionId=1")
+        .header("X-LinePay-Channel", "tw")
+        .send(sidecar.addr)
+        .await
+        .assert_sidecar_error(400, "unknown_channel");
+    let output = sidecar.stop();
+    assert!(
+        output
+            .stderr
+            .contains("the channels and their listeners change only on restart"),
+        "{}",
+        output.stderr
+    );
+    assert!(!output.stderr.contains(rotated) && !output.stderr.contains(WEB_SECRET));
 }
