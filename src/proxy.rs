@@ -519,7 +519,8 @@ impl Proxy {
             call.upstream_elapsed = Some(elapsed);
             // A `/payments/request` with an Idempotency-Key comes this way.
             if let (Ok(response), Some(order_id)) = (&answer, call.order_id.as_deref()) {
-                self.remember_order(route, response, order_id).await;
+                self.remember_order(channel, route, response, order_id)
+                    .await;
             }
             return answer.map(|answer| quote_ids(answer, ids_as_strings));
         }
@@ -531,18 +532,36 @@ impl Proxy {
         call.upstream_elapsed = Some(sent.elapsed());
         let response = response?;
         if let Some(order_id) = call.order_id.as_deref() {
-            self.remember_order(route, &response, order_id).await;
+            self.remember_order(channel, route, &response, order_id)
+                .await;
         }
         Ok(response_filter(response, ids_as_strings))
     }
 
     /// After a successful `POST …/payments/request`: the journal learns which orderId
     /// its transaction was requested with, for the transaction's later money calls.
-    async fn remember_order(&self, route: &Route, response: &Response<Bytes>, order_id: &str) {
+    async fn remember_order(
+        &self,
+        channel: &Channel,
+        route: &Route,
+        response: &Response<Bytes>,
+        order_id: &str,
+    ) {
         // Checked first: every other call with an orderId costs nothing here.
         if let Some(transaction_id) = requested_transaction(route, response) {
             self.desk
-                .remember_order(transaction_id, order_id.to_owned(), &self.metrics)
+                .remember_order(
+                    channel
+                        .config
+                        .credentials
+                        .channel_id
+                        .to_str()
+                        .unwrap_or("-")
+                        .to_owned(),
+                    transaction_id,
+                    order_id.to_owned(),
+                    &self.metrics,
+                )
                 .await;
         }
     }

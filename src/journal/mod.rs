@@ -534,6 +534,7 @@ impl Desk {
     /// [`SideWriter`]. A failure is logged and counted; the app's answer goes on.
     pub(crate) async fn remember_order(
         &self,
+        channel_id: String,
         transaction_id: String,
         order_id: String,
         metrics: &Metrics,
@@ -542,7 +543,7 @@ impl Desk {
             return;
         };
         let written = tokio::task::spawn_blocking(move || {
-            side.remember_order(&transaction_id, &order_id, now_ms())
+            side.remember_order(&channel_id, &transaction_id, &order_id, now_ms())
         })
         .await;
         match written {
