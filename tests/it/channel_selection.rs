@@ -334,3 +334,86 @@ async fn one_channels_rotated_secret_applies_on_reload_and_adding_a_channel_need
     );
     assert!(!output.stderr.contains(rotated) && !output.stderr.contains(WEB_SECRET));
 }
+
+/// Two online channels on the shared port, each on its own recording upstream.
+fn two_online_channels(setup: &Setup, web: &str, app: &str) -> String {
+    format!(
+        r#"channels:
+  web:
+    channel_id: "{WEB_ID}"
+    channel_secret_file: {}
+    upstream: {{ url: "{web}" }}
+  app:
+    channel_id: "{POS_ID}"
+    channel_secret_file: {}
+    upstream: {{ url: "{app}" }}
+"#,
+        setup.web_secret.path_str(),
+        setup.pos_secret.path_str(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn money_guards_and_idempotency_keys_are_per_channel() {
+    let web_upstream = Upstream::recording().start().await;
+    let app_upstream = Upstream::recording().start().await;
+    let setup = Setup::new();
+    let sidecar = Sidecar::new()
+        .without_credentials()
+        .config_yaml(
+            "channels.yaml",
+            two_online_channels(&setup, &web_upstream.url(), &app_upstream.url()),
+        )
+        .start()
+        .await;
+    let as_channel = |call: Call, name: &str| call.header("X-LinePay-Channel", name);
+    let transaction = "1234567890123456789";
+
+    let confirmed = as_channel(
+        Call::post(
+            &format!("/v3/payments/{transaction}/confirm"),
+            r#"{"amount":100,"currency":"TWD"}"#,
+        ),
+        "web",
+    )
+    .send(sidecar.addr)
+    .await;
+    assert_eq!(confirmed.status, 200, "{}", confirmed.text());
+
+    // web's transaction, refunded as app: refused before anything is sent.
+    let refund = || {
+        Call::post(
+            &format!("/v3/payments/{transaction}/refund"),
+            r#"{"refundAmount":10}"#,
+        )
+    };
+    let refused = as_channel(refund(), "app").send(sidecar.addr).await;
+    refused.assert_sidecar_error(409, "transaction_of_another_channel");
+    assert_eq!(app_upstream.count(), 0);
+    let refunded = as_channel(refund(), "web").send(sidecar.addr).await;
+    assert_eq!(refunded.status, 200, "{}", refunded.text());
+    assert_eq!(web_upstream.count(), 2);
+
+    // One Idempotency-Key on two channels is two calls; repeated on one, a replay.
+    let body = r#"{"amount":100,"currency":"TWD","orderId":"o-1","packages":[{"id":"p","amount":100,"products":[{"name":"Tea","quantity":1,"price":100}]}],"redirectUrls":{"confirmUrl":"https://shop.example/c","cancelUrl":"https://shop.example/x"}}"#;
+    let keyed = |name: &str| {
+        as_channel(Call::post("/v3/payments/request", body), name).header("Idempotency-Key", "k-1")
+    };
+    assert_eq!(keyed("web").send(sidecar.addr).await.status, 200);
+    assert_eq!(keyed("app").send(sidecar.addr).await.status, 200);
+    assert_eq!(
+        app_upstream.count(),
+        1,
+        "app's call was not a replay of web's"
+    );
+    let replayed = keyed("web").send(sidecar.addr).await;
+    assert_eq!(replayed.status, 200, "{}", replayed.text());
+    assert_eq!(
+        web_upstream.count(),
+        3,
+        "web's repeat was replayed, not sent"
+    );
+    let app_request = &app_upstream.requests()[0];
+    assert_eq!(app_request.single("x-line-channelid"), POS_ID);
+    assert_signed_with(app_request, POS_SECRET, WEB_SECRET);
+}
