@@ -14,6 +14,7 @@
 //! its bucket. The request path (`proxy.rs`) takes the selected one down every phase.
 
 use crate::config::ChannelConfig;
+use crate::error::ProxyError;
 use crate::journal::Seal;
 use crate::limit::ChannelLimiter;
 use crate::sign::Signer;
@@ -38,6 +39,18 @@ pub(crate) enum Refusal {
     Unknown,
     /// A channel's own port, and the header names another channel.
     Mismatch,
+}
+
+/// No channel selected: answered 400 before anything is read or signed. (Here, not in
+/// `crate::error`, which the channel's journal seal already depends on.)
+impl From<Refusal> for ProxyError {
+    fn from(refusal: Refusal) -> ProxyError {
+        match refusal {
+            Refusal::Required => ProxyError::ChannelRequired,
+            Refusal::Unknown => ProxyError::UnknownChannel,
+            Refusal::Mismatch => ProxyError::ChannelMismatch,
+        }
+    }
 }
 
 /// The channel of a call: `names` are the configured channels in order; the answer is

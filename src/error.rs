@@ -121,17 +121,6 @@ impl From<LimitError> for ProxyError {
 }
 
 /// A failed call to LINE Pay is answered 502 or 504 (500 for the sidecar's own fault).
-/// No channel selected: answered 400 before anything is read or signed.
-impl From<crate::channel::Refusal> for ProxyError {
-    fn from(refusal: crate::channel::Refusal) -> ProxyError {
-        match refusal {
-            crate::channel::Refusal::Required => ProxyError::ChannelRequired,
-            crate::channel::Refusal::Unknown => ProxyError::UnknownChannel,
-            crate::channel::Refusal::Mismatch => ProxyError::ChannelMismatch,
-        }
-    }
-}
-
 impl From<UpstreamError> for ProxyError {
     fn from(failure: UpstreamError) -> ProxyError {
         ProxyError::Upstream(failure)
