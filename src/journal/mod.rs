@@ -1750,6 +1750,71 @@ mod tests {
         drop(desk);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[tokio::test]
+    async fn a_money_call_on_another_channels_transaction_is_refused_unrecorded() {
+        let dir = std::env::temp_dir().join(format!("journal-owner-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let settings = JournalConfig {
+            enabled: true,
+            path: dir.join("j.sqlite3"),
+            max_age: secs(3600),
+            max_calls: 100,
+            reconcile: true,
+            reconcile_timeout: secs(1),
+        };
+        let desk = Desk::open(&settings, &Allowlist::new(Vec::new())).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let seal = Seal::new(&crate::secret::Secret::new("s1"));
+        let refund = |channel: &str, template: &str| Plan {
+            template: template.into(),
+            method: "POST".into(),
+            target: "/v3/payments/1/refund".into(),
+            money: money::classify(&http::Method::POST, template),
+            facts: CallFacts::read(Some("1"), None, b"{}"),
+            key: None,
+            request_id: "r".into(),
+            channel_id: channel.into(),
+        };
+        let online = "/v3/payments/{transactionId}/refund";
+        let Ok(Admission::Send(ticket)) = desk.admit(refund("c", online), &seal, &metrics).await
+        else {
+            panic!("the first call is admitted");
+        };
+        drop(ticket);
+        // Closed so that `wait` returns once the tasks are done (new ones still start).
+        desk.tasks.close();
+        desk.tasks.wait().await;
+        let store = desk.store.clone().unwrap();
+        let rows_before = store.query(&Filter::default()).unwrap().len();
+        assert!(matches!(
+            desk.admit(refund("d", online), &seal, &metrics).await,
+            Err(ProxyError::TransactionOfAnotherChannel)
+        ));
+        assert_eq!(
+            store.query(&Filter::default()).unwrap().len(),
+            rows_before,
+            "nothing recorded for the refused call"
+        );
+        assert!(in_flight_entries(&desk.in_flight).is_empty());
+        // Its own channel goes on; a call that moves no money is not judged.
+        let Ok(Admission::Send(again)) = desk.admit(refund("c", online), &seal, &metrics).await
+        else {
+            panic!("the transaction's own channel is admitted");
+        };
+        drop(again);
+        desk.tasks.wait().await;
+        let mut keyed = refund("d", "/v3/payments/{transactionId}/nothing");
+        keyed.key = Some("k".into());
+        assert!(keyed.money.is_none());
+        assert!(matches!(
+            desk.admit(keyed, &seal, &metrics).await,
+            Ok(Admission::Send(_))
+        ));
+        desk.tasks.wait().await;
+        drop(desk);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
 
 #[cfg(test)]
