@@ -1797,6 +1797,14 @@ mod tests {
             "nothing recorded for the refused call"
         );
         assert!(in_flight_entries(&desk.in_flight).is_empty());
+        // d's own transaction: d's call is admitted, and c's transaction stays c's.
+        let mut theirs = refund("d", online);
+        theirs.facts.transaction_id = Some("2".into());
+        let Ok(Admission::Send(ticket)) = desk.admit(theirs, &seal, &metrics).await else {
+            panic!("another transaction of d is admitted");
+        };
+        drop(ticket);
+        desk.tasks.wait().await;
         // Its own channel goes on; a call that moves no money is not judged.
         let Ok(Admission::Send(again)) = desk.admit(refund("c", online), &seal, &metrics).await
         else {
