@@ -5,6 +5,8 @@
 //! - [`config`]: YAML + environment + flags, validated into one typed `Config`.
 //! - [`secret`]: the channel secret, redacted in every printout.
 //! - [`route`]: the allowlist of method + path templates, strict path matching.
+//! - `channel`: which LINE Pay channel a call is made as (its port, or the
+//!   `X-LinePay-Channel` header), and that channel's signer, allowlist and upstream.
 //! - [`proxy`]: the request path: route → limit → read body → sign → forward → respond.
 //! - `budget`: the global budget of bytes calls hold in memory (`503 overloaded` past it).
 //! - `forward`: which of the app's headers travel on to LINE Pay (an allowlist).
@@ -38,6 +40,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod budget;
+pub(crate) mod channel;
 pub mod config;
 pub(crate) mod egress;
 pub(crate) mod error;

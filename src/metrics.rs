@@ -84,11 +84,16 @@ const UPSTREAM_ERROR_KINDS: &[&str] = &[
 /// The `limit` values of the rate-limit counters that exist whatever the config says.
 /// A per-route limit is labelled `route METHOD /path` from the config: its series
 /// appears with its first refusal.
-const FIXED_RATE_LIMITS: &[&str] = &["global", "client", "check_status"];
+const FIXED_RATE_LIMITS: &[&str] = &["global", "client", "check_status", "channel"];
 
 pub(crate) struct Metrics {
     registry: Registry,
     pub(crate) requests: IntCounterVec,
+    /// Calls answered per channel (a name from the config: bounded), with the channel's
+    /// environment; beside `requests`, whose labels dashboards and alerts already use.
+    pub(crate) channel_requests: IntCounterVec,
+    /// Failed calls to LINE Pay per channel, by kind.
+    pub(crate) channel_upstream_errors: IntCounterVec,
     pub(crate) upstream_duration: HistogramVec,
     pub(crate) signing_duration: Histogram,
     pub(crate) in_flight: IntGauge,
@@ -149,6 +154,22 @@ impl Metrics {
                     "Calls answered, by route template, API family, method, HTTP status and LINE Pay returnCode.",
                 ),
                 &["route", "family", "method", "status", "return_code"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            channel_requests: IntCounterVec::new(
+                Opts::new(
+                    "linepay_sidecar_channel_requests_total",
+                    "Calls answered, by channel (a name from the config), its environment (sandbox, production, other), HTTP status and LINE Pay returnCode.",
+                ),
+                &["channel", "environment", "status", "return_code"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            channel_upstream_errors: IntCounterVec::new(
+                Opts::new(
+                    "linepay_sidecar_channel_upstream_errors_total",
+                    "Failed calls to LINE Pay, by channel and kind (the kinds of linepay_sidecar_upstream_errors_total).",
+                ),
+                &["channel", "kind"],
             )
             .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
             upstream_duration: HistogramVec::new(
@@ -411,6 +432,14 @@ impl Metrics {
 
     /// The `client_gone` series of each money route of an allowlist, at 0 (the routes
     /// come from the configuration, so they are created when a proxy is built).
+    /// A channel's upstream-error series at 0 (channels come from the configuration).
+    pub(crate) fn create_channel_series(&self, channel: &str) {
+        for kind in UPSTREAM_ERROR_KINDS {
+            self.channel_upstream_errors
+                .with_label_values(&[channel, kind]);
+        }
+    }
+
     pub(crate) fn create_route_series<'a>(&self, money_routes: impl Iterator<Item = &'a str>) {
         for route in money_routes {
             self.client_gone.with_label_values(&[route]);
@@ -418,8 +447,10 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 22] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 24] = [
             Box::new(self.requests.clone()),
+            Box::new(self.channel_requests.clone()),
+            Box::new(self.channel_upstream_errors.clone()),
             Box::new(self.upstream_duration.clone()),
             Box::new(self.signing_duration.clone()),
             Box::new(self.in_flight.clone()),
@@ -664,6 +695,10 @@ mod tests {
             ProxyError::InvalidIdempotencyKey,
             ProxyError::JournalUnavailable,
             ProxyError::StateUnavailable,
+            ProxyError::ChannelRequired,
+            ProxyError::UnknownChannel,
+            ProxyError::ChannelMismatch,
+            ProxyError::TransactionOfAnotherChannel,
         ];
         let codes: BTreeSet<&str> = every_error.iter().map(ProxyError::code).collect();
         let kinds: BTreeSet<&str> = every_error

@@ -19,6 +19,9 @@ config_section! {
         listen: value<String> [flag "listen"],
         upstream: section<RawUpstream>,
         credentials: section<RawCredentials>,
+        /// The channel a call on the shared `listen` port gets when it names none (header `X-LinePay-Channel`); without it such a call is refused with 400 `channel_required` when there are several channels.
+        default_channel: value<String>,
+        channels: named<RawChannel>,
         request: section<RawRequest>,
         routes: section<RawRoutes>,
         limits: section<RawLimits>,
@@ -66,6 +69,46 @@ config_section! {
         merchant_device_profile_id: value<String>,
         /// Offline (POS) integrations: `X-LINE-MerchantDeviceType` sent on every call.
         merchant_device_type: value<String>,
+    }
+}
+
+config_section! {
+    /// `channels.<name>`: one LINE Pay channel (merchant), instead of `credentials:`. The name (1 to 32 of `a-z`, `0-9`, `_`, `-`) is what `X-LinePay-Channel` names and the `channel` label of the metrics.
+    RawChannel {
+        /// The channel id (not a secret).
+        channel_id: value<String>,
+        /// File holding this channel's secret; `LINEPAY_SIDECAR_CHANNELS_<NAME>_CHANNEL_SECRET_FILE` (the name in capitals, `-` as `_`) wins over it.
+        channel_secret_file: value<PathBuf>,
+        /// Refused: the secret is never read from the YAML.
+        channel_secret: value<Refused>,
+        /// The API families this channel may call (same names as `routes.apis`); unset, those of `routes.apis`.
+        apis: value<NameList>,
+        upstream: optional<RawChannelUpstream>,
+        /// An address served only as this channel (an app changes only its base URL); unset, the channel is reached on the shared `listen` port with `X-LinePay-Channel`.
+        listen: value<String>,
+        limits: optional<RawChannelLimits>,
+        /// Offline (POS) integrations: `X-LINE-MerchantDeviceProfileId` sent on this channel's calls.
+        merchant_device_profile_id: value<String>,
+        /// Offline (POS) integrations: `X-LINE-MerchantDeviceType` sent on this channel's calls.
+        merchant_device_type: value<String>,
+    }
+}
+
+config_section! {
+    /// `channels.<name>.upstream`: where this channel's calls go.
+    RawChannelUpstream {
+        /// This channel's LINE Pay base URL (one channel may be on the sandbox, another in production); unset, `upstream.url`. The client's other settings are `upstream:`'s.
+        url: value<String>,
+    }
+}
+
+config_section! {
+    /// `channels.<name>.limits`: this channel's own token bucket, checked besides `limits:`.
+    RawChannelLimits {
+        /// `N/s`, `N/m` or `N/h` for this channel's calls together.
+        channel: value<ConfigRate>,
+        /// Tokens held at most; defaults to the count per period.
+        burst: value<u32>,
     }
 }
 

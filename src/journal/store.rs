@@ -63,6 +63,9 @@ CREATE INDEX IF NOT EXISTS calls_request ON calls(request_id);
 CREATE INDEX IF NOT EXISTS calls_key ON calls(channel_id, idempotency_key);
 CREATE INDEX IF NOT EXISTS calls_started ON calls(started_at);
 CREATE INDEX IF NOT EXISTS calls_pending ON calls(id) WHERE outcome IS NULL;
+-- transaction_id is `<channel_id> <transactionId>` (see `order_key`): a transaction id is
+-- unique only within its channel. Rows written before channels were named hold the bare
+-- id; they are no longer matched, and age out with max_age.
 CREATE TABLE IF NOT EXISTS orders (
     transaction_id TEXT PRIMARY KEY,
     order_id TEXT NOT NULL,
@@ -506,6 +509,12 @@ impl Store {
     }
 }
 
+/// The `orders` key of a transaction: its channel id, a space, its id (a channel id is
+/// printable ASCII without spaces, so two channels' keys never meet).
+fn order_key(channel_id: &str, transaction_id: &str) -> String {
+    format!("{channel_id} {transaction_id}")
+}
+
 /// Inserts `intent`'s row; returns its id.
 fn insert_intent(c: &Connection, intent: &Intent) -> rusqlite::Result<i64> {
     // A call without an orderId of its own (an online confirm, refund, ...) gets the
@@ -517,7 +526,7 @@ fn insert_intent(c: &Connection, intent: &Intent) -> rusqlite::Result<i64> {
          order_id, transaction_id, amount, currency, refund_amount, idempotency_key, body_hash, \
          key_binding) VALUES (1 + MAX(COALESCE((SELECT MAX(id) FROM calls), 0), \
          COALESCE((SELECT last_call_id FROM high_water WHERE id = 1), 0)), ?1, ?2, ?3, ?4, ?5, ?6, \
-         COALESCE(?7, (SELECT order_id FROM orders WHERE transaction_id = ?8)), \
+         COALESCE(?7, (SELECT order_id FROM orders WHERE transaction_id = ?15)), \
          ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         params![
             intent.request_id,
@@ -534,6 +543,11 @@ fn insert_intent(c: &Connection, intent: &Intent) -> rusqlite::Result<i64> {
             intent.idempotency_key,
             intent.facts.body_hash,
             intent.key_binding,
+            intent
+                .facts
+                .transaction_id
+                .as_deref()
+                .map(|transaction_id| order_key(&intent.channel_id, transaction_id)),
         ],
     )?;
     Ok(c.last_insert_rowid())
@@ -830,19 +844,21 @@ impl SideWriter {
         work(&connection).map_err(|error| StoreError::new(&self.path, error))
     }
 
-    /// Remembers which orderId a transaction was requested with.
+    /// Remembers which orderId a transaction of channel `channel_id` was requested with.
     pub(crate) fn remember_order(
         &self,
+        channel_id: &str,
         transaction_id: &str,
         order_id: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        let key = order_key(channel_id, transaction_id);
         self.with(|c| {
             c.prepare_cached(
                 "INSERT OR REPLACE INTO orders (transaction_id, order_id, recorded_at) \
                  VALUES (?1, ?2, ?3)",
             )?
-            .execute(params![transaction_id, order_id, now_ms])
+            .execute(params![key, order_id, now_ms])
             .map(drop)
         })
     }
@@ -1136,8 +1152,12 @@ mod tests {
         let path = dir.join("j.sqlite3");
         let store = Store::open(&path).unwrap();
         let side = SideWriter::open(&path).unwrap();
-        side.remember_order("42", "order-1", 1_000).unwrap();
+        side.remember_order("c", "42", "order-1", 1_000).unwrap();
         store.record_intent(&intent(None)).unwrap();
+        // The same transaction id under another channel is another transaction.
+        let mut elsewhere = intent(None);
+        elsewhere.channel_id = "d".into();
+        store.record_intent(&elsewhere).unwrap();
         let mut own = intent(None);
         own.facts.order_id = Some("its own".into());
         store.record_intent(&own).unwrap();
@@ -1472,7 +1492,7 @@ mod tests {
         assert_eq!(empty, b"{\"calls\":[]}");
         let side = SideWriter::open(&path).unwrap();
         for (n, tx) in ["1", "2", "3"].iter().enumerate() {
-            side.remember_order(tx, "o", 5_000 + i64::try_from(n).unwrap())
+            side.remember_order("c", tx, "o", 5_000 + i64::try_from(n).unwrap())
                 .unwrap();
         }
         store.prune(5_000, Duration::from_secs(1), 2).unwrap();
@@ -1484,7 +1504,7 @@ mod tests {
                 rows.collect()
             })
             .unwrap();
-        assert_eq!(kept, ["2", "3"], "the newest max_calls order ids stay");
+        assert_eq!(kept, ["c 2", "c 3"], "the newest max_calls order ids stay");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -1503,7 +1523,7 @@ mod tests {
         let desk = Desk::open(&settings, &crate::route::Allowlist::new(Vec::new())).unwrap();
         let metrics = Metrics::new();
         assert_eq!(desk.probe_journal().await, Some(Ok(())));
-        desk.remember_order("42".into(), "order-1".into(), &metrics)
+        desk.remember_order("c".into(), "42".into(), "order-1".into(), &metrics)
             .await;
         let store = desk.store().unwrap();
         store.record_intent(&intent(None)).unwrap();
@@ -1523,7 +1543,7 @@ mod tests {
             "{refused}"
         );
         assert!(!refused.contains("j.sqlite3"), "no path: {refused}");
-        desk.remember_order("43".into(), "order-2".into(), &metrics)
+        desk.remember_order("c".into(), "43".into(), "order-2".into(), &metrics)
             .await;
         assert!(
             metrics

@@ -55,11 +55,13 @@
 //! holds the unit tests of admission. The public names are re-exported here, so callers
 //! write `crate::limit::LimitsConfig` whichever file defines it.
 
+mod channel;
 mod client_store;
 mod config;
 mod poll;
 mod shared;
 
+pub(crate) use channel::ChannelLimiter;
 pub(crate) use config::{
     Bucket, ClientLimit, LimitsConfig, PollingConfig, QueueConfig, Rate, RouteLimit, Share,
     DEFAULT_CHECK_STATUS_INTERVAL, DEFAULT_CHECK_STATUS_MAX_TRACKED,
@@ -563,6 +565,8 @@ pub(crate) enum LimitName {
     Client,
     /// The polling discipline of check-status calls (`check_status_interval`).
     CheckStatus,
+    /// A channel's own bucket (`channels.<name>.limits.channel`).
+    Channel,
 }
 
 impl LimitName {
@@ -574,6 +578,7 @@ impl LimitName {
             LimitName::Route(label) => label,
             LimitName::Client => "client",
             LimitName::CheckStatus => "check_status",
+            LimitName::Channel => "channel",
         }
     }
 }

@@ -55,6 +55,7 @@ use self::tasks::{Role, Tasks};
 use crate::admin::{
     self, Readiness, ADMIN_WRITE_TIMEOUT, MAX_ADMIN_CONNECTIONS, MAX_ADMIN_CONNECTIONS_PER_PEER,
 };
+use crate::channel::Listener;
 use crate::config::ConfigError;
 use crate::expect_ip::{ExpectIpCheck, EXPECT_IP_RECHECK_INTERVAL};
 use crate::journal::{Checker, Claims, Desk, SharedGuards, StoreError};
@@ -134,8 +135,9 @@ struct Started {
     state: SharedState,
     fixed: RestartOnly,
     expect_ip: Option<ExpectIpCheck>,
-    /// One per proxy worker, all on the same address.
-    listeners: Vec<std::net::TcpListener>,
+    /// One entry per proxy worker: its socket of the shared `listen`, then one of each
+    /// channel's own `listen`.
+    listeners: Vec<workers::WorkerSockets>,
     admin_listener: TcpListener,
 }
 
@@ -171,11 +173,14 @@ async fn start(source: ConfigSource) -> Result<Started, RunError> {
     let expect_ip = ExpectIpCheck::at_start_up(&proxy.config().egress, &proxy.config().upstream)
         .await
         .map_err(RunError::ExpectIp)?;
-    let listeners =
-        workers::bind(fixed.listen, upstream::worker_count()).map_err(|error| RunError::Bind {
-            address: fixed.listen,
-            error,
-        })?;
+    let mut addresses = vec![(fixed.listen, Listener(None))];
+    for channel in &proxy.config().channels {
+        if let Some(address) = channel.listen {
+            addresses.push((address, Listener(Some(channel.name.as_str().into()))));
+        }
+    }
+    let listeners = workers::bind_all(&addresses, upstream::worker_count())
+        .map_err(|(address, error)| RunError::Bind { address, error })?;
     let admin_listener = bind(fixed.admin_listen).await?;
     Ok(Started {
         source,
@@ -208,8 +213,19 @@ async fn serve(
     } = started;
     let proxy_addr = listeners
         .first()
-        .and_then(|listener| listener.local_addr().ok())
+        .and_then(|sockets| sockets.first())
+        .and_then(|(listener, _)| listener.local_addr().ok())
         .unwrap_or(fixed.listen);
+    // Each channel's own port as bound (port 0 becomes a real one), for the announce.
+    let channel_ports: Vec<(String, SocketAddr)> = listeners
+        .first()
+        .into_iter()
+        .flatten()
+        .filter_map(|(listener, tag)| {
+            let name = tag.0.as_deref()?;
+            Some((name.to_owned(), listener.local_addr().ok()?))
+        })
+        .collect();
     let workers = listeners.len();
     let admin_addr = local_addr(&admin_listener, fixed.admin_listen);
     let upstream_base = proxy.upstream().base().clone();
@@ -317,16 +333,16 @@ async fn serve(
     }
     {
         // Calls a stop interrupted (an intent without an outcome): ask LINE Pay now.
+        // Each row is asked about as the channel it was recorded under (its secret, its
+        // upstream), never as the current default.
         let snapshot = proxy.load_full();
         let desk = desk.clone();
         tasks.spawn("journal reconciliation", Role::Worker, async move {
-            let upstream = snapshot.upstream().clone();
             let metrics = snapshot.metrics().clone();
             let budget = snapshot.budget().clone();
             desk.reconcile_interrupted(
-                upstream,
                 budget,
-                |query, signing| snapshot.signed_get(query, signing),
+                |channel_id, query, signing| snapshot.signed_get_for(channel_id, query, signing),
                 metrics,
             )
             .await;
@@ -360,7 +376,12 @@ async fn serve(
                     Checker {
                         upstream: snapshot.upstream().clone(),
                         budget: snapshot.budget().clone(),
-                        ask: Arc::new(move |query, signing| snapshot.signed_get(query, signing)),
+                        // Shared state serves one channel per sidecar (config/state.rs
+                        // refuses more), so the claims' channel is the snapshot's one.
+                        ask: Arc::new(move |query, signing| {
+                            let channel = snapshot.channels().first()?;
+                            snapshot.signed_get(channel, query, signing)
+                        }),
                     }
                 },
                 metrics.clone(),
@@ -392,6 +413,28 @@ async fn serve(
         secret_source = %secret_source,
         "linepay-sidecar started"
     );
+    for channel in &proxy.load().config().channels {
+        let own = channel_ports
+            .iter()
+            .find(|(name, _)| *name == channel.name)
+            .map(|(_, address)| *address);
+        tracing::info!(
+            channel = %channel.name,
+            channel_id = channel.credentials.channel_id.to_str().unwrap_or("-"),
+            environment = channel.environment(),
+            upstream = %channel.upstream.url,
+            apis = channel.allowlist.family_names(),
+            listen = own.map(|address| address.to_string()),
+            secret_source = %channel.credentials.secret_source,
+            "channel"
+        );
+    }
+    // A channel's own port, before the admin line (tests read up to that one).
+    for (name, address) in &channel_ports {
+        announce(&format!(
+            "linepay-sidecar channel {name} listening on http://{address}"
+        ));
+    }
     // Tests and scripts wait for this exact line to learn the bound port.
     announce(&format!(
         "linepay-sidecar listening on http://{proxy_addr} (upstream {upstream_base})"

@@ -31,6 +31,21 @@ enum ReloadError {
     Config(ConfigError),
     #[error("{0}")]
     Build(BuildError),
+    #[error("the reload adds, removes or moves (its listen) a channel ({running} → {next}); the channels and their listeners change only on restart: restart the sidecar to apply it")]
+    Channels { running: String, next: String },
+}
+
+/// `web (127.0.0.1:8081), pos`: the channels of a configuration, for the refusal.
+fn channel_list(fixed: &RestartOnly) -> String {
+    let names: Vec<String> = fixed
+        .channels
+        .iter()
+        .map(|(name, listen)| match listen {
+            Some(listen) => format!("{name} ({listen})"),
+            None => name.clone(),
+        })
+        .collect();
+    names.join(", ")
 }
 
 pub(crate) struct Reloader {
@@ -87,8 +102,17 @@ impl Reloader {
             .map_err(ReloadError::Config)
             .and_then(|config| {
                 let current = self.proxy.load_full();
-                RestartOnly::from_config(current.config())
-                    .warn_about_changes(&RestartOnly::from_config(&config));
+                let (running, next) = (
+                    RestartOnly::from_config(current.config()),
+                    RestartOnly::from_config(&config),
+                );
+                if running.channels_changed(&next) {
+                    return Err(ReloadError::Channels {
+                        running: channel_list(&running),
+                        next: channel_list(&next),
+                    });
+                }
+                running.warn_about_changes(&next);
                 build_proxy(
                     config,
                     self.metrics.clone(),
@@ -165,6 +189,10 @@ impl Reloader {
     fn fingerprint_now(&self) -> Vec<u8> {
         let current = self.proxy.load();
         let config = current.config();
+        let channel_secrets = config
+            .channels
+            .iter()
+            .map(|channel| channel.credentials.secret_file.clone());
         let paths = [
             self.source.path.clone(),
             config.credentials.secret_file.clone(),
@@ -177,9 +205,9 @@ impl Reloader {
                 .map(|auth| auth.file.clone()),
         ];
         let mut digest = Sha256::new();
-        for path in paths.iter().flatten() {
+        for path in paths.into_iter().chain(channel_secrets).flatten() {
             digest.update(path.as_os_str().as_encoded_bytes());
-            match std::fs::read(path).map(zeroize::Zeroizing::new) {
+            match std::fs::read(&path).map(zeroize::Zeroizing::new) {
                 Ok(contents) => {
                     digest.update(b"\x01");
                     digest.update(Sha256::digest(&contents));

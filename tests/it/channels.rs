@@ -16,10 +16,8 @@
 //! - one channel's rotated secret applies on reload (SIGHUP) while the other channel's
 //!   calls keep answering `0000` throughout.
 //!
-//! Written against the config schema agreed for issue 19 (`channels:`), before the
-//! sidecar implements it: each of those tests is ignored until that branch is merged.
-//! One test runs today: one single-channel sidecar per channel, both in front of the
-//! same two-channel emulator (the set-up issue 19 replaces, which must keep working).
+//! Also: one single-channel sidecar per channel, both in front of the same two-channel
+//! emulator (the set-up issue 19 replaces, which must keep working).
 
 use crate::util::channels::{emulator_for, ChannelSpec, ChannelsConfig, POS, WEB};
 use crate::util::{naive_signature, raw_json_number, Call, Reply, Sidecar, Upstream, WAIT_LIMIT};
@@ -172,7 +170,7 @@ async fn one_sidecar_per_channel_in_front_of_one_emulator_serving_both() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the channels: config (branch channels)"]
+
 async fn a_web_channel_and_a_pos_channel_complete_their_flows_on_their_own_ports() {
     let emulator = emulator_for(&WEB, &[&POS]).start().await;
     let config = ChannelsConfig::new("")
@@ -240,7 +238,7 @@ fn channel_answers(scrape: &str, channel: &str, return_code: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the channels: config (branch channels)"]
+
 async fn on_the_shared_port_the_header_picks_the_channel() {
     // Both channels take both families here, so only the header tells them apart;
     // the emulator tells which channel signed by its currency: web is TWD, pos THB.
@@ -298,7 +296,7 @@ async fn on_the_shared_port_the_header_picks_the_channel() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the channels: config (branch channels)"]
+
 async fn the_channel_header_is_never_forwarded_and_only_that_channels_secret_signs() {
     let upstream = Upstream::recording().start().await;
     let config = ChannelsConfig::new("").channel(&WEB).channel(&POS);
@@ -380,7 +378,7 @@ fn refusals(scrape: &str, code: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the channels: config (branch channels)"]
+
 async fn a_missing_or_unknown_channel_name_is_refused_and_never_forwarded() {
     let upstream = Upstream::recording().start().await;
     let config = ChannelsConfig::new("").channel(&WEB).channel(&POS);
@@ -427,7 +425,7 @@ async fn a_missing_or_unknown_channel_name_is_refused_and_never_forwarded() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the channels: config (branch channels)"]
+
 async fn default_channel_serves_calls_without_the_header() {
     let upstream = Upstream::recording().start().await;
     let config = ChannelsConfig::new("")
@@ -459,7 +457,7 @@ async fn default_channel_serves_calls_without_the_header() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the channels: config (branch channels)"]
+
 async fn one_channels_rotated_secret_applies_on_reload_while_the_other_keeps_answering() {
     const ROTATED: &str = "pos-secret-it-rotated-71c0e5a9";
     let emulator = emulator_for(&WEB, &[&POS]).start().await;

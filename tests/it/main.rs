@@ -6,6 +6,7 @@ mod util;
 mod admin_calls;
 mod api_flows;
 mod browser;
+mod channel_selection;
 mod channels;
 mod cli;
 mod deploy;
