@@ -99,6 +99,22 @@ pub(crate) enum ProxyError {
     InvalidIdempotencyKey,
     #[error("the call journal cannot be written, so the money call was not sent (nothing would record it); the sidecar's log says why")]
     JournalUnavailable,
+    /// The shared state (Redis) that guards money calls across pods did not answer in
+    /// time: the call was not sent (`state.redis.money_fallback` decides).
+    #[error("the shared state that guards money calls across sidecars (Redis) cannot answer, so the call was not sent; retry shortly, or see the sidecar's log")]
+    StateUnavailable,
+    /// The shared port with several channels, no `X-LinePay-Channel` and no
+    /// `default_channel`.
+    #[error("this sidecar serves several LINE Pay channels and the call names none; the call was not sent: send the header X-LinePay-Channel with the channel's name, or call the channel's own port")]
+    ChannelRequired,
+    /// The message never lists the configured names: an app learns only its own.
+    #[error("X-LinePay-Channel names no channel of this sidecar (or is sent twice); the call was not sent: use the channel name from the sidecar's configuration")]
+    UnknownChannel,
+    #[error("this port serves one LINE Pay channel and X-LinePay-Channel names another; the call was not sent: drop the header or call the shared port")]
+    ChannelMismatch,
+    /// A money call on a transaction the journal recorded under another channel.
+    #[error("the journal records this transaction or order under another LINE Pay channel; the call was not sent: make it as that channel")]
+    TransactionOfAnotherChannel,
 }
 
 /// A rate limit's refusal is answered 429 with `Retry-After`.
@@ -177,6 +193,11 @@ codes! {
     IdempotencyUnavailable => "idempotency_unavailable", BAD_REQUEST;
     InvalidIdempotencyKey => "invalid_idempotency_key", BAD_REQUEST;
     JournalUnavailable => "journal_unavailable", SERVICE_UNAVAILABLE;
+    StateUnavailable => "state_unavailable", SERVICE_UNAVAILABLE;
+    ChannelRequired => "channel_required", BAD_REQUEST;
+    UnknownChannel => "unknown_channel", BAD_REQUEST;
+    ChannelMismatch => "channel_mismatch", BAD_REQUEST;
+    TransactionOfAnotherChannel => "transaction_of_another_channel", CONFLICT;
 }
 
 /// Everything an error's answer says besides its message: the one place where each
@@ -306,6 +327,13 @@ impl ProxyError {
             ProxyError::IdempotencyUnavailable => Answer::refusal(Code::IdempotencyUnavailable),
             ProxyError::InvalidIdempotencyKey => Answer::refusal(Code::InvalidIdempotencyKey),
             ProxyError::JournalUnavailable => Answer::refusal(Code::JournalUnavailable),
+            ProxyError::StateUnavailable => Answer::refusal(Code::StateUnavailable),
+            ProxyError::ChannelRequired => Answer::refusal(Code::ChannelRequired),
+            ProxyError::UnknownChannel => Answer::refusal(Code::UnknownChannel),
+            ProxyError::ChannelMismatch => Answer::refusal(Code::ChannelMismatch),
+            ProxyError::TransactionOfAnotherChannel => {
+                Answer::refusal(Code::TransactionOfAnotherChannel)
+            }
         }
     }
 

@@ -5,6 +5,8 @@
 //! - [`config`]: YAML + environment + flags, validated into one typed `Config`.
 //! - [`secret`]: the channel secret, redacted in every printout.
 //! - [`route`]: the allowlist of method + path templates, strict path matching.
+//! - `channel`: which LINE Pay channel a call is made as (its port, or the
+//!   `X-LinePay-Channel` header), and that channel's signer, allowlist and upstream.
 //! - [`proxy`]: the request path: route → limit → read body → sign → forward → respond.
 //! - `budget`: the global budget of bytes calls hold in memory (`503 overloaded` past it).
 //! - `forward`: which of the app's headers travel on to LINE Pay (an allowlist).
@@ -13,6 +15,8 @@
 //!   keys, the intent and outcome on disk, reconciliation, the drain's hold.
 //! - [`limit`]: rate limits and the check-status polling discipline, checked before the
 //!   body is read.
+//! - `state`: where guarantees shared by several sidecars of a channel live: this
+//!   process (`local`) or one Redis (`redis`), with its client.
 //! - [`validate`]: pre-validation of the body against LINE Pay's documented fields, after
 //!   it is read and before it is signed.
 //! - [`sign`]: LINE Pay v3 HMAC signing, pure and streamed.
@@ -36,6 +40,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod budget;
+pub(crate) mod channel;
 pub mod config;
 pub(crate) mod egress;
 pub(crate) mod error;
@@ -54,5 +59,7 @@ pub mod runtime;
 pub mod secret;
 pub(crate) mod server;
 pub mod sign;
+pub(crate) mod state;
+pub(crate) mod throttle;
 pub(crate) mod upstream;
 pub mod validate;

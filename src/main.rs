@@ -322,6 +322,32 @@ fn check(args: &RunArgs) -> Result<()> {
         config.allowlist.family_names(),
         config.credentials.secret_source
     );
+    // The channels found: with `credentials:`, the one named `default`.
+    for channel in &config.channels {
+        println!(
+            "channel {}: channel id {}, {} ({}), apis [{}], listen {}, secret from {}{}",
+            channel.name,
+            channel.credentials.channel_id.to_str().unwrap_or("-"),
+            channel.environment(),
+            channel.upstream.url,
+            channel.allowlist.family_names(),
+            channel
+                .listen
+                .map_or_else(|| format!("{} (shared)", config.listen), |a| a.to_string()),
+            channel.credentials.secret_source,
+            match config.default_channel.as_deref() {
+                Some(name) if name == channel.name && config.channels.len() > 1 =>
+                    ", default_channel",
+                _ => "",
+            }
+        );
+    }
+    if config.channels.len() > 1 && config.default_channel.is_none() {
+        println!(
+            "no default_channel: a call on {} without X-LinePay-Channel is refused (400 channel_required)",
+            config.listen
+        );
+    }
     Ok(())
 }
 

@@ -51,6 +51,9 @@ fn refusal_codes() -> impl Iterator<Item = &'static str> {
 }
 
 /// Every `operation` of `linepay_sidecar_journal_failures_total`.
+/// The `operation` label of `linepay_sidecar_money_guard_failures_total`.
+pub(crate) const MONEY_GUARD_OPERATIONS: &[&str] =
+    &["claim", "await", "complete", "takeover", "sweep"];
 pub(crate) const JOURNAL_OPERATIONS: &[&str] =
     &["intent", "outcome", "read", "prune", "order", "probe"];
 
@@ -81,11 +84,16 @@ const UPSTREAM_ERROR_KINDS: &[&str] = &[
 /// The `limit` values of the rate-limit counters that exist whatever the config says.
 /// A per-route limit is labelled `route METHOD /path` from the config: its series
 /// appears with its first refusal.
-const FIXED_RATE_LIMITS: &[&str] = &["global", "client", "check_status"];
+const FIXED_RATE_LIMITS: &[&str] = &["global", "client", "check_status", "channel"];
 
 pub(crate) struct Metrics {
     registry: Registry,
     pub(crate) requests: IntCounterVec,
+    /// Calls answered per channel (a name from the config: bounded), with the channel's
+    /// environment; beside `requests`, whose labels dashboards and alerts already use.
+    pub(crate) channel_requests: IntCounterVec,
+    /// Failed calls to LINE Pay per channel, by kind.
+    pub(crate) channel_upstream_errors: IntCounterVec,
     pub(crate) upstream_duration: HistogramVec,
     pub(crate) signing_duration: Histogram,
     pub(crate) in_flight: IntGauge,
@@ -114,8 +122,26 @@ pub(crate) struct Metrics {
     pub(crate) reconciliations: IntCounterVec,
     pub(crate) idempotent_replays: IntCounter,
     pub(crate) journal_failures: IntCounterVec,
+    /// The shared money-call guards (`state.backend: redis`): Redis steps that failed,
+    /// by operation; calls admitted by this pod's guards alone meanwhile
+    /// (`state.redis.money_fallback: local`); claims taken over after their owner's
+    /// lease ended, by who found them (`request`, `sweeper`); the sweeper's checks, by
+    /// reconciled state.
+    pub(crate) money_guard_failures: IntCounterVec,
+    pub(crate) money_guard_fallbacks: IntCounter,
+    pub(crate) lease_takeovers: IntCounterVec,
+    pub(crate) sweeper_reconciliations: IntCounterVec,
     /// `GET /calls` on the admin port, by answer (`ok` or the refusal's code).
     pub(crate) calls_lookups: IntCounterVec,
+    /// Redis commands answered, by operation (`state.backend: redis`).
+    pub(crate) state_duration: HistogramVec,
+    /// Redis commands without a usable answer, by kind.
+    pub(crate) state_errors: IntCounterVec,
+    /// 1 while the Redis connection is up; 0 without one (and with `state.backend: local`).
+    pub(crate) state_up: IntGauge,
+    /// Calls whose shared rate limit was decided by the local fallback because Redis
+    /// could not answer, by limit.
+    pub(crate) rate_limit_fallbacks: IntCounterVec,
 }
 
 impl Metrics {
@@ -128,6 +154,22 @@ impl Metrics {
                     "Calls answered, by route template, API family, method, HTTP status and LINE Pay returnCode.",
                 ),
                 &["route", "family", "method", "status", "return_code"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            channel_requests: IntCounterVec::new(
+                Opts::new(
+                    "linepay_sidecar_channel_requests_total",
+                    "Calls answered, by channel (a name from the config), its environment (sandbox, production, other), HTTP status and LINE Pay returnCode.",
+                ),
+                &["channel", "environment", "status", "return_code"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            channel_upstream_errors: IntCounterVec::new(
+                Opts::new(
+                    "linepay_sidecar_channel_upstream_errors_total",
+                    "Failed calls to LINE Pay, by channel and kind (the kinds of linepay_sidecar_upstream_errors_total).",
+                ),
+                &["channel", "kind"],
             )
             .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
             upstream_duration: HistogramVec::new(
@@ -250,12 +292,73 @@ impl Metrics {
                 &["operation"],
             )
             .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            money_guard_failures: IntCounterVec::new(
+                Opts::new(
+                    "linepay_sidecar_money_guard_failures_total",
+                    "Shared money-call guard steps on Redis that failed or timed out, by operation (claim, await, complete, takeover, sweep).",
+                ),
+                &["operation"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            money_guard_fallbacks: IntCounter::new(
+                "linepay_sidecar_money_guard_fallbacks_total",
+                "Money calls admitted with this sidecar's own guards while Redis could not answer (state.redis.money_fallback: local).",
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            lease_takeovers: IntCounterVec::new(
+                Opts::new(
+                    "linepay_sidecar_lease_takeovers_total",
+                    "Shared claims taken over after their owner's lease ended without an outcome, by who found them (request, sweeper).",
+                ),
+                &["by"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            sweeper_reconciliations: IntCounterVec::new(
+                Opts::new(
+                    "linepay_sidecar_sweeper_reconciliations_total",
+                    "Orphaned shared claims the sweeper checked against LINE Pay's records, by state (applied, not_applied, unknown).",
+                ),
+                &["state"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
             calls_lookups: IntCounterVec::new(
                 Opts::new(
                     "linepay_sidecar_admin_calls_total",
                     "GET /calls on the admin port, by answer (ok, or the refusal's code).",
                 ),
                 &["answer"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            state_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "linepay_sidecar_state_duration_seconds",
+                    "Time from sending a command to Redis to its answer, by operation.",
+                )
+                .buckets(vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                ]),
+                &["operation"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            state_errors: IntCounterVec::new(
+                Opts::new(
+                    "linepay_sidecar_state_errors_total",
+                    "Redis commands without a usable answer, by kind (timeout, unavailable, connection, server, protocol).",
+                ),
+                &["kind"],
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            state_up: IntGauge::new(
+                "linepay_sidecar_state_up",
+                "1 while the connection to Redis (state.backend: redis) is up, else 0.",
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            rate_limit_fallbacks: IntCounterVec::new(
+                Opts::new(
+                    "linepay_sidecar_rate_limit_fallback_total",
+                    "Calls whose shared rate limit was decided by the local fallback limiter because Redis could not answer, by limit.",
+                ),
+                &["limit"],
             )
             .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
             registry,
@@ -300,10 +403,43 @@ impl Metrics {
         for answer in CALLS_ANSWERS {
             self.calls_lookups.with_label_values(&[answer]);
         }
+        for kind in crate::state::ERROR_KINDS {
+            self.state_errors.with_label_values(&[kind]);
+        }
+        // Only the global and route buckets are shared; a route's series appears with its
+        // first fallback, as its refusals' do.
+        self.rate_limit_fallbacks.with_label_values(&["global"]);
+        for operation in MONEY_GUARD_OPERATIONS {
+            self.money_guard_failures.with_label_values(&[operation]);
+        }
+        for by in ["request", "sweeper"] {
+            self.lease_takeovers.with_label_values(&[by]);
+        }
+        for state in crate::money::ReconciledState::ALL {
+            self.sweeper_reconciliations
+                .with_label_values(&[state.as_str()]);
+        }
+    }
+
+    /// The Redis client's handles on its metrics.
+    pub(crate) fn state_metrics(&self) -> crate::state::StateMetrics {
+        crate::state::StateMetrics {
+            duration: self.state_duration.clone(),
+            errors: self.state_errors.clone(),
+            up: self.state_up.clone(),
+        }
     }
 
     /// The `client_gone` series of each money route of an allowlist, at 0 (the routes
     /// come from the configuration, so they are created when a proxy is built).
+    /// A channel's upstream-error series at 0 (channels come from the configuration).
+    pub(crate) fn create_channel_series(&self, channel: &str) {
+        for kind in UPSTREAM_ERROR_KINDS {
+            self.channel_upstream_errors
+                .with_label_values(&[channel, kind]);
+        }
+    }
+
     pub(crate) fn create_route_series<'a>(&self, money_routes: impl Iterator<Item = &'a str>) {
         for route in money_routes {
             self.client_gone.with_label_values(&[route]);
@@ -311,8 +447,10 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 24] = [
             Box::new(self.requests.clone()),
+            Box::new(self.channel_requests.clone()),
+            Box::new(self.channel_upstream_errors.clone()),
             Box::new(self.upstream_duration.clone()),
             Box::new(self.signing_duration.clone()),
             Box::new(self.in_flight.clone()),
@@ -330,8 +468,18 @@ impl Metrics {
             Box::new(self.idempotent_replays.clone()),
             Box::new(self.journal_failures.clone()),
             Box::new(self.calls_lookups.clone()),
+            Box::new(self.state_duration.clone()),
+            Box::new(self.state_errors.clone()),
+            Box::new(self.state_up.clone()),
+            Box::new(self.rate_limit_fallbacks.clone()),
         ];
-        for collector in collectors {
+        let money_guards: [Box<dyn prometheus::core::Collector>; 4] = [
+            Box::new(self.money_guard_failures.clone()),
+            Box::new(self.money_guard_fallbacks.clone()),
+            Box::new(self.lease_takeovers.clone()),
+            Box::new(self.sweeper_reconciliations.clone()),
+        ];
+        for collector in collectors.into_iter().chain(money_guards) {
             // Names are distinct constants, so registration cannot collide.
             if let Err(error) = self.registry.register(collector) {
                 tracing::error!(%error, "metric registration failed");
@@ -546,6 +694,11 @@ mod tests {
             ProxyError::IdempotencyUnavailable,
             ProxyError::InvalidIdempotencyKey,
             ProxyError::JournalUnavailable,
+            ProxyError::StateUnavailable,
+            ProxyError::ChannelRequired,
+            ProxyError::UnknownChannel,
+            ProxyError::ChannelMismatch,
+            ProxyError::TransactionOfAnotherChannel,
         ];
         let codes: BTreeSet<&str> = every_error.iter().map(ProxyError::code).collect();
         let kinds: BTreeSet<&str> = every_error

@@ -23,6 +23,11 @@
 //!    status LINE Pay never sends, or an oversized head, was refused by the upstream
 //!    client as `502 upstream_protocol` / `upstream_response_too_large`.)
 //!
+//! Before phase 1 the call's channel is selected ([`crate::channel`]: its port, or the
+//! `X-LinePay-Channel` header; 400 `channel_required` / `unknown_channel` /
+//! `channel_mismatch` otherwise); every later phase uses that channel's allowlist,
+//! bucket, secret, journal scope and upstream only.
+//!
 //! Before phase 1 the request head's size is checked (431), and before phase 2 the call
 //! charges what it will buffer to the process's memory budget ([`crate::budget`]):
 //! its head and declared body now, LINE Pay's answer as it arrives (503 `overloaded`).
@@ -33,17 +38,18 @@
 //! LINE Pay.
 
 use crate::budget::Budget;
+use crate::channel::{self, Channel, Listener};
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::forward;
 use crate::ids;
 use crate::inspect;
-use crate::journal::{self, Admission, Desk, Hold, Seal};
+use crate::journal::{self, Admission, Desk, Hold};
 use crate::limit::Limits;
 use crate::metrics::{self, Metrics, UNMATCHED_ROUTE};
 use crate::money::{self, CallFacts};
 use crate::route::{Match, Route, RouteTimeouts, Signing};
-use crate::sign::{self, Signer};
+use crate::sign;
 use crate::upstream::Upstream;
 use crate::validate::{self, Mode};
 use bytes::Bytes;
@@ -85,7 +91,9 @@ const MAX_LOGGED_PATH: usize = 200;
 /// Everything one call needs, built once per configuration and shared by all calls.
 pub(crate) struct Proxy {
     config: Config,
-    signer: Signer,
+    /// One per configured channel, in the config's order (never empty).
+    channels: Vec<Channel>,
+    /// The primary channel's client (`default_channel`, else the first): the probe's.
     upstream: Arc<Upstream>,
     limits: Arc<Limits>,
     metrics: Arc<Metrics>,
@@ -93,13 +101,14 @@ pub(crate) struct Proxy {
     user_agent: HeaderValue,
     /// The journal and the in-flight set: one per process, shared by every snapshot.
     desk: Arc<Desk>,
-    /// Seals stored answers with keys derived from this snapshot's secret.
-    seal: Seal,
 }
 
 /// What one call did, gathered along the path for its log line and metrics.
 #[derive(Default)]
 struct CallRecord<'a> {
+    /// The selected channel's name and environment, once selected.
+    channel: Option<&'a str>,
+    environment: &'static str,
     route: Option<&'a Route>,
     /// The `family` label and log field: the matched route's, the disabled family a
     /// refused call belongs to, else `unmatched`.
@@ -123,6 +132,7 @@ impl Proxy {
     /// leaves their settings alone keeps the warm connections and the bucket levels.
     pub(crate) fn new(
         config: Config,
+        channels: Vec<Channel>,
         upstream: Arc<Upstream>,
         limits: Arc<Limits>,
         metrics: Arc<Metrics>,
@@ -137,9 +147,11 @@ impl Proxy {
                 .filter(|route| money::classify(&route.method, &route.template).is_some())
                 .map(|route| route.template.as_str()),
         );
+        for channel in &channels {
+            metrics.create_channel_series(&channel.name);
+        }
         Proxy {
-            signer: Signer::new(&config.credentials.channel_secret),
-            seal: Seal::new(&config.credentials.channel_secret),
+            channels,
             desk,
             limits,
             config,
@@ -173,12 +185,54 @@ impl Proxy {
         &self.metrics
     }
 
+    /// The channels of this snapshot, in the config's order.
+    pub(crate) fn channels(&self) -> &[Channel] {
+        &self.channels
+    }
+
+    /// The channel whose LINE Pay channel id is `channel_id` (a journal row's), with
+    /// which a reconciliation asks about that row: its secret and its upstream.
+    pub(crate) fn channel_with_id(&self, channel_id: &str) -> Option<&Channel> {
+        self.channels.iter().find(|channel| {
+            channel.config.credentials.channel_id.as_bytes() == channel_id.as_bytes()
+        })
+    }
+
+    /// A start-up reconciliation's question about a journal row of `channel_id`, signed
+    /// as that channel, with the client of that channel's upstream; `None` when no
+    /// configured channel has that id (the row is then judged unknown, never asked with
+    /// another channel's secret).
+    pub(crate) fn signed_get_for(
+        &self,
+        channel_id: &str,
+        path_and_query: &str,
+        signing: Signing,
+    ) -> Option<(Arc<Upstream>, Request<Full<Bytes>>)> {
+        let channel = self.channel_with_id(channel_id)?;
+        let request = self.signed_get(channel, path_and_query, signing)?;
+        Some((channel.upstream.clone(), request))
+    }
+
+    /// The call's channel, from its listener and its `X-LinePay-Channel` header.
+    fn select<B>(&self, request: &Request<B>) -> Result<&Channel, ProxyError> {
+        let listener = request.extensions().get::<Listener>();
+        let listener = listener.cloned().unwrap_or_default();
+        let index = channel::select(
+            self.channels.iter().map(|channel| &*channel.name),
+            self.config.default_channel.as_deref(),
+            &listener,
+            request.headers(),
+        )?;
+        self.channels.get(index).ok_or(ProxyError::Internal)
+    }
+
     /// A signed `GET path_and_query` with no header from any app: the question a
     /// reconciliation asks LINE Pay. `legacy_v2`: the v2 scheme. A money call prepares
     /// it before it is sent (about a microsecond: one HMAC), because the call's own task
     /// holds no configuration snapshot to sign with later.
     pub(crate) fn signed_get(
         &self,
+        channel: &Channel,
         path_and_query: &str,
         signing: Signing,
     ) -> Option<Request<Full<Bytes>>> {
@@ -193,7 +247,8 @@ impl Proxy {
             read: Duration::from_secs(20),
         };
         let route = Route::new(Method::GET, scheme, timeouts).ok()?;
-        self.build_request(&route, &parts, Bytes::new(), false).ok()
+        self.build_request(channel, &route, &parts, Bytes::new(), false)
+            .ok()
     }
 
     pub(crate) fn budget(&self) -> &Arc<Budget> {
@@ -246,7 +301,14 @@ impl Proxy {
         let request_id = request_id(request.headers());
         let mut call = CallRecord::default();
         let outcome = match refusal {
-            None => self.forward(request, &request_id, &mut call).await,
+            None => match self.select(&request) {
+                Ok(channel) => {
+                    call.channel = Some(&channel.name);
+                    call.environment = channel.environment;
+                    self.forward(channel, request, &request_id, &mut call).await
+                }
+                Err(refusal) => Err(refusal),
+            },
             Some(refusal) => Err(refusal),
         };
         let mut response = match outcome {
@@ -290,13 +352,14 @@ impl Proxy {
         let order_id = call.order_id.as_deref();
         let path = call.unmatched_path.as_deref();
         let transaction_id = call.transaction_id.as_deref();
+        let channel = call.channel;
         match &call.error {
             None => tracing::info!(
-                request_id, %method, path, route, family, status, return_code, order_id,
+                request_id, channel, %method, path, route, family, status, return_code, order_id,
                 transaction_id, upstream_ms, elapsed_ms, "call forwarded"
             ),
             Some(error) => tracing::warn!(
-                request_id, %method, path, route, family, status, code = error.code(), order_id,
+                request_id, channel, %method, path, route, family, status, code = error.code(), order_id,
                 transaction_id, upstream_ms, elapsed_ms, "call refused"
             ),
         }
@@ -323,6 +386,17 @@ impl Proxy {
                 metrics::return_code_label(return_code),
             ])
             .inc();
+        if let Some(channel) = call.channel {
+            metrics
+                .channel_requests
+                .with_label_values(&[
+                    channel,
+                    call.environment,
+                    metrics::status_label(&status),
+                    metrics::return_code_label(return_code),
+                ])
+                .inc();
+        }
         if let Some(elapsed) = call.upstream_elapsed {
             metrics
                 .upstream_duration
@@ -333,6 +407,12 @@ impl Proxy {
             metrics.refusals.with_label_values(&[error.code()]).inc();
             if let Some(kind) = error.upstream_kind() {
                 metrics.upstream_errors.with_label_values(&[kind]).inc();
+                if let Some(channel) = call.channel {
+                    metrics
+                        .channel_upstream_errors
+                        .with_label_values(&[channel, kind])
+                        .inc();
+                }
             }
             if let ProxyError::RateLimited(refusal) = error {
                 metrics
@@ -345,6 +425,7 @@ impl Proxy {
 
     async fn forward<'a, B>(
         &'a self,
+        channel: &'a Channel,
         request: Request<B>,
         request_id: &HeaderValue,
         call: &mut CallRecord<'a>,
@@ -360,7 +441,7 @@ impl Proxy {
                 limit: MAX_HEAD_BYTES,
             });
         }
-        let route = match self.request_filter(&parts, call) {
+        let route = match self.request_filter(channel, &parts, call) {
             Ok(route) => route,
             Err(error) => {
                 call.unmatched_path =
@@ -382,6 +463,9 @@ impl Proxy {
             limit: self.budget.limit(),
         })?;
         self.limits.admit_poll(route, parts.uri.path())?;
+        if let Some(limiter) = &channel.limiter {
+            limiter.admit()?;
+        }
         self.limits.admit(route, &parts.headers).await?;
         let body = self.read_body(&parts, body).await?;
         check_payload(route, &parts, &body)?;
@@ -404,19 +488,21 @@ impl Proxy {
             parts.headers.get(ids::IDS_AS_STRINGS_HEADER),
             self.config.response.ids_as_strings,
         );
-        let ticket = self.money_call(route, &parts, &body, request_id).await?;
+        let ticket = self
+            .money_call(channel, route, &parts, &body, request_id)
+            .await?;
         let ticket = match ticket {
             None => None,
             Some(Admission::Replay(answer)) => return Ok(quote_ids(answer, ids_as_strings)),
             Some(Admission::Send(ticket)) => Some(ticket),
         };
-        let mut upstream_request = self.upstream_request(route, &parts, body)?;
+        let mut upstream_request = self.upstream_request(channel, route, &parts, body)?;
         upstream_request
             .headers_mut()
             .insert(REQUEST_ID, request_id.clone());
         if let Some((ticket, status_request)) = ticket {
             let job = journal::Job {
-                upstream: self.upstream.clone(),
+                upstream: channel.upstream.clone(),
                 request: upstream_request,
                 timeouts: route.timeouts,
                 status_request,
@@ -424,7 +510,7 @@ impl Proxy {
                 // the app only, on the way out.
                 response_filter: |response| response_filter(response, false),
                 metrics: self.metrics.clone(),
-                seal: self.seal.clone(),
+                seal: channel.seal.clone(),
                 // The call's share of the memory budget goes with it into its own task.
                 charge,
             };
@@ -433,30 +519,49 @@ impl Proxy {
             call.upstream_elapsed = Some(elapsed);
             // A `/payments/request` with an Idempotency-Key comes this way.
             if let (Ok(response), Some(order_id)) = (&answer, call.order_id.as_deref()) {
-                self.remember_order(route, response, order_id).await;
+                self.remember_order(channel, route, response, order_id)
+                    .await;
             }
             return answer.map(|answer| quote_ids(answer, ids_as_strings));
         }
         let sent = Instant::now();
-        let response = self
+        let response = channel
             .upstream
             .send(upstream_request, route.timeouts, &mut charge)
             .await;
         call.upstream_elapsed = Some(sent.elapsed());
         let response = response?;
         if let Some(order_id) = call.order_id.as_deref() {
-            self.remember_order(route, &response, order_id).await;
+            self.remember_order(channel, route, &response, order_id)
+                .await;
         }
         Ok(response_filter(response, ids_as_strings))
     }
 
     /// After a successful `POST …/payments/request`: the journal learns which orderId
     /// its transaction was requested with, for the transaction's later money calls.
-    async fn remember_order(&self, route: &Route, response: &Response<Bytes>, order_id: &str) {
+    async fn remember_order(
+        &self,
+        channel: &Channel,
+        route: &Route,
+        response: &Response<Bytes>,
+        order_id: &str,
+    ) {
         // Checked first: every other call with an orderId costs nothing here.
         if let Some(transaction_id) = requested_transaction(route, response) {
             self.desk
-                .remember_order(transaction_id, order_id.to_owned(), &self.metrics)
+                .remember_order(
+                    channel
+                        .config
+                        .credentials
+                        .channel_id
+                        .to_str()
+                        .unwrap_or("-")
+                        .to_owned(),
+                    transaction_id,
+                    order_id.to_owned(),
+                    &self.metrics,
+                )
                 .await;
         }
     }
@@ -503,6 +608,7 @@ impl Proxy {
     /// every other call.
     async fn money_call(
         &self,
+        channel: &Channel,
         route: &Route,
         parts: &http::request::Parts,
         body: &Bytes,
@@ -519,7 +625,7 @@ impl Proxy {
                 body,
             )
         };
-        let channel_id = &self.config.credentials.channel_id;
+        let channel_id = &channel.config.credentials.channel_id;
         let Some(plan) = self
             .desk
             .plan(route, parts, facts, request_id, channel_id)?
@@ -529,13 +635,23 @@ impl Proxy {
         let status_request = plan
             .money
             .and_then(|money| money::status_query(&route.template, money, &plan.facts))
-            .and_then(|query| self.signed_get(&query, route.signing));
-        Ok(Some(
-            match self.desk.admit(plan, &self.seal, &self.metrics).await? {
-                Admission::Replay(answer) => Admission::Replay(answer),
-                Admission::Send(ticket) => Admission::Send((ticket, status_request)),
-            },
-        ))
+            .and_then(|query| self.signed_get(channel, &query, route.signing));
+        // Asks LINE Pay about another pod's call whose lease ended (shared state only),
+        // as this call's channel.
+        let ask = |query: &str, signing| self.signed_get(channel, query, signing);
+        let check = journal::Check {
+            upstream: &channel.upstream,
+            budget: &self.budget,
+            ask: &ask,
+        };
+        let admitted = self
+            .desk
+            .admit_checked(plan, &channel.seal, &self.metrics, Some(&check))
+            .await?;
+        Ok(Some(match admitted {
+            Admission::Replay(answer) => Admission::Replay(answer),
+            Admission::Send(ticket) => Admission::Send((ticket, status_request)),
+        }))
     }
 
     /// Phase 1: is this call allowed at all? A refused call that still names a route or
@@ -543,6 +659,7 @@ impl Proxy {
     /// line and the metrics.
     fn request_filter<'a>(
         &'a self,
+        channel: &'a Channel,
         parts: &http::request::Parts,
         call: &mut CallRecord<'a>,
     ) -> Result<&'a Route, ProxyError> {
@@ -556,7 +673,7 @@ impl Proxy {
             return Err(ProxyError::InvalidTarget);
         }
         let path = parts.uri.path();
-        let allowlist = &self.config.allowlist;
+        let allowlist = &channel.config.allowlist;
         match allowlist.find(&parts.method, path) {
             Match::Allowed(route) => Ok(route),
             Match::BadParameter { route, problem } => {
@@ -640,17 +757,19 @@ impl Proxy {
     /// Phase 5: the request LINE Pay will receive, signed over its exact bytes.
     fn upstream_request(
         &self,
+        channel: &Channel,
         route: &Route,
         parts: &http::request::Parts,
         body: Bytes,
     ) -> Result<Request<Full<Bytes>>, ProxyError> {
-        self.build_request(route, parts, body, true)
+        self.build_request(channel, route, parts, body, true)
     }
 
     /// `timed`: the signing time goes into the signing metric (a call's signature, not
     /// a reconciliation's question prepared beside it).
     fn build_request(
         &self,
+        channel: &Channel,
         route: &Route,
         parts: &http::request::Parts,
         body: Bytes,
@@ -660,7 +779,7 @@ impl Proxy {
         let query = parts.uri.query();
         let path_and_query = parts.uri.path_and_query().map_or(path, |pq| pq.as_str());
         // The path and query were parsed once already: a failure here is a bug.
-        let uri = self
+        let uri = channel
             .upstream
             .uri_for(path_and_query)
             .map_err(|_| ProxyError::Internal)?;
@@ -671,8 +790,9 @@ impl Proxy {
         if let Some(client) = &self.config.limits.per_client {
             headers.remove(&client.header);
         }
-        // The app's request to the sidecar, not to LINE Pay.
+        // The app's requests to the sidecar, not to LINE Pay.
         headers.remove(ids::IDS_AS_STRINGS_HEADER);
+        headers.remove(channel::CHANNEL_HEADER);
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -680,7 +800,8 @@ impl Proxy {
         if !headers.contains_key(header::USER_AGENT) {
             headers.insert(header::USER_AGENT, self.user_agent.clone());
         }
-        let credentials = &self.config.credentials;
+        // This channel's own: its id, device headers and secret, never another's.
+        let credentials = &channel.config.credentials;
         headers.insert(CHANNEL_ID, credentials.channel_id.clone());
         if let Some(value) = &credentials.merchant_device_profile_id {
             headers.insert(DEVICE_PROFILE_ID, value.clone());
@@ -699,7 +820,7 @@ impl Proxy {
             let payload = sign::payload(&parts.method, query, &body);
             let mut signature = [0u8; sign::SIGNATURE_LEN];
             let signing = Instant::now();
-            let length = self
+            let length = channel
                 .signer
                 .signature_into(path, payload, nonce, &mut signature);
             if timed {
@@ -894,3 +1015,6 @@ mod tests {
         assert!(filtered.headers().get("x-linepay-sidecar-error").is_none());
     }
 }
+
+#[cfg(test)]
+mod channel_signing;

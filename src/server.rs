@@ -14,6 +14,7 @@
 //! Each call takes one snapshot of the configuration when it starts (`ArcSwap::load_full`),
 //! so a reload never changes a call half-way.
 
+use crate::channel::Listener;
 use crate::journal::Hold;
 use crate::proxy::{Proxy, MAX_HEAD_BYTES};
 use arc_swap::ArcSwap;
@@ -38,6 +39,7 @@ pub(crate) fn connection<I>(
     overloaded: bool,
     proxy: Arc<ArcSwap<Proxy>>,
     hold: Hold,
+    listener: Listener,
     call_started: impl Fn() + Send + 'static,
 ) -> impl GracefulConnection<Error = hyper::Error> + Send + 'static
 where
@@ -46,6 +48,8 @@ where
     let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         call_started();
         request.extensions_mut().insert(hold.clone());
+        // Which port the call came on: a channel's own, or the shared one.
+        request.extensions_mut().insert(listener.clone());
         // One consistent snapshot per call, taken when the call starts.
         let snapshot = proxy.load_full();
         async move {

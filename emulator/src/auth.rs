@@ -1,5 +1,9 @@
 //! The emulator's own check of LINE Pay credentials: an independent verifier.
 //!
+//! [`channel_of`] finds the channel a call's `X-LINE-ChannelId` names among those the
+//! emulator serves; the call is then checked against that channel's secret only, so a
+//! call signed with one channel's secret under another's id is refused.
+//!
 //! The signature is recomputed here the plain way (one message buffer, one HMAC), with
 //! no code shared with the sidecar's signer (this crate does not depend on the sidecar),
 //! so a signer bug cannot hide behind a verifier with the same bug. Every failure is
@@ -7,7 +11,7 @@
 //! the secret or the expected signature.
 
 use crate::reply::{Refusal, ReturnCode};
-use crate::EmulatorConfig;
+use crate::ChannelConfig;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -28,7 +32,7 @@ type HmacSha256 = Hmac<Sha256>;
 /// `X-LINE-Authorization = Base64(HMAC-SHA256(secret, secret + path + payload + nonce))`.
 /// `payload` is the exact body for POST and the exact raw query (no '?') for GET.
 pub(crate) fn verify_v3(
-    config: &EmulatorConfig,
+    config: &ChannelConfig,
     path: &str,
     payload: &[u8],
     headers: &HeaderMap,
@@ -54,7 +58,7 @@ pub(crate) fn verify_v3(
 
 /// Checks a v2 call: channel id and channel secret sent in clear, compared in constant
 /// time.
-pub(crate) fn verify_v2(config: &EmulatorConfig, headers: &HeaderMap) -> Result<(), Refusal> {
+pub(crate) fn verify_v2(config: &ChannelConfig, headers: &HeaderMap) -> Result<(), Refusal> {
     check_channel_id(config, headers)?;
     let secret = single(headers, V2_SECRET)?
         .ok_or_else(|| header_error("X-LINE-ChannelSecret is missing."))?;
@@ -84,7 +88,24 @@ pub(crate) fn verify_device(headers: &HeaderMap) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn check_channel_id(config: &EmulatorConfig, headers: &HeaderMap) -> Result<(), Refusal> {
+/// The position in `channels` of the channel the call's `X-LINE-ChannelId` names.
+/// Every channel id is compared (in constant time), whichever matches.
+pub(crate) fn channel_of(
+    channels: &[ChannelConfig],
+    headers: &HeaderMap,
+) -> Result<usize, Refusal> {
+    let presented =
+        single(headers, CHANNEL_ID)?.ok_or_else(|| header_error("X-LINE-ChannelId is missing."))?;
+    let mut found = None;
+    for (at, channel) in channels.iter().enumerate() {
+        if bool::from(presented.ct_eq(channel.channel_id.as_bytes())) && found.is_none() {
+            found = Some(at);
+        }
+    }
+    found.ok_or_else(|| header_error("X-LINE-ChannelId does not match any channel."))
+}
+
+fn check_channel_id(config: &ChannelConfig, headers: &HeaderMap) -> Result<(), Refusal> {
     let presented =
         single(headers, CHANNEL_ID)?.ok_or_else(|| header_error("X-LINE-ChannelId is missing."))?;
     if bool::from(presented.ct_eq(config.channel_id.as_bytes())) {

@@ -12,6 +12,8 @@
 //! | DELETE | `/__emulator/faults` | | clears every rule |
 //! | POST | `/__emulator/payments/{transactionId}/buyer` | `{"action": "approve"\|"cancel"\|"fail"}` | acts as the buyer |
 //! | POST | `/__emulator/oneTimeKeys` | `{"pays": "balance"\|"card", "digits": 12\|18\|19}` | a fresh one-time key, valid five minutes |
+//! | GET | `/__emulator/channels` | | `{"channels": [{"channelId", "currency", "requireDeviceHeaders"}]}`, never a secret |
+//! | POST | `/__emulator/channels/{channelId}/secret` | `{"secret": "..."}` | replaces that channel's secret (a rotation at LINE Pay); the answer never shows it |
 //!
 //! A fault rule: `{"route": "confirm", "kind": "drop", "stage": "after", "times": 1}`,
 //! `kind` one of `delay` (with `"delay": "5s"`), `drop`, `status` (with
@@ -21,7 +23,7 @@
 
 use crate::fault::{FaultKind, FaultRule, FaultStage};
 use crate::ledger::BuyerAction;
-use crate::{reply, Emulator};
+use crate::{reply, Emulator, Secret};
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use serde_json::{json, Map, Value};
@@ -49,6 +51,10 @@ pub(crate) fn handle(
         }
         (&Method::POST, ["payments", id, "buyer"]) => buyer(emulator, id, body),
         (&Method::POST, ["oneTimeKeys"]) => one_time_key(emulator, body),
+        (&Method::GET, ["channels"]) => Ok(channels(emulator)),
+        (&Method::POST, ["channels", channel_id, "secret"]) => {
+            rotate_secret(emulator, channel_id, body)
+        }
         _ => {
             return reply::control(
                 StatusCode::NOT_FOUND,
@@ -203,6 +209,34 @@ fn one_time_key(emulator: &Emulator, body: &[u8]) -> Result<Value, String> {
     };
     let (key, expires) = emulator.issue_one_time_key(by_card, digits)?;
     Ok(json!({ "oneTimeKey": key, "expiresAt": expires }))
+}
+
+/// The channels served, without their secrets.
+fn channels(emulator: &Emulator) -> Value {
+    let channels: Vec<Value> = emulator
+        .channels()
+        .iter()
+        .map(|channel| {
+            json!({
+                "channelId": channel.channel_id,
+                "currency": channel.currency.as_str(),
+                "requireDeviceHeaders": channel.require_device_headers,
+            })
+        })
+        .collect();
+    json!({ "channels": channels })
+}
+
+/// A new secret for one channel; the answer is the channel list (no secret in it).
+fn rotate_secret(emulator: &Emulator, channel_id: &str, body: &[u8]) -> Result<Value, String> {
+    let object = object(body, &["secret"])?;
+    let secret = object
+        .get("secret")
+        .and_then(Value::as_str)
+        .filter(|secret| !secret.is_empty())
+        .ok_or("`secret` is required: the channel's new secret, a non-empty string")?;
+    emulator.set_channel_secret(channel_id, Secret::new(secret))?;
+    Ok(channels(emulator))
 }
 
 /// A JSON object body with only the `allowed` keys.

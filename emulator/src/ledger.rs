@@ -12,6 +12,12 @@
 //! one-time key pay ─▶ Captured, or Authorized with capture=false (the offline API;
 //!                    each key pays once, within five minutes)
 //! ```
+//! Every payment and regKey belongs to the channel whose call created it
+//! ([`ChannelKey`]): a call of another channel finds neither (`1150`, `1190`), and an
+//! orderId is unique within its channel only, as at LINE Pay where each merchant
+//! numbers its own orders. Transaction ids come from one sequence, so they never repeat
+//! across channels; one-time keys are the buyer's, not a channel's.
+//!
 //! Time-driven changes (a reservation's 20 minutes, an authorisation's and a regKey's
 //! lifetime) are applied when a payment is next looked at, from the `now` each method
 //! is given: the emulator's clock, which a test moves forward. Inputs arrive already
@@ -27,11 +33,17 @@ use crate::Lifetimes;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
 
+/// Which of the emulator's channels a payment or regKey belongs to: the channel's
+/// position in the emulator's list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ChannelKey(pub(crate) usize);
+
 #[derive(Debug)]
 pub(crate) struct Ledger {
     payments: HashMap<u64, Payment>,
-    /// orderId → transactionId; LINE Pay refuses an orderId it has seen (1172).
-    order_ids: HashMap<String, u64>,
+    /// (channel, orderId) → transactionId; LINE Pay refuses an orderId the channel has
+    /// used (1172).
+    order_ids: HashMap<(ChannelKey, String), u64>,
     /// refundTransactionId → the payment it refunds, so details can find refunds too.
     refunds: HashMap<u64, u64>,
     reg_keys: HashMap<String, RegKey>,
@@ -88,6 +100,8 @@ pub(crate) enum Method {
 
 #[derive(Debug)]
 struct Payment {
+    /// The channel that created it, the only one that sees it.
+    channel: ChannelKey,
     transaction_id: u64,
     order_id: String,
     /// The requested (and authorised) amount.
@@ -184,6 +198,8 @@ struct Refund {
 
 #[derive(Debug)]
 struct RegKey {
+    /// The channel whose confirm issued it, the only one that may use it.
+    channel: ChannelKey,
     expired: bool,
     /// Issued or last paid with; the key lapses a lifetime after this.
     last_used: u64,
@@ -206,10 +222,12 @@ impl Ledger {
     }
 
     /// The orderId of a payment (or of the payment a refund id belongs to).
-    pub(crate) fn order_of(&self, transaction_id: u64) -> Option<&str> {
+    /// Only `channel`'s: another channel's payment has no orderId for it.
+    pub(crate) fn order_of(&self, channel: ChannelKey, transaction_id: u64) -> Option<&str> {
         let id = self.refunds.get(&transaction_id).unwrap_or(&transaction_id);
         self.payments
             .get(id)
+            .filter(|payment| payment.channel == channel)
             .map(|payment| payment.order_id.as_str())
     }
 
@@ -219,12 +237,13 @@ impl Ledger {
     /// with `every_buyer_waits`, no reservation is approved without the page.
     pub(crate) fn request(
         &mut self,
+        channel: ChannelKey,
         request: PaymentRequest,
         page_base: &str,
         every_buyer_waits: bool,
         now: u64,
     ) -> Outcome {
-        if self.order_ids.contains_key(&request.order_id) {
+        if self.order_used(channel, &request.order_id) {
             return Err(duplicate_order());
         }
         let transaction_id = self.ids.issue();
@@ -235,10 +254,11 @@ impl Ledger {
             Buyer::Approved
         };
         self.order_ids
-            .insert(request.order_id.clone(), transaction_id);
+            .insert((channel, request.order_id.clone()), transaction_id);
         self.payments.insert(
             transaction_id,
             Payment {
+                channel,
                 transaction_id,
                 order_id: request.order_id,
                 amount: request.amount,
@@ -285,7 +305,7 @@ impl Ledger {
         now: u64,
     ) -> Result<(), String> {
         let payment = self
-            .payment(transaction_id, now)
+            .any_payment(transaction_id, now)
             .map_err(|_| format!("no payment {transaction_id}"))?;
         if payment.status != Status::Requested {
             return Err(format!(
@@ -305,7 +325,7 @@ impl Ledger {
     /// What the payment page at `reserve_id` shows, `None` if there is no such page.
     pub(crate) fn page(&mut self, reserve_id: &str, now: u64) -> Option<PageView> {
         let id = *self.pages.get(reserve_id)?;
-        let payment = self.payment(id, now).ok()?;
+        let payment = self.any_payment(id, now).ok()?;
         let keys = payment.page.as_ref()?;
         Some(PageView {
             order_id: payment.order_id.clone(),
@@ -331,7 +351,9 @@ impl Ledger {
         now: u64,
     ) -> Result<PageExit, PageRefusal> {
         let id = *self.pages.get(reserve_id).ok_or(PageRefusal::NotFound)?;
-        let payment = self.payment(id, now).map_err(|_| PageRefusal::NotFound)?;
+        let payment = self
+            .any_payment(id, now)
+            .map_err(|_| PageRefusal::NotFound)?;
         let keys = payment.page.as_ref().ok_or(PageRefusal::NotFound)?;
         let token_matches: bool =
             subtle::ConstantTimeEq::ct_eq(keys.token.as_bytes(), token.as_bytes()).into();
@@ -367,12 +389,13 @@ impl Ledger {
     /// with `capture: false`. A PREAPPROVED reservation answers with a new regKey.
     pub(crate) fn confirm(
         &mut self,
+        channel: ChannelKey,
         transaction_id: u64,
         check: &AmountCheck,
         now: u64,
     ) -> Outcome {
         let lifetimes = self.lifetimes;
-        let payment = self.payment(transaction_id, now)?;
+        let payment = self.payment(channel, transaction_id, now)?;
         match (payment.status, payment.buyer) {
             (Status::Requested, Buyer::Approved) => {}
             (Status::Requested, Buyer::Waiting) => {
@@ -429,7 +452,7 @@ impl Ledger {
             info["authorizationExpireDate"] = clock::iso8601(expiry).into();
         }
         if payment.preapproved {
-            let reg_key = self.issue_reg_key(now);
+            let reg_key = self.issue_reg_key(channel, now);
             info["regKey"] = Value::String(reg_key);
         }
         Ok(Answer::success(info))
@@ -438,11 +461,12 @@ impl Ledger {
     /// Captures an authorised payment, all of it or less (the rest is released).
     pub(crate) fn capture(
         &mut self,
+        channel: ChannelKey,
         transaction_id: u64,
         check: &AmountCheck,
         now: u64,
     ) -> Outcome {
-        let payment = self.authorized(transaction_id, "captured", now)?;
+        let payment = self.authorized(channel, transaction_id, "captured", now)?;
         if check.amount <= 0 {
             return Err(Refusal::new(
                 ReturnCode::AmountBelowMinimum,
@@ -473,9 +497,9 @@ impl Ledger {
 
     /// Voids an authorised payment; it can then be neither captured nor refunded.
     /// A second void answers 1165.
-    pub(crate) fn void(&mut self, transaction_id: u64, now: u64) -> Outcome {
+    pub(crate) fn void(&mut self, channel: ChannelKey, transaction_id: u64, now: u64) -> Outcome {
         if self
-            .payment(transaction_id, now)
+            .payment(channel, transaction_id, now)
             .is_ok_and(|payment| payment.status == Status::Voided)
         {
             return Err(Refusal::new(
@@ -483,15 +507,21 @@ impl Ledger {
                 "the authorisation was already voided.",
             ));
         }
-        let payment = self.authorized(transaction_id, "voided", now)?;
+        let payment = self.authorized(channel, transaction_id, "voided", now)?;
         payment.status = Status::Voided;
         Ok(Answer::done())
     }
 
     /// Refunds `amount` of a paid payment, or what remains of it when `None`; never
     /// more than was captured.
-    pub(crate) fn refund(&mut self, transaction_id: u64, amount: Option<i64>, now: u64) -> Outcome {
-        let payment = self.payment(transaction_id, now)?;
+    pub(crate) fn refund(
+        &mut self,
+        channel: ChannelKey,
+        transaction_id: u64,
+        amount: Option<i64>,
+        now: u64,
+    ) -> Outcome {
+        let payment = self.payment(channel, transaction_id, now)?;
         if payment.status != Status::Captured {
             return Err(Refusal::new(
                 ReturnCode::StatusNotAllowed,
@@ -540,13 +570,18 @@ impl Ledger {
     /// through authorisation are.
     pub(crate) fn details(
         &mut self,
+        channel: ChannelKey,
         query: &DetailsQuery,
         authorizations_only: bool,
         now: u64,
     ) -> Outcome {
         self.settle_all(now);
-        let listed =
-            |payment: &&Payment| payment.confirmed() && (!authorizations_only || !payment.capture);
+        // Another channel's payments (and so their refunds) are never listed.
+        let listed = |payment: &&Payment| {
+            payment.channel == channel
+                && payment.confirmed()
+                && (!authorizations_only || !payment.capture)
+        };
         let mut seen = HashSet::new();
         let mut entries = Vec::new();
         for id in &query.transaction_ids {
@@ -558,6 +593,7 @@ impl Ledger {
                 .refunds
                 .get(id)
                 .and_then(|parent| self.payments.get(parent))
+                .filter(|payment| payment.channel == channel)
             {
                 let refund = payment
                     .refunds
@@ -571,7 +607,7 @@ impl Ledger {
         for order_id in &query.order_ids {
             let payment = self
                 .order_ids
-                .get(order_id)
+                .get(&(channel, order_id.clone()))
                 .and_then(|id| self.payments.get(id))
                 .filter(listed);
             if let Some(payment) = payment.filter(|payment| seen.insert(payment.transaction_id)) {
@@ -587,8 +623,8 @@ impl Ledger {
     /// The payment status check: 0000 the buyer has not approved yet, 0110 approved
     /// but not confirmed, 0121 cancelled, expired (20 minutes) or voided, 0122 failed,
     /// 0123 confirmed.
-    pub(crate) fn check(&mut self, transaction_id: u64, now: u64) -> Outcome {
-        let payment = self.payment(transaction_id, now)?;
+    pub(crate) fn check(&mut self, channel: ChannelKey, transaction_id: u64, now: u64) -> Outcome {
+        let payment = self.payment(channel, transaction_id, now)?;
         Ok(Answer::status(match (payment.status, payment.buyer) {
             (Status::Requested, Buyer::Waiting) => ReturnCode::Success,
             (Status::Requested, Buyer::Approved) => ReturnCode::UserAuthorized,
@@ -603,8 +639,13 @@ impl Ledger {
     /// The payer of a confirmed payment. LINE Pay's documentation names the API but
     /// this emulator does not know its fields: it answers the transaction id and a
     /// stable made-up `userId`, never a real person's data.
-    pub(crate) fn user_info(&mut self, transaction_id: u64, now: u64) -> Outcome {
-        let payment = self.payment(transaction_id, now)?;
+    pub(crate) fn user_info(
+        &mut self,
+        channel: ChannelKey,
+        transaction_id: u64,
+        now: u64,
+    ) -> Outcome {
+        let payment = self.payment(channel, transaction_id, now)?;
         if !payment.confirmed() {
             return Err(Refusal::new(
                 ReturnCode::StatusNotAllowed,
@@ -621,18 +662,20 @@ impl Ledger {
     /// `capture` is false.
     pub(crate) fn pay_preapproved(
         &mut self,
+        channel: ChannelKey,
         reg_key: &str,
         payment: PreapprovedPayment,
         now: u64,
     ) -> Outcome {
-        self.usable_reg_key(reg_key, now)?;
-        if self.order_ids.contains_key(&payment.order_id) {
+        self.usable_reg_key(channel, reg_key, now)?;
+        if self.order_used(channel, &payment.order_id) {
             return Err(duplicate_order());
         }
         if let Some(key) = self.reg_keys.get_mut(reg_key) {
             key.last_used = now;
         }
         let (transaction_id, date) = self.record_direct_payment(
+            channel,
             DirectPayment {
                 order_id: payment.order_id,
                 amount: payment.amount,
@@ -653,19 +696,21 @@ impl Ledger {
     /// that refuse are answered before the ledger is asked).
     pub(crate) fn pay_one_time_key(
         &mut self,
+        channel: ChannelKey,
         payment: OneTimeKeyPayment,
         method: Method,
         now: u64,
     ) -> Outcome {
         // A retried payment (same orderId) hears 1172 before anything about its key:
         // that is what tells the POS to check the order rather than pay again.
-        if self.order_ids.contains_key(&payment.order_id) {
+        if self.order_used(channel, &payment.order_id) {
             return Err(duplicate_order());
         }
         self.spend_one_time_key(&payment.one_time_key, now)?;
         let order_id = payment.order_id.clone();
         let amount = payment.amount;
         let (transaction_id, date) = self.record_direct_payment(
+            channel,
             DirectPayment {
                 order_id: payment.order_id,
                 amount: payment.amount,
@@ -756,10 +801,10 @@ impl Ledger {
     }
 
     /// The offline status check of the payment with this orderId.
-    pub(crate) fn order_check(&mut self, order_id: &str, now: u64) -> Outcome {
-        let id = self.transaction_of(order_id)?;
+    pub(crate) fn order_check(&mut self, channel: ChannelKey, order_id: &str, now: u64) -> Outcome {
+        let id = self.transaction_of(channel, order_id)?;
         let lifetimes = self.lifetimes;
-        let payment = self.payment(id, now)?;
+        let payment = self.payment(channel, id, now)?;
         let mut info = Map::new();
         info.insert("orderId".into(), payment.order_id.clone().into());
         info.insert("transactionId".into(), payment.transaction_id.into());
@@ -787,9 +832,14 @@ impl Ledger {
         Ok(Answer::success(Value::Object(info)))
     }
 
-    /// The transaction id of the payment with this orderId (1150 if none).
-    pub(crate) fn transaction_of(&self, order_id: &str) -> Result<u64, Refusal> {
-        self.order_ids.get(order_id).copied().ok_or_else(|| {
+    /// The transaction id of the channel's payment with this orderId (1150 if none).
+    pub(crate) fn transaction_of(
+        &self,
+        channel: ChannelKey,
+        order_id: &str,
+    ) -> Result<u64, Refusal> {
+        let key = (channel, order_id.to_owned());
+        self.order_ids.get(&key).copied().ok_or_else(|| {
             Refusal::new(
                 ReturnCode::TransactionNotFound,
                 "no payment with this orderId is known to the channel.",
@@ -797,22 +847,41 @@ impl Ledger {
         })
     }
 
-    pub(crate) fn check_reg_key(&mut self, reg_key: &str, now: u64) -> Outcome {
-        self.usable_reg_key(reg_key, now)?;
+    pub(crate) fn check_reg_key(
+        &mut self,
+        channel: ChannelKey,
+        reg_key: &str,
+        now: u64,
+    ) -> Outcome {
+        self.usable_reg_key(channel, reg_key, now)?;
         Ok(Answer::done())
     }
 
-    pub(crate) fn expire_reg_key(&mut self, reg_key: &str, now: u64) -> Outcome {
-        self.usable_reg_key(reg_key, now)?;
+    pub(crate) fn expire_reg_key(
+        &mut self,
+        channel: ChannelKey,
+        reg_key: &str,
+        now: u64,
+    ) -> Outcome {
+        self.usable_reg_key(channel, reg_key, now)?;
         if let Some(key) = self.reg_keys.get_mut(reg_key) {
             key.expired = true;
         }
         Ok(Answer::done())
     }
 
-    fn usable_reg_key(&mut self, reg_key: &str, now: u64) -> Result<(), Refusal> {
+    fn usable_reg_key(
+        &mut self,
+        channel: ChannelKey,
+        reg_key: &str,
+        now: u64,
+    ) -> Result<(), Refusal> {
         let lifetime = self.lifetimes.reg_key_micros();
-        match self.reg_keys.get_mut(reg_key) {
+        let own = self
+            .reg_keys
+            .get_mut(reg_key)
+            .filter(|key| key.channel == channel);
+        match own {
             None => Err(Refusal::new(
                 ReturnCode::RegKeyNotFound,
                 "no regKey with this value was issued to the channel.",
@@ -828,14 +897,37 @@ impl Ledger {
         }
     }
 
-    /// A payment, with what time has changed about it applied.
-    fn payment(&mut self, transaction_id: u64, now: u64) -> Result<&mut Payment, Refusal> {
+    /// A payment of `channel`, with what time has changed about it applied; another
+    /// channel's payment is not found, as if it did not exist.
+    fn payment(
+        &mut self,
+        channel: ChannelKey,
+        transaction_id: u64,
+        now: u64,
+    ) -> Result<&mut Payment, Refusal> {
+        let payment = self
+            .payments
+            .get_mut(&transaction_id)
+            .filter(|payment| payment.channel == channel)
+            .ok_or_else(not_found)?;
+        payment.settle(now, &self.lifetimes);
+        Ok(payment)
+    }
+
+    /// A payment of any channel: for the buyer and the payment page, which are not
+    /// calls of a merchant.
+    fn any_payment(&mut self, transaction_id: u64, now: u64) -> Result<&mut Payment, Refusal> {
         let payment = self
             .payments
             .get_mut(&transaction_id)
             .ok_or_else(not_found)?;
         payment.settle(now, &self.lifetimes);
         Ok(payment)
+    }
+
+    /// Whether `channel` has used `order_id` already.
+    fn order_used(&self, channel: ChannelKey, order_id: &str) -> bool {
+        self.order_ids.contains_key(&(channel, order_id.to_owned()))
     }
 
     fn settle_all(&mut self, now: u64) {
@@ -847,11 +939,12 @@ impl Ledger {
     /// A payment in the Authorized state, or the refusal LINE Pay gives.
     fn authorized(
         &mut self,
+        channel: ChannelKey,
         transaction_id: u64,
         action: &str,
         now: u64,
     ) -> Result<&mut Payment, Refusal> {
-        let payment = self.payment(transaction_id, now)?;
+        let payment = self.payment(channel, transaction_id, now)?;
         if payment.status != Status::Authorized {
             return Err(Refusal::new(
                 ReturnCode::StatusNotAllowed,
@@ -867,14 +960,20 @@ impl Ledger {
 
     /// Records a payment made without a reservation (preapproved, one-time key):
     /// paid at once, or authorised when `capture` is false.
-    fn record_direct_payment(&mut self, payment: DirectPayment, now: u64) -> (u64, String) {
+    fn record_direct_payment(
+        &mut self,
+        channel: ChannelKey,
+        payment: DirectPayment,
+        now: u64,
+    ) -> (u64, String) {
         let transaction_id = self.ids.issue();
         let date = clock::iso8601(now);
         self.order_ids
-            .insert(payment.order_id.clone(), transaction_id);
+            .insert((channel, payment.order_id.clone()), transaction_id);
         self.payments.insert(
             transaction_id,
             Payment {
+                channel,
                 transaction_id,
                 order_id: payment.order_id,
                 amount: payment.amount,
@@ -902,7 +1001,7 @@ impl Ledger {
     }
 
     /// A new 15-character regKey such as `RK9E5H1MZQ8ABCD`.
-    fn issue_reg_key(&mut self, now: u64) -> String {
+    fn issue_reg_key(&mut self, channel: ChannelKey, now: u64) -> String {
         const ALPHABET: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
         loop {
             let mut bits = random();
@@ -916,6 +1015,7 @@ impl Ledger {
                 self.reg_keys.insert(
                     key.clone(),
                     RegKey {
+                        channel,
                         expired: false,
                         last_used: now,
                     },
@@ -1234,7 +1334,7 @@ mod tests {
     #[test]
     fn reg_keys_are_15_uppercase_alphanumerics() {
         let mut ledger = Ledger::new(NOW, Lifetimes::default());
-        let key = ledger.issue_reg_key(NOW);
+        let key = ledger.issue_reg_key(ChannelKey(0), NOW);
         assert_eq!(key.len(), 15, "{key}");
         assert!(key.starts_with("RK"), "{key}");
         assert!(
@@ -1242,6 +1342,6 @@ mod tests {
                 .all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit()),
             "{key}"
         );
-        assert_ne!(ledger.issue_reg_key(NOW), key);
+        assert_ne!(ledger.issue_reg_key(ChannelKey(0), NOW), key);
     }
 }

@@ -9,14 +9,16 @@
 //! its own code ([`auth`]), as LINE Pay would, answering like LINE Pay: HTTP 200 with a
 //! `returnCode` for every business outcome.
 //!
-//! A call travels: [`route`](route::route) (404 if not in the API) → [`auth`] (1106)
-//! → [`input`] (2101/2102/1178/1124) → [`fault`] (a rehearsed failure, if one was
-//! asked for) → [`ledger`] (state rules, on the emulator's [`clock`]) → [`reply`]
-//! (the JSON body). [`Emulator::serve`] (in `server.rs`) puts HTTP/1.1 and optional
+//! A call travels: [`route`](route::route) (404 if not in the API) → [`auth`] (the
+//! channel its `X-LINE-ChannelId` names, and that channel's secret, else 1106) →
+//! [`input`] (2101/2102/1178/1124, in the channel's currency) → [`fault`] (a
+//! rehearsed failure, if one was asked for) → [`ledger`] (state rules, on the
+//! emulator's [`clock`], among the channel's own payments) → [`reply`] (the JSON
+//! body). Several channels may be served at once ([`EmulatorConfig::more_channels`]). [`Emulator::serve`] (in `server.rs`) puts HTTP/1.1 and optional
 //! TLS in front, refuses, before anything else, a call from a source outside the
 //! optional IP whitelist ([`source`]), and carries out delays and dropped
 //! connections. Paths under `/__emulator/` are the emulator's own [`control`] API
-//! (clock, faults, buyer, one-time keys) and the [`page`] behind `paymentUrl.web`,
+//! (clock, faults, buyer, one-time keys, channels) and the [`page`] behind `paymentUrl.web`,
 //! where a browser approves or cancels; the whitelist does not cover them. [`cli`] is
 //! the command line both binaries share.
 
@@ -39,12 +41,12 @@ use bytes::Bytes;
 use fault::{Action, Fault, Faults};
 use http::{HeaderMap, Method, Response};
 use input::{AmountCheck, DetailsQuery, OneTimeKeyPayment, PaymentRequest, PreapprovedPayment};
-use ledger::Ledger;
+use ledger::{ChannelKey, Ledger};
 use reply::{Outcome, Refusal};
 use route::{Endpoint, Route};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 pub use fault::{FaultError, FaultKind, FaultRule, FaultStage, MAX_FAULT_DELAY, MAX_FAULT_TIMES};
@@ -59,19 +61,30 @@ pub use source::SourceNet;
 pub const DEMO_CHANNEL_ID: &str = "1234567890";
 pub const DEMO_CHANNEL_SECRET: &str = "demo-secret-not-a-real-linepay-channel";
 
-/// The merchant channel the emulator accepts calls for.
+/// The merchant channels the emulator accepts calls for, and how it behaves.
+///
+/// The first channel is this struct's own `channel_id`, `channel_secret`, `currency`
+/// and `require_device_headers`; [`EmulatorConfig::more_channels`] adds others, served
+/// at the same time (a web shop and its POS, brands, countries). A call is checked
+/// against the channel its `X-LINE-ChannelId` names, and sees only that channel's
+/// payments, orderIds and regKeys.
 #[derive(Clone, Debug)]
 pub struct EmulatorConfig {
     pub channel_id: String,
     pub channel_secret: Secret,
     /// The server IP whitelist of LINE Pay's merchant center: when not empty, a call
-    /// from any other source address is refused as LINE Pay refuses it.
+    /// from any other source address is refused as LINE Pay refuses it. It applies to
+    /// every channel (the source is checked before the request is read).
     pub allow_sources: Vec<SourceNet>,
-    /// The channel's one currency; a call in another answers `1178`.
+    /// The first channel's one currency; a call in another answers `1178`.
     pub currency: Currency,
-    /// Whether offline calls must carry `X-LINE-MerchantDeviceType` and
-    /// `X-LINE-MerchantDeviceProfileId` (a merchant setting at LINE Pay).
+    /// Whether the first channel's offline calls must carry `X-LINE-MerchantDeviceType`
+    /// and `X-LINE-MerchantDeviceProfileId` (a merchant setting at LINE Pay).
     pub require_device_headers: bool,
+    /// Channels served besides the first, each with its own id, secret and currency.
+    /// A channel whose id an earlier one already has is never reached
+    /// ([`EmulatorConfig::duplicate_channel_id`] finds it; the command line refuses it).
+    pub more_channels: Vec<ChannelConfig>,
     /// Every reservation waits for the buyer on the payment page (`--wait-for-buyer`);
     /// without it only those whose orderId contains `buyer-waits` do, and the others
     /// are approved at once.
@@ -88,8 +101,65 @@ impl EmulatorConfig {
             allow_sources: Vec::new(),
             currency: Currency::default(),
             require_device_headers: false,
+            more_channels: Vec::new(),
             wait_for_buyer: false,
             lifetimes: Lifetimes::default(),
+        }
+    }
+
+    /// Serves `channel` too.
+    #[must_use]
+    pub fn with_channel(mut self, channel: ChannelConfig) -> Self {
+        self.more_channels.push(channel);
+        self
+    }
+
+    /// Every channel served, the first one first.
+    pub fn channels(&self) -> Vec<ChannelConfig> {
+        let first = ChannelConfig {
+            channel_id: self.channel_id.clone(),
+            channel_secret: self.channel_secret.clone(),
+            currency: self.currency,
+            require_device_headers: self.require_device_headers,
+        };
+        std::iter::once(first)
+            .chain(self.more_channels.iter().cloned())
+            .collect()
+    }
+
+    /// A channel id given to two channels, if any: the second could never be called.
+    pub fn duplicate_channel_id(&self) -> Option<String> {
+        let channels = self.channels();
+        channels.iter().enumerate().find_map(|(at, channel)| {
+            channels[..at]
+                .iter()
+                .any(|earlier| earlier.channel_id == channel.channel_id)
+                .then(|| channel.channel_id.clone())
+        })
+    }
+}
+
+/// One merchant channel at the emulated LINE Pay: what a call's credentials are
+/// checked against, and the rules its calls follow.
+#[derive(Clone, Debug)]
+pub struct ChannelConfig {
+    pub channel_id: String,
+    pub channel_secret: Secret,
+    /// The channel's one currency; a call in another answers `1178`.
+    pub currency: Currency,
+    /// Whether offline calls must carry `X-LINE-MerchantDeviceType` and
+    /// `X-LINE-MerchantDeviceProfileId` (a merchant setting at LINE Pay).
+    pub require_device_headers: bool,
+}
+
+impl ChannelConfig {
+    /// A TWD channel without device headers.
+    pub fn new(channel_id: impl Into<String>, channel_secret: Secret) -> Self {
+        ChannelConfig {
+            channel_id: channel_id.into(),
+            channel_secret,
+            currency: Currency::default(),
+            require_device_headers: false,
         }
     }
 }
@@ -144,7 +214,13 @@ pub struct Emulator {
 }
 
 struct Shared {
+    /// What applies to every channel (whitelist, buyer, lifetimes). Its channel fields
+    /// are not read after start: `channels` is what calls are checked against.
     config: EmulatorConfig,
+    /// Every channel, the first one first; the index is the channel's key in the
+    /// ledger. A secret can be replaced ([`Emulator::set_channel_secret`]), never a
+    /// channel added or removed, so an index stays valid.
+    channels: RwLock<Vec<ChannelConfig>>,
     clock: clock::Clock,
     /// Held only for the synchronous ledger call, never across an await.
     ledger: Mutex<Ledger>,
@@ -169,8 +245,13 @@ const UNSERVED_PAGE_BASE: &str = "http://linepay-emulator.invalid";
 
 impl std::fmt::Debug for Emulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let channel_ids: Vec<String> = self
+            .channels()
+            .into_iter()
+            .map(|channel| channel.channel_id)
+            .collect();
         f.debug_struct("Emulator")
-            .field("channel_id", &self.shared.config.channel_id)
+            .field("channel_ids", &channel_ids)
             .field("calls", &self.calls())
             .finish_non_exhaustive()
     }
@@ -202,6 +283,9 @@ enum Parsed {
 pub(crate) struct Call {
     route: Route,
     path: String,
+    /// The channel whose credentials the call carried: its payments are the only ones
+    /// it sees.
+    channel: ChannelKey,
     parsed: Parsed,
     /// What the logs show of the credentials received (never the v2 secret).
     channel_id: String,
@@ -228,9 +312,11 @@ impl Emulator {
     pub fn new(config: EmulatorConfig) -> Self {
         let clock = clock::Clock::default();
         let ledger = Ledger::new(clock.now(), config.lifetimes);
+        let channels = config.channels();
         Emulator {
             shared: Arc::new(Shared {
                 config,
+                channels: RwLock::new(channels),
                 clock,
                 ledger: Mutex::new(ledger),
                 faults: Mutex::new(Faults::default()),
@@ -362,6 +448,33 @@ impl Emulator {
         allowed.is_empty() || allowed.iter().any(|net| net.contains(address))
     }
 
+    /// Every channel served, the first one first.
+    pub fn channels(&self) -> Vec<ChannelConfig> {
+        self.shared
+            .channels
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the secret of the channel `channel_id`, as a merchant who issues a new
+    /// secret at LINE Pay does: from now on only calls signed (or, v2, sent) with the
+    /// new secret pass; every other channel is untouched. Its payments stay its own.
+    pub fn set_channel_secret(&self, channel_id: &str, secret: Secret) -> Result<(), String> {
+        let mut channels = self
+            .shared
+            .channels
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let channel = channels
+            .iter_mut()
+            .find(|channel| channel.channel_id == channel_id)
+            .ok_or_else(|| format!("the emulator serves no channel {channel_id}"))?;
+        channel.channel_secret = secret;
+        tracing::info!(channel_id, "emulator: the channel's secret was replaced");
+        Ok(())
+    }
+
     /// How many requests reached the emulator (any path, any outcome).
     pub fn calls(&self) -> u64 {
         self.shared.calls.load(Ordering::Relaxed)
@@ -446,8 +559,8 @@ impl Emulator {
             received("x-line-authorization-nonce"),
             received("x-line-authorization"),
         );
-        let parsed = match self.check(&route, method, path, query, headers, body) {
-            Ok(parsed) => parsed,
+        let (channel, parsed) = match self.check(&route, method, path, query, headers, body) {
+            Ok(checked) => checked,
             Err(refusal) => {
                 tracing::info!(
                     %method, path, channel_id, nonce, signature,
@@ -459,13 +572,14 @@ impl Emulator {
             }
         };
         let fault = if with_faults {
-            self.fault_for(&route.endpoint, &parsed)
+            self.fault_for(&route.endpoint, channel, &parsed)
         } else {
             None
         };
         Prepared::Call(Box::new(Call {
             route,
             path: path.to_owned(),
+            channel,
             parsed,
             channel_id,
             nonce,
@@ -475,6 +589,7 @@ impl Emulator {
     }
 
     /// Credentials, device headers and input: LINE Pay's refusals before any state.
+    /// Returns the channel the credentials are those of, with the parsed call.
     fn check(
         &self,
         route: &Route,
@@ -483,8 +598,15 @@ impl Emulator {
         query: Option<&str>,
         headers: &HeaderMap,
         body: &[u8],
-    ) -> Result<Parsed, Refusal> {
-        let config = &self.shared.config;
+    ) -> Result<(ChannelKey, Parsed), Refusal> {
+        // Held for this synchronous check only; a secret rotation waits that long.
+        let channels = self
+            .shared
+            .channels
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let at = auth::channel_of(&channels, headers)?;
+        let channel = &channels[at];
         let version = route.version;
         if version.signed() {
             // GET signs the raw query, POST the body: exactly the bytes received, and
@@ -494,15 +616,16 @@ impl Emulator {
             } else {
                 body
             };
-            auth::verify_v3(config, path, payload, headers)?;
+            auth::verify_v3(channel, path, payload, headers)?;
         } else {
-            auth::verify_v2(config, headers)?;
+            auth::verify_v2(channel, headers)?;
         }
-        if config.require_device_headers && route.endpoint.offline() {
+        if channel.require_device_headers && route.endpoint.offline() {
             auth::verify_device(headers)?;
         }
-        let currency = config.currency;
-        Ok(match &route.endpoint {
+        let currency = channel.currency;
+        drop(channels);
+        let parsed = match &route.endpoint {
             Endpoint::Request => Parsed::Request(input::payment_request(version, body, currency)?),
             Endpoint::Confirm(id) => {
                 Parsed::Confirm(*id, input::amount_check(version, body, currency)?)
@@ -546,12 +669,19 @@ impl Emulator {
             Endpoint::OrderRefund(order_id) => {
                 Parsed::OrderRefund(order_id.clone(), input::refund(version, body)?)
             }
-        })
+        };
+        Ok((ChannelKey(at), parsed))
     }
 
     /// The fault asked for on this call, by a rule or by its payment's orderId.
-    fn fault_for(&self, endpoint: &Endpoint, parsed: &Parsed) -> Option<Fault> {
-        let by_id = |id: &u64| self.ledger().order_of(*id).map(str::to_owned);
+    /// The orderId is looked up in the caller's channel only.
+    fn fault_for(
+        &self,
+        endpoint: &Endpoint,
+        channel: ChannelKey,
+        parsed: &Parsed,
+    ) -> Option<Fault> {
+        let by_id = |id: &u64| self.ledger().order_of(channel, *id).map(str::to_owned);
         let (order_id, creates) = match parsed {
             Parsed::Request(request) => (Some(request.order_id.clone()), true),
             Parsed::Preapproved(_, payment) => (Some(payment.order_id.clone()), true),
@@ -582,7 +712,7 @@ impl Emulator {
 
     /// Applies a call to the ledger and answers it.
     fn apply(&self, call: &Call) -> Response<Bytes> {
-        let mut outcome = self.outcome(&call.parsed);
+        let mut outcome = self.outcome(call.channel, &call.parsed);
         if adds_payment_provider(&call.route) {
             if let Ok(reply::Answer {
                 info: Some(info), ..
@@ -612,50 +742,52 @@ impl Emulator {
         reply::business(call.route.version, &outcome)
     }
 
-    fn outcome(&self, parsed: &Parsed) -> Outcome {
+    /// What the ledger says to `parsed`, a call of `channel`.
+    fn outcome(&self, channel: ChannelKey, parsed: &Parsed) -> Outcome {
         let now = self.shared.clock.now();
         let mut ledger = self.ledger();
         match parsed {
             Parsed::Request(request) => ledger.request(
+                channel,
                 request.clone(),
                 &self.page_base(),
                 self.shared.config.wait_for_buyer,
                 now,
             ),
-            Parsed::Confirm(id, check) => ledger.confirm(*id, check, now),
-            Parsed::Capture(id, check) => ledger.capture(*id, check, now),
-            Parsed::Void(id) => ledger.void(*id, now),
-            Parsed::Refund(id, amount) => ledger.refund(*id, *amount, now),
-            Parsed::Details(query) => ledger.details(query, false, now),
-            Parsed::Authorizations(query) => ledger.details(query, true, now),
-            Parsed::Check(id) => ledger.check(*id, now),
-            Parsed::UserInfo(id) => ledger.user_info(*id, now),
+            Parsed::Confirm(id, check) => ledger.confirm(channel, *id, check, now),
+            Parsed::Capture(id, check) => ledger.capture(channel, *id, check, now),
+            Parsed::Void(id) => ledger.void(channel, *id, now),
+            Parsed::Refund(id, amount) => ledger.refund(channel, *id, *amount, now),
+            Parsed::Details(query) => ledger.details(channel, query, false, now),
+            Parsed::Authorizations(query) => ledger.details(channel, query, true, now),
+            Parsed::Check(id) => ledger.check(channel, *id, now),
+            Parsed::UserInfo(id) => ledger.user_info(channel, *id, now),
             Parsed::Preapproved(reg_key, payment) => {
-                ledger.pay_preapproved(reg_key, payment.clone(), now)
+                ledger.pay_preapproved(channel, reg_key, payment.clone(), now)
             }
-            Parsed::RegKeyCheck(reg_key) => ledger.check_reg_key(reg_key, now),
-            Parsed::RegKeyExpire(reg_key) => ledger.expire_reg_key(reg_key, now),
+            Parsed::RegKeyCheck(reg_key) => ledger.check_reg_key(channel, reg_key, now),
+            Parsed::RegKeyExpire(reg_key) => ledger.expire_reg_key(channel, reg_key, now),
             Parsed::OneTimeKey(payment) => match keys::outcome(&payment.one_time_key) {
                 keys::KeyOutcome::Refused(code) => Err(Refusal::new(
                     code,
                     "(the emulator's test one-time key for this answer)",
                 )),
                 keys::KeyOutcome::Pays(method) => {
-                    ledger.pay_one_time_key(payment.clone(), method, now)
+                    ledger.pay_one_time_key(channel, payment.clone(), method, now)
                 }
             },
-            Parsed::OrderCheck(order_id) => ledger.order_check(order_id, now),
+            Parsed::OrderCheck(order_id) => ledger.order_check(channel, order_id, now),
             Parsed::OrderVoid(order_id) => {
-                let id = ledger.transaction_of(order_id)?;
-                ledger.void(id, now)
+                let id = ledger.transaction_of(channel, order_id)?;
+                ledger.void(channel, id, now)
             }
             Parsed::OrderCapture(order_id, check) => {
-                let id = ledger.transaction_of(order_id)?;
-                ledger.capture(id, check, now)
+                let id = ledger.transaction_of(channel, order_id)?;
+                ledger.capture(channel, id, check, now)
             }
             Parsed::OrderRefund(order_id, amount) => {
-                let id = ledger.transaction_of(order_id)?;
-                ledger.refund(id, *amount, now)
+                let id = ledger.transaction_of(channel, order_id)?;
+                ledger.refund(channel, id, *amount, now)
             }
         }
     }

@@ -806,3 +806,5 @@ fn the_demo_walkthrough_calls_succeed() {
     );
     assert_eq!(code(&merchant.refund(id, r#"{"refundAmount":40}"#)), "0000");
 }
+
+mod channels;

@@ -373,3 +373,206 @@ fn log_level_sets_what_is_logged_and_linepay_emulator_log_wins() {
     let filtered = run(&["--log-level", "warn"], Some("debug"));
     assert!(filtered.contains(debug_line), "{filtered}");
 }
+
+/// The second channel of the multi-channel tests, its secret in a file.
+const POS_ID: &str = "2000000002";
+const POS_SECRET: &str = "pos-secret-d4e8a1b7c6f2903e";
+
+/// A file under the temp directory, removed on drop.
+struct SecretFile(std::path::PathBuf);
+
+impl SecretFile {
+    fn new(name: &str, contents: &str) -> SecretFile {
+        let path = std::env::temp_dir().join(format!(
+            "linepay-emulator-cli-{}-{name}",
+            std::process::id()
+        ));
+        std::fs::write(&path, contents)
+            .unwrap_or_else(|error| panic!("cannot write {}: {error}", path.display()));
+        SecretFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temp path")
+    }
+}
+
+impl Drop for SecretFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Running {
+    /// A v4 one-time-key payment of 100 in `currency`, signed with `channel_id` and
+    /// `secret`, with or without device headers: the answer's returnCode.
+    fn signed_pay(
+        &self,
+        (channel_id, secret): (&str, &str),
+        order_id: &str,
+        currency: &str,
+        device: bool,
+    ) -> String {
+        const PATH: &str = "/v4/payments/oneTimeKeys/pay";
+        let body = format!(
+            r#"{{"productName":"tea","amount":100,"currency":"{currency}","orderId":"{order_id}","oneTimeKey":"{}"}}"#,
+            linepay_emulator::PAYS_FROM_BALANCE
+        );
+        let nonce = format!("nonce-{order_id}");
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+            .unwrap_or_else(|error| panic!("HMAC key: {error}"));
+        mac.update(format!("{secret}{PATH}{body}{nonce}").as_bytes());
+        let signature = STANDARD.encode(mac.finalize().into_bytes());
+        let device = if device {
+            "X-LINE-MerchantDeviceType: POS\r\nX-LINE-MerchantDeviceProfileId: till-1\r\n"
+        } else {
+            ""
+        };
+        let (_, answer) = self.exchange(&format!(
+            "POST {PATH} HTTP/1.1\r\nHost: emulator\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\
+             X-LINE-ChannelId: {channel_id}\r\nX-LINE-Authorization-Nonce: {nonce}\r\n\
+             X-LINE-Authorization: {signature}\r\n{device}\r\n{body}",
+            body.len()
+        ));
+        answer["returnCode"].as_str().unwrap_or("<none>").to_owned()
+    }
+}
+
+#[test]
+fn a_second_channel_from_the_command_line_has_its_own_secret_currency_and_devices() {
+    // A trailing newline, as `echo` leaves it, is not part of the secret.
+    let secret = SecretFile::new("pos-secret", &format!("{POS_SECRET}\n"));
+    let mut command = emulator_command();
+    command
+        .env("LINEPAY_CHANNEL_ID", CHANNEL_ID)
+        .env("LINEPAY_CHANNEL_SECRET", CHANNEL_SECRET)
+        .arg("--channel")
+        .arg(format!(
+            "id={POS_ID},secret-file={},currency=THB,require-device-headers",
+            secret.path()
+        ));
+    let emulator = Running::start_logged(command);
+
+    let web = (CHANNEL_ID, CHANNEL_SECRET);
+    let pos = (POS_ID, POS_SECRET);
+    assert_eq!(emulator.signed_check(web.0, web.1), "1150");
+    assert_eq!(emulator.signed_check(pos.0, pos.1), "1150");
+    // One channel's secret under the other's id.
+    assert_eq!(emulator.signed_check(POS_ID, CHANNEL_SECRET), "1106");
+    assert_eq!(emulator.signed_check(CHANNEL_ID, POS_SECRET), "1106");
+
+    // Each channel's own currency, and device headers only where asked for.
+    assert_eq!(emulator.signed_pay(pos, "pos-1", "THB", true), "0000");
+    assert_eq!(emulator.signed_pay(pos, "pos-2", "TWD", true), "1178");
+    assert_eq!(emulator.signed_pay(pos, "pos-3", "THB", false), "1106");
+    assert_eq!(emulator.signed_pay(web, "web-1", "THB", false), "1178");
+
+    // The control API lists the channels, never a secret...
+    let (head, listed) = emulator.exchange(
+        "GET /__emulator/channels HTTP/1.1\r\nHost: emulator\r\nConnection: close\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(
+        listed,
+        serde_json::json!({"channels": [
+            {"channelId": CHANNEL_ID, "currency": "TWD", "requireDeviceHeaders": false},
+            {"channelId": POS_ID, "currency": "THB", "requireDeviceHeaders": true},
+        ]})
+    );
+    // ...and rotates one channel's secret, as a merchant does at LINE Pay.
+    const ROTATED: &str = "pos-secret-rotated-71c0e5a9";
+    let (head, answer) = control_post(
+        &emulator,
+        &format!("/__emulator/channels/{POS_ID}/secret"),
+        &format!(r#"{{"secret":"{ROTATED}"}}"#),
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!answer.to_string().contains(ROTATED), "{answer}");
+    assert_eq!(emulator.signed_check(POS_ID, POS_SECRET), "1106");
+    assert_eq!(emulator.signed_check(POS_ID, ROTATED), "1150");
+    assert_eq!(emulator.signed_check(web.0, web.1), "1150", "web untouched");
+    let (head, refused) = control_post(
+        &emulator,
+        "/__emulator/channels/3000000003/secret",
+        r#"{"secret":"x"}"#,
+    );
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("3000000003")),
+        "{refused}"
+    );
+    let (head, _) = control_post(
+        &emulator,
+        &format!("/__emulator/channels/{POS_ID}/secret"),
+        r#"{"secret":""}"#,
+    );
+    assert!(head.starts_with("HTTP/1.1 400"), "an empty secret: {head}");
+
+    let log = emulator.stop_and_read_log();
+    assert!(
+        log.contains("serving channel") && log.contains(POS_ID) && log.contains("THB"),
+        "{log}"
+    );
+    for secret in [POS_SECRET, ROTATED] {
+        assert!(!log.contains(secret), "the log shows a secret: {log}");
+    }
+}
+
+/// Runs the emulator with `args` and expects it to refuse to start: its stderr.
+fn refused_at_start(args: &[&str]) -> String {
+    let Output { status, stderr, .. } = emulator_command()
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run linepay-emulator: {error}"));
+    let stderr = String::from_utf8_lossy(&stderr).into_owned();
+    assert!(!status.success(), "started with {args:?}: {stderr}");
+    stderr
+}
+
+#[test]
+fn a_channel_that_cannot_be_served_is_refused_at_start() {
+    let secret = SecretFile::new("refused-secret", POS_SECRET);
+    let empty = SecretFile::new("empty-secret", "\n");
+    let missing = format!("{}-missing", secret.path());
+
+    let twice = format!(
+        "id={},secret-file={}",
+        linepay_emulator::DEMO_CHANNEL_ID,
+        secret.path()
+    );
+    let stderr = refused_at_start(&["--channel", &twice]);
+    assert!(stderr.contains("given to two channels"), "{stderr}");
+
+    let stderr = refused_at_start(&["--channel", &format!("id={POS_ID},secret-file={missing}")]);
+    assert!(stderr.contains("cannot read its secret"), "{stderr}");
+    assert!(stderr.contains(&missing), "{stderr}");
+
+    let stderr = refused_at_start(&[
+        "--channel",
+        &format!("id={POS_ID},secret-file={}", empty.path()),
+    ]);
+    assert!(stderr.contains("empty"), "{stderr}");
+
+    let stderr = refused_at_start(&["--channel", &format!("id={POS_ID}")]);
+    assert!(stderr.contains("id=ID and secret-file=PATH"), "{stderr}");
+
+    let stderr = refused_at_start(&["--channel", &format!("id={POS_ID},secret={POS_SECRET}")]);
+    assert!(
+        stderr.contains("`secret`") && stderr.contains("secret-file=PATH"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(POS_SECRET),
+        "a secret typed on the command line is echoed: {stderr}"
+    );
+
+    let stderr = refused_at_start(&[
+        "--channel",
+        &format!("id={POS_ID},secret-file={},currency=EUR", secret.path()),
+    ]);
+    assert!(stderr.contains("TWD, JPY, THB or USD"), "{stderr}");
+}

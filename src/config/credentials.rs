@@ -51,7 +51,7 @@ pub(super) fn validate(
         .as_ref()
         .filter(|file| matches!(file.origin, Origin::Flag(_)) || env_secret.is_none());
     let secret = match (secret_file, env_secret) {
-        (Some(file), _) => read_secret(file, problems.file(), read_file),
+        (Some(file), _) => read_secret(file, problems.file(), read_file, SECRET_FILE_KEY, true),
         (None, Some(value)) => Ok((
             Secret::from_file_contents(value.into_bytes()),
             ENV_CHANNEL_SECRET.to_owned(),
@@ -102,21 +102,27 @@ fn header_value(name: &str, value: &str) -> Result<HeaderValue, String> {
         .ok_or_else(|| format!("{name} must be printable ASCII without spaces"))
 }
 
+/// `key`: the key that names the file (`credentials.channel_secret_file` or a
+/// channel's); `legacy`: whether the `credentials:` variables and flag could win over it
+/// (said in the message when the file cannot be read).
 fn read_secret(
     file: &Setting<PathBuf>,
     config_file: &str,
     read_file: &dyn Fn(&Path) -> std::io::Result<Vec<u8>>,
+    key: &str,
+    legacy: bool,
 ) -> Result<(Secret, String), String> {
     let path = &file.value;
     let source = match &file.origin {
-        Origin::File { .. } => SECRET_FILE_KEY.to_owned(),
+        Origin::File { .. } => key.to_owned(),
         other => other.describe(config_file),
     };
     // In messages, a key set in the file is named with its line.
-    let at = file.origin.prefix(config_file, SECRET_FILE_KEY);
+    let at = file.origin.prefix(config_file, key);
     let contents = read_file(path).map_err(|error| {
         // Say what would win over a file the user may not have meant to use.
         let hint = match &file.origin {
+            _ if !legacy => String::new(),
             Origin::File { .. } => format!(
                 " ({ENV_CHANNEL_SECRET}, {ENV_CHANNEL_SECRET_FILE} or --channel-secret-file, when set, win over this key)"
             ),
@@ -132,4 +138,101 @@ fn read_secret(
         return Err(format!("{at}: {} is empty", path.display()));
     }
     Ok((secret, format!("{source} ({})", path.display())))
+}
+
+/// `LINEPAY_SIDECAR_CHANNELS_<NAME>_<KEY>`: the variable that sets `key` of channel
+/// `name` (the name in capitals, `-` as `_`), as every other key's variable is named.
+pub(super) fn channel_env(name: &str, key: &str) -> String {
+    super::keys::env_name(&format!("channels.{name}.{key}"))
+}
+
+/// One `channels.<name>` entry's credentials: its id, its secret from its own file (its
+/// variable winning over the key), and its device headers. Nothing is shared with
+/// `credentials:` or another channel: a channel signs with its own secret only.
+pub(super) fn validate_channel(
+    name: &str,
+    raw: &super::raw::RawChannel,
+    env: &dyn Fn(&str) -> Option<String>,
+    read_file: &dyn Fn(&Path) -> std::io::Result<Vec<u8>>,
+    problems: &mut Problems,
+) -> Option<Credentials> {
+    let before = problems.len();
+    let key = |field: &str| format!("channels.{name}.{field}");
+    if let Some(secret) = &raw.channel_secret {
+        problems.at(
+            &secret.origin,
+            &key("channel_secret"),
+            format!(
+                "the secret is never read from the YAML; mount it as a file and set {} (or {})",
+                key("channel_secret_file"),
+                channel_env(name, "channel_secret_file")
+            ),
+        );
+    }
+    let id_variable = channel_env(name, "channel_id");
+    let channel_id = match (env(&id_variable), &raw.channel_id) {
+        (Some(id), _) => problems.check(
+            &Setting::new(id.clone(), Origin::Env(id_variable.clone())),
+            &key("channel_id"),
+            header_value("the channel id", id.trim()),
+        ),
+        (None, Some(id)) => problems.check(
+            id,
+            &key("channel_id"),
+            header_value("the channel id", id.value.trim()),
+        ),
+        (None, None) => {
+            problems.push(format!(
+                "channel `{name}` has no channel id: set {} or {id_variable}",
+                key("channel_id")
+            ));
+            None
+        }
+    };
+    let file_variable = channel_env(name, "channel_secret_file");
+    let secret_file = match env(&file_variable) {
+        Some(path) => Some(Setting::new(
+            PathBuf::from(path),
+            Origin::Env(file_variable),
+        )),
+        None => raw.channel_secret_file.clone(),
+    };
+    let secret = match &secret_file {
+        Some(file) => read_secret(
+            file,
+            problems.file(),
+            read_file,
+            &key("channel_secret_file"),
+            false,
+        ),
+        None => Err(format!(
+            "channel `{name}` has no channel secret: set {} or {}",
+            key("channel_secret_file"),
+            channel_env(name, "channel_secret_file")
+        )),
+    };
+    let secret = secret.map_err(|problem| problems.push(problem)).ok();
+    let mut optional_header = |value: &Option<Setting<String>>, field: &str| {
+        value
+            .as_ref()
+            .and_then(|v| problems.check(v, &key(field), header_value(field, &v.value)))
+    };
+    let merchant_device_profile_id = optional_header(
+        &raw.merchant_device_profile_id,
+        "merchant_device_profile_id",
+    );
+    let merchant_device_type = optional_header(&raw.merchant_device_type, "merchant_device_type");
+    match (channel_id, secret) {
+        (Some(channel_id), Some((channel_secret, secret_source))) if problems.len() == before => {
+            Some(Credentials {
+                channel_id,
+                channel_secret,
+                secret_source,
+                secret_file: secret_file.map(|file| file.value),
+                merchant_device_profile_id,
+                merchant_device_type,
+            })
+        }
+        _ => None,
+    }
 }

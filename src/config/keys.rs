@@ -113,6 +113,7 @@ macro_rules! field_type {
     (optional $t:ty) => { Option<$crate::config::setting::Setting<$t>> };
     (list $t:ty) => { Option<$crate::config::setting::Setting<Vec<$crate::config::setting::Setting<$t>>>> };
     (map $t:ty) => { std::collections::BTreeMap<String, $crate::config::setting::Setting<$t>> };
+    (named $t:ty) => { std::collections::BTreeMap<String, $crate::config::setting::Setting<$t>> };
 }
 
 macro_rules! flag_spec {
@@ -146,6 +147,9 @@ macro_rules! field_keys {
     (map $t:ty, $out:expr, $path:expr, $doc:expr, $flag:expr) => {
         <$t as $crate::config::keys::Section>::keys(&format!("{}.<route>.", $path), $out)
     };
+    (named $t:ty, $out:expr, $path:expr, $doc:expr, $flag:expr) => {
+        <$t as $crate::config::keys::Section>::keys(&format!("{}.<name>.", $path), $out)
+    };
 }
 
 macro_rules! field_set {
@@ -173,12 +177,16 @@ macro_rules! field_set {
     (map $t:ty, $slot:expr, $rest:expr, $texts:expr, $origin:expr) => {
         Err("is a map: set it in the YAML file".to_owned())
     };
+    (named $t:ty, $slot:expr, $rest:expr, $texts:expr, $origin:expr) => {
+        Err("is a map: set it in the YAML file".to_owned())
+    };
 }
 
 /// Defines a YAML section. Each field is `name: kind<Type> [flag "long" alias "a" env
 /// "VAR"]`, kind one of `value` (a scalar, `Option<Setting<T>>`), `section` (a nested
 /// section, always present), `optional` (a nested section whose presence matters),
-/// `list` (a YAML list of sections), `map` (a YAML map of sections keyed by route).
+/// `list` (a YAML list of sections), `map` (a YAML map of sections keyed by route),
+/// `named` (a YAML map of sections keyed by a name the user chooses, e.g. a channel's).
 macro_rules! config_section {
     (
         $(#[doc = $sdoc:literal])*

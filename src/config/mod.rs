@@ -18,6 +18,7 @@
 
 #[macro_use]
 mod keys;
+mod channels;
 pub mod cli;
 mod credentials;
 mod egress;
@@ -28,9 +29,11 @@ mod raw;
 mod routes;
 mod setting;
 mod sources;
+mod state;
 mod units;
 mod urls;
 
+pub use channels::{valid_name as valid_channel_name, LEGACY_CHANNEL};
 pub use credentials::{ENV_CHANNEL_ID, ENV_CHANNEL_SECRET, ENV_CHANNEL_SECRET_FILE};
 pub use egress::ENV_EGRESS_PROXY_AUTH_FILE;
 pub use keys::KeyDoc;
@@ -42,6 +45,7 @@ use crate::egress::EgressConfig;
 use crate::limit::LimitsConfig;
 use crate::route::Allowlist;
 use crate::secret::Secret;
+use crate::state::StateConfig;
 use crate::validate::PrevalidationConfig;
 use http::HeaderValue;
 use keys::Section;
@@ -92,9 +96,20 @@ pub const MAX_CONNECTIONS: usize = 65_535;
 pub struct Config {
     pub listen: SocketAddr,
     pub upstream: UpstreamConfig,
+    /// The primary channel's credentials (the `default_channel`, else the first by name;
+    /// with `credentials:`, the one channel): what the admin probe and `check` name.
+    /// Calls sign with their own channel's, in [`Config::channels`].
     pub credentials: Credentials,
     pub request: RequestLimits,
+    /// Every route some channel may call (the union of the channels' allowlists, which
+    /// with one channel is its own): what limits, timeouts and the journal are checked
+    /// against. A call is matched against its own channel's.
     pub allowlist: Allowlist,
+    /// The channels, by name; with `credentials:`, one named [`LEGACY_CHANNEL`].
+    pub channels: Vec<ChannelConfig>,
+    /// The channel of a call on the shared `listen` that names none; `None` (only with
+    /// several channels and no `default_channel`): such a call is refused.
+    pub default_channel: Option<String>,
     pub(crate) limits: LimitsConfig,
     pub(crate) prevalidation: PrevalidationConfig,
     pub response: ResponseConfig,
@@ -103,6 +118,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub reload: ReloadConfig,
     pub journal: JournalConfig,
+    /// `state:`: local, or shared by every sidecar of the channel on Redis.
+    pub(crate) state: StateConfig,
 }
 
 /// `journal:`: where money calls are recorded, for how long, and whether uncertain
@@ -217,6 +234,40 @@ pub struct Credentials {
     pub secret_file: Option<PathBuf>,
     pub merchant_device_profile_id: Option<HeaderValue>,
     pub merchant_device_type: Option<HeaderValue>,
+}
+
+/// One LINE Pay channel (merchant): who its calls sign as, what they may call, where
+/// they go, and where it is served.
+#[derive(Debug, Clone)]
+pub struct ChannelConfig {
+    /// The config's name for it: `X-LinePay-Channel`, the `channel` label and log field.
+    pub name: String,
+    pub credentials: Credentials,
+    pub allowlist: Allowlist,
+    /// `upstream:` with this channel's `url`.
+    pub upstream: UpstreamConfig,
+    /// An address served only as this channel.
+    pub listen: Option<SocketAddr>,
+    /// This channel's own bucket, checked besides `limits:`.
+    pub(crate) limit: Option<crate::limit::Bucket>,
+}
+
+impl ChannelConfig {
+    /// `sandbox`, `production` or `other`, from the upstream URL's host: said in the
+    /// start-up line, logs and metrics, since production credentials also work on the
+    /// sandbox and a mix-up would go unnoticed.
+    pub fn environment(&self) -> &'static str {
+        environment(&self.upstream.url)
+    }
+}
+
+/// `sandbox`, `production` or `other` for an upstream base URL.
+pub fn environment(url: &http::Uri) -> &'static str {
+    match url.host() {
+        Some("sandbox-api-pay.line.me") => "sandbox",
+        Some("api-pay.line.me") => "production",
+        _ => "other",
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -468,8 +519,6 @@ pub fn validate(
         Some(url) => problems.check(url, "upstream.url", check_upstream_url(&url.value)),
         None => problems.take(check_upstream_url(DEFAULT_UPSTREAM).map_err(|e| vec![e])),
     };
-    let credentials = credentials::validate(&raw.credentials, env, read_file, &mut problems);
-    let allowlist = routes::validate(&raw.routes, &raw.upstream, &mut problems);
 
     let max_body_bytes = number(&raw.request.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
     if max_body_bytes == 0 {
@@ -525,12 +574,107 @@ pub fn validate(
         );
     }
 
+    let upstream = upstream_url.map(|url| UpstreamConfig {
+        url,
+        ca_file: raw.upstream.ca_file.clone().map(|setting| setting.value),
+        max_response_bytes,
+        pool_idle_timeout: duration(&raw.upstream.pool_idle_timeout, DEFAULT_POOL_IDLE_TIMEOUT),
+        pool_max_idle_per_host: number(&raw.upstream.pool_max_idle_per_host, DEFAULT_POOL_MAX_IDLE),
+    });
+    let channels = upstream.as_ref().and_then(|upstream| {
+        channels::validate(
+            &raw,
+            upstream,
+            listen,
+            admin_listen,
+            env,
+            read_file,
+            &mut problems,
+        )
+    });
+    let (credentials, allowlist, channels, default_channel) = match channels {
+        // The old single channel: `credentials:` and `routes:`, named `default`.
+        None if raw.channels.is_empty() => {
+            let credentials =
+                credentials::validate(&raw.credentials, env, read_file, &mut problems);
+            let allowlist = routes::validate(&raw.routes, &raw.upstream, &mut problems);
+            if let Some(name) = raw
+                .default_channel
+                .as_ref()
+                .filter(|name| name.value.trim() != LEGACY_CHANNEL)
+            {
+                problems.at(
+                    &name.origin,
+                    "default_channel",
+                    format!("`{}` names no channel: without channels:, the one channel (credentials:) is `{LEGACY_CHANNEL}`", name.value),
+                );
+            }
+            let channel = match (&credentials, &allowlist, &upstream) {
+                (Some(credentials), Some(allowlist), Some(upstream)) => vec![ChannelConfig {
+                    name: LEGACY_CHANNEL.to_owned(),
+                    credentials: credentials.clone(),
+                    allowlist: allowlist.clone(),
+                    upstream: upstream.clone(),
+                    listen: None,
+                    limit: None,
+                }],
+                _ => Vec::new(),
+            };
+            (
+                credentials,
+                allowlist,
+                channel,
+                Some(LEGACY_CHANNEL.to_owned()),
+            )
+        }
+        None => (None, None, Vec::new(), None),
+        Some(channels) => {
+            // `routes.apis` is reported once here; the union of the channels' families is
+            // what limits, timeouts and the journal are checked against.
+            let before = problems.len();
+            let _ = routes::top_families(&raw.routes, &mut problems);
+            // From the file's channels, not the valid ones: a channel refused for its
+            // secret must not make another's route timeouts look unknown.
+            let mut quiet = Problems::new(origin);
+            let mut families: Vec<crate::route::ApiFamily> = raw
+                .channels
+                .values()
+                .flat_map(|channel| {
+                    routes::channel_families(&raw.routes, channel.value.apis.as_ref(), &mut quiet)
+                })
+                .collect();
+            families.sort();
+            families.dedup();
+            let allowlist =
+                routes::build(&raw.routes, families, &raw.upstream, &mut problems, true)
+                    .filter(|_| problems.len() == before);
+            let default_channel =
+                channels::default_channel(&raw.default_channel, &raw, &mut problems);
+            let primary = default_channel
+                .as_deref()
+                .and_then(|name| channels.iter().find(|c| c.name == name))
+                .or(channels.first());
+            let credentials = primary.map(|channel| channel.credentials.clone());
+            (credentials, allowlist, channels, default_channel)
+        }
+    };
+
     let limits = allowlist
         .as_ref()
         .and_then(|allowlist| limits::validate(&raw.limits, allowlist, &mut problems));
     let egress = egress::validate(&raw.egress, read_file, &mut problems);
     let prevalidation = prevalidation::validate(&raw.prevalidation, &mut problems);
     let journal = journal::validate(&raw.journal, env, &mut problems);
+    let state = state::validate(&raw.state, read_file, &mut problems);
+    if matches!(state, StateConfig::Redis(_)) && raw.channels.len() > 1 {
+        // The shared guards' key space is one channel's (src/state/keys.rs); several
+        // channels on one Redis would share one key space, so it is refused, not half done.
+        problems.push(format!(
+            "state.backend: redis serves one channel per sidecar for now, and channels: names {}; \
+             run one sidecar per channel with the shared state, or use state.backend: local",
+            raw.channels.len()
+        ));
+    }
 
     let calls_access = match &raw.admin.calls {
         None => CallsAccess::Loopback,
@@ -554,7 +698,7 @@ pub fn validate(
 
     match (
         listen,
-        upstream_url,
+        upstream,
         credentials,
         allowlist,
         limits,
@@ -563,28 +707,18 @@ pub fn validate(
     ) {
         (
             Some(listen),
-            Some(url),
+            Some(upstream),
             Some(credentials),
             Some(allowlist),
             Some(limits),
             Some(egress),
             Some(admin_listen),
-        ) if problems.is_empty() => Ok(Config {
+        ) if problems.is_empty() && !channels.is_empty() => Ok(Config {
             listen,
-            upstream: UpstreamConfig {
-                url,
-                ca_file: raw.upstream.ca_file.map(|setting| setting.value),
-                max_response_bytes,
-                pool_idle_timeout: duration(
-                    &raw.upstream.pool_idle_timeout,
-                    DEFAULT_POOL_IDLE_TIMEOUT,
-                ),
-                pool_max_idle_per_host: number(
-                    &raw.upstream.pool_max_idle_per_host,
-                    DEFAULT_POOL_MAX_IDLE,
-                ),
-            },
+            upstream,
             credentials,
+            channels,
+            default_channel,
             request: RequestLimits {
                 max_body_bytes,
                 body_timeout: duration(&raw.request.body_timeout, DEFAULT_BODY_TIMEOUT),
@@ -613,6 +747,7 @@ pub fn validate(
                 watch_interval: duration(&raw.reload.watch_interval, DEFAULT_WATCH_INTERVAL),
             },
             journal,
+            state,
         }),
         _ => Err(ConfigError {
             problems: problems.into_list(),

@@ -19,6 +19,9 @@ config_section! {
         listen: value<String> [flag "listen"],
         upstream: section<RawUpstream>,
         credentials: section<RawCredentials>,
+        /// The channel a call on the shared `listen` port gets when it names none (header `X-LinePay-Channel`); without it such a call is refused with 400 `channel_required` when there are several channels.
+        default_channel: value<String>,
+        channels: named<RawChannel>,
         request: section<RawRequest>,
         routes: section<RawRoutes>,
         limits: section<RawLimits>,
@@ -29,6 +32,7 @@ config_section! {
         shutdown: section<RawShutdown>,
         reload: section<RawReload>,
         journal: section<RawJournal>,
+        state: section<RawState>,
     }
 }
 
@@ -65,6 +69,46 @@ config_section! {
         merchant_device_profile_id: value<String>,
         /// Offline (POS) integrations: `X-LINE-MerchantDeviceType` sent on every call.
         merchant_device_type: value<String>,
+    }
+}
+
+config_section! {
+    /// `channels.<name>`: one LINE Pay channel (merchant), instead of `credentials:`. The name (1 to 32 of `a-z`, `0-9`, `_`, `-`) is what `X-LinePay-Channel` names and the `channel` label of the metrics.
+    RawChannel {
+        /// The channel id (not a secret).
+        channel_id: value<String>,
+        /// File holding this channel's secret; `LINEPAY_SIDECAR_CHANNELS_<NAME>_CHANNEL_SECRET_FILE` (the name in capitals, `-` as `_`) wins over it.
+        channel_secret_file: value<PathBuf>,
+        /// Refused: the secret is never read from the YAML.
+        channel_secret: value<Refused>,
+        /// The API families this channel may call (same names as `routes.apis`); unset, those of `routes.apis`.
+        apis: value<NameList>,
+        upstream: optional<RawChannelUpstream>,
+        /// An address served only as this channel (an app changes only its base URL); unset, the channel is reached on the shared `listen` port with `X-LinePay-Channel`.
+        listen: value<String>,
+        limits: optional<RawChannelLimits>,
+        /// Offline (POS) integrations: `X-LINE-MerchantDeviceProfileId` sent on this channel's calls.
+        merchant_device_profile_id: value<String>,
+        /// Offline (POS) integrations: `X-LINE-MerchantDeviceType` sent on this channel's calls.
+        merchant_device_type: value<String>,
+    }
+}
+
+config_section! {
+    /// `channels.<name>.upstream`: where this channel's calls go.
+    RawChannelUpstream {
+        /// This channel's LINE Pay base URL (one channel may be on the sandbox, another in production); unset, `upstream.url`. The client's other settings are `upstream:`'s.
+        url: value<String>,
+    }
+}
+
+config_section! {
+    /// `channels.<name>.limits`: this channel's own token bucket, checked besides `limits:`.
+    RawChannelLimits {
+        /// `N/s`, `N/m` or `N/h` for this channel's calls together.
+        channel: value<ConfigRate>,
+        /// Tokens held at most; defaults to the count per period.
+        burst: value<u32>,
     }
 }
 
@@ -276,5 +320,38 @@ config_section! {
         reconcile: value<bool>,
         /// How long that question may take, on top of the call's own read timeout.
         reconcile_timeout: value<ConfigDuration>,
+    }
+}
+
+config_section! {
+    /// `state:` where the guarantees shared by several sidecars of one channel (rate limits, idempotency keys, transaction leases) are kept.
+    RawState {
+        /// `local` (this process only, the default) or `redis` (every sidecar of the channel on one Redis or Valkey).
+        backend: value<String> [flag "state-backend"],
+        redis: section<RawRedis>,
+    }
+}
+
+config_section! {
+    /// `state.redis`: the Redis (or Valkey) the sidecars share, with `state.backend: redis`.
+    RawRedis {
+        /// `redis://host:port/db` or `rediss://host:port/db` (TLS, rustls); an ACL user name may stand before the host, a password never (see `password_file`).
+        url: value<String> [flag "state-redis-url"],
+        /// File holding the Redis password (`AUTH`); never the password in the YAML or the URL.
+        password_file: value<PathBuf> [flag "state-redis-password-file"],
+        /// PEM file of the CA certificates that sign the Redis server's certificate (`rediss://`); unset, the public web roots.
+        ca_file: value<PathBuf> [flag "state-redis-ca-file"],
+        /// Start of every key the sidecar writes (`{prefix}:{channel_id}:...`), so several shops share one Redis.
+        key_prefix: value<String> [flag "state-redis-key-prefix"],
+        /// The longest a call waits for one Redis answer; past it the call goes on without Redis (rate limits: the local fallback).
+        command_timeout: value<ConfigDuration> [flag "state-redis-command-timeout"],
+        /// How long one attempt to (re)connect to Redis may take.
+        connect_timeout: value<ConfigDuration>,
+        /// While Redis cannot answer, each sidecar limits alone at this share of every shared rate and burst (`0.5`, `50%`): set it to 1 / the number of sidecars.
+        fallback_share: value<String>,
+        /// How long a key's answer (sealed) stays in Redis for any sidecar to replay (`24h`).
+        answer_ttl: value<ConfigDuration>,
+        /// What a money call (or keyed call) gets while Redis cannot answer: `refuse` (`503 state_unavailable`, not sent; the default) or `local` (this sidecar's own guards alone).
+        money_fallback: value<String>,
     }
 }

@@ -20,20 +20,61 @@ pub(super) fn validate(
     problems: &mut Problems,
 ) -> Option<Allowlist> {
     let before = problems.len();
+    let families = top_families(raw, problems);
+    build(raw, families, upstream, problems, true).filter(|_| problems.len() == before)
+}
+
+/// The families `routes.apis` (and `routes.v2_legacy`) turn on.
+pub(super) fn top_families(raw: &RawRoutes, problems: &mut Problems) -> Vec<ApiFamily> {
+    let families = match &raw.apis {
+        Some(list) => families(list, problems),
+        None if raw.allow.is_some() => Vec::new(),
+        None => ApiFamily::DEFAULT.to_vec(),
+    };
+    with_v2_legacy(raw, families)
+}
+
+/// A channel's families: its own `apis` when set (plus `online_v2` under
+/// `routes.v2_legacy`), else those of `routes.apis`.
+pub(super) fn channel_families(
+    raw: &RawRoutes,
+    apis: Option<&Setting<NameList>>,
+    problems: &mut Problems,
+) -> Vec<ApiFamily> {
+    match apis {
+        Some(list) => with_v2_legacy(raw, families(list, problems)),
+        None => {
+            // Reported once, by the top level.
+            let mut quiet = Problems::new(problems.file());
+            top_families(raw, &mut quiet)
+        }
+    }
+}
+
+fn with_v2_legacy(raw: &RawRoutes, mut families: Vec<ApiFamily>) -> Vec<ApiFamily> {
+    if raw.v2_legacy.as_ref().is_some_and(|v2| v2.value) && !families.contains(&ApiFamily::OnlineV2)
+    {
+        families.push(ApiFamily::OnlineV2);
+    }
+    families
+}
+
+/// The allowlist of `families` plus `routes.allow`, with `routes.timeouts` applied.
+/// `strict`: a `routes.timeouts` key naming a route outside these families is a
+/// problem (the top level); a channel's allowlist skips it (another channel has it).
+pub(super) fn build(
+    raw: &RawRoutes,
+    families: Vec<ApiFamily>,
+    upstream: &RawUpstream,
+    problems: &mut Problems,
+    strict: bool,
+) -> Option<Allowlist> {
+    let before = problems.len();
     let connect_default = upstream
         .connect_timeout
         .as_ref()
         .map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.value.0);
     let read_override = upstream.read_timeout.as_ref().map(|d| d.value.0);
-    let mut families = match &raw.apis {
-        Some(list) => families(list, problems),
-        None if raw.allow.is_some() => Vec::new(),
-        None => ApiFamily::DEFAULT.to_vec(),
-    };
-    if raw.v2_legacy.as_ref().is_some_and(|v2| v2.value) && !families.contains(&ApiFamily::OnlineV2)
-    {
-        families.push(ApiFamily::OnlineV2);
-    }
     let mut routes = Vec::new();
 
     if let Some(entries) = &raw.allow {
@@ -95,6 +136,9 @@ pub(super) fn validate(
 
     for (id, entry) in &raw.timeouts {
         let Some(route) = routes.iter_mut().find(|r| r.id() == *id) else {
+            if !strict {
+                continue;
+            }
             problems.at(
                 &entry.origin,
                 "routes.timeouts",

@@ -37,16 +37,22 @@
 //! connection whose call is in here holds a [`Hold`], which the drain waits for.
 
 mod binding;
+mod claims;
 mod orders;
 mod seal;
+mod shared;
 pub mod store;
+mod takeover;
 
 use self::binding::KeyUse;
+pub(crate) use self::claims::Claims;
 use self::orders::Orders;
 pub(crate) use self::seal::Seal;
 use self::seal::StoredAnswer;
 use self::store::{now_ms, Intent, KeyedCall, Outcome, SideWriter};
 pub use self::store::{CallRow, Filter, Store, StoreError};
+use self::takeover::SharedClaim;
+pub(crate) use self::takeover::{Check, Checker, SharedGuards};
 use crate::budget::{Budget, Charge};
 use crate::config::JournalConfig;
 use crate::error::ProxyError;
@@ -105,6 +111,8 @@ pub(crate) struct Desk {
     /// mistaken for an interrupted one. Their entries are held in the in-flight set
     /// until each is reconciled.
     interrupted: Mutex<Vec<Interrupted>>,
+    /// The guards shared with the other pods of the channel (`state.backend: redis`).
+    shared: Option<SharedGuards>,
 }
 
 /// A call a previous process left without an outcome, held until it is reconciled.
@@ -126,6 +134,8 @@ pub(crate) struct Plan {
     pub(crate) key: Option<String>,
     pub(crate) request_id: String,
     pub(crate) channel_id: String,
+    /// The route's timeouts: a shared claim's lease outlives them.
+    pub(crate) timeouts: RouteTimeouts,
 }
 
 impl Plan {
@@ -158,6 +168,8 @@ pub(crate) struct Ticket {
     /// dropped meanwhile (the app hung up during the write, the call failed before it
     /// was sent) was never sent, and records so (see `Drop`).
     unsent: Option<Unsent>,
+    /// The call's claim in the shared state (`state.backend: redis`).
+    shared: Option<SharedClaim>,
 }
 
 /// What a ticket whose intent is written needs to record `not_sent` when it is dropped
@@ -409,6 +421,23 @@ fn earlier_refunds(
     earlier
 }
 
+/// The rows of a transaction read to learn which channel it belongs to, at most.
+const MAX_OWNER_ROWS: usize = 64;
+
+/// Whether `rows` (the journal's calls naming one transaction) show it under another
+/// channel id than `channel`. Only a call LINE Pay took (`0000`, or reconciled
+/// `applied`) says whose the transaction is: one it refused (`1150` is exactly "not
+/// this channel's") or whose fate is unknown proves nothing, and a mistaken call on the
+/// wrong channel must not lock the rightful channel out of its own payment.
+fn recorded_under_another_channel(rows: &[CallRow], channel: &str) -> bool {
+    let taken = |row: &CallRow| {
+        row.return_code.as_deref() == Some("0000")
+            || row.reconciled_state.as_deref() == Some(ReconciledState::Applied.as_str())
+    };
+    rows.iter()
+        .any(|row| row.channel_id != channel && taken(row))
+}
+
 /// What the call's task needs, all owned.
 pub(crate) struct Job {
     pub(crate) upstream: Arc<Upstream>,
@@ -498,6 +527,7 @@ impl Desk {
             in_flight,
             tasks: TaskTracker::new(),
             interrupted: Mutex::new(interrupted),
+            shared: None,
         })
     }
 
@@ -519,6 +549,7 @@ impl Desk {
             in_flight: Arc::default(),
             tasks: TaskTracker::new(),
             interrupted: Mutex::default(),
+            shared: None,
         }
     }
 
@@ -533,12 +564,15 @@ impl Desk {
     /// is logged and counted; the app's answer goes on.
     pub(crate) async fn remember_order(
         &self,
+        channel_id: String,
         transaction_id: String,
         order_id: String,
         metrics: &Arc<Metrics>,
     ) {
         if let Some(orders) = &self.orders {
-            orders.remember(transaction_id, order_id, &self.tasks, metrics);
+            // Keyed by channel: a transaction id is unique only within its channel.
+            let key = store::order_key(&channel_id, &transaction_id);
+            orders.remember(key, order_id, &self.tasks, metrics);
         }
     }
 
@@ -594,16 +628,31 @@ impl Desk {
             key,
             request_id: request_id.to_str().unwrap_or("-").to_owned(),
             channel_id: channel_id.to_str().unwrap_or("-").to_owned(),
+            timeouts: route.timeouts,
         }))
     }
 
-    /// Phase "admit": refuses a duplicate in flight, replays or refuses a known key,
-    /// and writes the intent to disk.
+    /// Phase "admit" without a way to check an orphaned shared claim with LINE Pay.
+    #[cfg(test)]
     pub(crate) async fn admit(
         &self,
         plan: Plan,
         seal: &Seal,
         metrics: &Arc<Metrics>,
+    ) -> Result<Admission, ProxyError> {
+        self.admit_checked(plan, seal, metrics, None).await
+    }
+
+    /// Phase "admit": refuses a duplicate in flight, replays or refuses a known key,
+    /// claims the key and the transaction in the shared state (when there is one:
+    /// `check` asks LINE Pay about a claim whose owner's lease ended), and writes the
+    /// intent to disk.
+    pub(crate) async fn admit_checked(
+        &self,
+        plan: Plan,
+        seal: &Seal,
+        metrics: &Arc<Metrics>,
+        check: Option<&Check<'_>>,
     ) -> Result<Admission, ProxyError> {
         let reserved = entries(
             &plan.channel_id,
@@ -618,8 +667,12 @@ impl Desk {
             reservation,
             started_ms: now_ms(),
             unsent: None,
+            shared: None,
         };
         let Some(store) = self.store.clone() else {
+            if let Some(answer) = self.claim_shared(&mut ticket, seal, metrics, check).await? {
+                return Ok(Admission::Replay(answer));
+            }
             return Ok(Admission::Send(ticket));
         };
         // The intent's row takes its transaction's orderId from the `orders` table:
@@ -638,6 +691,31 @@ impl Desk {
                     return Ok(Admission::Replay(answer));
                 }
             }
+        }
+        // A money call on a transaction recorded under another channel is that channel's
+        // (LINE Pay would answer another merchant's transaction as unknown, or worse):
+        // refused before anything is written or sent.
+        if let (Some(_), Some(transaction_id)) =
+            (ticket.plan.money, ticket.plan.facts.transaction_id.clone())
+        {
+            let filter = Filter {
+                transaction_id: Some(transaction_id),
+                limit: MAX_OWNER_ROWS,
+                ..Filter::default()
+            };
+            let rows = blocking(store.clone(), move |s| s.query(&filter))
+                .await
+                .map_err(|error| {
+                    journal_failed(metrics, "read", &error);
+                    ProxyError::JournalUnavailable
+                })?;
+            if recorded_under_another_channel(&rows, &ticket.plan.channel_id) {
+                return Err(ProxyError::TransactionOfAnotherChannel);
+            }
+        }
+        // Across pods: the key and the transaction are claimed in the shared state.
+        if let Some(answer) = self.claim_shared(&mut ticket, seal, metrics, check).await? {
+            return Ok(Admission::Replay(answer));
         }
         let intent = Intent {
             request_id: ticket.plan.request_id.clone(),
@@ -760,9 +838,10 @@ impl Desk {
     /// version.
     pub(crate) async fn reconcile_interrupted(
         &self,
-        upstream: Arc<Upstream>,
         budget: Arc<Budget>,
-        ask: impl Fn(&str, Signing) -> Option<Request<Full<Bytes>>>,
+        // The row's channel id, the question, its signing scheme → the question signed as
+        // that channel, and that channel's upstream client.
+        ask: impl Fn(&str, &str, Signing) -> Option<(Arc<Upstream>, Request<Full<Bytes>>)>,
         metrics: Arc<Metrics>,
     ) {
         let Some(store) = self.store.clone() else {
@@ -803,9 +882,9 @@ impl Desk {
                     )
                     .await;
                     // Answers to start-up questions are charged to the budget too.
-                    match (ask(&query, signing), budget.charge(0)) {
-                        (None, _) => Verdict::unknown("the status check could not be signed"),
-                        (Some(request), Some(mut charge)) => {
+                    match (ask(&row.channel_id, &query, signing), budget.charge(0)) {
+                        (None, _) => Verdict::unknown("the status check could not be signed (no configured channel has the row's channel id)"),
+                        (Some((upstream, request)), Some(mut charge)) => {
                             ask_status(
                                 &upstream,
                                 request,
@@ -915,6 +994,12 @@ async fn run_call(
     let mut ticket = ticket;
     // This task records the call's outcome from here on, whatever happens.
     ticket.unsent = None;
+    let mut shared_claim = ticket.shared.take();
+    if let Some(shared) = shared_claim.as_mut() {
+        // Sent from here on: a claim dropped now is left to its lease, never released
+        // as unsent.
+        shared.sent = true;
+    }
     let Job {
         upstream,
         request,
@@ -955,6 +1040,9 @@ async fn run_call(
                     let processing = money.processing_limit();
                     let due = check_due(sent, failed, timeouts, processing, read_timed_out);
                     ticket.reservation.await_check(due);
+                    if let Some(shared) = &shared_claim {
+                        shared.await_check(due, &metrics).await;
+                    }
                     tokio::time::sleep_until(due.into()).await;
                     let earlier = earlier_refunds_of(
                         store.as_ref(),
@@ -1026,6 +1114,18 @@ async fn run_call(
         if let Err(error) = blocking(store, move |s| s.record_outcome(row, &outcome)).await {
             journal_failed(&metrics, "outcome", &error);
         }
+    }
+    // The shared record next, by compare-and-set: another pod's retry then replays
+    // the answer, or sees the reconciled state.
+    if let Some(shared) = shared_claim {
+        let completion = shared::completion(
+            may_send_again,
+            outcome.outcome,
+            outcome.status,
+            outcome.reconciled.as_ref().map(|(state, _)| *state),
+            outcome.answer.as_deref(),
+        );
+        shared.finish(&completion, &plan.request_id, &metrics).await;
     }
     // Released only now: a retry sees the recorded outcome, never a half-written one.
     let template = plan.template.clone();
@@ -1425,6 +1525,49 @@ mod tests {
     }
 
     #[test]
+    fn a_transaction_belongs_to_the_channel_that_recorded_it() {
+        let mine = row(1);
+        let mut theirs = row(2);
+        theirs.channel_id = "d".into();
+        assert!(!recorded_under_another_channel(&[], "c"));
+        assert!(!recorded_under_another_channel(
+            std::slice::from_ref(&mine),
+            "c"
+        ));
+        assert!(recorded_under_another_channel(
+            &[mine.clone(), theirs.clone()],
+            "c"
+        ));
+        assert!(recorded_under_another_channel(
+            std::slice::from_ref(&mine),
+            "d"
+        ));
+        assert!(!recorded_under_another_channel(&[theirs.clone()], "d"));
+        // A call LINE Pay refused under the other channel (1150) proves nothing.
+        let mut refused = theirs.clone();
+        refused.return_code = Some("1150".into());
+        assert!(!recorded_under_another_channel(
+            std::slice::from_ref(&refused),
+            "c"
+        ));
+        // An uncertain call proves nothing until reconciliation finds it applied.
+        let mut uncertain = theirs.clone();
+        uncertain.return_code = None;
+        uncertain.outcome = Some("uncertain".into());
+        assert!(!recorded_under_another_channel(
+            std::slice::from_ref(&uncertain),
+            "c"
+        ));
+        uncertain.reconciled_state = Some("applied".into());
+        assert!(recorded_under_another_channel(
+            std::slice::from_ref(&uncertain),
+            "c"
+        ));
+        uncertain.reconciled_state = Some("unknown".into());
+        assert!(!recorded_under_another_channel(&[uncertain], "c"));
+    }
+
+    #[test]
     fn earlier_refunds_are_the_journals_refunds_before_this_one_that_may_be_listed() {
         let online = MoneyRoute {
             operation: Operation::Refund,
@@ -1678,6 +1821,7 @@ mod tests {
             key: Some(key.into()),
             request_id: "r".into(),
             channel_id: "c".into(),
+            timeouts: timeouts(1, 1),
         };
         let Ok(Admission::Send(ticket)) = desk.admit(plan("k"), &seal, &metrics).await else {
             panic!("not admitted");
@@ -1715,6 +1859,90 @@ mod tests {
         let taken = rows.iter().find(|r| r.id == second).unwrap();
         assert_eq!(taken.outcome, None);
         assert!(in_flight_entries(&desk.in_flight).is_empty());
+        drop(desk);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_money_call_on_another_channels_transaction_is_refused_unrecorded() {
+        let dir = std::env::temp_dir().join(format!("journal-owner-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let settings = JournalConfig {
+            enabled: true,
+            path: dir.join("j.sqlite3"),
+            max_age: secs(3600),
+            max_calls: 100,
+            reconcile: true,
+            reconcile_timeout: secs(1),
+        };
+        let desk = Desk::open(&settings, &Allowlist::new(Vec::new())).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let seal = Seal::new(&crate::secret::Secret::new("s1"));
+        let refund = |channel: &str, template: &str| Plan {
+            template: template.into(),
+            method: "POST".into(),
+            target: "/v3/payments/1/refund".into(),
+            money: money::classify(&http::Method::POST, template),
+            facts: CallFacts::read(Some("1"), None, b"{}"),
+            key: None,
+            request_id: "r".into(),
+            channel_id: channel.into(),
+            timeouts: timeouts(1, 1),
+        };
+        let online = "/v3/payments/{transactionId}/refund";
+        let Ok(Admission::Send(ticket)) = desk.admit(refund("c", online), &seal, &metrics).await
+        else {
+            panic!("the first call is admitted");
+        };
+        drop(ticket);
+        // Closed so that `wait` returns once the tasks are done (new ones still start).
+        desk.tasks.close();
+        desk.tasks.wait().await;
+        let store = desk.store.clone().unwrap();
+        // LINE Pay took c's call: only that says whose the transaction is.
+        let first = store.query(&Filter::default()).unwrap()[0].id;
+        let taken = Outcome {
+            finished_at: now_ms(),
+            outcome: "answered",
+            status: Some(200),
+            return_code: Some("0000".into()),
+            ..Outcome::default()
+        };
+        store.record_outcome(first, &taken).unwrap();
+        let rows_before = store.query(&Filter::default()).unwrap().len();
+        assert!(matches!(
+            desk.admit(refund("d", online), &seal, &metrics).await,
+            Err(ProxyError::TransactionOfAnotherChannel)
+        ));
+        assert_eq!(
+            store.query(&Filter::default()).unwrap().len(),
+            rows_before,
+            "nothing recorded for the refused call"
+        );
+        assert!(in_flight_entries(&desk.in_flight).is_empty());
+        // d's own transaction: d's call is admitted, and c's transaction stays c's.
+        let mut theirs = refund("d", online);
+        theirs.facts.transaction_id = Some("2".into());
+        let Ok(Admission::Send(ticket)) = desk.admit(theirs, &seal, &metrics).await else {
+            panic!("another transaction of d is admitted");
+        };
+        drop(ticket);
+        desk.tasks.wait().await;
+        // Its own channel goes on; a call that moves no money is not judged.
+        let Ok(Admission::Send(again)) = desk.admit(refund("c", online), &seal, &metrics).await
+        else {
+            panic!("the transaction's own channel is admitted");
+        };
+        drop(again);
+        desk.tasks.wait().await;
+        let mut keyed = refund("d", "/v3/payments/{transactionId}/nothing");
+        keyed.key = Some("k".into());
+        assert!(keyed.money.is_none());
+        assert!(matches!(
+            desk.admit(keyed, &seal, &metrics).await,
+            Ok(Admission::Send(_))
+        ));
+        desk.tasks.wait().await;
         drop(desk);
         std::fs::remove_dir_all(&dir).unwrap();
     }

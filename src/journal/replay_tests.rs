@@ -182,6 +182,10 @@ fn a_plan_binds_its_key_to_its_own_fields() {
         key: Some("k-9".into()),
         request_id: "r".into(),
         channel_id: "1657002468".into(),
+        timeouts: crate::route::RouteTimeouts {
+            connect: std::time::Duration::from_secs(1),
+            read: std::time::Duration::from_secs(1),
+        },
     };
     let bound = plan.key_use().unwrap();
     assert_eq!(

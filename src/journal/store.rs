@@ -63,6 +63,9 @@ CREATE INDEX IF NOT EXISTS calls_request ON calls(request_id);
 CREATE INDEX IF NOT EXISTS calls_key ON calls(channel_id, idempotency_key);
 CREATE INDEX IF NOT EXISTS calls_started ON calls(started_at);
 CREATE INDEX IF NOT EXISTS calls_pending ON calls(id) WHERE outcome IS NULL;
+-- transaction_id is `<channel_id> <transactionId>` (see `order_key`): a transaction id is
+-- unique only within its channel. Rows written before channels were named hold the bare
+-- id; they are no longer matched, and age out with max_age.
 CREATE TABLE IF NOT EXISTS orders (
     transaction_id TEXT PRIMARY KEY,
     order_id TEXT NOT NULL,
@@ -348,6 +351,11 @@ impl Store {
             .connection
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        // Another first call marked it while this one waited for the connection.
+        if self.marked.load(Ordering::Acquire) {
+            return insert_intent(&connection, intent)
+                .map_err(|error| StoreError::new(&self.path, error));
+        }
         let error = |error| StoreError::new(&self.path, error);
         let transaction = connection.unchecked_transaction().map_err(error)?;
         let id = insert_intent(&transaction, intent).map_err(error)?;
@@ -356,12 +364,13 @@ impl Store {
         // (dropped) when the marker cannot be written.
         write_marker(&self.path, id - 1)?;
         transaction.commit().map_err(error)?;
-        drop(connection);
         self.marked.store(true, Ordering::Release);
-        // And now this one, when it can (the write probe catches up otherwise).
+        // And now this one, when it can (the write probe catches up otherwise); still
+        // under the connection's lock, so no other first call writes the marker meanwhile.
         if let Err(error) = write_marker(&self.path, id) {
             tracing::warn!(%error, "the journal's marker was not brought up to date");
         }
+        drop(connection);
         Ok(id)
     }
 
@@ -513,6 +522,12 @@ impl Store {
     }
 }
 
+/// The `orders` key of a transaction: its channel id, a space, its id (a channel id is
+/// printable ASCII without spaces, so two channels' keys never meet).
+pub(super) fn order_key(channel_id: &str, transaction_id: &str) -> String {
+    format!("{channel_id} {transaction_id}")
+}
+
 /// Inserts `intent`'s row; returns its id.
 fn insert_intent(c: &Connection, intent: &Intent) -> rusqlite::Result<i64> {
     // A call without an orderId of its own (an online confirm, refund, ...) gets the
@@ -524,7 +539,7 @@ fn insert_intent(c: &Connection, intent: &Intent) -> rusqlite::Result<i64> {
          order_id, transaction_id, amount, currency, refund_amount, idempotency_key, body_hash, \
          key_binding) VALUES (1 + MAX(COALESCE((SELECT MAX(id) FROM calls), 0), \
          COALESCE((SELECT last_call_id FROM high_water WHERE id = 1), 0)), ?1, ?2, ?3, ?4, ?5, ?6, \
-         COALESCE(?7, (SELECT order_id FROM orders WHERE transaction_id = ?8)), \
+         COALESCE(?7, (SELECT order_id FROM orders WHERE transaction_id = ?15)), \
          ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         params![
             intent.request_id,
@@ -541,6 +556,11 @@ fn insert_intent(c: &Connection, intent: &Intent) -> rusqlite::Result<i64> {
             intent.idempotency_key,
             intent.facts.body_hash,
             intent.key_binding,
+            intent
+                .facts
+                .transaction_id
+                .as_deref()
+                .map(|transaction_id| order_key(&intent.channel_id, transaction_id)),
         ],
     )?;
     Ok(c.last_insert_rowid())
@@ -688,8 +708,15 @@ fn read_marker(marker: &Path) -> Option<Option<i64>> {
 fn write_marker(path: &Path, high: i64) -> Result<(), StoreError> {
     use std::io::Write;
     let marker = marker_path(path);
+    // A file aside of this write's own: two writers (a call's intent and the write
+    // probe, on two connections) never rename each other's file away.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut aside = marker.as_os_str().to_owned();
-    aside.push(".new");
+    aside.push(format!(
+        ".new.{}.{}",
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
     let aside = PathBuf::from(aside);
     let written = std::fs::File::create(&aside)
         .and_then(|mut file| {
@@ -830,26 +857,28 @@ impl SideWriter {
         work(&connection).map_err(|error| StoreError::new(&self.path, error))
     }
 
-    /// Remembers which orderId a transaction was requested with.
+    /// Remembers which orderId a transaction of channel `channel_id` was requested with.
     #[cfg(test)]
     pub(crate) fn remember_order(
         &self,
+        channel_id: &str,
         transaction_id: &str,
         order_id: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        let key = order_key(channel_id, transaction_id);
         self.with(|c| {
             c.prepare_cached(
                 "INSERT OR REPLACE INTO orders (transaction_id, order_id, recorded_at) \
                  VALUES (?1, ?2, ?3)",
             )?
-            .execute(params![transaction_id, order_id, now_ms])
+            .execute(params![key, order_id, now_ms])
             .map(drop)
         })
     }
 
-    /// Remembers a batch of `(transactionId, orderId)` pairs in one transaction
-    /// (`super::orders`).
+    /// Remembers a batch of `(key, orderId)` pairs in one transaction (`super::orders`);
+    /// each key is its transaction's [`order_key`].
     pub(crate) fn remember_orders(
         &self,
         pairs: &[(String, String)],
@@ -1159,8 +1188,12 @@ mod tests {
         let path = dir.join("j.sqlite3");
         let store = Store::open(&path).unwrap();
         let side = SideWriter::open(&path).unwrap();
-        side.remember_order("42", "order-1", 1_000).unwrap();
+        side.remember_order("c", "42", "order-1", 1_000).unwrap();
         store.record_intent(&intent(None)).unwrap();
+        // The same transaction id under another channel is another transaction.
+        let mut elsewhere = intent(None);
+        elsewhere.channel_id = "d".into();
+        store.record_intent(&elsewhere).unwrap();
         let mut own = intent(None);
         own.facts.order_id = Some("its own".into());
         store.record_intent(&own).unwrap();
@@ -1263,7 +1296,9 @@ mod tests {
         // No marker can be written: the intent is refused and leaves no row.
         let other = dir.join("k.sqlite3");
         let store = Store::open(&other).unwrap();
-        std::fs::create_dir(format!("{}.new", marker_path(&other).display())).unwrap();
+        // A directory (not empty) where the marker goes: it cannot be renamed over.
+        std::fs::create_dir(marker_path(&other)).unwrap();
+        std::fs::write(marker_path(&other).join("x"), b"").unwrap();
         let refused = store
             .record_intent(&intent(None))
             .err()
@@ -1271,7 +1306,29 @@ mod tests {
             .to_string();
         assert!(refused.contains("cannot write"), "{refused}");
         assert!(store.query(&Filter::default()).unwrap().is_empty());
-        assert!(!marker_path(&other).exists());
+        assert!(marker_path(&other).is_dir());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Concurrent first calls of a fresh journal: every intent is written (each marker
+    /// write has a file aside of its own, and a call that waited for the first one's
+    /// transaction finds the journal marked).
+    #[test]
+    fn concurrent_first_intents_are_all_written() {
+        let dir = scratch();
+        let path = dir.join("j.sqlite3");
+        let store = std::sync::Arc::new(Store::open(&path).unwrap());
+        let writers: Vec<_> = (0..16)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || store.record_intent(&intent(None)))
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap().unwrap();
+        }
+        assert_eq!(store.query(&Filter::default()).unwrap().len(), 16);
+        assert!(read_marker(&marker_path(&path)).unwrap().unwrap() >= 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -1471,7 +1528,7 @@ mod tests {
         assert_eq!(empty, b"{\"calls\":[]}");
         let side = SideWriter::open(&path).unwrap();
         for (n, tx) in ["1", "2", "3"].iter().enumerate() {
-            side.remember_order(tx, "o", 5_000 + i64::try_from(n).unwrap())
+            side.remember_order("c", tx, "o", 5_000 + i64::try_from(n).unwrap())
                 .unwrap();
         }
         store.prune(5_000, Duration::from_secs(1), 2).unwrap();
@@ -1483,7 +1540,7 @@ mod tests {
                 rows.collect()
             })
             .unwrap();
-        assert_eq!(kept, ["2", "3"], "the newest max_calls order ids stay");
+        assert_eq!(kept, ["c 2", "c 3"], "the newest max_calls order ids stay");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -1502,7 +1559,7 @@ mod tests {
         let desk = Desk::open(&settings, &crate::route::Allowlist::new(Vec::new())).unwrap();
         let metrics = std::sync::Arc::new(Metrics::new());
         assert_eq!(desk.probe_journal().await, Some(Ok(())));
-        desk.remember_order("42".into(), "order-1".into(), &metrics)
+        desk.remember_order("c".into(), "42".into(), "order-1".into(), &metrics)
             .await;
         // Queued; written before any intent (what `Desk::admit` does first).
         desk.flush_orders(&metrics).await;
@@ -1524,7 +1581,7 @@ mod tests {
             "{refused}"
         );
         assert!(!refused.contains("j.sqlite3"), "no path: {refused}");
-        desk.remember_order("43".into(), "order-2".into(), &metrics)
+        desk.remember_order("c".into(), "43".into(), "order-2".into(), &metrics)
             .await;
         desk.flush_orders(&metrics).await;
         assert!(

@@ -99,14 +99,62 @@ impl Bucket {
         Ok(Bucket { rate, burst, quota })
     }
 
-    #[cfg(test)]
     pub(crate) fn burst(&self) -> NonZeroU32 {
         self.burst
+    }
+
+    /// The time between two tokens (GCRA's emission interval).
+    pub(crate) fn emission_interval(&self) -> Duration {
+        self.rate.period / self.rate.count.get()
     }
 
     /// The bucket as governor's `Quota`, for the running limiters.
     pub(super) fn quota(&self) -> Quota {
         self.quota
+    }
+}
+
+/// A share of a rate, in (0, 1], kept in millionths so the settings compare exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share(u32);
+
+impl Share {
+    const WHOLE: u32 = 1_000_000;
+    /// One half.
+    pub const HALF: Share = Share(Share::WHOLE / 2);
+
+    /// `0.5` or `50%`; `None` unless above 0 and at most 1.
+    pub fn parse(text: &str) -> Option<Share> {
+        let text = text.trim();
+        let fraction = match text.strip_suffix('%') {
+            Some(percent) => percent.trim().parse::<f64>().ok()? / 100.0,
+            None => text.parse::<f64>().ok()?,
+        };
+        if !(fraction > 0.0 && fraction <= 1.0) {
+            return None;
+        }
+        // In (0, 1], so the product is in (0, 1e6]: the cast cannot overflow.
+        let millionths = (fraction * f64::from(Share::WHOLE)).round() as u32;
+        Some(Share(millionths.max(1)))
+    }
+
+    /// This share of `count`, rounded up, at least 1: a fallback bucket always admits
+    /// something.
+    pub fn of(self, count: u32) -> u32 {
+        let product = u64::from(count) * u64::from(self.0);
+        let share = product.div_ceil(u64::from(Share::WHOLE));
+        u32::try_from(share).unwrap_or(u32::MAX).max(1)
+    }
+
+    /// This share of a bucket: its count per period and its burst, each rounded up.
+    pub(crate) fn of_bucket(self, bucket: &Bucket) -> Bucket {
+        let rate = Rate {
+            count: NonZeroU32::new(self.of(bucket.rate.count.get())).unwrap_or(NonZeroU32::MIN),
+            period: bucket.rate.period,
+        };
+        // Within the original's bounds (a smaller count and burst), so it cannot fail;
+        // should it, the original stands.
+        Bucket::new(rate, Some(self.of(bucket.burst.get()))).unwrap_or(*bucket)
     }
 }
 
@@ -135,6 +183,35 @@ pub(crate) struct QueueConfig {
 pub(super) mod tests {
     use super::*;
     use crate::route::{family_routes, Allowlist, ApiFamily};
+
+    #[test]
+    fn a_share_is_a_fraction_or_a_percentage_and_never_rounds_a_bucket_to_nothing() {
+        assert_eq!(Share::parse("0.5"), Some(Share::HALF));
+        assert_eq!(Share::parse("50%"), Some(Share::HALF));
+        assert_eq!(Share::parse("1"), Share::parse("100 %"));
+        for refused in [
+            "0", "0%", "1.01", "101%", "-0.5", "half", "", "NaN", "inf", "1/3",
+        ] {
+            assert_eq!(Share::parse(refused), None, "{refused:?}");
+        }
+        assert_eq!(Share::HALF.of(10), 5);
+        assert_eq!(Share::HALF.of(11), 6);
+        assert_eq!(Share::parse("0.34").map(|share| share.of(10)), Some(4));
+        assert_eq!(Share::parse("0.01").map(|share| share.of(10)), Some(1));
+        assert_eq!(
+            Share::parse("1").map(|share| share.of(u32::MAX)),
+            Some(u32::MAX)
+        );
+        let rate = Rate {
+            count: NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN),
+            period: Duration::from_secs(1),
+        };
+        let bucket = Bucket::new(rate, Some(4)).unwrap_or_else(|e| panic!("{e}"));
+        let half = Share::HALF.of_bucket(&bucket);
+        assert_eq!(half.burst().get(), 2);
+        assert_eq!(half.emission_interval(), Duration::from_millis(200));
+        assert_eq!(bucket.emission_interval(), Duration::from_millis(100));
+    }
 
     /// The shipped v3 routes: the allowlist every limits test is checked against.
     pub(in crate::limit) fn allowlist() -> Allowlist {

@@ -16,6 +16,13 @@
 //! caller or the route that caused it, and a flood from one client or on one route never
 //! drains the shared global bucket with calls that are then refused anyway.
 //!
+//! # Shared buckets
+//! With `state.backend: redis` (`shared.rs`), the global and route buckets live in a
+//! store every sidecar of the channel asks: a call's route and global bucket in one step,
+//! a token from both or from neither, so there the cost of a global refusal stays with
+//! no one. When the store cannot answer, local buckets at `fallback_share` of each rate
+//! decide, in the order above. Client buckets and the polling discipline stay local.
+//!
 //! # Queue mode
 //! With `queue`, a call that would be refused waits for its token instead, when the wait
 //! fits in what is left of `max_wait` and a queue slot (`max_queued`) is free; otherwise
@@ -43,26 +50,34 @@
 //! # Files
 //! This file holds admission: the running limiters, queue and shadow mode. `config.rs`
 //! holds the typed settings ([`LimitsConfig`]) that `crate::config` builds from the
-//! `limits:` section; `client_store.rs` keeps the per-client buckets, bounded; `tests.rs`
+//! `limits:` section; `client_store.rs` keeps the per-client buckets, bounded; `shared.rs`
+//! says what a shared store is asked; `tests.rs`
 //! holds the unit tests of admission. The public names are re-exported here, so callers
 //! write `crate::limit::LimitsConfig` whichever file defines it.
 
+mod channel;
 mod client_store;
 mod config;
 mod poll;
+mod shared;
 
+pub(crate) use channel::ChannelLimiter;
 pub(crate) use config::{
-    Bucket, ClientLimit, LimitsConfig, PollingConfig, QueueConfig, Rate, RouteLimit,
+    Bucket, ClientLimit, LimitsConfig, PollingConfig, QueueConfig, Rate, RouteLimit, Share,
     DEFAULT_CHECK_STATUS_INTERVAL, DEFAULT_CHECK_STATUS_MAX_TRACKED,
 };
 
+pub(crate) use shared::{SharedBucketSpec, SharedBuckets, TakeFuture, Unanswered};
+
 use crate::route::Route;
+use crate::throttle::Throttle;
 use client_store::{ClientKey, SharedClientStore};
 use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{NotUntil, RateLimiter};
 use http::{HeaderMap, HeaderName, Method};
+
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -71,6 +86,8 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// When every client slot is taken, forgotten buckets are swept at most this often.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// "The shared limits fall back" is logged at most this often.
+const FALLBACK_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------
 // The running limiters.
@@ -97,8 +114,12 @@ type ClientLimiter<C> =
 pub(crate) struct Limits<C: LimitClock = DefaultClock> {
     clock: C,
     shadow: bool,
+    /// The global bucket: this process's own, or with `shared`, the local fallback at
+    /// `fallback_share`.
     global: Option<DirectLimiter<C>>,
     routes: Vec<RouteLimiter<C>>,
+    /// The global and route buckets in a store every sidecar of the channel shares.
+    shared: Option<SharedSpecs>,
     clients: Option<Clients<C>>,
     queue: Option<Queue>,
     /// Check-status polls per transaction (`poll.rs`); `None` when turned off.
@@ -106,6 +127,9 @@ pub(crate) struct Limits<C: LimitClock = DefaultClock> {
     /// `linepay_sidecar_rate_limited_shadow_total{limit}`, when metrics are wired: the
     /// one count of shadow-mode refusals.
     shadow_metric: Option<prometheus::IntCounterVec>,
+    /// `linepay_sidecar_rate_limit_fallback_total{limit}`, when metrics are wired.
+    fallback_metric: Option<prometheus::IntCounterVec>,
+    fallback_log: Throttle,
 }
 
 struct RouteLimiter<C: LimitClock> {
@@ -113,7 +137,24 @@ struct RouteLimiter<C: LimitClock> {
     template: String,
     /// `route POST /v3/...`, the name a refusal carries.
     name: Arc<str>,
+    /// Its own bucket, or with `shared`, the local fallback at `fallback_share`.
     limiter: DirectLimiter<C>,
+}
+
+/// The shared global and route buckets: the store, and each bucket's key and shape
+/// (`routes` in the order of [`Limits::routes`]).
+struct SharedSpecs {
+    store: Arc<dyn SharedBuckets>,
+    global: Option<SharedBucketSpec>,
+    routes: Vec<SharedBucketSpec>,
+}
+
+/// Where the shared buckets are kept, and the share of each rate a sidecar uses alone
+/// while the store cannot answer.
+#[derive(Clone)]
+pub(crate) struct SharedLimits {
+    pub(crate) store: Arc<dyn SharedBuckets>,
+    pub(crate) fallback_share: Share,
 }
 
 struct Clients<C: LimitClock> {
@@ -145,16 +186,40 @@ struct Waiting<'a, I> {
 }
 
 impl Limits {
-    /// Limits on governor's default clock and tokio's timer.
-    pub(crate) fn new(config: &LimitsConfig) -> Limits {
-        Limits::with_clock(config, DefaultClock::default())
+    /// Limits on governor's default clock and tokio's timer; the global and route
+    /// buckets in `shared` when given, else in this process.
+    pub(crate) fn new(config: &LimitsConfig, shared: Option<SharedLimits>) -> Limits {
+        Limits::with_clock(config, DefaultClock::default(), shared)
     }
 }
 
 impl<C: LimitClock> Limits<C> {
-    fn with_clock(config: &LimitsConfig, clock: C) -> Limits<C> {
+    fn with_clock(config: &LimitsConfig, clock: C, shared: Option<SharedLimits>) -> Limits<C> {
         let direct =
             |bucket: &Bucket| RateLimiter::direct_with_clock(bucket.quota(), clock.clone());
+        let spec = |shared: &SharedLimits, label: &str, bucket: &Bucket| {
+            SharedBucketSpec::new(shared.store.as_ref(), label, bucket)
+        };
+        let route_name = |route: &RouteLimit| -> Arc<str> {
+            format!("route {} {}", route.method, route.template).into()
+        };
+        let shared_specs = shared.as_ref().map(|shared| SharedSpecs {
+            store: shared.store.clone(),
+            global: config
+                .global
+                .as_ref()
+                .map(|global| spec(shared, LimitName::Global.label(), global)),
+            routes: config
+                .routes
+                .iter()
+                .map(|route| spec(shared, &route_name(route), &route.bucket))
+                .collect(),
+        });
+        // This process's buckets: the whole bucket, or the fallback's share of it.
+        let bucket = |bucket: &Bucket| match &shared {
+            None => direct(bucket),
+            Some(shared) => direct(&shared.fallback_share.of_bucket(bucket)),
+        };
         let clients = config.per_client.as_ref().map(|client| {
             let store = SharedClientStore::new(client.max_clients.get());
             Clients {
@@ -166,17 +231,18 @@ impl<C: LimitClock> Limits<C> {
         });
         Limits {
             shadow: config.shadow,
-            global: config.global.as_ref().map(direct),
+            global: config.global.as_ref().map(bucket),
             routes: config
                 .routes
                 .iter()
                 .map(|route| RouteLimiter {
                     method: route.method.clone(),
                     template: route.template.clone(),
-                    name: format!("route {} {}", route.method, route.template).into(),
-                    limiter: direct(&route.bucket),
+                    limiter: bucket(&route.bucket),
+                    name: route_name(route),
                 })
                 .collect(),
+            shared: shared_specs,
             clients,
             queue: config.queue.map(|queue| Queue {
                 max_wait: queue.max_wait,
@@ -184,6 +250,8 @@ impl<C: LimitClock> Limits<C> {
             }),
             polling: poll::Polling::new(&config.polling),
             shadow_metric: None,
+            fallback_metric: None,
+            fallback_log: Throttle::new(FALLBACK_LOG_INTERVAL),
             clock,
         }
     }
@@ -228,6 +296,12 @@ impl<C: LimitClock> Limits<C> {
         self
     }
 
+    /// Counts the calls a shared bucket's local fallback decided, labelled by limit.
+    pub(crate) fn with_fallback_metric(mut self, metric: prometheus::IntCounterVec) -> Self {
+        self.fallback_metric = Some(metric);
+        self
+    }
+
     /// Admits the call, after waiting for a token in queue mode, or refuses it with
     /// a [`LimitError`] naming the limit. Checks client → route → global.
     pub(crate) async fn admit(&self, route: &Route, headers: &HeaderMap) -> Result<(), LimitError> {
@@ -241,52 +315,136 @@ impl<C: LimitClock> Limits<C> {
         if let Some(clients) = &self.clients {
             let key = ClientKey::from_headers(headers, &clients.header);
             let verdict = self
-                .pass(
-                    &mut waiting,
-                    || clients.limiter.check_key(&key),
-                    || LimitName::Client,
-                )
+                .pass(&mut waiting, || {
+                    std::future::ready(
+                        self.local(clients.limiter.check_key(&key), || LimitName::Client),
+                    )
+                })
                 .await;
             self.sweep_if_full(clients);
             if verdict? == Verdict::ShadowRefused {
                 return Ok(());
             }
         }
-        let route_limiter = self
+        let route_index = self
             .routes
             .iter()
-            .find(|r| r.method == route.method && r.template == route.template);
-        if let Some(limiter) = route_limiter {
+            .position(|r| r.method == route.method && r.template == route.template);
+        if let Some(shared) = &self.shared {
+            // Route and global bucket in one round trip, taken together or not at all.
+            let route_spec = route_index.and_then(|index| shared.routes.get(index));
+            let specs: Vec<&SharedBucketSpec> = route_spec
+                .into_iter()
+                .chain(shared.global.as_ref())
+                .collect();
+            if !specs.is_empty() {
+                self.pass(&mut waiting, || {
+                    self.check_shared(shared, &specs, route_index)
+                })
+                .await?;
+            }
+            return Ok(());
+        }
+        if let Some(limiter) = route_index.and_then(|index| self.routes.get(index)) {
             let verdict = self
-                .pass(
-                    &mut waiting,
-                    || limiter.limiter.check(),
-                    || LimitName::Route(limiter.name.clone()),
-                )
+                .pass(&mut waiting, || {
+                    std::future::ready(self.local(limiter.limiter.check(), || {
+                        LimitName::Route(limiter.name.clone())
+                    }))
+                })
                 .await?;
             if verdict == Verdict::ShadowRefused {
                 return Ok(());
             }
         }
         if let Some(global) = &self.global {
-            self.pass(&mut waiting, || global.check(), || LimitName::Global)
-                .await?;
+            self.pass(&mut waiting, || {
+                std::future::ready(self.local(global.check(), || LimitName::Global))
+            })
+            .await?;
         }
         Ok(())
     }
 
-    /// One bucket: a token now, a token after a bounded wait, or a refusal.
-    async fn pass<'a>(
+    /// A local bucket's answer as [`Limits::pass`] takes it.
+    fn local(
+        &self,
+        checked: Result<(), NotUntil<C::Instant>>,
+        name: impl Fn() -> LimitName,
+    ) -> Result<(), (Duration, LimitName)> {
+        checked.map_err(|not_until| (not_until.wait_time_from(self.clock.now()), name()))
+    }
+
+    /// The shared route and global buckets of a call (`specs`: the route's first, if it
+    /// has one): a token from each, or how long until the first that refused has one. When
+    /// the store cannot answer, the local fallback buckets decide in the same order,
+    /// counted per bucket and logged (at most every [`FALLBACK_LOG_INTERVAL`]).
+    async fn check_shared(
+        &self,
+        shared: &SharedSpecs,
+        specs: &[&SharedBucketSpec],
+        route_index: Option<usize>,
+    ) -> Result<(), (Duration, LimitName)> {
+        let route = route_index.and_then(|index| self.routes.get(index));
+        let route_name = || route.map(|route| LimitName::Route(route.name.clone()));
+        match shared.store.take(specs).await {
+            Ok(None) => Ok(()),
+            Ok(Some((index, wait))) => {
+                // The route's bucket comes first when the call has one.
+                let limit = match (index, route_name()) {
+                    (0, Some(route)) => route,
+                    _ => LimitName::Global,
+                };
+                Err((wait, limit))
+            }
+            Err(Unanswered) => {
+                let locals = route
+                    .map(|route| (&route.limiter, LimitName::Route(route.name.clone())))
+                    .into_iter()
+                    .chain(
+                        self.global
+                            .as_ref()
+                            .map(|global| (global, LimitName::Global)),
+                    );
+                let mut logged = false;
+                for (limiter, limit) in locals {
+                    if let Some(metric) = &self.fallback_metric {
+                        metric.with_label_values(&[limit.label()]).inc();
+                    }
+                    if !logged {
+                        logged = true;
+                        if let Some(suppressed) = self.fallback_log.ready() {
+                            tracing::warn!(
+                                limit = %limit,
+                                suppressed,
+                                "the shared rate limit store did not answer in time; this sidecar limits alone at state.redis.fallback_share of the rate"
+                            );
+                        }
+                    }
+                    let limit_name = limit.clone();
+                    self.local(limiter.check(), move || limit_name.clone())?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// One bucket: a token now, a token after a bounded wait, or a refusal. `check`
+    /// takes a token or says how long until there is one.
+    async fn pass<'a, F>(
         &'a self,
         waiting: &mut Waiting<'a, C::Instant>,
-        check: impl Fn() -> Result<(), NotUntil<C::Instant>>,
-        name: impl Fn() -> LimitName,
-    ) -> Result<Verdict, LimitError> {
+        check: impl Fn() -> F,
+    ) -> Result<Verdict, LimitError>
+    where
+        F: Future<Output = Result<(), (Duration, LimitName)>>,
+    {
         loop {
-            let wait = match check() {
+            let (wait, limit) = match check().await {
                 Ok(()) => return Ok(Verdict::Admitted),
-                Err(not_until) => not_until.wait_time_from(self.clock.now()),
+                Err(refused) => refused,
             };
+            let name = || limit.clone();
             let max_wait = self.queue.as_ref().map_or(Duration::ZERO, |q| q.max_wait);
             if self.shadow {
                 // Nothing waits in shadow mode; count what would have been refused
@@ -347,6 +505,13 @@ impl<C: LimitClock> Limits<C> {
     }
 }
 
+impl<C: LimitClock> Limits<C> {
+    /// Whether the global and route buckets are kept in a shared store.
+    fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+}
+
 impl<C: LimitClock> fmt::Debug for Limits<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Limits")
@@ -358,6 +523,7 @@ impl<C: LimitClock> fmt::Debug for Limits<C> {
             )
             .field("per_client", &self.clients.as_ref().map(|c| &c.header))
             .field("queue", &self.queue.as_ref().map(|q| q.max_wait))
+            .field("shared", &self.is_shared())
             .finish()
     }
 }
@@ -399,6 +565,8 @@ pub(crate) enum LimitName {
     Client,
     /// The polling discipline of check-status calls (`check_status_interval`).
     CheckStatus,
+    /// A channel's own bucket (`channels.<name>.limits.channel`).
+    Channel,
 }
 
 impl LimitName {
@@ -410,6 +578,7 @@ impl LimitName {
             LimitName::Route(label) => label,
             LimitName::Client => "client",
             LimitName::CheckStatus => "check_status",
+            LimitName::Channel => "channel",
         }
     }
 }

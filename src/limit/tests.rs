@@ -3,6 +3,7 @@
 //! `client_store.rs`'s tests.
 
 use super::config::tests::{allowlist, config};
+use super::shared::GcraShape;
 use super::*;
 use crate::route::Match;
 use governor::clock::FakeRelativeClock;
@@ -84,7 +85,7 @@ impl LimitClock for TestClock {
 pub(super) fn limits(yaml: &str) -> (Arc<Limits<TestClock>>, TestClock) {
     let clock = TestClock::default();
     (
-        Arc::new(Limits::with_clock(&config(yaml), clock.clone())),
+        Arc::new(Limits::with_clock(&config(yaml), clock.clone(), None)),
         clock,
     )
 }
@@ -97,8 +98,8 @@ fn shadow_limits(yaml: &str) -> (Limits<TestClock>, prometheus::IntCounterVec) {
         &["limit"],
     )
     .unwrap();
-    let limits =
-        Limits::with_clock(&config(yaml), TestClock::default()).with_shadow_metric(metric.clone());
+    let limits = Limits::with_clock(&config(yaml), TestClock::default(), None)
+        .with_shadow_metric(metric.clone());
     (limits, metric)
 }
 
@@ -384,4 +385,168 @@ async fn shadow_mode_never_waits_and_counts_only_waits_beyond_max_wait() {
     call(&beyond, &request, &HeaderMap::new()).await.unwrap();
     call(&beyond, &request, &HeaderMap::new()).await.unwrap();
     assert_eq!(counted(&beyond_shadow, "global"), 1);
+}
+
+// --- shared buckets (state.backend: redis) ------------------------------------------
+
+type Answer = Result<Option<(usize, Duration)>, Unanswered>;
+
+/// A store that answers from a script of answers, and records what it was asked.
+#[derive(Default)]
+struct ScriptedStore {
+    answers: std::sync::Mutex<std::collections::VecDeque<Answer>>,
+    asked: std::sync::Mutex<Vec<Vec<SharedBucketSpec>>>,
+}
+
+impl SharedBuckets for ScriptedStore {
+    fn bucket_key(&self, label: &str) -> String {
+        format!("test:{label}")
+    }
+
+    fn take<'a>(&'a self, buckets: &'a [&'a SharedBucketSpec]) -> TakeFuture<'a> {
+        let asked = buckets.iter().map(|bucket| (*bucket).clone()).collect();
+        self.asked.lock().unwrap().push(asked);
+        let answer = self
+            .answers
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Err(Unanswered));
+        Box::pin(std::future::ready(answer))
+    }
+}
+
+fn shared_limits(
+    yaml: &str,
+    answers: Vec<Answer>,
+) -> (
+    Limits<TestClock>,
+    Arc<ScriptedStore>,
+    prometheus::IntCounterVec,
+) {
+    let store = Arc::new(ScriptedStore {
+        answers: std::sync::Mutex::new(answers.into()),
+        ..ScriptedStore::default()
+    });
+    let metric = prometheus::IntCounterVec::new(
+        prometheus::Opts::new("rate_limit_fallback", "fallbacks by limit"),
+        &["limit"],
+    )
+    .unwrap();
+    let shared = SharedLimits {
+        store: store.clone(),
+        fallback_share: Share::HALF,
+    };
+    let limits = Limits::with_clock(&config(yaml), TestClock::default(), Some(shared))
+        .with_fallback_metric(metric.clone());
+    (limits, store, metric)
+}
+
+fn spec(key: &str, emission_ms: u64, burst: u32) -> SharedBucketSpec {
+    SharedBucketSpec {
+        key: key.to_owned(),
+        shape: GcraShape {
+            emission_interval: Duration::from_millis(emission_ms),
+            burst,
+        },
+    }
+}
+
+const REFUND_LIMIT: &str = "route POST /v3/payments/{transactionId}/refund";
+
+#[tokio::test]
+async fn a_calls_route_and_global_buckets_are_asked_in_one_step_and_the_refusing_one_is_named() {
+    let (limits, store, fallbacks) = shared_limits(
+        "limits:\n  global: { rate: 10/s, burst: 4 }\n  routes:\n    POST /v3/payments/{transactionId}/refund: { rate: 2/s }\n",
+        vec![
+            Ok(None),
+            Ok(Some((1, Duration::from_millis(2500)))),
+            Ok(Some((0, Duration::from_millis(400)))),
+        ],
+    );
+    let refund = route("POST", REFUND);
+    call(&limits, &refund, &HeaderMap::new()).await.unwrap();
+    // The store says which bucket refused: the global one, 2.5 s, rounded up...
+    assert_eq!(
+        refused(call(&limits, &refund, &HeaderMap::new()).await),
+        ("global".to_owned(), 3)
+    );
+    // ...then the route's own.
+    assert_eq!(
+        refused(call(&limits, &refund, &HeaderMap::new()).await),
+        (REFUND_LIMIT.to_owned(), 1)
+    );
+    let both = vec![
+        spec(&format!("test:{REFUND_LIMIT}"), 500, 2),
+        spec("test:global", 100, 4),
+    ];
+    assert_eq!(
+        *store.asked.lock().unwrap(),
+        vec![both.clone(), both.clone(), both]
+    );
+    assert_eq!(counted(&fallbacks, "global"), 0);
+    // A route without a bucket of its own asks for the global one only (the script has
+    // run out of answers: the fallback decides, and counts).
+    call(&limits, &route("POST", REQUEST), &HeaderMap::new())
+        .await
+        .unwrap();
+    let asked = store.asked.lock().unwrap().clone();
+    assert_eq!(asked[3], vec![spec("test:global", 100, 4)]);
+    assert_eq!(counted(&fallbacks, "global"), 1);
+    assert_eq!(counted(&fallbacks, REFUND_LIMIT), 0);
+}
+
+#[tokio::test]
+async fn without_an_answer_the_shared_buckets_fall_back_to_their_share_locally_and_count_it() {
+    // The store never answers: each call is decided by the fallback buckets, half of
+    // each (route 2/s burst 4 -> 2; global 10/s burst 10 -> 5), route first, and counted.
+    let (limits, store, fallbacks) = shared_limits(
+        "limits:\n  global: { rate: 10/s, burst: 10 }\n  routes:\n    POST /v3/payments/{transactionId}/refund: { rate: 2/s, burst: 4 }\n",
+        vec![],
+    );
+    let refund = route("POST", REFUND);
+    let request = route("POST", REQUEST);
+    for _ in 0..2 {
+        call(&limits, &refund, &HeaderMap::new()).await.unwrap();
+    }
+    let (limit, retry_after) = refused(call(&limits, &refund, &HeaderMap::new()).await);
+    assert_eq!((limit.as_str(), retry_after), (REFUND_LIMIT, 1));
+    // The global fallback has 3 of its 5 left.
+    for _ in 0..3 {
+        call(&limits, &request, &HeaderMap::new()).await.unwrap();
+    }
+    let (limit, _) = refused(call(&limits, &request, &HeaderMap::new()).await);
+    assert_eq!(limit, "global");
+    assert_eq!(counted(&fallbacks, REFUND_LIMIT), 3);
+    // The refund refused by its route's fallback never reached the global one.
+    assert_eq!(counted(&fallbacks, "global"), 2 + 4);
+    assert_eq!(store.asked.lock().unwrap().len(), 7);
+}
+
+#[tokio::test]
+async fn the_store_answering_again_takes_over_from_the_fallback() {
+    let (limits, _store, fallbacks) = shared_limits(
+        "limits:\n  global: { rate: 1/s, burst: 1 }\n",
+        vec![Err(Unanswered), Ok(None), Ok(None), Err(Unanswered)],
+    );
+    let request = route("POST", REQUEST);
+    // Fallback: the local half-bucket (1, rounded up) admits one...
+    call(&limits, &request, &HeaderMap::new()).await.unwrap();
+    // ...then the store decides again, whatever the local bucket holds.
+    call(&limits, &request, &HeaderMap::new()).await.unwrap();
+    call(&limits, &request, &HeaderMap::new()).await.unwrap();
+    // Back on the fallback, whose one token is spent.
+    refused(call(&limits, &request, &HeaderMap::new()).await);
+    assert_eq!(counted(&fallbacks, "global"), 2);
+}
+
+#[tokio::test]
+async fn shadow_mode_on_shared_buckets_admits_what_the_store_refuses() {
+    let (limits, _store, _fallbacks) = shared_limits(
+        "limits:\n  shadow: true\n  global: { rate: 1/s }\n",
+        vec![Ok(Some((0, Duration::from_secs(1))))],
+    );
+    call(&limits, &route("POST", REQUEST), &HeaderMap::new())
+        .await
+        .unwrap();
 }

@@ -55,12 +55,14 @@ use self::tasks::{Role, Tasks};
 use crate::admin::{
     self, Readiness, ADMIN_WRITE_TIMEOUT, MAX_ADMIN_CONNECTIONS, MAX_ADMIN_CONNECTIONS_PER_PEER,
 };
+use crate::channel::Listener;
 use crate::config::ConfigError;
 use crate::expect_ip::{ExpectIpCheck, EXPECT_IP_RECHECK_INTERVAL};
-use crate::journal::{Desk, StoreError};
+use crate::journal::{Checker, Claims, Desk, SharedGuards, StoreError};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::ConfigSource;
+use crate::state::{MoneyFallback, SharedState, StateConfig};
 use crate::upstream;
 use arc_swap::ArcSwap;
 use std::io::Write;
@@ -99,6 +101,8 @@ pub enum RunError {
         "cannot open the call journal (journal.path; journal.enabled: false turns it off): {0}"
     )]
     Journal(StoreError),
+    #[error("{0} (state.redis)")]
+    State(String),
     #[error("the {task} task panicked and the sidecar stopped (its log line says why)")]
     TaskPanicked { task: &'static str },
 }
@@ -126,11 +130,27 @@ struct Started {
     metrics: Arc<Metrics>,
     proxy: Proxy,
     desk: Arc<Desk>,
+    /// The shared state (local, or the Redis client): started before the proxy, so its
+    /// connection lives on this main runtime.
+    state: SharedState,
     fixed: RestartOnly,
     expect_ip: Option<ExpectIpCheck>,
-    /// One per proxy worker, all on the same address.
-    listeners: Vec<std::net::TcpListener>,
+    /// One entry per proxy worker: its socket of the shared `listen`, then one of each
+    /// channel's own `listen`.
+    listeners: Vec<workers::WorkerSockets>,
     admin_listener: TcpListener,
+}
+
+/// With `state.backend: redis`, the desk's idempotency keys and transaction guards are
+/// shared with the channel's other sidecars (docs/money-calls.md).
+fn share_money_guards(desk: Desk, state: &SharedState, config: &StateConfig) -> Desk {
+    match (state.redis(), config) {
+        (Some(redis), StateConfig::Redis(settings)) => desk.share(SharedGuards {
+            claims: Arc::new(Claims::new(redis.clone(), settings.answer_ttl)),
+            fallback_local: settings.money_fallback == MoneyFallback::Local,
+        }),
+        _ => desk,
+    }
 }
 
 async fn start(source: ConfigSource) -> Result<Started, RunError> {
@@ -138,25 +158,36 @@ async fn start(source: ConfigSource) -> Result<Started, RunError> {
     fds::ensure(&config).map_err(RunError::FdLimit)?;
     let metrics = Arc::new(Metrics::new());
     let fixed = RestartOnly::from_config(&config);
-    let desk = Arc::new(Desk::open(&config.journal, &config.allowlist).map_err(RunError::Journal)?);
-    let proxy =
-        build_proxy(config, metrics.clone(), desk.clone(), None).map_err(RunError::Build)?;
+    let desk = Desk::open(&config.journal, &config.allowlist).map_err(RunError::Journal)?;
+    let state = SharedState::start(
+        &config.state,
+        config.credentials.channel_id.to_str().unwrap_or_default(),
+        metrics.state_metrics(),
+    )
+    .map_err(|error| RunError::State(error.to_string()))?;
+    let desk = Arc::new(share_money_guards(desk, &state, &config.state));
+    let proxy = build_proxy(config, metrics.clone(), desk.clone(), &state, None)
+        .map_err(RunError::Build)?;
     // egress.expect_ip: ask the echo service once before serving (bounded by its
     // timeout); a mismatch is logged loudly and fails /readyz, never the start.
     let expect_ip = ExpectIpCheck::at_start_up(&proxy.config().egress, &proxy.config().upstream)
         .await
         .map_err(RunError::ExpectIp)?;
-    let listeners =
-        workers::bind(fixed.listen, upstream::worker_count()).map_err(|error| RunError::Bind {
-            address: fixed.listen,
-            error,
-        })?;
+    let mut addresses = vec![(fixed.listen, Listener(None))];
+    for channel in &proxy.config().channels {
+        if let Some(address) = channel.listen {
+            addresses.push((address, Listener(Some(channel.name.as_str().into()))));
+        }
+    }
+    let listeners = workers::bind_all(&addresses, upstream::worker_count())
+        .map_err(|(address, error)| RunError::Bind { address, error })?;
     let admin_listener = bind(fixed.admin_listen).await?;
     Ok(Started {
         source,
         metrics,
         proxy,
         desk,
+        state,
         fixed,
         expect_ip,
         listeners,
@@ -174,6 +205,7 @@ async fn serve(
         metrics,
         proxy,
         desk,
+        state,
         fixed,
         expect_ip,
         listeners,
@@ -181,8 +213,19 @@ async fn serve(
     } = started;
     let proxy_addr = listeners
         .first()
-        .and_then(|listener| listener.local_addr().ok())
+        .and_then(|sockets| sockets.first())
+        .and_then(|(listener, _)| listener.local_addr().ok())
         .unwrap_or(fixed.listen);
+    // Each channel's own port as bound (port 0 becomes a real one), for the announce.
+    let channel_ports: Vec<(String, SocketAddr)> = listeners
+        .first()
+        .into_iter()
+        .flatten()
+        .filter_map(|(listener, tag)| {
+            let name = tag.0.as_deref()?;
+            Some((name.to_owned(), listener.local_addr().ok()?))
+        })
+        .collect();
     let workers = listeners.len();
     let admin_addr = local_addr(&admin_listener, fixed.admin_listen);
     let upstream_base = proxy.upstream().base().clone();
@@ -290,16 +333,16 @@ async fn serve(
     }
     {
         // Calls a stop interrupted (an intent without an outcome): ask LINE Pay now.
+        // Each row is asked about as the channel it was recorded under (its secret, its
+        // upstream), never as the current default.
         let snapshot = proxy.load_full();
         let desk = desk.clone();
         tasks.spawn("journal reconciliation", Role::Worker, async move {
-            let upstream = snapshot.upstream().clone();
             let metrics = snapshot.metrics().clone();
             let budget = snapshot.budget().clone();
             desk.reconcile_interrupted(
-                upstream,
                 budget,
-                |query, signing| snapshot.signed_get(query, signing),
+                |channel_id, query, signing| snapshot.signed_get_for(channel_id, query, signing),
                 metrics,
             )
             .await;
@@ -321,11 +364,37 @@ async fn serve(
         desk.clone()
             .prune_periodically(metrics.clone(), stop.clone()),
     );
+    if desk.claims().is_some() {
+        // Claims of pods that are gone: one pod at a time checks and records them.
+        let proxy = proxy.clone();
+        tasks.spawn(
+            "money-call sweeper",
+            Role::Worker,
+            desk.clone().sweep_periodically(
+                move || {
+                    let snapshot = proxy.load_full();
+                    Checker {
+                        upstream: snapshot.upstream().clone(),
+                        budget: snapshot.budget().clone(),
+                        // Shared state serves one channel per sidecar (config/state.rs
+                        // refuses more), so the claims' channel is the snapshot's one.
+                        ask: Arc::new(move |query, signing| {
+                            let channel = snapshot.channels().first()?;
+                            snapshot.signed_get(channel, query, signing)
+                        }),
+                    }
+                },
+                metrics.clone(),
+                stop.clone(),
+            ),
+        );
+    }
     let reloader = Arc::new(Reloader::new(
         source,
         proxy.clone(),
         metrics.clone(),
         notifier.clone(),
+        state.clone(),
     ));
     tasks.spawn(
         "reloader",
@@ -334,6 +403,7 @@ async fn serve(
     );
 
     tracing::info!(
+        state = state.name(),
         listen = %proxy_addr,
         admin_listen = %admin_addr,
         upstream = %upstream_base,
@@ -343,6 +413,28 @@ async fn serve(
         secret_source = %secret_source,
         "linepay-sidecar started"
     );
+    for channel in &proxy.load().config().channels {
+        let own = channel_ports
+            .iter()
+            .find(|(name, _)| *name == channel.name)
+            .map(|(_, address)| *address);
+        tracing::info!(
+            channel = %channel.name,
+            channel_id = channel.credentials.channel_id.to_str().unwrap_or("-"),
+            environment = channel.environment(),
+            upstream = %channel.upstream.url,
+            apis = channel.allowlist.family_names(),
+            listen = own.map(|address| address.to_string()),
+            secret_source = %channel.credentials.secret_source,
+            "channel"
+        );
+    }
+    // A channel's own port, before the admin line (tests read up to that one).
+    for (name, address) in &channel_ports {
+        announce(&format!(
+            "linepay-sidecar channel {name} listening on http://{address}"
+        ));
+    }
     // Tests and scripts wait for this exact line to learn the bound port.
     announce(&format!(
         "linepay-sidecar listening on http://{proxy_addr} (upstream {upstream_base})"

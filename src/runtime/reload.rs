@@ -18,6 +18,7 @@ use crate::config::ConfigError;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::ConfigSource;
+use crate::state::SharedState;
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -30,6 +31,21 @@ enum ReloadError {
     Config(ConfigError),
     #[error("{0}")]
     Build(BuildError),
+    #[error("the reload adds, removes or moves (its listen) a channel ({running} → {next}); the channels and their listeners change only on restart: restart the sidecar to apply it")]
+    Channels { running: String, next: String },
+}
+
+/// `web (127.0.0.1:8081), pos`: the channels of a configuration, for the refusal.
+fn channel_list(fixed: &RestartOnly) -> String {
+    let names: Vec<String> = fixed
+        .channels
+        .iter()
+        .map(|(name, listen)| match listen {
+            Some(listen) => format!("{name} ({listen})"),
+            None => name.clone(),
+        })
+        .collect();
+    names.join(", ")
 }
 
 pub(crate) struct Reloader {
@@ -40,6 +56,8 @@ pub(crate) struct Reloader {
     notifier: Arc<Notifier>,
     /// What the watched files held at the last reload attempt.
     fingerprint: Mutex<Vec<u8>>,
+    /// The shared state of the process (restart-only), for limits a reload rebuilds.
+    state: SharedState,
 }
 
 impl Reloader {
@@ -48,6 +66,7 @@ impl Reloader {
         proxy: Arc<ArcSwap<Proxy>>,
         metrics: Arc<Metrics>,
         notifier: Arc<Notifier>,
+        state: SharedState,
     ) -> Reloader {
         let reloader = Reloader {
             source,
@@ -55,6 +74,7 @@ impl Reloader {
             metrics,
             notifier,
             fingerprint: Mutex::new(Vec::new()),
+            state,
         };
         let current = reloader.fingerprint_now();
         *reloader.lock_fingerprint() = current;
@@ -82,12 +102,22 @@ impl Reloader {
             .map_err(ReloadError::Config)
             .and_then(|config| {
                 let current = self.proxy.load_full();
-                RestartOnly::from_config(current.config())
-                    .warn_about_changes(&RestartOnly::from_config(&config));
+                let (running, next) = (
+                    RestartOnly::from_config(current.config()),
+                    RestartOnly::from_config(&config),
+                );
+                if running.channels_changed(&next) {
+                    return Err(ReloadError::Channels {
+                        running: channel_list(&running),
+                        next: channel_list(&next),
+                    });
+                }
+                running.warn_about_changes(&next);
                 build_proxy(
                     config,
                     self.metrics.clone(),
                     current.desk().clone(),
+                    &self.state,
                     Some(&current),
                 )
                 .map_err(ReloadError::Build)
@@ -159,6 +189,10 @@ impl Reloader {
     fn fingerprint_now(&self) -> Vec<u8> {
         let current = self.proxy.load();
         let config = current.config();
+        let channel_secrets = config
+            .channels
+            .iter()
+            .map(|channel| channel.credentials.secret_file.clone());
         let paths = [
             self.source.path.clone(),
             config.credentials.secret_file.clone(),
@@ -171,9 +205,9 @@ impl Reloader {
                 .map(|auth| auth.file.clone()),
         ];
         let mut digest = Sha256::new();
-        for path in paths.iter().flatten() {
+        for path in paths.into_iter().chain(channel_secrets).flatten() {
             digest.update(path.as_os_str().as_encoded_bytes());
-            match std::fs::read(path).map(zeroize::Zeroizing::new) {
+            match std::fs::read(&path).map(zeroize::Zeroizing::new) {
                 Ok(contents) => {
                     digest.update(b"\x01");
                     digest.update(Sha256::digest(&contents));

@@ -6,20 +6,30 @@
 //! - the upstream client, when its [`ClientSettings`] (what [`Upstream::new`] is built
 //!   from) are equal, so a secret rotation keeps the warm TLS connections to LINE Pay;
 //! - the limiters, when the `limits` section is equal, so a reload cannot refill every
-//!   bucket.
+//!   bucket;
+//! - per channel (by name): its upstream client, when its settings are equal (a rotated
+//!   secret of one channel keeps every channel's connections), and its bucket when its
+//!   shape is equal.
+//!
+//! The set of channels and their `listen` addresses are restart-only: a reload that
+//! adds, removes or moves a channel is refused as a whole (the listeners are bound once)
+//! and says so; the running configuration keeps serving.
 //!
 //! The keys read once at start-up are one typed value too, [`RestartOnly`]: the runtime
 //! binds and drains from it, and a reload that changes it says which keys by name.
 
 use super::preflight::{preflight, PreflightError};
 use crate::budget::Budget;
+use crate::channel::Channel;
 use crate::config::Config;
 use crate::config::{CallsAccess, JournalConfig};
 use crate::egress::ExpectIpConfig;
 use crate::journal::Desk;
+use crate::limit::ChannelLimiter;
 use crate::limit::Limits;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
+use crate::state::{SharedState, StateConfig};
 use crate::upstream::{ClientSettings, Upstream, UpstreamBuildError};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,6 +68,7 @@ pub(crate) fn build_proxy(
     config: Config,
     metrics: Arc<Metrics>,
     desk: Arc<Desk>,
+    state: &SharedState,
     previous: Option<&Proxy>,
 ) -> Result<Proxy, BuildError> {
     // One budget for the life of the process (its size is restart-only): a reload must
@@ -66,18 +77,56 @@ pub(crate) fn build_proxy(
         Some(previous) => previous.budget().clone(),
         None => Budget::new(config.request.max_buffered_bytes),
     };
-    let settings = ClientSettings::from_config(&config);
-    let upstream = match previous.filter(|p| p.upstream().settings().can_serve(&settings)) {
-        Some(previous) => previous.upstream().clone(),
-        None => Arc::new(build_client(settings)?),
-    };
     let limits = match previous.filter(|p| p.config().limits == config.limits) {
         Some(previous) => previous.limits().clone(),
         None => Arc::new(
-            Limits::new(&config.limits).with_shadow_metric(metrics.rate_limited_shadow.clone()),
+            Limits::new(&config.limits, state.limits())
+                .with_shadow_metric(metrics.rate_limited_shadow.clone())
+                .with_fallback_metric(metrics.rate_limit_fallbacks.clone()),
         ),
     };
-    Ok(Proxy::new(config, upstream, limits, metrics, desk, budget))
+    // Clients by their settings: channels on the same upstream share one (and its pool),
+    // and one still fit from the running snapshot is kept.
+    let mut clients: Vec<Arc<Upstream>> = Vec::new();
+    let mut channels = Vec::with_capacity(config.channels.len());
+    for channel in &config.channels {
+        let settings = ClientSettings::for_channel(&config, channel);
+        let reusable = |client: &&Arc<Upstream>| client.settings().can_serve(&settings);
+        let running = previous
+            .into_iter()
+            .flat_map(|p| p.channels().iter().map(|c| &c.upstream))
+            .find(reusable)
+            .cloned();
+        let upstream = match clients.iter().find(reusable).cloned().or(running) {
+            Some(client) => client,
+            None => Arc::new(build_client(settings)?),
+        };
+        if !clients.iter().any(|c| Arc::ptr_eq(c, &upstream)) {
+            clients.push(upstream.clone());
+        }
+        let limiter = channel.limit.as_ref().map(|bucket| {
+            previous
+                .and_then(|p| p.channels().iter().find(|c| *c.name == *channel.name))
+                .and_then(|c| c.limiter.clone())
+                .filter(|limiter| limiter.bucket() == bucket)
+                .unwrap_or_else(|| Arc::new(ChannelLimiter::new(bucket)))
+        });
+        channels.push(Channel::new(channel.clone(), upstream, limiter));
+    }
+    let primary = config
+        .default_channel
+        .as_deref()
+        .and_then(|name| channels.iter().find(|c| &*c.name == name))
+        .or(channels.first())
+        .map(|channel| channel.upstream.clone());
+    let upstream = match primary {
+        Some(upstream) => upstream,
+        // Config validation guarantees a channel; a client for the top level otherwise.
+        None => Arc::new(build_client(ClientSettings::from_config(&config))?),
+    };
+    Ok(Proxy::new(
+        config, channels, upstream, limits, metrics, desk, budget,
+    ))
 }
 
 /// The keys read once at start-up: the running process keeps their values until it
@@ -93,6 +142,9 @@ pub(crate) struct RestartOnly {
     pub(crate) drain_timeout: Duration,
     pub(crate) expect_ip: Option<ExpectIpConfig>,
     pub(crate) journal: JournalConfig,
+    pub(crate) state: StateConfig,
+    /// The channels by name, with their own `listen`: listeners are bound once.
+    pub(crate) channels: Vec<(String, Option<SocketAddr>)>,
 }
 
 impl RestartOnly {
@@ -107,7 +159,20 @@ impl RestartOnly {
             drain_timeout: config.shutdown.drain_timeout,
             expect_ip: config.egress.expect_ip.clone(),
             journal: config.journal.clone(),
+            state: config.state.clone(),
+            channels: config
+                .channels
+                .iter()
+                .map(|channel| (channel.name.clone(), channel.listen))
+                .collect(),
         }
+    }
+
+    /// Whether `next` adds, removes or moves (its `listen`) a channel: a reload that
+    /// would is refused whole, since the listeners and the channel set are fixed at
+    /// start-up.
+    pub(crate) fn channels_changed(&self, next: &RestartOnly) -> bool {
+        self.channels != next.channels
     }
 
     /// The config keys whose values differ in `next`, by name.
@@ -123,6 +188,8 @@ impl RestartOnly {
             drain_timeout,
             expect_ip,
             journal,
+            state,
+            channels,
         } = self;
         [
             ("listen", *listen != next.listen),
@@ -146,6 +213,8 @@ impl RestartOnly {
             ),
             ("egress.expect_ip", *expect_ip != next.expect_ip),
             ("journal", *journal != next.journal),
+            ("state", *state != next.state),
+            ("channels", *channels != next.channels),
         ]
         .into_iter()
         .filter_map(|(key, differs)| differs.then_some(key))
@@ -200,20 +269,34 @@ mod tests {
     fn a_reload_reuses_the_client_and_limiters_only_when_their_settings_are_equal() {
         let metrics = Arc::new(Metrics::new());
         let desk = Arc::new(Desk::disabled());
-        let first = build_proxy(config(), metrics.clone(), desk.clone(), None).unwrap();
+        let first = build_proxy(
+            config(),
+            metrics.clone(),
+            desk.clone(),
+            &SharedState::Local,
+            None,
+        )
+        .unwrap();
 
         let mut rotated = config();
         rotated.credentials.channel_secret = Secret::new("rotated-secret");
         // Restart-only, and not the client's: the client stays.
         rotated.egress.expect_ip = Some(expect_ip());
-        let second = build_proxy(rotated, metrics.clone(), desk.clone(), Some(&first)).unwrap();
+        let second = build_proxy(
+            rotated,
+            metrics.clone(),
+            desk.clone(),
+            &SharedState::Local,
+            Some(&first),
+        )
+        .unwrap();
         assert!(Arc::ptr_eq(first.upstream(), second.upstream()));
         assert!(Arc::ptr_eq(first.limits(), second.limits()));
 
         let mut pinned = config();
         pinned.egress.pin = vec!["127.0.0.1".parse().unwrap()];
         pinned.limits.shadow = !pinned.limits.shadow;
-        let third = build_proxy(pinned, metrics, desk, Some(&second)).unwrap();
+        let third = build_proxy(pinned, metrics, desk, &SharedState::Local, Some(&second)).unwrap();
         assert!(!Arc::ptr_eq(second.upstream(), third.upstream()));
         assert!(!Arc::ptr_eq(second.limits(), third.limits()));
     }

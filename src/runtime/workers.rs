@@ -9,6 +9,11 @@
 //! task), and those wake-ups and context switches, not the work, were the largest cost
 //! in the profile (benches/README.md).
 //!
+//! Channels with their own `listen`: each worker also holds one socket of each such
+//! address and runs an accept loop on it, on the same runtime and pool, so a call on a
+//! channel's port stays on one thread too; the connection cap is shared by them all.
+//! Each call carries which listener it came on ([`Listener`]), for channel selection.
+//!
 //! What stays the same: each worker runs the one accept loop ([`super::accept::serve`])
 //! with the same rules, a connection cap shared by all of them, the same task tracker
 //! (so `Tasks::join` still waits for every connection) and the same drain token; a
@@ -18,6 +23,7 @@
 use super::accept::{self, AcceptRules, Capacity, Drained};
 use super::meter::{CallPhase, Metered, Refusal};
 use super::tasks::{Role, Tasks};
+use crate::channel::Listener;
 use crate::proxy::Proxy;
 use crate::server;
 use crate::upstream;
@@ -75,11 +81,30 @@ fn socket(address: SocketAddr, reuse_port: bool) -> std::io::Result<Socket> {
     Ok(socket)
 }
 
-/// Starts one worker thread per listener; the returned future resolves when every
+/// Binds every address (`workers` sockets each, see [`bind`]) and deals them out: one
+/// socket of each address per worker, with the listener it is.
+pub(crate) fn bind_all(
+    addresses: &[(SocketAddr, Listener)],
+    workers: usize,
+) -> Result<Vec<WorkerSockets>, (SocketAddr, std::io::Error)> {
+    let mut per_worker: Vec<WorkerSockets> = (0..workers.max(1)).map(|_| Vec::new()).collect();
+    for (address, listener) in addresses {
+        let sockets = bind(*address, workers).map_err(|error| (*address, error))?;
+        for (worker, socket) in per_worker.iter_mut().zip(sockets) {
+            worker.push((socket, listener.clone()));
+        }
+    }
+    Ok(per_worker)
+}
+
+/// One worker's listening sockets, each with the listener it is.
+pub(crate) type WorkerSockets = Vec<(std::net::TcpListener, Listener)>;
+
+/// Starts one worker thread per entry; the returned future resolves when every
 /// worker has drained (after `drain` is cancelled): `None` when a worker's accept loop
 /// panicked or its thread could not start.
 pub(crate) fn spawn(
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<WorkerSockets>,
     rules: AcceptRules,
     drain: CancellationToken,
     tasks: Tasks,
@@ -109,33 +134,37 @@ pub(crate) fn spawn(
         let mut total = Some(Drained::Complete);
         for result in results {
             // A dropped sender: the thread died before it could report.
-            let drained = result.await.ok().flatten();
-            total = match (total, drained) {
-                (Some(Drained::Complete), Some(drained)) => Some(drained),
-                (
-                    Some(Drained::DeadlinePassed {
-                        open_connections: a,
-                    }),
-                    Some(drained),
-                ) => {
-                    let b = match drained {
-                        Drained::Complete => 0,
-                        Drained::DeadlinePassed { open_connections } => open_connections,
-                    };
-                    Some(Drained::DeadlinePassed {
-                        open_connections: a + b,
-                    })
-                }
-                _ => None,
-            };
+            total = combine(total, result.await.ok().flatten());
         }
         total
     }
 }
 
+/// Two accept loops' (or workers') drains as one: `None` if either failed.
+fn combine(total: Option<Drained>, drained: Option<Drained>) -> Option<Drained> {
+    match (total, drained) {
+        (Some(Drained::Complete), Some(drained)) => Some(drained),
+        (
+            Some(Drained::DeadlinePassed {
+                open_connections: a,
+            }),
+            Some(drained),
+        ) => {
+            let b = match drained {
+                Drained::Complete => 0,
+                Drained::DeadlinePassed { open_connections } => open_connections,
+            };
+            Some(Drained::DeadlinePassed {
+                open_connections: a + b,
+            })
+        }
+        _ => None,
+    }
+}
+
 fn run_worker(
     index: usize,
-    listener: std::net::TcpListener,
+    sockets: WorkerSockets,
     rules: AcceptRules,
     drain: CancellationToken,
     tasks: Tasks,
@@ -154,35 +183,47 @@ fn run_worker(
         }
     };
     let drained = runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::from_std(listener) {
-            Ok(listener) => listener,
-            Err(error) => {
-                tracing::error!(%error, worker = index, "cannot register the proxy listener");
-                return None;
-            }
-        };
-        tasks
-            .spawn(
+        let mut loops = Vec::new();
+        for (socket, tag) in sockets {
+            let listener = match tokio::net::TcpListener::from_std(socket) {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::error!(%error, worker = index, "cannot register the proxy listener");
+                    return None;
+                }
+            };
+            let proxy = proxy.clone();
+            loops.push(tasks.spawn(
                 "proxy listener",
                 Role::Listener,
                 accept::serve_with_permits(
                     listener,
                     rules,
-                    permits,
-                    drain,
+                    permits.clone(),
+                    drain.clone(),
                     tasks.clone(),
                     move |io, capacity, hold| {
                         let phase = Arc::new(CallPhase::default());
                         let io = metered(io, &proxy, phase.clone());
                         let overloaded = capacity == Capacity::Over;
                         let call_started = move || phase.call_started();
-                        server::connection(io, overloaded, proxy.clone(), hold, call_started)
+                        server::connection(
+                            io,
+                            overloaded,
+                            proxy.clone(),
+                            hold,
+                            tag.clone(),
+                            call_started,
+                        )
                     },
                 ),
-            )
-            .await
-            .ok()
-            .flatten()
+            ));
+        }
+        let mut total = Some(Drained::Complete);
+        for accept_loop in loops {
+            total = combine(total, accept_loop.await.ok().flatten());
+        }
+        total
     });
     // Dropping the runtime drops what is left on it (connections cut at the drain
     // deadline, idle upstream connections), so the task tracker sees them end.

@@ -5,7 +5,7 @@
 //! (`PartialEq`): a key that the client reads is a field here, and a field here is
 //! compared, so no list of "keys the client depends on" can drift from the constructor.
 
-use crate::config::{Config, UpstreamConfig};
+use crate::config::{ChannelConfig, Config, UpstreamConfig};
 use crate::egress::EgressConfig;
 use std::time::Duration;
 
@@ -37,6 +37,15 @@ impl ClientSettings {
                 ..config.egress.clone()
             },
             connect_timeouts,
+        }
+    }
+
+    /// A channel's client: `upstream:` with the channel's URL, the same egress and
+    /// timeouts (the connect timeouts of every route some channel may call).
+    pub(crate) fn for_channel(config: &Config, channel: &ChannelConfig) -> ClientSettings {
+        ClientSettings {
+            upstream: channel.upstream.clone(),
+            ..ClientSettings::from_config(config)
         }
     }
 

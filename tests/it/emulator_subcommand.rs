@@ -1,8 +1,10 @@
 //! `linepay-sidecar emulator` takes the flags the `linepay-emulator` binary takes
 //! (emulator/tests/cli.rs tests that one): `--log-level`, and `LINEPAY_EMULATOR_LOG`, a
-//! full filter that wins over it whichever binary runs the emulator.
+//! full filter that wins over it whichever binary runs the emulator; `--channel`, a
+//! further channel with its secret in a file.
 
-use crate::util::{eventually, Call, EmulatorProcess};
+use crate::util::channels::POS;
+use crate::util::{eventually, Call, EmulatorProcess, Sidecar, TempFile};
 
 /// An unknown path is logged at debug level only.
 const DEBUG_LINE: &str = "not a LINE Pay API path";
@@ -46,4 +48,52 @@ async fn the_subcommand_takes_log_level_and_linepay_emulator_log_wins() {
     );
     let log = log_after_a_debug_event(&filtered).await;
     assert!(log.contains(DEBUG_LINE), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_subcommand_serves_a_further_channel_given_with_channel() {
+    let secret = TempFile::with_contents(
+        "subcommand-pos-secret",
+        format!("{}\n", POS.secret).as_bytes(),
+    );
+    let channel = format!(
+        "id={},secret-file={},currency={}",
+        POS.channel_id,
+        secret.path_str(),
+        POS.currency
+    );
+    let emulator = EmulatorProcess::start(&["--listen", "127.0.0.1:0", "--channel", &channel]);
+    let pos = Sidecar::new()
+        .without_credentials()
+        .arg("--channel-id")
+        .arg(POS.channel_id)
+        .env("LINEPAY_CHANNEL_SECRET", POS.secret)
+        .upstream(emulator.url())
+        .config_yaml("subcommand-pos.yaml", "routes:\n  apis: [offline_v4]\n")
+        .start()
+        .await;
+    let pay = |order_id: &str, key: &str, currency: &str| {
+        Call::post(
+            "/v4/payments/oneTimeKeys/pay",
+            format!(
+                r#"{{"productName":"Tea","amount":180,"currency":"{currency}","orderId":"{order_id}","oneTimeKey":"{key}"}}"#
+            ),
+        )
+        .send(pos.addr)
+    };
+    let paid = pay("subcommand-till-1", "123456789012", "THB").await;
+    assert_eq!(
+        paid.return_code().as_deref(),
+        Some("0000"),
+        "{}",
+        paid.text()
+    );
+    let twd = pay("subcommand-till-2", "234567890123", "TWD").await;
+    assert_eq!(twd.return_code().as_deref(), Some("1178"), "{}", twd.text());
+    let log = emulator.log();
+    assert!(
+        log.contains("serving channel") && log.contains(POS.channel_id),
+        "{log}"
+    );
+    assert!(!log.contains(POS.secret), "the log shows a secret: {log}");
 }

@@ -68,8 +68,8 @@ const VECTORS: [Vector; 8] = [
     },
 ];
 
-fn config() -> EmulatorConfig {
-    EmulatorConfig::new(CHANNEL, Secret::new(SECRET))
+fn config() -> ChannelConfig {
+    ChannelConfig::new(CHANNEL, Secret::new(SECRET))
 }
 
 fn headers(channel: &str, nonce: &str, signature: &str) -> HeaderMap {
@@ -238,4 +238,44 @@ fn v2_needs_the_channel_id_and_secret_in_clear() {
     let mut wrong_channel = good;
     wrong_channel.insert(CHANNEL_ID, HeaderValue::from_static("42"));
     assert_header_error(verify_v2(&config(), &wrong_channel), "X-LINE-ChannelId");
+}
+
+#[test]
+fn a_call_is_checked_with_the_secret_of_the_channel_its_id_names() {
+    const OTHER: &str = "2000000002";
+    let channels = [
+        config(),
+        ChannelConfig::new(OTHER, Secret::new("other-channel-secret")),
+    ];
+    let vector = &VECTORS[0];
+    let own = headers(CHANNEL, vector.nonce, vector.signature);
+    assert_eq!(channel_of(&channels, &own), Ok(0));
+    assert_eq!(
+        verify_v3(&channels[0], vector.path, vector.payload.as_bytes(), &own),
+        Ok(())
+    );
+
+    // Signed with the first channel's secret, sent under the other's id: the other
+    // channel is found, and its secret refuses the signature.
+    let crossed = headers(OTHER, vector.nonce, vector.signature);
+    assert_eq!(channel_of(&channels, &crossed), Ok(1));
+    let result = verify_v3(
+        &channels[1],
+        vector.path,
+        vector.payload.as_bytes(),
+        &crossed,
+    );
+    assert_header_error(result, "does not match the request");
+
+    let unknown = headers("3000000003", vector.nonce, vector.signature);
+    assert_header_error(
+        channel_of(&channels, &unknown).map(|_| ()),
+        "X-LINE-ChannelId does not match any channel",
+    );
+    let mut missing = own;
+    missing.remove(CHANNEL_ID);
+    assert_header_error(
+        channel_of(&channels, &missing).map(|_| ()),
+        "X-LINE-ChannelId is missing",
+    );
 }

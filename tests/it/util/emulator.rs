@@ -6,7 +6,7 @@
 //! emulator lives is written once.
 
 use super::{binary_command, CHANNEL_ID, CHANNEL_SECRET, WAIT_LIMIT};
-use linepay_emulator::{Emulator, EmulatorConfig, Secret};
+use linepay_emulator::{ChannelConfig, Emulator, EmulatorConfig, Secret};
 use std::io::{BufRead, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Child, Stdio};
@@ -44,6 +44,10 @@ pub struct EmulatorSetup {
     tls: Option<Arc<rustls::ServerConfig>>,
     allow_sources: Vec<String>,
     wait_for_buyer: bool,
+    /// Channels served besides the first (`channel_id`, `channel_secret`, TWD).
+    more_channels: Vec<ChannelConfig>,
+    /// Channel ids whose offline calls must carry device headers.
+    device_headers_required: Vec<String>,
 }
 
 impl EmulatorSetup {
@@ -56,7 +60,34 @@ impl EmulatorSetup {
             tls: None,
             allow_sources: Vec::new(),
             wait_for_buyer: false,
+            more_channels: Vec::new(),
+            device_headers_required: Vec::new(),
         }
+    }
+
+    /// Serves another channel at the same time, with its own id, secret and one
+    /// currency (`TWD`, `THB`...): a call signed with one channel's secret under the
+    /// other's id answers 1106, and neither sees the other's payments (1150).
+    pub fn channel(
+        mut self,
+        channel_id: &str,
+        channel_secret: &str,
+        currency: &str,
+    ) -> EmulatorSetup {
+        self.more_channels.push(ChannelConfig {
+            currency: currency
+                .parse()
+                .unwrap_or_else(|_| panic!("the emulator takes no {currency}")),
+            ..ChannelConfig::new(channel_id, Secret::new(channel_secret))
+        });
+        self
+    }
+
+    /// Offline calls of the channel `channel_id` answer 1106 without
+    /// `X-LINE-MerchantDeviceType` and `X-LINE-MerchantDeviceProfileId`.
+    pub fn device_headers_required(mut self, channel_id: &str) -> EmulatorSetup {
+        self.device_headers_required.push(channel_id.to_owned());
+        self
     }
 
     /// Every payment waits for the buyer on the emulator's payment page.
@@ -93,6 +124,15 @@ impl EmulatorSetup {
         let addr = listener
             .local_addr()
             .unwrap_or_else(|error| panic!("emulator has no address: {error}"));
+        let requires_devices = |id: &str| self.device_headers_required.iter().any(|d| d == id);
+        let more_channels = self
+            .more_channels
+            .iter()
+            .map(|channel| ChannelConfig {
+                require_device_headers: requires_devices(&channel.channel_id),
+                ..channel.clone()
+            })
+            .collect();
         let emulator = Emulator::new(EmulatorConfig {
             allow_sources: self
                 .allow_sources
@@ -104,7 +144,12 @@ impl EmulatorSetup {
                 })
                 .collect(),
             wait_for_buyer: self.wait_for_buyer,
-            ..EmulatorConfig::new(self.channel_id, Secret::new(self.channel_secret))
+            require_device_headers: requires_devices(&self.channel_id),
+            more_channels,
+            ..EmulatorConfig::new(
+                self.channel_id.clone(),
+                Secret::new(self.channel_secret.clone()),
+            )
         });
         let is_tls = self.tls.is_some();
         let task = tokio::spawn(emulator.clone().serve(listener, self.tls));
@@ -131,6 +176,14 @@ impl RunningEmulator {
     /// How many calls the emulator has answered.
     pub fn calls(&self) -> u64 {
         self.emulator.calls()
+    }
+
+    /// Gives the channel `channel_id` a new secret at the emulated LINE Pay, as a
+    /// merchant who rotates it does: only calls signed with it pass from now on.
+    pub fn set_channel_secret(&self, channel_id: &str, secret: &str) {
+        self.emulator
+            .set_channel_secret(channel_id, Secret::new(secret))
+            .unwrap_or_else(|error| panic!("{error}"));
     }
 
     /// Moves the emulator's clock forward (reservations expire after 20 minutes).

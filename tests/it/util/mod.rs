@@ -16,7 +16,11 @@
 //!   a URI type would normalise or refuse.
 //! - [`TestPki`]: a private CA and a `localhost` leaf certificate (rcgen).
 //! - [`Browser`]: headless chromium over WebDriver (chromedriver), for the payment page.
+//! - [`channels`]: a config with a `channels:` map, a secret file per channel, and the
+//!   emulator serving the same channels (issue 19).
 //! - [`Cli`]: runs a subcommand of the binary to completion, bounded in time.
+//! - [`RedisServer`]: Debian's redis-server on a free loopback port, stopped, restarted
+//!   on the same port, removed on drop.
 //! - [`naive_signature`]: the upstream's own signature check, written the plain way.
 //! - [`eventually`]: the one way to wait for background work, by polling what it changes.
 //!
@@ -25,11 +29,13 @@
 #![allow(dead_code)] // Not every test file uses every helper.
 
 mod browser;
+pub mod channels;
 mod cli;
 mod client;
 mod connect_proxy;
 mod emulator;
 pub mod ledger;
+mod redis_server;
 mod sidecar;
 mod tls;
 mod upstream;
@@ -40,6 +46,7 @@ pub use cli::{Cli, CliOutput};
 pub use client::{send_raw, Call, Reply};
 pub use connect_proxy::{ConnectProxy, Tunnelled};
 pub use emulator::{start_emulator, EmulatorProcess, EmulatorSetup, RunningEmulator};
+pub use redis_server::RedisServer;
 pub use sidecar::{metric, remove_journal_sidecars, RunningSidecar, Sidecar};
 pub use tls::TestPki;
 pub use upstream::{closed_port_url, EchoServer, RawUpstream, Recorded, Upstream};

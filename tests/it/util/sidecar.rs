@@ -131,6 +131,15 @@ impl Sidecar {
         self.arg("--upstream-ca-file").arg(pki.ca_file.path_str())
     }
 
+    /// Without the default channel (`--channel-id`, `LINEPAY_CHANNEL_SECRET`): for a
+    /// config with `channels:`, which refuses `credentials:` beside it.
+    pub fn without_credentials(mut self) -> Sidecar {
+        if let Some(at) = self.args.iter().position(|arg| arg == "--channel-id") {
+            self.args.drain(at..(at + 2).min(self.args.len()));
+        }
+        self.without_env("LINEPAY_CHANNEL_SECRET")
+    }
+
     /// Drops a default environment variable, e.g. the secret, to test another source.
     pub fn without_env(mut self, key: &str) -> Sidecar {
         self.env.retain(|(name, _)| name != key);
@@ -214,6 +223,7 @@ impl Sidecar {
             readers,
             config: self.config,
             journal: self.journal,
+            channel_addrs: Vec::new(),
         };
 
         let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
@@ -231,6 +241,9 @@ impl Sidecar {
             };
             if let Some(addr) = parse_announce(&line) {
                 running.addr = addr;
+            }
+            if let Some(channel) = parse_channel_announce(&line) {
+                running.channel_addrs.push(channel);
             }
             if let Some(addr) = parse_admin_announce(&line) {
                 running.admin_addr = addr;
@@ -252,6 +265,14 @@ fn parse_admin_announce(line: &str) -> Option<SocketAddr> {
 }
 
 /// `linepay-sidecar listening on http://127.0.0.1:PORT (upstream ...)` → the address.
+/// `linepay-sidecar channel NAME listening on http://127.0.0.1:PORT` → the name and address.
+fn parse_channel_announce(line: &str) -> Option<(String, SocketAddr)> {
+    let rest = line.strip_prefix("linepay-sidecar channel ")?;
+    let (name, rest) = rest.split_once(' ')?;
+    let addr = rest.trim_end().strip_prefix("listening on http://")?;
+    Some((name.to_owned(), addr.parse().ok()?))
+}
+
 fn parse_announce(line: &str) -> Option<SocketAddr> {
     let rest = line.strip_prefix(ANNOUNCE_PREFIX)?;
     let (addr, upstream) = rest.split_once(' ')?;
@@ -299,6 +320,8 @@ pub struct RunningSidecar {
     readers: Vec<JoinHandle<()>>,
     config: Option<TempFile>,
     journal: Option<TempFile>,
+    /// Each channel's own port (`channels.<name>.listen`), as announced.
+    channel_addrs: Vec<(String, SocketAddr)>,
 }
 
 /// Everything a stopped sidecar wrote.
@@ -320,6 +343,20 @@ impl std::fmt::Display for Output {
 
 impl RunningSidecar {
     /// `http://127.0.0.1:PORT`.
+    /// The port of channel `name`'s own `listen`; panics when it has none.
+    pub fn channel_addr(&self, name: &str) -> SocketAddr {
+        self.channel_addrs
+            .iter()
+            .find(|(channel, _)| channel == name)
+            .map(|(_, addr)| *addr)
+            .unwrap_or_else(|| {
+                panic!(
+                    "channel `{name}` announced no port: {:?}",
+                    self.channel_addrs
+                )
+            })
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
