@@ -50,10 +50,19 @@ fn refusal_codes() -> impl Iterator<Item = &'static str> {
     crate::error::Code::ALL.iter().map(|code| code.as_str())
 }
 
+/// The `operation` label of `linepay_sidecar_money_guard_failures_total`: a failed step,
+/// a call not sent because its claim ran out of time to send (`send_window`), a claim
+/// refused because the shared state lost its records (`data_lost`).
+pub(crate) const MONEY_GUARD_OPERATIONS: &[&str] = &[
+    "claim",
+    "await",
+    "complete",
+    "takeover",
+    "sweep",
+    "send_window",
+    "data_lost",
+];
 /// Every `operation` of `linepay_sidecar_journal_failures_total`.
-/// The `operation` label of `linepay_sidecar_money_guard_failures_total`.
-pub(crate) const MONEY_GUARD_OPERATIONS: &[&str] =
-    &["claim", "await", "complete", "takeover", "sweep"];
 pub(crate) const JOURNAL_OPERATIONS: &[&str] =
     &["intent", "outcome", "read", "prune", "order", "probe"];
 

@@ -62,28 +62,54 @@ pub(super) fn validate(
     };
     let secret = secret.map_err(|problem| problems.push(problem)).ok();
 
-    let mut optional_header = |value: &Option<Setting<String>>, key: &str| {
-        value.as_ref().and_then(|v| {
-            problems.check(
-                v,
-                &format!("credentials.{key}"),
-                header_value(key, &v.value),
-            )
-        })
+    let devices = DeviceHeaders {
+        profile_id: &raw.merchant_device_profile_id,
+        device_type: &raw.merchant_device_type,
     };
-    let merchant_device_profile_id = optional_header(
-        &raw.merchant_device_profile_id,
-        "merchant_device_profile_id",
-    );
-    let merchant_device_type = optional_header(&raw.merchant_device_type, "merchant_device_type");
+    let secret_file = secret_file.map(|file| file.value.clone());
+    assemble(
+        channel_id,
+        secret,
+        secret_file,
+        devices,
+        &|field| format!("credentials.{field}"),
+        problems,
+        before,
+    )
+}
 
+/// The optional device headers of a channel, as written.
+struct DeviceHeaders<'a> {
+    profile_id: &'a Option<Setting<String>>,
+    device_type: &'a Option<Setting<String>>,
+}
+
+/// Checks the device headers (`key` names a field as the file does) and puts the
+/// credentials together when nothing since `before` was a problem.
+fn assemble(
+    channel_id: Option<HeaderValue>,
+    secret: Option<(Secret, String)>,
+    secret_file: Option<PathBuf>,
+    devices: DeviceHeaders<'_>,
+    key: &dyn Fn(&str) -> String,
+    problems: &mut Problems,
+    before: usize,
+) -> Option<Credentials> {
+    let mut optional_header = |value: &Option<Setting<String>>, field: &str| {
+        value
+            .as_ref()
+            .and_then(|v| problems.check(v, &key(field), header_value(field, &v.value)))
+    };
+    let merchant_device_profile_id =
+        optional_header(devices.profile_id, "merchant_device_profile_id");
+    let merchant_device_type = optional_header(devices.device_type, "merchant_device_type");
     match (channel_id, secret) {
         (Some(channel_id), Some((channel_secret, secret_source))) if problems.len() == before => {
             Some(Credentials {
                 channel_id,
                 channel_secret,
                 secret_source,
-                secret_file: secret_file.map(|file| file.value.clone()),
+                secret_file,
                 merchant_device_profile_id,
                 merchant_device_type,
             })
@@ -212,27 +238,18 @@ pub(super) fn validate_channel(
         )),
     };
     let secret = secret.map_err(|problem| problems.push(problem)).ok();
-    let mut optional_header = |value: &Option<Setting<String>>, field: &str| {
-        value
-            .as_ref()
-            .and_then(|v| problems.check(v, &key(field), header_value(field, &v.value)))
+    let devices = DeviceHeaders {
+        profile_id: &raw.merchant_device_profile_id,
+        device_type: &raw.merchant_device_type,
     };
-    let merchant_device_profile_id = optional_header(
-        &raw.merchant_device_profile_id,
-        "merchant_device_profile_id",
-    );
-    let merchant_device_type = optional_header(&raw.merchant_device_type, "merchant_device_type");
-    match (channel_id, secret) {
-        (Some(channel_id), Some((channel_secret, secret_source))) if problems.len() == before => {
-            Some(Credentials {
-                channel_id,
-                channel_secret,
-                secret_source,
-                secret_file: secret_file.map(|file| file.value),
-                merchant_device_profile_id,
-                merchant_device_type,
-            })
-        }
-        _ => None,
-    }
+    let secret_file = secret_file.map(|file| file.value);
+    assemble(
+        channel_id,
+        secret,
+        secret_file,
+        devices,
+        &key,
+        problems,
+        before,
+    )
 }

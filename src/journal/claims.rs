@@ -20,29 +20,39 @@
 
 use super::shared::{Completion, SharedRecord};
 use crate::state::{Script, SharedRedis, StateError};
-use std::sync::LazyLock;
-use std::time::Duration;
+use std::sync::{LazyLock, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local epoch = redis.call('GET', KEYS[5])
+if not epoch then
+  redis.call('SET', KEYS[5], ARGV[4])
+  if ARGV[3] ~= '' then
+    return {-1, now, '', ARGV[4]}
+  end
+  epoch = ARGV[4]
+elseif ARGV[3] ~= '' and epoch ~= ARGV[3] then
+  return {-1, now, '', epoch}
+end
 for i = 3, 4 do
   if KEYS[i] ~= '' and redis.call('EXISTS', KEYS[i]) == 1 then
-    return {i - 2, now, redis.call('HGETALL', KEYS[i])}
+    return {i - 2, now, redis.call('HGETALL', KEYS[i]), epoch}
   end
 end
 local fence = redis.call('INCR', KEYS[1])
 local lease_until = now + tonumber(ARGV[1])
 for i = 3, 4 do
   if KEYS[i] ~= '' then
-    redis.call('HSET', KEYS[i], 'fence', fence, 'lease_until', lease_until, 'state', 'claimed', unpack(ARGV, 3))
+    redis.call('HSET', KEYS[i], 'fence', fence, 'lease_until', lease_until, 'state', 'claimed', unpack(ARGV, 5))
     redis.call('PEXPIRE', KEYS[i], ARGV[2])
     redis.call('ZADD', KEYS[2], lease_until, KEYS[i])
   end
 end
-return {0, now, fence}
+return {0, now, fence, epoch}
 ",
     )
 });
@@ -53,8 +63,11 @@ static AWAIT: LazyLock<Script> = LazyLock::new(|| {
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for i = 1, 2 do
-  if KEYS[i] ~= '' and redis.call('HGET', KEYS[i], 'fence') == ARGV[1] then
-    redis.call('HSET', KEYS[i], 'due', now + tonumber(ARGV[2]))
+  if KEYS[i] ~= '' then
+    local seen = redis.call('HMGET', KEYS[i], 'fence', 'claim_id')
+    if seen[1] == ARGV[1] and seen[2] == ARGV[3] then
+      redis.call('HSET', KEYS[i], 'due', now + tonumber(ARGV[2]))
+    end
   end
 end
 return 1
@@ -65,19 +78,26 @@ return 1
 static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+local function mine(name)
+  if name == '' then
+    return false
+  end
+  local seen = redis.call('HMGET', name, 'fence', 'claim_id')
+  return seen[1] == ARGV[1] and seen[2] == ARGV[4]
+end
 local done = 0
-if KEYS[2] ~= '' and redis.call('HGET', KEYS[2], 'fence') == ARGV[1] then
+if mine(KEYS[2]) then
   if ARGV[2] == '1' then
     redis.call('DEL', KEYS[2])
   else
-    redis.call('HSET', KEYS[2], 'state', 'done', unpack(ARGV, 4))
+    redis.call('HSET', KEYS[2], 'state', 'done', unpack(ARGV, 5))
     redis.call('HDEL', KEYS[2], 'due')
     redis.call('PEXPIRE', KEYS[2], ARGV[3])
   end
   redis.call('ZREM', KEYS[1], KEYS[2])
   done = done + 1
 end
-if KEYS[3] ~= '' and redis.call('HGET', KEYS[3], 'fence') == ARGV[1] then
+if mine(KEYS[3]) then
   redis.call('DEL', KEYS[3])
   redis.call('ZREM', KEYS[1], KEYS[3])
   done = done + 2
@@ -92,14 +112,14 @@ static TAKE_OVER: LazyLock<Script> = LazyLock::new(|| {
         r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local seen = redis.call('HMGET', KEYS[3], 'fence', 'state', 'lease_until')
-if seen[1] ~= ARGV[1] or seen[2] == 'done' or tonumber(seen[3] or now) > now then
+local seen = redis.call('HMGET', KEYS[3], 'fence', 'state', 'lease_until', 'claim_id')
+if seen[1] ~= ARGV[1] or seen[4] ~= ARGV[4] or seen[2] == 'done' or tonumber(seen[3] or now) > now then
   return 0
 end
 local fence = redis.call('INCR', KEYS[1])
 local lease_until = now + tonumber(ARGV[2])
 for i = 3, 4 do
-  if KEYS[i] ~= '' and redis.call('HGET', KEYS[i], 'fence') == ARGV[1] then
+  if KEYS[i] ~= '' and redis.call('HGET', KEYS[i], 'fence') == ARGV[1] and redis.call('HGET', KEYS[i], 'claim_id') == ARGV[4] then
     redis.call('HSET', KEYS[i], 'fence', fence, 'lease_until', lease_until, 'state', 'reconciling', 'taken_by', ARGV[3])
     redis.call('HDEL', KEYS[i], 'due')
     redis.call('ZADD', KEYS[2], lease_until, KEYS[i])
@@ -173,6 +193,9 @@ return released
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Claim {
     pub(crate) fence: u64,
+    /// The claim's random id: with the fence, what makes it this claim. A fence alone
+    /// is drawn again from 1 by a Redis that lost its data.
+    pub(crate) claim_id: String,
     pub(crate) idem: Option<String>,
     pub(crate) txn: Option<String>,
 }
@@ -198,6 +221,16 @@ pub(crate) struct Claims {
     /// a random suffix: a restarted pod is another owner).
     pod: String,
     answer_ttl: Duration,
+    /// What tells a Redis that lost its data: the channel's epoch record, written once
+    /// with a random value and never expiring; gone or changed, the records went with it.
+    epoch: Mutex<Epoch>,
+}
+
+/// The epoch this pod has seen, and until when it refuses claims after a loss.
+#[derive(Default)]
+struct Epoch {
+    seen: Option<String>,
+    refuse_until: Option<Instant>,
 }
 
 fn millis(duration: Duration) -> Vec<u8> {
@@ -215,7 +248,20 @@ impl Claims {
             redis,
             pod: format!("{host}-{}", &suffix[..8]),
             answer_ttl,
+            epoch: Mutex::new(Epoch::default()),
         }
+    }
+
+    fn epoch_name(&self) -> String {
+        self.redis.keys.key("epoch", &[])
+    }
+
+    /// The refusal still running after a loss of the shared records, if any.
+    fn refusing(&self) -> Option<Duration> {
+        let epoch = self.epoch.lock().unwrap_or_else(PoisonError::into_inner);
+        let until = epoch.refuse_until?;
+        let left = until.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
     }
 
     /// Runs `script` once (see [`crate::state::RedisClient::run_script`]).
@@ -262,14 +308,35 @@ impl Claims {
     }
 
     /// Claims `record`'s key and transaction records (named in it) for `lease`.
+    ///
+    /// Refused with [`StateError::DataLost`] when the channel's epoch record is gone or
+    /// changed since this pod last saw it: Redis lost its records (a restart without
+    /// persistence, a failover to a replica without them), so a call in flight, or an
+    /// answer kept for replay, may be missing, and a retry would be sent again. Claims
+    /// are then refused for `refusal` (the longest lease a call holds), by which time
+    /// every call the lost records guarded has ended.
     pub(crate) async fn claim(
         &self,
         record: &SharedRecord,
         lease: Duration,
+        refusal: Duration,
     ) -> Result<Claimed, StateError> {
+        if let Some(left) = self.refusing() {
+            return Err(StateError::DataLost(left));
+        }
         let idem = record.idem_record.clone().unwrap_or_default();
         let txn = record.txn_record.clone().unwrap_or_default();
-        let mut args = vec![millis(lease), millis(self.answer_ttl)];
+        let seen = {
+            let epoch = self.epoch.lock().unwrap_or_else(PoisonError::into_inner);
+            epoch.seen.clone().unwrap_or_default()
+        };
+        let fresh = uuid::Uuid::new_v4().simple().to_string();
+        let mut args = vec![
+            millis(lease),
+            millis(self.answer_ttl),
+            seen.into_bytes(),
+            fresh.into_bytes(),
+        ];
         for (name, value) in record.claim_fields() {
             args.push(name.as_bytes().to_vec());
             args.push(value);
@@ -279,14 +346,26 @@ impl Claims {
             self.index_name(),
             idem.clone(),
             txn.clone(),
+            self.epoch_name(),
         ];
-        let (found, now_ms, rest): (i64, i64, ::redis::Value) =
+        let (found, now_ms, rest, current): (i64, i64, ::redis::Value, String) =
             self.run("claim", &CLAIM, &keys, &args).await?;
+        {
+            let mut epoch = self.epoch.lock().unwrap_or_else(PoisonError::into_inner);
+            epoch.seen = Some(current);
+            if found < 0 {
+                epoch.refuse_until = Some(Instant::now() + refusal);
+            }
+        }
+        if found < 0 {
+            return Err(StateError::DataLost(refusal));
+        }
         if found == 0 {
             let fence: u64 = ::redis::from_redis_value(rest.clone())
                 .map_err(|e| StateError::Protocol(e.to_string()))?;
             return Ok(Claimed::Held(Claim {
                 fence,
+                claim_id: record.claim_id.clone(),
                 idem: (!idem.is_empty()).then_some(idem),
                 txn: (!txn.is_empty()).then_some(txn),
             }));
@@ -331,7 +410,11 @@ impl Claims {
             claim.idem.clone().unwrap_or_default(),
             claim.txn.clone().unwrap_or_default(),
         ];
-        let args = vec![claim.fence.to_string().into_bytes(), millis(due_in)];
+        let args = vec![
+            claim.fence.to_string().into_bytes(),
+            millis(due_in),
+            claim.claim_id.as_bytes().to_vec(),
+        ];
         let _: i64 = self.run("await", &AWAIT, &keys, &args).await?;
         Ok(())
     }
@@ -353,10 +436,12 @@ impl Claims {
             Completion::Forget => {
                 args.push(b"1".to_vec());
                 args.push(millis(self.answer_ttl));
+                args.push(claim.claim_id.as_bytes().to_vec());
             }
             Completion::Keep(fields) => {
                 args.push(b"0".to_vec());
                 args.push(millis(self.answer_ttl));
+                args.push(claim.claim_id.as_bytes().to_vec());
                 for (name, value) in fields {
                     args.push(name.as_bytes().to_vec());
                     args.push(value.clone());
@@ -392,10 +477,12 @@ impl Claims {
             record.fence.to_string().into_bytes(),
             millis(lease),
             self.pod.as_bytes().to_vec(),
+            record.claim_id.as_bytes().to_vec(),
         ];
         let fence: u64 = self.run("takeover", &TAKE_OVER, &keys, &args).await?;
         Ok((fence > 0).then(|| Claim {
             fence,
+            claim_id: record.claim_id.clone(),
             idem: record.idem_record.clone(),
             txn: record.txn_record.clone(),
         }))
@@ -578,6 +665,52 @@ mod tests {
     const LONG: Duration = Duration::from_secs(60);
 
     #[tokio::test]
+    async fn a_redis_that_lost_its_records_refuses_claims_and_an_old_fence_completes_nothing() {
+        let server = redis_server();
+        let (a, b) = (
+            claims(&server, "pod-a").await,
+            claims(&server, "pod-b").await,
+        );
+        let old = held(
+            a.claim(&record(&a, Some("k"), "7"), LONG, LONG)
+                .await
+                .unwrap(),
+        );
+        // Redis restarts without its data: the fence starts again from 1.
+        let client = ::redis::Client::open(format!("redis://127.0.0.1:{}", server.port)).unwrap();
+        let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = ::redis::cmd("FLUSHALL")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        // A pod that never saw the old records cannot tell: it claims anew, same fence.
+        let new = held(
+            b.claim(&record(&b, Some("k"), "7"), LONG, LONG)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(new.fence, old.fence, "the fence was drawn again");
+        // The old owner's completion must not clear the new owner's claim.
+        assert!(!a.complete(&old, &Completion::Forget).await.unwrap());
+        let (seen, _, _) = found(
+            b.claim(&record(&b, Some("k"), "7"), LONG, LONG)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(seen.claim_id, new.claim_id, "the new claim stands");
+        // A pod that saw the old epoch notices the loss and refuses, without asking again.
+        let refused = a.claim(&record(&a, None, "8"), LONG, LONG).await;
+        assert!(
+            matches!(refused, Err(StateError::DataLost(_))),
+            "{refused:?}"
+        );
+        let again = a.claim(&record(&a, None, "9"), LONG, LONG).await;
+        assert!(matches!(again, Err(StateError::DataLost(left)) if left <= LONG));
+        // Its owner completes it by fence and id.
+        assert!(b.complete(&new, &Completion::Forget).await.unwrap());
+    }
+
+    #[tokio::test]
     async fn a_claim_holds_key_and_transaction_until_completed_by_its_fence() {
         let server = redis_server();
         let claims = claims(&server, "pod-a").await;
@@ -585,11 +718,11 @@ mod tests {
         assert_eq!(claims.txn_name("transaction 7"), "t:c:txn:7");
         assert_eq!(claims.txn_name("order o 1"), "t:c:order:o 1");
         let call = record(&claims, Some("k"), "7");
-        let claim = held(claims.claim(&call, LONG).await.unwrap());
+        let claim = held(claims.claim(&call, LONG, LONG).await.unwrap());
         assert_eq!(claim.idem.as_deref(), Some("t:c:idem:k"));
         assert_eq!(claim.txn.as_deref(), Some("t:c:txn:7"));
         // The same key: its record, found under the key.
-        let (seen, under_key, now) = found(claims.claim(&call, LONG).await.unwrap());
+        let (seen, under_key, now) = found(claims.claim(&call, LONG, LONG).await.unwrap());
         assert!(under_key);
         assert_eq!(seen.fence, claim.fence);
         assert_eq!(seen.state, RecordState::Claimed);
@@ -598,12 +731,12 @@ mod tests {
         assert_eq!(seen.binding, call.binding);
         // Another call on the transaction: found under the transaction.
         let keyless = record(&claims, None, "7");
-        let (_, under_key, _) = found(claims.claim(&keyless, LONG).await.unwrap());
+        let (_, under_key, _) = found(claims.claim(&keyless, LONG, LONG).await.unwrap());
         assert!(!under_key);
         // Another transaction is free, with a later fence.
         let other = held(
             claims
-                .claim(&record(&claims, None, "8"), LONG)
+                .claim(&record(&claims, None, "8"), LONG, LONG)
                 .await
                 .unwrap(),
         );
@@ -614,7 +747,7 @@ mod tests {
             .await_check(&claim, Duration::from_secs(30))
             .await
             .unwrap();
-        let (seen, _, now) = found(claims.claim(&call, LONG).await.unwrap());
+        let (seen, _, now) = found(claims.claim(&call, LONG, LONG).await.unwrap());
         let due = seen.due_ms.unwrap();
         assert!((now + 29_000..=now + 30_000).contains(&due), "{due} {now}");
         // A stale fence changes nothing.
@@ -628,13 +761,13 @@ mod tests {
         ]);
         assert!(!claims.complete(&stale, &keep).await.unwrap());
         assert!(claims.complete(&claim, &keep).await.unwrap());
-        let (done, _, _) = found(claims.claim(&call, LONG).await.unwrap());
+        let (done, _, _) = found(claims.claim(&call, LONG, LONG).await.unwrap());
         assert_eq!(done.state, RecordState::Done);
         assert_eq!(done.answer, Some(vec![2, 0, 1]));
         assert_eq!(done.outcome.as_deref(), Some("answered"));
         assert_eq!(done.due_ms, None);
         // The transaction is free again; the key's record is kept for the answer's time.
-        let next = held(claims.claim(&keyless, LONG).await.unwrap());
+        let next = held(claims.claim(&keyless, LONG, LONG).await.unwrap());
         assert!(claims.complete(&next, &Completion::Forget).await.unwrap());
         let (kept, _) = claims.read("t:c:idem:k").await.unwrap().unwrap();
         assert_eq!(kept.state, RecordState::Done);
@@ -651,7 +784,7 @@ mod tests {
         let server = redis_server();
         let claims = claims(&server, "pod-a").await;
         let call = record(&claims, Some("k"), "7");
-        held(claims.claim(&call, LONG).await.unwrap());
+        held(claims.claim(&call, LONG, LONG).await.unwrap());
         let mut other = call.clone();
         other.claim_id = "another".into();
         assert_eq!(claims.release_unanswered(&other).await.unwrap(), 0);
@@ -659,7 +792,7 @@ mod tests {
         assert_eq!(claims.read("t:c:idem:k").await.unwrap(), None);
         assert_eq!(claims.read("t:c:txn:7").await.unwrap(), None);
         // Completed, it is no longer a claim to release.
-        let claim = held(claims.claim(&call, LONG).await.unwrap());
+        let claim = held(claims.claim(&call, LONG, LONG).await.unwrap());
         let keep = Completion::Keep(vec![("outcome", b"answered".to_vec())]);
         assert!(claims.complete(&claim, &keep).await.unwrap());
         assert_eq!(claims.release_unanswered(&call).await.unwrap(), 0);
@@ -671,10 +804,10 @@ mod tests {
         let server = redis_server();
         let claims = claims(&server, "pod-a").await;
         let call = record(&claims, Some("k"), "7");
-        let first = held(claims.claim(&call, LONG).await.unwrap());
+        let first = held(claims.claim(&call, LONG, LONG).await.unwrap());
         assert!(claims.complete(&first, &Completion::Forget).await.unwrap());
         assert_eq!(claims.read("t:c:idem:k").await.unwrap(), None);
-        let again = held(claims.claim(&call, LONG).await.unwrap());
+        let again = held(claims.claim(&call, LONG, LONG).await.unwrap());
         assert!(again.fence > first.fence);
     }
 
@@ -684,8 +817,12 @@ mod tests {
         let a = claims(&server, "pod-a").await;
         let b = claims(&server, "pod-b").await;
         let call = record(&a, Some("k"), "7");
-        let claim = held(a.claim(&call, Duration::from_millis(300)).await.unwrap());
-        let (seen, under_key, _) = found(b.claim(&call, LONG).await.unwrap());
+        let claim = held(
+            a.claim(&call, Duration::from_millis(300), LONG)
+                .await
+                .unwrap(),
+        );
+        let (seen, under_key, _) = found(b.claim(&call, LONG, LONG).await.unwrap());
         // Alive: not taken.
         assert_eq!(b.take_over(&seen, under_key, LONG).await.unwrap(), None);
         assert!(b.orphans(10).await.unwrap().is_empty());
@@ -720,9 +857,14 @@ mod tests {
         assert_eq!(a.read("t:c:txn:7").await.unwrap(), None);
         // Found under its transaction, a takeover takes the key's record too.
         let keyed = record(&a, Some("k2"), "9");
-        let claim = held(a.claim(&keyed, Duration::from_millis(100)).await.unwrap());
+        let claim = held(
+            a.claim(&keyed, Duration::from_millis(100), LONG)
+                .await
+                .unwrap(),
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let (seen, under_key, _) = found(b.claim(&record(&b, None, "9"), LONG).await.unwrap());
+        let (seen, under_key, _) =
+            found(b.claim(&record(&b, None, "9"), LONG, LONG).await.unwrap());
         assert!(!under_key);
         let taken = b.take_over(&seen, under_key, LONG).await.unwrap().unwrap();
         assert!(taken.fence > claim.fence);
@@ -748,7 +890,11 @@ mod tests {
         assert!(!a.lead(LONG).await.unwrap());
         // A record gone (expired) is dropped from the index when read.
         let call = record(&a, None, "7");
-        held(a.claim(&call, Duration::from_millis(1)).await.unwrap());
+        held(
+            a.claim(&call, Duration::from_millis(1), LONG)
+                .await
+                .unwrap(),
+        );
         let mut delete = ::redis::cmd("DEL");
         delete.arg("t:c:txn:7");
         let deleted: i64 = a.redis.client.query("test", &delete).await.unwrap();

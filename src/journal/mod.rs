@@ -763,6 +763,24 @@ impl Desk {
         job: Job,
         hold: Option<&Hold>,
     ) -> (Result<Response<Bytes>, ProxyError>, Duration) {
+        if ticket
+            .shared
+            .as_ref()
+            .is_some_and(SharedClaim::too_late_to_send)
+        {
+            // This process stalled between its claim and the send for longer than the
+            // claim allows: another pod may have taken it over, asked LINE Pay and sent
+            // the call itself. Not sent; the dropped ticket records `not_sent`.
+            job.metrics
+                .money_guard_failures
+                .with_label_values(&["send_window"])
+                .inc();
+            tracing::error!(
+                request_id = %ticket.plan.request_id,
+                "the call's shared claim ran out of time to send (this process stalled): not sent, retry it"
+            );
+            return (Err(ProxyError::StateUnavailable), Duration::ZERO);
+        }
         let (reply, answer) = oneshot::channel();
         let store = self.store.clone();
         let reconcile = self

@@ -31,6 +31,10 @@ use std::time::Duration;
 /// Redis answer, a scheduler's pause.
 pub(crate) const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
+/// The longest of LINE Pay's processing limits ([`crate::money::MoneyRoute::processing_limit`]:
+/// an online capture).
+pub(crate) const LONGEST_PROCESSING_LIMIT: Duration = Duration::from_secs(60);
+
 /// Where a record is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RecordState {
@@ -242,6 +246,25 @@ pub(crate) fn lease(
         None => timeouts.connect + timeouts.read,
     }
     .saturating_add(LEASE_MARGIN)
+}
+
+/// How long after its claim was asked for a call may still be sent: what its lease
+/// leaves once the send itself is allowed for (the connect timeout, the read timeout
+/// raised to LINE Pay's processing limit, the settling second). Sent later, the call
+/// could still be in LINE Pay's hands when its lease ends and another pod asks about it,
+/// finds nothing, and sends it again; so an owner that stalled (a frozen VM, a paused
+/// container, a slow disk) past it does not send.
+pub(crate) fn send_window(
+    timeouts: RouteTimeouts,
+    limit: Option<Duration>,
+    settle: Duration,
+    reconcile: Duration,
+) -> Duration {
+    let needed = match limit {
+        Some(limit) => timeouts.connect + timeouts.read.max(limit) + settle,
+        None => timeouts.connect + timeouts.read,
+    };
+    lease(timeouts, limit, settle, reconcile).saturating_sub(needed)
 }
 
 /// The lease of a takeover: one check with LINE Pay (`reconcile`, its connect part at
@@ -482,6 +505,13 @@ mod tests {
         assert_eq!(lease(timeouts(2, 60), Some(s(20)), s(1), s(10)), s(78));
         // Not a money call: no check, no wait.
         assert_eq!(lease(timeouts(2, 60), None, s(1), s(10)), s(67));
+        // What is left to send in: the check and the margin (money), the margin (keyed).
+        assert_eq!(send_window(timeouts(1, 4), Some(s(20)), s(1), s(10)), s(15));
+        assert_eq!(
+            send_window(timeouts(2, 60), Some(s(20)), s(1), s(10)),
+            s(15)
+        );
+        assert_eq!(send_window(timeouts(2, 60), None, s(1), s(10)), s(5));
         assert_eq!(takeover_lease(s(10)), s(20));
         assert_eq!(takeover_lease(s(2)), s(9));
     }

@@ -73,11 +73,19 @@ pub(crate) struct Checker {
 pub(crate) struct SharedClaim {
     claims: Arc<Claims>,
     claim: Claim,
+    /// Past this (on this process's monotonic clock, which runs on while the process is
+    /// stopped), the call is no longer sent: [`shared::send_window`].
+    send_by: Instant,
     pub(crate) sent: bool,
     finished: bool,
 }
 
 impl SharedClaim {
+    /// Whether the time to send the call under this claim has run out.
+    pub(crate) fn too_late_to_send(&self) -> bool {
+        Instant::now() > self.send_by
+    }
+
     /// Records that the call waits for its check with LINE Pay, due at `due`: another
     /// pod's retry is told when to come back.
     pub(crate) async fn await_check(&self, due: Instant, metrics: &Metrics) {
@@ -229,11 +237,31 @@ impl Desk {
             RECONCILE_SETTLE,
             self.settings.reconcile_timeout,
         );
+        // After a loss of the shared records, claims wait out the longest lease a call
+        // may hold: this route's, or one of LINE Pay's longest processing limit.
+        let refusal = lease.max(shared::lease(
+            plan.timeouts,
+            Some(shared::LONGEST_PROCESSING_LIMIT),
+            RECONCILE_SETTLE,
+            self.settings.reconcile_timeout,
+        ));
+        let window = shared::send_window(
+            plan.timeouts,
+            plan.money.map(money::MoneyRoute::processing_limit),
+            RECONCILE_SETTLE,
+            self.settings.reconcile_timeout,
+        );
         for _ in 0..MAX_CLAIM_ROUNDS {
-            let claimed = match guards.claims.claim(&record, lease).await {
+            // Before the question leaves: the claim's time is counted from the earliest.
+            let asked = Instant::now();
+            let claimed = match guards.claims.claim(&record, lease, refusal).await {
                 Ok(claimed) => claimed,
                 Err(error) => {
-                    state_failed(metrics, "claim", &error);
+                    let operation = match error {
+                        StateError::DataLost(_) => "data_lost",
+                        _ => "claim",
+                    };
+                    state_failed(metrics, operation, &error);
                     // The claim may have been written and its answer lost: released in
                     // the background, or it would hold its key and transaction for its
                     // whole lease.
@@ -256,6 +284,7 @@ impl Desk {
                     ticket.shared = Some(SharedClaim {
                         claims: guards.claims.clone(),
                         claim,
+                        send_by: asked + window,
                         sent: false,
                         finished: false,
                     });

@@ -47,8 +47,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Every `kind` of `linepay_sidecar_state_errors_total`.
-pub(crate) const ERROR_KINDS: &[&str] =
-    &["timeout", "unavailable", "connection", "server", "protocol"];
+pub(crate) const ERROR_KINDS: &[&str] = &[
+    "timeout",
+    "unavailable",
+    "connection",
+    "server",
+    "protocol",
+    "data_lost",
+];
 
 /// The client's metrics, registered in `crate::metrics`.
 #[derive(Clone)]
@@ -82,6 +88,11 @@ pub(crate) enum StateError {
     /// [`RedisClient::run_script`] sends it by its text then.
     #[error("Redis does not know the script (NOSCRIPT)")]
     NoScript,
+    /// The money-call guards' records are gone (Redis restarted without its data, or a
+    /// replica without them took over): claims are refused until every claim the lost
+    /// records may have held has ended.
+    #[error("Redis lost the shared money-call records (restarted without persistence, or failed over); money calls are refused for {0:?}")]
+    DataLost(Duration),
 }
 
 impl StateError {
@@ -93,6 +104,7 @@ impl StateError {
             StateError::Connection(_) => "connection",
             StateError::Server(_) | StateError::NoScript => "server",
             StateError::Protocol(_) | StateError::Setup(_) => "protocol",
+            StateError::DataLost(_) => "data_lost",
         }
     }
 

@@ -7,7 +7,7 @@
 
 use crate::util::ledger::{Behaviour, Ledger};
 use crate::util::{
-    eventually, eventually_within, metric, Call, RedisServer, RunningSidecar, Sidecar,
+    eventually, eventually_within, metric, Call, RedisServer, RunningSidecar, Sidecar, TempFile,
 };
 use serde_json::Value;
 use std::time::Duration;
@@ -428,4 +428,78 @@ async fn the_sweeper_checks_and_records_the_refund_of_a_killed_pod_that_no_retry
         .await;
     assert_eq!(next.status, 200, "{}", next.text());
     assert_eq!(ledger.count("POST", &refund_path(TX)), 2);
+}
+
+/// Pod A claims a keyed refund, then stalls before sending it (its journal write waits
+/// on a lock, and the process is stopped meanwhile, as a frozen VM or a throttled
+/// container would be) for longer than the claim leaves to send in. Once it runs again
+/// it must not send: another pod may already have taken the claim over, found nothing at
+/// LINE Pay and sent the refund itself. It answers `503 state_unavailable` (retry safe).
+#[tokio::test]
+async fn a_pod_that_stalled_past_its_claims_time_to_send_does_not_send() {
+    let redis = RedisServer::start();
+    let ledger = Ledger::start().await;
+    ledger.paid(TX);
+    let journal = TempFile::with_contents("journal.sqlite3", b"");
+    // The claim leaves reconcile_timeout + 5 s to send in: 6 s here.
+    let a = pod(&ledger, &redis, "stall")
+        .journal_at(journal.path_str())
+        .config_yaml("sidecar.yaml", "journal:\n  reconcile_timeout: 1s\n")
+        .start()
+        .await;
+    connected(&a).await;
+    // A first call writes what a journal's first call writes (its marker), unhindered.
+    let warm_tx = "2021121600698709721";
+    ledger.paid(warm_tx);
+    let warm = Call::post(&refund_path(warm_tx), r#"{"refundAmount":10}"#)
+        .send(a.addr)
+        .await;
+    assert_eq!(warm.status, 200, "{}", warm.text());
+    // Someone holds the journal's write lock for 3 s: A's intent waits (busy timeout 5 s).
+    let mut lock = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1], isolation_level=None); \
+             c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(3); \
+             c.execute('COMMIT')",
+            journal.path_str(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let stdout = lock.stdout.as_mut().expect("piped");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the lock is taken");
+        assert_eq!(line.trim(), "locked");
+    }
+    let refund = Call::post(&refund_path(TX), r#"{"refundAmount":10}"#)
+        .header("Idempotency-Key", "stalled-1")
+        .within(Duration::from_secs(60));
+    let call = tokio::spawn(refund.send(a.addr));
+    // The claim is made, the intent waits on the lock: now the process is stopped.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    a.signal("STOP");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    a.signal("CONT");
+    let reply = call.await.expect("refund");
+    let _ = lock.wait();
+    reply.assert_sidecar_error(503, "state_unavailable");
+    assert_eq!(reply.retry_safe(), Some(true));
+    assert_eq!(
+        ledger.count("POST", &refund_path(TX)),
+        0,
+        "a stalled pod sent the refund after its claim's time to send"
+    );
+    let scrape = a.scrape().await;
+    assert_eq!(
+        metric(
+            &scrape,
+            r#"linepay_sidecar_money_guard_failures_total{operation="send_window"}"#
+        ),
+        Some(1.0)
+    );
 }
