@@ -314,14 +314,24 @@ fn check(args: &RunArgs) -> Result<()> {
         );
     }
     let upstream = runtime::check_upstream(&config)?;
-    println!(
-        "configuration OK: listen {}, upstream {}, {} allowed routes (routes.apis: [{}]), channel secret from {}",
-        config.listen,
-        upstream,
-        config.allowlist.routes().len(),
-        config.allowlist.family_names(),
-        config.credentials.secret_source
-    );
+    if config.channels.len() > 1 {
+        // Each channel's upstream, apis and secret are its own: on its line below, never
+        // one channel's beside the top level's.
+        println!(
+            "configuration OK: listen {}, {} channels",
+            config.listen,
+            config.channels.len()
+        );
+    } else {
+        println!(
+            "configuration OK: listen {}, upstream {}, {} allowed routes (routes.apis: [{}]), channel secret from {}",
+            config.listen,
+            upstream,
+            config.allowlist.routes().len(),
+            config.allowlist.family_names(),
+            config.credentials.secret_source
+        );
+    }
     // The channels found: with `credentials:`, the one named `default`.
     for channel in &config.channels {
         println!(

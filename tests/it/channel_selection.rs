@@ -246,6 +246,13 @@ fn check_prints_the_channels_and_refuses_credentials_beside_them() {
     );
     let checked = Cli::check_config(file.path_str()).run();
     assert!(checked.status.success(), "{}", checked.stderr);
+    // The summary names no one channel's upstream, apis or secret as the sidecar's.
+    let summary = checked.stdout.lines().next().unwrap_or_default();
+    assert!(summary.ends_with(", 2 channels"), "{summary}");
+    assert!(
+        !summary.contains("upstream") && !summary.contains("secret"),
+        "{summary}"
+    );
     let web = format!("channel web: channel id {WEB_ID}, production (https://api-pay.line.me/), apis [online_v3, online_v4]");
     assert!(checked.stdout.contains(&web), "{}", checked.stdout);
     let pos = format!("channel pos: channel id {POS_ID}, sandbox (https://sandbox-api-pay.line.me/), apis [offline_v4], listen 127.0.0.1:0");
