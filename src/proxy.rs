@@ -106,9 +106,8 @@ pub(crate) struct Proxy {
 /// What one call did, gathered along the path for its log line and metrics.
 #[derive(Default)]
 struct CallRecord<'a> {
-    /// The selected channel's name and environment, once selected.
-    channel: Option<&'a str>,
-    environment: &'static str,
+    /// The selected channel (its name and environment label the call), once selected.
+    channel: Option<&'a Channel>,
     route: Option<&'a Route>,
     /// The `family` label and log field: the matched route's, the disabled family a
     /// refused call belongs to, else `unmatched`.
@@ -213,14 +212,13 @@ impl Proxy {
         Some((channel.upstream.clone(), request))
     }
 
-    /// The call's channel, from its listener and its `X-LinePay-Channel` header.
-    fn select<B>(&self, request: &Request<B>) -> Result<&Channel, ProxyError> {
-        let listener = request.extensions().get::<Listener>();
-        let listener = listener.cloned().unwrap_or_default();
+    /// The call's channel, from the listener it came on and its `X-LinePay-Channel`
+    /// header.
+    fn select<B>(&self, request: &Request<B>, listener: &Listener) -> Result<&Channel, ProxyError> {
         let index = channel::select(
             self.channels.iter().map(|channel| &*channel.name),
             self.config.default_channel.as_deref(),
-            &listener,
+            listener,
             request.headers(),
         )?;
         self.channels.get(index).ok_or(ProxyError::Internal)
@@ -262,7 +260,7 @@ impl Proxy {
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        self.answer(request, Some(ProxyError::Overloaded)).await
+        self.answer(request, Err(ProxyError::Overloaded)).await
     }
 
     /// Answers a connection whose request head did not fit in the memory budget while
@@ -276,21 +274,31 @@ impl Proxy {
         let refusal = ProxyError::OverBudget {
             limit: self.budget.limit(),
         };
-        self.answer(request, Some(refusal)).await
+        self.answer(request, Err(refusal)).await
     }
 
-    /// Handles one call from the app; never fails: every problem becomes an answer.
-    pub(crate) async fn handle<B>(&self, request: Request<B>) -> Response<Bytes>
+    /// Handles one call from the app, which came on `listener`; never fails: every
+    /// problem becomes an answer.
+    pub(crate) async fn handle<B>(
+        &self,
+        request: Request<B>,
+        listener: &Listener,
+    ) -> Response<Bytes>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        self.answer(request, None).await
+        self.answer(request, Ok(listener)).await
     }
 
-    /// Forwards the call (or, with a `refusal`, refuses it unread) and turns the outcome
-    /// into the answer, with the request id, the one log line and the metrics.
-    async fn answer<B>(&self, request: Request<B>, refusal: Option<ProxyError>) -> Response<Bytes>
+    /// Forwards the call that came on a listener (or, with a refusal, refuses it unread)
+    /// and turns the outcome into the answer, with the request id, the one log line and
+    /// the metrics.
+    async fn answer<B>(
+        &self,
+        request: Request<B>,
+        listener: Result<&Listener, ProxyError>,
+    ) -> Response<Bytes>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -300,16 +308,12 @@ impl Proxy {
         let method = request.method().clone();
         let request_id = request_id(request.headers());
         let mut call = CallRecord::default();
-        let outcome = match refusal {
-            None => match self.select(&request) {
-                Ok(channel) => {
-                    call.channel = Some(&channel.name);
-                    call.environment = channel.environment;
-                    self.forward(channel, request, &request_id, &mut call).await
-                }
-                Err(refusal) => Err(refusal),
-            },
-            Some(refusal) => Err(refusal),
+        let outcome = match listener.and_then(|listener| self.select(&request, listener)) {
+            Ok(channel) => {
+                call.channel = Some(channel);
+                self.forward(channel, request, &request_id, &mut call).await
+            }
+            Err(refusal) => Err(refusal),
         };
         let mut response = match outcome {
             Ok(response) => response,
@@ -352,7 +356,7 @@ impl Proxy {
         let order_id = call.order_id.as_deref();
         let path = call.unmatched_path.as_deref();
         let transaction_id = call.transaction_id.as_deref();
-        let channel = call.channel;
+        let channel = call.channel.map(|channel| &*channel.name);
         match &call.error {
             None => tracing::info!(
                 request_id, channel, %method, path, route, family, status, return_code, order_id,
@@ -390,8 +394,8 @@ impl Proxy {
             metrics
                 .channel_requests
                 .with_label_values(&[
-                    channel,
-                    call.environment,
+                    &channel.name,
+                    channel.environment,
                     metrics::status_label(&status),
                     metrics::return_code_label(return_code),
                 ])
@@ -410,7 +414,7 @@ impl Proxy {
                 if let Some(channel) = call.channel {
                     metrics
                         .channel_upstream_errors
-                        .with_label_values(&[channel, kind])
+                        .with_label_values(&[&*channel.name, kind])
                         .inc();
                 }
             }
@@ -556,8 +560,7 @@ impl Proxy {
                         .credentials
                         .channel_id
                         .to_str()
-                        .unwrap_or("-")
-                        .to_owned(),
+                        .unwrap_or("-"),
                     transaction_id,
                     order_id.to_owned(),
                     &self.metrics,

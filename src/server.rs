@@ -48,15 +48,16 @@ where
     let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         call_started();
         request.extensions_mut().insert(hold.clone());
-        // Which port the call came on: a channel's own, or the shared one.
-        request.extensions_mut().insert(listener.clone());
         // One consistent snapshot per call, taken when the call starts.
         let snapshot = proxy.load_full();
+        // Which port the call came on (a channel's own, or the shared one): the
+        // connection's, shared by its calls.
+        let listener = listener.clone();
         async move {
             let response = if overloaded {
                 snapshot.refuse_over_capacity(request).await
             } else {
-                snapshot.handle(request).await
+                snapshot.handle(request, &listener).await
             };
             Ok::<_, Infallible>(response.map(Full::new))
         }

@@ -564,14 +564,14 @@ impl Desk {
     /// is logged and counted; the app's answer goes on.
     pub(crate) async fn remember_order(
         &self,
-        channel_id: String,
+        channel_id: &str,
         transaction_id: String,
         order_id: String,
         metrics: &Arc<Metrics>,
     ) {
         if let Some(orders) = &self.orders {
             // Keyed by channel: a transaction id is unique only within its channel.
-            let key = store::order_key(&channel_id, &transaction_id);
+            let key = store::order_key(channel_id, &transaction_id);
             orders.remember(key, order_id, &self.tasks, metrics);
         }
     }

@@ -1559,7 +1559,7 @@ mod tests {
         let desk = Desk::open(&settings, &crate::route::Allowlist::new(Vec::new())).unwrap();
         let metrics = std::sync::Arc::new(Metrics::new());
         assert_eq!(desk.probe_journal().await, Some(Ok(())));
-        desk.remember_order("c".into(), "42".into(), "order-1".into(), &metrics)
+        desk.remember_order("c", "42".into(), "order-1".into(), &metrics)
             .await;
         // Queued; written before any intent (what `Desk::admit` does first).
         desk.flush_orders(&metrics).await;
@@ -1581,7 +1581,7 @@ mod tests {
             "{refused}"
         );
         assert!(!refused.contains("j.sqlite3"), "no path: {refused}");
-        desk.remember_order("c".into(), "43".into(), "order-2".into(), &metrics)
+        desk.remember_order("c", "43".into(), "order-2".into(), &metrics)
             .await;
         desk.flush_orders(&metrics).await;
         assert!(

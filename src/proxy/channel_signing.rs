@@ -151,17 +151,18 @@ proptest! {
             AppCall::Confirm(id, body) => (Method::POST, format!("/v3/payments/{id}/confirm"), body.clone()),
             AppCall::LegacyRequest(body) => (Method::POST, "/v2/payments/request".to_owned(), body.clone()),
         };
-        let mut request = Request::builder().method(method.clone()).uri(&target);
-        if by_port {
-            // Its own port; a header naming the same channel changes nothing.
-            request = request
-                .extension(Listener(Some(selected.name.as_str().into())))
-                .header(CHANNEL_HEADER, selected.name.as_str());
-        } else {
-            request = request.header(CHANNEL_HEADER, selected.name.as_str());
-        }
-        let request = request.body(()).unwrap();
-        let channel = proxy.select(&request).unwrap();
+        // On its own port a header naming the same channel changes nothing.
+        let listener = match by_port {
+            true => Listener(Some(selected.name.as_str().into())),
+            false => Listener::default(),
+        };
+        let request = Request::builder()
+            .method(method.clone())
+            .uri(&target)
+            .header(CHANNEL_HEADER, selected.name.as_str())
+            .body(())
+            .unwrap();
+        let channel = proxy.select(&request, &listener).unwrap();
         prop_assert_eq!(&*channel.name, selected.name.as_str());
 
         let (parts, ()) = request.into_parts();
