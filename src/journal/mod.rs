@@ -1812,12 +1812,10 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// A ticket whose intent is written and that no task took over (the app hung up, or
-    /// the call failed before it was sent) records `not_sent`, and only then releases its
-    /// key and transaction; a ticket taken over by its task records nothing on drop.
-    #[tokio::test]
-    async fn a_ticket_dropped_unsent_records_not_sent_before_its_key_is_free() {
-        let dir = std::env::temp_dir().join(format!("journal-unsent-{}", uuid::Uuid::new_v4()));
+    /// A desk on a journal of its own in a fresh directory (removed by the test), with
+    /// reconciliation on and a 1 s reconcile timeout.
+    fn scratch_desk(name: &str) -> (std::path::PathBuf, Desk, Arc<Metrics>, Seal) {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let settings = JournalConfig {
             enabled: true,
@@ -1828,8 +1826,16 @@ mod tests {
             reconcile_timeout: secs(1),
         };
         let desk = Desk::open(&settings, &Allowlist::new(Vec::new())).unwrap();
-        let metrics = Arc::new(Metrics::new());
         let seal = Seal::new(&crate::secret::Secret::new("s1"));
+        (dir, desk, Arc::new(Metrics::new()), seal)
+    }
+
+    /// A ticket whose intent is written and that no task took over (the app hung up, or
+    /// the call failed before it was sent) records `not_sent`, and only then releases its
+    /// key and transaction; a ticket taken over by its task records nothing on drop.
+    #[tokio::test]
+    async fn a_ticket_dropped_unsent_records_not_sent_before_its_key_is_free() {
+        let (dir, desk, metrics, seal) = scratch_desk("journal-unsent");
         let plan = |key: &str| Plan {
             template: "/v3/payments/{transactionId}/refund".into(),
             method: "POST".into(),
@@ -1847,7 +1853,7 @@ mod tests {
         let row = ticket.row.unwrap();
         assert!(ticket.unsent.is_some());
         // Another writer holds the journal: the outcome cannot be written yet.
-        let other = rusqlite::Connection::open(&settings.path).unwrap();
+        let other = rusqlite::Connection::open(dir.join("j.sqlite3")).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
         drop(ticket);
         // Held until the outcome is written.
@@ -1883,19 +1889,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_money_call_on_another_channels_transaction_is_refused_unrecorded() {
-        let dir = std::env::temp_dir().join(format!("journal-owner-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let settings = JournalConfig {
-            enabled: true,
-            path: dir.join("j.sqlite3"),
-            max_age: secs(3600),
-            max_calls: 100,
-            reconcile: true,
-            reconcile_timeout: secs(1),
-        };
-        let desk = Desk::open(&settings, &Allowlist::new(Vec::new())).unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let seal = Seal::new(&crate::secret::Secret::new("s1"));
+        let (dir, desk, metrics, seal) = scratch_desk("journal-owner");
         let refund = |channel: &str, template: &str| Plan {
             template: template.into(),
             method: "POST".into(),
