@@ -17,6 +17,7 @@ mod allocator;
 mod demo;
 mod healthcheck;
 mod logfmt;
+mod logwriter;
 
 /// The exit codes, the same for every subcommand (docs/operating.md, "Exit codes").
 /// 0: done (a run stopped by SIGTERM/SIGINT after its drain, a valid config, a healthy
@@ -277,7 +278,7 @@ fn init_logs_filtered(format: LogFormat, level: LogLevel, filter_vars: &[&str]) 
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level.directive()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(logwriter::StderrLines::new())
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         // Same bytes as the default field formatter, fewer instructions (see logfmt).
