@@ -519,7 +519,10 @@ impl Proxy {
                 charge,
             };
             let hold = parts.extensions.get::<Hold>();
-            let (answer, elapsed) = self.desk.send(ticket, job, hold).await;
+            // Boxed: the money path is rare, and its future (journal writes, shared
+            // claims) would otherwise make every call's future that much larger, and
+            // hyper moves each call's future into place (issue 20).
+            let (answer, elapsed) = Box::pin(self.desk.send(ticket, job, hold)).await;
             call.upstream_elapsed = Some(elapsed);
             // A `/payments/request` with an Idempotency-Key comes this way.
             if let (Ok(response), Some(order_id)) = (&answer, call.order_id.as_deref()) {
@@ -647,9 +650,12 @@ impl Proxy {
             budget: &self.budget,
             ask: &ask,
         };
-        let admitted = self
-            .desk
-            .admit_checked(plan, &channel.seal, &self.metrics, Some(&check))
+        // Boxed for the same reason as `Desk::send` in `forward`: only money calls get here.
+        let admitted =
+            Box::pin(
+                self.desk
+                    .admit_checked(plan, &channel.seal, &self.metrics, Some(&check)),
+            )
             .await?;
         Ok(Some(match admitted {
             Admission::Replay(answer) => Admission::Replay(answer),
