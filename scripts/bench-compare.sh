@@ -13,7 +13,11 @@
 #   this script redirects to a file (a real deployment's stderr goes to the runtime's
 #   log collector; a file costs the same write(2) per line);
 # - wrk drives `direct` (the upstream alone), `nginx` and `sidecar` with the same Lua
-#   script: POST /v3/payments/request with a 230-byte LINE Pay request body.
+#   script: POST /v3/payments/request with a 230-byte LINE Pay request body;
+# - bare: the floor, benches/floor/bare_proxy.rs (`--example bare-proxy`), the sidecar's
+#   HTTP stack (hyper server and client, a runtime per core) with none of its work: what
+#   the sidecar's CPU per call would be if signing, checks, log line, metrics and journal
+#   cost nothing. Skipped with a notice when its binary is missing under --no-build.
 # For each proxy: req/s, p50, p99 (wrk --latency), CPU seconds per 1,000 calls from
 # /proc/PID/stat (utime+stime before/after, all of nginx's processes), peak RSS (VmHWM,
 # summed over nginx's processes), and the sidecar/nginx ratio.
@@ -37,7 +41,7 @@ while [ $# -gt 0 ]; do
     --duration) duration=$2; shift 2 ;;
     --no-build) build=0; shift ;;
     --correctness-duration) correctness_duration=$2; shift 2 ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -64,9 +68,12 @@ have_nginx=1
 command -v nginx >/dev/null 2>&1 || { have_nginx=0; echo "NOTICE: no nginx: the upstream is the emulator and the nginx rows are skipped"; }
 
 if [ "$build" = 1 ]; then
-  cargo build --release --quiet --bin linepay-sidecar
+  cargo build --release --quiet --bin linepay-sidecar --example bare-proxy
 fi
 binary=target/release/linepay-sidecar
+bare_binary=target/release/examples/bare-proxy
+have_bare=1
+[ -x "$bare_binary" ] || { have_bare=0; echo "NOTICE: $bare_binary missing (cargo build --release --example bare-proxy): the bare row is skipped"; }
 [ -x "$binary" ] || { echo "$binary missing: run without --no-build" >&2; exit 1; }
 
 # --- scratch space and clean-up ----------------------------------------------------------
@@ -259,8 +266,15 @@ else
 fi
 start_sidecar sidecar "$upstream_url"
 sidecar_url="http://$sidecar_addr"
+if [ "$have_bare" = 1 ]; then
+  bare_port=$(free_port)
+  "$bare_binary" "127.0.0.1:$bare_port" "${upstream_url#http://}" >"$work/bare.out" 2>&1 &
+  bare_pid=$!
+  pids+=("$bare_pid")
+  bare_url="http://$(wait_announce "$work/bare.out" "bare-proxy listening on http://")"
+fi
 # One call each, so a broken set-up fails before the timed steps.
-for url in "$upstream_url" ${nginx_url:-} "$sidecar_url"; do
+for url in "$upstream_url" ${nginx_url:-} "$sidecar_url" ${bare_url:-}; do
   curl -sS --max-time 5 -H 'Content-Type: application/json' -d "$body" "$url/v3/payments/request" |
     grep -q '"returnCode":"0000"' || { echo "no 0000 answer from $url" >&2; exit 1; }
 done
@@ -270,6 +284,7 @@ for c in 1 64; do
   run_step direct "$upstream_url" "$c"
   [ "$have_nginx" = 1 ] && run_step nginx "$nginx_url" "$c" $(process_tree "$nginx_pid")
   run_step sidecar "$sidecar_url" "$c" "$sidecar_pid"
+  [ "$have_bare" = 1 ] && run_step bare "$bare_url" "$c" "$bare_pid"
 done
 # Metrics were on: the sidecar counted every call it answered.
 counted=$(curl -sS --max-time 5 "http://$sidecar_admin/metrics" |
@@ -289,6 +304,10 @@ if [ "$have_nginx" = 1 ]; then
       printf "sidecar/nginx req/s:  c=1 %.2f   c=64 %.2f\n", rps["sidecar 1"] / rps["nginx 1"], rps["sidecar 64"] / rps["nginx 64"]
       printf "added p50 at c=1 over direct: nginx %d µs, sidecar %d µs\n", p50["nginx 1"] - p50["direct 1"], p50["sidecar 1"] - p50["direct 1"]
       printf "CPU per call, sidecar/nginx:  c=1 %.2f   c=64 %.2f\n", cpu["sidecar 1"] / cpu["nginx 1"], cpu["sidecar 64"] / cpu["nginx 64"]
+      if (("bare 64") in cpu) {
+        printf "floor (bare hyper proxy)/nginx: req/s c=1 %.2f   c=64 %.2f;  CPU per call c=1 %.2f   c=64 %.2f\n", rps["bare 1"] / rps["nginx 1"], rps["bare 64"] / rps["nginx 64"], cpu["bare 1"] / cpu["nginx 1"], cpu["bare 64"] / cpu["nginx 64"]
+        printf "sidecar work over the floor at c=64: %.3f s / 1k calls above the floor, which is %.3f\n", cpu["sidecar 64"] - cpu["bare 64"], cpu["bare 64"]
+      }
     }' "$results"
 fi
 
