@@ -8,10 +8,11 @@
 //! LINE Pay ([`UpstreamError::retry_safe`]). `crate::error` turns them into the app's
 //! answer; this layer knows nothing of HTTP status codes for its own failures.
 //!
-//! Pooling is what makes the sidecar faster than a PHP app calling LINE Pay directly: a
-//! PHP request that opens a fresh connection per call still reuses one warm TLS
-//! connection here. hyper-util's pool retries a request only when the pooled connection
-//! was found closed before any byte of it was written, which is safe for payments.
+//! Keep-alive is what makes the sidecar faster than a PHP app calling LINE Pay directly:
+//! a PHP request that opens a fresh connection per call still reuses one warm TLS
+//! connection here (`keepalive`: one stack of idle connections per proxy worker). A
+//! request is sent again only when hyper hands it back unwritten from a connection found
+//! closed while idle, which is safe for payments.
 //!
 //! This file is the clients and their public API: [`Upstream`] (calls and the readiness
 //! probe), [`EchoClient`] (the `egress.expect_ip` question) and the classification of
@@ -25,6 +26,7 @@
 //!   always use the host name of `upstream.url`; the connect timeout over all of it.
 
 mod connector;
+mod keepalive;
 mod resolve;
 mod settings;
 
@@ -34,20 +36,16 @@ use self::connector::{
     check_upstream_fits_egress, connector, describe, log_egress, tls_config, Connector,
     ProxyTunnelError,
 };
+use self::keepalive::{KeepAlive, Limits, SendError};
 use self::resolve::DnsError;
 use crate::budget::Charge;
-use crate::config::UpstreamConfig;
 use crate::egress::EgressConfig;
 use crate::route::RouteTimeouts;
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-type PooledClient = Client<Connector, Full<Bytes>>;
 
 /// Why the upstream client could not be built (at start-up, never per call).
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +112,7 @@ pub(crate) enum UpstreamError {
     /// The answer did not fit in `request.max_buffered_bytes` next to the other calls.
     #[error("LINE Pay's answer did not fit in the sidecar's memory budget (request.max_buffered_bytes, {limit} bytes); the call may have been processed: read the payment details (GET /v3/payments) before sending it again")]
     OverBudget { limit: usize },
-    /// The client has no connection pool: it was built for an allowlist without a single
+    /// The client has no connections: it was built for an allowlist without a single
     /// route, so no connect timeout. Nothing was sent.
     #[error("the sidecar could not build the upstream request")]
     NoPool,
@@ -183,20 +181,20 @@ pub(crate) enum EchoError {
 }
 
 thread_local! {
-    // This thread's proxy worker (0 outside the workers): which of the per-worker pools
-    // its calls use.
+    // This thread's proxy worker (0 outside the workers): which of the per-worker stacks
+    // of idle connections its calls use.
     static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// How many proxy workers (threads, each with its own runtime and pool) the sidecar
-/// runs: one per core it may use (`available_parallelism` honours CPU affinity and
-/// cgroup quotas), at most 64.
+/// How many proxy workers (threads, each with its own runtime and idle connections) the
+/// sidecar runs: one per core it may use (`available_parallelism` honours CPU affinity
+/// and cgroup quotas), at most 64.
 pub(crate) fn worker_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(64))
 }
 
-/// Marks the current thread as proxy worker `index`: its calls use pool `index`, so a
-/// call and its pooled upstream connection stay on the same thread.
+/// Marks the current thread as proxy worker `index`: its calls use stack `index`, so a
+/// call and its kept-alive upstream connection stay on the same thread.
 pub(crate) fn enter_worker(index: usize) {
     WORKER.with(|worker| worker.set(index));
 }
@@ -204,9 +202,10 @@ pub(crate) fn enter_worker(index: usize) {
 pub(crate) struct Upstream {
     base: http::Uri,
     /// Per distinct connect timeout (the connector owns the timeout; with the defaults
-    /// that is exactly one), one pool per proxy worker: a pooled connection's task runs
-    /// on the worker that opened it, and only that worker's calls use it.
-    clients: Vec<(Duration, Vec<PooledClient>)>,
+    /// that is exactly one), one stack of idle connections per proxy worker: a
+    /// connection's task runs on the worker that opened it, and only that worker's calls
+    /// use it.
+    clients: Vec<(Duration, KeepAlive)>,
     /// Opens bare connections for the readiness probe (same DNS, TCP, TLS path).
     probe_connector: Option<Connector>,
     max_response_bytes: usize,
@@ -214,8 +213,8 @@ pub(crate) struct Upstream {
 }
 
 impl Upstream {
-    /// Builds the pools. Refuses egress settings that the upstream URL would bypass: an
-    /// IP-literal upstream that the pin does not list or the bind address cannot reach.
+    /// Builds the connectors. Refuses egress settings that the upstream URL would bypass:
+    /// an IP-literal upstream that the pin does not list or the bind address cannot reach.
     /// (Whether this host holds the bind address is checked by the caller, the runtime,
     /// before it builds a client.)
     pub(crate) fn new(settings: ClientSettings) -> Result<Upstream, UpstreamBuildError> {
@@ -229,23 +228,31 @@ impl Upstream {
         let tls = tls_config(config.ca_file.as_deref())?;
         let pinned_host = config.url.host().unwrap_or_default();
         let workers = worker_count();
-        let clients: Vec<(Duration, Vec<PooledClient>, Connector)> = connect_timeouts
+        let connectors: Vec<(Duration, Connector)> = connect_timeouts
             .iter()
             .map(|&timeout| {
                 let connector = connector(tls.clone(), timeout, egress, Some(pinned_host))?;
-                let pools = (0..workers)
-                    .map(|_| pooled_client(config, connector.clone()))
-                    .collect();
-                Ok((timeout, pools, connector))
+                Ok((timeout, connector))
             })
             .collect::<Result<_, UpstreamBuildError>>()?;
-        let probe_connector = clients.first().map(|(_, _, connector)| connector.clone());
+        let probe_connector = connectors.first().map(|(_, connector)| connector.clone());
+        // A URL without a host is refused when the configuration is read; such a client
+        // would only answer `NoPool`.
+        let clients = connectors
+            .into_iter()
+            .filter_map(|(timeout, connector)| {
+                let limits = Limits {
+                    workers,
+                    idle_timeout: config.pool_idle_timeout,
+                    max_idle: config.pool_max_idle_per_host,
+                    max_buf_size: MAX_BUF_SIZE,
+                };
+                KeepAlive::new(connector, &config.url, limits).map(|client| (timeout, client))
+            })
+            .collect();
         Ok(Upstream {
             base: config.url.clone(),
-            clients: clients
-                .into_iter()
-                .map(|(timeout, client, _)| (timeout, client))
-                .collect(),
+            clients,
             probe_connector,
             max_response_bytes: config.max_response_bytes,
             settings,
@@ -279,9 +286,10 @@ impl Upstream {
         charge: &mut Charge,
     ) -> Result<http::Response<Bytes>, UpstreamError> {
         let client = self.client_for(timeouts.connect)?;
+        let worker = WORKER.with(std::cell::Cell::get);
         let exchange = async {
-            let response = client
-                .request(request)
+            let (response, lease) = client
+                .send(worker, request)
                 .await
                 .map_err(|error| classify(&error, timeouts.connect))?;
             check_answer_head(&response)?;
@@ -324,6 +332,8 @@ impl Upstream {
                     }
                 }
             }
+            // Read to the end without an error: the connection may serve another call.
+            client.give_back(lease);
             let answer = single.unwrap_or_else(|| collected.freeze());
             Ok(http::Response::from_parts(parts, answer))
         };
@@ -344,15 +354,12 @@ impl Upstream {
         }
     }
 
-    fn client_for(&self, connect_timeout: Duration) -> Result<&PooledClient, UpstreamError> {
+    fn client_for(&self, connect_timeout: Duration) -> Result<&KeepAlive, UpstreamError> {
         self.clients
             .iter()
             .find(|(timeout, _)| *timeout == connect_timeout)
             .or_else(|| self.clients.first())
-            .and_then(|(_, pools)| {
-                let worker = WORKER.with(std::cell::Cell::get);
-                pools.get(worker % pools.len().max(1))
-            })
+            .map(|(_, client)| client)
             .ok_or(UpstreamError::NoPool)
     }
 }
@@ -391,19 +398,13 @@ pub(crate) fn head_bytes(headers: &http::HeaderMap) -> usize {
         .sum()
 }
 
-fn pooled_client(config: &UpstreamConfig, https: Connector) -> PooledClient {
-    Client::builder(TokioExecutor::new())
-        .http1_max_buf_size(MAX_RESPONSE_HEAD_BYTES + 16 * 1024)
-        .pool_idle_timeout(config.pool_idle_timeout)
-        .pool_max_idle_per_host(config.pool_max_idle_per_host)
-        .pool_timer(TokioTimer::new())
-        .build(https)
-}
+/// hyper's read buffer: room for the largest head allowed, and some body with it.
+const MAX_BUF_SIZE: usize = MAX_RESPONSE_HEAD_BYTES + 16 * 1024;
 
 /// A one-off GET through the same egress path as LINE Pay calls (bind address, proxy
 /// and its credentials, TLS roots) but without the DNS pin, for `egress.expect_ip`.
 pub(crate) struct EchoClient {
-    client: PooledClient,
+    connector: Connector,
     timeout: Duration,
 }
 
@@ -415,10 +416,7 @@ impl EchoClient {
     ) -> Result<EchoClient, UpstreamBuildError> {
         let tls = tls_config(ca_file)?;
         let connector = connector(tls, timeout, egress, None)?;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(0)
-            .build(connector);
-        Ok(EchoClient { client, timeout })
+        Ok(EchoClient { connector, timeout })
     }
 
     /// The answer's body as text (2xx only, at most `max_bytes`), within the timeout.
@@ -427,22 +425,33 @@ impl EchoClient {
         uri: &http::Uri,
         max_bytes: usize,
     ) -> Result<String, EchoError> {
-        let request = http::Request::get(uri.clone())
+        let mut request = http::Request::get(uri.clone())
             .header(
                 http::header::USER_AGENT,
                 "linepay-sidecar (egress.expect_ip)",
             )
             .body(Full::new(Bytes::new()))
             .map_err(EchoError::Request)?;
+        let failed = |error: SendError| EchoError::Connection {
+            failure: classify(&error, self.timeout),
+            detail: describe(error.error()),
+        };
+        // `echo_url` is checked to be http(s) with a host when the configuration is read.
+        let Some(host) = keepalive::host_header(uri) else {
+            return Err(failed(SendError::Connect(
+                "the echo URL has no host".into(),
+            )));
+        };
+        keepalive::to_origin_form(&mut request, &host);
         let exchange = async {
-            let response =
-                self.client
-                    .request(request)
-                    .await
-                    .map_err(|error| EchoError::Connection {
-                        failure: classify(&error, self.timeout),
-                        detail: describe(&error),
-                    })?;
+            // One call, one connection: it closes when the sender and the answer are dropped.
+            let mut sender = keepalive::open(&self.connector, uri, MAX_BUF_SIZE)
+                .await
+                .map_err(failed)?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|error| failed(SendError::Exchange(error)))?;
             let status = response.status();
             if !status.is_success() {
                 return Err(EchoError::Status(status));
@@ -460,13 +469,13 @@ impl EchoClient {
     }
 }
 
-/// Classifies a client error by walking its causes.
-fn classify(error: &hyper_util::client::legacy::Error, connect_timeout: Duration) -> UpstreamError {
-    if !error.is_connect() {
+/// Classifies a call's failure by walking its causes.
+fn classify(error: &SendError, connect_timeout: Duration) -> UpstreamError {
+    match error {
+        SendError::Connect(error) => classify_connect_failure(&**error, connect_timeout),
         // The request may have been written: never claim it was not.
-        return UpstreamError::Protocol;
+        SendError::Exchange(_) => UpstreamError::Protocol,
     }
-    classify_connect_failure(error, connect_timeout)
 }
 
 /// Why a connection could not be opened: the first DNS or TLS cause wins, then a
