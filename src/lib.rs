@@ -29,6 +29,7 @@
 //! - [`ids`]: LINE Pay's 19-digit ids written as JSON strings in its answers, on request.
 //! - [`inspect`]: reads returnCode, orderId and transactionId for logs and metrics.
 //! - [`metrics`]: every Prometheus metric, registered in one place.
+//! - `logtext`: numbers and dates as the binary's text log writes them.
 //! - `server`: one proxy connection: HTTP/1.1, each call handed to `proxy`.
 //! - [`reload`]: where the configuration comes from (file, flags, environment).
 //! - `admin`: `/metrics`, `/healthz`, `/readyz` on their own port.
@@ -50,6 +51,8 @@ pub mod ids;
 pub mod inspect;
 pub mod journal;
 pub(crate) mod limit;
+#[doc(hidden)]
+pub mod logtext;
 pub(crate) mod metrics;
 pub mod money;
 pub(crate) mod proxy;

@@ -30,6 +30,9 @@ use std::time::{Duration, Instant};
 #[allow(dead_code)]
 #[path = "../src/logfmt.rs"]
 mod logfmt;
+#[allow(dead_code)]
+#[path = "../src/logline.rs"]
+mod logline;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -146,12 +149,14 @@ fn start_sidecar(upstream: u16, journal: &std::path::Path) -> String {
         overrides: Overrides::default(),
         env: Box::new(move |key| env.get(key).cloned()),
     };
-    // The binary's INFO log (`main.rs`, `init_logs`: text, `PlainFields`), to a sink.
+    // The binary's INFO log (`main.rs`, `init_logs`: text, `PlainFields`, `PlainFormat`),
+    // to a sink.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
         .with_writer(std::io::sink)
         .with_ansi(false)
         .fmt_fields(logfmt::PlainFields)
+        .event_format(logline::PlainFormat::default())
         .init();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
