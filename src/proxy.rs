@@ -337,10 +337,11 @@ impl Proxy {
             None => inspect::string_field(response.body(), "returnCode"),
             Some(_) => None,
         };
-        if call.transaction_id.is_none() && call.error.is_none() {
-            call.transaction_id =
-                inspect::id_field(response.body(), "transactionId").map(str::to_owned);
-        }
+        // Borrowed from the answer for the log line, not copied into the record.
+        let answered_transaction = match (&call.transaction_id, &call.error) {
+            (None, None) => inspect::id_field(response.body(), "transactionId"),
+            _ => None,
+        };
         self.record_metrics(
             &call,
             route,
@@ -355,7 +356,7 @@ impl Proxy {
         let request_id = request_id.to_str().unwrap_or("-");
         let order_id = call.order_id.as_deref();
         let path = call.unmatched_path.as_deref();
-        let transaction_id = call.transaction_id.as_deref();
+        let transaction_id = call.transaction_id.as_deref().or(answered_transaction);
         let channel = call.channel.map(|channel| &*channel.name);
         match &call.error {
             None => tracing::info!(
@@ -472,8 +473,7 @@ impl Proxy {
         }
         self.limits.admit(route, &parts.headers).await?;
         let body = self.read_body(&parts, body).await?;
-        check_payload(route, &parts, &body)?;
-        self.prevalidate(route, &body, request_id)?;
+        self.check_body(route, &parts, &body, request_id)?;
         if call.order_id.is_none() {
             call.order_id = match parts.uri.query() {
                 Some(query) => inspect::query_field(query, "orderId"),
@@ -562,26 +562,59 @@ impl Proxy {
                         .to_str()
                         .unwrap_or("-"),
                     transaction_id,
-                    order_id.to_owned(),
+                    order_id,
                     &self.metrics,
                 )
                 .await;
         }
     }
 
+    /// Phase 3: the body, as JSON (`check_payload`) and against LINE Pay's documented
+    /// fields (`prevalidate`). A body the streaming pre-validation finds clean is read
+    /// once: that pass parses it with the same parser, at least as strictly, so it is
+    /// valid JSON too (`validate::passes`). Any other body takes both checks in their
+    /// order, so every refusal keeps its code and message.
+    fn check_body(
+        &self,
+        route: &Route,
+        parts: &http::request::Parts,
+        body: &Bytes,
+        request_id: &HeaderValue,
+    ) -> Result<(), ProxyError> {
+        let rules = self.config.prevalidation.for_template(&route.template);
+        if let Some((_, table)) = rules {
+            // Only where `check_payload` would parse the body: a GET's body, a POST's
+            // query and an empty body are its own refusals or passes.
+            let parsed_as_json =
+                route.method != Method::GET && parts.uri.query().is_none() && !body.is_empty();
+            if parsed_as_json && validate::passes(table, body) {
+                debug_assert!(
+                    check_payload(route, parts, body).is_ok(),
+                    "pre-validation's fast pass passed a body that is not JSON"
+                );
+                return Ok(());
+            }
+        }
+        check_payload(route, parts, body)?;
+        match rules {
+            Some((mode, table)) => self.prevalidate(mode, table, route, body, request_id),
+            None => Ok(()),
+        }
+    }
+
     /// Phase 3, last: the body against LINE Pay's documented fields, for routes whose
-    /// `prevalidation` mode is not `off`. Findings are counted and logged; in `enforce`
-    /// mode they refuse the call. The body itself is never changed.
+    /// `prevalidation` mode is not `off`, once the fast pass has not found it clean (the
+    /// walk writes the findings). Findings are counted and logged; in `enforce` mode they
+    /// refuse the call. The body itself is never changed.
     fn prevalidate(
         &self,
+        mode: Mode,
+        table: &validate::Table,
         route: &Route,
         body: &Bytes,
         request_id: &HeaderValue,
     ) -> Result<(), ProxyError> {
-        let Some((mode, table)) = self.config.prevalidation.for_template(&route.template) else {
-            return Ok(());
-        };
-        let findings = validate::check(table, body);
+        let findings = validate::walk(table, body);
         if findings.is_empty() {
             return Ok(());
         }
@@ -966,16 +999,14 @@ fn response_filter(response: Response<Bytes>, ids_as_strings: bool) -> Response<
 
 /// The transactionId LINE Pay gave a successful `POST …/payments/request` (the only
 /// plain call whose later money calls name no order), read from its answer.
-fn requested_transaction(route: &Route, response: &Response<Bytes>) -> Option<String> {
+fn requested_transaction<'a>(route: &Route, response: &'a Response<Bytes>) -> Option<&'a str> {
     if route.method != http::Method::POST || !route.template.ends_with("/payments/request") {
         return None;
     }
     if inspect::string_field(response.body(), "returnCode") != Some("0000") {
         return None;
     }
-    inspect::id_field(response.body(), "transactionId")
-        .filter(|id| !id.is_empty())
-        .map(str::to_owned)
+    inspect::id_field(response.body(), "transactionId").filter(|id| !id.is_empty())
 }
 
 /// An answer already filtered (a replay from the journal, or one the journal kept byte
