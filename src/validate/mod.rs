@@ -121,6 +121,10 @@ pub(crate) fn table_by_key(key: &str) -> Option<&'static Table> {
 
 /// Segment by segment; a `{parameter}` matches a `{parameter}` of any name.
 fn same_shape(key: &str, template: &str) -> bool {
+    // Most templates are a key as written (`payments/request`): no segment to split.
+    if key == template {
+        return true;
+    }
     let is_param = |segment: &str| segment.starts_with('{') && segment.ends_with('}');
     let mut left = key.split('/');
     let mut right = template.split('/');
