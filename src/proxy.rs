@@ -117,9 +117,28 @@ struct CallRecord<'a> {
     /// Copied only then, not on every call.
     unmatched_path: Option<String>,
     error: Option<ProxyError>,
-    order_id: Option<String>,
+    order_id: Option<OrderId>,
     transaction_id: Option<String>,
     upstream_elapsed: Option<std::time::Duration>,
+}
+
+/// The call's orderId, for its log line and the journal's orderId queue.
+enum OrderId {
+    /// Decoded from the path, or read from the query.
+    Copied(String),
+    /// Read from the request body, and kept as a slice of it (no copy on every POST).
+    InBody(Bytes),
+}
+
+impl OrderId {
+    /// The body's slice was read as printable ASCII (`inspect::string_field`), so it is
+    /// always UTF-8; the empty string stands for what cannot happen.
+    fn as_str(&self) -> &str {
+        match self {
+            OrderId::Copied(text) => text,
+            OrderId::InBody(bytes) => std::str::from_utf8(bytes).unwrap_or_default(),
+        }
+    }
 }
 
 /// The request id header: taken from the app when it sends a sane one, else generated,
@@ -354,7 +373,7 @@ impl Proxy {
         let elapsed_ms = milliseconds(started.elapsed());
         let upstream_ms = call.upstream_elapsed.map(milliseconds);
         let request_id = request_id.to_str().unwrap_or("-");
-        let order_id = call.order_id.as_deref();
+        let order_id = call.order_id.as_ref().map(OrderId::as_str);
         let path = call.unmatched_path.as_deref();
         let transaction_id = call.transaction_id.as_deref().or(answered_transaction);
         let channel = call.channel.map(|channel| &*channel.name);
@@ -462,7 +481,8 @@ impl Proxy {
         // characters, UTF-8, no control characters); logged decoded, as journaled.
         call.order_id = route
             .param(parts.uri.path(), "orderId")
-            .and_then(money::order_id_from_path);
+            .and_then(money::order_id_from_path)
+            .map(OrderId::Copied);
         let expected = head_bytes + self.expected_body_bytes(&parts);
         let mut charge = self.budget.charge(expected).ok_or(ProxyError::OverBudget {
             limit: self.budget.limit(),
@@ -476,10 +496,12 @@ impl Proxy {
         self.check_body(route, &parts, &body, request_id)?;
         if call.order_id.is_none() {
             call.order_id = match parts.uri.query() {
-                Some(query) => inspect::query_field(query, "orderId"),
-                None => inspect::string_field(&body, "orderId"),
-            }
-            .map(str::to_owned);
+                Some(query) => {
+                    inspect::query_field(query, "orderId").map(|id| OrderId::Copied(id.to_owned()))
+                }
+                None => inspect::string_field(&body, "orderId")
+                    .map(|id| OrderId::InBody(body.slice_ref(id.as_bytes()))),
+            };
         }
         if call.transaction_id.is_none() {
             call.transaction_id = parts
@@ -522,8 +544,8 @@ impl Proxy {
             let (answer, elapsed) = self.desk.send(ticket, job, hold).await;
             call.upstream_elapsed = Some(elapsed);
             // A `/payments/request` with an Idempotency-Key comes this way.
-            if let (Ok(response), Some(order_id)) = (&answer, call.order_id.as_deref()) {
-                self.remember_order(channel, route, response, order_id)
+            if let (Ok(response), Some(order_id)) = (&answer, call.order_id.as_ref()) {
+                self.remember_order(channel, route, response, order_id.as_str())
                     .await;
             }
             return answer.map(|answer| quote_ids(answer, ids_as_strings));
@@ -535,8 +557,8 @@ impl Proxy {
             .await;
         call.upstream_elapsed = Some(sent.elapsed());
         let response = response?;
-        if let Some(order_id) = call.order_id.as_deref() {
-            self.remember_order(channel, route, &response, order_id)
+        if let Some(order_id) = call.order_id.as_ref() {
+            self.remember_order(channel, route, &response, order_id.as_str())
                 .await;
         }
         Ok(response_filter(response, ids_as_strings))
@@ -1029,6 +1051,16 @@ mod tests {
     fn hop_by_hop_names_match_the_list() {
         let names: Vec<&str> = HOP_BY_HOP_NAMES.iter().map(HeaderName::as_str).collect();
         assert_eq!(names, forward::HOP_BY_HOP);
+    }
+
+    #[test]
+    fn an_order_id_reads_the_same_copied_or_sliced_from_the_body() {
+        let body = Bytes::from_static(br#"{"amount":1,"orderId":"A-1 b"}"#);
+        let read = inspect::string_field(&body, "orderId").unwrap();
+        let sliced = OrderId::InBody(body.slice_ref(read.as_bytes()));
+        assert_eq!(sliced.as_str(), "A-1 b");
+        assert_eq!(OrderId::Copied("pos 1/2".into()).as_str(), "pos 1/2");
+        assert_eq!(OrderId::InBody(Bytes::from_static(b"caf\xff")).as_str(), "");
     }
 
     #[test]
