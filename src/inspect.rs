@@ -8,6 +8,9 @@
 //! string or a run of digits; anything else is "absent". Values are capped in length and
 //! restricted to printable ASCII so that a log line cannot be forged through them.
 
+use memchr::memmem::Finder;
+use std::sync::LazyLock;
+
 const MAX_VALUE_LEN: usize = 100;
 
 /// The first string value of `key`, e.g. `returnCode` → `0000`.
@@ -37,21 +40,38 @@ pub fn id_field<'a>(body: &'a [u8], key: &str) -> Option<&'a str> {
 }
 
 fn after_key<'a>(body: &'a [u8], key: &str) -> Option<&'a [u8]> {
-    let needle_len = key.len() + 2;
+    let key = key.as_bytes();
+    // The key's text is found by `memmem` (vectorised), then its quotes are checked: the
+    // same first `"key"` as a window-by-window scan, at a fraction of the instructions on
+    // an answer whose `transactionId` comes ~200 bytes in.
+    // Where the next `"key"` may start (its opening quote).
     let mut from = 0;
-    while from + needle_len <= body.len() {
-        let window = &body[from..];
-        let found = window.windows(needle_len).position(|w| {
-            w[0] == b'"' && w[needle_len - 1] == b'"' && &w[1..needle_len - 1] == key.as_bytes()
-        })?;
-        let rest = trim_start(&window[found + needle_len..]);
-        if let Some(value) = rest.strip_prefix(b":") {
+    loop {
+        let start = from + 1;
+        let at = start + find(body.get(start..)?, key)?;
+        if body[at - 1] != b'"' || body.get(at + key.len()) != Some(&b'"') {
+            from = at;
+            continue;
+        }
+        let after = at + key.len() + 1;
+        if let Some(value) = trim_start(&body[after..]).strip_prefix(b":") {
             return Some(trim_start(value));
         }
-        // The key text appeared as a value, not a key: keep looking.
-        from += found + needle_len;
+        // The key text appeared as a value, not a key: keep looking after it.
+        from = after;
     }
-    None
+}
+
+/// The keys read on every call, each with its searcher built once: building one costs
+/// more than a search through a LINE Pay answer (callgrind: ~600 instructions a key).
+static KNOWN_KEYS: LazyLock<[Finder<'static>; 4]> =
+    LazyLock::new(|| ["returnCode", "transactionId", "orderId", "currency"].map(Finder::new));
+
+fn find(haystack: &[u8], key: &[u8]) -> Option<usize> {
+    match KNOWN_KEYS.iter().find(|finder| finder.needle() == key) {
+        Some(finder) => finder.find(haystack),
+        None => memchr::memmem::find(haystack, key),
+    }
 }
 
 fn trim_start(bytes: &[u8]) -> &[u8] {
@@ -116,6 +136,64 @@ mod tests {
     fn a_key_that_appears_as_a_value_first_is_skipped() {
         let body = br#"{"note":"orderId","orderId":"A-1"}"#;
         assert_eq!(string_field(body, "orderId"), Some("A-1"));
+    }
+
+    /// The window-by-window scan `after_key` replaced, kept as the reference it must agree with.
+    fn after_key_by_windows<'a>(body: &'a [u8], key: &str) -> Option<&'a [u8]> {
+        let needle_len = key.len() + 2;
+        let mut from = 0;
+        while from + needle_len <= body.len() {
+            let window = &body[from..];
+            let found = window.windows(needle_len).position(|w| {
+                w[0] == b'"' && w[needle_len - 1] == b'"' && &w[1..needle_len - 1] == key.as_bytes()
+            })?;
+            let rest = trim_start(&window[found + needle_len..]);
+            if let Some(value) = rest.strip_prefix(b":") {
+                return Some(trim_start(value));
+            }
+            from += found + needle_len;
+        }
+        None
+    }
+
+    #[test]
+    fn the_key_search_agrees_with_a_window_scan() {
+        // Every body of up to 6 symbols over an alphabet that makes keys, half keys,
+        // quotes and colons meet in every arrangement.
+        let alphabet: [&[u8]; 6] = [b"\"", b"k", b"orderId", b":", b" ", b"x"];
+        let mut bodies: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut frontier = bodies.clone();
+        for _ in 0..6 {
+            let mut next = Vec::new();
+            for body in &frontier {
+                for symbol in alphabet {
+                    let mut longer = body.clone();
+                    longer.extend_from_slice(symbol);
+                    next.push(longer);
+                }
+            }
+            bodies.extend(next.iter().cloned());
+            frontier = next;
+        }
+        for body in &bodies {
+            // `orderId` is searched by a prebuilt searcher, the others by a one-off one.
+            for key in ["k", "kk", "", "x:", "orderId", "orderIdk"] {
+                assert_eq!(
+                    after_key(body, key),
+                    after_key_by_windows(body, key),
+                    "{:?} in {:?}",
+                    key,
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+        let answer =
+            br#"{"returnCode":"0000","info":{"note":"transactionId","transactionId" :  42}}"#;
+        assert_eq!(id_field(answer, "transactionId"), Some("42"));
+        assert_eq!(
+            after_key(answer, "transactionId"),
+            after_key_by_windows(answer, "transactionId")
+        );
     }
 
     #[test]

@@ -109,21 +109,26 @@ pub fn classify(method: &http::Method, template: &str) -> Option<MoneyRoute> {
     if method != http::Method::POST {
         return None;
     }
-    let segments: Vec<&str> = template.trim_start_matches('/').split('/').collect();
-    let version = segments.first()?;
-    if !is_version(version) || segments.get(1) != Some(&"payments") {
+    // Read from both ends without collecting the segments (no `Vec` per call); a short
+    // path's segments from the end run into its first ones, as indexing would.
+    let path = template.trim_start_matches('/');
+    let mut from_start = path.split('/');
+    if !from_start.next().is_some_and(is_version) || from_start.next() != Some("payments") {
         return None;
     }
-    let last = *segments.last()?;
-    let before = |n: usize| segments.len().checked_sub(n + 1).map(|i| segments[i]);
-    let offline = segments.get(2) == Some(&"orders") || segments.get(2) == Some(&"oneTimeKeys");
+    let third = from_start.next();
+    let offline = third == Some("orders") || third == Some("oneTimeKeys");
+    let mut from_end = path.rsplit('/');
+    let last = from_end.next()?;
+    let before_last = from_end.next();
+    let second_before_last = from_end.next();
     let operation = match last {
         "confirm" => Operation::Confirm,
         "capture" => Operation::Capture,
         "void" => Operation::Void,
         "refund" => Operation::Refund,
-        "payment" if before(2) == Some("preapprovedPay") => Operation::PreapprovedPay,
-        "pay" if before(1) == Some("oneTimeKeys") => Operation::OneTimeKeyPay,
+        "payment" if second_before_last == Some("preapprovedPay") => Operation::PreapprovedPay,
+        "pay" if before_last == Some("oneTimeKeys") => Operation::OneTimeKeyPay,
         _ => return None,
     };
     Some(MoneyRoute { operation, offline })
@@ -578,6 +583,24 @@ mod tests {
             ("/v3/payments/{transactionId}/payment", None),
             ("/v4/payments/orders/{orderId}/pay", None),
             ("/v3/payments/authorizations/{transactionId}/other", None),
+            // Short paths: the segments counted from the end are the first ones.
+            ("/v3/payments", None),
+            ("/v3/payments/pay", None),
+            ("/v3/payments/oneTimeKeys", None),
+            ("/v3/payments/confirm", Some((Confirm, false))),
+            ("/v3/payments/oneTimeKeys/refund", Some((Refund, true))),
+            ("/v3/payments/orders", None),
+            ("/v3/payments/preapprovedPay/payment", None),
+            ("/v3/payments/preapprovedPay/x/y/payment", None),
+            ("/v3/payments/x/oneTimeKeys/pay", Some((OneTimeKeyPay, false))),
+            ("/v3/payments/x/orders/refund", Some((Refund, false))),
+            ("v3/payments/{transactionId}/refund", Some((Refund, false))),
+            ("//v3/payments/{transactionId}/refund", Some((Refund, false))),
+            ("/v3/payments/{transactionId}/refund/", None),
+            ("/v3", None),
+            ("", None),
+            ("/v3/payments//preapprovedPay/payment", None),
+            ("/payments/v3/preapprovedPay/{regKey}/payment", None),
         ];
         for (template, expected) in table {
             assert_eq!(money(template), expected, "{template}");

@@ -117,9 +117,28 @@ struct CallRecord<'a> {
     /// Copied only then, not on every call.
     unmatched_path: Option<String>,
     error: Option<ProxyError>,
-    order_id: Option<String>,
+    order_id: Option<OrderId>,
     transaction_id: Option<String>,
     upstream_elapsed: Option<std::time::Duration>,
+}
+
+/// The call's orderId, for its log line and the journal's orderId queue.
+enum OrderId {
+    /// Decoded from the path, or read from the query.
+    Copied(String),
+    /// Read from the request body, and kept as a slice of it (no copy on every POST).
+    InBody(Bytes),
+}
+
+impl OrderId {
+    /// The body's slice was read as printable ASCII (`inspect::string_field`), so it is
+    /// always UTF-8; the empty string stands for what cannot happen.
+    fn as_str(&self) -> &str {
+        match self {
+            OrderId::Copied(text) => text,
+            OrderId::InBody(bytes) => std::str::from_utf8(bytes).unwrap_or_default(),
+        }
+    }
 }
 
 /// The request id header: taken from the app when it sends a sane one, else generated,
@@ -337,10 +356,11 @@ impl Proxy {
             None => inspect::string_field(response.body(), "returnCode"),
             Some(_) => None,
         };
-        if call.transaction_id.is_none() && call.error.is_none() {
-            call.transaction_id =
-                inspect::id_field(response.body(), "transactionId").map(str::to_owned);
-        }
+        // Borrowed from the answer for the log line, not copied into the record.
+        let answered_transaction = match (&call.transaction_id, &call.error) {
+            (None, None) => inspect::id_field(response.body(), "transactionId"),
+            _ => None,
+        };
         self.record_metrics(
             &call,
             route,
@@ -353,9 +373,9 @@ impl Proxy {
         let elapsed_ms = milliseconds(started.elapsed());
         let upstream_ms = call.upstream_elapsed.map(milliseconds);
         let request_id = request_id.to_str().unwrap_or("-");
-        let order_id = call.order_id.as_deref();
+        let order_id = call.order_id.as_ref().map(OrderId::as_str);
         let path = call.unmatched_path.as_deref();
-        let transaction_id = call.transaction_id.as_deref();
+        let transaction_id = call.transaction_id.as_deref().or(answered_transaction);
         let channel = call.channel.map(|channel| &*channel.name);
         match &call.error {
             None => tracing::info!(
@@ -461,7 +481,8 @@ impl Proxy {
         // characters, UTF-8, no control characters); logged decoded, as journaled.
         call.order_id = route
             .param(parts.uri.path(), "orderId")
-            .and_then(money::order_id_from_path);
+            .and_then(money::order_id_from_path)
+            .map(OrderId::Copied);
         let expected = head_bytes + self.expected_body_bytes(&parts);
         let mut charge = self.budget.charge(expected).ok_or(ProxyError::OverBudget {
             limit: self.budget.limit(),
@@ -472,14 +493,15 @@ impl Proxy {
         }
         self.limits.admit(route, &parts.headers).await?;
         let body = self.read_body(&parts, body).await?;
-        check_payload(route, &parts, &body)?;
-        self.prevalidate(route, &body, request_id)?;
+        self.check_body(route, &parts, &body, request_id)?;
         if call.order_id.is_none() {
             call.order_id = match parts.uri.query() {
-                Some(query) => inspect::query_field(query, "orderId"),
-                None => inspect::string_field(&body, "orderId"),
-            }
-            .map(str::to_owned);
+                Some(query) => {
+                    inspect::query_field(query, "orderId").map(|id| OrderId::Copied(id.to_owned()))
+                }
+                None => inspect::string_field(&body, "orderId")
+                    .map(|id| OrderId::InBody(body.slice_ref(id.as_bytes()))),
+            };
         }
         if call.transaction_id.is_none() {
             call.transaction_id = parts
@@ -525,8 +547,8 @@ impl Proxy {
             let (answer, elapsed) = Box::pin(self.desk.send(ticket, job, hold)).await;
             call.upstream_elapsed = Some(elapsed);
             // A `/payments/request` with an Idempotency-Key comes this way.
-            if let (Ok(response), Some(order_id)) = (&answer, call.order_id.as_deref()) {
-                self.remember_order(channel, route, response, order_id)
+            if let (Ok(response), Some(order_id)) = (&answer, call.order_id.as_ref()) {
+                self.remember_order(channel, route, response, order_id.as_str())
                     .await;
             }
             return answer.map(|answer| quote_ids(answer, ids_as_strings));
@@ -538,8 +560,8 @@ impl Proxy {
             .await;
         call.upstream_elapsed = Some(sent.elapsed());
         let response = response?;
-        if let Some(order_id) = call.order_id.as_deref() {
-            self.remember_order(channel, route, &response, order_id)
+        if let Some(order_id) = call.order_id.as_ref() {
+            self.remember_order(channel, route, &response, order_id.as_str())
                 .await;
         }
         Ok(response_filter(response, ids_as_strings))
@@ -565,26 +587,59 @@ impl Proxy {
                         .to_str()
                         .unwrap_or("-"),
                     transaction_id,
-                    order_id.to_owned(),
+                    order_id,
                     &self.metrics,
                 )
                 .await;
         }
     }
 
+    /// Phase 3: the body, as JSON (`check_payload`) and against LINE Pay's documented
+    /// fields (`prevalidate`). A body the streaming pre-validation finds clean is read
+    /// once: that pass parses it with the same parser, at least as strictly, so it is
+    /// valid JSON too (`validate::passes`). Any other body takes both checks in their
+    /// order, so every refusal keeps its code and message.
+    fn check_body(
+        &self,
+        route: &Route,
+        parts: &http::request::Parts,
+        body: &Bytes,
+        request_id: &HeaderValue,
+    ) -> Result<(), ProxyError> {
+        let rules = self.config.prevalidation.for_template(&route.template);
+        if let Some((_, table)) = rules {
+            // Only where `check_payload` would parse the body: a GET's body, a POST's
+            // query and an empty body are its own refusals or passes.
+            let parsed_as_json =
+                route.method != Method::GET && parts.uri.query().is_none() && !body.is_empty();
+            if parsed_as_json && validate::passes(table, body) {
+                debug_assert!(
+                    check_payload(route, parts, body).is_ok(),
+                    "pre-validation's fast pass passed a body that is not JSON"
+                );
+                return Ok(());
+            }
+        }
+        check_payload(route, parts, body)?;
+        match rules {
+            Some((mode, table)) => self.prevalidate(mode, table, route, body, request_id),
+            None => Ok(()),
+        }
+    }
+
     /// Phase 3, last: the body against LINE Pay's documented fields, for routes whose
-    /// `prevalidation` mode is not `off`. Findings are counted and logged; in `enforce`
-    /// mode they refuse the call. The body itself is never changed.
+    /// `prevalidation` mode is not `off`, once the fast pass has not found it clean (the
+    /// walk writes the findings). Findings are counted and logged; in `enforce` mode they
+    /// refuse the call. The body itself is never changed.
     fn prevalidate(
         &self,
+        mode: Mode,
+        table: &validate::Table,
         route: &Route,
         body: &Bytes,
         request_id: &HeaderValue,
     ) -> Result<(), ProxyError> {
-        let Some((mode, table)) = self.config.prevalidation.for_template(&route.template) else {
-            return Ok(());
-        };
-        let findings = validate::check(table, body);
+        let findings = validate::walk(table, body);
         if findings.is_empty() {
             return Ok(());
         }
@@ -972,16 +1027,14 @@ fn response_filter(response: Response<Bytes>, ids_as_strings: bool) -> Response<
 
 /// The transactionId LINE Pay gave a successful `POST …/payments/request` (the only
 /// plain call whose later money calls name no order), read from its answer.
-fn requested_transaction(route: &Route, response: &Response<Bytes>) -> Option<String> {
+fn requested_transaction<'a>(route: &Route, response: &'a Response<Bytes>) -> Option<&'a str> {
     if route.method != http::Method::POST || !route.template.ends_with("/payments/request") {
         return None;
     }
     if inspect::string_field(response.body(), "returnCode") != Some("0000") {
         return None;
     }
-    inspect::id_field(response.body(), "transactionId")
-        .filter(|id| !id.is_empty())
-        .map(str::to_owned)
+    inspect::id_field(response.body(), "transactionId").filter(|id| !id.is_empty())
 }
 
 /// An answer already filtered (a replay from the journal, or one the journal kept byte
@@ -1004,6 +1057,16 @@ mod tests {
     fn hop_by_hop_names_match_the_list() {
         let names: Vec<&str> = HOP_BY_HOP_NAMES.iter().map(HeaderName::as_str).collect();
         assert_eq!(names, forward::HOP_BY_HOP);
+    }
+
+    #[test]
+    fn an_order_id_reads_the_same_copied_or_sliced_from_the_body() {
+        let body = Bytes::from_static(br#"{"amount":1,"orderId":"A-1 b"}"#);
+        let read = inspect::string_field(&body, "orderId").unwrap();
+        let sliced = OrderId::InBody(body.slice_ref(read.as_bytes()));
+        assert_eq!(sliced.as_str(), "A-1 b");
+        assert_eq!(OrderId::Copied("pos 1/2".into()).as_str(), "pos 1/2");
+        assert_eq!(OrderId::InBody(Bytes::from_static(b"caf\xff")).as_str(), "");
     }
 
     #[test]

@@ -397,12 +397,13 @@ impl Route {
     /// The value of `{name}` in a path this route matched, as sent (still
     /// percent-encoded), e.g. the transactionId.
     pub fn param<'p>(&self, path: &'p str, name: &str) -> Option<&'p str> {
+        // The template is searched first: most routes (`/payments/request`) have no such
+        // parameter, and their path is not split at all.
+        let index = self.segments.iter().position(
+            |segment| matches!(segment, Segment::Param { name: param, .. } if param == name),
+        )?;
         // The path's first segment is the empty one before the leading `/`.
-        self.segments
-            .iter()
-            .zip(path.split('/').skip(1))
-            .find(|(segment, _)| matches!(segment, Segment::Param { name: param, .. } if param == name))
-            .map(|(_, value)| value)
+        path.split('/').nth(index + 1)
     }
 
     /// Same number of segments, and every literal equal: the path is a call of this
@@ -1347,6 +1348,25 @@ mod tests {
             panic!("check is allowed");
         };
         assert_eq!(route.param(path, "orderId"), Some("a%20b"));
+        // A path shorter than its template has no value there; the segment at the
+        // parameter's place is the value, whatever follows.
+        assert_eq!(route.param("/v4/payments/orders", "orderId"), None);
+        assert_eq!(route.param("/v4/payments/orders/", "orderId"), Some(""));
+        assert_eq!(
+            route.param("/v4/payments/orders/o-1", "orderId"),
+            Some("o-1")
+        );
+        assert_eq!(
+            route.param("/v4/payments/x/o-1/y/z", "orderId"),
+            Some("o-1")
+        );
+        assert_eq!(route.param("v4/payments/orders/o-1", "orderId"), None);
+        let path = "/v3/payments/request";
+        let Match::Allowed(route) = list.find(&http::Method::POST, path) else {
+            panic!("request is allowed");
+        };
+        assert_eq!(route.param(path, "transactionId"), None);
+        assert_eq!(route.param(path, "orderId"), None);
     }
 
     #[test]

@@ -565,14 +565,14 @@ impl Desk {
     pub(crate) async fn remember_order(
         &self,
         channel_id: &str,
-        transaction_id: String,
-        order_id: String,
+        transaction_id: &str,
+        order_id: &str,
         metrics: &Arc<Metrics>,
     ) {
         if let Some(orders) = &self.orders {
             // Keyed by channel: a transaction id is unique only within its channel.
-            let key = store::order_key(channel_id, &transaction_id);
-            orders.remember(key, order_id, &self.tasks, metrics);
+            let key = store::order_key(channel_id, transaction_id);
+            orders.remember(key, order_id.to_owned(), &self.tasks, metrics);
         }
     }
 

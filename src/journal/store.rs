@@ -525,7 +525,12 @@ impl Store {
 /// The `orders` key of a transaction: its channel id, a space, its id (a channel id is
 /// printable ASCII without spaces, so two channels' keys never meet).
 pub(super) fn order_key(channel_id: &str, transaction_id: &str) -> String {
-    format!("{channel_id} {transaction_id}")
+    // Built by hand, not `format!`: one exact allocation on every requested payment.
+    let mut key = String::with_capacity(channel_id.len() + 1 + transaction_id.len());
+    key.push_str(channel_id);
+    key.push(' ');
+    key.push_str(transaction_id);
+    key
 }
 
 /// Inserts `intent`'s row; returns its id.
@@ -664,26 +669,33 @@ fn check_holds_marked_calls(connection: &Connection, path: &Path) -> Result<(), 
 /// The highest call id the journal ever held: its newest row's, or the one pruning kept
 /// in `high_water` (0 when it never held a call); `None` without a `calls` table.
 fn journal_high_water(connection: &Connection) -> rusqlite::Result<Option<i64>> {
-    let tables: Vec<String> = connection
-        .prepare(
+    // Cached statements: the side connection asks this at every probe, the store after
+    // every prune; SQLite re-prepares a cached statement itself if the schema changed.
+    let (mut calls, mut high_water) = (false, false);
+    {
+        let mut tables = connection.prepare_cached(
             "SELECT name FROM sqlite_master WHERE type = 'table' \
              AND name IN ('calls', 'high_water')",
-        )?
-        .query_map([], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    if !tables.iter().any(|table| table == "calls") {
+        )?;
+        let mut rows = tables.query([])?;
+        while let Some(row) = rows.next()? {
+            match row.get_ref(0)?.as_str()? {
+                "calls" => calls = true,
+                "high_water" => high_water = true,
+                _ => {}
+            }
+        }
+    }
+    if !calls {
         return Ok(None);
     }
-    let newest: i64 =
-        connection.query_row("SELECT COALESCE(MAX(id), 0) FROM calls", [], |row| {
-            row.get(0)
-        })?;
-    let kept: i64 = match tables.iter().any(|table| table == "high_water") {
-        true => connection.query_row(
-            "SELECT COALESCE(MAX(last_call_id), 0) FROM high_water",
-            [],
-            |row| row.get(0),
-        )?,
+    let newest: i64 = connection
+        .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM calls")?
+        .query_row([], |row| row.get(0))?;
+    let kept: i64 = match high_water {
+        true => connection
+            .prepare_cached("SELECT COALESCE(MAX(last_call_id), 0) FROM high_water")?
+            .query_row([], |row| row.get(0))?,
         false => 0,
     };
     Ok(Some(newest.max(kept)))
@@ -991,6 +1003,40 @@ mod tests {
             idempotency_key: key.map(str::to_owned),
             key_binding: key.map(|k| format!("binding of {k}")),
         }
+    }
+
+    #[test]
+    fn an_order_key_is_the_channel_id_a_space_and_the_transaction_id() {
+        assert_eq!(
+            order_key("1234567890", "2025010112345678901"),
+            "1234567890 2025010112345678901"
+        );
+        assert_eq!(order_key("c", ""), "c ");
+        assert_eq!(order_key("", "42"), " 42");
+    }
+
+    #[test]
+    fn the_high_water_is_the_newest_call_or_the_pruned_one_whichever_is_higher() {
+        let c = Connection::open_in_memory().unwrap();
+        let high = |c: &Connection| journal_high_water(c).unwrap();
+        c.execute_batch("CREATE TABLE other (id INTEGER)").unwrap();
+        assert_eq!(high(&c), None, "no calls table: not a journal yet");
+        c.execute_batch("CREATE TABLE high_water (id INTEGER PRIMARY KEY, last_call_id INTEGER)")
+            .unwrap();
+        c.execute_batch("INSERT INTO high_water VALUES (1, 9)")
+            .unwrap();
+        assert_eq!(high(&c), None, "high_water alone is not a journal");
+        c.execute_batch("CREATE TABLE calls (id INTEGER PRIMARY KEY)")
+            .unwrap();
+        assert_eq!(high(&c), Some(9), "every call pruned: the kept id");
+        c.execute_batch("INSERT INTO calls VALUES (5)").unwrap();
+        assert_eq!(high(&c), Some(9));
+        c.execute_batch("INSERT INTO calls VALUES (12)").unwrap();
+        assert_eq!(high(&c), Some(12), "a newer call than the kept id");
+        c.execute_batch("DROP TABLE high_water").unwrap();
+        assert_eq!(high(&c), Some(12), "no high_water table (an older journal)");
+        c.execute_batch("DELETE FROM calls").unwrap();
+        assert_eq!(high(&c), Some(0), "never held a call");
     }
 
     fn scratch() -> PathBuf {
@@ -1559,8 +1605,7 @@ mod tests {
         let desk = Desk::open(&settings, &crate::route::Allowlist::new(Vec::new())).unwrap();
         let metrics = std::sync::Arc::new(Metrics::new());
         assert_eq!(desk.probe_journal().await, Some(Ok(())));
-        desk.remember_order("c", "42".into(), "order-1".into(), &metrics)
-            .await;
+        desk.remember_order("c", "42", "order-1", &metrics).await;
         // Queued; written before any intent (what `Desk::admit` does first).
         desk.flush_orders(&metrics).await;
         let store = desk.store().unwrap();
@@ -1581,8 +1626,7 @@ mod tests {
             "{refused}"
         );
         assert!(!refused.contains("j.sqlite3"), "no path: {refused}");
-        desk.remember_order("c", "43".into(), "order-2".into(), &metrics)
-            .await;
+        desk.remember_order("c", "43", "order-2", &metrics).await;
         desk.flush_orders(&metrics).await;
         assert!(
             metrics

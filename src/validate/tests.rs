@@ -579,3 +579,77 @@ fn repeated_escaped_and_late_keys_read_as_serde_json_reads_them() {
         []
     );
 }
+
+/// Whether serde_json reads `body` as one JSON value, as the proxy's own JSON check does.
+fn is_json(body: &[u8]) -> bool {
+    std::str::from_utf8(body)
+        .is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// The proxy skips its JSON check for a body the fast pass passes (`passes`): that
+    /// body must be JSON. Generated bodies, cut short or with one byte changed or
+    /// inserted anywhere: whatever the fast pass passes, serde_json reads.
+    #[test]
+    fn a_body_the_fast_pass_passes_is_json(
+        body in valid_request(),
+        at in any::<prop::sample::Index>(),
+        byte in prop::sample::select(&b"\"\\{}[],: 0.-eE\x01\x7fux"[..]),
+        edit in 0u8..3,
+    ) {
+        let table = table_for(REQUEST).unwrap();
+        let mut bytes = body.to_string().into_bytes();
+        let at = at.index(bytes.len());
+        match edit {
+            0 => bytes.truncate(at),
+            1 => bytes[at] = byte,
+            _ => bytes.insert(at, byte),
+        }
+        prop_assert!(
+            !passes(table, &bytes) || is_json(&bytes),
+            "passed, not JSON: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        // And the walk agrees: a body the fast pass passes has no finding.
+        prop_assert!(!passes(table, &bytes) || walk(table, &bytes).is_empty());
+    }
+}
+
+/// What the fast pass refuses to decide, while serde_json's JSON check would read it
+/// (or not): never a body that passes and is not JSON.
+#[test]
+fn the_fast_pass_never_passes_what_is_not_json() {
+    let table = table_for(CONFIRM).unwrap();
+    let clean = br#"{"amount":5,"currency":"TWD"}"#;
+    assert!(passes(table, clean) && is_json(clean));
+    for body in [
+        &br#"{"amount":5,"currency":"TWD"} x"#[..],
+        br#"{"amount":5,"currency":"TWD"}}"#,
+        br#"{"amount":5,"currency":"TWD",}"#,
+        br#"{"amount":5,,"currency":"TWD"}"#,
+        br#"{"amount":05,"currency":"TWD"}"#,
+        br#"{"amount":5,"currency":"TW\D"}"#,
+        br#"{"amount":5,"currency":"TWD""#,
+        b"{\"amount\":5,\"currency\":\"TWD\"}\x00",
+        b"{\"amount\":5,\"currency\":\"TWD\xff\"}",
+        br#"{'amount':5,"currency":"TWD"}"#,
+        br#"{"amount":5 "currency":"TWD"}"#,
+        b"",
+    ] {
+        assert!(!passes(table, body), "{}", String::from_utf8_lossy(body));
+    }
+    // Stricter than the JSON check, never looser: these are JSON, and not passed.
+    for body in [
+        &br#"{"amount":5,"currency":"TWD","x":"\ud800"}"#[..],
+        br#"{"amount":1e400,"currency":"TWD"}"#,
+        br#"{"amount":5,"currency":"\ud800"}"#,
+    ] {
+        assert!(
+            is_json(body) && !passes(table, body),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+}
