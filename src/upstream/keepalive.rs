@@ -62,8 +62,11 @@ pub(super) struct KeepAlive {
     /// `scheme://authority` of the upstream: what the connector dials.
     destination: Uri,
     host: HeaderValue,
-    /// One per worker. Behind a lock because calls made outside the workers (on the main
-    /// runtime) use stack 0 too; uncontended, it costs two atomic operations a call.
+    /// One per worker, and a last one for the calls made outside the workers (the main
+    /// runtime's control tasks): a worker never takes a connection whose task runs on
+    /// the main thread, which would carry each of its calls through that thread and make
+    /// them wait whenever it is busy. Behind a lock because the outside stack may serve
+    /// a multi-threaded runtime (the demo's); uncontended, two atomic operations a call.
     stacks: Box<[Arc<Mutex<Stack>>]>,
     idle_timeout: Duration,
     max_idle: usize,
@@ -104,21 +107,24 @@ impl KeepAlive {
             connector,
             destination: destination.clone(),
             host: host_header(destination)?,
-            stacks: (0..limits.workers.max(1)).map(|_| Arc::default()).collect(),
+            stacks: (0..=limits.workers.max(1))
+                .map(|_| Arc::default())
+                .collect(),
             idle_timeout: limits.idle_timeout,
             max_idle: limits.max_idle,
             max_buf_size: limits.max_buf_size,
         })
     }
 
-    /// Sends the request on an idle connection of `worker`'s stack, or a new one.
+    /// Sends the request on an idle connection of `worker`'s stack (`None`: a thread
+    /// outside the workers), or a new one.
     pub(super) async fn send(
         &self,
-        worker: usize,
+        worker: Option<usize>,
         mut request: Request<Full<Bytes>>,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         to_origin_form(&mut request, &self.host);
-        let stack = worker % self.stacks.len();
+        let stack = self.stack_of(worker);
         loop {
             let (mut sender, reused) = match self.take_idle(stack) {
                 Some(sender) => (sender, true),
@@ -159,6 +165,12 @@ impl KeepAlive {
         }
     }
 
+    /// The last stack is the one outside the workers.
+    fn stack_of(&self, worker: Option<usize>) -> usize {
+        let workers = self.stacks.len() - 1;
+        worker.map_or(workers, |worker| worker % workers)
+    }
+
     fn take_idle(&self, stack: usize) -> Option<Sender> {
         let mut stack = lock(self.stacks.get(stack)?);
         while let Some(idle) = stack.idle.pop() {
@@ -177,7 +189,7 @@ impl KeepAlive {
     /// How many connections wait on `worker`'s stack (for tests).
     #[cfg(test)]
     fn idle_count(&self, worker: usize) -> usize {
-        lock(&self.stacks[worker % self.stacks.len()]).idle.len()
+        lock(&self.stacks[self.stack_of(Some(worker))]).idle.len()
     }
 }
 
@@ -452,7 +464,7 @@ mod tests {
         server: &Server,
         worker: usize,
     ) -> Result<Bytes, SendError> {
-        let (response, lease) = keepalive.send(worker, request(server)).await?;
+        let (response, lease) = keepalive.send(Some(worker), request(server)).await?;
         let body = response.into_body().collect().await.unwrap().to_bytes();
         keepalive.give_back(lease);
         Ok(body)
@@ -553,8 +565,8 @@ mod tests {
     async fn at_most_max_idle_connections_wait_per_worker() {
         let server = server(vec![]).await;
         let keepalive = keepalive(&server, Duration::from_secs(60), 1);
-        let (first, a) = keepalive.send(0, request(&server)).await.unwrap();
-        let (second, b) = keepalive.send(0, request(&server)).await.unwrap();
+        let (first, a) = keepalive.send(Some(0), request(&server)).await.unwrap();
+        let (second, b) = keepalive.send(Some(0), request(&server)).await.unwrap();
         for (response, lease) in [(first, a), (second, b)] {
             response.into_body().collect().await.unwrap();
             keepalive.give_back(lease);
@@ -639,5 +651,123 @@ mod tests {
         let closed = tokio::time::timeout(Duration::from_secs(2), socket.read_to_end(&mut seen));
         closed.await.unwrap().unwrap();
         assert!(String::from_utf8_lossy(&seen).starts_with("POST /v3/payments/request"));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod runtimes {
+    use super::*;
+    use crate::budget::Budget;
+    use crate::config::UpstreamConfig;
+    use crate::egress::EgressConfig;
+    use crate::route::RouteTimeouts;
+    use crate::upstream::{enter_worker, ClientSettings, Upstream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A keep-alive upstream on its own runtime (and threads), answering `ok` to every
+    /// request and counting connections.
+    fn upstream_elsewhere() -> (tokio::runtime::Runtime, String, Arc<AtomicUsize>) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        runtime.spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        // Requests here have no body: a head is a request.
+                        while let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buffer.drain(..end + 4);
+                            let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                            if socket.write_all(answer).await.is_err() {
+                                return;
+                            }
+                        }
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        (runtime, url, connections)
+    }
+
+    fn current_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    async fn get(upstream: &Upstream, url: &str) -> Result<Bytes, crate::upstream::UpstreamError> {
+        let request = Request::get(format!("{url}/v3/payments?orderId=1"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let timeouts = RouteTimeouts {
+            connect: Duration::from_secs(2),
+            read: Duration::from_secs(2),
+        };
+        let mut charge = Budget::new(1 << 20).nothing();
+        let answer = upstream.send(request, timeouts, &mut charge).await?;
+        Ok(answer.into_body())
+    }
+
+    /// The control tasks (journal reconciliation, the money-call sweeper) call LINE Pay
+    /// from the main runtime. A connection they open runs on the main thread; a worker
+    /// that took it would send each of its calls through the main thread, and wait for
+    /// it whenever it is busy (here: not running at all).
+    #[test]
+    fn a_connection_opened_outside_the_workers_never_carries_a_workers_call() {
+        let (_server, url, connections) = upstream_elsewhere();
+        let upstream = Arc::new(
+            Upstream::new(ClientSettings {
+                upstream: UpstreamConfig {
+                    url: url.parse().unwrap(),
+                    ca_file: None,
+                    max_response_bytes: 1024,
+                    pool_idle_timeout: Duration::from_secs(60),
+                    pool_max_idle_per_host: 4,
+                },
+                egress: EgressConfig::default(),
+                connect_timeouts: vec![Duration::from_secs(2)],
+            })
+            .unwrap(),
+        );
+        // This thread is no worker, as the main thread.
+        let main = current_thread();
+        assert_eq!(main.block_on(get(&upstream, &url)).unwrap(), "ok");
+        assert_eq!(connections.load(Ordering::SeqCst), 1);
+        // The main runtime now runs nothing while worker 0 calls.
+        let worker = {
+            let (upstream, url) = (upstream.clone(), url.clone());
+            std::thread::spawn(move || {
+                enter_worker(0);
+                let runtime = current_thread();
+                let first = runtime.block_on(get(&upstream, &url));
+                let second = runtime.block_on(get(&upstream, &url));
+                (first, second)
+            })
+        };
+        let (first, second) = worker.join().unwrap();
+        assert_eq!(first.unwrap(), "ok");
+        assert_eq!(second.unwrap(), "ok");
+        // Worker 0 opened its own, and kept it.
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
+        // And the main thread's is still there for it.
+        assert_eq!(main.block_on(get(&upstream, &url)).unwrap(), "ok");
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
     }
 }
