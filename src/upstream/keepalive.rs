@@ -252,24 +252,32 @@ fn lock(stack: &Mutex<Stack>) -> MutexGuard<'_, Stack> {
 }
 
 fn push(stack: &Arc<Mutex<Stack>>, sender: Sender, idle_timeout: Duration, max_idle: usize) {
-    let mut guard = lock(stack);
-    if guard.idle.len() >= max_idle {
-        return;
-    }
-    guard.idle.push(Idle {
-        sender,
-        since: Instant::now(),
-    });
-    if !guard.reaping {
-        guard.reaping = true;
-        tokio::spawn(reap(Arc::downgrade(stack), idle_timeout));
+    let start_timer = {
+        let mut guard = lock(stack);
+        if guard.idle.len() >= max_idle {
+            return;
+        }
+        guard.idle.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+        !std::mem::replace(&mut guard.reaping, true)
+    };
+    // Outside the lock: a runtime that is shutting down drops the task at once, and
+    // its `Reaping` takes the lock to lower the flag.
+    if start_timer {
+        let reaping = Reaping(Some(Arc::downgrade(stack)));
+        tokio::spawn(reap(reaping, idle_timeout));
     }
 }
 
 /// Closes the connections that waited `idle_timeout`, until none wait (or the upstream is
-/// dropped: a reload's old client).
-async fn reap(stack: Weak<Mutex<Stack>>, idle_timeout: Duration) {
-    let mut reaping = Reaping(Some(stack.clone()));
+/// dropped: a reload's old client). `reaping` is made before the task is spawned, so a
+/// task dropped before it ever ran (its runtime shut down) lowers the flag too.
+async fn reap(mut reaping: Reaping, idle_timeout: Duration) {
+    let Some(stack) = reaping.0.clone() else {
+        return;
+    };
     loop {
         let next = {
             let Some(stack) = stack.upgrade() else { return };
@@ -1003,6 +1011,54 @@ mod scripted {
             read.await.unwrap().unwrap();
             assert!(written.is_empty());
         }
+    }
+
+    /// A connection given back on a runtime that then shut down before its timer task
+    /// ever ran must not leave the stack without a timer for good.
+    #[test]
+    fn a_timer_task_that_never_ran_does_not_stop_the_next_one() {
+        use hyper_util::rt::TokioIo;
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let keepalive = {
+            let connector = connector(
+                tls_config(None).unwrap(),
+                Duration::from_secs(2),
+                &EgressConfig::default(),
+                None,
+            )
+            .unwrap();
+            let limits = Limits {
+                workers: 1,
+                idle_timeout: Duration::from_millis(100),
+                max_idle: 4,
+                max_buf_size: 64 * 1024,
+            };
+            KeepAlive::new(connector, &"http://127.0.0.1:9".parse().unwrap(), limits).unwrap()
+        };
+        async fn give_back_one(keepalive: &KeepAlive) -> tokio::io::DuplexStream {
+            let (near, far) = tokio::io::duplex(4096);
+            let (mut sender, connection) = http1::handshake(TokioIo::new(near)).await.unwrap();
+            tokio::spawn(connection);
+            sender.ready().await.unwrap();
+            keepalive.give_back(Lease { sender, stack: 0 });
+            far
+        }
+        // Returns as soon as it is given back: the timer task it spawned never runs.
+        let first = runtime();
+        let _far = first.block_on(give_back_one(&keepalive));
+        drop(first);
+        let second = runtime();
+        second.block_on(async {
+            let _far = give_back_one(&keepalive).await;
+            assert_eq!(keepalive.idle_count(0), 2);
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            assert_eq!(keepalive.idle_count(0), 0);
+        });
     }
 
     #[tokio::test]
