@@ -62,8 +62,11 @@ pub(super) struct KeepAlive {
     /// `scheme://authority` of the upstream: what the connector dials.
     destination: Uri,
     host: HeaderValue,
-    /// One per worker. Behind a lock because calls made outside the workers (on the main
-    /// runtime) use stack 0 too; uncontended, it costs two atomic operations a call.
+    /// One per worker, and a last one for the calls made outside the workers (the main
+    /// runtime's control tasks): a worker never takes a connection whose task runs on
+    /// the main thread, which would carry each of its calls through that thread and make
+    /// them wait whenever it is busy. Behind a lock because the outside stack may serve
+    /// a multi-threaded runtime (the demo's); uncontended, two atomic operations a call.
     stacks: Box<[Arc<Mutex<Stack>>]>,
     idle_timeout: Duration,
     max_idle: usize,
@@ -104,21 +107,24 @@ impl KeepAlive {
             connector,
             destination: destination.clone(),
             host: host_header(destination)?,
-            stacks: (0..limits.workers.max(1)).map(|_| Arc::default()).collect(),
+            stacks: (0..=limits.workers.max(1))
+                .map(|_| Arc::default())
+                .collect(),
             idle_timeout: limits.idle_timeout,
             max_idle: limits.max_idle,
             max_buf_size: limits.max_buf_size,
         })
     }
 
-    /// Sends the request on an idle connection of `worker`'s stack, or a new one.
+    /// Sends the request on an idle connection of `worker`'s stack (`None`: a thread
+    /// outside the workers), or a new one.
     pub(super) async fn send(
         &self,
-        worker: usize,
+        worker: Option<usize>,
         mut request: Request<Full<Bytes>>,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         to_origin_form(&mut request, &self.host);
-        let stack = worker % self.stacks.len();
+        let stack = self.stack_of(worker);
         loop {
             let (mut sender, reused) = match self.take_idle(stack) {
                 Some(sender) => (sender, true),
@@ -159,6 +165,12 @@ impl KeepAlive {
         }
     }
 
+    /// The last stack is the one outside the workers.
+    fn stack_of(&self, worker: Option<usize>) -> usize {
+        let workers = self.stacks.len() - 1;
+        worker.map_or(workers, |worker| worker % workers)
+    }
+
     fn take_idle(&self, stack: usize) -> Option<Sender> {
         let mut stack = lock(self.stacks.get(stack)?);
         while let Some(idle) = stack.idle.pop() {
@@ -177,7 +189,7 @@ impl KeepAlive {
     /// How many connections wait on `worker`'s stack (for tests).
     #[cfg(test)]
     fn idle_count(&self, worker: usize) -> usize {
-        lock(&self.stacks[worker % self.stacks.len()]).idle.len()
+        lock(&self.stacks[self.stack_of(Some(worker))]).idle.len()
     }
 }
 
@@ -240,24 +252,32 @@ fn lock(stack: &Mutex<Stack>) -> MutexGuard<'_, Stack> {
 }
 
 fn push(stack: &Arc<Mutex<Stack>>, sender: Sender, idle_timeout: Duration, max_idle: usize) {
-    let mut guard = lock(stack);
-    if guard.idle.len() >= max_idle {
-        return;
-    }
-    guard.idle.push(Idle {
-        sender,
-        since: Instant::now(),
-    });
-    if !guard.reaping {
-        guard.reaping = true;
-        tokio::spawn(reap(Arc::downgrade(stack), idle_timeout));
+    let start_timer = {
+        let mut guard = lock(stack);
+        if guard.idle.len() >= max_idle {
+            return;
+        }
+        guard.idle.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+        !std::mem::replace(&mut guard.reaping, true)
+    };
+    // Outside the lock: a runtime that is shutting down drops the task at once, and
+    // its `Reaping` takes the lock to lower the flag.
+    if start_timer {
+        let reaping = Reaping(Some(Arc::downgrade(stack)));
+        tokio::spawn(reap(reaping, idle_timeout));
     }
 }
 
 /// Closes the connections that waited `idle_timeout`, until none wait (or the upstream is
-/// dropped: a reload's old client).
-async fn reap(stack: Weak<Mutex<Stack>>, idle_timeout: Duration) {
-    let mut reaping = Reaping(Some(stack.clone()));
+/// dropped: a reload's old client). `reaping` is made before the task is spawned, so a
+/// task dropped before it ever ran (its runtime shut down) lowers the flag too.
+async fn reap(mut reaping: Reaping, idle_timeout: Duration) {
+    let Some(stack) = reaping.0.clone() else {
+        return;
+    };
     loop {
         let next = {
             let Some(stack) = stack.upgrade() else { return };
@@ -452,7 +472,7 @@ mod tests {
         server: &Server,
         worker: usize,
     ) -> Result<Bytes, SendError> {
-        let (response, lease) = keepalive.send(worker, request(server)).await?;
+        let (response, lease) = keepalive.send(Some(worker), request(server)).await?;
         let body = response.into_body().collect().await.unwrap().to_bytes();
         keepalive.give_back(lease);
         Ok(body)
@@ -553,8 +573,8 @@ mod tests {
     async fn at_most_max_idle_connections_wait_per_worker() {
         let server = server(vec![]).await;
         let keepalive = keepalive(&server, Duration::from_secs(60), 1);
-        let (first, a) = keepalive.send(0, request(&server)).await.unwrap();
-        let (second, b) = keepalive.send(0, request(&server)).await.unwrap();
+        let (first, a) = keepalive.send(Some(0), request(&server)).await.unwrap();
+        let (second, b) = keepalive.send(Some(0), request(&server)).await.unwrap();
         for (response, lease) in [(first, a), (second, b)] {
             response.into_body().collect().await.unwrap();
             keepalive.give_back(lease);
@@ -639,5 +659,538 @@ mod tests {
         let closed = tokio::time::timeout(Duration::from_secs(2), socket.read_to_end(&mut seen));
         closed.await.unwrap().unwrap();
         assert!(String::from_utf8_lossy(&seen).starts_with("POST /v3/payments/request"));
+    }
+}
+
+/// Adversarial tests: an upstream that writes exactly the bytes a test scripts, when it
+/// scripts them, so each way an answer can end (or not) is checked against reuse.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod scripted {
+    use super::*;
+    use crate::egress::EgressConfig;
+    use crate::upstream::connector::{connector, tls_config};
+    use http_body_util::BodyExt;
+    use std::net::SocketAddr;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    #[derive(Clone)]
+    enum Step {
+        Write(Vec<u8>),
+        Sleep(Duration),
+        /// Closes with a reset (linger 0), as a crashed or impatient peer does.
+        Reset,
+    }
+
+    fn write(bytes: &str) -> Step {
+        Step::Write(bytes.as_bytes().to_vec())
+    }
+
+    fn answer(body: &str) -> String {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    struct Scripted {
+        address: SocketAddr,
+        /// (connection index, request head) per request, in arrival order.
+        seen: Arc<Mutex<Vec<(usize, String)>>>,
+    }
+
+    impl Scripted {
+        fn seen(&self) -> Vec<(usize, String)> {
+            self.seen.lock().unwrap().clone()
+        }
+        fn connections_used(&self) -> Vec<usize> {
+            self.seen().into_iter().map(|(c, _)| c).collect()
+        }
+    }
+
+    /// The n-th request (over all connections) gets `scripts[n]`, then `answer("ok")`.
+    async fn scripted(scripts: Vec<Vec<Step>>) -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+        let scripts = Arc::new(scripts);
+        let state = seen.clone();
+        tokio::spawn(async move {
+            let mut index = 0;
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let connection = index;
+                index += 1;
+                let (state, scripts) = (state.clone(), scripts.clone());
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    loop {
+                        let end = loop {
+                            if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break end + 4;
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match socket.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|line| {
+                                line.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        while buffer.len() < end + length {
+                            let mut chunk = [0u8; 4096];
+                            match socket.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buffer.drain(..end + length);
+                        let n = {
+                            let mut seen = state.lock().unwrap();
+                            seen.push((connection, head));
+                            seen.len() - 1
+                        };
+                        let script = scripts
+                            .get(n)
+                            .cloned()
+                            .unwrap_or_else(|| vec![write(&answer("ok"))]);
+                        for step in script {
+                            match step {
+                                Step::Write(bytes) => {
+                                    if socket.write_all(&bytes).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                Step::Sleep(pause) => tokio::time::sleep(pause).await,
+                                Step::Reset => {
+                                    let socket = socket.into_std().unwrap();
+                                    socket2::SockRef::from(&socket)
+                                        .set_linger(Some(Duration::ZERO))
+                                        .unwrap();
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Scripted { address, seen }
+    }
+
+    fn keepalive(server: &Scripted) -> KeepAlive {
+        let connector = connector(
+            tls_config(None).unwrap(),
+            Duration::from_secs(2),
+            &EgressConfig::default(),
+            None,
+        )
+        .unwrap();
+        let limits = Limits {
+            workers: 1,
+            idle_timeout: Duration::from_secs(60),
+            max_idle: 4,
+            max_buf_size: 64 * 1024,
+        };
+        let url: Uri = format!("http://{}", server.address).parse().unwrap();
+        KeepAlive::new(connector, &url, limits).unwrap()
+    }
+
+    fn request(server: &Scripted) -> Request<Full<Bytes>> {
+        Request::post(format!("http://{}/v3/payments/request", server.address))
+            .body(Full::new(Bytes::from_static(b"{\"amount\":1}")))
+            .unwrap()
+    }
+
+    /// One call read to the end (its connection given back), as `Upstream::send` does.
+    async fn call(keepalive: &KeepAlive, server: &Scripted) -> Result<Bytes, String> {
+        let (response, lease) = keepalive
+            .send(Some(0), request(server))
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("{e:?}"))?
+            .to_bytes();
+        keepalive.give_back(lease);
+        Ok(body)
+    }
+
+    const SETTLE: Duration = Duration::from_millis(150);
+
+    #[tokio::test]
+    async fn an_answer_the_upstream_sends_unasked_on_an_idle_connection_is_never_the_next_calls() {
+        let server = scripted(vec![vec![
+            write(&answer("first")),
+            Step::Sleep(Duration::from_millis(30)),
+            write(&answer("WRONG")),
+        ]])
+        .await;
+        let keepalive = keepalive(&server);
+        assert_eq!(call(&keepalive, &server).await.unwrap(), "first");
+        tokio::time::sleep(SETTLE).await;
+        assert_eq!(call(&keepalive, &server).await.unwrap(), "ok");
+        assert_eq!(server.connections_used(), vec![0, 1]);
+    }
+
+    #[tokio::test]
+    async fn bytes_after_the_answer_in_the_same_write_close_the_connection() {
+        let extra = format!("{}{}", answer("first"), answer("WRONG"));
+        let server = scripted(vec![vec![write(&extra)]]).await;
+        let keepalive = keepalive(&server);
+        assert_eq!(call(&keepalive, &server).await.unwrap(), "first");
+        // At once: no time for anything but what the first read brought.
+        assert_eq!(call(&keepalive, &server).await.unwrap(), "ok");
+        assert_eq!(server.connections_used(), vec![0, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_204_or_304_with_a_body_is_not_reused() {
+        for status in ["204 No Content", "304 Not Modified"] {
+            let extra = format!("HTTP/1.1 {status}\r\nContent-Length: 5\r\n\r\nWRONG");
+            let server = scripted(vec![vec![write(&extra)]]).await;
+            let keepalive = keepalive(&server);
+            assert_eq!(call(&keepalive, &server).await.unwrap(), "");
+            assert_eq!(call(&keepalive, &server).await.unwrap(), "ok", "{status}");
+            assert_eq!(server.connections_used(), vec![0, 1], "{status}");
+        }
+    }
+
+    #[tokio::test]
+    async fn connection_close_and_http_1_0_answers_are_not_reused() {
+        for first in [
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nfirst",
+            "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nfirst",
+        ] {
+            // The upstream keeps its end open and would answer more.
+            let server = scripted(vec![vec![write(first)]]).await;
+            let keepalive = keepalive(&server);
+            assert_eq!(call(&keepalive, &server).await.unwrap(), "first");
+            assert_eq!(call(&keepalive, &server).await.unwrap(), "ok");
+            assert_eq!(server.connections_used(), vec![0, 1], "{first}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_delimited_by_the_close_is_read_whole_and_not_reused() {
+        let server = scripted(vec![vec![
+            write("HTTP/1.1 200 OK\r\n\r\nfir"),
+            Step::Sleep(Duration::from_millis(20)),
+            write("st"),
+            Step::Reset,
+        ]])
+        .await;
+        let keepalive = keepalive(&server);
+        // A reset ends it: hyper reports the body as broken, so the call fails.
+        let _ = call(&keepalive, &server).await;
+        assert_eq!(call(&keepalive, &server).await.unwrap(), "ok");
+        assert_eq!(server.connections_used(), vec![0, 1]);
+    }
+
+    #[tokio::test]
+    async fn informational_answers_before_the_answer_leave_the_connection_in_step() {
+        let server = scripted(vec![vec![
+            write("HTTP/1.1 100 Continue\r\n\r\n"),
+            Step::Sleep(Duration::from_millis(20)),
+            write("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"),
+            write(&answer("first")),
+        ]])
+        .await;
+        let keepalive = keepalive(&server);
+        assert_eq!(call(&keepalive, &server).await.unwrap(), "first");
+        assert_eq!(call(&keepalive, &server).await.unwrap(), "ok");
+        assert_eq!(call(&keepalive, &server).await.unwrap(), "ok");
+        assert_eq!(server.connections_used(), vec![0, 0, 0]);
+    }
+
+    #[tokio::test]
+    async fn a_chunked_answer_in_pieces_with_trailers_is_read_whole_then_reused() {
+        let server = scripted(vec![vec![
+            write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nfir\r\n"),
+            Step::Sleep(Duration::from_millis(20)),
+            write("2\r\nst\r\n0\r\n"),
+            Step::Sleep(Duration::from_millis(20)),
+            write("X-Trailer: 1\r\n\r\n"),
+        ]])
+        .await;
+        let keepalive = keepalive(&server);
+        assert_eq!(call(&keepalive, &server).await.unwrap(), "first");
+        assert_eq!(call(&keepalive, &server).await.unwrap(), "ok");
+        assert_eq!(server.connections_used(), vec![0, 0]);
+    }
+
+    #[tokio::test]
+    async fn a_read_timeout_mid_answer_never_leaves_its_rest_for_the_next_call() {
+        use crate::budget::Budget;
+        use crate::config::UpstreamConfig;
+        use crate::route::RouteTimeouts;
+        use crate::upstream::{ClientSettings, Upstream, UpstreamError};
+        let late = format!("st12345{}", answer("WRONG"));
+        let server = scripted(vec![vec![
+            write("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nfir"),
+            Step::Sleep(Duration::from_millis(300)),
+            Step::Write(late.into_bytes()),
+        ]])
+        .await;
+        let upstream = Upstream::new(ClientSettings {
+            upstream: UpstreamConfig {
+                url: format!("http://{}", server.address).parse().unwrap(),
+                ca_file: None,
+                max_response_bytes: 1024,
+                pool_idle_timeout: Duration::from_secs(60),
+                pool_max_idle_per_host: 4,
+            },
+            egress: EgressConfig::default(),
+            connect_timeouts: vec![Duration::from_secs(2)],
+        })
+        .unwrap();
+        let send = |read| {
+            let timeouts = RouteTimeouts {
+                connect: Duration::from_secs(2),
+                read,
+            };
+            let request = request(&server);
+            let upstream = &upstream;
+            async move {
+                let mut charge = Budget::new(1 << 20).nothing();
+                upstream.send(request, timeouts, &mut charge).await
+            }
+        };
+        let read = Duration::from_millis(100);
+        assert_eq!(
+            send(read).await.unwrap_err(),
+            UpstreamError::ReadTimeout(read)
+        );
+        // Right away, and again once the rest has come.
+        let answer = send(Duration::from_secs(2)).await.unwrap();
+        assert_eq!(answer.into_body(), "ok");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let answer = send(Duration::from_secs(2)).await.unwrap();
+        assert_eq!(answer.into_body(), "ok");
+        assert_eq!(server.connections_used(), vec![0, 1, 1]);
+    }
+
+    /// A reload drops the old client: its idle connections close, and so does one whose
+    /// task had not yet seen its answer end when it was given back.
+    #[tokio::test]
+    async fn dropping_the_client_closes_its_idle_connections_and_those_still_settling() {
+        use hyper_util::rt::TokioIo;
+        let server = scripted(vec![]).await;
+        let keepalive = keepalive(&server);
+        let (idle_near, mut idle_far) = tokio::io::duplex(4096);
+        let (mut idle, connection) = http1::handshake(TokioIo::new(idle_near)).await.unwrap();
+        tokio::spawn(connection);
+        idle.ready().await.unwrap();
+        keepalive.give_back(Lease {
+            sender: idle,
+            stack: 0,
+        });
+        // Not ready yet: its task has not run, so a waiter holds it.
+        let (near, mut far) = tokio::io::duplex(4096);
+        let (settling, connection) = http1::handshake(TokioIo::new(near)).await.unwrap();
+        assert!(!settling.is_ready() && !settling.is_closed());
+        keepalive.give_back(Lease {
+            sender: settling,
+            stack: 0,
+        });
+        assert_eq!(keepalive.idle_count(0), 1);
+        drop(keepalive);
+        tokio::spawn(connection);
+        for far in [&mut idle_far, &mut far] {
+            let mut written = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(2), far.read_to_end(&mut written));
+            read.await.unwrap().unwrap();
+            assert!(written.is_empty());
+        }
+    }
+
+    /// A connection given back on a runtime that then shut down before its timer task
+    /// ever ran must not leave the stack without a timer for good.
+    #[test]
+    fn a_timer_task_that_never_ran_does_not_stop_the_next_one() {
+        use hyper_util::rt::TokioIo;
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let keepalive = {
+            let connector = connector(
+                tls_config(None).unwrap(),
+                Duration::from_secs(2),
+                &EgressConfig::default(),
+                None,
+            )
+            .unwrap();
+            let limits = Limits {
+                workers: 1,
+                idle_timeout: Duration::from_millis(100),
+                max_idle: 4,
+                max_buf_size: 64 * 1024,
+            };
+            KeepAlive::new(connector, &"http://127.0.0.1:9".parse().unwrap(), limits).unwrap()
+        };
+        async fn give_back_one(keepalive: &KeepAlive) -> tokio::io::DuplexStream {
+            let (near, far) = tokio::io::duplex(4096);
+            let (mut sender, connection) = http1::handshake(TokioIo::new(near)).await.unwrap();
+            tokio::spawn(connection);
+            sender.ready().await.unwrap();
+            keepalive.give_back(Lease { sender, stack: 0 });
+            far
+        }
+        // Returns as soon as it is given back: the timer task it spawned never runs.
+        let first = runtime();
+        let _far = first.block_on(give_back_one(&keepalive));
+        drop(first);
+        let second = runtime();
+        second.block_on(async {
+            let _far = give_back_one(&keepalive).await;
+            assert_eq!(keepalive.idle_count(0), 2);
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            assert_eq!(keepalive.idle_count(0), 0);
+        });
+    }
+
+    #[tokio::test]
+    async fn a_reset_while_idle_sends_the_next_call_on_a_new_connection_once() {
+        let server = scripted(vec![vec![
+            write(&answer("first")),
+            Step::Sleep(Duration::from_millis(30)),
+            Step::Reset,
+        ]])
+        .await;
+        let keepalive = keepalive(&server);
+        assert_eq!(call(&keepalive, &server).await.unwrap(), "first");
+        tokio::time::sleep(SETTLE).await;
+        assert_eq!(call(&keepalive, &server).await.unwrap(), "ok");
+        assert_eq!(server.connections_used(), vec![0, 1]);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod runtimes {
+    use super::*;
+    use crate::budget::Budget;
+    use crate::config::UpstreamConfig;
+    use crate::egress::EgressConfig;
+    use crate::route::RouteTimeouts;
+    use crate::upstream::{enter_worker, ClientSettings, Upstream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A keep-alive upstream on its own runtime (and threads), answering `ok` to every
+    /// request and counting connections.
+    fn upstream_elsewhere() -> (tokio::runtime::Runtime, String, Arc<AtomicUsize>) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        runtime.spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        // Requests here have no body: a head is a request.
+                        while let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buffer.drain(..end + 4);
+                            let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                            if socket.write_all(answer).await.is_err() {
+                                return;
+                            }
+                        }
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        (runtime, url, connections)
+    }
+
+    fn current_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    async fn get(upstream: &Upstream, url: &str) -> Result<Bytes, crate::upstream::UpstreamError> {
+        let request = Request::get(format!("{url}/v3/payments?orderId=1"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let timeouts = RouteTimeouts {
+            connect: Duration::from_secs(2),
+            read: Duration::from_secs(2),
+        };
+        let mut charge = Budget::new(1 << 20).nothing();
+        let answer = upstream.send(request, timeouts, &mut charge).await?;
+        Ok(answer.into_body())
+    }
+
+    /// The control tasks (journal reconciliation, the money-call sweeper) call LINE Pay
+    /// from the main runtime. A connection they open runs on the main thread; a worker
+    /// that took it would send each of its calls through the main thread, and wait for
+    /// it whenever it is busy (here: not running at all).
+    #[test]
+    fn a_connection_opened_outside_the_workers_never_carries_a_workers_call() {
+        let (_server, url, connections) = upstream_elsewhere();
+        let upstream = Arc::new(
+            Upstream::new(ClientSettings {
+                upstream: UpstreamConfig {
+                    url: url.parse().unwrap(),
+                    ca_file: None,
+                    max_response_bytes: 1024,
+                    pool_idle_timeout: Duration::from_secs(60),
+                    pool_max_idle_per_host: 4,
+                },
+                egress: EgressConfig::default(),
+                connect_timeouts: vec![Duration::from_secs(2)],
+            })
+            .unwrap(),
+        );
+        // This thread is no worker, as the main thread.
+        let main = current_thread();
+        assert_eq!(main.block_on(get(&upstream, &url)).unwrap(), "ok");
+        assert_eq!(connections.load(Ordering::SeqCst), 1);
+        // The main runtime now runs nothing while worker 0 calls.
+        let worker = {
+            let (upstream, url) = (upstream.clone(), url.clone());
+            std::thread::spawn(move || {
+                enter_worker(0);
+                let runtime = current_thread();
+                let first = runtime.block_on(get(&upstream, &url));
+                let second = runtime.block_on(get(&upstream, &url));
+                (first, second)
+            })
+        };
+        let (first, second) = worker.join().unwrap();
+        assert_eq!(first.unwrap(), "ok");
+        assert_eq!(second.unwrap(), "ok");
+        // Worker 0 opened its own, and kept it.
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
+        // And the main thread's is still there for it.
+        assert_eq!(main.block_on(get(&upstream, &url)).unwrap(), "ok");
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
     }
 }

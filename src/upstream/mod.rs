@@ -181,9 +181,9 @@ pub(crate) enum EchoError {
 }
 
 thread_local! {
-    // This thread's proxy worker (0 outside the workers): which of the per-worker stacks
-    // of idle connections its calls use.
-    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    // This thread's proxy worker (`None` outside the workers): which of the per-worker
+    // stacks of idle connections its calls use.
+    static WORKER: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
 }
 
 /// How many proxy workers (threads, each with its own runtime and idle connections) the
@@ -196,15 +196,15 @@ pub(crate) fn worker_count() -> usize {
 /// Marks the current thread as proxy worker `index`: its calls use stack `index`, so a
 /// call and its kept-alive upstream connection stay on the same thread.
 pub(crate) fn enter_worker(index: usize) {
-    WORKER.with(|worker| worker.set(index));
+    WORKER.with(|worker| worker.set(Some(index)));
 }
 
 pub(crate) struct Upstream {
     base: http::Uri,
     /// Per distinct connect timeout (the connector owns the timeout; with the defaults
-    /// that is exactly one), one stack of idle connections per proxy worker: a
-    /// connection's task runs on the worker that opened it, and only that worker's calls
-    /// use it.
+    /// that is exactly one), one stack of idle connections per proxy worker (and one for
+    /// the calls made outside them): a connection's task runs on the thread that opened
+    /// it, and only that thread's calls use it.
     clients: Vec<(Duration, KeepAlive)>,
     /// Opens bare connections for the readiness probe (same DNS, TCP, TLS path).
     probe_connector: Option<Connector>,
