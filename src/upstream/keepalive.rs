@@ -409,7 +409,7 @@ mod tests {
     }
 
     /// One request's head (its body, by Content-Length, is read and dropped); `None` at EOF.
-    async fn read_request(
+    pub(super) async fn read_request(
         socket: &mut tokio::net::TcpStream,
         buffer: &mut Vec<u8>,
     ) -> Option<String> {
@@ -725,33 +725,10 @@ mod scripted {
                 tokio::spawn(async move {
                     let mut buffer = Vec::new();
                     loop {
-                        let end = loop {
-                            if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                                break end + 4;
-                            }
-                            let mut chunk = [0u8; 4096];
-                            match socket.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-                            }
+                        let Some(head) = super::tests::read_request(&mut socket, &mut buffer).await
+                        else {
+                            return;
                         };
-                        let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
-                        let length: usize = head
-                            .lines()
-                            .find_map(|line| {
-                                line.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse().unwrap())
-                            })
-                            .unwrap_or(0);
-                        while buffer.len() < end + length {
-                            let mut chunk = [0u8; 4096];
-                            match socket.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        buffer.drain(..end + length);
                         let n = {
                             let mut seen = state.lock().unwrap();
                             seen.push((connection, head));
