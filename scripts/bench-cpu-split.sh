@@ -94,7 +94,7 @@ step() { # name port pids…
   local name=$1 port=$2; shift 2
   local before after out calls
   before=($(counters "$@"))
-  out=$(wrk -t2 -c"$connections" -d"${duration}s" -s "$work/post.lua" "http://127.0.0.1:$port/v3/payments/request")
+  out=$(wrk -t"$(( connections > 1 ? 2 : 1 ))" -c"$connections" -d"${duration}s" -s "$work/post.lua" "http://127.0.0.1:$port/v3/payments/request")
   after=($(counters "$@"))
   calls=$(echo "$out" | awk '/requests in/ {print $1}')
   awk -v n="$calls" -v d="$duration" -v hz="$hz" -v name="$name" \
@@ -102,7 +102,7 @@ step() { # name port pids…
     -v v=$((after[2] - before[2])) -v i=$((after[3] - before[3])) 'BEGIN {
       printf "| %s | %d | %.1f | %.1f | %.3f | %.3f |\n", name, n / d, ut / hz / n * 1e6, st / hz / n * 1e6, v / n, i / n }'
 }
-echo "machine: $(nproc) CPUs; sidecar $($sidecar --version), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'); wrk -t2 -c$connections, ${duration}s per step"
+echo "machine: $(nproc) CPUs; sidecar $($sidecar --version), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'); wrk -c$connections, ${duration}s per step"
 echo
 echo "| proxy | req/s | user µs / call | system µs / call | voluntary cs / call | involuntary cs / call |"
 echo "| --- | --- | --- | --- | --- | --- |"
