@@ -444,6 +444,17 @@ mod tests {
     }
 
     fn keepalive(server: &Server, idle_timeout: Duration, max_idle: usize) -> KeepAlive {
+        plain_keepalive(&server.url(), 2, idle_timeout, max_idle)
+    }
+
+    /// A keep-alive client of `url` over plain TCP (no egress settings), as every test
+    /// module here builds one.
+    pub(super) fn plain_keepalive(
+        url: &str,
+        workers: usize,
+        idle_timeout: Duration,
+        max_idle: usize,
+    ) -> KeepAlive {
         let connector = connector(
             tls_config(None).unwrap(),
             CONNECT,
@@ -452,12 +463,12 @@ mod tests {
         )
         .unwrap();
         let limits = Limits {
-            workers: 2,
+            workers,
             idle_timeout,
             max_idle,
             max_buf_size: 64 * 1024,
         };
-        KeepAlive::new(connector, &server.url().parse().unwrap(), limits).unwrap()
+        KeepAlive::new(connector, &url.parse().unwrap(), limits).unwrap()
     }
 
     fn request(server: &Server) -> Request<Full<Bytes>> {
@@ -669,7 +680,6 @@ mod tests {
 mod scripted {
     use super::*;
     use crate::egress::EgressConfig;
-    use crate::upstream::connector::{connector, tls_config};
     use http_body_util::BodyExt;
     use std::net::SocketAddr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -763,21 +773,8 @@ mod scripted {
     }
 
     fn keepalive(server: &Scripted) -> KeepAlive {
-        let connector = connector(
-            tls_config(None).unwrap(),
-            Duration::from_secs(2),
-            &EgressConfig::default(),
-            None,
-        )
-        .unwrap();
-        let limits = Limits {
-            workers: 1,
-            idle_timeout: Duration::from_secs(60),
-            max_idle: 4,
-            max_buf_size: 64 * 1024,
-        };
-        let url: Uri = format!("http://{}", server.address).parse().unwrap();
-        KeepAlive::new(connector, &url, limits).unwrap()
+        let url = format!("http://{}", server.address);
+        super::tests::plain_keepalive(&url, 1, Duration::from_secs(60), 4)
     }
 
     fn request(server: &Scripted) -> Request<Full<Bytes>> {
@@ -1001,22 +998,8 @@ mod scripted {
                 .build()
                 .unwrap()
         };
-        let keepalive = {
-            let connector = connector(
-                tls_config(None).unwrap(),
-                Duration::from_secs(2),
-                &EgressConfig::default(),
-                None,
-            )
-            .unwrap();
-            let limits = Limits {
-                workers: 1,
-                idle_timeout: Duration::from_millis(100),
-                max_idle: 4,
-                max_buf_size: 64 * 1024,
-            };
-            KeepAlive::new(connector, &"http://127.0.0.1:9".parse().unwrap(), limits).unwrap()
-        };
+        let keepalive =
+            super::tests::plain_keepalive("http://127.0.0.1:9", 1, Duration::from_millis(100), 4);
         async fn give_back_one(keepalive: &KeepAlive) -> tokio::io::DuplexStream {
             let (near, far) = tokio::io::duplex(4096);
             let (mut sender, connection) = http1::handshake(TokioIo::new(near)).await.unwrap();
