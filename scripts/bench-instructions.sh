@@ -5,6 +5,7 @@
 #
 #   scripts/bench-instructions.sh                 # build, 2000 calls, print Ir per call
 #   scripts/bench-instructions.sh --no-build --calls 5000 --keep /tmp/cg   # keep the profile
+#   scripts/bench-instructions.sh --floor        # the same count for benches/floor/bare_proxy.rs
 #
 # What it runs, all on 127.0.0.1: an nginx answering every call with a fixed LINE Pay JSON
 # (the same upstream as bench-compare.sh; needs nginx), the release sidecar under
@@ -24,21 +25,30 @@ export LINEPAY_SIDECAR_JOURNAL_PATH="${LINEPAY_SIDECAR_JOURNAL_PATH:-$(mktemp -d
 calls=2000
 build=1
 keep=""
+floor=0
 while [ $# -gt 0 ]; do
   case $1 in
     --calls) calls=$2; shift 2 ;;
     --no-build) build=0; shift ;;
     --keep) keep=$2; shift 2 ;;
-    *) echo "usage: $0 [--calls N] [--no-build] [--keep DIR]" >&2; exit 2 ;;
+    # The floor (a bare hyper proxy, see benches/floor/bare_proxy.rs) instead of the
+    # sidecar: what the HTTP stack alone costs per call, to subtract from the sidecar's.
+    --floor) floor=1; shift ;;
+    *) echo "usage: $0 [--calls N] [--no-build] [--keep DIR] [--floor]" >&2; exit 2 ;;
   esac
 done
 for tool in valgrind callgrind_control nginx python3; do
   command -v $tool >/dev/null 2>&1 || { echo "$tool is required (Debian: valgrind, nginx-light, python3)" >&2; exit 1; }
 done
 if [ "$build" = 1 ]; then
-  cargo build --release --quiet --bin linepay-sidecar
+  if [ "$floor" = 1 ]; then
+    cargo build --release --quiet --example bare-proxy
+  else
+    cargo build --release --quiet --bin linepay-sidecar
+  fi
 fi
 binary=target/release/linepay-sidecar
+[ "$floor" = 1 ] && binary=target/release/examples/bare-proxy
 
 work=$(mktemp -d /tmp/bench-instr.XXXXXX)
 pids=()
@@ -73,11 +83,18 @@ http {
 EOF
 nginx -p "$work" -c "$work/upstream.conf"
 
-LINEPAY_CHANNEL_SECRET=bench-channel-secret-not-real LINEPAY_CHANNEL_ID=1234567890 \
+if [ "$floor" = 1 ]; then
+  # One worker: the client's one connection lands on it either way.
   valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out.%p" \
-  "$binary" --upstream "http://127.0.0.1:$upstream_port" \
-  --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-  >"$work/sidecar.out" 2>"$work/sidecar.log" &
+    "$binary" "127.0.0.1:$(free_port)" "127.0.0.1:$upstream_port" 1 \
+    >"$work/sidecar.out" 2>"$work/sidecar.log" &
+else
+  LINEPAY_CHANNEL_SECRET=bench-channel-secret-not-real LINEPAY_CHANNEL_ID=1234567890 \
+    valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out.%p" \
+    "$binary" --upstream "http://127.0.0.1:$upstream_port" \
+    --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+    >"$work/sidecar.out" 2>"$work/sidecar.log" &
+fi
 vg_pid=$!
 pids+=("$vg_pid")
 for _ in $(seq 600); do grep -q "listening on http://" "$work/sidecar.out" 2>/dev/null && break; sleep 0.1; done
@@ -106,8 +123,13 @@ client "$calls"
 callgrind_control --dump=measured "$vg_pid" >/dev/null
 measured=$(grep -l '^desc: Trigger: dump measured' "$work"/callgrind.out.* | head -1)
 total=$(awk '/^summary:/ {print $2}' "$measured")
-lines=$(grep -c 'call forwarded' "$work/sidecar.log" || true)
-echo "sidecar $($binary --version), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-echo "calls counted: $calls (log lines: $lines of $((calls + 200)) calls incl. warm-up)"
+if [ "$floor" = 1 ]; then
+  echo "floor (bare-proxy), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "calls counted: $calls"
+else
+  lines=$(grep -c 'call forwarded' "$work/sidecar.log" || true)
+  echo "sidecar $($binary --version), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "calls counted: $calls (log lines: $lines of $((calls + 200)) calls incl. warm-up)"
+fi
 awk -v t="$total" -v n="$calls" 'BEGIN { printf "instructions per call: %.0f (Ir %d over %d calls)\n", t / n, t, n }'
 if [ -n "$keep" ]; then echo "profile: $keep/$(basename "$measured")"; fi
