@@ -400,32 +400,46 @@ impl Proxy {
         return_code: Option<&str>,
     ) {
         let metrics = &self.metrics;
-        metrics
-            .requests
-            .with_label_values(&[
+        let code = metrics::return_code_label(return_code);
+        // A matched route's series are kept in its channel (`metrics::ChannelSeries`);
+        // only they are: the method and family are then the route's own.
+        let kept = match (call.channel, call.route, call.family) {
+            (Some(channel), Some(matched), None) if *method == matched.method => channel
+                .series
+                .route(channel.config.allowlist.routes(), matched),
+            _ => None,
+        };
+        let requests = || {
+            metrics.requests.with_label_values(&[
                 route,
                 family,
                 method_label(method),
                 metrics::status_label(&status),
-                metrics::return_code_label(return_code),
+                code,
             ])
-            .inc();
+        };
+        match kept {
+            Some(series) => series.count_answer(status.as_u16(), code, requests),
+            None => requests().inc(),
+        }
         if let Some(channel) = call.channel {
-            metrics
-                .channel_requests
-                .with_label_values(&[
+            channel.series.count_answer(status.as_u16(), code, || {
+                metrics.channel_requests.with_label_values(&[
                     &channel.name,
                     channel.environment,
                     metrics::status_label(&status),
-                    metrics::return_code_label(return_code),
+                    code,
                 ])
-                .inc();
+            });
         }
         if let Some(elapsed) = call.upstream_elapsed {
-            metrics
-                .upstream_duration
-                .with_label_values(&[route])
-                .observe(elapsed.as_secs_f64());
+            let duration = || metrics.upstream_duration.with_label_values(&[route]);
+            match kept {
+                Some(series) => series
+                    .upstream_duration(duration)
+                    .observe(elapsed.as_secs_f64()),
+                None => duration().observe(elapsed.as_secs_f64()),
+            }
         }
         if let Some(error) = &call.error {
             metrics.refusals.with_label_values(&[error.code()]).inc();
@@ -1090,3 +1104,5 @@ mod tests {
 
 #[cfg(test)]
 mod channel_signing;
+#[cfg(test)]
+mod metrics_tests;
