@@ -855,12 +855,13 @@ impl Proxy {
     ) -> Result<Request<Full<Bytes>>, ProxyError> {
         let path = parts.uri.path();
         let query = parts.uri.query();
-        let path_and_query = parts.uri.path_and_query().map_or(path, |pq| pq.as_str());
-        // The path and query were parsed once already: a failure here is a bug.
-        let uri = channel
-            .upstream
-            .uri_for(path_and_query)
-            .map_err(|_| ProxyError::Internal)?;
+        // In origin form, `/path?query`, as it goes on the wire: the client sends every
+        // request to its configured upstream, with that upstream's `Host`, whatever the
+        // URI holds (`upstream::keepalive`).
+        let uri = parts
+            .uri
+            .path_and_query()
+            .map_or_else(http::Uri::default, |target| http::Uri::from(target.clone()));
 
         let mut headers =
             forward::forwardable(&parts.headers, &self.config.request.forward_headers);
