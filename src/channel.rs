@@ -17,6 +17,7 @@ use crate::config::ChannelConfig;
 use crate::error::ProxyError;
 use crate::journal::Seal;
 use crate::limit::ChannelLimiter;
+use crate::metrics::ChannelSeries;
 use crate::sign::Signer;
 use crate::upstream::Upstream;
 use http::{HeaderMap, HeaderName};
@@ -91,6 +92,8 @@ pub(crate) struct Channel {
     pub(crate) limiter: Option<Arc<ChannelLimiter>>,
     /// `sandbox`, `production` or `other`.
     pub(crate) environment: &'static str,
+    /// The metric series its calls count, kept once resolved.
+    pub(crate) series: ChannelSeries,
 }
 
 impl Channel {
@@ -104,6 +107,7 @@ impl Channel {
             signer: Signer::new(&config.credentials.channel_secret),
             seal: Seal::new(&config.credentials.channel_secret),
             environment: config.environment(),
+            series: ChannelSeries::new(config.allowlist.routes().len()),
             config,
             upstream,
             limiter,

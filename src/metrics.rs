@@ -12,6 +12,10 @@
 //! `process_*` metrics (memory, open fds against their limit, CPU), which a dashboard
 //! compares with the pod's limits.
 
+mod series;
+
+pub(crate) use self::series::ChannelSeries;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,

@@ -120,6 +120,42 @@ struct CallRecord<'a> {
     order_id: Option<OrderId>,
     transaction_id: Option<String>,
     upstream_elapsed: Option<std::time::Duration>,
+    /// LINE Pay's `returnCode` and `transactionId`, read once from an answer that goes
+    /// to the app unchanged; `None`: `answer` reads them from what it sends.
+    answer_fields: Option<AnswerFields>,
+}
+
+/// An answer's `returnCode` and (when asked for) `transactionId`, as slices of its body:
+/// read once for the journal's orderId, the log line and the metrics, not once for each.
+struct AnswerFields {
+    return_code: Option<Bytes>,
+    transaction_id: Option<Bytes>,
+}
+
+impl AnswerFields {
+    fn read(body: &Bytes, transaction_id: bool) -> AnswerFields {
+        let slice = |field: &str| body.slice_ref(field.as_bytes());
+        AnswerFields {
+            return_code: inspect::string_field(body, "returnCode").map(slice),
+            transaction_id: transaction_id
+                .then(|| inspect::id_field(body, "transactionId"))
+                .flatten()
+                .map(slice),
+        }
+    }
+
+    /// Both were read as printable ASCII (`inspect`), so they are always UTF-8.
+    fn return_code(&self) -> Option<&str> {
+        self.return_code
+            .as_deref()
+            .map(|code| std::str::from_utf8(code).unwrap_or_default())
+    }
+
+    fn transaction_id(&self) -> Option<&str> {
+        self.transaction_id
+            .as_deref()
+            .map(|id| std::str::from_utf8(id).unwrap_or_default())
+    }
 }
 
 /// The call's orderId, for its log line and the journal's orderId queue.
@@ -352,13 +388,16 @@ impl Proxy {
             .or(call.route.map(Route::family_label))
             .unwrap_or(UNMATCHED_ROUTE);
         let status = response.status().as_u16();
-        let return_code = match call.error {
-            None => inspect::string_field(response.body(), "returnCode"),
-            Some(_) => None,
+        let fields = call.answer_fields.take();
+        let return_code = match (&call.error, &fields) {
+            (None, Some(fields)) => fields.return_code(),
+            (None, None) => inspect::string_field(response.body(), "returnCode"),
+            (Some(_), _) => None,
         };
         // Borrowed from the answer for the log line, not copied into the record.
-        let answered_transaction = match (&call.transaction_id, &call.error) {
-            (None, None) => inspect::id_field(response.body(), "transactionId"),
+        let answered_transaction = match (&call.transaction_id, &call.error, &fields) {
+            (None, None, Some(fields)) => fields.transaction_id(),
+            (None, None, None) => inspect::id_field(response.body(), "transactionId"),
             _ => None,
         };
         self.record_metrics(
@@ -400,32 +439,46 @@ impl Proxy {
         return_code: Option<&str>,
     ) {
         let metrics = &self.metrics;
-        metrics
-            .requests
-            .with_label_values(&[
+        let code = metrics::return_code_label(return_code);
+        // A matched route's series are kept in its channel (`metrics::ChannelSeries`);
+        // only they are: the method and family are then the route's own.
+        let kept = match (call.channel, call.route, call.family) {
+            (Some(channel), Some(matched), None) if *method == matched.method => channel
+                .series
+                .route(channel.config.allowlist.routes(), matched),
+            _ => None,
+        };
+        let requests = || {
+            metrics.requests.with_label_values(&[
                 route,
                 family,
                 method_label(method),
                 metrics::status_label(&status),
-                metrics::return_code_label(return_code),
+                code,
             ])
-            .inc();
+        };
+        match kept {
+            Some(series) => series.count_answer(status.as_u16(), code, requests),
+            None => requests().inc(),
+        }
         if let Some(channel) = call.channel {
-            metrics
-                .channel_requests
-                .with_label_values(&[
+            channel.series.count_answer(status.as_u16(), code, || {
+                metrics.channel_requests.with_label_values(&[
                     &channel.name,
                     channel.environment,
                     metrics::status_label(&status),
-                    metrics::return_code_label(return_code),
+                    code,
                 ])
-                .inc();
+            });
         }
         if let Some(elapsed) = call.upstream_elapsed {
-            metrics
-                .upstream_duration
-                .with_label_values(&[route])
-                .observe(elapsed.as_secs_f64());
+            let duration = || metrics.upstream_duration.with_label_values(&[route]);
+            match kept {
+                Some(series) => series
+                    .upstream_duration(duration)
+                    .observe(elapsed.as_secs_f64()),
+                None => duration().observe(elapsed.as_secs_f64()),
+            }
         }
         if let Some(error) = &call.error {
             metrics.refusals.with_label_values(&[error.code()]).inc();
@@ -547,8 +600,11 @@ impl Proxy {
             let (answer, elapsed) = Box::pin(self.desk.send(ticket, job, hold)).await;
             call.upstream_elapsed = Some(elapsed);
             // A `/payments/request` with an Idempotency-Key comes this way.
-            if let (Ok(response), Some(order_id)) = (&answer, call.order_id.as_ref()) {
-                self.remember_order(channel, route, response, order_id.as_str())
+            if let (Ok(response), Some(order_id), true) =
+                (&answer, call.order_id.as_ref(), is_payment_request(route))
+            {
+                let fields = AnswerFields::read(response.body(), true);
+                self.remember_order(channel, route, &fields, order_id.as_str())
                     .await;
             }
             return answer.map(|answer| quote_ids(answer, ids_as_strings));
@@ -560,9 +616,17 @@ impl Proxy {
             .await;
         call.upstream_elapsed = Some(sent.elapsed());
         let response = response?;
+        // What `answer` would read for the log line, and `remember_order` for the journal.
+        let wanted =
+            call.transaction_id.is_none() || (call.order_id.is_some() && is_payment_request(route));
+        let fields = AnswerFields::read(response.body(), wanted);
         if let Some(order_id) = call.order_id.as_ref() {
-            self.remember_order(channel, route, &response, order_id.as_str())
+            self.remember_order(channel, route, &fields, order_id.as_str())
                 .await;
+        }
+        // Quoted ids change the body: `answer` then reads what it sends.
+        if !ids_as_strings {
+            call.answer_fields = Some(fields);
         }
         Ok(response_filter(response, ids_as_strings))
     }
@@ -573,11 +637,10 @@ impl Proxy {
         &self,
         channel: &Channel,
         route: &Route,
-        response: &Response<Bytes>,
+        answer: &AnswerFields,
         order_id: &str,
     ) {
-        // Checked first: every other call with an orderId costs nothing here.
-        if let Some(transaction_id) = requested_transaction(route, response) {
+        if let Some(transaction_id) = requested_transaction(route, answer) {
             self.desk
                 .remember_order(
                     channel
@@ -841,12 +904,13 @@ impl Proxy {
     ) -> Result<Request<Full<Bytes>>, ProxyError> {
         let path = parts.uri.path();
         let query = parts.uri.query();
-        let path_and_query = parts.uri.path_and_query().map_or(path, |pq| pq.as_str());
-        // The path and query were parsed once already: a failure here is a bug.
-        let uri = channel
-            .upstream
-            .uri_for(path_and_query)
-            .map_err(|_| ProxyError::Internal)?;
+        // In origin form, `/path?query`, as it goes on the wire: the client sends every
+        // request to its configured upstream, with that upstream's `Host`, whatever the
+        // URI holds (`upstream::keepalive`).
+        let uri = parts
+            .uri
+            .path_and_query()
+            .map_or_else(http::Uri::default, |target| http::Uri::from(target.clone()));
 
         let mut headers =
             forward::forwardable(&parts.headers, &self.config.request.forward_headers);
@@ -1025,16 +1089,18 @@ fn response_filter(response: Response<Bytes>, ids_as_strings: bool) -> Response<
     Response::from_parts(parts, body)
 }
 
-/// The transactionId LINE Pay gave a successful `POST …/payments/request` (the only
-/// plain call whose later money calls name no order), read from its answer.
-fn requested_transaction<'a>(route: &Route, response: &'a Response<Bytes>) -> Option<&'a str> {
-    if route.method != http::Method::POST || !route.template.ends_with("/payments/request") {
+/// `POST …/payments/request`: the only plain call whose later money calls name no order.
+fn is_payment_request(route: &Route) -> bool {
+    route.method == http::Method::POST && route.template.ends_with("/payments/request")
+}
+
+/// The transactionId LINE Pay gave a successful `POST …/payments/request`, from the
+/// fields read from its answer.
+fn requested_transaction<'a>(route: &Route, answer: &'a AnswerFields) -> Option<&'a str> {
+    if !is_payment_request(route) || answer.return_code() != Some("0000") {
         return None;
     }
-    if inspect::string_field(response.body(), "returnCode") != Some("0000") {
-        return None;
-    }
-    inspect::id_field(response.body(), "transactionId").filter(|id| !id.is_empty())
+    answer.transaction_id().filter(|id| !id.is_empty())
 }
 
 /// An answer already filtered (a replay from the journal, or one the journal kept byte
@@ -1070,6 +1136,64 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_is_read_once_for_the_journal_and_the_log_line() {
+        use std::time::Duration;
+        let timeouts = RouteTimeouts {
+            connect: Duration::from_secs(5),
+            read: Duration::from_secs(20),
+        };
+        let route = |method, template| Route::new(method, template, timeouts).unwrap();
+        let request = route(Method::POST, "/v3/payments/request");
+        let v2_request = route(Method::POST, "/v2/payments/request");
+        let confirm = route(Method::POST, "/v3/payments/{transactionId}/confirm");
+        let get_request = route(Method::GET, "/v3/payments/request");
+        let ok = Bytes::from_static(
+            br#"{"returnCode":"0000","returnMessage":"Success.","info":{"paymentUrl":{"web":"https://x"},"transactionId":2025010112345678901}}"#,
+        );
+        let fields = AnswerFields::read(&ok, true);
+        assert_eq!(fields.return_code(), Some("0000"));
+        assert_eq!(fields.transaction_id(), Some("2025010112345678901"));
+        assert_eq!(
+            requested_transaction(&request, &fields),
+            Some("2025010112345678901")
+        );
+        assert_eq!(
+            requested_transaction(&v2_request, &fields),
+            Some("2025010112345678901")
+        );
+        assert_eq!(requested_transaction(&confirm, &fields), None);
+        assert_eq!(requested_transaction(&get_request, &fields), None);
+        // Not asked for: not read.
+        let without = AnswerFields::read(&ok, false);
+        assert_eq!(without.return_code(), Some("0000"));
+        assert_eq!(without.transaction_id(), None);
+        assert_eq!(requested_transaction(&request, &without), None);
+        let quoted =
+            Bytes::from_static(br#"{"returnCode":"0000","info":{"transactionId":"2025"}}"#);
+        let fields = AnswerFields::read(&quoted, true);
+        assert_eq!(requested_transaction(&request, &fields), Some("2025"));
+        for refused in [
+            &br#"{"returnCode":"1106","info":{"transactionId":2025}}"#[..],
+            br#"{"returnCode":"0000","info":{}}"#,
+            br#"{"returnCode":"0000","info":{"transactionId":""}}"#,
+            br#"{"info":{"transactionId":2025}}"#,
+            b"<html>bad gateway</html>",
+        ] {
+            let body = Bytes::from_static(refused);
+            let fields = AnswerFields::read(&body, true);
+            assert_eq!(requested_transaction(&request, &fields), None);
+            assert_eq!(
+                fields.return_code(),
+                inspect::string_field(&body, "returnCode")
+            );
+            assert_eq!(
+                fields.transaction_id(),
+                inspect::id_field(&body, "transactionId")
+            );
+        }
+    }
+
+    #[test]
     fn response_loses_hop_headers_only() {
         let response = Response::builder()
             .header("content-type", "application/json")
@@ -1090,3 +1214,5 @@ mod tests {
 
 #[cfg(test)]
 mod channel_signing;
+#[cfg(test)]
+mod metrics_tests;

@@ -19,14 +19,14 @@ use std::path::Path;
 
 /// One channel as the test configures it.
 #[derive(Debug, Clone)]
-struct Configured {
-    name: String,
-    id: String,
-    secret: String,
+pub(super) struct Configured {
+    pub(super) name: String,
+    pub(super) id: String,
+    pub(super) secret: String,
 }
 
 /// A snapshot serving `channels` (both on loopback upstreams that are never called).
-fn proxy_with(channels: &[Configured]) -> Proxy {
+pub(super) fn proxy_with(channels: &[Configured]) -> Proxy {
     let mut yaml = String::from("routes:\n  apis: [online_v3, online_v2]\nchannels:\n");
     for channel in channels {
         yaml.push_str(&format!(

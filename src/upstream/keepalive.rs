@@ -225,6 +225,10 @@ pub(super) fn to_origin_form(request: &mut Request<Full<Bytes>>, host: &HeaderVa
         .entry(HOST)
         .or_insert_with(|| host.clone());
     let uri = request.uri_mut();
+    // The proxy's own requests are built in origin form already: nothing to cut.
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return;
+    }
     *uri = match uri.path_and_query() {
         Some(path) if path.as_str() != "/" => {
             let mut parts = http::uri::Parts::default();
@@ -487,6 +491,30 @@ mod tests {
         let body = response.into_body().collect().await.unwrap().to_bytes();
         keepalive.give_back(lease);
         Ok(body)
+    }
+
+    /// The proxy builds its requests in origin form; other callers (the echo client, tests)
+    /// pass absolute URIs: both go out as the same `/path?query` with the upstream's `Host`.
+    #[test]
+    fn origin_form_is_kept_and_absolute_form_is_cut_to_it() {
+        let host = HeaderValue::from_static("api-pay.line.me");
+        let target = "/v3/payments?transactionId=1&orderId=a%20b";
+        let mut absolute = Request::get(format!("https://api-pay.line.me{target}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let mut origin = Request::get(target).body(Full::new(Bytes::new())).unwrap();
+        to_origin_form(&mut absolute, &host);
+        to_origin_form(&mut origin, &host);
+        for request in [&absolute, &origin] {
+            assert_eq!(request.uri().to_string(), target);
+            assert!(request.uri().scheme().is_none() && request.uri().authority().is_none());
+            assert_eq!(request.headers()[HOST], "api-pay.line.me");
+        }
+        let mut root = Request::get("https://api-pay.line.me/")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        to_origin_form(&mut root, &host);
+        assert_eq!(root.uri().to_string(), "/");
     }
 
     #[tokio::test]

@@ -269,13 +269,6 @@ impl Upstream {
         &self.base
     }
 
-    /// The absolute URI for a path and raw query, always on the configured upstream.
-    pub(crate) fn uri_for(&self, path_and_query: &str) -> Result<http::Uri, http::Error> {
-        let mut parts = self.base.clone().into_parts();
-        parts.path_and_query = Some(path_and_query.parse()?);
-        Ok(http::Uri::from_parts(parts)?)
-    }
-
     /// Sends one call and reads the whole answer, within the route's read timeout. The
     /// answer's bytes are added to `charge` as they arrive (the call's share of the
     /// memory budget); an answer that does not fit is dropped, not buffered.
