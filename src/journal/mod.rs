@@ -571,8 +571,7 @@ impl Desk {
     ) {
         if let Some(orders) = &self.orders {
             // Keyed by channel: a transaction id is unique only within its channel.
-            let key = store::order_key(channel_id, transaction_id);
-            orders.remember(key, order_id.to_owned(), &self.tasks, metrics);
+            orders.remember(channel_id, transaction_id, order_id, &self.tasks, metrics);
         }
     }
 

@@ -23,7 +23,7 @@
 //! its transactionId). Money calls themselves are untouched: intent on disk before
 //! sending, outcome before answering.
 
-use super::store::{now_ms, SideWriter, StoreError};
+use super::store::{now_ms, push_order_key, SideWriter, StoreError};
 use crate::metrics::Metrics;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -37,19 +37,65 @@ pub(crate) const BATCH_DELAY: Duration = Duration::from_millis(10);
 pub(crate) struct Orders {
     side: Arc<SideWriter>,
     queue: Mutex<Queue>,
-    /// Held while a batch is taken and written, so that a flush waits for a batch
-    /// already being written: after [`Orders::flush`] every pair queued before it is in
-    /// the table.
-    writing: Mutex<()>,
+    /// The batch taken from the queue and being written. Held while a batch is taken
+    /// and written, so that a flush waits for a batch already being written: after
+    /// [`Orders::flush`] every pair queued before it is in the table. Its buffers are
+    /// swapped with the queue's, batch after batch: once both have grown to a batch's
+    /// size, queuing a pair allocates nothing.
+    writing: Mutex<Batch>,
     /// Pairs queued and not yet committed (a flush with nothing to write costs nothing).
     unwritten: AtomicUsize,
 }
 
 #[derive(Default)]
 struct Queue {
-    pairs: Vec<(String, String)>,
+    batch: Batch,
     /// A write is scheduled and has not taken the queue yet.
     scheduled: bool,
+}
+
+/// `(key, orderId)` pairs, their text back to back in one buffer: two allocations per
+/// pair (the key, the orderId) were two of the few left on a requested payment.
+#[derive(Default)]
+pub(crate) struct Batch {
+    text: String,
+    /// Per pair, where its key ends and where its orderId ends in `text`.
+    ends: Vec<(usize, usize)>,
+}
+
+impl Batch {
+    /// Adds the pair of a transaction of channel `channel_id`, keyed as
+    /// [`super::store::order_key`] keys it.
+    fn push(&mut self, channel_id: &str, transaction_id: &str, order_id: &str) {
+        push_order_key(&mut self.text, channel_id, transaction_id);
+        let key_end = self.text.len();
+        self.text.push_str(order_id);
+        self.ends.push((key_end, self.text.len()));
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The key and orderId of the `index`th pair.
+    pub(crate) fn pair(&self, index: usize) -> (&str, &str) {
+        let start = match index.checked_sub(1) {
+            Some(before) => self.ends[before].1,
+            None => 0,
+        };
+        let (key_end, end) = self.ends[index];
+        (&self.text[start..key_end], &self.text[key_end..end])
+    }
+
+    /// Empties it, keeping its buffers.
+    fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
 }
 
 impl Orders {
@@ -57,31 +103,40 @@ impl Orders {
         Orders {
             side,
             queue: Mutex::default(),
-            writing: Mutex::new(()),
+            writing: Mutex::default(),
             unwritten: AtomicUsize::new(0),
         }
     }
 
-    /// Queues a pair; the first of a batch schedules its write (a task of `tasks`, on the
-    /// current runtime) [`BATCH_DELAY`] from now.
+    /// Queues the pair of a transaction of channel `channel_id`; the first of a batch
+    /// schedules its write (a task of `tasks`, on the current runtime) [`BATCH_DELAY`]
+    /// from now.
     pub(crate) fn remember(
         self: &Arc<Self>,
-        transaction_id: String,
-        order_id: String,
+        channel_id: &str,
+        transaction_id: &str,
+        order_id: &str,
         tasks: &TaskTracker,
         metrics: &Arc<Metrics>,
     ) {
         self.unwritten.fetch_add(1, Ordering::AcqRel);
         let schedule = {
             let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-            queue.pairs.push((transaction_id, order_id));
+            queue.batch.push(channel_id, transaction_id, order_id);
             !std::mem::replace(&mut queue.scheduled, true)
         };
         if schedule {
             let (orders, metrics) = (self.clone(), metrics.clone());
             tasks.spawn(async move {
                 tokio::time::sleep(BATCH_DELAY).await;
-                orders.write_off_thread(&metrics).await;
+                // Not awaited: nothing here needs the result (the write logs and counts
+                // its own failure), and awaiting it woke this worker's runtime again
+                // for every batch. A flush, and the one at a stop, wait for this write
+                // through `writing`; one never started (the runtime shutting down)
+                // leaves its pairs queued for them.
+                drop(tokio::task::spawn_blocking(move || {
+                    orders.write_logged(&metrics);
+                }));
             });
         }
     }
@@ -92,10 +147,6 @@ impl Orders {
         if self.unwritten.load(Ordering::Acquire) == 0 {
             return;
         }
-        self.write_off_thread(metrics).await;
-    }
-
-    async fn write_off_thread(self: &Arc<Self>, metrics: &Metrics) {
         let orders = self.clone();
         match tokio::task::spawn_blocking(move || orders.write_queued()).await {
             Ok(Ok(())) => {}
@@ -106,20 +157,30 @@ impl Orders {
         }
     }
 
+    /// [`Orders::write_queued`], its failure logged and counted.
+    fn write_logged(&self, metrics: &Metrics) {
+        if let Err(error) = self.write_queued() {
+            super::journal_failed(metrics, "order", &error);
+        }
+    }
+
     /// Takes the queue and writes it in one transaction (blocking: SQLite). A failed
     /// batch is dropped, as a failed single write was: logged and counted by the caller.
     pub(crate) fn write_queued(&self) -> Result<(), StoreError> {
-        let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
-        let pairs = {
+        let mut batch = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        // The last batch written (or whose write panicked: its pairs are dropped, as a
+        // failed batch's are).
+        batch.clear();
+        {
             let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
             queue.scheduled = false;
-            std::mem::take(&mut queue.pairs)
-        };
-        if pairs.is_empty() {
+            std::mem::swap(&mut queue.batch, &mut *batch);
+        }
+        if batch.is_empty() {
             return Ok(());
         }
-        let written = self.side.remember_orders(&pairs, now_ms());
-        self.unwritten.fetch_sub(pairs.len(), Ordering::AcqRel);
+        let written = self.side.remember_orders(&batch, now_ms());
+        self.unwritten.fetch_sub(batch.len(), Ordering::AcqRel);
         written
     }
 }
@@ -128,7 +189,7 @@ impl Orders {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::journal::store::Store;
+    use crate::journal::store::{order_key, Store};
 
     fn orders() -> (tempdir::Dir, Arc<Orders>, Store) {
         let dir = tempdir::Dir::new();
@@ -162,37 +223,148 @@ mod tests {
         }
     }
 
+    /// Waits for the scheduled write, which nothing awaits.
+    async fn written(orders: &Orders) {
+        for _ in 0..5_000 {
+            if orders.unwritten.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("the scheduled write did not happen");
+    }
+
+    fn failures(metrics: &Metrics) -> u64 {
+        metrics.journal_failures.with_label_values(&["order"]).get()
+    }
+
     #[tokio::test]
     async fn a_batch_is_written_after_the_delay_and_a_flush_writes_at_once() {
         let (_dir, orders, store) = orders();
         let (tasks, metrics) = (TaskTracker::new(), Arc::new(Metrics::new()));
-        orders.remember("1".into(), "order-1".into(), &tasks, &metrics);
-        orders.remember("2".into(), "order-2".into(), &tasks, &metrics);
+        orders.remember("c", "1", "order-1", &tasks, &metrics);
+        orders.remember("c", "2", "order-2", &tasks, &metrics);
         assert_eq!(
-            store.order_of("1").unwrap(),
+            store.order_of("c 1").unwrap(),
             None,
             "queued, not written yet"
         );
         tasks.close();
         tasks.wait().await;
-        assert_eq!(store.order_of("1").unwrap().as_deref(), Some("order-1"));
-        assert_eq!(store.order_of("2").unwrap().as_deref(), Some("order-2"));
-        assert_eq!(orders.unwritten.load(Ordering::Acquire), 0);
+        written(&orders).await;
+        assert_eq!(store.order_of("c 1").unwrap().as_deref(), Some("order-1"));
+        assert_eq!(store.order_of("c 2").unwrap().as_deref(), Some("order-2"));
 
         // A flush (what a money call does before its intent) does not wait for the delay.
         let tasks = TaskTracker::new();
-        orders.remember("3".into(), "order-3".into(), &tasks, &metrics);
+        orders.remember("c", "3", "order-3", &tasks, &metrics);
         orders.flush(&metrics).await;
-        assert_eq!(store.order_of("3").unwrap().as_deref(), Some("order-3"));
+        assert_eq!(orders.unwritten.load(Ordering::Acquire), 0);
+        assert_eq!(store.order_of("c 3").unwrap().as_deref(), Some("order-3"));
         // The scheduled write then finds nothing left.
         tasks.close();
         tasks.wait().await;
-        assert_eq!(orders.unwritten.load(Ordering::Acquire), 0);
-        // A later pair schedules a new batch.
+        // A later pair schedules a new batch; a key queued again takes its new orderId,
+        // and a batch already written is not written again over it.
         let tasks = TaskTracker::new();
-        orders.remember("4".into(), "order-4b".into(), &tasks, &metrics);
+        orders.remember("c", "1", "order-1b", &tasks, &metrics);
+        orders.remember("d", "1", "order-d1", &tasks, &metrics);
         tasks.close();
         tasks.wait().await;
-        assert_eq!(store.order_of("4").unwrap().as_deref(), Some("order-4b"));
+        written(&orders).await;
+        let tasks = TaskTracker::new();
+        orders.remember("c", "4", "order-4", &tasks, &metrics);
+        tasks.close();
+        tasks.wait().await;
+        written(&orders).await;
+        assert_eq!(store.order_of("c 1").unwrap().as_deref(), Some("order-1b"));
+        assert_eq!(store.order_of("d 1").unwrap().as_deref(), Some("order-d1"));
+        assert_eq!(store.order_of("c 4").unwrap().as_deref(), Some("order-4"));
+        orders.flush(&metrics).await;
+        assert_eq!(orders.unwritten.load(Ordering::Acquire), 0);
+        assert_eq!(failures(&metrics), 0);
+    }
+
+    #[test]
+    fn a_batch_keeps_each_pair_keyed_as_the_journal_reads_it() {
+        let mut batch = Batch::default();
+        assert!(batch.is_empty());
+        batch.push("1234", "2025", "order-1");
+        batch.push("", "", "");
+        batch.push("99", "7", "o");
+        assert_eq!(batch.len(), 3);
+        assert!(!batch.is_empty());
+        assert_eq!(
+            batch.pair(0),
+            (order_key("1234", "2025").as_str(), "order-1")
+        );
+        assert_eq!(batch.pair(1), (" ", ""));
+        assert_eq!(batch.pair(2), ("99 7", "o"));
+        batch.clear();
+        assert!(batch.is_empty());
+        batch.push("5", "6", "x");
+        assert_eq!(batch.pair(0), ("5 6", "x"));
+        assert_eq!(batch.len(), 1);
+    }
+
+    #[test]
+    fn batches_of_every_size_are_written_whole_with_the_last_orderid_of_a_key() {
+        let (_dir, orders, store) = orders();
+        let mut first = 0;
+        // Every remainder below the largest insert, once with and once without it.
+        for size in (0..=33).chain([64, 65, 66, 70, 95]) {
+            let mut batch = Batch::default();
+            for n in first..first + size {
+                batch.push("c", &n.to_string(), &format!("order-{n}"));
+            }
+            orders
+                .side
+                .remember_orders(&batch, 7_000 + size as i64)
+                .unwrap();
+            for n in first..first + size {
+                assert_eq!(
+                    store.order_of(&format!("c {n}")).unwrap(),
+                    Some(format!("order-{n}")),
+                    "batch of {size}"
+                );
+            }
+            assert_eq!(
+                store.order_of(&format!("c {}", first + size)).unwrap(),
+                None
+            );
+            first += size;
+        }
+        assert_eq!(store.count_orders(), i64::from(first));
+        assert_eq!(store.order_recorded_at("c 0"), 7_001);
+        assert_eq!(store.order_recorded_at(&format!("c {}", first - 1)), 7_095);
+        // A key twice in one batch, within one insert and across two.
+        let mut batch = Batch::default();
+        for n in 0..40 {
+            batch.push("d", &(n % 3).to_string(), &format!("order-{n}"));
+        }
+        batch.push("d", "0", "last");
+        orders.side.remember_orders(&batch, 8_000).unwrap();
+        assert_eq!(store.order_of("d 0").unwrap().as_deref(), Some("last"));
+        assert_eq!(store.order_of("d 1").unwrap().as_deref(), Some("order-37"));
+        assert_eq!(store.order_of("d 2").unwrap().as_deref(), Some("order-38"));
+        assert_eq!(store.order_recorded_at("d 0"), 8_000);
+        assert_eq!(store.count_orders(), i64::from(first + 3));
+    }
+
+    #[tokio::test]
+    async fn a_failed_scheduled_batch_is_dropped_logged_and_counted() {
+        let (dir, orders, _store) = orders();
+        let (tasks, metrics) = (TaskTracker::new(), Arc::new(Metrics::new()));
+        rusqlite::Connection::open(dir.path.join("journal.sqlite3"))
+            .unwrap()
+            .execute_batch("DROP TABLE orders")
+            .unwrap();
+        orders.remember("c", "1", "order-1", &tasks, &metrics);
+        orders.remember("c", "2", "order-2", &tasks, &metrics);
+        tasks.close();
+        tasks.wait().await;
+        written(&orders).await;
+        assert_eq!(failures(&metrics), 1, "one batch, one failure");
+        assert!(orders.queue.lock().unwrap().batch.is_empty());
     }
 }
