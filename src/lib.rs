@@ -64,5 +64,6 @@ pub(crate) mod server;
 pub mod sign;
 pub(crate) mod state;
 pub(crate) mod throttle;
+pub(crate) mod timer;
 pub(crate) mod upstream;
 pub mod validate;

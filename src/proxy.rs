@@ -50,14 +50,17 @@ use crate::metrics::{self, Metrics, UNMATCHED_ROUTE};
 use crate::money::{self, CallFacts};
 use crate::route::{Match, Route, RouteTimeouts, Signing};
 use crate::sign;
+use crate::timer;
 use crate::upstream::Upstream;
 use crate::validate::{self, Mode};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::time::Sleep;
 
 pub(crate) const CHANNEL_ID: HeaderName = HeaderName::from_static("x-line-channelid");
 pub(crate) const CHANNEL_SECRET: HeaderName = HeaderName::from_static("x-line-channelsecret");
@@ -545,7 +548,9 @@ impl Proxy {
             limiter.admit()?;
         }
         self.limits.admit(route, &parts.headers).await?;
-        let body = self.read_body(&parts, body).await?;
+        // One timer for the body's wait and then LINE Pay's answer (`crate::timer`).
+        let mut timer = std::pin::pin!(tokio::time::sleep(self.config.request.body_timeout));
+        let body = self.read_body(&parts, body, timer.as_mut()).await?;
         self.check_body(route, &parts, &body, request_id)?;
         if call.order_id.is_none() {
             call.order_id = match parts.uri.query() {
@@ -610,9 +615,13 @@ impl Proxy {
             return answer.map(|answer| quote_ids(answer, ids_as_strings));
         }
         let sent = Instant::now();
+        // Durations are at most a day (`config::units`): no overflow.
+        timer
+            .as_mut()
+            .reset(tokio::time::Instant::from_std(sent) + route.timeouts.read);
         let response = channel
             .upstream
-            .send(upstream_request, route.timeouts, &mut charge)
+            .send_timed(upstream_request, route.timeouts, &mut charge, timer)
             .await;
         call.upstream_elapsed = Some(sent.elapsed());
         let response = response?;
@@ -853,8 +862,14 @@ impl Proxy {
             })
     }
 
-    /// Phase 3: the whole body, capped and time-boxed, before anything is sent.
-    async fn read_body<B>(&self, parts: &http::request::Parts, body: B) -> Result<Bytes, ProxyError>
+    /// Phase 3: the whole body, capped and time-boxed (`timer`, set to end
+    /// `request.body_timeout` from now), before anything is sent.
+    async fn read_body<B>(
+        &self,
+        parts: &http::request::Parts,
+        body: B,
+        timer: Pin<&mut Sleep>,
+    ) -> Result<Bytes, ProxyError>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -869,9 +884,10 @@ impl Proxy {
             return Err(ProxyError::BodyTooLarge { limit });
         }
         let timeout = self.config.request.body_timeout;
-        let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
+        let collect = std::pin::pin!(Limited::new(body, limit).collect());
+        let collected = timer::within(timer, collect)
             .await
-            .map_err(|_| ProxyError::BodyTimeout(timeout))?;
+            .ok_or(ProxyError::BodyTimeout(timeout))?;
         match collected {
             Ok(collected) => Ok(collected.to_bytes()),
             Err(error) if error.is::<http_body_util::LengthLimitError>() => {

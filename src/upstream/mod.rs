@@ -278,9 +278,22 @@ impl Upstream {
         timeouts: RouteTimeouts,
         charge: &mut Charge,
     ) -> Result<http::Response<Bytes>, UpstreamError> {
+        let timer = std::pin::pin!(tokio::time::sleep(timeouts.read));
+        self.send_timed(request, timeouts, charge, timer).await
+    }
+
+    /// [`Upstream::send`], timed by the caller's `timer`, set to end the read timeout
+    /// after the call was sent: a proxied call's one timer (`crate::timer`).
+    pub(crate) async fn send_timed(
+        &self,
+        request: http::Request<Full<Bytes>>,
+        timeouts: RouteTimeouts,
+        charge: &mut Charge,
+        timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    ) -> Result<http::Response<Bytes>, UpstreamError> {
         let client = self.client_for(timeouts.connect)?;
         let worker = WORKER.with(std::cell::Cell::get);
-        let exchange = async {
+        let exchange = std::pin::pin!(async {
             let (response, lease) = client
                 .send(worker, request)
                 .await
@@ -329,8 +342,8 @@ impl Upstream {
             client.give_back(lease);
             let answer = single.unwrap_or_else(|| collected.freeze());
             Ok(http::Response::from_parts(parts, answer))
-        };
-        tokio::time::timeout(timeouts.read, exchange)
+        });
+        crate::timer::within(timer, exchange)
             .await
             .unwrap_or(Err(UpstreamError::ReadTimeout(timeouts.read)))
     }
