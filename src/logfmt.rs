@@ -464,11 +464,11 @@ mod tests {
     /// middle and end.
     fn string_cases() -> Vec<String> {
         let specials = [
-            "\"", "\\", "\t", "\n", "\r", "\0", "\x07", "\x1b", "\x1f", "\x7f", " ", "~", "'", "é",
-            "注", "\u{80}", "\u{85}", "\u{9f}", "\u{a0}", "\u{bf}", "Â", "\u{2028}", "🦀",
+            "\"", "\\", "\t", "\n", "\0", "\x1b", "\x7f", " ", "é", "\u{85}", "\u{9f}", "\u{a0}",
+            "Â", "🦀",
         ];
         let mut cases = vec![String::new()];
-        for length in [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 23, 24, 31, 32, 33, 40] {
+        for length in [1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 33] {
             cases.push("a".repeat(length));
             for special in specials {
                 for at in [0, length / 2, length - 1] {
@@ -510,33 +510,35 @@ mod tests {
 
     #[test]
     fn word_tests_agree_with_byte_by_byte_tests() {
+        // No allocation per case: these tests also run beside tests/alloc.rs's count.
         let plain_byte = |b: &u8| (b' '..=b'~').contains(b) && *b != b'"' && *b != b'\\';
+        let printable_byte = |b: &u8| (b' '..=b'~').contains(b);
+        let check = |bytes: &[u8]| {
+            let expected = bytes.iter().all(plain_byte);
+            assert_eq!(plain_bytes(bytes), expected, "{bytes:?}");
+            let printable = bytes.iter().all(printable_byte);
+            assert_eq!(all_words(bytes, printable_word), printable, "{bytes:?}");
+        };
         let edges = [
             0x00, 0x01, 0x1f, 0x20, 0x21, 0x22, 0x23, 0x41, 0x5b, 0x5c, 0x5d, 0x7e, 0x7f, 0x80,
             0xc2, 0xfe, 0xff,
         ];
         for length in 0..=40 {
-            let base = vec![b'a'; length];
-            assert!(plain_bytes(&base), "{length}");
+            let base = [b'a'; 40];
+            assert!(plain_bytes(&base[..length]), "{length}");
             for at in 0..length {
                 for byte in 0..=255u8 {
-                    let mut bytes = base.clone();
+                    let mut bytes = base;
                     bytes[at] = byte;
-                    let expected = bytes.iter().all(plain_byte);
-                    assert_eq!(plain_bytes(&bytes), expected, "{bytes:?}");
-                    let printable = bytes.iter().all(|b| (b' '..=b'~').contains(b));
-                    assert_eq!(all_words(&bytes, printable_word), printable, "{bytes:?}");
+                    check(&bytes[..length]);
                 }
                 // Pairs, for a carry or borrow from one byte into the next.
                 for (&first, &second) in edges.iter().zip(edges.iter().rev()) {
                     for next in at + 1..length {
-                        let mut bytes = base.clone();
+                        let mut bytes = base;
                         bytes[at] = first;
                         bytes[next] = second;
-                        let expected = bytes.iter().all(plain_byte);
-                        assert_eq!(plain_bytes(&bytes), expected, "{bytes:?}");
-                        let printable = bytes.iter().all(|b| (b' '..=b'~').contains(b));
-                        assert_eq!(all_words(&bytes, printable_word), printable, "{bytes:?}");
+                        check(&bytes[..length]);
                     }
                 }
             }
@@ -548,14 +550,18 @@ mod tests {
         for case in string_cases() {
             let mut ours = String::new();
             write!(Escaping(&mut ours), "{case}").unwrap();
-            let theirs: String = case
-                .chars()
-                .map(|c| match c {
-                    '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' => format!("\\x{:02x}", c as u32),
-                    '\u{80}'..='\u{9f}' => format!("\\u{{{:x}}}", c as u32),
-                    c => c.to_string(),
-                })
-                .collect();
+            let mut theirs = String::new();
+            for c in case.chars() {
+                match c {
+                    '\x1b' => theirs.push_str("\\x1b"),
+                    '\x07' => theirs.push_str("\\x07"),
+                    '\x08' => theirs.push_str("\\x08"),
+                    '\x0c' => theirs.push_str("\\x0c"),
+                    '\x7f' => theirs.push_str("\\x7f"),
+                    '\u{80}'..='\u{9f}' => theirs.extend(c.escape_unicode()),
+                    c => theirs.push(c),
+                }
+            }
             assert_eq!(ours, theirs, "{case:?}");
             assert_eq!(
                 may_need_escaping(&case),
