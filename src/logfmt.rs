@@ -18,7 +18,8 @@
 //! the few digits millisecond figures have (others through `Debug`): on the per-call
 //! line each of its two floats went from ~900 instructions to ~580.
 
-use linepay_sidecar::logtext::{debug_decimal, FLOAT_TEXT};
+use linepay_sidecar::logtext::{debug_decimal, with_scratch, FLOAT_TEXT, SCRATCH_KEPT};
+use std::cell::Cell;
 use std::fmt::{self, Write as _};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::field::{RecordFields, VisitOutput};
@@ -29,27 +30,54 @@ use tracing_subscriber::fmt::FormatFields;
 #[derive(Debug, Default)]
 pub(crate) struct PlainFields;
 
+thread_local! {
+    /// Fields written on their own (spans' fields, and lines not written by `logline`).
+    static FIELDS: Cell<String> = const { Cell::new(String::new()) };
+}
+
 impl<'writer> FormatFields<'writer> for PlainFields {
-    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
         if writer.has_ansi_escapes() {
             return DefaultFields::new().format_fields(writer, fields);
         }
-        let mut visitor = PlainVisitor::new(writer);
-        fields.record(&mut visitor);
-        visitor.result
+        with_scratch(
+            &FIELDS,
+            |text| text.capacity() <= SCRATCH_KEPT,
+            |text| {
+                text.clear();
+                let result = write_fields(text, fields);
+                writer.write_str(text).and(result)
+            },
+        )
     }
 }
 
+/// Appends what [`PlainFields`] writes for `fields` without colours to `line`.
+///
+/// Into a `String` rather than through `Writer`: `Writer` passes every piece through two
+/// dynamic `fmt::Write` calls, and a field has four or five pieces; on the per-call line
+/// those calls were about 2,300 of its ~6,400 instructions.
+pub(crate) fn write_fields<R: RecordFields>(line: &mut String, fields: R) -> fmt::Result {
+    let mut visitor = PlainVisitor::new(line);
+    fields.record(&mut visitor);
+    visitor.result
+}
+
 struct PlainVisitor<'a> {
-    writer: Writer<'a>,
+    line: &'a mut String,
     is_empty: bool,
+    /// The first `Debug` failure; the fields after it are not written (as `DefaultFields`).
     result: fmt::Result,
 }
 
 impl<'a> PlainVisitor<'a> {
-    fn new(writer: Writer<'a>) -> Self {
+    fn new(line: &'a mut String) -> Self {
         PlainVisitor {
-            writer,
+            line,
             is_empty: true,
             result: Ok(()),
         }
@@ -59,15 +87,14 @@ impl<'a> PlainVisitor<'a> {
         if self.is_empty {
             self.is_empty = false;
         } else {
-            self.put(" ");
+            self.line.push(' ');
         }
     }
 
-    /// Writes `text` unless an earlier write failed.
-    fn put(&mut self, text: &str) {
-        if self.result.is_ok() {
-            self.result = self.writer.write_str(text);
-        }
+    /// `name=`, with the raw identifier's `r#` left out as `DefaultFields` does.
+    fn put_name(&mut self, name: &str) {
+        self.line.push_str(name.strip_prefix("r#").unwrap_or(name));
+        self.line.push('=');
     }
 }
 
@@ -76,19 +103,17 @@ impl Visit for PlainVisitor<'_> {
         if self.result.is_err() {
             return;
         }
-        if field.name() == "message" {
+        let name = field.name();
+        if name == "message" {
             self.record_debug(field, &format_args!("{value}"))
-        } else if plain_ascii(value) && !field.name().starts_with("log.") {
+        } else if plain_ascii(value) && !name.starts_with("log.") {
             // What `Debug` writes for such a string, without the formatting machinery:
             // the per-call line has five of them.
             self.pad();
-            if self.result.is_ok() {
-                let name = field.name();
-                self.put(name.strip_prefix("r#").unwrap_or(name));
-                self.put("=\"");
-                self.put(value);
-                self.put("\"");
-            }
+            self.put_name(name);
+            self.line.push('"');
+            self.line.push_str(value);
+            self.line.push('"');
         } else {
             self.record_debug(field, &value)
         }
@@ -106,7 +131,7 @@ impl Visit for PlainVisitor<'_> {
         self.result = visitor.finish();
         if self.result.is_ok() && !text.is_empty() {
             self.pad();
-            self.put(&text);
+            self.line.push_str(&text);
         }
     }
 
@@ -139,17 +164,11 @@ impl Visit for PlainVisitor<'_> {
             return;
         }
         self.pad();
-        if self.result.is_err() {
-            return;
-        }
         self.result = match name {
-            "message" => write!(Escaping(&mut self.writer), "{value:?}"),
+            "message" => write!(Escaping(&mut *self.line), "{value:?}"),
             name => {
-                let name = name.strip_prefix("r#").unwrap_or(name);
-                self.writer
-                    .write_str(name)
-                    .and_then(|()| self.writer.write_char('='))
-                    .and_then(|()| write!(self.writer, "{value:?}"))
+                self.put_name(name);
+                write!(self.line, "{value:?}")
             }
         };
     }
@@ -167,20 +186,94 @@ impl PlainVisitor<'_> {
             return;
         }
         self.pad();
-        self.put(name.strip_prefix("r#").unwrap_or(name));
-        self.put("=");
-        self.put(text);
+        self.put_name(name);
+        self.line.push_str(text);
     }
 }
 
 /// Printable ASCII that `Debug` writes as it is (no `"` or `\\` to escape).
-///
-/// Every byte is tested, without stopping at the first that fails: a loop the compiler
-/// turns into vector instructions (the per-call line's strings are nearly all plain).
 fn plain_ascii(value: &str) -> bool {
-    value.bytes().fold(true, |plain, b| {
-        plain & (b' '..=b'~').contains(&b) & (b != b'"') & (b != b'\\')
-    })
+    plain_bytes(value.as_bytes())
+}
+
+/// [`plain_ascii`] over bytes.
+fn plain_bytes(bytes: &[u8]) -> bool {
+    all_words(bytes, plain_word)
+}
+
+/// Whether `test` holds for all of `bytes`, read eight at a time in a `u64` (the last
+/// eight overlapping the ones before), shorter strings in one word padded with `a` (which
+/// passes both tests here), without stopping at the first word that fails. The per-call
+/// line's strings are nearly all plain and most are under 20 bytes, where a byte loop
+/// (what the compiler made of a byte-wise test after its vector part) cost ~350
+/// instructions per line.
+fn all_words(bytes: &[u8], test: impl Fn(u64) -> bool) -> bool {
+    let length = bytes.len();
+    match length {
+        0 => true,
+        // First, middle and last cover up to three bytes.
+        1..4 => test(u64::from_le_bytes([
+            bytes[0],
+            bytes[length / 2],
+            bytes[length - 1],
+            b'a',
+            b'a',
+            b'a',
+            b'a',
+            b'a',
+        ])),
+        4..8 => {
+            let mut halves = [0; 8];
+            halves[..4].copy_from_slice(&bytes[..4]);
+            halves[4..].copy_from_slice(&bytes[length - 4..]);
+            test(u64::from_le_bytes(halves))
+        }
+        _ => {
+            let (words, _) = bytes.as_chunks::<8>();
+            let all = words
+                .iter()
+                .fold(true, |all, eight| all & test(u64::from_le_bytes(*eight)));
+            let last = bytes.last_chunk::<8>();
+            all & last.is_some_and(|eight| test(u64::from_le_bytes(*eight)))
+        }
+    }
+}
+
+const ONES: u64 = u64::from_le_bytes([1; 8]);
+const HIGH: u64 = ONES << 7;
+
+/// The high bit of each byte of `word` that is not printable ASCII (`' '` to `'~'`), and
+/// maybe of some bytes after it: the bit tricks `hasless` and `hasmore` of "Bit
+/// Twiddling Hacks", exact about whether there is such a byte.
+fn outside_printable(word: u64) -> u64 {
+    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    let from_delete = (word.wrapping_add(ONES) | word) & HIGH;
+    below_space | from_delete
+}
+
+/// Whether all eight bytes of `word` are printable ASCII.
+fn printable_word(word: u64) -> bool {
+    outside_printable(word) == 0
+}
+
+/// Whether all eight bytes of `word` are printable ASCII other than `"` and `\\`
+/// (`haszero` of "Bit Twiddling Hacks", exact about whether some byte is one of them).
+fn plain_word(word: u64) -> bool {
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let quote = has_zero(word ^ (ONES * u64::from(b'"')));
+    let backslash = has_zero(word ^ (ONES * u64::from(b'\\')));
+    outside_printable(word) | quote | backslash == 0
+}
+
+/// Whether `text` may hold a character [`Escaping`] escapes: one of its five ASCII
+/// controls, or the byte `0xC2` that starts the UTF-8 of every C1 control (U+0080-U+009F;
+/// also of U+00A0-U+00BF, which are written as they are). Printable ASCII, as messages
+/// nearly always are, is told eight bytes at a time; the rest byte by byte.
+fn may_need_escaping(text: &str) -> bool {
+    !all_words(text.as_bytes(), printable_word)
+        && text.bytes().fold(false, |found, b| {
+            found | matches!(b, 0x1b | 0x07 | 0x08 | 0x0c | 0x7f | 0xc2)
+        })
 }
 
 /// `tracing-subscriber`'s escaping of terminal control characters in messages (ESC, BEL,
@@ -189,13 +282,7 @@ struct Escaping<W>(W);
 
 impl<W: fmt::Write> fmt::Write for Escaping<W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let plain = |c: char| {
-            !matches!(
-                c,
-                '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' | '\u{80}'..='\u{9f}'
-            )
-        };
-        if s.chars().all(plain) {
+        if !may_need_escaping(s) {
             return self.0.write_str(s);
         }
         for c in s.chars() {
@@ -314,7 +401,7 @@ mod tests {
             let signed = -(integer as i64);
             let flag = integer % 2 == 0;
             let mut text = String::new();
-            let mut visitor = PlainVisitor::new(Writer::new(&mut text));
+            let mut visitor = PlainVisitor::new(&mut text);
             let fields = tracing::field::FieldSet::new(
                 &["a", "b", "flag", "x"],
                 tracing::callsite::Identifier(&CALLSITE),
@@ -342,6 +429,10 @@ mod tests {
     }
 
     fn formatted(plain: bool) -> String {
+        formatted_with(plain, events)
+    }
+
+    fn formatted_with(plain: bool, events: fn()) -> String {
         let buffer = Buffer::default();
         let writer = buffer.clone();
         let builder = tracing_subscriber::fmt()
@@ -365,5 +456,123 @@ mod tests {
         assert!(default.contains(" loop=2 ratio=0.5\n"), "{default}");
         assert!(default.contains("\\x1b"), "{default}");
         assert_eq!(formatted(true), default);
+    }
+
+    /// Strings around each length where [`plain_bytes`] changes how it reads them (one
+    /// padded word, two halves, words with an overlapping last one), each with a byte or
+    /// character that needs quoting or escaping (or looks as if it might) at its start,
+    /// middle and end.
+    fn string_cases() -> Vec<String> {
+        let specials = [
+            "\"", "\\", "\t", "\n", "\0", "\x1b", "\x7f", " ", "é", "\u{85}", "\u{9f}", "\u{a0}",
+            "Â", "🦀",
+        ];
+        let mut cases = vec![String::new()];
+        for length in [1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 33] {
+            cases.push("a".repeat(length));
+            for special in specials {
+                for at in [0, length / 2, length - 1] {
+                    let mut case = "a".repeat(length - 1);
+                    case.insert_str(at, special);
+                    cases.push(case);
+                }
+            }
+        }
+        cases
+    }
+
+    fn string_events() {
+        for case in string_cases() {
+            let case = case.as_str();
+            tracing::info!(value = case, other = "plain", "{case}");
+            tracing::info!(message = case, after = case);
+            tracing::info!(opt = Some(case), none = None::<&str>, shown = %case);
+        }
+    }
+
+    #[test]
+    fn strings_with_and_without_quoting_as_default_fields_writes_them() {
+        let default = formatted_with(false, string_events);
+        // Messages with a newline span two lines: the events are counted by their level.
+        assert_eq!(
+            default.matches(" INFO ").count(),
+            3 * string_cases().len(),
+            "{default}"
+        );
+        assert!(
+            default.contains(" value=\"\" other=\"plain\"\n"),
+            "{default}"
+        );
+        assert!(default.contains("value=\"a\\\"\" "), "{default}");
+        assert!(default.contains("\\u{85}"), "{default}");
+        assert_eq!(formatted_with(true, string_events), default);
+    }
+
+    #[test]
+    fn word_tests_agree_with_byte_by_byte_tests() {
+        // No allocation per case: these tests also run beside tests/alloc.rs's count.
+        let plain_byte = |b: &u8| (b' '..=b'~').contains(b) && *b != b'"' && *b != b'\\';
+        let printable_byte = |b: &u8| (b' '..=b'~').contains(b);
+        let check = |bytes: &[u8]| {
+            let expected = bytes.iter().all(plain_byte);
+            assert_eq!(plain_bytes(bytes), expected, "{bytes:?}");
+            let printable = bytes.iter().all(printable_byte);
+            assert_eq!(all_words(bytes, printable_word), printable, "{bytes:?}");
+        };
+        let edges = [
+            0x00, 0x01, 0x1f, 0x20, 0x21, 0x22, 0x23, 0x41, 0x5b, 0x5c, 0x5d, 0x7e, 0x7f, 0x80,
+            0xc2, 0xfe, 0xff,
+        ];
+        for length in 0..=40 {
+            let base = [b'a'; 40];
+            assert!(plain_bytes(&base[..length]), "{length}");
+            for at in 0..length {
+                for byte in 0..=255u8 {
+                    let mut bytes = base;
+                    bytes[at] = byte;
+                    check(&bytes[..length]);
+                }
+                // Pairs, for a carry or borrow from one byte into the next.
+                for (&first, &second) in edges.iter().zip(edges.iter().rev()) {
+                    for next in at + 1..length {
+                        let mut bytes = base;
+                        bytes[at] = first;
+                        bytes[next] = second;
+                        check(&bytes[..length]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn messages_are_escaped_only_where_they_need_it() {
+        for case in string_cases() {
+            let mut ours = String::new();
+            write!(Escaping(&mut ours), "{case}").unwrap();
+            let mut theirs = String::new();
+            for c in case.chars() {
+                match c {
+                    '\x1b' => theirs.push_str("\\x1b"),
+                    '\x07' => theirs.push_str("\\x07"),
+                    '\x08' => theirs.push_str("\\x08"),
+                    '\x0c' => theirs.push_str("\\x0c"),
+                    '\x7f' => theirs.push_str("\\x7f"),
+                    '\u{80}'..='\u{9f}' => theirs.extend(c.escape_unicode()),
+                    c => theirs.push(c),
+                }
+            }
+            assert_eq!(ours, theirs, "{case:?}");
+            assert_eq!(
+                may_need_escaping(&case),
+                case.contains(|c| c == '\x1b'
+                    || c == '\x07'
+                    || c == '\x08'
+                    || c == '\x0c'
+                    || c == '\x7f'
+                    || ('\u{80}'..='\u{bf}').contains(&c)),
+                "{case:?}"
+            );
+        }
     }
 }

@@ -1,7 +1,11 @@
-//! Numbers and dates as the text log writes them, without `core::fmt`: the pure parts of
-//! the binary's log formatters (`logline`, `logfmt`), here to be tested on their own
+//! Numbers and dates as the text log writes them, without `core::fmt`, and the per-thread
+//! buffer a line is written into: the parts of the binary's log formatters (`logline`,
+//! `logfmt`) that can be tested on their own
 //! (their tests are too heavy to run beside `tests/alloc.rs`'s allocation count, which
 //! compiles the formatters in).
+
+use std::cell::Cell;
+use std::thread::LocalKey;
 
 /// `YYYY-MM-DDTHH:MM:SS.`: the part of an RFC 3339 timestamp that changes once a second.
 pub type SecondPrefix = [u8; 20];
@@ -54,6 +58,31 @@ pub fn put_digits(out: &mut [u8], mut value: u32) {
     }
 }
 
+/// Capacity past which a line buffer is dropped after use instead of kept for the next
+/// line: one huge line (an error's long chain) does not pin its memory on the thread.
+pub const SCRATCH_KEPT: usize = 64 * 1024;
+
+/// Runs `write` with this thread's buffer from `key`, then puts the buffer back for the
+/// next line unless `keep` says it grew too large.
+///
+/// The buffer is taken out of its cell for the time rather than borrowed: a line written
+/// while the cell is empty (another line of this thread under way, or the thread's
+/// locals being destroyed, `key`'s before a logging destructor's) gets a fresh buffer,
+/// never a panic.
+pub fn with_scratch<B: Default, T>(
+    key: &'static LocalKey<Cell<B>>,
+    keep: impl FnOnce(&B) -> bool,
+    write: impl FnOnce(&mut B) -> T,
+) -> T {
+    let mut buffer = key.try_with(Cell::take).unwrap_or_default();
+    let result = write(&mut buffer);
+    if keep(&buffer) {
+        // Fails only while the thread's locals are being destroyed: the buffer goes too.
+        let _ = key.try_with(|cell| cell.set(buffer));
+    }
+    result
+}
+
 /// Room for `debug_decimal`'s text: a sign, at most 14 digits, a point, and up to 17
 /// zeros around them (`0.0000…`, `1000….0`).
 pub const FLOAT_TEXT: usize = 40;
@@ -86,10 +115,24 @@ pub fn debug_decimal(value: f64, text: &mut [u8; FLOAT_TEXT]) -> Option<&str> {
     if !magnitude.is_finite() || (magnitude != 0.0 && !(1e-4..1e16).contains(&magnitude)) {
         return None;
     }
-    let (digits, fractional) = POWERS_OF_TEN.iter().enumerate().find_map(|(d, &power)| {
+    let reads_back = |(d, &power): (usize, &f64)| {
         let scaled = (magnitude * power).round();
         (scaled < FLOAT_DIGITS && scaled / power == magnitude).then_some((scaled as u64, d))
-    })?;
+    };
+    // Millisecond figures have at most three fractional digits: tried first. A decimal with
+    // fewer that reads back is this one without trailing zeros (times a power of ten it
+    // is a decimal with three that reads back, so it is `n` at d = 3), so dropping them
+    // gives the shortest, one search step instead of four.
+    let (digits, fractional) = match reads_back((3, &POWERS_OF_TEN[3])) {
+        Some((mut digits, mut fractional)) => {
+            while fractional > 0 && digits % 10 == 0 {
+                digits /= 10;
+                fractional -= 1;
+            }
+            (digits, fractional)
+        }
+        None => POWERS_OF_TEN.iter().enumerate().find_map(reads_back)?,
+    };
     let mut itoa = itoa::Buffer::new();
     let digits = itoa.format(digits).as_bytes();
     let mut length = 0;
@@ -166,6 +209,33 @@ mod tests {
             );
             assert_eq!(ours, expected, "{seconds}");
         }
+    }
+
+    #[test]
+    fn a_scratch_buffer_is_kept_for_the_next_use_unless_too_large() {
+        thread_local! {
+            static TEXT: Cell<String> = const { Cell::new(String::new()) };
+        }
+        let keep = |text: &String| text.capacity() <= 100;
+        with_scratch(&TEXT, keep, |text| text.push_str("first"));
+        let seen = with_scratch(&TEXT, keep, |text| {
+            // Used again while out of its cell: a fresh buffer, dropped as too large.
+            let inner = with_scratch(&TEXT, keep, |inner| {
+                let seen = inner.clone();
+                inner.push_str(&"x".repeat(200));
+                seen
+            });
+            assert_eq!(inner, "");
+            let seen = text.clone();
+            text.push_str(" second");
+            seen
+        });
+        assert_eq!(seen, "first");
+        with_scratch(&TEXT, keep, |text| {
+            assert_eq!(text, "first second");
+            text.push_str(&"y".repeat(200));
+        });
+        assert_eq!(with_scratch(&TEXT, keep, |text| text.clone()), "");
     }
 
     fn float_text(value: f64) -> Option<String> {
