@@ -362,3 +362,33 @@ fn amounts_in_any_spelling_are_decided_as_the_walk_decides() {
         assert_eq!(holds(request, body.as_bytes()), clean, "{body}");
     }
 }
+
+/// The fast pass finds keys by comparing raw bytes with the rules' names (`is_key`),
+/// which is only a JSON string check when each name is plain printable ASCII.
+#[test]
+fn every_field_name_is_plain_ascii() {
+    fn check(fields: &[schema::Field]) {
+        for field in fields {
+            assert!(
+                !field.name.is_empty()
+                    && field
+                        .name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                "{:?}",
+                field.name
+            );
+            check_kind(&field.kind);
+        }
+    }
+    fn check_kind(kind: &schema::Kind) {
+        match kind {
+            schema::Kind::Object(fields) => check(fields),
+            schema::Kind::Array { item, .. } => check_kind(item),
+            _ => {}
+        }
+    }
+    for table in TABLES {
+        check(table.fields);
+    }
+}

@@ -168,21 +168,29 @@ impl<'a> Cursor<'a> {
         self.string_rest(start, end)
     }
 
-    /// An object's key and its `:`, when the key is printable ASCII without escapes
-    /// (every key of a rule is); `None` for any other key, decoded or not.
+    /// Whether the next token (after whitespace) is the key `"name"` exactly, written
+    /// without escapes. `name` must be plain printable ASCII (every field's name is):
+    /// then bytes equal to it make a valid JSON string by themselves.
     #[inline]
-    pub(super) fn plain_key(&mut self) -> Option<&'a [u8]> {
-        if self.peek()? != b'"' {
-            return None;
-        }
+    pub(super) fn is_key(&mut self, name: &[u8]) -> bool {
+        let Some(b'"') = self.peek() else {
+            return false;
+        };
         let start = self.at + 1;
-        let end = start + self.plain_run(start);
-        if self.bytes.get(end) != Some(&b'"') {
-            return None;
-        }
-        self.at = end + 1;
-        self.eat(b':')?;
-        Some(&self.bytes[start..end])
+        let end = start + name.len();
+        self.bytes.get(end) == Some(&b'"')
+            && self
+                .bytes
+                .get(start..end)
+                .is_some_and(|raw| same(name, raw))
+    }
+
+    /// Takes the key `is_key` has just found (`length` bytes between its quotes) and
+    /// its `:`.
+    #[inline]
+    pub(super) fn take_key(&mut self, length: usize) -> Option<()> {
+        self.at += length + 2;
+        self.eat(b':')
     }
 
     /// How many [`PLAIN`] bytes there are from `start` on.
@@ -377,6 +385,29 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// `name == raw` for two slices of one length, by a word or two at a time rather than
+/// a `memcmp` call or a byte loop: keys are a few bytes.
+fn same(name: &[u8], raw: &[u8]) -> bool {
+    let length = name.len();
+    if length != raw.len() {
+        return false;
+    }
+    // Two overlapping loads cover every length from the load's size to twice it.
+    match length {
+        8..=16 => word(name) == word(raw) && word(&name[length - 8..]) == word(&raw[length - 8..]),
+        4..=7 => half(name) == half(raw) && half(&name[length - 4..]) == half(&raw[length - 4..]),
+        _ => name == raw,
+    }
+}
+
+fn word(bytes: &[u8]) -> Option<[u8; 8]> {
+    bytes.get(..8)?.try_into().ok()
+}
+
+fn half(bytes: &[u8]) -> Option<[u8; 4]> {
+    bytes.get(..4)?.try_into().ok()
+}
+
 /// The length of the escape at the start of `bytes` (`\n`, `\u00e9`, or a surrogate pair
 /// `\ud83d\ude00` as one), `None` for one `serde_json` refuses or a lone surrogate.
 fn escape(bytes: &[u8]) -> Option<usize> {
@@ -508,26 +539,46 @@ mod tests {
     }
 
     #[test]
-    fn plain_keys_are_borrowed_and_others_left_alone() {
+    fn a_key_is_found_only_as_written_whole() {
         let mut cursor = Cursor::new(br#" "amount" : 5"#);
-        assert_eq!(cursor.plain_key(), Some(&b"amount"[..]));
+        assert!(!cursor.is_key(b"amoun") && !cursor.is_key(b"amounts"));
+        assert!(!cursor.is_key(b"currency"));
+        assert!(cursor.is_key(b"amount"));
+        assert!(cursor.take_key(6).is_some());
         assert!(cursor.number().is_some() && cursor.at_end());
         let long = format!("\"{}\":1", "k".repeat(30));
-        assert_eq!(
-            Cursor::new(long.as_bytes()).plain_key().map(<[u8]>::len),
-            Some(30)
-        );
+        assert!(Cursor::new(long.as_bytes()).is_key("k".repeat(30).as_bytes()));
         for other in [
             &br#""a\u0062":1"#[..],
             br#""a\"b":1"#,
-            "\"é\":1".as_bytes(),
-            b"\"a\x01\":1",
-            br#""a" 1"#,
-            br#""a"#,
-            br#"a:1"#,
+            br#""ab\":1"#,
+            br#"ab":1"#,
+            br#""ab"#,
             b"",
         ] {
-            assert_eq!(Cursor::new(other).plain_key(), None, "{other:?}");
+            assert!(!Cursor::new(other).is_key(b"ab"), "{other:?}");
+        }
+        // The quote and the colon are still the grammar's.
+        let mut cursor = Cursor::new(br#""ab" 1"#);
+        assert!(cursor.is_key(b"ab") && cursor.take_key(2).is_none());
+    }
+
+    #[test]
+    fn keys_are_compared_whole_at_every_length() {
+        for length in 0..40 {
+            let name: Vec<u8> = (0..length).map(|i| b'a' + (i % 26) as u8).collect();
+            assert!(same(&name, &name));
+            for at in 0..length {
+                let mut raw = name.clone();
+                raw[at] = b'Z';
+                assert!(!same(&name, &raw), "{length} at {at}");
+            }
+            let mut longer = name.clone();
+            longer.push(b'Z');
+            assert!(!same(&name, &longer));
+            if length > 0 {
+                assert!(!same(&name, &longer[1..]), "{length} shifted");
+            }
         }
     }
 

@@ -248,19 +248,28 @@ impl Pass<'_> {
             return None;
         }
         let mut present: u64 = 0;
+        let mut next = 0;
         let mut facts = Facts::default();
         if !self.cursor.closes(b'}')? {
             loop {
-                // A key with an escape is compared decoded by the walk: let it.
-                let key = self.cursor.plain_key()?;
-                let index = fields.iter().position(|field| same(field.name, key))?;
+                // Keys come in the order of the rules nearly always: the field after the
+                // last one is tried first. A key that is none of the fields, or is written
+                // with an escape (the walk compares keys decoded), is the walk's.
+                let index = match fields.get(next) {
+                    Some(field) if self.cursor.is_key(field.name.as_bytes()) => next,
+                    _ => fields
+                        .iter()
+                        .position(|field| self.cursor.is_key(field.name.as_bytes()))?,
+                };
+                let field = &fields[index];
+                self.cursor.take_key(field.name.len())?;
+                next = index + 1;
                 let bit = 1u64 << index;
                 if present & bit != 0 {
                     // Sent twice: the walk takes the last one; let it.
                     return None;
                 }
                 present |= bit;
-                let field = &fields[index];
                 let null = match &field.kind {
                     Kind::Object(inner) if self.cursor.peek()? == b'{' => {
                         let inner = self.object(inner, false)?;
@@ -350,55 +359,5 @@ impl Pass<'_> {
             }
         }
         (count >= min).then_some(items)
-    }
-}
-
-/// `name == key`, by a word or two at a time rather than a `memcmp` call or a byte
-/// loop: keys are a few bytes, and one is compared per field tried.
-fn same(name: &str, key: &[u8]) -> bool {
-    let name = name.as_bytes();
-    let length = name.len();
-    if length != key.len() {
-        return false;
-    }
-    // Two overlapping loads cover every length from the load's size to twice it.
-    match length {
-        8..=16 => word(name) == word(key) && word(&name[length - 8..]) == word(&key[length - 8..]),
-        4..=7 => half(name) == half(key) && half(&name[length - 4..]) == half(&key[length - 4..]),
-        _ => name == key,
-    }
-}
-
-fn word(bytes: &[u8]) -> Option<[u8; 8]> {
-    bytes.get(..8)?.try_into().ok()
-}
-
-fn half(bytes: &[u8]) -> Option<[u8; 4]> {
-    bytes.get(..4)?.try_into().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same;
-
-    #[test]
-    fn keys_are_compared_whole_at_every_length() {
-        for length in 0..40 {
-            let name: String = (0..length)
-                .map(|i| char::from(b'a' + (i % 26) as u8))
-                .collect();
-            assert!(same(&name, name.as_bytes()), "{name}");
-            for at in 0..length {
-                let mut key = name.clone().into_bytes();
-                key[at] = b'Z';
-                assert!(!same(&name, &key), "{name} at {at}");
-            }
-            let mut longer = name.clone().into_bytes();
-            longer.push(b'Z');
-            assert!(!same(&name, &longer));
-            if length > 0 {
-                assert!(!same(&name, &longer[1..]), "{name} shifted");
-            }
-        }
     }
 }
