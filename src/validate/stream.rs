@@ -159,7 +159,8 @@ impl Pass<'_> {
         if self.cursor.peek()? != b'{' {
             return None;
         }
-        let facts = self.object(fields, true)?;
+        let mut facts = Facts::default();
+        self.object(fields, true, &mut facts)?;
         self.cursor.at_end().then_some(facts)
     }
 
@@ -241,25 +242,31 @@ impl Pass<'_> {
         Some(Seen::Amount(decimal.hundredths))
     }
 
-    /// An object of `fields`, its `{` next.
-    fn object(&mut self, fields: &'static [Field], root: bool) -> Option<Facts> {
+    /// An object of `fields`, its `{` next; what the sums need of it goes to `facts`
+    /// (filled in place: it is too big to return by value at every level).
+    fn object(&mut self, fields: &'static [Field], root: bool, facts: &mut Facts) -> Option<()> {
         self.cursor.eat(b'{')?;
         if fields.len() > 64 {
             return None;
         }
         let mut present: u64 = 0;
         let mut next = 0;
-        let mut facts = Facts::default();
         if !self.cursor.closes(b'}')? {
             loop {
-                // Keys come in the order of the rules nearly always: the field after the
-                // last one is tried first. A key that is none of the fields, or is written
+                // Keys come in the order of the rules nearly always: the fields after the
+                // last one are tried first. A key that is none of the fields, or is written
                 // with an escape (the walk compares keys decoded), is the walk's.
-                let index = match fields.get(next) {
-                    Some(field) if self.cursor.is_key(field.name.as_bytes()) => next,
-                    _ => fields
+                let is_key =
+                    |cursor: &mut Cursor<'_>, field: &Field| cursor.is_key(field.name.as_bytes());
+                let later = fields.get(next..).unwrap_or_default();
+                let index = match later
+                    .iter()
+                    .position(|field| is_key(&mut self.cursor, field))
+                {
+                    Some(offset) => next + offset,
+                    None => fields
                         .iter()
-                        .position(|field| self.cursor.is_key(field.name.as_bytes()))?,
+                        .position(|field| is_key(&mut self.cursor, field))?,
                 };
                 let field = &fields[index];
                 self.cursor.take_key(field.name.len())?;
@@ -272,7 +279,9 @@ impl Pass<'_> {
                 present |= bit;
                 let null = match &field.kind {
                     Kind::Object(inner) if self.cursor.peek()? == b'{' => {
-                        let inner = self.object(inner, false)?;
+                        let mut inner_facts = Facts::default();
+                        self.object(inner, false, &mut inner_facts)?;
+                        let inner = inner_facts;
                         match field.name {
                             "shipping" => facts.shipping_fee = inner.fee_amount,
                             "options" => facts.shipping_fee = inner.shipping_fee,
@@ -331,7 +340,7 @@ impl Pass<'_> {
             .iter()
             .enumerate()
             .any(|(index, field)| field.required && present & (1u64 << index) == 0);
-        (!missing).then_some(facts)
+        (!missing).then_some(())
     }
 
     /// An array of `item`s, at least `min`, its `[` next.
@@ -343,7 +352,8 @@ impl Pass<'_> {
             loop {
                 match item {
                     Kind::Object(fields) if self.cursor.peek()? == b'{' => {
-                        let facts = self.object(fields, false)?;
+                        let mut facts = Facts::default();
+                        self.object(fields, false, &mut facts)?;
                         items.add(&facts);
                     }
                     // An item is required: `null` is the wrong type.
