@@ -668,8 +668,8 @@ impl Proxy {
 
     /// Phase 3: the body, as JSON (`check_payload`) and against LINE Pay's documented
     /// fields (`prevalidate`). A body the streaming pre-validation finds clean is read
-    /// once: that pass parses it with the same parser, at least as strictly, so it is
-    /// valid JSON too (`validate::passes`). Any other body takes both checks in their
+    /// once: that pass reads it at least as strictly as serde_json, so it is valid JSON
+    /// too (`validate::passes`). Any other body takes both checks in their
     /// order, so every refusal keeps its code and message.
     fn check_body(
         &self,

@@ -16,9 +16,12 @@
 //! logs and counts the findings; `off` does not look at the body. A body without
 //! findings is always forwarded byte for byte: validation reads, never rewrites.
 
+#[cfg(test)]
+mod differential;
 mod node;
 mod offline;
 mod online;
+mod scan;
 mod schema;
 mod stream;
 #[cfg(test)]
@@ -149,10 +152,11 @@ pub(crate) fn check(table: &Table, body: &[u8]) -> Vec<Finding> {
 
 /// Whether the streaming pass alone finds `body` clean against `table` (the proxy's fast
 /// path). Its `true` also means `body` is one JSON value that `serde_json` reads as
-/// `IgnoredAny` reads it: the pass runs the same parser over every byte, at least as
-/// strictly (strings decoded and checked, numbers in range, depth bounded), so the proxy
-/// need not parse the body a second time for its own JSON check. Debug builds check every
-/// `true` against the walk, so the whole test suite runs both.
+/// `IgnoredAny` reads it: the pass reads every byte with a strict JSON reader (`scan`)
+/// that accepts nothing `serde_json` refuses (UTF-8, escapes and surrogate pairs, control
+/// bytes, the number grammar, depth bounded well inside serde_json's, nothing after the
+/// value), so the proxy need not parse the body a second time for its own JSON check.
+/// Debug builds check every `true` against the walk, so the whole test suite runs both.
 pub(crate) fn passes(table: &Table, body: &[u8]) -> bool {
     let passes = stream::passes(table, body);
     debug_assert!(

@@ -2,17 +2,21 @@
 //! "this body has no finding" without building a tree (issue 20).
 //!
 //! Nearly every body an app sends passes. For those, [`passes`] reads the body once with
-//! `serde_json`'s parser through typed `Visitor`s that check each value against its
-//! [`Kind`] as it is read: no tree, no key or string copied, no `Vec` (a float amount's
-//! decimals are read through its text, the one allocation left). It answers only
-//! `true` (sure: no finding) or `false` (a finding, or anything it does not decide by
-//! itself: a key sent twice, an unknown key, a value of the wrong type, JSON that does
-//! not parse). On `false`, the walk over the borrowed tree (`schema`) runs as before and
-//! writes the findings, so every message, path and order is the walk's.
+//! the strict byte reader of `scan`, checking each value against its [`Kind`] as it is
+//! read: no tree, no key or string copied, no `Vec` (a number that is not plain digits
+//! goes through `serde_json`'s own number parser and the walk's `Decimal`, so a float
+//! amount reads exactly as the walk reads it; that is the one allocation left). It
+//! answers only `true` (sure: no finding) or `false` (a finding, or anything it does not
+//! decide by itself: a key sent twice, an unknown or escaped key, a value of the wrong
+//! type, an escaped currency or enum value, JSON the reader does not accept). On `false`,
+//! the walk over the borrowed tree (`schema`) runs as before and writes the findings, so
+//! every message, path and order is the walk's.
 //!
 //! The one rule: `passes` may say `false` for a clean body (then the walk finds nothing,
 //! at the walk's cost), never `true` for a body with a finding. Debug builds check it on
-//! every call (`schema::check`), so the whole test suite runs both.
+//! every call (`schema::check`), so the whole test suite runs both. And its `true` means
+//! the body is JSON as `serde_json::from_str::<IgnoredAny>` reads it (the reader is at
+//! least as strict, see `scan`), which lets the proxy skip that check.
 //!
 //! What it mirrors from the walk: a field that is absent or `null` is missing; the
 //! body's `currency` sets the decimal places every amount may have (known only at the
@@ -20,33 +24,19 @@
 //! package's `amount`, `userFee` and `products[].quantity × price`, and the body's
 //! `amount` against the packages and `options.shipping.feeAmount`.
 
+use super::scan::{Cursor, Number};
 use super::schema::{Check, Decimal, Field, Hundredths, Kind, Min, Table, CURRENCIES};
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::Number;
-use std::fmt;
 
 /// Whether `body` surely has no finding against `table` (see the module doc).
 pub(super) fn passes(table: &Table, body: &[u8]) -> bool {
-    // The request path has checked the body is UTF-8; reading it as a `str` spares
-    // serde_json a UTF-8 check of every string it meets (most of its time on a body
-    // of short strings, by callgrind).
-    let Ok(text) = std::str::from_utf8(body) else {
+    let mut pass = Pass {
+        cursor: Cursor::new(body),
+        tally: Tally::default(),
+    };
+    let Some(root) = pass.root(table.fields) else {
         return false;
     };
-    let mut tally = Tally::default();
-    let mut reader = serde_json::Deserializer::from_str(text);
-    let seed = Value {
-        kind: &Kind::Object(&[]),
-        fields: Some(table.fields),
-        root: true,
-        tally: &mut tally,
-    };
-    let Ok(Seen::Object(root)) = seed.deserialize(&mut reader) else {
-        return false;
-    };
-    if reader.end().is_err() {
-        return false;
-    }
+    let tally = &pass.tally;
     let scale_holds = match tally.scale {
         Some(0) => tally.most_places == 0 && !tally.any_float,
         Some(places) => tally.most_places <= places,
@@ -83,7 +73,8 @@ struct Tally {
     any_float: bool,
 }
 
-/// What one value was, as far as the sums need it.
+/// What one value other than an object or array of rules was, as far as the sums need
+/// it (kept small: it is returned for every value).
 enum Seen {
     /// `null`: the same as absent for a member.
     Null,
@@ -92,8 +83,6 @@ enum Seen {
     Count(u64),
     /// The decimal places of a currency LINE Pay takes.
     Currency(u32),
-    Object(Facts),
-    Array(Items),
     Other,
 }
 
@@ -157,215 +146,228 @@ impl Items {
     }
 }
 
-/// Stops the pass: the walk decides.
-fn undecided<E: de::Error>() -> E {
-    E::custom("pre-validation: not decided by the fast pass")
+/// The reader and what it has tallied so far. Every `None` stops the pass: the walk
+/// decides.
+struct Pass<'a> {
+    cursor: Cursor<'a>,
+    tally: Tally,
 }
 
-/// One value of `kind` (`fields`: the members of the root object).
-struct Value<'t> {
-    kind: &'static Kind,
-    fields: Option<&'static [Field]>,
-    root: bool,
-    tally: &'t mut Tally,
-}
-
-impl<'de> DeserializeSeed<'de> for Value<'_> {
-    type Value = Seen;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, reader: D) -> Result<Seen, D::Error> {
-        reader.deserialize_any(self)
+impl Pass<'_> {
+    /// The body: one object of `fields`, then nothing but whitespace.
+    fn root(&mut self, fields: &'static [Field]) -> Option<Facts> {
+        if self.cursor.peek()? != b'{' {
+            return None;
+        }
+        let mut facts = Facts::default();
+        self.object(fields, true, &mut facts)?;
+        self.cursor.at_end().then_some(facts)
     }
-}
 
-impl Value<'_> {
-    fn amount<E: de::Error>(self, number: &Number, min: Min) -> Result<Seen, E> {
-        let decimal = Decimal::of(number).ok_or_else(undecided)?;
+    /// One value of `kind`; an object or array of rules is read by the caller
+    /// (`object`, `array`), which keeps what it needs of it.
+    fn value(&mut self, kind: &'static Kind) -> Option<Seen> {
+        match (self.cursor.peek()?, kind) {
+            (b'n', _) => {
+                self.cursor.literal(b"null")?;
+                Some(Seen::Null)
+            }
+            (b't', Kind::Flag) => {
+                self.cursor.literal(b"true")?;
+                Some(Seen::Other)
+            }
+            (b'f', Kind::Flag) => {
+                self.cursor.literal(b"false")?;
+                Some(Seen::Other)
+            }
+            (b'"', _) => self.text(kind),
+            (b'{', Kind::OpenObject) => {
+                self.cursor.skip_value()?;
+                Some(Seen::Other)
+            }
+            (b'-' | b'0'..=b'9', Kind::Amount(min)) => {
+                let number = self.cursor.number()?;
+                self.amount(number, *min)
+            }
+            (b'-' | b'0'..=b'9', Kind::Count) => match self.cursor.number()?.whole {
+                // What `serde_json::Number::as_u64` answers: plain digits only.
+                Some(count) if count > 0 => Some(Seen::Count(count)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn text(&mut self, kind: &Kind) -> Option<Seen> {
+        let text = self.cursor.string()?;
+        match kind {
+            // Required strings must not be empty (a member's `required`, or an item);
+            // an empty optional string passes the walk: let the walk say so.
+            Kind::Text { max } if text.chars > 0 && text.chars <= *max => Some(Seen::Other),
+            // An escaped value is compared decoded by the walk: let it.
+            Kind::OneOf(allowed) if !text.escaped => allowed
+                .iter()
+                .any(|known| known.as_bytes() == text.raw)
+                .then_some(Seen::Other),
+            Kind::Currency if !text.escaped => CURRENCIES
+                .iter()
+                .find(|(known, _)| known.as_bytes() == text.raw)
+                .map(|(_, places)| Seen::Currency(*places)),
+            _ => None,
+        }
+    }
+
+    fn amount(&mut self, number: Number<'_>, min: Min) -> Option<Seen> {
+        let decimal = match number.whole {
+            // What `Decimal::of` makes of the `u64` serde_json would read.
+            Some(whole) => Decimal {
+                hundredths: Some(Hundredths::from(whole) * 100),
+                places: 0,
+                negative: false,
+                written_as_float: false,
+            },
+            // Anything else (`-5`, `-0`, `1.50`, `1e2`, past `u64`) is read by the
+            // walk's own parser, so its value and its places are the walk's exactly.
+            None => Decimal::of(&serde_json::from_slice(number.raw).ok()?)?,
+        };
         let below = match min {
             Min::Positive(_) => decimal.negative || decimal.is_zero(),
             Min::Zero => decimal.negative && !decimal.is_zero(),
         };
         if below {
-            return Err(undecided());
+            return None;
         }
         self.tally.most_places = self.tally.most_places.max(decimal.places);
         self.tally.any_float |= decimal.written_as_float;
-        Ok(Seen::Amount(decimal.hundredths))
+        Some(Seen::Amount(decimal.hundredths))
     }
 
-    fn number<E: de::Error>(self, number: Number) -> Result<Seen, E> {
-        match self.kind {
-            Kind::Amount(min) => self.amount(&number, *min),
-            Kind::Count => match number.as_u64() {
-                Some(count) if count > 0 => Ok(Seen::Count(count)),
-                _ => Err(undecided()),
-            },
-            _ => Err(undecided()),
-        }
-    }
-}
-
-impl<'de> Visitor<'de> for Value<'_> {
-    type Value = Seen;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a value of the route's rules")
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Seen, E> {
-        Ok(Seen::Null)
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Seen, E> {
-        Ok(Seen::Null)
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Seen, E> {
-        match self.kind {
-            Kind::Flag => Ok(Seen::Other),
-            _ => Err(undecided()),
-        }
-    }
-
-    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Seen, E> {
-        self.number(value.into())
-    }
-
-    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Seen, E> {
-        self.number(value.into())
-    }
-
-    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Seen, E> {
-        // As the tree reads it: a number that is not finite would be `null`.
-        self.number(Number::from_f64(value).ok_or_else(undecided)?)
-    }
-
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<Seen, E> {
-        match self.kind {
-            Kind::Text { max } => {
-                // Required strings must not be empty (a member's `required`, or an item).
-                if text.is_empty() || text.chars().count() > *max {
-                    // An empty optional string passes the walk; let the walk say so.
-                    return Err(undecided());
-                }
-                Ok(Seen::Other)
-            }
-            Kind::OneOf(allowed) if allowed.contains(&text) => Ok(Seen::Other),
-            Kind::Currency => CURRENCIES
-                .iter()
-                .find(|(known, _)| *known == text)
-                .map(|(_, places)| Seen::Currency(*places))
-                .ok_or_else(undecided),
-            _ => Err(undecided()),
-        }
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Seen, A::Error> {
-        let fields: &'static [Field] = match (self.fields, self.kind) {
-            (Some(fields), _) => fields,
-            (None, Kind::Object(fields)) => fields,
-            (None, Kind::OpenObject) => {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                return Ok(Seen::Other);
-            }
-            _ => return Err(undecided()),
-        };
+    /// An object of `fields`, its `{` next; what the sums need of it goes to `facts`
+    /// (filled in place: it is too big to return by value at every level).
+    fn object(&mut self, fields: &'static [Field], root: bool, facts: &mut Facts) -> Option<()> {
+        self.cursor.eat(b'{')?;
         if fields.len() > 64 {
-            return Err(undecided());
+            return None;
         }
         let mut present: u64 = 0;
-        let mut facts = Facts::default();
-        while let Some(index) = map.next_key_seed(Member(fields))? {
-            let bit = 1u64 << index;
-            if present & bit != 0 {
-                // Sent twice: the walk takes the last one; let it.
-                return Err(undecided());
-            }
-            present |= bit;
-            let field = &fields[index];
-            let seen = map.next_value_seed(Value {
-                kind: &field.kind,
-                fields: None,
-                root: false,
-                tally: self.tally,
-            })?;
-            match (field.name, seen) {
-                (_, Seen::Null) if field.required => return Err(undecided()),
-                (_, Seen::Null) => present &= !bit,
-                ("amount", Seen::Amount(value)) => facts.amount = Some(value),
-                ("userFee", Seen::Amount(value)) => facts.user_fee = Some(value),
-                ("price", Seen::Amount(value)) => facts.price = Some(value),
-                ("feeAmount", Seen::Amount(value)) => facts.fee_amount = Some(value),
-                ("quantity", Seen::Count(count)) => facts.quantity = Some(count),
-                ("currency", Seen::Currency(places)) if self.root => {
-                    self.tally.scale = Some(places);
+        let mut next = 0;
+        if !self.cursor.closes(b'}')? {
+            loop {
+                // Keys come in the order of the rules nearly always: the fields after the
+                // last one are tried first. A key that is none of the fields, or is written
+                // with an escape (the walk compares keys decoded), is the walk's.
+                let is_key =
+                    |cursor: &mut Cursor<'_>, field: &Field| cursor.is_key(field.name.as_bytes());
+                let later = fields.get(next..).unwrap_or_default();
+                let index = match later
+                    .iter()
+                    .position(|field| is_key(&mut self.cursor, field))
+                {
+                    Some(offset) => next + offset,
+                    None => fields
+                        .iter()
+                        .position(|field| is_key(&mut self.cursor, field))?,
+                };
+                let field = &fields[index];
+                self.cursor.take_key(field.name.len())?;
+                next = index + 1;
+                let bit = 1u64 << index;
+                if present & bit != 0 {
+                    // Sent twice: the walk takes the last one; let it.
+                    return None;
                 }
-                ("products", Seen::Array(items)) => facts.products = Some(items.product_sum),
-                ("packages", Seen::Array(items)) => facts.packages = Some(items.packages),
-                ("shipping", Seen::Object(shipping)) => facts.shipping_fee = shipping.fee_amount,
-                ("options", Seen::Object(options)) => facts.shipping_fee = options.shipping_fee,
-                _ => {}
+                present |= bit;
+                let null = match &field.kind {
+                    Kind::Object(inner) if self.cursor.peek()? == b'{' => {
+                        let mut inner_facts = Facts::default();
+                        self.object(inner, false, &mut inner_facts)?;
+                        let inner = inner_facts;
+                        match field.name {
+                            "shipping" => facts.shipping_fee = inner.fee_amount,
+                            "options" => facts.shipping_fee = inner.shipping_fee,
+                            _ => {}
+                        }
+                        false
+                    }
+                    Kind::Array { item, min } if self.cursor.peek()? == b'[' => {
+                        let items = self.array(item, *min)?;
+                        match field.name {
+                            "products" => facts.products = Some(items.product_sum),
+                            "packages" => facts.packages = Some(items.packages),
+                            _ => {}
+                        }
+                        false
+                    }
+                    kind => match self.value(kind)? {
+                        Seen::Null => true,
+                        Seen::Amount(value) => {
+                            match field.name {
+                                "amount" => facts.amount = Some(value),
+                                "userFee" => facts.user_fee = Some(value),
+                                "price" => facts.price = Some(value),
+                                "feeAmount" => facts.fee_amount = Some(value),
+                                _ => {}
+                            }
+                            false
+                        }
+                        Seen::Count(count) => {
+                            if field.name == "quantity" {
+                                facts.quantity = Some(count);
+                            }
+                            false
+                        }
+                        Seen::Currency(places) => {
+                            if root && field.name == "currency" {
+                                self.tally.scale = Some(places);
+                            }
+                            false
+                        }
+                        Seen::Other => false,
+                    },
+                };
+                if null {
+                    if field.required {
+                        return None;
+                    }
+                    present &= !bit;
+                }
+                if !self.cursor.more(b'}')? {
+                    break;
+                }
             }
         }
         let missing = fields
             .iter()
             .enumerate()
             .any(|(index, field)| field.required && present & (1u64 << index) == 0);
-        if missing {
-            return Err(undecided());
-        }
-        Ok(Seen::Object(facts))
+        (!missing).then_some(())
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Seen, A::Error> {
-        let Kind::Array { item, min } = self.kind else {
-            return Err(undecided());
-        };
+    /// An array of `item`s, at least `min`, its `[` next.
+    fn array(&mut self, item: &'static Kind, min: usize) -> Option<Items> {
+        self.cursor.eat(b'[')?;
         let mut items = Items::new();
         let mut count = 0;
-        while let Some(seen) = seq.next_element_seed(Value {
-            kind: item,
-            fields: None,
-            root: false,
-            tally: self.tally,
-        })? {
-            count += 1;
-            match seen {
-                // An item is required: `null` is the wrong type.
-                Seen::Null => return Err(undecided()),
-                Seen::Object(facts) => items.add(&facts),
-                _ => items.add(&Facts::default()),
+        if !self.cursor.closes(b']')? {
+            loop {
+                match item {
+                    Kind::Object(fields) if self.cursor.peek()? == b'{' => {
+                        let mut facts = Facts::default();
+                        self.object(fields, false, &mut facts)?;
+                        items.add(&facts);
+                    }
+                    // An item is required: `null` is the wrong type.
+                    _ => match self.value(item)? {
+                        Seen::Null => return None,
+                        _ => items.add(&Facts::default()),
+                    },
+                }
+                count += 1;
+                if !self.cursor.more(b']')? {
+                    break;
+                }
             }
         }
-        if count < *min {
-            return Err(undecided());
-        }
-        Ok(Seen::Array(items))
-    }
-}
-
-/// An object's key: the index of its field, or the end of the pass for an unknown one.
-struct Member(&'static [Field]);
-
-impl<'de> DeserializeSeed<'de> for Member {
-    type Value = usize;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, reader: D) -> Result<usize, D::Error> {
-        reader.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Member {
-    type Value = usize;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object key")
-    }
-
-    fn visit_str<E: de::Error>(self, key: &str) -> Result<usize, E> {
-        self.0
-            .iter()
-            .position(|field| field.name == key)
-            .ok_or_else(undecided)
+        (count >= min).then_some(items)
     }
 }
