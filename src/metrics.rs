@@ -534,6 +534,17 @@ pub(crate) fn status_label(status: &http::StatusCode) -> &str {
     }
 }
 
+/// The status as the handles kept per channel and route (`ChannelSeries`) tell them
+/// apart: one key per [`status_label`], so that a status without a label of its own
+/// (any of the ~900 an upstream may send) does not add a handle of its own.
+pub(crate) fn status_key(status: &http::StatusCode) -> u16 {
+    if status.canonical_reason().is_some() {
+        status.as_u16()
+    } else {
+        0
+    }
+}
+
 /// The bounded label for a LINE Pay `returnCode`.
 pub(crate) fn return_code_label(code: Option<&str>) -> &'static str {
     match code {
@@ -556,6 +567,22 @@ pub(crate) fn return_code_label(code: Option<&str>) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_keys_part_statuses_exactly_as_their_labels_do() {
+        let statuses: Vec<http::StatusCode> = (100..=999)
+            .map(|code| http::StatusCode::from_u16(code).unwrap_or_default())
+            .collect();
+        for a in &statuses {
+            for b in &statuses {
+                assert_eq!(
+                    status_key(a) == status_key(b),
+                    status_label(a) == status_label(b),
+                    "{a} {b}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn status_labels_are_bounded() {

@@ -443,6 +443,7 @@ impl Proxy {
     ) {
         let metrics = &self.metrics;
         let code = metrics::return_code_label(return_code);
+        let status_key = metrics::status_key(&status);
         // A matched route's series are kept in its channel (`metrics::ChannelSeries`);
         // only they are: the method and family are then the route's own.
         let kept = match (call.channel, call.route, call.family) {
@@ -461,11 +462,11 @@ impl Proxy {
             ])
         };
         match kept {
-            Some(series) => series.count_answer(status.as_u16(), code, requests),
+            Some(series) => series.count_answer(status_key, code, requests),
             None => requests().inc(),
         }
         if let Some(channel) = call.channel {
-            channel.series.count_answer(status.as_u16(), code, || {
+            channel.series.count_answer(status_key, code, || {
                 metrics.channel_requests.with_label_values(&[
                     &channel.name,
                     channel.environment,

@@ -351,6 +351,54 @@ mod tests {
         assert_eq!(store.count_orders(), i64::from(first + 3));
     }
 
+    /// Calls on many threads queue pairs while scheduled batches are written off the
+    /// runtime (not awaited): after each call's own flush its pair, and every pair it
+    /// saw queued before, is in the table with its own orderId.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn after_a_flush_every_pair_queued_before_it_is_written_under_load() {
+        let (_dir, orders, store) = orders();
+        let store = Arc::new(store);
+        let (tasks, metrics) = (TaskTracker::new(), Arc::new(Metrics::new()));
+        let mut calls = Vec::new();
+        for call in 0..8 {
+            let (orders, store, tasks, metrics) = (
+                orders.clone(),
+                store.clone(),
+                tasks.clone(),
+                metrics.clone(),
+            );
+            calls.push(tokio::spawn(async move {
+                for n in 0..60 {
+                    let id = format!("{call}-{n}");
+                    orders.remember("c", &id, &format!("order-{id}"), &tasks, &metrics);
+                    if n % 3 == 0 {
+                        tokio::time::sleep(Duration::from_millis(n % 7)).await;
+                    }
+                    if n % 4 == 0 {
+                        orders.flush(&metrics).await;
+                        for before in 0..=n {
+                            let id = format!("{call}-{before}");
+                            assert_eq!(
+                                store.order_of(&format!("c {id}")).unwrap(),
+                                Some(format!("order-{id}")),
+                                "flushed after {call}-{n}"
+                            );
+                        }
+                    }
+                }
+            }));
+        }
+        for call in calls {
+            call.await.unwrap();
+        }
+        orders.flush(&metrics).await;
+        assert_eq!(store.count_orders(), 8 * 60);
+        tasks.close();
+        tasks.wait().await;
+        written(&orders).await;
+        assert_eq!(failures(&metrics), 0);
+    }
+
     #[tokio::test]
     async fn a_failed_scheduled_batch_is_dropped_logged_and_counted() {
         let (dir, orders, _store) = orders();

@@ -1642,6 +1642,52 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A worker's runtime ends (the drain) with its batch's write scheduled and never
+    /// started: the stop's settle writes those pairs.
+    #[tokio::test]
+    async fn the_stop_writes_the_orders_whose_batch_never_ran() {
+        use crate::journal::Desk;
+        use crate::metrics::Metrics;
+        let dir = scratch();
+        let mut settings = Desk::disabled().settings.clone();
+        settings.enabled = true;
+        settings.path = dir.join("j.sqlite3");
+        settings.max_calls = 100;
+        settings.max_age = Duration::from_secs(3600);
+        let desk = std::sync::Arc::new(
+            Desk::open(&settings, &crate::route::Allowlist::new(Vec::new())).unwrap(),
+        );
+        let metrics = std::sync::Arc::new(Metrics::new());
+        let (worker_desk, worker_metrics) = (desk.clone(), metrics.clone());
+        std::thread::spawn(move || {
+            let worker = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            worker.block_on(async {
+                for n in 0..5 {
+                    worker_desk
+                        .remember_order("c", &n.to_string(), &format!("order-{n}"), &worker_metrics)
+                        .await;
+                }
+            });
+            // Dropped before the batch's delay: its scheduled write is cancelled.
+            drop(worker);
+        })
+        .join()
+        .unwrap();
+        let store = desk.store().unwrap();
+        assert_eq!(store.order_of("c 0").unwrap(), None, "not written yet");
+        assert!(desk.settle(Duration::from_secs(5)).await);
+        for n in 0..5 {
+            assert_eq!(
+                store.order_of(&format!("c {n}")).unwrap(),
+                Some(format!("order-{n}"))
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[tokio::test]
     async fn the_desk_records_orders_and_probes_writes_and_counts_failures() {
         use crate::journal::Desk;

@@ -31,8 +31,9 @@ pub(crate) struct RouteSeries {
     upstream_duration: OnceLock<Histogram>,
 }
 
-/// The counters of one family of series, by status and returnCode label. A handful per
-/// route in practice (statuses times codes seen), so a list, searched in order.
+/// The counters of one family of series, by status (as `metrics::status_key` keys it:
+/// one key per status label) and returnCode label. A handful per route in practice
+/// (statuses times codes seen), so a list, searched in order.
 #[derive(Default)]
 struct Handles(RwLock<Vec<((u16, &'static str), IntCounter)>>);
 
@@ -88,6 +89,26 @@ impl ChannelSeries {
             .get(index)
             .filter(|candidate| std::ptr::eq(*candidate, route))?;
         self.routes.get(index)
+    }
+}
+
+#[cfg(test)]
+impl ChannelSeries {
+    /// How many handles it keeps, the channel's and its routes' (tests).
+    pub(crate) fn handles_kept(&self) -> usize {
+        let len = |handles: &Handles| {
+            handles
+                .0
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len()
+        };
+        len(&self.answers)
+            + self
+                .routes
+                .iter()
+                .map(|route| len(&route.answers))
+                .sum::<usize>()
     }
 }
 

@@ -325,3 +325,55 @@ fn kept_handles_count_exactly_what_lookups_by_label_counted() {
         );
     }
 }
+
+/// Statuses without a label of their own all count as `other`: one handle for them all,
+/// not one each (an upstream may send any of ~900).
+#[test]
+fn statuses_labelled_other_share_one_kept_handle() {
+    let proxy = two_channels();
+    let web = &proxy.channels()[0];
+    let route = web
+        .config
+        .allowlist
+        .routes()
+        .iter()
+        .find(|route| route.template == "/v3/payments/request")
+        .unwrap();
+    let call = CallRecord {
+        channel: Some(web),
+        route: Some(route),
+        ..CallRecord::default()
+    };
+    let mut others = 0;
+    for code in 100..=999 {
+        let status = http::StatusCode::from_u16(code).unwrap();
+        if metrics::status_label(&status) != "other" {
+            continue;
+        }
+        others += 1;
+        for _ in 0..2 {
+            proxy.record_metrics(
+                &call,
+                &route.template,
+                route.family_label(),
+                &Method::POST,
+                status,
+                Some("0000"),
+            );
+        }
+    }
+    assert!(others > 800, "{others}");
+    assert_eq!(
+        web.series.handles_kept(),
+        2,
+        "the channel's and the route's"
+    );
+    let line = format!(
+        r#"linepay_sidecar_requests_total{{family="online_v3",method="POST",return_code="0000",route="/v3/payments/request",status="other"}} {}"#,
+        2 * others
+    );
+    assert!(
+        sidecar_series(proxy.metrics()).contains(&line),
+        "{line} missing"
+    );
+}

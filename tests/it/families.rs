@@ -352,6 +352,30 @@ async fn a_percent_encoded_order_id_is_forwarded_and_signed_exactly_as_sent() {
     }
 }
 
+/// A GET's query is signed and sent as the app sent it, byte for byte (LINE Pay signs
+/// the raw query), to the upstream's own `Host` whatever the app's said.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_raw_query_is_forwarded_and_signed_exactly_as_sent() {
+    let upstream = Upstream::recording().start().await;
+    let sidecar = Sidecar::new().upstream(upstream.url()).start().await;
+    for target in [
+        "/v3/payments?transactionId=2021121600698709710&orderId=%E8%A8%82%e5%96%ae-42%20A+1",
+        "/v3/payments?orderId=a%2Fb%3D%26c&orderId=second",
+        "/v3/payments?",
+    ] {
+        let reply = call(sidecar.addr, "GET", target).await;
+        assert_eq!(reply.status, 200, "{target}: {}", reply.text());
+        let seen = upstream.requests().pop().expect("forwarded");
+        assert_eq!(seen.target, target, "the target changed on the way");
+        assert_eq!(
+            seen.single("host"),
+            upstream.url().trim_start_matches("http://"),
+            "{target}"
+        );
+        assert_signed(&seen, Signing::Hmac, target);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn path_parameters_that_break_their_rule_never_reach_line_pay() {
     let upstream = Upstream::recording().start().await;

@@ -1,7 +1,7 @@
 //! When LINE Pay cannot be reached or answers badly: each failure is told apart by its
 //! code, quickly, and says whether the call may have reached LINE Pay.
 
-use crate::util::{closed_port_url, Call, RawUpstream, Sidecar, Upstream};
+use crate::util::{closed_port_url, send_raw_in_two, Call, RawUpstream, Sidecar, Upstream};
 use std::time::{Duration, Instant};
 
 /// A generous bound for "fast": loaded CI machines are slow, a hung call takes 20 s.
@@ -62,6 +62,73 @@ async fn slow_upstream_is_504_timeout_after_the_read_timeout() {
     // The call did reach LINE Pay, so the app must not be told to simply resend it.
     assert_eq!(upstream.count(), 1);
     assert_eq!(reply.retry_safe(), Some(false));
+}
+
+/// A call's body wait and LINE Pay's answer share one timer (`timer.rs`), moved to the
+/// read timeout's deadline once the call is sent: each wait keeps its own deadline.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_read_timeout_counts_from_the_send_not_from_the_body_wait() {
+    let request = |addr| {
+        format!(
+            "POST /v3/payments/request HTTP/1.1\r\nHost: {addr}\r\n\
+             Content-Type: application/json\r\nContent-Length: 12\r\n\r\n{{\"amo"
+        )
+    };
+    // Body deadline 1 s; the body takes 0.6 s, LINE Pay 1.5 s more: past the body's
+    // deadline, within the read timeout's (3 s from the send).
+    let upstream = Upstream::recording()
+        .delay(Duration::from_millis(1_500))
+        .start()
+        .await;
+    let sidecar = Sidecar::new()
+        .upstream(upstream.url())
+        .arg("--connect-timeout")
+        .arg("500ms")
+        .arg("--read-timeout")
+        .arg("3s")
+        .config_yaml("body-timeout.yaml", "request:\n  body_timeout: 1s\n")
+        .start()
+        .await;
+    let started = Instant::now();
+    let reply = send_raw_in_two(
+        sidecar.addr,
+        request(sidecar.addr),
+        Duration::from_millis(600),
+        r#"unt":1}"#,
+    )
+    .await;
+    let elapsed = started.elapsed();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(elapsed >= Duration::from_millis(2_000), "{elapsed:?}");
+    assert_eq!(upstream.count(), 1);
+
+    // Body deadline 10 s, read timeout 1 s: LINE Pay's silence is cut 1 s after the
+    // send, as a read timeout, not at the body's deadline.
+    let upstream = Upstream::recording()
+        .delay(Duration::from_secs(8))
+        .start()
+        .await;
+    let sidecar = Sidecar::new()
+        .upstream(upstream.url())
+        .arg("--connect-timeout")
+        .arg("500ms")
+        .arg("--read-timeout")
+        .arg("1s")
+        .config_yaml("body-timeout.yaml", "request:\n  body_timeout: 10s\n")
+        .start()
+        .await;
+    let started = Instant::now();
+    let reply = send_raw_in_two(
+        sidecar.addr,
+        request(sidecar.addr),
+        Duration::from_millis(300),
+        r#"unt":1}"#,
+    )
+    .await;
+    let elapsed = started.elapsed();
+    reply.assert_sidecar_error(504, "upstream_timeout");
+    assert!(elapsed >= Duration::from_millis(1_300), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

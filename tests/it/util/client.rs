@@ -266,6 +266,34 @@ pub async fn send_raw(addr: SocketAddr, request: impl Into<Vec<u8>>) -> Reply {
     }
 }
 
+/// [`send_raw`] in two writes `pause` apart: a request whose body comes slowly.
+pub async fn send_raw_in_two(
+    addr: SocketAddr,
+    first: impl Into<Vec<u8>>,
+    pause: Duration,
+    rest: impl Into<Vec<u8>>,
+) -> Reply {
+    let (first, rest) = (first.into(), rest.into());
+    let exchange = async {
+        let stream = TcpStream::connect(addr).await?;
+        let (mut reader, mut writer) = stream.into_split();
+        let write = tokio::spawn(async move {
+            let _ = writer.write_all(&first).await;
+            tokio::time::sleep(pause).await;
+            let _ = writer.write_all(&rest).await;
+            writer
+        });
+        let reply = read_response(&mut reader).await;
+        write.abort();
+        reply
+    };
+    match tokio::time::timeout(WAIT_LIMIT, exchange).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(error)) => panic!("raw call to {addr} failed: {error}"),
+        Err(_) => panic!("no raw answer from {addr} within {WAIT_LIMIT:?}"),
+    }
+}
+
 type ReadResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Reads one HTTP/1.1 response: head, then a Content-Length, chunked or close-delimited

@@ -43,7 +43,7 @@ mod wait;
 
 pub use browser::{artefact_path, Browser, CHROMIUM};
 pub use cli::{Cli, CliOutput};
-pub use client::{send_raw, Call, Reply};
+pub use client::{send_raw, send_raw_in_two, Call, Reply};
 pub use connect_proxy::{ConnectProxy, Tunnelled};
 pub use emulator::{start_emulator, EmulatorProcess, EmulatorSetup, RunningEmulator};
 pub use redis_server::RedisServer;
