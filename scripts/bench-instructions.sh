@@ -136,10 +136,10 @@ if [ "$floor" = 0 ] && command -v callgrind_annotate >/dev/null 2>&1; then
   # The total moves with the journal's orderId batches: they are written every 10 ms on
   # the journal's thread, so how many calls share a batch (and its commit) depends on
   # how fast valgrind runs the calls, and under real load a batch holds hundreds. The
-  # proxy workers' share (their runtimes, `Runtime::block_on`) is what a call costs on its
-  # own thread.
+  # proxy workers' share (`run_worker` or, where it is inlined, `Runtime::block_on`) is what
+  # a call costs on its own thread.
   callgrind_annotate --inclusive=yes "$measured" 2>/dev/null | sed 's/,//g' | awk -v n="$calls" '
-    /tokio::runtime::runtime::Runtime::block_on/ && !w { w = $1 }
+    /runtime::workers::run_worker|tokio::runtime::runtime::Runtime::block_on/ && !w { w = $1 }
     /journal::orders::Orders::write_queued/ && !j { j = $1 }
     END {
       printf "on the proxy workers: %.0f per call\n", w / n

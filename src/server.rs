@@ -53,14 +53,16 @@ where
         // Which port the call came on (a channel's own, or the shared one): the
         // connection's, shared by its calls.
         let listener = listener.clone();
-        async move {
+        // Boxed: hyper moves the call's future a few times before it first polls it, and
+        // a call's future is kilobytes (one allocation is cheaper than those copies).
+        Box::pin(async move {
             let response = if overloaded {
                 snapshot.refuse_over_capacity(request).await
             } else {
                 snapshot.handle(request, &listener).await
             };
             Ok::<_, Infallible>(response.map(Full::new))
-        }
+        })
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
