@@ -25,6 +25,8 @@ mod scan;
 mod schema;
 mod stream;
 #[cfg(test)]
+mod structured;
+#[cfg(test)]
 mod tests;
 
 pub(crate) use schema::{Finding, Rule, Table};
