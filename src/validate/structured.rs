@@ -378,3 +378,141 @@ fn requests_with_sums_right_or_a_cent_off_pass_only_when_clean() {
         "{passed} passed, {clean} clean"
     );
 }
+
+/// The brief's named edge cases, each decided the way the walk and serde_json decide.
+#[test]
+fn named_edge_cases_pass_only_when_json_and_clean() {
+    let preapproved = table_for("/v3/payments/preapprovedPay/{regKey}/payment").unwrap();
+    let body = |name: &[u8], amount: &str, currency: &str| -> Vec<u8> {
+        [
+            &br#"{"productName":""#[..],
+            name,
+            br#"","amount":"#,
+            amount.as_bytes(),
+            br#","currency":""#,
+            currency.as_bytes(),
+            br#"","orderId":"o"}"#,
+        ]
+        .concat()
+    };
+    let check = |bytes: &[u8]| {
+        let passed = stream::passes(preapproved, bytes);
+        let clean = std::str::from_utf8(bytes).is_ok_and(|text| {
+            serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+                && serde_json::from_str::<serde_json::Value>(text).is_ok()
+        }) && walk(preapproved, bytes).is_empty();
+        assert!(!passed || clean, "{:?}", String::from_utf8_lossy(bytes));
+        passed
+    };
+    // UTF-8: overlong, an encoded surrogate, past U+10FFFF, cut short, a bad
+    // continuation, and the largest and a 4-byte character that are fine.
+    for bad in [
+        &b"\xc0\xaf"[..],
+        b"\xe0\x80\xaf",
+        b"\xed\xa0\x80",
+        b"\xed\xbf\xbf",
+        b"\xf4\x90\x80\x80",
+        b"\xf5\x80\x80\x80",
+        b"a\xe6\x97",
+        b"\xe6\x41\x41",
+        b"\x80",
+        b"\xff",
+    ] {
+        assert!(!check(&body(bad, "1", "TWD")), "{bad:?}");
+    }
+    for good in [
+        &b"\xf4\x8f\xbf\xbf"[..],
+        b"\xf0\x9f\x98\x80",
+        b"\xef\xbf\xbf",
+    ] {
+        assert!(check(&body(good, "1", "TWD")), "{good:?}");
+    }
+    // Escapes, either case of hex; a pair split by anything is two lone surrogates.
+    for good in [
+        r"\u00e9",
+        r"\u00E9",
+        r"\u0000",
+        r"\/",
+        r"\uD83D\uDE00",
+        r"\ud83d\uDE00",
+    ] {
+        assert!(check(&body(good.as_bytes(), "1", "TWD")), "{good}");
+    }
+    for bad in [
+        r"\ud83d \ude00",
+        r"\ud83d\\ude00",
+        r"\ude00\ud83d",
+        r"\u00g0",
+        r"\u00",
+    ] {
+        assert!(!check(&body(bad.as_bytes(), "1", "TWD")), "{bad}");
+    }
+    // Lengths at the limit, counted in characters whatever their bytes or escapes.
+    for piece in ["a", "😀", r"\ud83d\ude00", "é"] {
+        let at_max = piece.repeat(4000);
+        assert!(check(&body(at_max.as_bytes(), "1", "TWD")), "{piece} x4000");
+        let over = format!("{}{piece}", at_max);
+        assert!(!check(&body(over.as_bytes(), "1", "TWD")), "{piece} x4001");
+    }
+    // Amounts against each currency's scale and the minimum.
+    for currency in ["TWD", "JPY", "THB", "USD"] {
+        for amount in [
+            "1",
+            "-0",
+            "0",
+            "-1",
+            "1E+2",
+            "1e-0",
+            "1.0",
+            "1.5",
+            "1.50",
+            "1.005",
+            "0.01",
+            "18446744073709551615",
+            "18446744073709551616",
+            "340282366920938463463374607431768211456",
+            "1e400",
+            "00",
+            "-01",
+            ".5",
+            "1.e5",
+        ] {
+            check(&body(b"p", amount, currency));
+        }
+    }
+    // Keys spelled with an escape, unknown keys, null for a required member.
+    for text in [
+        r#"{"productName":"p","\u0061mount":1,"currency":"TWD","orderId":"o"}"#,
+        r#"{"productName":"p","amount":1,"currency":"TWD","orderId":"o","x":null}"#,
+        r#"{"productName":"p","amount":1,"currency":"TWD","orderId":null}"#,
+        r#"{"productName":"p","amount":1,"currency":"TWD","orderId":"o","capture":null}"#,
+        r#"{"productName":"p","amount":1,"currency":"TWD","orderId":"o","capture":null,"capture":true}"#,
+        r#"{"productName":"p","amount":1,"currency":"TWD","orderId":"o","amount":2}"#,
+    ] {
+        check(text.as_bytes());
+    }
+    // Whitespace JSON does not know, trailing data, nothing at all.
+    let clean = body(b"p", "1", "TWD");
+    for (before, after) in [
+        (&b"\x0c"[..], &b""[..]),
+        (b"\x0b", b""),
+        (b"\xc2\xa0", b""),
+        (b"", b"\x0c"),
+        (b"", b"\xc2\xa0"),
+        (b"", b"{}"),
+        (b"", b"\x00"),
+    ] {
+        assert!(!check(&[before, &clean, after].concat()));
+    }
+    for nothing in [
+        &b""[..],
+        b" ",
+        b"\n\t\r ",
+        b"\x0c",
+        b"null",
+        b"[]",
+        b"\"x\"",
+    ] {
+        assert!(!check(nothing), "{nothing:?}");
+    }
+}
