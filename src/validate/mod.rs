@@ -25,6 +25,8 @@ mod scan;
 mod schema;
 mod stream;
 #[cfg(test)]
+mod structured;
+#[cfg(test)]
 mod tests;
 
 pub(crate) use schema::{Finding, Rule, Table};
@@ -154,8 +156,9 @@ pub(crate) fn check(table: &Table, body: &[u8]) -> Vec<Finding> {
 /// path). Its `true` also means `body` is one JSON value that `serde_json` reads as
 /// `IgnoredAny` reads it: the pass reads every byte with a strict JSON reader (`scan`)
 /// that accepts nothing `serde_json` refuses (UTF-8, escapes and surrogate pairs, control
-/// bytes, the number grammar, depth bounded well inside serde_json's, nothing after the
-/// value), so the proxy need not parse the body a second time for its own JSON check.
+/// bytes, the number grammar and numbers past f64, depth bounded well inside serde_json's,
+/// nothing after the value), so the proxy need not parse the body a second time for its
+/// own JSON check, and the walk could have built its tree.
 /// Debug builds check every `true` against the walk, so the whole test suite runs both.
 pub(crate) fn passes(table: &Table, body: &[u8]) -> bool {
     let passes = stream::passes(table, body);

@@ -7,9 +7,11 @@
 //! `serde_json` reads, never the reverse: that is what lets the proxy skip its own JSON
 //! check (`serde_json::from_str::<IgnoredAny>`) for a body the fast pass passes. Where
 //! it is stricter than that check: a lone or unpaired UTF-16 surrogate escape (`\ud800`,
-//! which `IgnoredAny` skips but a decoded string refuses), and nesting deeper than
-//! [`MAX_DEPTH`] inside a free-form object (`IgnoredAny` has no limit there; the walk's
-//! parser stops at 128).
+//! which `IgnoredAny` skips but a decoded string refuses), a number past f64's range
+//! (`1e400`, which `IgnoredAny` skips but the walk's tree refuses), and nesting deeper
+//! than [`MAX_DEPTH`] inside a free-form object (`IgnoredAny` has no limit there; the
+//! walk's parser stops at 128). Each of those is a body the walk cannot read, which it
+//! reports as a finding: so the fast pass must not pass them either.
 
 /// Deepest nesting [`Cursor::skip_value`] follows; the members of a free-form object are
 /// a level or two deep in any real body.
@@ -356,7 +358,10 @@ impl<'a> Cursor<'a> {
                 b't' => self.literal(b"true")?,
                 b'f' => self.literal(b"false")?,
                 _ => {
-                    self.number()?;
+                    let number = self.number()?;
+                    if !fits_f64(number.raw) {
+                        return None;
+                    }
                 }
             }
             // After a value: the rest of its containers.
@@ -383,6 +388,17 @@ impl<'a> Cursor<'a> {
         self.eat(b':')?;
         Some(key)
     }
+}
+
+/// Whether serde_json can size the number (`1e400` and `1` followed by 400 zeros it
+/// cannot: `IgnoredAny` skips them, the walk's tree refuses them). Without an exponent,
+/// 300 digits stay below f64's largest; only longer or exponent numbers, rare in a
+/// free-form member, are handed to serde_json's own parser.
+fn fits_f64(raw: &[u8]) -> bool {
+    if raw.len() <= 300 && !raw.iter().any(|&byte| byte | 0x20 == b'e') {
+        return true;
+    }
+    serde_json::from_slice::<serde_json::Number>(raw).is_ok()
 }
 
 /// `name == raw` for two slices of one length, by a word or two at a time rather than
@@ -667,6 +683,33 @@ mod tests {
         ] {
             assert!(!skips(bad.as_bytes()), "{bad}");
         }
+    }
+
+    #[test]
+    fn numbers_serde_json_cannot_size_are_refused_in_free_form_values() {
+        let long = format!("[1{}]", "0".repeat(400));
+        for bad in ["[1e400]", "[-1e309]", "{\"a\":[1E+999]}", long.as_str()] {
+            assert!(!skips(bad.as_bytes()), "{bad}");
+            assert!(
+                serde_json::from_str::<serde::de::IgnoredAny>(bad).is_ok(),
+                "{bad}"
+            );
+            assert!(
+                serde_json::from_str::<serde_json::Value>(bad).is_err(),
+                "{bad}"
+            );
+        }
+        let long = format!("[1{}]", "0".repeat(299));
+        for good in [
+            "[1e308]",
+            "[1e-400]",
+            "[0e999999]",
+            "[-2.5e-3]",
+            long.as_str(),
+        ] {
+            assert!(skips(good.as_bytes()), "{good}");
+        }
+        assert!(fits_f64(&[b'9'; 300]) && !fits_f64(&[b'9'; 310]));
     }
 
     #[test]

@@ -220,8 +220,20 @@ pub(crate) fn check(table: &Table, body: &[u8]) -> Vec<Finding> {
     }
     let value: Node = match serde_json::from_slice(body) {
         Ok(value) => value,
-        // The request path has already refused what is not JSON (invalid_json).
-        Err(_) => return walk.findings,
+        // The request path has refused what is not JSON (invalid_json) before the walk,
+        // by `IgnoredAny`, which neither decodes strings nor sizes numbers: a lone
+        // surrogate escape, a number past f64 (`1e400`) or nesting past serde_json's
+        // limit still gets here. None of them can be checked, so none may go unnamed:
+        // in `enforce` mode an unreadable body must be refused, not passed unread.
+        Err(error) => {
+            walk.push(
+                &Path::Root,
+                Rule::Type,
+                format!("not JSON the rules can read ({error})"),
+                JSON_FORMAT,
+            );
+            return walk.findings;
+        }
     };
     let Node::Object(object) = &value else {
         walk.push(

@@ -653,3 +653,49 @@ fn the_fast_pass_never_passes_what_is_not_json() {
         );
     }
 }
+
+/// JSON to the proxy's own check (`IgnoredAny`) that the walk's tree cannot hold: the
+/// walk names it instead of finding nothing, so `enforce` refuses it rather than
+/// forwarding a body no rule was checked against (a negative amount beside a `1e400`).
+#[test]
+fn a_body_the_walk_cannot_read_is_a_finding_not_a_pass() {
+    let confirm = table_for(CONFIRM).unwrap();
+    let request = table_for(REQUEST).unwrap();
+    let deep = format!(
+        r#"{{"amount":-5,"currency":"XXX","options":{{"account":{{"a":{}1{}}}}}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    for (table, body) in [
+        (
+            confirm,
+            &br#"{"amount":-5,"currency":"XXX","x":"\ud800"}"#[..],
+        ),
+        (confirm, br#"{"amount":1e400,"currency":"TWD"}"#),
+        (confirm, br#"{"amount":-5,"currency":"TWD","x":[1e999]}"#),
+        (confirm, br#"{"amount":5,"currency":"\udc00"}"#),
+        (request, deep.as_bytes()),
+    ] {
+        let text = String::from_utf8_lossy(body);
+        assert!(is_json(body) && !passes(table, body), "{text}");
+        let findings = walk(table, body);
+        assert_eq!(findings.len(), 1, "{text}: {findings:?}");
+        assert_eq!(
+            (
+                findings[0].path.as_str(),
+                findings[0].rule,
+                findings[0].code
+            ),
+            ("$", Rule::Type, "2102"),
+            "{text}"
+        );
+        assert!(
+            findings[0]
+                .detail
+                .starts_with("not JSON the rules can read ("),
+            "{}",
+            findings[0].detail
+        );
+        assert_eq!(check(table, body), findings, "{text}");
+    }
+}

@@ -169,6 +169,38 @@ async fn warn_forwards_each_mistake_byte_for_byte_and_counts_it() {
     );
 }
 
+/// JSON to the sidecar's own check that serde_json cannot hold as a tree (a lone
+/// surrogate escape, a number past f64): no rule can be checked, so `enforce` refuses it
+/// instead of signing a negative amount LINE Pay would be sent unchecked.
+#[tokio::test]
+async fn enforce_refuses_a_body_its_rules_cannot_read_and_sends_nothing() {
+    let upstream = Upstream::recording()
+        .respond_with(200, r#"{"returnCode":"0000","returnMessage":"Success."}"#)
+        .start()
+        .await;
+    let sidecar = Sidecar::new()
+        .upstream(upstream.url())
+        .arg("--prevalidation")
+        .arg("enforce")
+        .start()
+        .await;
+    for body in [
+        r#"{"amount":-5,"currency":"XXX","note":"\ud800"}"#,
+        r#"{"amount":1e400,"currency":"TWD"}"#,
+    ] {
+        let reply = Call::post("/v3/payments/2021121600698709710/confirm", body)
+            .send(sidecar.addr)
+            .await;
+        reply.assert_sidecar_error(400, "invalid_request");
+        let message = reply.error_message().unwrap_or_default();
+        assert!(
+            message.starts_with("$: not JSON the rules can read ("),
+            "{body}: {message}"
+        );
+    }
+    assert_eq!(upstream.count(), 0, "an unreadable body reached LINE Pay");
+}
+
 #[tokio::test]
 async fn off_does_not_look_and_a_route_may_differ_from_the_default() {
     let upstream = Upstream::recording()
