@@ -157,13 +157,10 @@ impl Orders {
             return;
         }
         let orders = self.clone();
-        match tokio::task::spawn_blocking(move || orders.write_queued()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => super::journal_failed(metrics, "order", &error),
-            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-            // The runtime is shutting down: the final flush writes what is left.
-            Err(_) => {}
-        }
+        settle(
+            tokio::task::spawn_blocking(move || orders.write_queued()).await,
+            metrics,
+        );
     }
 
     /// [`Orders::write_queued`], its failure logged and counted.
@@ -191,6 +188,18 @@ impl Orders {
         let written = self.side.remember_orders(&batch, now_ms());
         self.unwritten.fetch_sub(batch.len(), Ordering::AcqRel);
         written
+    }
+}
+
+/// What a flush does with its write's end: a failed write is logged and counted, a panic
+/// in it goes on up (as it would have on the caller's thread), and a write the runtime
+/// cancelled at its shutdown leaves its pairs to the final flush.
+fn settle(written: Result<Result<(), StoreError>, tokio::task::JoinError>, metrics: &Metrics) {
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => super::journal_failed(metrics, "order", &error),
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(_) => {}
     }
 }
 
@@ -251,6 +260,34 @@ mod tests {
         // Refilled after the reset, it reads as before.
         batch.push("c", "2", "order-2");
         assert_eq!(batch.pair(0), (order_key("c", "2").as_str(), "order-2"));
+    }
+
+    #[tokio::test]
+    async fn a_flush_counts_a_failed_write_passes_a_panic_on_and_lets_a_cancelled_one_be() {
+        let metrics = Metrics::new();
+        settle(Ok(Ok(())), &metrics);
+        assert_eq!(failures(&metrics), 0);
+        let path = std::path::Path::new("journal.sqlite3");
+        settle(Ok(Err(StoreError::refused(path, "full".into()))), &metrics);
+        assert_eq!(failures(&metrics), 1, "a failed write is counted");
+
+        let cancelled = tokio::spawn(std::future::pending::<Result<(), StoreError>>());
+        cancelled.abort();
+        settle(cancelled.await, &metrics);
+        assert_eq!(failures(&metrics), 1, "a cancelled write is not a failure");
+
+        let panicked = tokio::task::spawn_blocking(|| -> Result<(), StoreError> {
+            std::panic::panic_any("the write panicked")
+        })
+        .await;
+        let passed_on =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| settle(panicked, &metrics)))
+                .expect_err("a panic in the write goes on up");
+        assert_eq!(
+            passed_on.downcast_ref::<&str>(),
+            Some(&"the write panicked")
+        );
+        assert_eq!(failures(&metrics), 1);
     }
 
     /// Waits for the scheduled write, which nothing awaits.

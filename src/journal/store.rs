@@ -127,7 +127,7 @@ impl StoreError {
 
     /// A failure of ours, not SQLite's, told in SQLite's error type so every caller keeps
     /// one error to handle.
-    fn refused(path: &Path, message: String) -> StoreError {
+    pub(super) fn refused(path: &Path, message: String) -> StoreError {
         StoreError::new(
             path,
             rusqlite::Error::SqliteFailure(
