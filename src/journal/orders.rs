@@ -250,7 +250,15 @@ mod tests {
         assert!(batch.is_empty());
         assert_eq!((batch.text.capacity(), batch.ends.capacity()), (text, ends));
 
+        // A batch of a busy 10 ms (some hundred pairs) keeps its buffers too.
         let order = "o".repeat(100);
+        while batch.text.len() <= 16 * 1024 {
+            batch.push("c", "1", &order);
+        }
+        let (text, ends) = (batch.text.capacity(), batch.ends.capacity());
+        batch.clear();
+        assert_eq!((batch.text.capacity(), batch.ends.capacity()), (text, ends));
+
         while batch.text.len() <= KEPT_TEXT_BYTES {
             batch.push("c", "1", &order);
         }
