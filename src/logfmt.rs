@@ -575,4 +575,87 @@ mod tests {
             );
         }
     }
+
+    fn edge_events() {
+        let specials = [
+            "\r",
+            "\x07",
+            "\x08",
+            "\x0c",
+            "\u{80}",
+            "\u{bf}",
+            "\u{c0}",
+            "\u{2028}",
+            "\u{feff}",
+            "\u{10ffff}",
+            "'",
+            "\u{1}",
+            "\x1f",
+            "{",
+            "}",
+            "=",
+        ];
+        for special in specials {
+            for length in [7, 8, 9, 15, 16, 17] {
+                for at in [0, 6, 7, 8, length - 1] {
+                    let mut case = "a".repeat(length - 1);
+                    case.insert_str(at.min(length - 1), special);
+                    let case = case.as_str();
+                    tracing::info!(value = case, shown = %case, dbg = ?case, "m{case}");
+                }
+            }
+        }
+        for float in [
+            5e-324,
+            f64::MIN_POSITIVE,
+            1e-4,
+            0.000_099_99,
+            9_999_999_999_999_998.0,
+            1e16,
+            1e21,
+            -1e21,
+            f64::MAX,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            0.1 + 0.2,
+            100.0,
+            1e14,
+            123_456_789_012.345,
+            99_999_999_999.999,
+            0.001,
+            0.0015,
+            1.0005,
+            -0.125,
+        ] {
+            tracing::info!(float, f32 = float as f32, message = float);
+        }
+        tracing::info!(
+            a = i64::MAX,
+            b = i64::MIN,
+            c = u64::MAX,
+            d = 0u64,
+            e = -1i64,
+            f = true
+        );
+        tracing::info!(a = i128::MIN, b = u128::MAX);
+        let huge = "q\"".repeat(40_000);
+        tracing::info!(huge = huge.as_str(), "{huge}");
+        tracing::info!(after = "short");
+        let outer = tracing::info_span!("outer", q = "a\"b", n = 1u8, m = %"x y");
+        let _o = outer.enter();
+        let inner = tracing::info_span!("inner", empty = "", t = "\t");
+        let _i = inner.enter();
+        inner.record("t", "late");
+        tracing::warn!(r#type = "x", "nested");
+    }
+
+    #[test]
+    fn edge_strings_numbers_and_spans_as_default_fields_writes_them() {
+        let default = formatted_with(false, edge_events);
+        let ours = formatted_with(true, edge_events);
+        for (a, b) in ours.lines().zip(default.lines()) {
+            assert_eq!(a, b);
+        }
+        assert_eq!(ours, default);
+    }
 }

@@ -324,8 +324,9 @@ mod tests {
         assert_eq!(line.second, Some(1_796_558_400));
     }
 
-    /// A value whose `Debug` logs while its line is written (`tracing` drops that event:
-    /// its dispatcher is not re-entered on a thread).
+    /// A value whose `Debug` logs while its line is written (under `with_default`, as here,
+    /// `tracing` drops that event; under the binary's global default it is dispatched at
+    /// once: see `under_a_global_default_…`).
     struct Logs;
     impl fmt::Debug for Logs {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -386,6 +387,126 @@ mod tests {
             for (our, their) in ours.lines().zip(theirs.lines()) {
                 assert_eq!(without_time(our), without_time(their));
             }
+        }
+    }
+
+    /// A `Debug` that logs while its line is being written: under a global default (as
+    /// the binary sets it, no scoped dispatcher) `tracing` dispatches that event at once.
+    struct Reenters(u8);
+    impl fmt::Debug for Reenters {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            tracing::warn!(inner = "x\"y", depth = self.0, "nested {}", self.0);
+            if self.0 > 0 {
+                tracing::warn!(deeper = ?Reenters(self.0 - 1));
+            }
+            f.write_str("logged")
+        }
+    }
+
+    struct Panics;
+    impl fmt::Debug for Panics {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("partial")?;
+            panic!("while formatting")
+        }
+    }
+
+    struct Fails;
+    impl fmt::Debug for Fails {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("partial")?;
+            Err(fmt::Error)
+        }
+    }
+
+    fn global_default_events() {
+        tracing::info!(bad = ?Fails, "failing");
+        tracing::info!(after = "failure");
+        tracing::info!(request_id = "r-1", value = ?Reenters(2), status = 200u16, "outer");
+        let huge = "z".repeat(70_000);
+        tracing::info!(huge = huge.as_str(), value = ?Reenters(0), "big");
+        tracing::info!(after = "small");
+        let caught = std::panic::catch_unwind(|| tracing::info!(p = ?Panics, "panicking"));
+        assert!(caught.is_err());
+        tracing::info!(after = "panic");
+        let span = tracing::info_span!("span", id = ?Reenters(1));
+        let _entered = span.enter();
+        tracing::error!(elapsed_ms = 0.5, "in span");
+    }
+
+    /// Run in a child process (a global default is once per process): writes the lines
+    /// to the file `REVIEW_CHILD` names, formatted by ours if `REVIEW_OURS` is set.
+    #[test]
+    fn global_default_child() {
+        let Ok(path) = std::env::var("REVIEW_CHILD") else {
+            return;
+        };
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let builder = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .fmt_fields(crate::logfmt::PlainFields);
+        if std::env::var_os("REVIEW_OURS").is_some() {
+            builder.event_format(PlainFormat::default()).init();
+        } else {
+            builder.init();
+        }
+        global_default_events();
+        std::fs::write(path, &*buffer.0.lock().unwrap()).unwrap();
+    }
+
+    fn formatted_under_global_default(ours: bool) -> String {
+        let path = std::env::temp_dir().join(format!("review-{}-{ours}", std::process::id()));
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child
+            .args([
+                "--exact",
+                "logline::tests::global_default_child",
+                "--test-threads=1",
+            ])
+            .env("REVIEW_CHILD", &path);
+        if ours {
+            child.env("REVIEW_OURS", "1");
+        }
+        assert!(child.status().unwrap().success());
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        text
+    }
+
+    #[test]
+    fn under_a_global_default_nested_failed_and_huge_lines_as_format_full_writes_them() {
+        let theirs = formatted_under_global_default(false);
+        let ours = formatted_under_global_default(true);
+        assert!(theirs.contains("nested 2"), "{theirs}");
+        assert!(theirs.contains("Unable to format"), "{theirs}");
+        assert_eq!(
+            ours.lines().count(),
+            theirs.lines().count(),
+            "{ours}\n---\n{theirs}"
+        );
+        for (our, their) in ours.lines().zip(theirs.lines()) {
+            if their.ends_with(" after=\"panic\"") {
+                // `Format<Full>` leaves the panicked line's start in `tracing-subscriber`'s
+                // buffer, where the next line is appended to it; ours is written whole
+                // into its own buffer first, so the next line is clean.
+                assert_eq!(their.matches(" INFO ").count(), 2, "{their}");
+                assert_eq!(our.matches(" INFO ").count(), 1, "{our}");
+                assert!(
+                    without_time(our)
+                        .ends_with(" INFO linepay_sidecar::logline::tests: after=\"panic\""),
+                    "{our}"
+                );
+                continue;
+            }
+            if their.starts_with("Unable to format") {
+                // The same, up to the callsite's address (each child process has its own).
+                let upto = |line: &str| line.split("callsite:").next().unwrap().to_owned();
+                assert_eq!(upto(our), upto(their));
+                continue;
+            }
+            assert_eq!(without_time(our), without_time(their));
         }
     }
 }

@@ -338,4 +338,32 @@ mod tests {
             check_float(f64::from_bits(value.to_bits() + 1));
         }
     }
+
+    #[test]
+    fn decimals_of_many_values_as_debug_writes_them() {
+        let mut text = [0u8; FLOAT_TEXT];
+        let mut check = |value: f64| {
+            if let Some(ours) = debug_decimal(value, &mut text) {
+                assert_eq!(ours, format!("{value:?}"), "{:e}", value);
+            }
+        };
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for k in 0..100_000u64 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            check(f64::from_bits(state));
+            check(k as f64 / 1000.0);
+            check(k as f64 * 0.001);
+            check((state % 100_000_000_000_000) as f64 / 1000.0);
+            check((state % 1_000_000_000) as f64 / 1e7);
+            check((state % 10_000) as f64 * 1e-8);
+            check(-((state % 1_000_000) as f64 / 1e3) * 1e12);
+            let f = f64::from_bits(state) % 1e6;
+            if f.is_finite() {
+                check((f * 1000.0).round() / 1000.0);
+                check(f);
+            }
+        }
+    }
 }
