@@ -15,8 +15,10 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 
-/// The app's headers that always travel on (names are lower case).
-pub(crate) const BUILT_IN: &[&str] = &["accept", "accept-language", "user-agent"];
+/// The app's headers that always travel on. Names, not strings: this list is walked on
+/// every call, and a string would be parsed into a name each time.
+pub(crate) const BUILT_IN: [HeaderName; 3] =
+    [header::ACCEPT, header::ACCEPT_LANGUAGE, header::USER_AGENT];
 
 /// Headers that describe one hop, never the call (RFC 9110 §7.6.1), plus the
 /// non-standard ones that proxies still see: never forwarded to LINE Pay, and removed
@@ -108,17 +110,16 @@ pub(crate) fn check_extra(text: &str) -> Result<HeaderName, String> {
 pub(crate) fn forwardable(incoming: &HeaderMap, extra: &[HeaderName]) -> HeaderMap {
     let named_by_connection = connection_named(incoming);
     let mut headers = HeaderMap::with_capacity(BUILT_IN.len() + extra.len() + 6);
-    let allowed = BUILT_IN
-        .iter()
-        .map(|name| HeaderName::from_static(name))
-        .chain(extra.iter().cloned());
-    for name in allowed {
-        // Checked again here, so a name that slipped past the configuration still
-        // cannot travel.
-        if named_by_connection.contains(&name) || is_never_forwarded(name.as_str()) {
+    // The built-in names are checked against the safety lists by a test, not per call.
+    let built_in = BUILT_IN.iter().map(|name| (name, false));
+    // An extra is checked again here, so a name that slipped past the configuration
+    // still cannot travel.
+    let allowed = built_in.chain(extra.iter().map(|name| (name, true)));
+    for (name, check) in allowed {
+        if named_by_connection.contains(name) || (check && is_never_forwarded(name.as_str())) {
             continue;
         }
-        for value in incoming.get_all(&name) {
+        for value in incoming.get_all(name) {
             headers.append(name.clone(), value.clone());
         }
     }
@@ -127,13 +128,18 @@ pub(crate) fn forwardable(incoming: &HeaderMap, extra: &[HeaderName]) -> HeaderM
 
 /// Headers that the `Connection` header declares hop-by-hop; read before anything is
 /// removed, since removing `Connection` first would lose the list.
+///
+/// Names already in [`HOP_BY_HOP`] are left out: both callers drop those anyway, and
+/// the usual `Connection: keep-alive` then costs no name parsed and no `Vec` allocated.
 pub(crate) fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|name| !HOP_BY_HOP.iter().any(|hop| hop.eq_ignore_ascii_case(name)))
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect()
 }
 
@@ -229,6 +235,59 @@ mod tests {
         let incoming = headers(&[("authorization", "Bearer x")]);
         let kept = forwardable(&incoming, &[header::AUTHORIZATION]);
         assert!(kept.is_empty());
+    }
+
+    #[test]
+    fn the_built_in_names_pass_the_safety_they_skip_per_call() {
+        for name in &BUILT_IN {
+            assert!(!is_never_forwarded(name.as_str()), "{name}");
+            assert_eq!(check_extra(name.as_str()).unwrap(), name);
+        }
+    }
+
+    /// The list as it was before hop-by-hop names were skipped, for comparison.
+    fn connection_named_unskipped(headers: &HeaderMap) -> Vec<HeaderName> {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect()
+    }
+
+    #[test]
+    fn connection_named_leaves_out_only_hop_by_hop_names() {
+        let cases: &[&[&str]] = &[
+            &[],
+            &["keep-alive"],
+            &["Keep-Alive"],
+            &["close"],
+            &["keep-alive, x-hop"],
+            &[" Upgrade ,X-Trace, te,, Transfer-Encoding"],
+            &["keep-alive", "X-Shop-Trace, user-agent"],
+            &["bad name, x-ok"],
+            &["proxy-connection,PROXY-AUTHORIZATION,trailer,keep-alivex"],
+        ];
+        for values in cases {
+            let mut map = HeaderMap::new();
+            for value in *values {
+                map.append(header::CONNECTION, HeaderValue::from_str(value).unwrap());
+            }
+            let expected: Vec<HeaderName> = connection_named_unskipped(&map)
+                .into_iter()
+                .filter(|name| !HOP_BY_HOP.contains(&name.as_str()))
+                .collect();
+            assert_eq!(connection_named(&map), expected, "{values:?}");
+        }
+        let mut map = HeaderMap::new();
+        map.append(
+            header::CONNECTION,
+            HeaderValue::from_static("Keep-Alive, X-Hop, close, TE"),
+        );
+        let named = connection_named(&map);
+        let names: Vec<&str> = named.iter().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-hop", "close"]);
     }
 
     #[test]

@@ -219,7 +219,9 @@ pub(crate) fn requested(value: Option<&http::HeaderValue>, default: bool) -> boo
 }
 
 /// The header an app sends to ask for (or decline) the rewrite on one call.
-pub(crate) const IDS_AS_STRINGS_HEADER: &str = "x-linepay-ids-as-strings";
+// A `HeaderName`, not a `&str`: looked up on every call, and a `&str` is parsed each time.
+pub(crate) const IDS_AS_STRINGS_HEADER: http::HeaderName =
+    http::HeaderName::from_static("x-linepay-ids-as-strings");
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -570,7 +570,7 @@ impl Proxy {
                 .map(str::to_owned);
         }
         let ids_as_strings = ids::requested(
-            parts.headers.get(ids::IDS_AS_STRINGS_HEADER),
+            parts.headers.get(&ids::IDS_AS_STRINGS_HEADER),
             self.config.response.ids_as_strings,
         );
         let ticket = self
@@ -936,7 +936,7 @@ impl Proxy {
             headers.remove(&client.header);
         }
         // The app's requests to the sidecar, not to LINE Pay.
-        headers.remove(ids::IDS_AS_STRINGS_HEADER);
+        headers.remove(&ids::IDS_AS_STRINGS_HEADER);
         headers.remove(channel::CHANNEL_HEADER);
         headers.insert(
             header::CONTENT_TYPE,
