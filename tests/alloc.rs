@@ -274,7 +274,7 @@ fn allocations_per_plain_call() {
 /// transactionId, the orderId's key built by `format!`, the body's orderId): 33.4 and
 /// 20.0 on main after both merges; 31.4 and 18.0 once the upstream request's target was
 /// no longer parsed into an absolute URI and cut back to `/path?query` (two fewer each);
-/// 29.3 and 18.0 once the orderId queue kept its pairs in one buffer per batch (fourth
-/// pass).
+/// 29.3–30.3 and 18.0–19.0 once the orderId queue kept its pairs in one buffer per batch
+/// (fourth pass).
 const POST_BUDGET: f64 = 32.0;
 const GET_BUDGET: f64 = 22.0;
