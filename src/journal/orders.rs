@@ -259,6 +259,17 @@ mod tests {
         batch.clear();
         assert_eq!((batch.text.capacity(), batch.ends.capacity()), (text, ends));
 
+        // Exactly the limit is still kept: only a buffer grown past it is given back.
+        let mut at_limit = Batch {
+            text: String::with_capacity(KEPT_TEXT_BYTES),
+            ends: Vec::with_capacity(8),
+        };
+        at_limit.push("c", "1", "order-1");
+        at_limit.clear();
+        assert!(at_limit.is_empty());
+        assert_eq!(at_limit.text.capacity(), KEPT_TEXT_BYTES);
+        assert_eq!(at_limit.ends.capacity(), 8);
+
         while batch.text.len() <= KEPT_TEXT_BYTES {
             batch.push("c", "1", &order);
         }
