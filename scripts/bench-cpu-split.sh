@@ -5,23 +5,28 @@
 #
 #   scripts/bench-cpu-split.sh                      # build, 5 s per step, 2 rounds, c=64
 #   scripts/bench-cpu-split.sh --no-build --duration 5 --rounds 2 --connections 64
+#   scripts/bench-cpu-split.sh --no-build --threads   # also each sidecar thread's share
 #
 # All on 127.0.0.1, each step bounded by wrk's --duration: an nginx upstream answering a
 # fixed LINE Pay JSON, and the three proxies in front of it (nginx with its access log on,
 # to a file; the sidecar on its defaults with its INFO line to a file). For each step:
 # utime and stime of every thread of the proxy (all of nginx's processes), from
 # /proc/PID/task/*/stat, and its voluntary and involuntary context switches, before and
-# after, divided by the calls wrk completed. Needs nginx and wrk (Debian: nginx-light, wrk).
+# after, divided by the calls wrk completed. With --threads, the sidecar's steps also print
+# each of its threads (by name and id) that used CPU or switched: the proxy workers, the
+# journal's batch writes on the blocking pool, the main runtime, jemalloc's background
+# threads. Needs nginx and wrk (Debian: nginx-light, wrk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-duration=5 rounds=2 connections=64 build=1
+duration=5 rounds=2 connections=64 build=1 threads=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --connections) connections=$2; shift 2 ;;
     --no-build) build=0; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --threads) threads=1; shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -90,11 +95,19 @@ counters() { # pids… → "utime stime voluntary involuntary", summed over ever
   echo "$ut $st $v $i"
 }
 hz=$(getconf CLK_TCK)
+per_thread() { # pid → "tid name utime stime voluntary involuntary", a line per thread
+  local task
+  for task in /proc/"$1"/task/*; do
+    echo "${task##*/} $(tr ' ' _ <"$task/comm") $(sed 's/^.*) //' "$task/stat" | awk '{print $12, $13}') \
+$(awk '/^voluntary_ctxt/ {print $2}' "$task/status") $(awk '/^nonvoluntary_ctxt/ {print $2}' "$task/status")"
+  done 2>/dev/null
+}
 step() { # name port pids…
   local name=$1 port=$2; shift 2
   local before after out calls
   before=($(counters "$@"))
   out=$(wrk -t"$(( connections > 1 ? 2 : 1 ))" -c"$connections" -d"${duration}s" -s "$work/post.lua" "http://127.0.0.1:$port/v3/payments/request")
+  echo "$out" >"$work/wrk.last"
   after=($(counters "$@"))
   calls=$(echo "$out" | awk '/requests in/ {print $1}')
   awk -v n="$calls" -v d="$duration" -v hz="$hz" -v name="$name" \
@@ -109,5 +122,16 @@ echo "| --- | --- | --- | --- | --- | --- |"
 for _ in $(seq "$rounds"); do
   step nginx "$px" "$nginx_pid" $(pgrep -P "$nginx_pid")
   step bare "$bp" "$bare_pid"
+  [ "$threads" = 1 ] && per_thread "$sidecar_pid" >"$work/threads.before"
   step sidecar "$sc" "$sidecar_pid"
+  if [ "$threads" = 1 ]; then
+    per_thread "$sidecar_pid" >"$work/threads.after"
+    calls=$(awk '/requests in/ {print $1}' "$work/wrk.last")
+    # Threads are matched by id; one born during the step counts from zero.
+    awk -v n="$calls" -v hz="$hz" 'NR == FNR { ut[$1] = $3; st[$1] = $4; v[$1] = $5; i[$1] = $6; next }
+      { du = $3 - ut[$1]; ds = $4 - st[$1]; dv = $5 - v[$1]; di = $6 - i[$1]
+        if (du + ds + dv + di > 0)
+          printf "|   %s (%s) | | %.1f | %.1f | %.3f | %.3f |\n", $2, $1, du / hz / n * 1e6, ds / hz / n * 1e6, dv / n, di / n }' \
+      "$work/threads.before" "$work/threads.after"
+  fi
 done
