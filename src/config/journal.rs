@@ -29,7 +29,10 @@ pub(super) fn validate(
     {
         problems.about(&raw.path, "journal.path", "must name a file");
     }
-    let max_age = duration(&raw.max_age, DEFAULT_JOURNAL_MAX_AGE);
+    let max_age = raw
+        .max_age
+        .as_ref()
+        .map_or(DEFAULT_JOURNAL_MAX_AGE, |setting| setting.value.0);
     if max_age.is_zero() {
         problems.about(&raw.max_age, "journal.max_age", "must be above 0");
     }

@@ -4,7 +4,7 @@
 //! from them too. Defaults and rules live in the validation modules beside this one.
 
 use super::setting::{Refused, Setting};
-use super::units::{ConfigDuration, ConfigRate};
+use super::units::{ConfigDuration, ConfigRate, ConfigRetention};
 use std::path::PathBuf;
 
 /// A YAML list of texts (addresses, header names), each with its own line.
@@ -312,8 +312,8 @@ config_section! {
         enabled: value<bool>,
         /// The SQLite file (created if missing); its directory must be writable and should survive a restart.
         path: value<PathBuf> [flag "journal-path"],
-        /// Finished calls older than this are deleted, and their idempotency keys forgotten.
-        max_age: value<ConfigDuration>,
+        /// Finished calls older than this are deleted, and their idempotency keys forgotten; written in days too (`30d`), at most `3650d`.
+        max_age: value<ConfigRetention>,
         /// Finished calls kept at most; the oldest go first.
         max_calls: value<usize>,
         /// Ask LINE Pay what became of a money call whose answer was lost (and of those a stop interrupted).

@@ -2,7 +2,9 @@
 //! variable or a flag. Every problem message names that origin, so "sidecar.yaml:12:
 //! upstream.url: ..." and "--upstream: ..." come from the same code.
 
-use super::units::{parse_duration, parse_rate, ConfigDuration, ConfigRate};
+use super::units::{
+    parse_duration, parse_rate, parse_retention, ConfigDuration, ConfigRate, ConfigRetention,
+};
 use serde::{Deserialize, Deserializer};
 use serde_saphyr::Spanned;
 use std::cell::RefCell;
@@ -145,6 +147,14 @@ impl FromTexts for ConfigDuration {
     const VALUE_NAME: &'static str = "DURATION";
     fn from_texts(texts: &[String], _: &Origin) -> Result<Self, String> {
         parse_duration(one(texts)?).map(ConfigDuration)
+    }
+}
+
+impl FromTexts for ConfigRetention {
+    const ARITY: Arity = Arity::One;
+    const VALUE_NAME: &'static str = "DURATION";
+    fn from_texts(texts: &[String], _: &Origin) -> Result<Self, String> {
+        parse_retention(one(texts)?).map(ConfigRetention)
     }
 }
 

@@ -403,6 +403,31 @@ fn shipped_example_configs_are_valid() {
     }
 }
 
+/// `journal.max_age` defaults to 30 days, so it can be written in days: the 24h bound of
+/// every other duration does not apply to it.
+#[test]
+fn journal_max_age_is_written_in_days() {
+    let day = Duration::from_secs(24 * 3600);
+    assert_eq!(check("", &env_with(ENV)).unwrap().journal.max_age, 30 * day);
+    for (text, days) in [("30d", 30), ("90d", 90), ("3650d", 3650)] {
+        let yaml = format!("journal:\n  max_age: {text}\n");
+        let config = check(&yaml, &env_with(ENV)).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(config.journal.max_age, days * day, "{text}");
+    }
+    let error = check("journal:\n  max_age: 3651d\n", &env_with(ENV))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("sidecar.yaml:2") && error.contains("max_age") && error.contains("3650d"),
+        "{error}"
+    );
+    // Every other duration keeps its 24h bound.
+    let error = check("journal:\n  reconcile_timeout: 2d\n", &env_with(ENV))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("24h"), "{error}");
+}
+
 #[test]
 fn limits_that_would_overflow_are_refused() {
     assert!(parse_duration("25h").unwrap_err().contains("24h"));

@@ -11,6 +11,11 @@ use std::time::Duration;
 /// values overflow clock arithmetic.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
+/// The longest retention `journal.max_age` accepts: its default is 30 days, so it is
+/// written in days, not bounded by [`MAX_DURATION`]. Ten years of milliseconds are far
+/// from overflowing the journal's `i64` cut-off arithmetic.
+pub const MAX_RETENTION: Duration = Duration::from_secs(3650 * 24 * 3600);
+
 /// The largest count per period: far beyond any LINE Pay quota, and small enough that
 /// governor's arithmetic (nanoseconds in a `u64`) cannot overflow.
 pub(crate) const MAX_RATE_COUNT: u32 = 1_000_000;
@@ -33,9 +38,37 @@ impl<'de> Deserialize<'de> for ConfigDuration {
     }
 }
 
+/// A retention period written as `30d`, `720h` or `90 days`: a duration up to
+/// [`MAX_RETENTION`] (`journal.max_age`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConfigRetention(pub(crate) Duration);
+
+impl<'de> Deserialize<'de> for ConfigRetention {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        // As for `ConfigDuration`: read past a bad value, report it with its key and line.
+        Ok(parse_retention(&text)
+            .map(ConfigRetention)
+            .unwrap_or_else(|problem| {
+                defer_value_problem(problem, StandIn::Unset);
+                ConfigRetention(Duration::from_secs(1))
+            }))
+    }
+}
+
 /// Parses `5s`, `250ms`, `2m`, `1h` (and humantime's longer forms such as `1m 30s`).
 /// A bare number is refused because its unit would be a guess.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    parse_duration_at_most(text, MAX_DURATION, "24h")
+}
+
+/// Parses a retention period: a duration as [`parse_duration`] reads it, in days too
+/// (`30d`), up to [`MAX_RETENTION`].
+pub(crate) fn parse_retention(text: &str) -> Result<Duration, String> {
+    parse_duration_at_most(text, MAX_RETENTION, "3650d")
+}
+
+fn parse_duration_at_most(text: &str, max: Duration, max_text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text.is_empty() {
         return Err("an empty duration: write one such as 5s or 250ms".to_owned());
@@ -50,13 +83,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             format!("`{text}` has an unknown unit: use ms, s, m or h")
         }
         humantime::DurationError::NumberOverflow => {
-            format!("`{text}` is longer than the 24h this setting can take")
+            format!("`{text}` is longer than the {max_text} this setting can take")
         }
         _ => format!("`{text}` is not a duration such as 5s or 250ms"),
     })?;
-    if duration > MAX_DURATION {
+    if duration > max {
         return Err(format!(
-            "`{text}` is longer than the 24h this setting can take"
+            "`{text}` is longer than the {max_text} this setting can take"
         ));
     }
     Ok(duration)
@@ -147,5 +180,18 @@ mod tests {
         assert!(parse_rate("-1/s").is_err());
         assert!(parse_rate("fast").is_err());
         assert!(parse_rate("2000000/s").is_err());
+    }
+
+    #[test]
+    fn retention_is_written_in_days_up_to_ten_years() {
+        let day = Duration::from_secs(24 * 3600);
+        assert_eq!(parse_retention("30d").unwrap(), 30 * day);
+        assert_eq!(parse_retention("720h").unwrap(), 30 * day);
+        assert_eq!(parse_retention("1s").unwrap(), Duration::from_secs(1));
+        assert_eq!(parse_retention("3650d").unwrap(), MAX_RETENTION);
+        assert!(parse_retention("3651d").unwrap_err().contains("3650d"));
+        assert!(parse_retention("30").unwrap_err().contains("needs a unit"));
+        // Every other duration keeps its 24h bound.
+        assert!(parse_duration("30d").unwrap_err().contains("24h"));
     }
 }
