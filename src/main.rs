@@ -9,8 +9,18 @@ use linepay_sidecar::runtime;
 use linepay_sidecar::secret::Secret;
 use linepay_sidecar::sign::SIGNATURE_LEN;
 use linepay_sidecar::sign::{self, Signer};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// `println!` for the commands' output: a reader that went away (`check … | head -1`)
+/// becomes an `io::Error` the command returns, where `println!` would panic (exit 101,
+/// which the manual calls a bug). `main` ends such a command quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
 
 mod allocator;
 #[cfg(feature = "demo")]
@@ -168,9 +178,20 @@ struct CallsArgs {
     /// Only calls without an outcome (interrupted, not reconciled yet).
     #[arg(long)]
     pending: bool,
-    /// Calls listed at most, newest first.
-    #[arg(long, default_value_t = 100)]
+    /// Calls listed at most, newest first (1 or more; the admin port's `/calls` allows
+    /// 1 to 1,000, this reads the file itself and has no upper bound).
+    #[arg(long, default_value_t = 100, value_parser = at_least_one)]
     limit: usize,
+}
+
+/// `--limit 0` would list nothing, or (as the journal's query reads 0) its default of
+/// 100: refused as `/calls?limit=0` is.
+fn at_least_one(text: &str) -> std::result::Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be 1 or more".to_owned()),
+        Ok(limit) => Ok(limit),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 /// `healthcheck`: the sidecar's own command line (so the admin address comes from the
@@ -238,9 +259,21 @@ fn main() {
         Some(Command::Emulator(args)) => with_runtime(Threads::PerCore, demo::emulator(args)),
     };
     if let Err(error) = result {
+        if reader_went_away(&error) {
+            // What was asked for was printed until the reader stopped reading: as `head`
+            // meant it, not a failure.
+            return;
+        }
         eprintln!("linepay-sidecar: {error:#}");
         std::process::exit(EXIT_FAILURE);
     }
+}
+
+/// Standard output's reader closed its end: the `EPIPE` of a write by [`out!`].
+fn reader_went_away(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|error| error.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 /// Threads of the main runtime.
@@ -323,13 +356,13 @@ fn check(args: &RunArgs) -> Result<()> {
     if config.channels.len() > 1 {
         // Each channel's upstream, apis and secret are its own: on its line below, never
         // one channel's beside the top level's.
-        println!(
+        out!(
             "configuration OK: listen {}, {} channels",
             config.listen,
             config.channels.len()
         );
     } else {
-        println!(
+        out!(
             "configuration OK: listen {}, upstream {}, {} allowed routes (routes.apis: [{}]), channel secret from {}",
             config.listen,
             upstream,
@@ -340,7 +373,7 @@ fn check(args: &RunArgs) -> Result<()> {
     }
     // The channels found: with `credentials:`, the one named `default`.
     for channel in &config.channels {
-        println!(
+        out!(
             "channel {}: channel id {}, {} ({}), apis [{}], listen {}, secret from {}{}",
             channel.name,
             channel.credentials.channel_id.to_str().unwrap_or("-"),
@@ -359,7 +392,7 @@ fn check(args: &RunArgs) -> Result<()> {
         );
     }
     if config.channels.len() > 1 && config.default_channel.is_none() {
-        println!(
+        out!(
             "no default_channel: a call on {} without X-LinePay-Channel is refused (400 channel_required)",
             config.listen
         );
@@ -410,7 +443,7 @@ fn calls_command(args: &CallsArgs) -> Result<()> {
         limit: args.limit,
     })?;
     for row in rows {
-        println!("{}", serde_json::to_string(&row)?);
+        out!("{}", serde_json::to_string(&row)?);
     }
     Ok(())
 }
@@ -427,7 +460,7 @@ fn healthcheck_command(args: &HealthcheckArgs) -> Result<()> {
     let url = format!("http://{address}{path}");
     match healthcheck::get(address, path, args.timeout) {
         Ok(answer) if answer.status == 200 => {
-            println!("healthy: GET {url}: 200 {}", answer.body);
+            out!("healthy: GET {url}: 200 {}", answer.body);
             Ok(())
         }
         Ok(answer) => bail!(
@@ -470,9 +503,9 @@ fn sign_command(args: &SignArgs) -> Result<()> {
     let length = signer.signature_into(&args.path, &payload, &nonce, &mut signature);
     let signature = String::from_utf8_lossy(&signature[..length]);
 
-    println!("X-LINE-ChannelId: {}", args.channel_id);
-    println!("X-LINE-Authorization-Nonce: {nonce}");
-    println!("X-LINE-Authorization: {signature}");
+    out!("X-LINE-ChannelId: {}", args.channel_id);
+    out!("X-LINE-Authorization-Nonce: {nonce}");
+    out!("X-LINE-Authorization: {signature}");
     eprintln!(
         "signed {method}: HMAC-SHA256(secret, secret + \"{}\" + {} payload bytes + nonce), Base64",
         args.path,

@@ -135,6 +135,54 @@ fn check_accepts_a_good_config() {
     assert!(!output.stderr.contains(CHANNEL_SECRET), "{output:?}");
 }
 
+/// `check … | head -1`, `calls … | head`, `sign … | head -1`: a reader that stops early
+/// ends the command quietly with success, never with a panic's exit code 101 (which
+/// docs/operating.md calls a bug).
+#[test]
+fn a_reader_that_stops_early_is_not_a_crash() {
+    let config = TempFile::with_contents(
+        "good.yaml",
+        format!("listen: 127.0.0.1:0\nupstream:\n  url: http://127.0.0.1:9\ncredentials:\n  channel_id: \"{CHANNEL_ID}\"\n")
+            .as_bytes(),
+    );
+    let body = TempFile::with_contents("body.json", VECTOR_BODY.as_bytes());
+    let commands = [
+        (
+            "check",
+            Cli::check_config(config.path_str()).env("LINEPAY_CHANNEL_SECRET", CHANNEL_SECRET),
+        ),
+        ("sign", sign_with_the_vector_secret(&body)),
+    ];
+    for (name, command) in commands {
+        let output = command.stdout_closed().run();
+        assert_eq!(output.status.code(), Some(0), "{name}: {output:?}");
+        assert!(!output.stderr.contains("panicked"), "{name}: {output:?}");
+        assert!(
+            !output.stderr.contains(CHANNEL_SECRET),
+            "{name}: {output:?}"
+        );
+        assert!(!output.stderr.contains(VECTOR_SECRET), "{name}: {output:?}");
+    }
+}
+
+/// `calls --limit 0` is refused as `/calls?limit=0` is (it listed 100 rows before).
+#[test]
+fn calls_refuses_a_limit_of_zero() {
+    let output = Cli::new()
+        .arg("calls")
+        .arg("--journal")
+        .arg("/nonexistent/journal.sqlite3")
+        .arg("--limit")
+        .arg("0")
+        .run();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(
+        output.stderr.contains("--limit") && output.stderr.contains("1 or more"),
+        "{output:?}"
+    );
+    assert!(output.stdout.is_empty(), "{output:?}");
+}
+
 #[test]
 fn flags_can_be_spelled_like_their_config_keys() {
     let output = Cli::new()

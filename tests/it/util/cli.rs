@@ -9,6 +9,9 @@ use std::process::{Child, ExitStatus, Stdio};
 pub struct Cli {
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    /// Standard output is a pipe whose reader is gone before the binary starts
+    /// (`linepay-sidecar … | head -0`): every write to it fails with `EPIPE`.
+    stdout_closed: bool,
 }
 
 #[derive(Debug)]
@@ -29,7 +32,15 @@ impl Cli {
         Cli {
             args: Vec::new(),
             env: Vec::new(),
+            stdout_closed: false,
         }
+    }
+
+    /// Runs it with a standard output nobody reads (see [`Cli::stdout_closed`]'s field);
+    /// [`CliOutput::stdout`] is then empty.
+    pub fn stdout_closed(mut self) -> Cli {
+        self.stdout_closed = true;
+        self
     }
 
     /// `linepay-sidecar check --config FILE`: validate a file without starting.
@@ -51,10 +62,14 @@ impl Cli {
     /// panics if it runs longer than the harness's wait limit.
     pub fn run(self) -> CliOutput {
         let mut command = binary_command();
-        command
-            .args(&self.args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        command.args(&self.args).stderr(Stdio::piped());
+        if self.stdout_closed {
+            let (reader, writer) = std::io::pipe().expect("a pipe");
+            drop(reader);
+            command.stdout(writer);
+        } else {
+            command.stdout(Stdio::piped());
+        }
         for (key, value) in &self.env {
             command.env(key, value);
         }
