@@ -245,7 +245,7 @@ impl Metrics {
             upstream_errors: IntCounterVec::new(
                 Opts::new(
                     "linepay_sidecar_upstream_errors_total",
-                    "Failed calls to LINE Pay, by kind (dns, connect, connect_timeout, tls, proxy, timeout, protocol, response_too_large).",
+                    format!("Failed calls to LINE Pay, by kind ({}).", UPSTREAM_ERROR_KINDS.join(", ")),
                 ),
                 &["kind"],
             )
@@ -300,7 +300,8 @@ impl Metrics {
             journal_failures: IntCounterVec::new(
                 Opts::new(
                     "linepay_sidecar_journal_failures_total",
-                    "Journal reads and writes that failed, by operation (intent, outcome, read, prune, order, probe).",
+                    // The help lists the label values the series are created with, so the two agree.
+                    format!("Journal reads and writes that failed, by operation ({}).", JOURNAL_OPERATIONS.join(", ")),
                 ),
                 &["operation"],
             )
@@ -308,7 +309,7 @@ impl Metrics {
             money_guard_failures: IntCounterVec::new(
                 Opts::new(
                     "linepay_sidecar_money_guard_failures_total",
-                    "Shared money-call guard steps on Redis that failed or timed out, by operation (claim, await, complete, takeover, sweep).",
+                    format!("Shared money-call guard steps on Redis that failed or timed out, or a call they kept from being sent, by operation ({}).", MONEY_GUARD_OPERATIONS.join(", ")),
                 ),
                 &["operation"],
             )
@@ -337,7 +338,10 @@ impl Metrics {
             calls_lookups: IntCounterVec::new(
                 Opts::new(
                     "linepay_sidecar_admin_calls_total",
-                    "GET /calls on the admin port, by answer (ok, or the refusal's code).",
+                    format!(
+                        "GET /calls on the admin port, by answer ({}).",
+                        CALLS_ANSWERS.join(", ")
+                    ),
                 ),
                 &["answer"],
             )
@@ -356,7 +360,7 @@ impl Metrics {
             state_errors: IntCounterVec::new(
                 Opts::new(
                     "linepay_sidecar_state_errors_total",
-                    "Redis commands without a usable answer, by kind (timeout, unavailable, connection, server, protocol).",
+                    format!("Redis commands without a usable answer, by kind ({}).", crate::state::ERROR_KINDS.join(", ")),
                 ),
                 &["kind"],
             )
@@ -567,6 +571,7 @@ pub(crate) fn return_code_label(code: Option<&str>) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     #[test]
     fn status_keys_part_statuses_exactly_as_their_labels_do() {
@@ -672,7 +677,6 @@ mod tests {
         use crate::error::ProxyError;
         use crate::limit::{LimitError, LimitName, Refusal};
         use crate::upstream::UpstreamError;
-        use std::collections::BTreeSet;
         use std::time::Duration;
         let every_error = [
             ProxyError::PathNotAllowed {
@@ -747,6 +751,49 @@ mod tests {
             .collect();
         assert_eq!(codes, refusal_codes().collect());
         assert_eq!(kinds, UPSTREAM_ERROR_KINDS.iter().copied().collect());
+    }
+
+    /// A `# HELP` that lists a label's values ("by kind (dns, connect, …)") lists exactly
+    /// the values the metric's series carry: the list once lagged two values behind.
+    #[test]
+    fn help_texts_list_exactly_the_label_values_exported() {
+        let text = Metrics::new().render();
+        let mut checked = BTreeSet::new();
+        for help in text.lines().filter_map(|line| line.strip_prefix("# HELP ")) {
+            let Some((name, words)) = help.split_once(' ') else {
+                panic!("a HELP line without its text: {help}")
+            };
+            let Some((_, listed)) = words.rsplit_once(" by ") else {
+                continue;
+            };
+            let Some((label, values)) = listed.split_once(" (") else {
+                continue;
+            };
+            if label.contains(' ') {
+                continue;
+            }
+            let listed: BTreeSet<&str> = values.trim_end_matches(").").split(", ").collect();
+            let marker = format!("{label}=\"");
+            let exported: BTreeSet<&str> = text
+                .lines()
+                .filter(|line| line.starts_with(&format!("{name}{{")))
+                .filter_map(|line| {
+                    let value = &line[line.find(&marker)? + marker.len()..];
+                    Some(&value[..value.find('"')?])
+                })
+                .collect();
+            assert_eq!(listed, exported, "{name}");
+            checked.insert(name);
+        }
+        for name in [
+            "linepay_sidecar_upstream_errors_total",
+            "linepay_sidecar_journal_failures_total",
+            "linepay_sidecar_money_guard_failures_total",
+            "linepay_sidecar_state_errors_total",
+            "linepay_sidecar_admin_calls_total",
+        ] {
+            assert!(checked.contains(name), "{name} not checked: {checked:?}");
+        }
     }
 
     #[cfg(target_os = "linux")]
