@@ -1811,6 +1811,250 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// An upstream answering LINE Pay's payment details: `answers` by path and query
+    /// (`9000` for any other), every question it was asked kept in order.
+    async fn details_server(
+        answers: HashMap<String, String>,
+    ) -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let seen = asked.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let (answers, seen) = (answers.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let (mut head, mut chunk) = (Vec::new(), [0u8; 1024]);
+                    loop {
+                        while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let request = String::from_utf8_lossy(&head[..end]).into_owned();
+                            head.drain(..end + 4);
+                            let target = request.split(' ').nth(1).unwrap_or_default();
+                            // Absolute or origin form: the path and query either way.
+                            let path = target.find("/v").map_or(target, |at| &target[at..]);
+                            let body = answers
+                                .get(path)
+                                .cloned()
+                                .unwrap_or_else(|| r#"{"returnCode":"9000"}"#.to_owned());
+                            seen.lock().unwrap().push(path.to_owned());
+                            let reply = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                                body.len()
+                            );
+                            if socket.write_all(reply.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(read) => head.extend_from_slice(&chunk[..read]),
+                        }
+                    }
+                });
+            }
+        });
+        (address, asked)
+    }
+
+    /// What a stop interrupted is asked about once due, each call judged from its own
+    /// start: a refund LINE Pay lists since the call began is `applied`; one it lists
+    /// only from a week before (an older refund of the same amount) is `not_applied`; a
+    /// row of a channel no longer configured is `unknown`, never asked with another's
+    /// secret. Each row gets its outcome and the count its verdict before its key and
+    /// transaction are released.
+    #[tokio::test]
+    async fn interrupted_refunds_are_judged_from_their_own_start_then_released() {
+        let dir = std::env::temp_dir().join(format!("journal-recon-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let settings = JournalConfig {
+            enabled: true,
+            path: dir.join("j.sqlite3"),
+            max_age: secs(3600 * 24),
+            max_calls: 100,
+            reconcile: true,
+            reconcile_timeout: secs(2),
+        };
+        let refund = "/v3/payments/{transactionId}/refund";
+        // An hour ago: every wait for LINE Pay to finish has passed, so all are due now.
+        let started = now_ms() - 3_600_000;
+        let started_unix = started / 1000;
+        {
+            let store = Store::open(&settings.path).unwrap();
+            // An answered refund of the same amount on another transaction, before them:
+            // not an earlier refund of theirs.
+            for (channel, tx) in [("c", "40"), ("c", "41"), ("c", "42"), ("gone", "43")] {
+                let intent = Intent {
+                    request_id: format!("r{tx}"),
+                    started_at: started,
+                    route: refund.into(),
+                    method: "POST".into(),
+                    operation: Some("refund"),
+                    channel_id: channel.into(),
+                    facts: CallFacts {
+                        order_id: None,
+                        transaction_id: Some(tx.into()),
+                        amount: None,
+                        currency: None,
+                        refund_amount: Some("10".into()),
+                        body_hash: "h".into(),
+                    },
+                    idempotency_key: Some(format!("k{tx}")),
+                    key_binding: None,
+                };
+                let id = store.record_intent(&intent).unwrap();
+                if tx == "40" {
+                    let answered = Outcome {
+                        finished_at: started + 500,
+                        outcome: "answered",
+                        status: Some(200),
+                        return_code: Some("0000".into()),
+                        ..Outcome::default()
+                    };
+                    store.record_outcome(id, &answered).unwrap();
+                }
+            }
+        }
+        let date = |unix: i64| {
+            let at = std::time::UNIX_EPOCH + secs(u64::try_from(unix).unwrap());
+            humantime::format_rfc3339_seconds(at).to_string()
+        };
+        let details = |tx: &str, refunded_at: i64| {
+            format!(
+                r#"{{"returnCode":"0000","returnMessage":"Success.","info":[{{"transactionId":{tx},"payStatus":"CAPTURE","refundList":[{{"refundTransactionId":2026120700000000001,"transactionType":"PARTIAL_REFUND","refundAmount":-10,"refundTransactionDate":"{}"}}]}}]}}"#,
+                date(refunded_at)
+            )
+        };
+        let week = 7 * 24 * 3600;
+        let (address, asked) = details_server(HashMap::from([
+            (
+                "/v3/payments?transactionId=41".to_owned(),
+                details("41", started_unix - week),
+            ),
+            (
+                "/v3/payments?transactionId=42".to_owned(),
+                details("42", started_unix + 1),
+            ),
+        ]))
+        .await;
+        let allowlist =
+            Allowlist::new(vec![
+                Route::new(http::Method::POST, refund, timeouts(1, 2)).unwrap()
+            ]);
+        let desk = Desk::open(&settings, &allowlist).unwrap();
+        assert_eq!(
+            in_flight_entries(&desk.in_flight).len(),
+            6,
+            "3 keys, 3 transactions"
+        );
+        let upstream = Arc::new(crate::upstream::loopback_for_tests(
+            &format!("http://{address}"),
+            secs(2),
+        ));
+        let metrics = Arc::new(Metrics::new());
+        let before = now_ms();
+        desk.reconcile_interrupted(
+            Budget::new(1 << 20),
+            |channel: &str, query: &str, signing| {
+                assert_eq!(
+                    signing,
+                    Signing::Hmac,
+                    "a v3 call's question is HMAC-signed"
+                );
+                (channel == "c").then(|| {
+                    let request = Request::get(format!("http://{address}{query}"))
+                        .body(Full::new(Bytes::new()))
+                        .unwrap();
+                    (upstream.clone(), request)
+                })
+            },
+            metrics.clone(),
+        )
+        .await;
+        // Each once (equally due: in no particular order); nothing for the gone channel.
+        let mut asked = asked.lock().unwrap().clone();
+        asked.sort();
+        assert_eq!(
+            asked,
+            [
+                "/v3/payments?transactionId=41",
+                "/v3/payments?transactionId=42"
+            ]
+        );
+        let rows = desk
+            .store
+            .as_ref()
+            .unwrap()
+            .query(&Filter::default())
+            .unwrap();
+        let row = |tx: &str| {
+            rows.iter()
+                .find(|r| r.facts.transaction_id.as_deref() == Some(tx))
+                .unwrap()
+        };
+        for (tx, state) in [("41", "not_applied"), ("42", "applied"), ("43", "unknown")] {
+            let row = row(tx);
+            assert_eq!(row.outcome.as_deref(), Some("interrupted"), "{row:?}");
+            assert_eq!(row.reconciled_state.as_deref(), Some(state), "{row:?}");
+            assert!(row.finished_at.unwrap() >= before, "{row:?}");
+            let counted = metrics.reconciliations.with_label_values(&[state]).get();
+            assert_eq!(counted, 1, "{state}");
+        }
+        assert!(row("43")
+            .reconciled_reason
+            .as_deref()
+            .unwrap()
+            .contains("could not be signed"));
+        assert!(in_flight_entries(&desk.in_flight).is_empty());
+        drop(desk);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Every call a stop interrupted is held and checked, past the journal's default page
+    /// of 100 rows (up to [`MAX_RECONCILED_AT_START`]).
+    #[test]
+    fn more_than_a_page_of_interrupted_calls_are_all_held() {
+        let dir = std::env::temp_dir().join(format!("journal-many-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let settings = JournalConfig {
+            enabled: true,
+            path: dir.join("j.sqlite3"),
+            max_age: secs(3600),
+            max_calls: 1000,
+            reconcile: false,
+            reconcile_timeout: secs(1),
+        };
+        {
+            let store = Store::open(&settings.path).unwrap();
+            for n in 0..150 {
+                let intent = Intent {
+                    request_id: format!("r{n}"),
+                    started_at: now_ms(),
+                    route: "/v3/payments/{transactionId}/refund".into(),
+                    method: "POST".into(),
+                    operation: Some("refund"),
+                    channel_id: "c".into(),
+                    facts: CallFacts {
+                        order_id: None,
+                        transaction_id: Some(format!("{}", 1000 + n)),
+                        amount: None,
+                        currency: None,
+                        refund_amount: Some("1".into()),
+                        body_hash: "h".into(),
+                    },
+                    idempotency_key: None,
+                    key_binding: None,
+                };
+                store.record_intent(&intent).unwrap();
+            }
+        }
+        let desk = Desk::open(&settings, &Allowlist::new(Vec::new())).unwrap();
+        assert_eq!(in_flight_entries(&desk.in_flight).len(), 150);
+        assert_eq!(desk.interrupted.lock().unwrap().len(), 150);
+        drop(desk);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// A desk on a journal of its own in a fresh directory (removed by the test), with
     /// reconciliation on and a 1 s reconcile timeout.
     fn scratch_desk(name: &str) -> (std::path::PathBuf, Desk, Arc<Metrics>, Seal) {
@@ -1854,6 +2098,7 @@ mod tests {
         // Another writer holds the journal: the outcome cannot be written yet.
         let other = rusqlite::Connection::open(dir.join("j.sqlite3")).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let dropped_at = now_ms();
         drop(ticket);
         // Held until the outcome is written.
         assert!(matches!(
@@ -1868,7 +2113,8 @@ mod tests {
         let rows = store.query(&Filter::default()).unwrap();
         let dropped = rows.iter().find(|r| r.id == row).unwrap();
         assert_eq!(dropped.outcome.as_deref(), Some("not_sent"));
-        assert!(dropped.finished_at.is_some());
+        // Its own time of the drop, not a placeholder.
+        assert!(dropped.finished_at.unwrap() >= dropped_at, "{dropped:?}");
         // `not_sent`: the key may be used again.
         let Ok(Admission::Send(mut again)) = desk.admit(plan("k"), &seal, &metrics).await else {
             panic!("the key is not usable again");

@@ -525,6 +525,25 @@ fn classify_connect_failure(
     }
 }
 
+/// For other modules' tests: a plain client of a loopback upstream at `url` (`http://…`),
+/// on the defaults, with one connect timeout of `connect`.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn loopback_for_tests(url: &str, connect: Duration) -> Upstream {
+    Upstream::new(ClientSettings {
+        upstream: crate::config::UpstreamConfig {
+            url: url.parse().unwrap(),
+            ca_file: None,
+            max_response_bytes: 1 << 20,
+            pool_idle_timeout: Duration::from_secs(60),
+            pool_max_idle_per_host: 4,
+        },
+        egress: EgressConfig::default(),
+        connect_timeouts: vec![connect],
+    })
+    .unwrap()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
