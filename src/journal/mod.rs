@@ -2010,6 +2010,84 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// The earlier refunds of a refund are read from its own transaction's rows, or for
+    /// an offline refund its own order's: another order's answered refund is not one.
+    #[tokio::test]
+    async fn earlier_refunds_are_read_from_the_refunds_own_order_or_transaction() {
+        let (dir, desk, metrics, _) = scratch_desk("journal-earlier");
+        let store = desk.store.clone().unwrap();
+        let started = now_ms();
+        let refund = |template: &str, order: Option<&str>, tx: Option<&str>| Intent {
+            request_id: "r".into(),
+            started_at: started,
+            route: template.into(),
+            method: "POST".into(),
+            operation: Some("refund"),
+            channel_id: "c".into(),
+            facts: CallFacts {
+                order_id: order.map(str::to_owned),
+                transaction_id: tx.map(str::to_owned),
+                amount: None,
+                currency: None,
+                refund_amount: Some("10".into()),
+                body_hash: "h".into(),
+            },
+            idempotency_key: None,
+            key_binding: None,
+        };
+        let answered = Outcome {
+            finished_at: started,
+            outcome: "answered",
+            status: Some(200),
+            return_code: Some("0000".into()),
+            ..Outcome::default()
+        };
+        let offline = "/v4/payments/orders/{orderId}/refund";
+        let online = "/v3/payments/{transactionId}/refund";
+        for intent in [
+            refund(offline, Some("o1"), None),
+            refund(offline, Some("o2"), None),
+            refund(online, None, Some("41")),
+        ] {
+            let id = store.record_intent(&intent).unwrap();
+            store.record_outcome(id, &answered).unwrap();
+        }
+        let earlier = |template: &str, order: Option<&str>, tx: Option<&str>| {
+            let facts = refund(template, order, tx).facts;
+            let money = money::classify(&http::Method::POST, template).unwrap();
+            let (store, metrics) = (store.clone(), metrics.clone());
+            async move {
+                earlier_refunds_of(
+                    Some(&store),
+                    &metrics,
+                    Some(100),
+                    "c",
+                    money,
+                    &facts,
+                    started,
+                )
+                .await
+                .unwrap()
+            }
+        };
+        let one = EarlierRefunds {
+            applied: 1,
+            uncertain: 0,
+        };
+        assert_eq!(earlier(offline, Some("o2"), None).await, one);
+        assert_eq!(
+            earlier(offline, Some("o3"), None).await,
+            EarlierRefunds::default()
+        );
+        assert_eq!(earlier(online, None, Some("41")).await, one);
+        assert_eq!(
+            earlier(online, None, Some("42")).await,
+            EarlierRefunds::default()
+        );
+        drop(desk);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// Every call a stop interrupted is held and checked, past the journal's default page
     /// of 100 rows (up to [`MAX_RECONCILED_AT_START`]).
     #[test]
