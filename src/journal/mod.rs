@@ -1811,6 +1811,34 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// The intent of a refund of 10 on `route` (online or offline), unkeyed.
+    fn refund_intent(
+        route: &str,
+        channel: &str,
+        order: Option<&str>,
+        tx: Option<&str>,
+        started_at: i64,
+    ) -> Intent {
+        Intent {
+            request_id: "r".into(),
+            started_at,
+            route: route.into(),
+            method: "POST".into(),
+            operation: Some("refund"),
+            channel_id: channel.into(),
+            facts: CallFacts {
+                order_id: order.map(str::to_owned),
+                transaction_id: tx.map(str::to_owned),
+                amount: None,
+                currency: None,
+                refund_amount: Some("10".into()),
+                body_hash: "h".into(),
+            },
+            idempotency_key: None,
+            key_binding: None,
+        }
+    }
+
     /// An upstream answering LINE Pay's payment details: `answers` by path and query
     /// (`9000` for any other), every question it was asked kept in order.
     async fn details_server(
@@ -1885,22 +1913,8 @@ mod tests {
             // not an earlier refund of theirs.
             for (channel, tx) in [("c", "40"), ("c", "41"), ("c", "42"), ("gone", "43")] {
                 let intent = Intent {
-                    request_id: format!("r{tx}"),
-                    started_at: started,
-                    route: refund.into(),
-                    method: "POST".into(),
-                    operation: Some("refund"),
-                    channel_id: channel.into(),
-                    facts: CallFacts {
-                        order_id: None,
-                        transaction_id: Some(tx.into()),
-                        amount: None,
-                        currency: None,
-                        refund_amount: Some("10".into()),
-                        body_hash: "h".into(),
-                    },
                     idempotency_key: Some(format!("k{tx}")),
-                    key_binding: None,
+                    ..refund_intent(refund, channel, None, Some(tx), started)
                 };
                 let id = store.record_intent(&intent).unwrap();
                 if tx == "40" {
@@ -2017,23 +2031,8 @@ mod tests {
         let (dir, desk, metrics, _) = scratch_desk("journal-earlier");
         let store = desk.store.clone().unwrap();
         let started = now_ms();
-        let refund = |template: &str, order: Option<&str>, tx: Option<&str>| Intent {
-            request_id: "r".into(),
-            started_at: started,
-            route: template.into(),
-            method: "POST".into(),
-            operation: Some("refund"),
-            channel_id: "c".into(),
-            facts: CallFacts {
-                order_id: order.map(str::to_owned),
-                transaction_id: tx.map(str::to_owned),
-                amount: None,
-                currency: None,
-                refund_amount: Some("10".into()),
-                body_hash: "h".into(),
-            },
-            idempotency_key: None,
-            key_binding: None,
+        let refund = |template: &str, order: Option<&str>, tx: Option<&str>| {
+            refund_intent(template, "c", order, tx, started)
         };
         let answered = Outcome {
             finished_at: started,
@@ -2105,24 +2104,9 @@ mod tests {
         {
             let store = Store::open(&settings.path).unwrap();
             for n in 0..150 {
-                let intent = Intent {
-                    request_id: format!("r{n}"),
-                    started_at: now_ms(),
-                    route: "/v3/payments/{transactionId}/refund".into(),
-                    method: "POST".into(),
-                    operation: Some("refund"),
-                    channel_id: "c".into(),
-                    facts: CallFacts {
-                        order_id: None,
-                        transaction_id: Some(format!("{}", 1000 + n)),
-                        amount: None,
-                        currency: None,
-                        refund_amount: Some("1".into()),
-                        body_hash: "h".into(),
-                    },
-                    idempotency_key: None,
-                    key_binding: None,
-                };
+                let tx = format!("{}", 1000 + n);
+                let refund = "/v3/payments/{transactionId}/refund";
+                let intent = refund_intent(refund, "c", None, Some(&tx), now_ms());
                 store.record_intent(&intent).unwrap();
             }
         }
