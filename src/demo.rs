@@ -91,6 +91,10 @@ impl DemoJournal {
     }
 }
 
+/// `--log-level` of the `emulator` subcommand: the filter variables it reads, in the
+/// order [`emulator`] tries them.
+const EMULATOR_LOG_LEVEL_HELP: &str = "Least severe level logged; LINEPAY_EMULATOR_LOG, else LINEPAY_SIDECAR_LOG (a full filter such as `info,hyper=debug`), wins when set";
+
 /// The emulator's own flags (shared with the `linepay-emulator` binary) plus the
 /// sidecar's log format.
 #[derive(Args)]
@@ -99,7 +103,7 @@ pub(crate) struct EmulatorCommand {
     emulator: EmulatorArgs,
     #[arg(long, value_enum, env = "LINEPAY_SIDECAR_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    #[arg(long, value_enum, env = ENV_LOG_LEVEL, default_value_t = LogLevel::Info, help = LOG_LEVEL_HELP)]
+    #[arg(long, value_enum, env = ENV_LOG_LEVEL, default_value_t = LogLevel::Info, help = EMULATOR_LOG_LEVEL_HELP)]
     log_level: LogLevel,
 }
 

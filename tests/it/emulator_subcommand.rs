@@ -4,7 +4,7 @@
 //! further channel with its secret in a file.
 
 use crate::util::channels::POS;
-use crate::util::{eventually, Call, EmulatorProcess, Sidecar, TempFile};
+use crate::util::{eventually, Call, Cli, EmulatorProcess, Sidecar, TempFile};
 
 /// An unknown path is logged at debug level only.
 const DEBUG_LINE: &str = "not a LINE Pay API path";
@@ -48,6 +48,24 @@ async fn the_subcommand_takes_log_level_and_linepay_emulator_log_wins() {
     );
     let log = log_after_a_debug_event(&filtered).await;
     assert!(log.contains(DEBUG_LINE), "{log}");
+}
+
+/// `--help` says which variables win over `--log-level`, in the order they are read.
+#[test]
+fn the_subcommands_log_level_help_names_linepay_emulator_log_first() {
+    let output = Cli::new().arg("emulator").arg("--help").run();
+    assert!(output.status.success(), "{output:?}");
+    let help = output
+        .stdout
+        .split("--log-level")
+        .nth(1)
+        .unwrap_or_default();
+    let emulator = help.find("LINEPAY_EMULATOR_LOG");
+    let sidecar = help.find("LINEPAY_SIDECAR_LOG ");
+    assert!(
+        emulator.is_some() && sidecar.is_some() && emulator < sidecar,
+        "--log-level's help must name LINEPAY_EMULATOR_LOG, then LINEPAY_SIDECAR_LOG:\n{help}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
