@@ -2083,6 +2083,13 @@ mod tests {
             earlier(online, None, Some("42")).await,
             EarlierRefunds::default()
         );
+        // A refund naming neither (never on LINE Pay's routes) reads no rows at all, not
+        // every refund of the journal.
+        assert_eq!(earlier(online, None, None).await, EarlierRefunds::default());
+        assert_eq!(
+            earlier(offline, None, None).await,
+            EarlierRefunds::default()
+        );
         drop(desk);
         std::fs::remove_dir_all(&dir).unwrap();
     }
