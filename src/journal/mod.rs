@@ -2094,6 +2094,158 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A keyed refund of 10 on transaction 41, as `Proxy` plans it.
+    fn refund_plan(key: &str) -> Plan {
+        let template = "/v3/payments/{transactionId}/refund";
+        Plan {
+            template: template.into(),
+            method: "POST".into(),
+            target: "/v3/payments/41/refund".into(),
+            money: money::classify(&http::Method::POST, template),
+            facts: CallFacts::read(Some("41"), None, br#"{"refundAmount":10}"#),
+            key: Some(key.into()),
+            request_id: "r".into(),
+            channel_id: "c".into(),
+            timeouts: timeouts(1, 2),
+        }
+    }
+
+    /// Admits [`refund_plan`] and sends it to `base` (`http://…`) through the call's own
+    /// task, without a status question.
+    async fn send_refund(
+        desk: &Desk,
+        metrics: &Arc<Metrics>,
+        seal: &Seal,
+        key: &str,
+        base: &str,
+    ) -> Result<Response<Bytes>, ProxyError> {
+        let Ok(Admission::Send(ticket)) = desk.admit(refund_plan(key), seal, metrics).await else {
+            panic!("not admitted");
+        };
+        let job = Job {
+            upstream: Arc::new(crate::upstream::loopback_for_tests(base, secs(1))),
+            request: Request::post(format!("{base}/v3/payments/41/refund"))
+                .body(Full::new(Bytes::from_static(br#"{"refundAmount":10}"#)))
+                .unwrap(),
+            timeouts: timeouts(1, 2),
+            status_request: None,
+            response_filter: |response| response,
+            metrics: metrics.clone(),
+            seal: seal.clone(),
+            charge: Budget::new(1 << 20).nothing(),
+        };
+        desk.send(ticket, job, None).await.0
+    }
+
+    /// The journal's one row, and whether it holds a sealed answer.
+    fn only_row(desk: &Desk, dir: &std::path::Path) -> (CallRow, bool) {
+        let rows = desk
+            .store
+            .as_ref()
+            .unwrap()
+            .query(&Filter::default())
+            .unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let sealed: bool = rusqlite::Connection::open(dir.join("j.sqlite3"))
+            .unwrap()
+            .query_row(
+                "SELECT answer IS NOT NULL FROM calls WHERE id = ?1",
+                [rows[0].id],
+                |row| row.get(0),
+            )
+            .unwrap();
+        (rows[0].clone(), sealed)
+    }
+
+    /// A money call's own task records LINE Pay's answer (`answered`, its status and
+    /// returnCode, when) and keeps it for the call's key: a retry of the key replays it
+    /// byte for byte without calling LINE Pay again.
+    #[tokio::test]
+    async fn an_answered_money_call_is_recorded_and_replayed_for_its_key() {
+        let (dir, desk, metrics, seal) = scratch_desk("journal-answered");
+        let answer = r#"{"returnCode":"0000","returnMessage":"Success.","info":{"refundTransactionId":2026120700000000002}}"#;
+        let (address, asked) = details_server(HashMap::from([(
+            "/v3/payments/41/refund".to_owned(),
+            answer.to_owned(),
+        )]))
+        .await;
+        let before = now_ms();
+        let response = send_refund(&desk, &metrics, &seal, "k", &format!("http://{address}"))
+            .await
+            .unwrap();
+        assert_eq!(response.body(), answer.as_bytes());
+        let (row, sealed) = only_row(&desk, &dir);
+        assert_eq!(row.outcome.as_deref(), Some("answered"), "{row:?}");
+        assert_eq!(row.status, Some(200));
+        assert_eq!(row.return_code.as_deref(), Some("0000"));
+        assert!(row.finished_at.unwrap() >= before, "{row:?}");
+        assert!(sealed, "the answer is kept for the key");
+        let Ok(Admission::Replay(replayed)) = desk.admit(refund_plan("k"), &seal, &metrics).await
+        else {
+            panic!("the key's retry is not replayed");
+        };
+        assert_eq!(replayed.body(), answer.as_bytes());
+        assert_eq!(asked.lock().unwrap().len(), 1, "LINE Pay asked once");
+        assert!(in_flight_entries(&desk.in_flight).is_empty());
+        drop(desk);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A call that never reached LINE Pay (nothing listens) is `not_sent`, keeps no
+    /// answer, and its key is free at once: the app was told `retry_safe: true`.
+    #[tokio::test]
+    async fn a_money_call_that_never_left_is_not_sent_and_its_key_free() {
+        let (dir, desk, metrics, seal) = scratch_desk("journal-not-sent");
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = closed.local_addr().unwrap();
+        drop(closed);
+        let error = send_refund(&desk, &metrics, &seal, "k", &format!("http://{address}"))
+            .await
+            .unwrap_err();
+        assert!(error.retry_safe(), "{error:?}");
+        let (row, sealed) = only_row(&desk, &dir);
+        assert_eq!(row.outcome.as_deref(), Some("not_sent"), "{row:?}");
+        assert_eq!(row.failure.as_deref(), Some(error.code()));
+        assert!(!sealed, "nothing to replay: the key may be used again");
+        assert!(matches!(
+            desk.admit(refund_plan("k"), &seal, &metrics).await,
+            Ok(Admission::Send(_))
+        ));
+        drop(desk);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A call LINE Pay read and never answered (the connection closed) may have been
+    /// applied: `uncertain`, and its key replays the error the app got instead of
+    /// sending the call again.
+    #[tokio::test]
+    async fn a_money_call_sent_without_an_answer_is_uncertain_and_never_sent_again() {
+        use tokio::io::AsyncReadExt;
+        let (dir, desk, metrics, seal) = scratch_desk("journal-uncertain");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+        });
+        let error = send_refund(&desk, &metrics, &seal, "k", &format!("http://{address}"))
+            .await
+            .unwrap_err();
+        assert!(!error.retry_safe(), "{error:?}");
+        let (row, sealed) = only_row(&desk, &dir);
+        assert_eq!(row.outcome.as_deref(), Some("uncertain"), "{row:?}");
+        assert_eq!(row.failure.as_deref(), Some(error.code()));
+        assert!(sealed, "the error is kept for the key");
+        let Ok(Admission::Replay(replayed)) = desk.admit(refund_plan("k"), &seal, &metrics).await
+        else {
+            panic!("the key's retry is sent again");
+        };
+        assert_eq!(replayed.status(), error.to_response().status());
+        drop(desk);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// Every call a stop interrupted is held and checked, past the journal's default page
     /// of 100 rows (up to [`MAX_RECONCILED_AT_START`]).
     #[test]
