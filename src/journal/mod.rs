@@ -907,7 +907,7 @@ impl Desk {
                                 request,
                                 money,
                                 &facts,
-                                (row.started_at / 1000, earlier),
+                                (row.started_at, earlier),
                                 self.settings.reconcile_timeout,
                                 &mut charge,
                             )
@@ -1076,7 +1076,7 @@ async fn run_call(
                         request,
                         money,
                         &plan.facts,
-                        (ticket.started_ms / 1000, earlier),
+                        (ticket.started_ms, earlier),
                         limit,
                         &mut charge,
                     )
@@ -1178,8 +1178,8 @@ async fn run_call(
 }
 
 /// Asks LINE Pay about a call, within `limit`, and reads the answer. `known` is when the
-/// call started (seconds since the epoch) and its earlier refunds (`None`: the journal
-/// could not say, so a refund cannot be told from an earlier one).
+/// call started (the journal's milliseconds since the epoch) and its earlier refunds
+/// (`None`: the journal could not say, so a refund cannot be told from an earlier one).
 async fn ask_status(
     upstream: &Upstream,
     request: Request<Full<Bytes>>,
@@ -1189,7 +1189,7 @@ async fn ask_status(
     limit: Duration,
     charge: &mut Charge,
 ) -> Verdict {
-    let (started_unix, Some(earlier)) = known else {
+    let (started_ms, Some(earlier)) = known else {
         return Verdict::unknown("the journal's earlier refunds of the transaction cannot be read");
     };
     let timeouts = RouteTimeouts {
@@ -1197,7 +1197,8 @@ async fn ask_status(
         read: limit,
     };
     match upstream.send(request, timeouts, charge).await {
-        Ok(answer) => money::judge(money, facts, answer.body(), started_unix, earlier),
+        // LINE Pay dates its entries in seconds.
+        Ok(answer) => money::judge(money, facts, answer.body(), started_ms / 1000, earlier),
         Err(UpstreamError::ReadTimeout(_)) => {
             Verdict::unknown("LINE Pay did not answer the status check in time")
         }

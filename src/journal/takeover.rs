@@ -436,7 +436,7 @@ impl Desk {
                     request,
                     money,
                     &record.facts,
-                    (record.started_at_ms / 1000, earlier),
+                    (record.started_at_ms, earlier),
                     self.settings.reconcile_timeout,
                     &mut charge,
                 )
