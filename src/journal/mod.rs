@@ -1965,6 +1965,7 @@ mod tests {
         let upstream = Arc::new(crate::upstream::loopback_for_tests(
             &format!("http://{address}"),
             secs(2),
+            1 << 20,
         ));
         let metrics = Arc::new(Metrics::new());
         let before = now_ms();
@@ -2124,7 +2125,7 @@ mod tests {
             panic!("not admitted");
         };
         let job = Job {
-            upstream: Arc::new(crate::upstream::loopback_for_tests(base, secs(1))),
+            upstream: Arc::new(crate::upstream::loopback_for_tests(base, secs(1), 1 << 20)),
             request: Request::post(format!("{base}/v3/payments/41/refund"))
                 .body(Full::new(Bytes::from_static(br#"{"refundAmount":10}"#)))
                 .unwrap(),

@@ -321,11 +321,10 @@ impl Drop for Reaping {
 mod tests {
     use super::*;
     use crate::budget::Budget;
-    use crate::config::UpstreamConfig;
     use crate::egress::EgressConfig;
     use crate::route::RouteTimeouts;
     use crate::upstream::connector::{connector, tls_config};
-    use crate::upstream::{ClientSettings, Upstream, UpstreamError};
+    use crate::upstream::{Upstream, UpstreamError};
     use http_body_util::BodyExt;
     use hyper_util::rt::TokioIo;
     use std::net::SocketAddr;
@@ -631,18 +630,7 @@ mod tests {
     }
 
     fn upstream(server: &Server, max_response_bytes: usize) -> Upstream {
-        Upstream::new(ClientSettings {
-            upstream: UpstreamConfig {
-                url: server.url().parse().unwrap(),
-                ca_file: None,
-                max_response_bytes,
-                pool_idle_timeout: Duration::from_secs(60),
-                pool_max_idle_per_host: 4,
-            },
-            egress: EgressConfig::default(),
-            connect_timeouts: vec![CONNECT],
-        })
-        .unwrap()
+        super::super::loopback_for_tests(&server.url(), CONNECT, max_response_bytes)
     }
 
     async fn send(
@@ -707,7 +695,6 @@ mod tests {
 #[allow(clippy::unwrap_used)]
 mod scripted {
     use super::*;
-    use crate::egress::EgressConfig;
     use http_body_util::BodyExt;
     use std::net::SocketAddr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -933,9 +920,8 @@ mod scripted {
     #[tokio::test]
     async fn a_read_timeout_mid_answer_never_leaves_its_rest_for_the_next_call() {
         use crate::budget::Budget;
-        use crate::config::UpstreamConfig;
         use crate::route::RouteTimeouts;
-        use crate::upstream::{ClientSettings, Upstream, UpstreamError};
+        use crate::upstream::UpstreamError;
         let late = format!("st12345{}", answer("WRONG"));
         let server = scripted(vec![vec![
             write("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nfir"),
@@ -943,18 +929,11 @@ mod scripted {
             Step::Write(late.into_bytes()),
         ]])
         .await;
-        let upstream = Upstream::new(ClientSettings {
-            upstream: UpstreamConfig {
-                url: format!("http://{}", server.address).parse().unwrap(),
-                ca_file: None,
-                max_response_bytes: 1024,
-                pool_idle_timeout: Duration::from_secs(60),
-                pool_max_idle_per_host: 4,
-            },
-            egress: EgressConfig::default(),
-            connect_timeouts: vec![Duration::from_secs(2)],
-        })
-        .unwrap();
+        let upstream = super::super::loopback_for_tests(
+            &format!("http://{}", server.address),
+            Duration::from_secs(2),
+            1024,
+        );
         let send = |read| {
             let timeouts = RouteTimeouts {
                 connect: Duration::from_secs(2),
@@ -1070,10 +1049,8 @@ mod scripted {
 mod runtimes {
     use super::*;
     use crate::budget::Budget;
-    use crate::config::UpstreamConfig;
-    use crate::egress::EgressConfig;
     use crate::route::RouteTimeouts;
-    use crate::upstream::{enter_worker, ClientSettings, Upstream};
+    use crate::upstream::{enter_worker, Upstream};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -1143,20 +1120,11 @@ mod runtimes {
     #[test]
     fn a_connection_opened_outside_the_workers_never_carries_a_workers_call() {
         let (_server, url, connections) = upstream_elsewhere();
-        let upstream = Arc::new(
-            Upstream::new(ClientSettings {
-                upstream: UpstreamConfig {
-                    url: url.parse().unwrap(),
-                    ca_file: None,
-                    max_response_bytes: 1024,
-                    pool_idle_timeout: Duration::from_secs(60),
-                    pool_max_idle_per_host: 4,
-                },
-                egress: EgressConfig::default(),
-                connect_timeouts: vec![Duration::from_secs(2)],
-            })
-            .unwrap(),
-        );
+        let upstream = Arc::new(super::super::loopback_for_tests(
+            &url,
+            Duration::from_secs(2),
+            1024,
+        ));
         // This thread is no worker, as the main thread.
         let main = current_thread();
         assert_eq!(main.block_on(get(&upstream, &url)).unwrap(), "ok");

@@ -525,16 +525,21 @@ fn classify_connect_failure(
     }
 }
 
-/// For other modules' tests: a plain client of a loopback upstream at `url` (`http://…`),
-/// on the defaults, with one connect timeout of `connect`.
+/// For tests: a plain client of a loopback upstream at `url` (`http://…`), with one
+/// connect timeout of `connect`, answers of at most `max_response_bytes`, up to 4 idle
+/// connections per worker kept a minute.
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-pub(crate) fn loopback_for_tests(url: &str, connect: Duration) -> Upstream {
+pub(crate) fn loopback_for_tests(
+    url: &str,
+    connect: Duration,
+    max_response_bytes: usize,
+) -> Upstream {
     Upstream::new(ClientSettings {
         upstream: crate::config::UpstreamConfig {
             url: url.parse().unwrap(),
             ca_file: None,
-            max_response_bytes: 1 << 20,
+            max_response_bytes,
             pool_idle_timeout: Duration::from_secs(60),
             pool_max_idle_per_host: 4,
         },
